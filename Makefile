@@ -1,0 +1,145 @@
+# internald — one Makefile, read top to bottom.
+#
+#   make            build build/internald and build/internalctl
+#   make run        install missing packages, build, import zones/demo.jsonl, serve [::1]:5353
+#   make test       unit + integration + netns (root) suites, then unit + integration again
+#                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
+#   make bench      bench/run (dnsperf against Knot DNS and NSD)
+#   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
+#   make install PREFIX=/usr/local DESTDIR=
+#
+# Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
+
+O        ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+PKGS     := libuv ldns lmdb jansson
+SAN      ?= 0
+FUZZ_SECONDS ?= 60
+
+# Debian packages: to build, and to run the test suites.
+DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libcmocka-dev \
+	     libjansson-dev
+DEB_TEST  := bind9-dnsutils knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
+	     libclang-rt-14-dev clang
+DEB_BENCH := dnsperf knot nsd gnuplot-nox
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread
+CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+# Pure modules and the registry: shared by both programs and by every unit test.
+CORE     := wire names org regions answer registry jsonl config log
+SERVER   := server forward
+CORE_O   := $(CORE:%=$(O)/%.o)
+SERVER_O := $(SERVER:%=$(O)/%.o)
+UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps run test unit integration netns sanitize format format-check bench fuzz \
+	fuzz-replay install clean
+all: $(O)/internald $(O)/internalctl
+
+$(O)/%.o: src/%.c $(wildcard include/*.h) | $(O)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(O):
+	mkdir -p $(O)/tests
+
+$(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+$(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+# Installs what is missing (as root) or prints the exact apt-get line and stops.
+deps:
+	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "deps: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "deps: missing packages; run as root:"; \
+	    echo "  apt-get update && apt-get install -y$$missing"; exit 1; fi; fi
+
+run: deps
+	$(MAKE) all
+	rm -rf run/db && mkdir -p run
+	$(O)/internalctl --db run/db import zones/demo.jsonl
+	@echo
+	@echo "internald serves the demo org on [::1]:5353. Try, in another terminal:"
+	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
+	@echo "  dig @::1 -p 5353 +short TXT vms.web.internal"
+	@echo "  dig @::1 -p 5353 +short AAAA top2.nearest.of.web.internal"
+	@echo
+	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
+		--regions zones/regions.tsv --region ord --workers 2
+
+unit: $(UNITS:%=$(O)/tests/%)
+	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
+
+integration: all $(O)/tests/dnsq
+	O=$(O) tests/integration/run
+
+netns: all
+	O=$(O) tests/netns/run
+
+sanitize:
+	$(MAKE) O=build/san SAN=1 CC=clang unit integration
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) netns
+	$(MAKE) fuzz-replay
+	$(MAKE) sanitize
+	$(MAKE) format-check
+	@echo "make test: every suite passed"
+
+SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
+	     tests/fuzz/*.c)
+format:
+	clang-format -i $(SOURCES)
+format-check:
+	clang-format --dry-run -Werror $(SOURCES)
+
+bench: deps all
+	bench/run
+
+# libFuzzer targets; fuzz-replay runs each seed corpus once (fast, part of make test).
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fsanitize=fuzzer,address,undefined \
+	       $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+$(O)/fuzz/%: tests/fuzz/fuzz_%.c $(CORE:%=src/%.c) $(wildcard include/*.h)
+	mkdir -p $(O)/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE:%=src/%.c) $(LDLIBS)
+fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus $$t"; \
+	  $(O)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t; done
+fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p $(O)/fuzz/corpus-$$t; \
+	  $(O)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(O)/fuzz/corpus-$$t \
+	    tests/fuzz/corpus/$$t; done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/internald \
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
+	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
+	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+
+clean:
+	rm -rf build run

@@ -1,0 +1,210 @@
+/*
+ * registry — the LMDB registry of orgs, Machines, peers and Flycast addresses.
+ *
+ * This header is the whole contract: nothing outside registry.c knows the key layout.
+ * internalctl (and later the replication agent) writes through reg_write(); internald
+ * reads through a read-only reg_txn_t per worker, renewed once per batch of packets.
+ *
+ * Errors: every function returns 0 (or a count, where said) on success and a negative
+ * code on failure: -errno values for our own errors, LMDB's (negative) MDB_* codes for
+ * the store's. reg_strerror() turns either into text.
+ *
+ * Strings handed to read callbacks point into the LMDB map: they are valid until the
+ * transaction is reset, renewed or ended, are NOT NUL-terminated, and must not be freed.
+ * Nothing on the read path allocates.
+ */
+#ifndef INTERNALD_REGISTRY_H
+#define INTERNALD_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REG_LABEL_MAX 63   /* every app, region, group, id, peer, metadata key/value */
+#define REG_STATE_MAX 31   /* a Machine state such as "started" */
+#define REG_META_MAX  32   /* metadata pairs per Machine */
+#define REG_MAPSIZE_DEFAULT (1ULL << 30) /* writer's initial map; grows on MDB_MAP_FULL */
+
+typedef struct reg reg_t;
+typedef struct reg_txn reg_txn_t;
+
+enum reg_open_flags {
+	REG_RDONLY = 1 << 0, /* internald: never writes, never creates */
+	REG_NOSYNC = 1 << 1, /* skip fsync at commit: bulk tests only (durability, not safety) */
+};
+
+/*
+ * Opens (the writer: creates) the registry in directory dir (data.mdb, lock.mdb).
+ * mapsize is the writer's initial map size (0: REG_MAPSIZE_DEFAULT); a read-only
+ * registry maps a large virtual window so that a growing writer never forces a remap.
+ * Allocates *out; release with reg_close(). Errors: -ENOENT (no registry at dir, read-only),
+ * -EINVAL (not a registry of this version), LMDB codes.
+ */
+int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize);
+void reg_close(reg_t *reg);
+/* Clears reader slots left by dead processes (kill -9). Returns how many, or < 0. */
+int reg_reader_check(reg_t *reg);
+/* The map size now in force (bytes). */
+size_t reg_mapsize(const reg_t *reg);
+const char *reg_strerror(int err);
+
+/* ---- transactions ---------------------------------------------------------------- */
+
+/* Begins a transaction (write = false: a read snapshot). Allocates *out. */
+int reg_txn_begin(reg_t *reg, bool write, reg_txn_t **out);
+/* Read-only: drop the snapshot (reset) / take the newest committed one (renew). */
+void reg_txn_reset(reg_txn_t *txn);
+int reg_txn_renew(reg_txn_t *txn);
+/* Write: bumps the generation, commits and frees txn (also on failure). */
+int reg_txn_commit(reg_txn_t *txn);
+/* Ends any transaction without committing, frees txn. NULL is a no-op. */
+void reg_txn_abort(reg_txn_t *txn);
+
+/*
+ * Runs fn(txn, arg) in one write transaction and commits it. When the map fills up
+ * (MDB_MAP_FULL) the transaction is thrown away, the map doubled and fn run again from
+ * the start: fn must depend only on arg and the registry. fn's non-zero return aborts
+ * and is returned unchanged. All or nothing.
+ */
+typedef int (*reg_write_fn)(reg_txn_t *txn, void *arg);
+int reg_write(reg_t *reg, reg_write_fn fn, void *arg);
+
+/* ---- records as the write API takes them (NUL-terminated, caller-owned) ----------- */
+
+typedef struct {
+	const char *key, *value;
+} reg_meta_t;
+
+typedef struct {
+	const char *id, *app, *region, *group, *state;
+	uint32_t net;  /* org network: bits 16..47 of the address */
+	uint8_t ip[16];
+	const reg_meta_t *meta;
+	size_t nmeta;
+} reg_machine_t;
+
+/* A machine decoded from the store, with room for its strings. */
+typedef struct {
+	reg_machine_t m;
+	char id[REG_LABEL_MAX + 1], app[REG_LABEL_MAX + 1], region[REG_LABEL_MAX + 1];
+	char group[REG_LABEL_MAX + 1], state[REG_STATE_MAX + 1];
+	reg_meta_t meta[REG_META_MAX];
+	char metabuf[REG_META_MAX][2][REG_LABEL_MAX + 1];
+} reg_machine_buf_t;
+
+/* ---- write API (txn from reg_write or reg_txn_begin(write)) ------------------------ */
+
+/* Org slug <-> network. -EEXIST: the slug has another network, or the network another slug. */
+int reg_put_org(reg_txn_t *txn, const char *slug, uint32_t net);
+/* Upserts a Machine; its indexes follow its state. -EADDRINUSE: a started Machine or a
+ * peer already holds that address. -ENAMETOOLONG, -E2BIG: a string or metadata past the limits. */
+int reg_put_machine(reg_txn_t *txn, const reg_machine_t *m);
+/* Sets the state of an existing Machine (-ENOENT if none). */
+int reg_set_state(reg_txn_t *txn, const char *id, const char *state);
+/* -ENOENT if there is no such Machine. */
+int reg_delete_machine(reg_txn_t *txn, const char *id);
+int reg_put_peer(reg_txn_t *txn, uint32_t net, const char *name, const uint8_t ip[16],
+		 const char *region);
+int reg_delete_peer(reg_txn_t *txn, uint32_t net, const char *name);
+int reg_put_flycast(reg_txn_t *txn, uint32_t net, const char *app, const uint8_t ip[16]);
+int reg_delete_flycast(reg_txn_t *txn, uint32_t net, const char *app, const uint8_t ip[16]);
+/* Empties every table (import --replace); the generation goes on counting. */
+int reg_clear(reg_txn_t *txn);
+
+/* ---- point reads (any txn) ------------------------------------------------------------ */
+
+uint64_t reg_generation(reg_txn_t *txn);
+/* -ENOENT if unknown. */
+int reg_org_net(reg_txn_t *txn, const char *slug, size_t len, uint32_t *net);
+/* Writes the slug (NUL-terminated) into buf. -ENOENT if unknown, -ENOSPC if cap too small. */
+int reg_org_slug(reg_txn_t *txn, uint32_t net, char *buf, size_t cap);
+/* Decodes a Machine into *out. -ENOENT if none. */
+int reg_get_machine(reg_txn_t *txn, const char *id, reg_machine_buf_t *out);
+
+/* ---- the read path: range walks over started Machines (no allocation) ----------------- */
+
+enum reg_hit_kind { REG_HIT_MACHINE, REG_HIT_PEER };
+
+typedef struct {
+	int kind;
+	uint32_t net;
+	const uint8_t *ip;            /* 16 bytes */
+	const char *id;               /* Machine id, or the peer's name */
+	const char *app;              /* NULL for a peer */
+	const char *region;
+	uint8_t id_len, app_len, region_len;
+} reg_hit_t;
+
+/* Called once per record, in key order; a non-zero return stops the walk. */
+typedef int (*reg_walk_fn)(const reg_hit_t *hit, void *arg);
+
+/*
+ * Each walk returns the number of records visited (>= 0) or a negative error. Names are
+ * compared byte for byte: pass them lower-cased. Only started Machines are walked.
+ * Walks share the transaction's cursors: a callback must not start another walk in the
+ * same transaction (point reads are fine).
+ *   app:         the app's Machines, by id
+ *   app_region:  the app's Machines in region, by id
+ *   app_group:   the app's Machines of process group, by id
+ *   app_meta:    the app's Machines whose metadata has key = value, by id
+ *   org:         every Machine of the org, by app then id (_instances)
+ *   peers:       the org's peers, by name (hit->id is the name)
+ *   flycast:     the app's Flycast addresses in the org, by address (only ip is set)
+ */
+int reg_walk_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
+		 void *arg);
+int reg_walk_app_region(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+			const char *region, size_t region_len, reg_walk_fn fn, void *arg);
+int reg_walk_app_group(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+		       const char *group, size_t group_len, reg_walk_fn fn, void *arg);
+int reg_walk_app_meta(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+		      const char *key, size_t key_len, const char *value, size_t value_len,
+		      reg_walk_fn fn, void *arg);
+int reg_walk_org(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
+int reg_walk_peers(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
+int reg_walk_flycast(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+		     reg_walk_fn fn, void *arg);
+
+/* Names walks: apps of the org with a started Machine; regions of an app with one.
+ * fn gets (name, len, count of started Machines, arg). */
+typedef int (*reg_name_fn)(const char *name, size_t len, uint32_t count, void *arg);
+int reg_walk_apps(reg_txn_t *txn, uint32_t net, reg_name_fn fn, void *arg);
+int reg_walk_app_regions(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+			 reg_name_fn fn, void *arg);
+/* Started Machines of an app (0 if none, the app is then absent from DNS), and of an app
+ * in one region. */
+int reg_count_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+		  uint32_t *count);
+int reg_count_app_region(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+			 const char *region, size_t region_len, uint32_t *count);
+
+/* One started Machine of an app by id; one peer by name. 0, or -ENOENT. */
+int reg_find_vm(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, const char *id,
+		size_t id_len, reg_hit_t *hit);
+int reg_find_peer(reg_txn_t *txn, uint32_t net, const char *name, size_t len, reg_hit_t *hit);
+/* The started Machine or peer at exactly ip (exact) or, failing that and when !exact, the
+ * one whose /112 holds ip. 0, or -ENOENT. */
+int reg_find_addr(reg_txn_t *txn, const uint8_t ip[16], bool exact, reg_hit_t *hit);
+
+/* ---- whole-registry walks (internalctl: export, ls, zone, check) ----------------------- */
+
+typedef int (*reg_org_fn)(const char *slug, size_t len, uint32_t net, void *arg);
+typedef int (*reg_machine_fn)(const reg_machine_t *m, void *arg);
+int reg_walk_orgs(reg_txn_t *txn, reg_org_fn fn, void *arg);
+int reg_walk_machines(reg_txn_t *txn, reg_machine_fn fn, void *arg);
+/* Every peer / Flycast address of every org, by org. */
+int reg_walk_all_peers(reg_txn_t *txn, reg_walk_fn fn, void *arg);
+int reg_walk_all_flycast(reg_txn_t *txn, reg_walk_fn fn, void *arg);
+
+/* Verifies every index entry against the primary records. report(msg, arg) is called for
+ * each mismatch. Returns the number of mismatches (0: consistent) or < 0. */
+int reg_check(reg_txn_t *txn, void (*report)(const char *msg, void *arg), void *arg);
+
+typedef struct {
+	uint64_t generation;
+	size_t orgs, machines, started, peers, flycast, index_entries;
+	size_t map_size, map_used, page_size;
+} reg_stats_t;
+int reg_stats(reg_txn_t *txn, reg_stats_t *out);
+
+#endif

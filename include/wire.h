@@ -1,0 +1,133 @@
+/*
+ * wire — the DNS message codec of the query path: decode a query, write a response.
+ *
+ * Pure and allocation-free: it reads a caller's bytes and writes into a caller's
+ * buffer, every read and write bounds-checked. It must never touch a socket, the
+ * registry or the heap. ldns is the independent check in the tests, not a dependency.
+ */
+#ifndef INTERNALD_WIRE_H
+#define INTERNALD_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_HDR       12
+#define WIRE_NAME_MAX  255
+#define WIRE_UDP_MIN   512   /* without EDNS */
+#define WIRE_EDNS_SIZE 1232  /* the payload size we advertise and honour at most */
+#define WIRE_TCP_MAX   65535
+#define WIRE_NSID_MAX  128
+
+enum wire_rcode {
+	WIRE_NOERROR = 0,
+	WIRE_FORMERR = 1,
+	WIRE_SERVFAIL = 2,
+	WIRE_NXDOMAIN = 3,
+	WIRE_NOTIMP = 4,
+	WIRE_REFUSED = 5,
+	WIRE_BADVERS = 16, /* extended: 1 in the OPT's high bits, 0 in the header */
+};
+
+enum wire_type {
+	WIRE_A = 1,
+	WIRE_NS = 2,
+	WIRE_SOA = 6,
+	WIRE_PTR = 12,
+	WIRE_TXT = 16,
+	WIRE_AAAA = 28,
+	WIRE_OPT = 41,
+	WIRE_IXFR = 251,
+	WIRE_AXFR = 252,
+	WIRE_ANY = 255,
+};
+#define WIRE_CLASS_IN 1
+
+typedef struct {
+	uint16_t id;
+	uint8_t opcode;
+	bool rd, cd;
+	bool has_question;       /* the question parsed: a response may echo it */
+	uint16_t qtype, qclass;
+	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased wire form */
+	size_t qname_len;
+	size_t question_end;     /* offset just past QCLASS */
+	bool edns;
+	uint16_t edns_udp;       /* the client's advertised payload size */
+	uint8_t edns_version;
+	bool edns_do, edns_nsid;
+} wire_query_t;
+
+/* Parse results besides an rcode. */
+#define WIRE_OK   0
+#define WIRE_DROP (-1)
+
+/*
+ * Decodes a query. Returns WIRE_OK; WIRE_DROP (shorter than a header, QR set: no
+ * answer at all); or an rcode to answer with (FORMERR, NOTIMP, BADVERS) — q says how
+ * much was understood (has_question, edns).
+ */
+int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
+
+/* A response under construction. */
+typedef struct {
+	uint8_t *buf;
+	size_t limit;   /* bytes the records may use (the OPT's room already set aside) */
+	size_t len;
+	uint16_t count[3]; /* answer, authority, additional */
+	bool tc;
+	size_t reserve;    /* room kept for the OPT record */
+	int rcode;
+	size_t txt_start, txt_rdata, txt_cs; /* open TXT record (wire_txt_*) */
+} wire_resp_t;
+
+enum { WIRE_AN, WIRE_NS_SEC, WIRE_AR };
+
+/*
+ * Starts a response to q in buf (cap bytes): header (id, opcode, RD and CD copied, QR
+ * set) and, when q has one, the question as the client sent it (pkt: its bytes, case
+ * preserved). size: the most the response may be (UDP limit or TCP max); reserve: room
+ * kept back for the OPT record (wire_opt_size, 0 without EDNS). Returns 0, or -ENOSPC
+ * when not even the header and question fit.
+ */
+int wire_resp_begin(wire_resp_t *r, uint8_t *buf, size_t cap, size_t size, size_t reserve,
+		    const uint8_t *pkt, const wire_query_t *q);
+/* The rcode (extended ones go to the OPT record); AA and RA flags. */
+void wire_resp_rcode(wire_resp_t *r, int rcode);
+void wire_resp_flags(wire_resp_t *r, bool aa, bool ra);
+
+/*
+ * Records. owner is a compression pointer target (an offset into the message, < 0x4000,
+ * e.g. WIRE_HDR for the question's name). Each returns 0, or -ENOSPC when the record
+ * does not fit whole: nothing of it is written and the caller decides about TC.
+ */
+int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[16]);
+/* target: wire-form name, uncompressed */
+int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len);
+/* SOA/NS of a zone whose apex is at owner; names are written under "internal."
+ * (internal_off: where "internal." already stands in the message, or 0). */
+int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint32_t serial,
+		 uint32_t minimum, uint16_t internal_off);
+int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_off);
+
+/* A TXT record written in pieces: begin, append text (split into 255-byte
+ * character-strings as it goes), end. mark/rewind let a caller drop a partial item. */
+int wire_txt_begin(wire_resp_t *r, uint16_t owner, uint32_t ttl);
+int wire_txt_append(wire_resp_t *r, const void *text, size_t len);
+size_t wire_txt_mark(const wire_resp_t *r);
+void wire_txt_rewind(wire_resp_t *r, size_t mark);
+int wire_txt_end(wire_resp_t *r);
+/* Throws the open TXT record away. */
+void wire_txt_abort(wire_resp_t *r);
+
+/* The OPT record (uses the reserved room): our payload size, extended rcode bits, DO,
+ * NSID when nsid_len > 0. */
+int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len);
+
+/* Fixes the counts and flags in the header; returns the message length. */
+size_t wire_resp_end(wire_resp_t *r);
+
+/* The bytes an OPT record takes with nsid_len bytes of NSID (0: none). */
+size_t wire_opt_size(size_t nsid_len);
+
+#endif

@@ -1,0 +1,614 @@
+/*
+ * internalctl — the registry's writer and inspector. Parses arguments and calls the
+ * registry, jsonl and zone modules; nothing here knows the key layout.
+ *
+ * Exit codes: 0 done, 1 refused input or a failed operation, 2 usage.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jsonl.h"
+#include "org.h"
+#include "registry.h"
+#include "zone.h"
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE   2
+
+static const char *const usage_text =
+	"usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  import [--replace] FILE|-   upsert every record of a JSON Lines file (one transaction)\n"
+	"  export                      the whole registry as JSON Lines on stdout\n"
+	"  machine start|stop|delete ID\n"
+	"  ls orgs|apps|machines|peers [--org SLUG]\n"
+	"  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
+	"  check                       verify every index against the records (exit 1 if not)\n"
+	"  stats                       record counts, generation, map use\n"
+	"\n"
+	"--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
+
+static const char *const help_text[][2] = {
+	{"import", "usage: internalctl import [--replace] FILE|-\n"
+		   "Validates the whole file, then writes it in one transaction: all or nothing.\n"
+		   "--replace: the file becomes the whole registry.\n"},
+	{"export", "usage: internalctl export\nWrites every record as JSON Lines; "
+		   "import --replace of it gives the same registry.\n"},
+	{"machine", "usage: internalctl machine start|stop|delete ID\n"},
+	{"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"},
+	{"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
+		 "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
+		 "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
+	{"check", "usage: internalctl check\nExit 0 if every index matches the records, 1 if not.\n"},
+	{"stats", "usage: internalctl stats\n"},
+};
+
+typedef struct {
+	const char *db;
+	unsigned flags;
+	int argc;
+	char **argv;
+} cli_t;
+
+static int usage(const char *msg)
+{
+	if (msg)
+		fprintf(stderr, "internalctl: %s\n", msg);
+	fputs(usage_text, stderr);
+	return EXIT_USAGE;
+}
+
+static bool wants_help(const cli_t *c)
+{
+	for (int i = 1; i < c->argc; i++)
+		if (strcmp(c->argv[i], "--help") == 0 || strcmp(c->argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
+static int print_help(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
+		if (strcmp(help_text[i][0], cmd) == 0) {
+			fputs(help_text[i][1], stdout);
+			return 0;
+		}
+	fputs(usage_text, stdout);
+	return 0;
+}
+
+static int open_reg(const cli_t *c, bool write, reg_t **reg)
+{
+	int rc = reg_open(reg, c->db, write ? c->flags : REG_RDONLY, 0);
+	if (rc) {
+		fprintf(stderr, "internalctl: cannot open the registry at %s: %s%s\n", c->db,
+			reg_strerror(rc),
+			rc == -ENOENT ? " (create it with 'internalctl import FILE')" : "");
+		return EXIT_REFUSED;
+	}
+	return 0;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- import / export -------------------------------------------------------------------- */
+
+static int cmd_import(const cli_t *c)
+{
+	bool replace = false;
+	const char *file = NULL;
+	for (int i = 1; i < c->argc; i++) {
+		if (strcmp(c->argv[i], "--replace") == 0)
+			replace = true;
+		else if (!file)
+			file = c->argv[i];
+		else
+			return usage("import takes one file");
+	}
+	if (!file)
+		return usage("import needs a file (or - for standard input)");
+	FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+	if (!f) {
+		fprintf(stderr, "internalctl: %s: %s\n", file, strerror(errno));
+		return EXIT_REFUSED;
+	}
+	reg_t *reg;
+	int rc = open_reg(c, true, &reg);
+	if (rc) {
+		if (f != stdin)
+			fclose(f);
+		return rc;
+	}
+	char err[JSONL_ERR_MAX];
+	double t0 = now();
+	jsonl_t *j;
+	rc = jsonl_parse(f, strcmp(file, "-") == 0 ? "<stdin>" : file, &j, err);
+	if (f != stdin)
+		fclose(f);
+	if (!rc) {
+		double t1 = now();
+		reg_txn_t *txn;
+		err[0] = '\0';
+		rc = jsonl_import_parsed(reg, j, replace, err);
+		if (!rc && reg_txn_begin(reg, false, &txn) == 0) {
+			fprintf(stderr,
+				"internalctl: imported %zu records in %.2f s (parse %.2f s, write "
+				"%.2f s); generation %llu\n",
+				jsonl_count(j), now() - t0, t1 - t0, now() - t1,
+				(unsigned long long)reg_generation(txn));
+			reg_txn_abort(txn);
+		}
+		jsonl_free(j);
+	}
+	if (rc)
+		fprintf(stderr, "internalctl: %s\ninternalctl: nothing was imported; the registry is "
+				"unchanged\n",
+			err[0] ? err : reg_strerror(rc));
+	reg_close(reg);
+	return rc ? EXIT_REFUSED : 0;
+}
+
+static int with_read_txn(const cli_t *c, int (*fn)(const cli_t *, reg_txn_t *))
+{
+	reg_t *reg;
+	reg_txn_t *txn;
+	int rc = open_reg(c, false, &reg);
+	if (rc)
+		return rc;
+	rc = reg_txn_begin(reg, false, &txn);
+	if (rc) {
+		fprintf(stderr, "internalctl: %s\n", reg_strerror(rc));
+		reg_close(reg);
+		return EXIT_REFUSED;
+	}
+	rc = fn(c, txn);
+	reg_txn_abort(txn);
+	reg_close(reg);
+	return rc;
+}
+
+static int do_export(const cli_t *c, reg_txn_t *txn)
+{
+	(void)c;
+	int rc = jsonl_export(txn, stdout);
+	if (rc)
+		fprintf(stderr, "internalctl: export: %s\n", reg_strerror(rc));
+	return rc ? EXIT_REFUSED : 0;
+}
+
+/* ---- machine start|stop|delete ---------------------------------------------------------- */
+
+typedef struct {
+	const char *op, *id;
+} machine_op_t;
+
+static int machine_fn(reg_txn_t *txn, void *arg)
+{
+	const machine_op_t *m = arg;
+	if (strcmp(m->op, "delete") == 0)
+		return reg_delete_machine(txn, m->id);
+	return reg_set_state(txn, m->id, strcmp(m->op, "start") == 0 ? "started" : "stopped");
+}
+
+static int cmd_machine(const cli_t *c)
+{
+	if (c->argc != 3)
+		return usage("machine takes start|stop|delete and an id");
+	machine_op_t m = {c->argv[1], c->argv[2]};
+	if (strcmp(m.op, "start") && strcmp(m.op, "stop") && strcmp(m.op, "delete"))
+		return usage("machine takes start, stop or delete");
+	reg_t *reg;
+	int rc = open_reg(c, true, &reg);
+	if (rc)
+		return rc;
+	double t0 = now();
+	rc = reg_write(reg, machine_fn, &m);
+	double dt = now() - t0;
+	reg_close(reg);
+	if (rc == -ENOENT) {
+		fprintf(stderr, "internalctl: no Machine with id %s\n", m.id);
+		return EXIT_REFUSED;
+	}
+	if (rc == -EADDRINUSE) {
+		fprintf(stderr, "internalctl: cannot start %s: %s\n", m.id, reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	if (rc) {
+		fprintf(stderr, "internalctl: machine %s %s: %s\n", m.op, m.id, reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	fprintf(stderr, "internalctl: machine %s %s: done in %.3f ms\n", m.op, m.id, dt * 1e3);
+	return 0;
+}
+
+/* ---- ls ------------------------------------------------------------------------------------ */
+
+/* A table printed with aligned columns: rows are collected, then widths measured. */
+#define COLS 8
+typedef struct {
+	char *(*cell)[COLS];
+	size_t n, cap, ncols;
+	bool oom;
+} table_t;
+
+static void row(table_t *t, ...)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 64;
+		void *p = realloc(t->cell, cap * sizeof(*t->cell));
+		if (!p) {
+			t->oom = true;
+			return;
+		}
+		t->cell = p, t->cap = cap;
+	}
+	va_list ap;
+	va_start(ap, t);
+	for (size_t i = 0; i < t->ncols; i++) {
+		const char *s = va_arg(ap, const char *);
+		t->cell[t->n][i] = strdup(s ? s : "");
+	}
+	va_end(ap);
+	t->n++;
+}
+
+static void table_print(table_t *t)
+{
+	size_t w[COLS] = {0};
+	for (size_t r = 0; r < t->n; r++)
+		for (size_t i = 0; i < t->ncols; i++)
+			if (t->cell[r][i] && strlen(t->cell[r][i]) > w[i])
+				w[i] = strlen(t->cell[r][i]);
+	for (size_t r = 0; r < t->n; r++) {
+		for (size_t i = 0; i < t->ncols; i++) {
+			const char *s = t->cell[r][i] ? t->cell[r][i] : "?";
+			if (i + 1 < t->ncols)
+				printf("%-*s  ", (int)w[i], s);
+			else
+				printf("%s\n", s);
+			free(t->cell[r][i]);
+		}
+	}
+	free(t->cell);
+}
+
+typedef struct {
+	table_t t;
+	reg_txn_t *txn;
+	bool has_org;
+	uint32_t org;
+} ls_t;
+
+static void slug_of(reg_txn_t *txn, uint32_t net, char *buf)
+{
+	if (reg_org_slug(txn, net, buf, REG_LABEL_MAX + 1))
+		snprintf(buf, REG_LABEL_MAX + 1, "?");
+}
+
+static int ls_org(const char *slug, size_t len, uint32_t net, void *arg)
+{
+	ls_t *l = arg;
+	char s[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN], netw[INET6_ADDRSTRLEN + 4];
+	uint8_t p[16];
+	if (l->has_org && net != l->org)
+		return 0;
+	snprintf(s, sizeof(s), "%.*s", (int)len, slug);
+	org_prefix_of(net, p);
+	inet_ntop(AF_INET6, p, ip, sizeof(ip));
+	snprintf(netw, sizeof(netw), "%s/48", ip);
+	row(&l->t, s, netw);
+	return 0;
+}
+
+static int ls_machine(const reg_machine_t *m, void *arg)
+{
+	ls_t *l = arg;
+	char org[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN];
+	if (l->has_org && m->net != l->org)
+		return 0;
+	slug_of(l->txn, m->net, org);
+	inet_ntop(AF_INET6, m->ip, ip, sizeof(ip));
+	row(&l->t, m->id, org, m->app, m->region, m->group, m->state, ip);
+	return 0;
+}
+
+static int ls_peer(const reg_hit_t *h, void *arg)
+{
+	ls_t *l = arg;
+	char org[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN], name[REG_LABEL_MAX + 1];
+	char region[REG_LABEL_MAX + 1];
+	if (l->has_org && h->net != l->org)
+		return 0;
+	slug_of(l->txn, h->net, org);
+	inet_ntop(AF_INET6, h->ip, ip, sizeof(ip));
+	snprintf(name, sizeof(name), "%.*s", h->id_len, h->id);
+	snprintf(region, sizeof(region), "%.*s", h->region_len, h->region);
+	row(&l->t, org, name, region, ip);
+	return 0;
+}
+
+/* apps: one row per (org, app) named by a Machine or a Flycast address */
+typedef struct {
+	uint32_t net;
+	char app[REG_LABEL_MAX + 1];
+	unsigned machines, started, flycast;
+} app_row_t;
+
+typedef struct {
+	app_row_t *rows;
+	size_t n, cap;
+	bool has_org;
+	uint32_t org;
+} apps_t;
+
+static app_row_t *app_row(apps_t *a, uint32_t net, const char *app, size_t len)
+{
+	if (a->n && a->rows[a->n - 1].net == net && strlen(a->rows[a->n - 1].app) == len &&
+	    memcmp(a->rows[a->n - 1].app, app, len) == 0)
+		return &a->rows[a->n - 1];
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? 2 * a->cap : 64;
+		void *p = realloc(a->rows, cap * sizeof(*a->rows));
+		if (!p)
+			return NULL;
+		a->rows = p, a->cap = cap;
+	}
+	app_row_t *r = &a->rows[a->n++];
+	memset(r, 0, sizeof(*r));
+	r->net = net;
+	memcpy(r->app, app, len);
+	return r;
+}
+
+static int apps_machine(const reg_machine_t *m, void *arg)
+{
+	apps_t *a = arg;
+	if (a->has_org && m->net != a->org)
+		return 0;
+	app_row_t *r = app_row(a, m->net, m->app, strlen(m->app));
+	if (!r)
+		return 1;
+	r->machines++;
+	r->started += strcmp(m->state, "started") == 0;
+	return 0;
+}
+
+static int apps_flycast(const reg_hit_t *h, void *arg)
+{
+	apps_t *a = arg;
+	if (a->has_org && h->net != a->org)
+		return 0;
+	app_row_t *r = app_row(a, h->net, h->app, h->app_len);
+	if (!r)
+		return 1;
+	r->flycast++;
+	return 0;
+}
+
+static int cmp_app_row(const void *x, const void *y)
+{
+	const app_row_t *a = x, *b = y;
+	if (a->net != b->net)
+		return a->net < b->net ? -1 : 1;
+	return strcmp(a->app, b->app);
+}
+
+static int ls_apps(ls_t *l)
+{
+	apps_t a = {.has_org = l->has_org, .org = l->org};
+	if (reg_walk_machines(l->txn, apps_machine, &a) < 0 ||
+	    reg_walk_all_flycast(l->txn, apps_flycast, &a) < 0) {
+		free(a.rows);
+		return -EIO;
+	}
+	qsort(a.rows, a.n, sizeof(*a.rows), cmp_app_row);
+	row(&l->t, "ORG", "APP", "MACHINES", "STARTED", "FLYCAST");
+	for (size_t i = 0; i < a.n; i++) {
+		app_row_t *r = &a.rows[i];
+		/* rows of one app may be split (Machines, then Flycast): merge neighbours */
+		while (i + 1 < a.n && a.rows[i + 1].net == r->net &&
+		       strcmp(a.rows[i + 1].app, r->app) == 0) {
+			r->machines += a.rows[i + 1].machines, r->started += a.rows[i + 1].started;
+			r->flycast += a.rows[i + 1].flycast;
+			i++;
+		}
+		char org[REG_LABEL_MAX + 1], m[16], s[16], f[16];
+		slug_of(l->txn, r->net, org);
+		snprintf(m, sizeof(m), "%u", r->machines);
+		snprintf(s, sizeof(s), "%u", r->started);
+		snprintf(f, sizeof(f), "%u", r->flycast);
+		row(&l->t, org, r->app, m, s, f);
+	}
+	free(a.rows);
+	return 0;
+}
+
+static const char *opt_org(const cli_t *c, int from)
+{
+	for (int i = from; i + 1 < c->argc; i++)
+		if (strcmp(c->argv[i], "--org") == 0)
+			return c->argv[i + 1];
+	return NULL;
+}
+
+static int resolve_org(reg_txn_t *txn, const char *slug, uint32_t *net)
+{
+	if (reg_org_net(txn, slug, strlen(slug), net) == 0)
+		return 0;
+	fprintf(stderr, "internalctl: no org '%s' in the registry\n", slug);
+	return EXIT_REFUSED;
+}
+
+static int do_ls(const cli_t *c, reg_txn_t *txn)
+{
+	if (c->argc < 2)
+		return usage("ls takes orgs, apps, machines or peers");
+	const char *what = c->argv[1], *org = opt_org(c, 2);
+	ls_t l = {.txn = txn, .has_org = org != NULL};
+	if (org && resolve_org(txn, org, &l.org))
+		return EXIT_REFUSED;
+	int rc;
+	if (strcmp(what, "orgs") == 0) {
+		l.t.ncols = 2;
+		row(&l.t, "ORG", "NETWORK");
+		rc = reg_walk_orgs(txn, ls_org, &l);
+	} else if (strcmp(what, "apps") == 0) {
+		l.t.ncols = 5;
+		rc = ls_apps(&l);
+	} else if (strcmp(what, "machines") == 0) {
+		l.t.ncols = 7;
+		row(&l.t, "ID", "ORG", "APP", "REGION", "GROUP", "STATE", "PRIVATE_IP");
+		rc = reg_walk_machines(txn, ls_machine, &l);
+	} else if (strcmp(what, "peers") == 0) {
+		l.t.ncols = 4;
+		row(&l.t, "ORG", "NAME", "REGION", "IP");
+		rc = reg_walk_all_peers(txn, ls_peer, &l);
+	} else {
+		return usage("ls takes orgs, apps, machines or peers");
+	}
+	table_print(&l.t);
+	if (rc < 0 || l.t.oom) {
+		fprintf(stderr, "internalctl: ls %s: %s\n", what, reg_strerror(rc < 0 ? rc : -ENOMEM));
+		return EXIT_REFUSED;
+	}
+	return 0;
+}
+
+/* ---- zone, check, stats ------------------------------------------------------------------- */
+
+static int only_org(const char *slug, size_t len, uint32_t net, void *arg)
+{
+	(void)slug, (void)len;
+	*(uint32_t *)arg = net;
+	return 0;
+}
+
+static int do_zone(const cli_t *c, reg_txn_t *txn)
+{
+	const char *org = opt_org(c, 1);
+	uint32_t net = 0, ttl = 5;
+	for (int i = 1; i + 1 < c->argc; i++)
+		if (strcmp(c->argv[i], "--ttl") == 0)
+			ttl = (uint32_t)strtoul(c->argv[i + 1], NULL, 10);
+	if (org) {
+		if (resolve_org(txn, org, &net))
+			return EXIT_REFUSED;
+	} else {
+		int n = reg_walk_orgs(txn, only_org, &net);
+		if (n != 1) {
+			fprintf(stderr, "internalctl: zone: the registry holds %d orgs; name one with "
+					"--org SLUG\n",
+				n);
+			return EXIT_REFUSED;
+		}
+	}
+	int rc = zone_write(txn, net, ttl, stdout);
+	if (rc) {
+		fprintf(stderr, "internalctl: zone: %s\n", reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	return 0;
+}
+
+static void report(const char *msg, void *arg)
+{
+	(*(unsigned *)arg)++;
+	fprintf(stderr, "internalctl: check: %s\n", msg);
+}
+
+static int do_check(const cli_t *c, reg_txn_t *txn)
+{
+	(void)c;
+	unsigned n = 0;
+	double t0 = now();
+	int rc = reg_check(txn, report, &n);
+	if (rc < 0) {
+		fprintf(stderr, "internalctl: check: %s\n", reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	if (rc > 0) {
+		fprintf(stderr, "internalctl: check: %d mismatches\n", rc);
+		return EXIT_REFUSED;
+	}
+	printf("ok: every index matches the records (%.2f s)\n", now() - t0);
+	return 0;
+}
+
+static int do_stats(const cli_t *c, reg_txn_t *txn)
+{
+	(void)c;
+	reg_stats_t s;
+	int rc = reg_stats(txn, &s);
+	if (rc) {
+		fprintf(stderr, "internalctl: stats: %s\n", reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	printf("generation     %llu\n", (unsigned long long)s.generation);
+	printf("orgs           %zu\n", s.orgs);
+	printf("machines       %zu (%zu started)\n", s.machines, s.started);
+	printf("peers          %zu\n", s.peers);
+	printf("flycast        %zu\n", s.flycast);
+	printf("index entries  %zu\n", s.index_entries);
+	printf("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
+	       s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	cli_t c = {.db = "/var/lib/internald"};
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
+			c.db = argv[++i];
+		else if (strncmp(argv[i], "--db=", 5) == 0)
+			c.db = argv[i] + 5;
+		else if (strcmp(argv[i], "--no-sync") == 0)
+			c.flags |= REG_NOSYNC;
+		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return fputs(usage_text, stdout), 0;
+		else
+			return usage("unknown option");
+	}
+	if (i == argc)
+		return usage(NULL);
+	c.argc = argc - i;
+	c.argv = argv + i;
+	/* --db may also follow the command */
+	for (int j = 1; j + 1 < c.argc; j++)
+		if (strcmp(c.argv[j], "--db") == 0) {
+			c.db = c.argv[j + 1];
+			memmove(&c.argv[j], &c.argv[j + 2], (size_t)(c.argc - j - 2) * sizeof(char *));
+			c.argc -= 2;
+			j--;
+		}
+	const char *cmd = c.argv[0];
+	if (wants_help(&c))
+		return print_help(cmd);
+	if (strcmp(cmd, "import") == 0)
+		return cmd_import(&c);
+	if (strcmp(cmd, "export") == 0)
+		return with_read_txn(&c, do_export);
+	if (strcmp(cmd, "machine") == 0)
+		return cmd_machine(&c);
+	if (strcmp(cmd, "ls") == 0)
+		return with_read_txn(&c, do_ls);
+	if (strcmp(cmd, "zone") == 0)
+		return with_read_txn(&c, do_zone);
+	if (strcmp(cmd, "check") == 0)
+		return with_read_txn(&c, do_check);
+	if (strcmp(cmd, "stats") == 0)
+		return with_read_txn(&c, do_stats);
+	return usage("unknown command");
+}

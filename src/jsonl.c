@@ -1,0 +1,657 @@
+/*
+ * jsonl.c — JSON Lines in and out of the registry, with jansson.
+ *
+ * Import runs in two steps so that bad input never reaches the registry: jsonl_parse
+ * reads and validates the whole file into memory (an arena of records), jsonl_apply
+ * writes it in one transaction and checks what only the registry knows. Every refusal
+ * names file, line and field. This file must never write outside the transaction it
+ * is given.
+ */
+#include "jsonl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "names.h"
+#include "org.h"
+
+enum kind { K_ORG, K_MACHINE, K_PEER, K_FLYCAST };
+static const char *const kind_names[] = {"org", "machine", "peer", "flycast"};
+/* Fields each kind accepts; the first ones listed are required for an upsert. */
+static const char *const kind_fields[][10] = {
+	[K_ORG] = {"kind", "slug", "network", "op", NULL},
+	[K_MACHINE] = {"kind", "id", "org", "app", "region", "private_ip", "state",
+		       "process_group", "metadata", "op"},
+	[K_PEER] = {"kind", "org", "name", "ip", "region", "op", NULL},
+	[K_FLYCAST] = {"kind", "org", "app", "ip", "op", NULL},
+};
+
+typedef struct {
+	uint8_t kind;
+	bool del;
+	uint8_t nmeta;
+	unsigned line;
+	const char *org; /* the slug of an org record; the owning org otherwise */
+	const char *id;  /* Machine id, or the peer's name */
+	const char *app, *region, *group, *state;
+	uint8_t ip[16];
+	uint32_t net; /* org records */
+	reg_meta_t *meta;
+} rec_t;
+
+typedef struct block {
+	struct block *next;
+	size_t used, cap;
+	char data[];
+} block_t;
+
+struct jsonl {
+	char name[256];
+	rec_t *recs;
+	size_t n, cap;
+	block_t *arena;
+	/* duplicate detection: open addressing over "kind\0key" strings in the arena */
+	const char **set;
+	size_t set_cap, set_n;
+};
+
+/* ---- arena --------------------------------------------------------------------------- */
+
+static void *arena_alloc(jsonl_t *j, size_t n)
+{
+	n = (n + 7) & ~(size_t)7;
+	if (!j->arena || j->arena->used + n > j->arena->cap) {
+		size_t cap = n > (1 << 20) ? n : (1 << 20);
+		block_t *b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->next = j->arena, b->used = 0, b->cap = cap;
+		j->arena = b;
+	}
+	void *p = j->arena->data + j->arena->used;
+	j->arena->used += n;
+	return p;
+}
+
+static char *arena_strdup(jsonl_t *j, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = arena_alloc(j, n);
+	if (p)
+		memcpy(p, s, n);
+	return p;
+}
+
+/* ---- duplicate set --------------------------------------------------------------------- */
+
+static uint64_t hash(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* Keys are "<kind-char><key>" strings. Returns 1 if already present, 0 if added, <0. */
+static int set_add(jsonl_t *j, const char *key)
+{
+	if (2 * (j->set_n + 1) > j->set_cap) {
+		size_t cap = j->set_cap ? 2 * j->set_cap : 1024;
+		const char **set = calloc(cap, sizeof(*set));
+		if (!set)
+			return -ENOMEM;
+		for (size_t i = 0; i < j->set_cap; i++) {
+			if (!j->set[i])
+				continue;
+			size_t h = hash(j->set[i], strlen(j->set[i])) & (cap - 1);
+			while (set[h])
+				h = (h + 1) & (cap - 1);
+			set[h] = j->set[i];
+		}
+		free(j->set);
+		j->set = set, j->set_cap = cap;
+	}
+	size_t h = hash(key, strlen(key)) & (j->set_cap - 1);
+	while (j->set[h]) {
+		if (strcmp(j->set[h], key) == 0)
+			return 1;
+		h = (h + 1) & (j->set_cap - 1);
+	}
+	const char *copy = arena_strdup(j, key);
+	if (!copy)
+		return -ENOMEM;
+	j->set[h] = copy;
+	j->set_n++;
+	return 0;
+}
+
+/* ---- parsing ------------------------------------------------------------------------------ */
+
+typedef struct {
+	jsonl_t *j;
+	unsigned line;
+	char *err;
+} ctx_t;
+
+__attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const char *field, const char *fmt,
+						      ...)
+{
+	char what[200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (field)
+		snprintf(c->err, JSONL_ERR_MAX, "%.150s:%u: field '%.100s': %s", c->j->name, c->line, field,
+			 what);
+	else
+		snprintf(c->err, JSONL_ERR_MAX, "%.150s:%u: %s", c->j->name, c->line, what);
+	return -EINVAL;
+}
+
+/* A lower-cased copy of s (len bytes, no NUL inside) in the arena. */
+static int copy_lower(ctx_t *c, const char *field, const char *s, size_t len, const char **out)
+{
+	if (strlen(s) != len)
+		return fail(c, field, "contains a NUL byte");
+	char *copy = arena_strdup(c->j, s);
+	if (!copy)
+		return -ENOMEM;
+	for (char *p = copy; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	*out = copy;
+	return 0;
+}
+
+/* A string field, lower-cased; *out stays NULL when absent. */
+static int get_string(ctx_t *c, json_t *obj, const char *field, bool required, const char **out)
+{
+	json_t *v = json_object_get(obj, field);
+	*out = NULL;
+	if (!v)
+		return required ? fail(c, field, "missing") : 0;
+	if (!json_is_string(v))
+		return fail(c, field, "must be a string");
+	return copy_lower(c, field, json_string_value(v), json_string_length(v), out);
+}
+
+static int get_label(ctx_t *c, json_t *obj, const char *field, bool required, const char **out)
+{
+	int rc = get_string(c, obj, field, required, out);
+	if (rc || !*out)
+		return rc;
+	if (!names_label_valid(*out, strlen(*out)))
+		return fail(c, field, "'%s' is not a DNS label (1-63 of a-z, 0-9, '-'; no '-' at "
+				      "either end)",
+			    *out);
+	return 0;
+}
+
+static int get_ip(ctx_t *c, json_t *obj, const char *field, uint8_t ip[16])
+{
+	const char *s;
+	int rc = get_string(c, obj, field, true, &s);
+	if (rc)
+		return rc;
+	if (org_parse_addr(s, ip))
+		return fail(c, field, "'%s' is not an IPv6 address", s);
+	if (!org_is_6pn(ip))
+		return fail(c, field, "'%s' is outside the 6PN range fdaa::/16", s);
+	return 0;
+}
+
+static int check_fields(ctx_t *c, json_t *obj, int kind)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v)
+	{
+		bool known = false;
+		for (size_t i = 0; i < 10 && kind_fields[kind][i] && !known; i++)
+			known = strcmp(key, kind_fields[kind][i]) == 0;
+		if (!known)
+			return fail(c, key, "unknown field for kind '%s'", kind_names[kind]);
+	}
+	return 0;
+}
+
+static int get_metadata(ctx_t *c, json_t *obj, rec_t *r)
+{
+	json_t *md = json_object_get(obj, "metadata"), *v;
+	const char *key;
+	if (!md)
+		return 0;
+	if (!json_is_object(md))
+		return fail(c, "metadata", "must be an object of string values");
+	size_t n = json_object_size(md);
+	if (n > REG_META_MAX)
+		return fail(c, "metadata", "%zu pairs; at most %d", n, REG_META_MAX);
+	r->meta = arena_alloc(c->j, n * sizeof(*r->meta) + 1);
+	if (!r->meta)
+		return -ENOMEM;
+	json_object_foreach(md, key, v)
+	{
+		char field[96];
+		snprintf(field, sizeof(field), "metadata.%.80s", key);
+		if (!json_is_string(v))
+			return fail(c, field, "must be a string");
+		const char *k2, *v2;
+		int rc = copy_lower(c, field, key, strlen(key), &k2);
+		if (!rc)
+			rc = copy_lower(c, field, json_string_value(v), json_string_length(v), &v2);
+		if (rc)
+			return rc;
+		if (!names_label_valid(k2, strlen(k2)))
+			return fail(c, field, "key '%s' is not a DNS label", k2);
+		if (!names_label_valid(v2, strlen(v2)))
+			return fail(c, field, "value '%s' is not a DNS label", v2);
+		r->meta[r->nmeta++] = (reg_meta_t){k2, v2};
+	}
+	return 0;
+}
+
+static int parse_machine(ctx_t *c, json_t *o, rec_t *r)
+{
+	int rc;
+	const char *id;
+	if ((rc = get_string(c, o, "id", true, &id)))
+		return rc;
+	if (!names_machine_id(id, strlen(id)) && !names_label_valid(id, strlen(id)))
+		return fail(c, "id", "'%s' is neither 14 hex digits nor a DNS label", id);
+	r->id = id;
+	if (r->del)
+		return 0;
+	if ((rc = get_label(c, o, "org", true, &r->org)) ||
+	    (rc = get_label(c, o, "app", true, &r->app)) ||
+	    (rc = get_label(c, o, "region", true, &r->region)) ||
+	    (rc = get_label(c, o, "process_group", false, &r->group)) ||
+	    (rc = get_string(c, o, "state", false, &r->state)) ||
+	    (rc = get_ip(c, o, "private_ip", r->ip)) || (rc = get_metadata(c, o, r)))
+		return rc;
+	if (!r->group)
+		r->group = "app";
+	if (!r->state)
+		r->state = "started";
+	size_t sl = strlen(r->state);
+	if (sl == 0 || sl > REG_STATE_MAX || strspn(r->state, "abcdefghijklmnopqrstuvwxyz_") != sl)
+		return fail(c, "state", "'%s' is not a Machine state (a-z and '_', at most %d)",
+			    r->state, REG_STATE_MAX);
+	return 0;
+}
+
+static int parse_record(ctx_t *c, json_t *o, rec_t *r)
+{
+	json_t *k = json_object_get(o, "kind");
+	if (!k)
+		return fail(c, "kind", "missing");
+	if (!json_is_string(k))
+		return fail(c, "kind", "must be a string");
+	const char *ks = json_string_value(k);
+	int kind = -1;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(ks, kind_names[i]) == 0)
+			kind = i;
+	if (kind < 0)
+		return fail(c, "kind", "unknown kind '%s' (org, machine, peer, flycast)", ks);
+	r->kind = (uint8_t)kind;
+	r->line = c->line;
+	int rc = check_fields(c, o, kind);
+	if (rc)
+		return rc;
+	json_t *op = json_object_get(o, "op");
+	if (op) {
+		if (!json_is_string(op) || strcmp(json_string_value(op), "delete") != 0)
+			return fail(c, "op", "the only op is \"delete\"");
+		if (kind == K_ORG)
+			return fail(c, "op", "orgs cannot be deleted by import; use import --replace");
+		r->del = true;
+	}
+	char key[3 * 64 + 8];
+	switch (kind) {
+	case K_ORG: {
+		const char *net;
+		if ((rc = get_label(c, o, "slug", true, &r->org)) ||
+		    (rc = get_string(c, o, "network", true, &net)))
+			return rc;
+		if (org_parse_network(net, &r->net))
+			return fail(c, "network", "'%s' is not an fdaa:X:Y::/48 network", net);
+		snprintf(key, sizeof(key), "o%s", r->org);
+		break;
+	}
+	case K_MACHINE:
+		if ((rc = parse_machine(c, o, r)))
+			return rc;
+		snprintf(key, sizeof(key), "m%s", r->id);
+		break;
+	case K_PEER:
+		if ((rc = get_label(c, o, "org", true, &r->org)) ||
+		    (rc = get_label(c, o, "name", true, &r->id)))
+			return rc;
+		if (!r->del && ((rc = get_ip(c, o, "ip", r->ip)) ||
+				(rc = get_label(c, o, "region", true, &r->region))))
+			return rc;
+		snprintf(key, sizeof(key), "p%s/%s", r->org, r->id);
+		break;
+	default: {
+		char ip[INET6_ADDRSTRLEN];
+		if ((rc = get_label(c, o, "org", true, &r->org)) ||
+		    (rc = get_label(c, o, "app", true, &r->app)) || (rc = get_ip(c, o, "ip", r->ip)))
+			return rc;
+		inet_ntop(AF_INET6, r->ip, ip, sizeof(ip));
+		snprintf(key, sizeof(key), "f%s/%s/%s", r->org, r->app, ip);
+		break;
+	}
+	}
+	rc = set_add(c->j, key);
+	if (rc == 1)
+		return fail(c, kind == K_ORG ? "slug" : kind == K_MACHINE ? "id" : NULL,
+			    "duplicate %s '%s' in this file", kind_names[kind], key + 1);
+	return rc;
+}
+
+int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err)
+{
+	jsonl_t *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	ctx_t c = {.j = j, .err = err};
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int rc = 0;
+	err[0] = '\0';
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		c.line++;
+		if (strspn(line, " \t\r\n") == (size_t)len)
+			continue; /* blank lines are allowed */
+		json_error_t jerr;
+		json_t *o = json_loadb(line, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
+		if (!o) {
+			rc = fail(&c, NULL, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+			break;
+		}
+		if (!json_is_object(o)) {
+			json_decref(o);
+			rc = fail(&c, NULL, "each line must be one JSON object");
+			break;
+		}
+		if (j->n == j->cap) {
+			size_t ncap = j->cap ? 2 * j->cap : 1024;
+			rec_t *recs = realloc(j->recs, ncap * sizeof(*recs));
+			if (!recs) {
+				json_decref(o);
+				rc = -ENOMEM;
+				break;
+			}
+			j->recs = recs, j->cap = ncap;
+		}
+		rec_t *r = &j->recs[j->n];
+		memset(r, 0, sizeof(*r));
+		rc = parse_record(&c, o, r);
+		json_decref(o);
+		if (rc)
+			break;
+		j->n++;
+	}
+	free(line);
+	if (!rc && ferror(f)) {
+		snprintf(err, JSONL_ERR_MAX, "%s: read error", name);
+		rc = -EIO;
+	}
+	if (rc == -ENOMEM && !err[0])
+		snprintf(err, JSONL_ERR_MAX, "%s:%u: out of memory", name, c.line);
+	if (rc) {
+		jsonl_free(j);
+		return rc;
+	}
+	*out = j;
+	return 0;
+}
+
+void jsonl_free(jsonl_t *j)
+{
+	if (!j)
+		return;
+	while (j->arena) {
+		block_t *next = j->arena->next;
+		free(j->arena);
+		j->arena = next;
+	}
+	free(j->recs);
+	free(j->set);
+	free(j);
+}
+
+size_t jsonl_count(const jsonl_t *j)
+{
+	return j->n;
+}
+
+/* ---- apply ------------------------------------------------------------------------------- */
+
+static int org_of(reg_txn_t *txn, ctx_t *c, const rec_t *r, uint32_t *net)
+{
+	int rc = reg_org_net(txn, r->org, strlen(r->org), net);
+	if (rc == -ENOENT)
+		return fail(c, "org", "unknown org '%s' (not in this file nor in the registry)",
+			    r->org);
+	if (rc)
+		return rc;
+	if (!r->del && org_net_of(r->ip) != *net) {
+		char ip[INET6_ADDRSTRLEN], pfx[INET6_ADDRSTRLEN];
+		uint8_t p[16];
+		org_prefix_of(*net, p);
+		inet_ntop(AF_INET6, r->ip, ip, sizeof(ip));
+		inet_ntop(AF_INET6, p, pfx, sizeof(pfx));
+		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
+			    "%s is outside org %s's network %s/48", ip, r->org, pfx);
+	}
+	return 0;
+}
+
+static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
+{
+	uint32_t net = 0;
+	int rc;
+	if (r->kind == K_MACHINE && r->del) {
+		rc = reg_delete_machine(txn, r->id);
+		return rc == -ENOENT ? 0 : rc; /* deleting what is gone is done */
+	}
+	if ((rc = org_of(txn, c, r, &net)))
+		return rc;
+	switch (r->kind) {
+	case K_MACHINE: {
+		reg_machine_t m = {
+			.id = r->id,
+			.app = r->app,
+			.region = r->region,
+			.group = r->group,
+			.state = r->state,
+			.net = net,
+			.meta = r->meta,
+			.nmeta = r->nmeta,
+		};
+		memcpy(m.ip, r->ip, 16);
+		rc = reg_put_machine(txn, &m);
+		break;
+	}
+	case K_PEER:
+		rc = r->del ? reg_delete_peer(txn, net, r->id)
+			    : reg_put_peer(txn, net, r->id, r->ip, r->region);
+		break;
+	default:
+		rc = r->del ? reg_delete_flycast(txn, net, r->app, r->ip)
+			    : reg_put_flycast(txn, net, r->app, r->ip);
+		break;
+	}
+	if (rc == -ENOENT && r->del)
+		return 0;
+	if (rc == -EADDRINUSE)
+		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
+			    "address already held by another started Machine or peer");
+	return rc;
+}
+
+int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
+{
+	ctx_t c = {.j = (jsonl_t *)j, .err = err};
+	int rc;
+	err[0] = '\0';
+	if (replace && (rc = reg_clear(txn)))
+		return rc;
+	for (size_t i = 0; i < j->n; i++) {
+		const rec_t *r = &j->recs[i];
+		if (r->kind != K_ORG)
+			continue;
+		c.line = r->line;
+		rc = reg_put_org(txn, r->org, r->net);
+		if (rc == -EEXIST)
+			return fail(&c, "network",
+				    "org '%s' or its network is already in the registry with "
+				    "another network or slug",
+				    r->org);
+		if (rc)
+			return rc;
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		const rec_t *r = &j->recs[i];
+		if (r->kind == K_ORG)
+			continue;
+		c.line = r->line;
+		if ((rc = apply_one(txn, &c, r)))
+			return rc;
+	}
+	return 0;
+}
+
+typedef struct {
+	const jsonl_t *j;
+	bool replace;
+	char *err;
+} import_t;
+
+static int import_fn(reg_txn_t *txn, void *arg)
+{
+	import_t *im = arg;
+	return jsonl_apply(txn, im->j, im->replace, im->err);
+}
+
+int jsonl_import_parsed(reg_t *reg, const jsonl_t *j, bool replace, char *err)
+{
+	import_t im = {j, replace, err};
+	int rc = reg_write(reg, import_fn, &im);
+	if (rc && !err[0])
+		snprintf(err, JSONL_ERR_MAX, "%s: registry write failed: %s", j->name,
+			 reg_strerror(rc));
+	return rc;
+}
+
+int jsonl_import(reg_t *reg, FILE *f, const char *name, bool replace, char *err)
+{
+	jsonl_t *j;
+	int rc = jsonl_parse(f, name, &j, err);
+	if (rc)
+		return rc;
+	rc = jsonl_import_parsed(reg, j, replace, err);
+	jsonl_free(j);
+	return rc;
+}
+
+/* ---- export ------------------------------------------------------------------------------- */
+
+typedef struct {
+	reg_txn_t *txn;
+	FILE *out;
+	int rc;
+} export_t;
+
+static int emit(export_t *e, json_t *o)
+{
+	if (!o)
+		return e->rc = -ENOMEM;
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!s)
+		return e->rc = -ENOMEM;
+	if (fprintf(e->out, "%s\n", s) < 0)
+		e->rc = -EIO;
+	free(s);
+	return e->rc;
+}
+
+static void ipstr(const uint8_t ip[16], char *buf)
+{
+	inet_ntop(AF_INET6, ip, buf, INET6_ADDRSTRLEN);
+}
+
+static int export_org(const char *slug, size_t len, uint32_t net, void *arg)
+{
+	uint8_t p[16];
+	char ip[INET6_ADDRSTRLEN], netw[INET6_ADDRSTRLEN + 4];
+	org_prefix_of(net, p);
+	ipstr(p, ip);
+	snprintf(netw, sizeof(netw), "%s/48", ip);
+	return emit(arg, json_pack("{s:s,s:s%,s:s}", "kind", "org", "slug", slug, len, "network",
+				   netw));
+}
+
+static int export_machine(const reg_machine_t *m, void *arg)
+{
+	export_t *e = arg;
+	char org[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN];
+	if ((e->rc = reg_org_slug(e->txn, m->net, org, sizeof(org))))
+		return e->rc;
+	ipstr(m->ip, ip);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "kind", "machine", "id", m->id,
+			      "org", org, "app", m->app, "region", m->region, "private_ip", ip,
+			      "state", m->state, "process_group", m->group);
+	if (o && m->nmeta) {
+		json_t *md = json_object();
+		for (size_t i = 0; md && i < m->nmeta; i++)
+			json_object_set_new(md, m->meta[i].key, json_string(m->meta[i].value));
+		json_object_set_new(o, "metadata", md);
+	}
+	return emit(e, o);
+}
+
+static int export_peer(const reg_hit_t *h, void *arg)
+{
+	export_t *e = arg;
+	char org[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN];
+	if ((e->rc = reg_org_slug(e->txn, h->net, org, sizeof(org))))
+		return e->rc;
+	ipstr(h->ip, ip);
+	return emit(e, json_pack("{s:s,s:s,s:s%,s:s,s:s%}", "kind", "peer", "org", org, "name",
+				 h->id, (size_t)h->id_len, "ip", ip, "region", h->region,
+				 (size_t)h->region_len));
+}
+
+static int export_flycast(const reg_hit_t *h, void *arg)
+{
+	export_t *e = arg;
+	char org[REG_LABEL_MAX + 1], ip[INET6_ADDRSTRLEN];
+	if ((e->rc = reg_org_slug(e->txn, h->net, org, sizeof(org))))
+		return e->rc;
+	ipstr(h->ip, ip);
+	return emit(e, json_pack("{s:s,s:s,s:s%,s:s}", "kind", "flycast", "org", org, "app", h->app,
+				 (size_t)h->app_len, "ip", ip));
+}
+
+int jsonl_export(reg_txn_t *txn, FILE *out)
+{
+	export_t e = {txn, out, 0};
+	int rc;
+	if ((rc = reg_walk_orgs(txn, export_org, &e)) < 0 || e.rc ||
+	    (rc = reg_walk_machines(txn, export_machine, &e)) < 0 || e.rc ||
+	    (rc = reg_walk_all_peers(txn, export_peer, &e)) < 0 || e.rc ||
+	    (rc = reg_walk_all_flycast(txn, export_flycast, &e)) < 0 || e.rc)
+		return e.rc ? e.rc : rc;
+	return fflush(out) ? -EIO : 0;
+}

@@ -1,0 +1,1275 @@
+/*
+ * registry.c — the LMDB schema, its write API and its allocation-free read path.
+ *
+ * Tables (named LMDB databases). Every key of a per-org table starts with the org's
+ * 4-byte big-endian network, so one org is one contiguous key range.
+ *
+ *   meta      "generation" -> u64 BE; "schema" -> u32 BE
+ *   orgs      slug -> net
+ *   orgnets   net -> slug
+ *   machines  id -> machine record (see enc_machine), every state
+ *   peers     net | name -> ip16 | region
+ *   flycast   net | app \0 | ip16 -> ""
+ *   idx       started Machines only (values: ip16 | u8 len | region):
+ *               net 'A' app \0 id
+ *               net 'R' app \0 region \0 id
+ *               net 'G' app \0 group \0 id
+ *               net 'M' app \0 key \0 value \0 id
+ *             and counters (u32 BE):
+ *               net 'S' app             started Machines of the app
+ *               net 'r' app \0 region   started Machines of the app in the region
+ *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines)
+ *                        -> 'p' name \0 region         (peers)
+ *
+ * Labels never contain \0, so "app\0" bounds the app's range exactly. Each answer is a
+ * seek plus a range walk over the records it returns. This file must never be the one
+ * place that decides what DNS says: it stores and walks, answer.c decides.
+ */
+#include "registry.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SCHEMA_VERSION 1
+#define KEY_MAX 511
+#define READER_MAPSIZE (1ULL << 40) /* virtual only: a read-only map never grows */
+
+enum { DB_META, DB_ORGS, DB_ORGNETS, DB_MACHINES, DB_PEERS, DB_FLYCAST, DB_IDX, DB_ADDR, DB_N };
+static const char *const db_names[DB_N] = {"meta",  "orgs",    "orgnets", "machines",
+					   "peers", "flycast", "idx",     "addr"};
+
+struct reg {
+	MDB_env *env;
+	MDB_dbi dbi[DB_N];
+	unsigned flags;
+	size_t mapsize;
+};
+
+struct reg_txn {
+	reg_t *reg;
+	MDB_txn *txn;
+	MDB_cursor *curs[DB_N];
+	bool write;
+};
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+typedef struct {
+	uint8_t b[KEY_MAX];
+	size_t n;
+	bool overflow;
+} rkey_t;
+
+static void key_init(rkey_t *k, uint32_t net, int tag)
+{
+	k->b[0] = (uint8_t)(net >> 24);
+	k->b[1] = (uint8_t)(net >> 16);
+	k->b[2] = (uint8_t)(net >> 8);
+	k->b[3] = (uint8_t)net;
+	k->n = 4;
+	k->overflow = false;
+	if (tag)
+		k->b[k->n++] = (uint8_t)tag;
+}
+
+static void key_put(rkey_t *k, const void *p, size_t len)
+{
+	if (k->n + len > KEY_MAX) {
+		k->overflow = true;
+		return;
+	}
+	memcpy(k->b + k->n, p, len);
+	k->n += len;
+}
+
+static void key_str(rkey_t *k, const char *s, size_t len, bool sep)
+{
+	key_put(k, s, len);
+	if (sep)
+		key_put(k, "", 1);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static int map_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	default:
+		return rc < 0 ? rc : -rc; /* LMDB codes are negative; errno values positive */
+	}
+}
+
+const char *reg_strerror(int err)
+{
+	if (err == -EADDRINUSE)
+		return "address already held by a started Machine or a peer";
+	if (err == -EEXIST)
+		return "conflicts with an existing record";
+	if (err <= MDB_KEYEXIST && err >= MDB_LAST_ERRCODE)
+		return mdb_strerror(err);
+	return strerror(err < 0 ? -err : err);
+}
+
+/* ---- environment -------------------------------------------------------------------- */
+
+static int open_dbis(reg_t *reg, bool create)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(reg->env, NULL, create ? 0 : MDB_RDONLY, &txn);
+	if (rc)
+		return map_err(rc);
+	for (int i = 0; i < DB_N; i++) {
+		rc = mdb_dbi_open(txn, db_names[i], create ? MDB_CREATE : 0, &reg->dbi[i]);
+		if (rc)
+			goto fail;
+	}
+	uint8_t buf[8];
+	MDB_val k = {6, "schema"}, v;
+	rc = mdb_get(txn, reg->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND && create) {
+		put_u32(buf, SCHEMA_VERSION);
+		v = (MDB_val){4, buf};
+		if ((rc = mdb_put(txn, reg->dbi[DB_META], &k, &v, 0)))
+			goto fail;
+	} else if (rc) {
+		goto fail;
+	} else if (v.mv_size != 4 || get_u32(v.mv_data) != SCHEMA_VERSION) {
+		mdb_txn_abort(txn);
+		return -EINVAL;
+	}
+	/* commit even a read-only txn: an aborted one would close the handles it opened */
+	return map_err(mdb_txn_commit(txn));
+fail:
+	mdb_txn_abort(txn);
+	return rc == MDB_NOTFOUND ? -ENOENT : map_err(rc);
+}
+
+int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize)
+{
+	bool rdonly = flags & REG_RDONLY;
+	reg_t *reg = calloc(1, sizeof(*reg));
+	if (!reg)
+		return -ENOMEM;
+	reg->flags = flags;
+	reg->mapsize = rdonly ? READER_MAPSIZE : (mapsize ? mapsize : REG_MAPSIZE_DEFAULT);
+	if (!rdonly && mkdir(dir, 0755) && errno != EEXIST) {
+		int e = -errno;
+		free(reg);
+		return e;
+	}
+	int rc = mdb_env_create(&reg->env);
+	if (rc)
+		goto fail;
+	if ((rc = mdb_env_set_maxdbs(reg->env, DB_N)) ||
+	    (rc = mdb_env_set_maxreaders(reg->env, 512)) ||
+	    (rc = mdb_env_set_mapsize(reg->env, reg->mapsize)))
+		goto fail;
+	unsigned eflags = MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (flags & REG_NOSYNC ? MDB_NOSYNC : 0);
+	rc = mdb_env_open(reg->env, dir, eflags, 0644);
+	if (rc)
+		goto fail;
+	MDB_envinfo info;
+	mdb_env_info(reg->env, &info);
+	if (info.me_mapsize > reg->mapsize)
+		reg->mapsize = info.me_mapsize;
+	rc = open_dbis(reg, !rdonly);
+	if (rc)
+		goto fail;
+	*out = reg;
+	return 0;
+fail:
+	if (reg->env)
+		mdb_env_close(reg->env);
+	free(reg);
+	return rc == ENOENT ? -ENOENT : map_err(rc);
+}
+
+void reg_close(reg_t *reg)
+{
+	if (!reg)
+		return;
+	mdb_env_close(reg->env);
+	free(reg);
+}
+
+int reg_reader_check(reg_t *reg)
+{
+	int dead = 0;
+	int rc = mdb_reader_check(reg->env, &dead);
+	return rc ? map_err(rc) : dead;
+}
+
+size_t reg_mapsize(const reg_t *reg)
+{
+	return reg->mapsize;
+}
+
+/* ---- transactions --------------------------------------------------------------------- */
+
+static void close_cursors(reg_txn_t *t)
+{
+	for (int i = 0; i < DB_N; i++) {
+		if (t->curs[i])
+			mdb_cursor_close(t->curs[i]);
+		t->curs[i] = NULL;
+	}
+}
+
+int reg_txn_begin(reg_t *reg, bool write, reg_txn_t **out)
+{
+	if (write && (reg->flags & REG_RDONLY))
+		return -EROFS;
+	reg_txn_t *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->reg = reg;
+	t->write = write;
+	int rc = mdb_txn_begin(reg->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	if (rc)
+		goto fail;
+	for (int i = 0; i < DB_N; i++)
+		if ((rc = mdb_cursor_open(t->txn, reg->dbi[i], &t->curs[i])))
+			goto fail;
+	*out = t;
+	return 0;
+fail:
+	close_cursors(t);
+	if (t->txn)
+		mdb_txn_abort(t->txn);
+	free(t);
+	return map_err(rc);
+}
+
+void reg_txn_reset(reg_txn_t *t)
+{
+	mdb_txn_reset(t->txn);
+}
+
+int reg_txn_renew(reg_txn_t *t)
+{
+	int rc = mdb_txn_renew(t->txn);
+	for (int i = 0; !rc && i < DB_N; i++)
+		rc = mdb_cursor_renew(t->txn, t->curs[i]);
+	return map_err(rc);
+}
+
+static int bump_generation(reg_txn_t *t)
+{
+	uint64_t g = reg_generation(t) + 1;
+	uint8_t b[8];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(g >> (56 - 8 * i));
+	MDB_val k = {10, "generation"}, v = {8, b};
+	return map_err(mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0));
+}
+
+int reg_txn_commit(reg_txn_t *t)
+{
+	int rc = bump_generation(t);
+	close_cursors(t);
+	if (rc) {
+		mdb_txn_abort(t->txn);
+		free(t);
+		return rc;
+	}
+	rc = map_err(mdb_txn_commit(t->txn));
+	free(t);
+	return rc;
+}
+
+void reg_txn_abort(reg_txn_t *t)
+{
+	if (!t)
+		return;
+	close_cursors(t);
+	mdb_txn_abort(t->txn);
+	free(t);
+}
+
+int reg_write(reg_t *reg, reg_write_fn fn, void *arg)
+{
+	for (;;) {
+		reg_txn_t *t;
+		int rc = reg_txn_begin(reg, true, &t);
+		if (rc == map_err(MDB_MAP_RESIZED)) {
+			/* another writer grew the map: adopt its size */
+			if ((rc = mdb_env_set_mapsize(reg->env, 0)))
+				return map_err(rc);
+			continue;
+		}
+		if (rc)
+			return rc;
+		rc = fn(t, arg);
+		if (!rc)
+			rc = reg_txn_commit(t);
+		else
+			reg_txn_abort(t);
+		if (rc != MDB_MAP_FULL)
+			return rc;
+		reg->mapsize *= 2;
+		if ((rc = mdb_env_set_mapsize(reg->env, reg->mapsize)))
+			return map_err(rc);
+	}
+}
+
+/* ---- raw access ------------------------------------------------------------------------- */
+
+static int raw_get(reg_txn_t *t, int db, const void *k, size_t kl, MDB_val *v)
+{
+	MDB_val key = {kl, (void *)k};
+	return map_err(mdb_get(t->txn, t->reg->dbi[db], &key, v));
+}
+
+static int raw_put(reg_txn_t *t, int db, const void *k, size_t kl, const void *v, size_t vl)
+{
+	MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
+	return map_err(mdb_put(t->txn, t->reg->dbi[db], &key, &val, 0));
+}
+
+static int raw_del(reg_txn_t *t, int db, const void *k, size_t kl)
+{
+	MDB_val key = {kl, (void *)k};
+	return map_err(mdb_del(t->txn, t->reg->dbi[db], &key, NULL));
+}
+
+static int kput(reg_txn_t *t, int db, const rkey_t *k, const void *v, size_t vl)
+{
+	return k->overflow ? -ENAMETOOLONG : raw_put(t, db, k->b, k->n, v, vl);
+}
+
+static int kdel(reg_txn_t *t, int db, const rkey_t *k)
+{
+	return k->overflow ? -ENAMETOOLONG : raw_del(t, db, k->b, k->n);
+}
+
+/* Adds delta to a counter; deletes it at zero. */
+static int counter_add(reg_txn_t *t, const rkey_t *k, int delta)
+{
+	MDB_val v;
+	int rc = raw_get(t, DB_IDX, k->b, k->n, &v);
+	uint32_t n = 0;
+	if (rc == 0 && v.mv_size == 4)
+		n = get_u32(v.mv_data);
+	else if (rc && rc != -ENOENT)
+		return rc;
+	if (delta < 0 && n == 0)
+		return -EIO; /* an index that disagrees with its records: reg_check says where */
+	n = (uint32_t)((int64_t)n + delta);
+	if (n == 0)
+		return kdel(t, DB_IDX, k);
+	uint8_t b[4];
+	put_u32(b, n);
+	return kput(t, DB_IDX, k, b, 4);
+}
+
+/* ---- machine records -------------------------------------------------------------------- */
+
+static bool put_str(uint8_t *buf, size_t cap, size_t *n, const char *s, size_t max)
+{
+	size_t len = strlen(s);
+	if (len > max || *n + 1 + len > cap)
+		return false;
+	buf[(*n)++] = (uint8_t)len;
+	memcpy(buf + *n, s, len);
+	*n += len;
+	return true;
+}
+
+static bool get_str(const uint8_t *buf, size_t size, size_t *n, char *out, size_t cap)
+{
+	if (*n >= size)
+		return false;
+	size_t len = buf[(*n)++];
+	if (len >= cap || *n + len > size)
+		return false;
+	memcpy(out, buf + *n, len);
+	out[len] = '\0';
+	*n += len;
+	return true;
+}
+
+/* v1 | net4 | ip16 | str app | str region | str group | str state | u8 nmeta | (str k, str v)* */
+static int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
+{
+	if (m->nmeta > REG_META_MAX)
+		return -E2BIG;
+	size_t n = 0;
+	buf[n++] = 1;
+	put_u32(buf + n, m->net);
+	n += 4;
+	memcpy(buf + n, m->ip, 16);
+	n += 16;
+	if (!put_str(buf, cap, &n, m->app, REG_LABEL_MAX) ||
+	    !put_str(buf, cap, &n, m->region, REG_LABEL_MAX) ||
+	    !put_str(buf, cap, &n, m->group, REG_LABEL_MAX) ||
+	    !put_str(buf, cap, &n, m->state, REG_STATE_MAX))
+		return -ENAMETOOLONG;
+	buf[n++] = (uint8_t)m->nmeta;
+	for (size_t i = 0; i < m->nmeta; i++)
+		if (!put_str(buf, cap, &n, m->meta[i].key, REG_LABEL_MAX) ||
+		    !put_str(buf, cap, &n, m->meta[i].value, REG_LABEL_MAX))
+			return -ENAMETOOLONG;
+	*len = n;
+	return 0;
+}
+
+static int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t *o)
+{
+	const uint8_t *b = val->mv_data;
+	size_t size = val->mv_size, n = 21;
+	if (key->mv_size > REG_LABEL_MAX || size < 22 || b[0] != 1)
+		return -EIO;
+	memcpy(o->id, key->mv_data, key->mv_size);
+	o->id[key->mv_size] = '\0';
+	o->m.id = o->id;
+	o->m.net = get_u32(b + 1);
+	memcpy(o->m.ip, b + 5, 16);
+	if (!get_str(b, size, &n, o->app, sizeof(o->app)) ||
+	    !get_str(b, size, &n, o->region, sizeof(o->region)) ||
+	    !get_str(b, size, &n, o->group, sizeof(o->group)) ||
+	    !get_str(b, size, &n, o->state, sizeof(o->state)) || n >= size)
+		return -EIO;
+	o->m.app = o->app;
+	o->m.region = o->region;
+	o->m.group = o->group;
+	o->m.state = o->state;
+	o->m.nmeta = b[n++];
+	if (o->m.nmeta > REG_META_MAX)
+		return -EIO;
+	for (size_t i = 0; i < o->m.nmeta; i++) {
+		if (!get_str(b, size, &n, o->metabuf[i][0], REG_LABEL_MAX + 1) ||
+		    !get_str(b, size, &n, o->metabuf[i][1], REG_LABEL_MAX + 1))
+			return -EIO;
+		o->meta[i].key = o->metabuf[i][0];
+		o->meta[i].value = o->metabuf[i][1];
+	}
+	o->m.meta = o->meta;
+	return 0;
+}
+
+static bool is_started(const reg_machine_t *m)
+{
+	return strcmp(m->state, "started") == 0;
+}
+
+/* The value every idx entry of a Machine carries: ip16 | u8 len | region. */
+static size_t idx_value(const reg_machine_t *m, uint8_t *v)
+{
+	size_t rl = strlen(m->region);
+	memcpy(v, m->ip, 16);
+	v[16] = (uint8_t)rl;
+	memcpy(v + 17, m->region, rl);
+	return 17 + rl;
+}
+
+static void addr_key(rkey_t *k, uint32_t net, const uint8_t ip[16])
+{
+	key_init(k, net, 0);
+	key_put(k, ip, 16);
+}
+
+/* The address entry of a Machine: 'm' app \0 id \0 region. */
+static size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
+{
+	size_t n = 0, al = strlen(m->app), il = strlen(m->id), rl = strlen(m->region);
+	v[n++] = 'm';
+	memcpy(v + n, m->app, al), n += al, v[n++] = 0;
+	memcpy(v + n, m->id, il), n += il, v[n++] = 0;
+	memcpy(v + n, m->region, rl), n += rl;
+	return n;
+}
+
+/* Index keys of a started Machine, each built by kind; nmeta entries for 'M'. */
+static void idx_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
+{
+	key_init(k, m->net, tag);
+	key_str(k, m->app, strlen(m->app), true);
+	switch (tag) {
+	case 'R':
+		key_str(k, m->region, strlen(m->region), true);
+		break;
+	case 'G':
+		key_str(k, m->group, strlen(m->group), true);
+		break;
+	case 'M':
+		key_str(k, m->meta[meta].key, strlen(m->meta[meta].key), true);
+		key_str(k, m->meta[meta].value, strlen(m->meta[meta].value), true);
+		break;
+	case 'r':
+		key_str(k, m->region, strlen(m->region), false);
+		return;
+	case 'S':
+		k->n--; /* the app alone, no separator */
+		return;
+	}
+	key_str(k, m->id, strlen(m->id), false);
+}
+
+static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
+{
+	uint8_t v[128];
+	size_t vl = idx_value(m, v);
+	rkey_t k;
+	int rc;
+
+	addr_key(&k, m->net, m->ip);
+	if (add) {
+		MDB_val cur;
+		rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
+		if (rc == 0)
+			return -EADDRINUSE;
+		if (rc != -ENOENT)
+			return rc;
+		uint8_t av[3 * (REG_LABEL_MAX + 1)];
+		if ((rc = kput(t, DB_ADDR, &k, av, addr_value_machine(m, av))))
+			return rc;
+	} else if ((rc = kdel(t, DB_ADDR, &k)) && rc != -ENOENT) {
+		return rc;
+	}
+
+	static const int tags[] = {'A', 'R', 'G'};
+	for (size_t i = 0; i < 3 + m->nmeta; i++) {
+		idx_key(&k, m, i < 3 ? tags[i] : 'M', i < 3 ? 0 : i - 3);
+		rc = add ? kput(t, DB_IDX, &k, v, vl) : kdel(t, DB_IDX, &k);
+		if (rc && !(rc == -ENOENT && !add))
+			return rc;
+	}
+	idx_key(&k, m, 'S', 0);
+	if ((rc = counter_add(t, &k, add ? 1 : -1)))
+		return rc;
+	idx_key(&k, m, 'r', 0);
+	return counter_add(t, &k, add ? 1 : -1);
+}
+
+/* ---- write API ---------------------------------------------------------------------------- */
+
+static bool label_ok(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 0 && n <= REG_LABEL_MAX && !memchr(s, 0, n);
+}
+
+int reg_put_org(reg_txn_t *t, const char *slug, uint32_t net)
+{
+	size_t len = strlen(slug);
+	if (!label_ok(slug))
+		return -ENAMETOOLONG;
+	uint8_t nb[4];
+	put_u32(nb, net);
+	MDB_val v;
+	int rc = raw_get(t, DB_ORGS, slug, len, &v);
+	if (rc == 0)
+		return v.mv_size == 4 && get_u32(v.mv_data) == net ? 0 : -EEXIST;
+	if (rc != -ENOENT)
+		return rc;
+	rc = raw_get(t, DB_ORGNETS, nb, 4, &v);
+	if (rc == 0)
+		return -EEXIST;
+	if (rc != -ENOENT)
+		return rc;
+	if ((rc = raw_put(t, DB_ORGS, slug, len, nb, 4)))
+		return rc;
+	return raw_put(t, DB_ORGNETS, nb, 4, slug, len);
+}
+
+int reg_get_machine(reg_txn_t *t, const char *id, reg_machine_buf_t *out)
+{
+	MDB_val k = {strlen(id), (void *)id}, v;
+	if (k.mv_size == 0 || k.mv_size > REG_LABEL_MAX)
+		return -ENOENT;
+	int rc = map_err(mdb_get(t->txn, t->reg->dbi[DB_MACHINES], &k, &v));
+	return rc ? rc : dec_machine(&k, &v, out);
+}
+
+int reg_put_machine(reg_txn_t *t, const reg_machine_t *m)
+{
+	uint8_t buf[2048];
+	size_t len;
+	int rc;
+	if (!label_ok(m->id) || !label_ok(m->app) || !label_ok(m->region) || !label_ok(m->group))
+		return -ENAMETOOLONG;
+	for (size_t i = 0; i < m->nmeta && i < REG_META_MAX; i++)
+		if (!label_ok(m->meta[i].key) || !label_ok(m->meta[i].value))
+			return -ENAMETOOLONG;
+	if ((rc = enc_machine(m, buf, sizeof(buf), &len)))
+		return rc;
+
+	reg_machine_buf_t old;
+	rc = reg_get_machine(t, m->id, &old);
+	if (rc == 0 && is_started(&old.m) && (rc = index_machine(t, &old.m, false)))
+		return rc;
+	if (rc && rc != -ENOENT)
+		return rc;
+	if ((rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)))
+		return rc;
+	return is_started(m) ? index_machine(t, m, true) : 0;
+}
+
+int reg_set_state(reg_txn_t *t, const char *id, const char *state)
+{
+	reg_machine_buf_t b;
+	int rc = reg_get_machine(t, id, &b);
+	if (rc)
+		return rc;
+	if (strlen(state) > REG_STATE_MAX)
+		return -ENAMETOOLONG;
+	if (strcmp(b.state, state) == 0)
+		return 0;
+	b.m.state = state;
+	return reg_put_machine(t, &b.m);
+}
+
+int reg_delete_machine(reg_txn_t *t, const char *id)
+{
+	reg_machine_buf_t b;
+	int rc = reg_get_machine(t, id, &b);
+	if (rc)
+		return rc;
+	if (is_started(&b.m) && (rc = index_machine(t, &b.m, false)))
+		return rc;
+	return raw_del(t, DB_MACHINES, id, strlen(id));
+}
+
+static void peer_key(rkey_t *k, uint32_t net, const char *name, size_t len)
+{
+	key_init(k, net, 0);
+	key_str(k, name, len, false);
+}
+
+int reg_delete_peer(reg_txn_t *t, uint32_t net, const char *name)
+{
+	rkey_t k, ak;
+	MDB_val v;
+	peer_key(&k, net, name, strlen(name));
+	int rc = k.overflow ? -ENAMETOOLONG : raw_get(t, DB_PEERS, k.b, k.n, &v);
+	if (rc)
+		return rc;
+	if (v.mv_size < 17)
+		return -EIO;
+	addr_key(&ak, net, v.mv_data);
+	if ((rc = kdel(t, DB_ADDR, &ak)) && rc != -ENOENT)
+		return rc;
+	return kdel(t, DB_PEERS, &k);
+}
+
+int reg_put_peer(reg_txn_t *t, uint32_t net, const char *name, const uint8_t ip[16],
+		 const char *region)
+{
+	if (!label_ok(name) || !label_ok(region))
+		return -ENAMETOOLONG;
+	int rc = reg_delete_peer(t, net, name);
+	if (rc && rc != -ENOENT)
+		return rc;
+	rkey_t k;
+	addr_key(&k, net, ip);
+	MDB_val cur;
+	rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
+	if (rc == 0)
+		return -EADDRINUSE;
+	if (rc != -ENOENT)
+		return rc;
+	size_t nl = strlen(name), rl = strlen(region), n = 0;
+	uint8_t av[2 * REG_LABEL_MAX + 4], pv[16 + REG_LABEL_MAX + 1];
+	av[n++] = 'p';
+	memcpy(av + n, name, nl), n += nl, av[n++] = 0;
+	memcpy(av + n, region, rl), n += rl;
+	if ((rc = kput(t, DB_ADDR, &k, av, n)))
+		return rc;
+	memcpy(pv, ip, 16);
+	memcpy(pv + 16, region, rl);
+	peer_key(&k, net, name, nl);
+	return kput(t, DB_PEERS, &k, pv, 16 + rl);
+}
+
+static void flycast_key(rkey_t *k, uint32_t net, const char *app, size_t len, const uint8_t *ip)
+{
+	key_init(k, net, 0);
+	key_str(k, app, len, true);
+	if (ip)
+		key_put(k, ip, 16);
+}
+
+int reg_put_flycast(reg_txn_t *t, uint32_t net, const char *app, const uint8_t ip[16])
+{
+	if (!label_ok(app))
+		return -ENAMETOOLONG;
+	rkey_t k;
+	flycast_key(&k, net, app, strlen(app), ip);
+	return kput(t, DB_FLYCAST, &k, "", 0);
+}
+
+int reg_delete_flycast(reg_txn_t *t, uint32_t net, const char *app, const uint8_t ip[16])
+{
+	rkey_t k;
+	flycast_key(&k, net, app, strlen(app), ip);
+	return kdel(t, DB_FLYCAST, &k);
+}
+
+int reg_clear(reg_txn_t *t)
+{
+	for (int i = 0; i < DB_N; i++) {
+		if (i == DB_META)
+			continue;
+		int rc = mdb_drop(t->txn, t->reg->dbi[i], 0);
+		if (rc)
+			return map_err(rc);
+	}
+	return 0;
+}
+
+/* ---- point reads ---------------------------------------------------------------------------- */
+
+uint64_t reg_generation(reg_txn_t *t)
+{
+	MDB_val v;
+	if (raw_get(t, DB_META, "generation", 10, &v) || v.mv_size != 8)
+		return 0;
+	const uint8_t *b = v.mv_data;
+	uint64_t g = 0;
+	for (int i = 0; i < 8; i++)
+		g = g << 8 | b[i];
+	return g;
+}
+
+int reg_org_net(reg_txn_t *t, const char *slug, size_t len, uint32_t *net)
+{
+	MDB_val v;
+	if (len == 0 || len > REG_LABEL_MAX)
+		return -ENOENT;
+	int rc = raw_get(t, DB_ORGS, slug, len, &v);
+	if (rc)
+		return rc;
+	if (v.mv_size != 4)
+		return -EIO;
+	*net = get_u32(v.mv_data);
+	return 0;
+}
+
+int reg_org_slug(reg_txn_t *t, uint32_t net, char *buf, size_t cap)
+{
+	uint8_t nb[4];
+	MDB_val v;
+	put_u32(nb, net);
+	int rc = raw_get(t, DB_ORGNETS, nb, 4, &v);
+	if (rc)
+		return rc;
+	if (v.mv_size >= cap)
+		return -ENOSPC;
+	memcpy(buf, v.mv_data, v.mv_size);
+	buf[v.mv_size] = '\0';
+	return 0;
+}
+
+/* ---- walks ------------------------------------------------------------------------------------ */
+
+/* Fills hit from an idx entry (net tag app \0 ... \0 id -> ip16 | len | region). */
+static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	const uint8_t *kb = k->mv_data, *vb = v->mv_data;
+	if (k->mv_size < 7 || v->mv_size < 17 || v->mv_size < 17u + vb[16])
+		return -EIO;
+	const uint8_t *app = kb + 5, *end = kb + k->mv_size;
+	const uint8_t *sep = memchr(app, 0, (size_t)(end - app));
+	if (!sep)
+		return -EIO;
+	const uint8_t *id = end;
+	while (id > sep + 1 && id[-1] != 0)
+		id--;
+	*h = (reg_hit_t){
+		.kind = REG_HIT_MACHINE,
+		.net = get_u32(kb),
+		.ip = vb,
+		.id = (const char *)id,
+		.id_len = (uint8_t)(end - id),
+		.app = (const char *)app,
+		.app_len = (uint8_t)(sep - app),
+		.region = (const char *)vb + 17,
+		.region_len = vb[16],
+	};
+	return 0;
+}
+
+typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
+
+/* Walks every key of db starting with prefix; decode turns entries into hits. */
+static int walk_prefix(reg_txn_t *t, int db, const rkey_t *prefix, decode_fn decode, reg_walk_fn fn,
+		       void *arg)
+{
+	if (prefix->overflow)
+		return 0;
+	MDB_cursor *c = t->curs[db];
+	MDB_val k = {prefix->n, (void *)prefix->b}, v;
+	int n = 0, rc = mdb_cursor_get(c, &k, &v, prefix->n ? MDB_SET_RANGE : MDB_FIRST);
+	while (rc == 0 && k.mv_size >= prefix->n && memcmp(k.mv_data, prefix->b, prefix->n) == 0) {
+		reg_hit_t h;
+		if ((rc = decode(&k, &v, &h)))
+			return rc;
+		n++;
+		if (fn && fn(&h, arg))
+			return n;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	return rc == 0 || rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+static int walk_idx(reg_txn_t *t, const rkey_t *k, reg_walk_fn fn, void *arg)
+{
+	return walk_prefix(t, DB_IDX, k, hit_from_idx, fn, arg);
+}
+
+int reg_walk_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'A');
+	key_str(&k, app, al, true);
+	return walk_idx(t, &k, fn, arg);
+}
+
+int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *region,
+			size_t rl, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'R');
+	key_str(&k, app, al, true);
+	key_str(&k, region, rl, true);
+	return walk_idx(t, &k, fn, arg);
+}
+
+int reg_walk_app_group(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *group,
+		       size_t gl, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'G');
+	key_str(&k, app, al, true);
+	key_str(&k, group, gl, true);
+	return walk_idx(t, &k, fn, arg);
+}
+
+int reg_walk_app_meta(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *key,
+		      size_t kl, const char *value, size_t vl, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'M');
+	key_str(&k, app, al, true);
+	key_str(&k, key, kl, true);
+	key_str(&k, value, vl, true);
+	return walk_idx(t, &k, fn, arg);
+}
+
+int reg_walk_org(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'A');
+	return walk_idx(t, &k, fn, arg);
+}
+
+/* peers: net | name -> ip16 | region */
+static int hit_from_peer(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	if (k->mv_size < 5 || v->mv_size < 16)
+		return -EIO;
+	*h = (reg_hit_t){
+		.kind = REG_HIT_PEER,
+		.net = get_u32(k->mv_data),
+		.ip = v->mv_data,
+		.id = (const char *)k->mv_data + 4,
+		.id_len = (uint8_t)(k->mv_size - 4),
+		.region = (const char *)v->mv_data + 16,
+		.region_len = (uint8_t)(v->mv_size - 16),
+	};
+	return 0;
+}
+
+int reg_walk_peers(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 0);
+	return walk_prefix(t, DB_PEERS, &k, hit_from_peer, fn, arg);
+}
+
+int reg_find_peer(reg_txn_t *t, uint32_t net, const char *name, size_t len, reg_hit_t *hit)
+{
+	rkey_t k;
+	peer_key(&k, net, name, len);
+	if (k.overflow || len == 0)
+		return -ENOENT;
+	MDB_val key = {k.n, k.b}, v;
+	int rc = map_err(mdb_get(t->txn, t->reg->dbi[DB_PEERS], &key, &v));
+	return rc ? rc : hit_from_peer(&key, &v, hit);
+}
+
+/* flycast: net | app \0 | ip16 */
+static int hit_from_flycast(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	(void)v;
+	const uint8_t *kb = k->mv_data;
+	if (k->mv_size < 4 + 2 + 16)
+		return -EIO;
+	*h = (reg_hit_t){
+		.kind = REG_HIT_MACHINE,
+		.net = get_u32(kb),
+		.ip = kb + k->mv_size - 16,
+		.app = (const char *)kb + 4,
+		.app_len = (uint8_t)(k->mv_size - 4 - 17),
+		.id = "",
+		.region = "",
+	};
+	return 0;
+}
+
+int reg_walk_flycast(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_walk_fn fn,
+		     void *arg)
+{
+	rkey_t k;
+	flycast_key(&k, net, app, al, NULL);
+	return walk_prefix(t, DB_FLYCAST, &k, hit_from_flycast, fn, arg);
+}
+
+/* Counters: net 'S' app, net 'r' app \0 region. */
+static int walk_names(reg_txn_t *t, const rkey_t *prefix, reg_name_fn fn, void *arg)
+{
+	MDB_cursor *c = t->curs[DB_IDX];
+	MDB_val k = {prefix->n, (void *)prefix->b}, v;
+	int n = 0, rc = prefix->overflow ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size > prefix->n && memcmp(k.mv_data, prefix->b, prefix->n) == 0) {
+		if (v.mv_size != 4)
+			return -EIO;
+		n++;
+		if (fn((const char *)k.mv_data + prefix->n, k.mv_size - prefix->n,
+		       get_u32(v.mv_data), arg))
+			return n;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	return rc == 0 || rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+int reg_walk_apps(reg_txn_t *t, uint32_t net, reg_name_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'S');
+	return walk_names(t, &k, fn, arg);
+}
+
+int reg_walk_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_name_fn fn,
+			 void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'r');
+	key_str(&k, app, al, true);
+	return walk_names(t, &k, fn, arg);
+}
+
+static int get_counter(reg_txn_t *t, const rkey_t *k, uint32_t *count)
+{
+	MDB_val v;
+	*count = 0;
+	int rc = k->overflow ? -ENOENT : raw_get(t, DB_IDX, k->b, k->n, &v);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (v.mv_size != 4)
+		return -EIO;
+	*count = get_u32(v.mv_data);
+	return 0;
+}
+
+int reg_count_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, uint32_t *count)
+{
+	rkey_t k;
+	key_init(&k, net, 'S');
+	key_str(&k, app, al, false);
+	return get_counter(t, &k, count);
+}
+
+int reg_count_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al,
+			 const char *region, size_t rl, uint32_t *count)
+{
+	rkey_t k;
+	key_init(&k, net, 'r');
+	key_str(&k, app, al, true);
+	key_str(&k, region, rl, false);
+	return get_counter(t, &k, count);
+}
+
+int reg_find_vm(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *id, size_t il,
+		reg_hit_t *hit)
+{
+	rkey_t k;
+	key_init(&k, net, 'A');
+	key_str(&k, app, al, true);
+	key_str(&k, id, il, false);
+	if (k.overflow || il == 0)
+		return -ENOENT;
+	MDB_val key = {k.n, k.b}, v;
+	int rc = map_err(mdb_get(t->txn, t->reg->dbi[DB_IDX], &key, &v));
+	return rc ? rc : hit_from_idx(&key, &v, hit);
+}
+
+/* addr: net | ip16 -> 'm' app \0 id \0 region | 'p' name \0 region */
+static int hit_from_addr(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	const uint8_t *vb = v->mv_data, *end = vb + v->mv_size;
+	if (k->mv_size != 20 || v->mv_size < 2)
+		return -EIO;
+	*h = (reg_hit_t){.net = get_u32(k->mv_data), .ip = (const uint8_t *)k->mv_data + 4};
+	const uint8_t *p = vb + 1, *s;
+	if (vb[0] == 'm') {
+		h->kind = REG_HIT_MACHINE;
+		if (!(s = memchr(p, 0, (size_t)(end - p))))
+			return -EIO;
+		h->app = (const char *)p, h->app_len = (uint8_t)(s - p), p = s + 1;
+	} else if (vb[0] == 'p') {
+		h->kind = REG_HIT_PEER;
+	} else {
+		return -EIO;
+	}
+	if (!(s = memchr(p, 0, (size_t)(end - p))))
+		return -EIO;
+	h->id = (const char *)p, h->id_len = (uint8_t)(s - p), p = s + 1;
+	h->region = (const char *)p, h->region_len = (uint8_t)(end - p);
+	return 0;
+}
+
+static uint32_t net_of(const uint8_t ip[16])
+{
+	return get_u32(ip + 2);
+}
+
+int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit)
+{
+	rkey_t k;
+	addr_key(&k, net_of(ip), ip);
+	MDB_val key = {k.n, k.b}, v;
+	int rc = mdb_get(t->txn, t->reg->dbi[DB_ADDR], &key, &v);
+	if (rc == 0)
+		return hit_from_addr(&key, &v, hit);
+	if (rc != MDB_NOTFOUND || exact)
+		return map_err(rc);
+	k.b[k.n - 2] = k.b[k.n - 1] = 0; /* the start of ip's /112 */
+	key = (MDB_val){k.n, k.b};
+	rc = mdb_cursor_get(t->curs[DB_ADDR], &key, &v, MDB_SET_RANGE);
+	if (rc)
+		return map_err(rc);
+	if (key.mv_size != 20 || memcmp(key.mv_data, k.b, 18) != 0)
+		return -ENOENT;
+	return hit_from_addr(&key, &v, hit);
+}
+
+/* ---- whole-registry walks ------------------------------------------------------------------------ */
+
+int reg_walk_orgs(reg_txn_t *t, reg_org_fn fn, void *arg)
+{
+	MDB_cursor *c = t->curs[DB_ORGS];
+	MDB_val k, v;
+	int n = 0, rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (v.mv_size != 4)
+			return -EIO;
+		n++;
+		if (fn(k.mv_data, k.mv_size, get_u32(v.mv_data), arg))
+			return n;
+	}
+	return rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+int reg_walk_machines(reg_txn_t *t, reg_machine_fn fn, void *arg)
+{
+	MDB_cursor *c = t->curs[DB_MACHINES];
+	MDB_val k, v;
+	reg_machine_buf_t b;
+	int n = 0, rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		int e = dec_machine(&k, &v, &b);
+		if (e)
+			return e;
+		n++;
+		if (fn(&b.m, arg))
+			return n;
+	}
+	return rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+static int walk_all(reg_txn_t *t, int db, decode_fn decode, reg_walk_fn fn, void *arg)
+{
+	rkey_t none = {.n = 0};
+	return walk_prefix(t, db, &none, decode, fn, arg);
+}
+
+int reg_walk_all_peers(reg_txn_t *t, reg_walk_fn fn, void *arg)
+{
+	return walk_all(t, DB_PEERS, hit_from_peer, fn, arg);
+}
+
+int reg_walk_all_flycast(reg_txn_t *t, reg_walk_fn fn, void *arg)
+{
+	return walk_all(t, DB_FLYCAST, hit_from_flycast, fn, arg);
+}
+
+/* ---- check ----------------------------------------------------------------------------------------- */
+
+typedef struct {
+	reg_txn_t *t;
+	void (*report)(const char *, void *);
+	void *arg;
+	int bad;
+	size_t expect_idx, expect_addr;
+} check_t;
+
+static void bad(check_t *c, const char *fmt, const char *a, const char *b)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), fmt, a, b);
+	c->bad++;
+	if (c->report)
+		c->report(msg, c->arg);
+}
+
+static int check_machine(const reg_machine_t *m, void *arg)
+{
+	check_t *c = arg;
+	if (!is_started(m))
+		return 0;
+	uint8_t want[128];
+	size_t wl = idx_value(m, want);
+	rkey_t k;
+	MDB_val v;
+	static const int tags[] = {'A', 'R', 'G'};
+	for (size_t i = 0; i < 3 + m->nmeta; i++) {
+		idx_key(&k, m, i < 3 ? tags[i] : 'M', i < 3 ? 0 : i - 3);
+		c->expect_idx++;
+		if (raw_get(c->t, DB_IDX, k.b, k.n, &v) || v.mv_size != wl ||
+		    memcmp(v.mv_data, want, wl))
+			bad(c, "machine %s: index entry %s missing or wrong", m->id,
+			    i < 3 ? (const char *[]){"app", "region", "group"}[i] : "metadata");
+	}
+	addr_key(&k, m->net, m->ip);
+	uint8_t av[3 * (REG_LABEL_MAX + 1)];
+	size_t al = addr_value_machine(m, av);
+	c->expect_addr++;
+	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size != al || memcmp(v.mv_data, av, al))
+		bad(c, "machine %s: address entry missing or wrong%s", m->id, "");
+	return 0;
+}
+
+static int check_peer(const reg_hit_t *h, void *arg)
+{
+	check_t *c = arg;
+	rkey_t k;
+	MDB_val v;
+	addr_key(&k, h->net, h->ip);
+	c->expect_addr++;
+	char name[REG_LABEL_MAX + 1];
+	snprintf(name, sizeof(name), "%.*s", h->id_len, h->id);
+	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size < 1 || ((uint8_t *)v.mv_data)[0] != 'p')
+		bad(c, "peer %s: address entry missing or wrong%s", name, "");
+	return 0;
+}
+
+/* Every counter equals the length of the range it counts; every entry is expected. */
+static int check_counters(check_t *c)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(c->t->txn, c->t->reg->dbi[DB_IDX], &cur);
+	if (rc)
+		return map_err(rc);
+	size_t entries = 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *kb = k.mv_data;
+		if (k.mv_size < 6) {
+			bad(c, "index: malformed key%s%s", "", "");
+			continue;
+		}
+		int tag = kb[4];
+		if (tag != 'S' && tag != 'r') {
+			entries++;
+			continue;
+		}
+		uint32_t net = get_u32(kb), want = v.mv_size == 4 ? get_u32(v.mv_data) : 0;
+		const char *app = (const char *)kb + 5;
+		size_t al = tag == 'S' ? k.mv_size - 5 : strnlen(app, k.mv_size - 5);
+		int got = tag == 'S' ? reg_walk_app(c->t, net, app, al, NULL, NULL)
+				     : reg_walk_app_region(c->t, net, app, al, app + al + 1,
+							   k.mv_size - 6 - al, NULL, NULL);
+		char name[2 * REG_LABEL_MAX + 2];
+		snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
+		if (got < 0 || (uint32_t)got != want)
+			bad(c, "counter for %s does not match its Machines%s", name, "");
+		/* the walk moved the shared idx cursor; ours is separate, so go on */
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return map_err(rc);
+	if (entries != c->expect_idx)
+		bad(c, "index holds entries no started Machine accounts for%s%s", "", "");
+	MDB_stat st;
+	if ((rc = mdb_stat(c->t->txn, c->t->reg->dbi[DB_ADDR], &st)))
+		return map_err(rc);
+	if (st.ms_entries != c->expect_addr)
+		bad(c, "address index holds entries no Machine or peer accounts for%s%s", "", "");
+	return 0;
+}
+
+int reg_check(reg_txn_t *t, void (*report)(const char *, void *), void *arg)
+{
+	check_t c = {.t = t, .report = report, .arg = arg};
+	int rc = reg_walk_machines(t, check_machine, &c);
+	if (rc >= 0)
+		rc = reg_walk_all_peers(t, check_peer, &c);
+	if (rc >= 0)
+		rc = check_counters(&c);
+	return rc < 0 ? rc : c.bad;
+}
+
+static int count_started(const reg_machine_t *m, void *arg)
+{
+	if (is_started(m))
+		(*(size_t *)arg)++;
+	return 0;
+}
+
+int reg_stats(reg_txn_t *t, reg_stats_t *s)
+{
+	MDB_stat st[DB_N];
+	for (int i = 0; i < DB_N; i++) {
+		int rc = mdb_stat(t->txn, t->reg->dbi[i], &st[i]);
+		if (rc)
+			return map_err(rc);
+	}
+	MDB_envinfo info;
+	mdb_env_info(t->reg->env, &info);
+	*s = (reg_stats_t){
+		.generation = reg_generation(t),
+		.orgs = st[DB_ORGS].ms_entries,
+		.machines = st[DB_MACHINES].ms_entries,
+		.peers = st[DB_PEERS].ms_entries,
+		.flycast = st[DB_FLYCAST].ms_entries,
+		.index_entries = st[DB_IDX].ms_entries + st[DB_ADDR].ms_entries,
+		.map_size = info.me_mapsize,
+		.page_size = st[DB_META].ms_psize,
+		.map_used = (info.me_last_pgno + 1) * (size_t)st[DB_META].ms_psize,
+	};
+	int rc = reg_walk_machines(t, count_started, &s->started);
+	return rc < 0 ? rc : 0;
+}

@@ -1,0 +1,396 @@
+/*
+ * wire.c — decode a query, write a response (RFC 1035, RFC 6891).
+ *
+ * Every read checks the length first; every write checks the limit first and writes
+ * nothing of a record that does not fit. Names in a query's question may not use
+ * compression (nothing precedes them to point at). It must never allocate or block.
+ */
+#include "wire.h"
+
+#include <errno.h>
+#include <string.h>
+
+static uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	wr16(p, (uint16_t)(v >> 16));
+	wr16(p + 2, (uint16_t)v);
+}
+
+/* Skips a possibly compressed name; 0 or -1 if malformed. */
+static int skip_name(const uint8_t *p, size_t len, size_t *off)
+{
+	size_t o = *off, total = 0;
+	for (;;) {
+		if (o >= len)
+			return -1;
+		uint8_t l = p[o];
+		if ((l & 0xc0) == 0xc0) {
+			if (o + 2 > len)
+				return -1;
+			*off = o + 2;
+			return 0;
+		}
+		if (l & 0xc0)
+			return -1;
+		total += 1 + (size_t)l;
+		if (total > WIRE_NAME_MAX)
+			return -1;
+		o += 1 + (size_t)l;
+		if (l == 0) {
+			*off = o;
+			return 0;
+		}
+	}
+}
+
+/* The question's name: labels only, lower-cased into q->qname. */
+static int read_qname(const uint8_t *p, size_t len, size_t *off, wire_query_t *q)
+{
+	size_t o = *off, n = 0;
+	for (;;) {
+		if (o >= len)
+			return -1;
+		uint8_t l = p[o];
+		if (l & 0xc0)
+			return -1; /* compression (or an extended label) in a question */
+		if (n + 1 + l > WIRE_NAME_MAX || o + 1 + l > len)
+			return -1;
+		q->qname[n++] = l;
+		for (size_t i = 0; i < l; i++) {
+			uint8_t c = p[o + 1 + i];
+			q->qname[n++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+		}
+		o += 1 + (size_t)l;
+		if (l == 0)
+			break;
+	}
+	q->qname_len = n;
+	*off = o;
+	return 0;
+}
+
+static int read_question(const uint8_t *p, size_t len, size_t *off, wire_query_t *q)
+{
+	if (read_qname(p, len, off, q) || *off + 4 > len)
+		return -1;
+	q->qtype = rd16(p + *off);
+	q->qclass = rd16(p + *off + 2);
+	*off += 4;
+	q->question_end = *off;
+	q->has_question = true;
+	return 0;
+}
+
+/* The OPT record's RDATA: options, each code | length | data, none overrunning. */
+static int read_opt(const uint8_t *p, size_t end, size_t o, wire_query_t *q)
+{
+	while (o < end) {
+		if (o + 4 > end)
+			return -1;
+		uint16_t code = rd16(p + o), olen = rd16(p + o + 2);
+		o += 4;
+		if (o + olen > end)
+			return -1;
+		if (code == 3)
+			q->edns_nsid = true;
+		o += olen;
+	}
+	return 0;
+}
+
+int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
+{
+	q->has_question = q->edns = q->edns_do = q->edns_nsid = false;
+	q->qname_len = q->question_end = 0;
+	q->qtype = q->qclass = q->edns_udp = 0;
+	q->edns_version = 0;
+	if (len < WIRE_HDR || (p[2] & 0x80))
+		return WIRE_DROP;
+	q->id = rd16(p);
+	q->opcode = (p[2] >> 3) & 0xf;
+	q->rd = p[2] & 1;
+	q->cd = p[3] & 0x10;
+	uint16_t qd = rd16(p + 4), an = rd16(p + 6), ns = rd16(p + 8), ar = rd16(p + 10);
+	size_t off = WIRE_HDR;
+
+	if (q->opcode != 0) {
+		if (qd == 1 && read_question(p, len, &off, q))
+			q->has_question = false;
+		return WIRE_NOTIMP;
+	}
+	if (qd != 1 || read_question(p, len, &off, q)) {
+		q->has_question = false;
+		return WIRE_FORMERR;
+	}
+	for (unsigned i = 0; i < (unsigned)an + ns + ar; i++) {
+		size_t owner = off;
+		if (skip_name(p, len, &off) || off + 10 > len)
+			return WIRE_FORMERR;
+		uint16_t type = rd16(p + off), rdlen = rd16(p + off + 8);
+		size_t rdata = off + 10;
+		if (rdata + rdlen > len)
+			return WIRE_FORMERR;
+		if (type == WIRE_OPT) {
+			/* one OPT, in the additional section, owned by the root */
+			if (i < (unsigned)an + ns || q->edns || p[owner] != 0 || owner + 1 != off)
+				return WIRE_FORMERR;
+			q->edns = true;
+			q->edns_udp = rd16(p + off + 2);
+			q->edns_version = p[off + 5];
+			q->edns_do = p[off + 6] & 0x80;
+			if (read_opt(p, rdata + rdlen, rdata, q))
+				return WIRE_FORMERR;
+		}
+		off = rdata + rdlen;
+	}
+	if (off != len)
+		return WIRE_FORMERR; /* trailing bytes past the records */
+	if (q->edns && q->edns_version > 0)
+		return WIRE_BADVERS;
+	return WIRE_OK;
+}
+
+/* ---- response ------------------------------------------------------------------------- */
+
+size_t wire_opt_size(size_t nsid_len)
+{
+	return 11 + (nsid_len ? 4 + nsid_len : 0);
+}
+
+int wire_resp_begin(wire_resp_t *r, uint8_t *buf, size_t cap, size_t size, size_t reserve,
+		    const uint8_t *pkt, const wire_query_t *q)
+{
+	size_t qlen = q->has_question ? q->question_end - WIRE_HDR : 0;
+	size_t limit = size < cap ? size : cap;
+	if (limit < WIRE_HDR + qlen + reserve)
+		return -ENOSPC;
+	memset(r, 0, sizeof(*r));
+	r->buf = buf;
+	r->reserve = reserve;
+	r->limit = limit - reserve;
+	memset(buf, 0, WIRE_HDR);
+	wr16(buf, q->id);
+	buf[2] = (uint8_t)(0x80 | q->opcode << 3 | (q->rd ? 1 : 0));
+	buf[3] = q->cd ? 0x10 : 0;
+	if (q->has_question) {
+		wr16(buf + 4, 1);
+		memcpy(buf + WIRE_HDR, pkt + WIRE_HDR, qlen);
+	}
+	r->len = WIRE_HDR + qlen;
+	return 0;
+}
+
+void wire_resp_rcode(wire_resp_t *r, int rcode)
+{
+	r->rcode = rcode;
+	r->buf[3] = (uint8_t)((r->buf[3] & 0xf0) | (rcode & 0xf));
+}
+
+void wire_resp_flags(wire_resp_t *r, bool aa, bool ra)
+{
+	r->buf[2] = (uint8_t)((r->buf[2] & ~0x04) | (aa ? 0x04 : 0));
+	r->buf[3] = (uint8_t)((r->buf[3] & ~0x80) | (ra ? 0x80 : 0));
+}
+
+/* owner pointer | type | class IN | ttl | rdlength (filled later) */
+static size_t rr_head(wire_resp_t *r, uint16_t owner, uint16_t type, uint32_t ttl)
+{
+	uint8_t *p = r->buf + r->len;
+	wr16(p, (uint16_t)(0xc000 | owner));
+	wr16(p + 2, type);
+	wr16(p + 4, WIRE_CLASS_IN);
+	wr32(p + 6, ttl);
+	r->len += 12;
+	return r->len; /* rdata starts here */
+}
+
+static void rr_done(wire_resp_t *r, size_t rdata, int section)
+{
+	wr16(r->buf + rdata - 2, (uint16_t)(r->len - rdata));
+	r->count[section]++;
+}
+
+int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[16])
+{
+	if (r->len + 28 > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_AAAA, ttl);
+	memcpy(r->buf + r->len, ip, 16);
+	r->len += 16;
+	rr_done(r, rd, WIRE_AN);
+	return 0;
+}
+
+int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len)
+{
+	if (r->len + 12 + len > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_PTR, ttl);
+	memcpy(r->buf + r->len, target, len);
+	r->len += len;
+	rr_done(r, rd, WIRE_AN);
+	return 0;
+}
+
+/* "<label>." under internal.: a pointer where internal. stands already, else in full
+ * (and *internal_off learns where). */
+static void put_under_internal(wire_resp_t *r, const char *label, uint16_t *internal_off)
+{
+	size_t l = strlen(label);
+	uint8_t *p = r->buf + r->len;
+	p[0] = (uint8_t)l;
+	memcpy(p + 1, label, l);
+	r->len += 1 + l;
+	if (*internal_off) {
+		wr16(r->buf + r->len, (uint16_t)(0xc000 | *internal_off));
+		r->len += 2;
+	} else {
+		*internal_off = (uint16_t)r->len;
+		memcpy(r->buf + r->len, "\010internal", 10);
+		r->len += 10;
+	}
+}
+
+int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint32_t serial,
+		 uint32_t minimum, uint16_t internal_off)
+{
+	/* head 12, mname <= 3+11, rname <= 11+2, five numbers 20 */
+	if (r->len + 12 + 14 + 13 + 20 > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_SOA, ttl);
+	put_under_internal(r, "ns", &internal_off);
+	put_under_internal(r, "hostmaster", &internal_off);
+	uint8_t *p = r->buf + r->len;
+	wr32(p, serial);
+	wr32(p + 4, 3600);  /* refresh */
+	wr32(p + 8, 600);   /* retry */
+	wr32(p + 12, 86400); /* expire */
+	wr32(p + 16, minimum);
+	r->len += 20;
+	rr_done(r, rd, section);
+	return 0;
+}
+
+int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_off)
+{
+	if (r->len + 12 + 14 > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_NS, ttl);
+	put_under_internal(r, "ns", &internal_off);
+	rr_done(r, rd, WIRE_AN);
+	return 0;
+}
+
+int wire_txt_begin(wire_resp_t *r, uint16_t owner, uint32_t ttl)
+{
+	if (r->len + 12 + 1 > r->limit)
+		return -ENOSPC;
+	r->txt_start = r->len;
+	r->txt_rdata = rr_head(r, owner, WIRE_TXT, ttl);
+	r->txt_cs = 0;
+	return 0;
+}
+
+int wire_txt_append(wire_resp_t *r, const void *text, size_t len)
+{
+	const uint8_t *s = text;
+	while (len) {
+		if (!r->txt_cs || r->buf[r->txt_cs] == 255) {
+			if (r->len + 1 > r->limit || r->len + 1 - r->txt_rdata > 65535)
+				return -ENOSPC;
+			r->txt_cs = r->len;
+			r->buf[r->len++] = 0;
+		}
+		size_t room = 255 - (size_t)r->buf[r->txt_cs], n = len < room ? len : room;
+		if (r->len + n > r->limit || r->len + n - r->txt_rdata > 65535)
+			return -ENOSPC;
+		memcpy(r->buf + r->len, s, n);
+		r->buf[r->txt_cs] = (uint8_t)(r->buf[r->txt_cs] + n);
+		r->len += n, s += n, len -= n;
+	}
+	return 0;
+}
+
+size_t wire_txt_mark(const wire_resp_t *r)
+{
+	return r->len;
+}
+
+void wire_txt_rewind(wire_resp_t *r, size_t mark)
+{
+	size_t pos = r->txt_rdata;
+	r->len = mark;
+	r->txt_cs = 0;
+	while (pos < mark) {
+		size_t l = r->buf[pos];
+		if (pos + 1 + l >= mark) {
+			r->buf[pos] = (uint8_t)(mark - pos - 1);
+			r->txt_cs = pos;
+			break;
+		}
+		pos += 1 + l;
+	}
+}
+
+int wire_txt_end(wire_resp_t *r)
+{
+	if (r->len == r->txt_rdata) { /* an empty text is one empty character-string */
+		if (r->len + 1 > r->limit)
+			return -ENOSPC;
+		r->buf[r->len++] = 0;
+	}
+	rr_done(r, r->txt_rdata, WIRE_AN);
+	return 0;
+}
+
+void wire_txt_abort(wire_resp_t *r)
+{
+	r->len = r->txt_start;
+}
+
+int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len)
+{
+	r->limit += r->reserve;
+	r->reserve = 0;
+	if (r->len + wire_opt_size(nsid_len) > r->limit)
+		return -ENOSPC;
+	uint8_t *p = r->buf + r->len;
+	p[0] = 0; /* root */
+	wr16(p + 1, WIRE_OPT);
+	wr16(p + 3, WIRE_EDNS_SIZE);
+	p[5] = (uint8_t)(r->rcode >> 4); /* extended rcode */
+	p[6] = 0;                        /* version */
+	p[7] = dnssec_ok ? 0x80 : 0;
+	p[8] = 0;
+	wr16(p + 9, (uint16_t)(nsid_len ? 4 + nsid_len : 0));
+	r->len += 11;
+	if (nsid_len) {
+		wr16(p + 11, 3);
+		wr16(p + 13, (uint16_t)nsid_len);
+		memcpy(p + 15, nsid, nsid_len);
+		r->len += 4 + nsid_len;
+	}
+	r->count[WIRE_AR]++;
+	return 0;
+}
+
+size_t wire_resp_end(wire_resp_t *r)
+{
+	wr16(r->buf + 6, r->count[WIRE_AN]);
+	wr16(r->buf + 8, r->count[WIRE_NS_SEC]);
+	wr16(r->buf + 10, r->count[WIRE_AR]);
+	if (r->tc)
+		r->buf[2] |= 0x02;
+	return r->len;
+}
