@@ -27,7 +27,8 @@ DEB_BENCH := dnsperf knot nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)

@@ -127,6 +127,11 @@ int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_l
 /* Fixes the counts and flags in the header; returns the message length. */
 size_t wire_resp_end(wire_resp_t *r);
 
+/* A header-and-question answer with rcode to the query pkt (SERVFAIL when forwarding
+ * fails, ...), with an OPT record when the query had one. Returns its length, or 0 when
+ * the query deserves no answer. */
+size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *out, size_t cap);
+
 /* The bytes an OPT record takes with nsid_len bytes of NSID (0: none). */
 size_t wire_opt_size(size_t nsid_len);
 

@@ -394,3 +394,17 @@ size_t wire_resp_end(wire_resp_t *r)
 		r->buf[2] |= 0x02;
 	return r->len;
 }
+
+size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *out, size_t cap)
+{
+	wire_query_t q;
+	wire_resp_t r;
+	if (wire_parse_query(pkt, len, &q) == WIRE_DROP ||
+	    wire_resp_begin(&r, out, cap, cap, q.edns ? wire_opt_size(0) : 0, pkt, &q))
+		return 0;
+	wire_resp_rcode(&r, rcode);
+	wire_resp_flags(&r, false, true);
+	if (q.edns)
+		wire_add_opt(&r, q.edns_do, NULL, 0);
+	return wire_resp_end(&r);
+}

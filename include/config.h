@@ -1,0 +1,69 @@
+/*
+ * config — internald's settings from its command line and its config file
+ * (internald.conf(5)): the file takes the long options' names as keys ("listen =
+ * [::1]:5353"); the command line wins, and a repeatable option given there replaces
+ * the file's list. Pure: it parses text, it opens nothing but the config file.
+ */
+#ifndef INTERNALD_CONFIG_H
+#define INTERNALD_CONFIG_H
+
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "org.h"
+
+#define CFG_LISTEN_MAX   16
+#define CFG_UPSTREAM_MAX 8
+#define CFG_ERR_MAX      512
+
+typedef struct {
+	struct sockaddr_storage ss; /* AF_INET6 or AF_INET, port set */
+	socklen_t len;
+	char text[INET6_ADDRSTRLEN + 10]; /* as the user wrote it, for messages */
+} cfg_addr_t;
+
+typedef struct {
+	char db[PATH_MAX];
+	cfg_addr_t listen[CFG_LISTEN_MAX];
+	size_t nlisten;
+	cfg_addr_t upstream[CFG_UPSTREAM_MAX];
+	size_t nupstream;
+	char default_org[64];  /* "" for none */
+	char region[16];       /* the server's own region, "" for none */
+	char regions_file[PATH_MAX];
+	unsigned workers;      /* 0: one per core */
+	uint32_t ttl;
+	char nsid[128];        /* "" for none */
+	int log_level;
+	org_acl_t acl;         /* empty: the default list */
+	unsigned tcp_idle_ms;
+	unsigned tcp_max_conns;
+	unsigned upstream_timeout_ms; /* per try */
+	unsigned upstream_budget_ms;  /* all tries of one query */
+	unsigned max_inflight;        /* forwarded queries in flight per worker */
+} config_t;
+
+/* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */
+void config_defaults(config_t *c);
+
+/*
+ * Reads -c FILE (if any), then the rest of argv over it. Returns 0, 1 when --help or
+ * --version was printed (exit 0), or -EINVAL with err naming the option or the file
+ * and line.
+ */
+int config_parse_args(config_t *c, int argc, char **argv, char *err);
+
+/* "[v6]:port", "v4:port", or a bare address (port default_port). 0 or -EINVAL. */
+int config_parse_addr(const char *s, uint16_t default_port, cfg_addr_t *out);
+
+/* Nameservers of a resolv.conf into c->upstream, skipping our own listen addresses.
+ * Returns how many were added, or -errno if the file cannot be read. */
+int config_upstreams_from_resolv(config_t *c, const char *path);
+
+extern const char config_usage[];
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * forward — the upstream client of one worker (libuv): every name outside our zones
+ * goes to the upstream resolvers (DESIGN.md section 5).
+ *
+ * UDP from a random port with a fresh random ID per try (getrandom); an answer counts
+ * only when its source address and port, ID and question match; TC -> the same query
+ * over TCP; per-try timeout, next upstream, SERVFAIL when every try failed or the
+ * budget ran out; a cap on queries in flight. Nothing here blocks the worker's loop.
+ */
+#ifndef INTERNALD_FORWARD_H
+#define INTERNALD_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct fwd fwd_t;
+
+typedef struct {
+	const cfg_addr_t *upstreams;
+	size_t n;
+	unsigned timeout_ms;   /* per try */
+	unsigned budget_ms;    /* all tries */
+	unsigned max_inflight; /* excess queries get SERVFAIL at once */
+} fwd_conf_t;
+
+typedef struct {
+	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
+} fwd_stats_t;
+
+/*
+ * The answer for the client: the upstream's message with the client's ID, question case
+ * and RD restored, cut to max bytes with TC set when larger; or a SERVFAIL. Called
+ * exactly once per accepted query, always from the loop (never inside fwd_query).
+ * len == 0: the query was dropped (shutdown); nothing to send.
+ */
+typedef void (*fwd_done_fn)(void *arg, const uint8_t *resp, size_t len);
+
+/* Allocates *out on loop; conf (and its upstreams) must outlive it. */
+int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf);
+/*
+ * Forwards the client's query pkt (len bytes, a well-formed query). max: the largest
+ * answer the client takes (its UDP size, or 65535 on TCP); tcp: the client came over
+ * TCP, so go upstream over TCP. Returns 0 (done will be called), or -ENOSPC when the
+ * in-flight cap is reached / -EINVAL (the caller answers SERVFAIL itself).
+ */
+int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
+	      void *arg);
+const fwd_stats_t *fwd_stats(const fwd_t *f);
+/* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
+ * loop must run once more to finish closing. Frees f when closed. */
+void fwd_close(fwd_t *f);
+
+#endif

@@ -1,0 +1,823 @@
+/*
+ * server.c — sockets, workers and batching. Boring on purpose: every decision about
+ * what to answer is answer.c's; this file moves bytes.
+ *
+ * Per worker: a uv_loop in its own thread; per listen address a SO_REUSEPORT UDP socket
+ * (read with recvmmsg, answered with sendmmsg, replies from the address the query came
+ * to via IPV6_PKTINFO/IP_PKTINFO) and a SO_REUSEPORT TCP listener; one registry read
+ * transaction renewed at the start of each batch and reset at its end. It must never
+ * allocate per UDP query nor block the loop.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "forward.h"
+#include "log.h"
+#include "wire.h"
+
+#define BATCH      32
+#define RBUF       4096            /* a query larger than this is not a query */
+#define WBUF       WIRE_EDNS_SIZE  /* the largest UDP answer we send */
+#define CMSG_ROOM  CMSG_SPACE(sizeof(struct in6_pktinfo))
+#define TCP_WRITE_HIGH (256 * 1024) /* stop reading a client that does not read */
+#define ROUNDS     8               /* recvmmsg rounds per readable event */
+
+typedef struct worker worker_t;
+
+typedef struct {
+	worker_t *w;
+	int fd, family;
+	uv_poll_t poll;
+} udp_sock_t;
+
+typedef struct {
+	worker_t *w;
+	uv_tcp_t h;
+} tcp_listener_t;
+
+typedef struct conn {
+	worker_t *w;
+	uv_tcp_t h;
+	uv_timer_t idle;
+	uint8_t *buf;
+	size_t len, cap;
+	size_t pending; /* bytes written but not yet flushed */
+	int refs;       /* handles not yet closed + forwarded queries in flight */
+	bool closing, reading;
+	uint8_t src[16], dst[16];
+	struct conn *prev, *next;
+} conn_t;
+
+/* A UDP query waiting for its upstream answer. */
+typedef struct fwd_udp {
+	udp_sock_t *sock;
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	uint8_t dst[16];
+	unsigned ifindex;
+	struct fwd_udp *next;
+} fwd_udp_t;
+
+struct worker {
+	srv_t *srv;
+	unsigned idx;
+	uv_loop_t loop;
+	uv_thread_t thread;
+	uv_async_t stop;
+	udp_sock_t udp[CFG_LISTEN_MAX];
+	tcp_listener_t tcp[CFG_LISTEN_MAX];
+	int tcp_fd[CFG_LISTEN_MAX];
+	reg_txn_t *txn;
+	ans_ctx_t ans;
+	uint64_t gen;
+	bool default_warned;
+	fwd_t *fwd;
+	fwd_udp_t *fwd_pool, *fwd_free;
+	conn_t *conns;
+	unsigned nconns, max_conns;
+	/* UDP batch buffers */
+	struct mmsghdr in[BATCH], out[BATCH];
+	struct iovec iov_in[BATCH], iov_out[BATCH];
+	struct sockaddr_storage from[BATCH];
+	uint8_t cmsg_in[BATCH][CMSG_ROOM], cmsg_out[BATCH][CMSG_ROOM];
+	uint8_t rbuf[BATCH][RBUF], wbuf[BATCH][WBUF];
+	uint8_t tcp_out[WIRE_TCP_MAX + 2];
+};
+
+struct srv {
+	const config_t *cfg;
+	const ans_conf_t *conf;
+	reg_t *reg;
+	unsigned nworkers;
+	worker_t *workers;
+	fwd_conf_t fwd_conf;
+	uv_loop_t main;
+	uv_signal_t sigint, sigterm;
+};
+
+/* ---- addresses ------------------------------------------------------------------------ */
+
+/* Any socket address as 16 bytes of IPv6 (IPv4 as v4-mapped). */
+static void addr16(const struct sockaddr_storage *ss, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (ss->ss_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	} else if (ss->ss_family == AF_INET) {
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	}
+}
+
+static const char *addr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(a->sin_port));
+	}
+	return buf;
+}
+
+/* ---- the registry snapshot of a batch ---------------------------------------------------- */
+
+static bool batch_begin(worker_t *w)
+{
+	int rc = reg_txn_renew(w->txn);
+	if (rc) {
+		log_error("worker %u: cannot read the registry: %s", w->idx, reg_strerror(rc));
+		return false;
+	}
+	uint64_t gen = reg_generation(w->txn);
+	if (gen != w->gen || gen == 0) {
+		const char *slug = w->srv->cfg->default_org;
+		w->gen = gen;
+		w->ans.serial = (uint32_t)gen;
+		w->ans.has_default = slug[0] &&
+				     reg_org_net(w->txn, slug, strlen(slug), &w->ans.default_net) == 0;
+		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {
+			log_warn("default org '%s' is not in the registry (generation %llu)", slug,
+				 (unsigned long long)gen);
+			w->default_warned = true;
+		}
+	}
+	return true;
+}
+
+static void batch_end(worker_t *w)
+{
+	reg_txn_reset(w->txn);
+}
+
+/* ---- UDP ------------------------------------------------------------------------------------ */
+
+/* The destination of a received datagram, from its PKTINFO. */
+static void pktinfo_in(const struct msghdr *mh, uint8_t dst[16], unsigned *ifindex)
+{
+	memset(dst, 0, 16);
+	*ifindex = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR((struct msghdr *)mh, c)) {
+		if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			memcpy(dst, &pi.ipi6_addr, 16);
+			*ifindex = pi.ipi6_ifindex;
+		} else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			dst[10] = dst[11] = 0xff;
+			memcpy(dst + 12, &pi.ipi_addr, 4);
+			*ifindex = (unsigned)pi.ipi_ifindex;
+		}
+	}
+}
+
+/* Sets the source of a reply to dst (the query's destination). Returns the control
+ * length written into room. */
+static size_t pktinfo_out(int family, uint8_t *room, const uint8_t dst[16], unsigned ifindex)
+{
+	struct msghdr mh = {.msg_control = room, .msg_controllen = CMSG_ROOM};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	memset(room, 0, CMSG_ROOM);
+	if (family == AF_INET6) {
+		struct in6_pktinfo pi = {.ipi6_ifindex = ifindex};
+		memcpy(&pi.ipi6_addr, dst, 16);
+		c->cmsg_level = IPPROTO_IPV6, c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		return CMSG_SPACE(sizeof(pi));
+	}
+	struct in_pktinfo pi = {.ipi_ifindex = (int)ifindex};
+	memcpy(&pi.ipi_spec_dst, dst + 12, 4);
+	c->cmsg_level = IPPROTO_IP, c->cmsg_type = IP_PKTINFO;
+	c->cmsg_len = CMSG_LEN(sizeof(pi));
+	memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+	return CMSG_SPACE(sizeof(pi));
+}
+
+static void udp_send_one(udp_sock_t *s, const struct sockaddr_storage *peer, socklen_t peer_len,
+			 const uint8_t dst[16], unsigned ifindex, const uint8_t *msg, size_t len)
+{
+	uint8_t room[CMSG_ROOM];
+	struct iovec iov = {(void *)msg, len};
+	struct msghdr mh = {
+		.msg_name = (void *)peer,
+		.msg_namelen = peer_len,
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = room,
+	};
+	mh.msg_controllen = pktinfo_out(s->family, room, dst, ifindex);
+	if (sendmsg(s->fd, &mh, MSG_DONTWAIT) < 0)
+		log_debug("udp send: %s", strerror(errno));
+}
+
+static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
+{
+	fwd_udp_t *u = arg;
+	worker_t *w = u->sock->w;
+	if (len)
+		udp_send_one(u->sock, &u->peer, u->peer_len, u->dst, u->ifindex, resp, len);
+	u->next = w->fwd_free;
+	w->fwd_free = u;
+}
+
+/* Hands a query to forward.c; SERVFAIL into out when it cannot take it. */
+static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
+			  const uint8_t dst[16], unsigned ifindex, const uint8_t *pkt, size_t len,
+			  uint8_t *out)
+{
+	fwd_udp_t *u = w->fwd_free;
+	wire_query_t q;
+	wire_parse_query(pkt, len, &q);
+	size_t max = q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
+	if (max > WIRE_EDNS_SIZE)
+		max = WIRE_EDNS_SIZE;
+	if (u) {
+		memcpy(&u->peer, m->msg_hdr.msg_name, m->msg_hdr.msg_namelen);
+		u->peer_len = m->msg_hdr.msg_namelen;
+		memcpy(u->dst, dst, 16);
+		u->ifindex = ifindex;
+		u->sock = s;
+		w->fwd_free = u->next;
+		if (fwd_query(w->fwd, pkt, len, max, false, fwd_udp_done, u) == 0)
+			return 0;
+		w->fwd_free = u;
+	}
+	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
+}
+
+static void on_udp(uv_poll_t *h, int status, int events)
+{
+	udp_sock_t *s = h->data;
+	worker_t *w = s->w;
+	(void)events;
+	if (status < 0 || !batch_begin(w))
+		return;
+	for (int round = 0; round < ROUNDS; round++) {
+		for (int i = 0; i < BATCH; i++) {
+			w->iov_in[i] = (struct iovec){w->rbuf[i], RBUF};
+			w->in[i].msg_hdr = (struct msghdr){
+				.msg_name = &w->from[i],
+				.msg_namelen = sizeof(w->from[i]),
+				.msg_iov = &w->iov_in[i],
+				.msg_iovlen = 1,
+				.msg_control = w->cmsg_in[i],
+				.msg_controllen = CMSG_ROOM,
+			};
+		}
+		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			break;
+		unsigned m = 0;
+		for (int i = 0; i < n; i++) {
+			struct msghdr *mh = &w->in[i].msg_hdr;
+			if (mh->msg_flags & MSG_TRUNC)
+				continue; /* larger than any query: drop */
+			ans_client_t cl = {.tcp = false};
+			unsigned ifindex;
+			addr16(&w->from[i], cl.src);
+			pktinfo_in(mh, cl.dst, &ifindex);
+			size_t len = 0;
+			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
+						       w->wbuf[m], WBUF, &len);
+			if (act == ANS_FORWARD)
+				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
+						  w->in[i].msg_len, w->wbuf[m]);
+			else if (act != ANS_REPLY)
+				continue;
+			if (!len)
+				continue;
+			w->iov_out[m] = (struct iovec){w->wbuf[m], len};
+			w->out[m].msg_hdr = (struct msghdr){
+				.msg_name = &w->from[i],
+				.msg_namelen = mh->msg_namelen,
+				.msg_iov = &w->iov_out[m],
+				.msg_iovlen = 1,
+				.msg_control = w->cmsg_out[m],
+			};
+			w->out[m].msg_hdr.msg_controllen =
+				pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
+			m++;
+		}
+		for (unsigned sent = 0; sent < m;) {
+			int k = sendmmsg(s->fd, w->out + sent, m - sent, MSG_DONTWAIT);
+			if (k <= 0) {
+				log_debug("udp send: %s", strerror(errno));
+				break; /* the socket buffer is full: UDP may drop */
+			}
+			sent += (unsigned)k;
+		}
+		if (n < BATCH)
+			break;
+	}
+	batch_end(w);
+}
+
+/* ---- TCP ------------------------------------------------------------------------------------ */
+
+static void conn_release(conn_t *c)
+{
+	if (--c->refs > 0)
+		return;
+	worker_t *w = c->w;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	free(c->buf);
+	free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	conn_release(h->data);
+}
+
+static void conn_close(conn_t *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	uv_close((uv_handle_t *)&c->h, on_conn_closed);
+	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+	conn_close(t->data);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+	(void)hint;
+	if (c->cap - c->len < 512 && c->cap < WIRE_TCP_MAX + 2) {
+		size_t cap = c->cap * 2 > WIRE_TCP_MAX + 2 ? WIRE_TCP_MAX + 2 : c->cap * 2;
+		uint8_t *b = realloc(c->buf, cap);
+		if (b)
+			c->buf = b, c->cap = cap;
+	}
+	*buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+typedef struct {
+	uv_write_t req;
+	conn_t *c;
+	size_t len;
+	uint8_t data[];
+} wreq_t;
+
+static void conn_read_start(conn_t *c);
+
+static void on_written(uv_write_t *req, int status)
+{
+	wreq_t *r = (wreq_t *)req;
+	conn_t *c = r->c;
+	c->pending -= r->len;
+	if (status < 0)
+		conn_close(c);
+	else if (!c->reading && !c->closing && c->pending < TCP_WRITE_HIGH / 2)
+		conn_read_start(c);
+	free(r);
+	conn_release(c);
+}
+
+/* Writes one framed message (msg[-2..] has room for the length). */
+static void conn_send(conn_t *c, uint8_t *framed, size_t len)
+{
+	if (c->closing)
+		return;
+	framed[0] = (uint8_t)(len >> 8);
+	framed[1] = (uint8_t)len;
+	size_t total = len + 2, done = 0;
+	if (c->pending == 0) {
+		uv_buf_t b = uv_buf_init((char *)framed, (unsigned)total);
+		int n = uv_try_write((uv_stream_t *)&c->h, &b, 1);
+		if (n > 0)
+			done = (size_t)n;
+		else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+			conn_close(c);
+			return;
+		}
+	}
+	if (done == total)
+		return;
+	wreq_t *r = malloc(sizeof(*r) + total - done);
+	if (!r) {
+		conn_close(c);
+		return;
+	}
+	r->c = c, r->len = total - done;
+	memcpy(r->data, framed + done, r->len);
+	uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+	if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_written)) {
+		free(r);
+		conn_close(c);
+		return;
+	}
+	c->refs++;
+	c->pending += r->len;
+	if (c->pending > TCP_WRITE_HIGH && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->h);
+		c->reading = false;
+	}
+}
+
+static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
+{
+	conn_t *c = arg;
+	if (len && !c->closing) {
+		uint8_t *out = c->w->tcp_out;
+		memcpy(out + 2, resp, len);
+		conn_send(c, out, len);
+	}
+	conn_release(c);
+}
+
+static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
+{
+	worker_t *w = c->w;
+	ans_client_t cl = {.tcp = true};
+	memcpy(cl.src, c->src, 16);
+	memcpy(cl.dst, c->dst, 16);
+	size_t out = 0;
+	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
+	if (act == ANS_FORWARD) {
+		if (fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, c) == 0) {
+			c->refs++;
+			return;
+		}
+		out = wire_error_response(pkt, len, WIRE_SERVFAIL, w->tcp_out + 2, WIRE_TCP_MAX);
+	} else if (act != ANS_REPLY) {
+		conn_close(c); /* a message we would not answer on UDP ends a TCP session */
+		return;
+	}
+	if (out)
+		conn_send(c, w->tcp_out, out);
+}
+
+static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+	(void)buf;
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (n == 0)
+		return;
+	c->len += (size_t)n;
+	uv_timer_again(&c->idle);
+	if (!batch_begin(c->w)) {
+		conn_close(c);
+		return;
+	}
+	size_t off = 0;
+	while (!c->closing && c->len - off >= 2) {
+		size_t mlen = (size_t)c->buf[off] << 8 | c->buf[off + 1];
+		if (mlen < WIRE_HDR) {
+			conn_close(c); /* zero or header-less frames: not DNS */
+			break;
+		}
+		if (c->len - off - 2 < mlen)
+			break;
+		conn_query(c, c->buf + off + 2, mlen);
+		off += 2 + mlen;
+	}
+	batch_end(c->w);
+	if (off) {
+		memmove(c->buf, c->buf + off, c->len - off);
+		c->len -= off;
+	}
+}
+
+static void conn_read_start(conn_t *c)
+{
+	if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) == 0)
+		c->reading = true;
+}
+
+static void on_rejected_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	tcp_listener_t *l = server->data;
+	worker_t *w = l->w;
+	if (status < 0)
+		return;
+	if (w->nconns >= w->max_conns) {
+		/* over the cap: accept and close at once, so the client knows */
+		uv_tcp_t *t = malloc(sizeof(*t));
+		if (t && uv_tcp_init(&w->loop, t) == 0) {
+			uv_accept(server, (uv_stream_t *)t);
+			uv_close((uv_handle_t *)t, on_rejected_closed);
+		} else {
+			free(t);
+		}
+		return;
+	}
+	conn_t *c = calloc(1, sizeof(*c));
+	if (!c || !(c->buf = malloc(1024)) || uv_tcp_init(&w->loop, &c->h)) {
+		if (c)
+			free(c->buf);
+		free(c);
+		return;
+	}
+	c->w = w, c->cap = 1024, c->refs = 2;
+	c->h.data = c, c->idle.data = c;
+	uv_timer_init(&w->loop, &c->idle);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	if (uv_accept(server, (uv_stream_t *)&c->h) ||
+	    uv_tcp_getpeername(&c->h, (struct sockaddr *)&ss, &len)) {
+		conn_close(c);
+		return;
+	}
+	addr16(&ss, c->src);
+	len = sizeof(ss);
+	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
+		addr16(&ss, c->dst);
+	uv_timer_start(&c->idle, on_idle, w->srv->cfg->tcp_idle_ms, w->srv->cfg->tcp_idle_ms);
+	conn_read_start(c);
+}
+
+/* ---- workers ------------------------------------------------------------------------------------ */
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* Closes the forwarder, every connection (with its own callbacks), then the rest. */
+static void worker_close_all(worker_t *w)
+{
+	if (w->fwd) {
+		fwd_close(w->fwd);
+		w->fwd = NULL;
+	}
+	for (conn_t *c = w->conns; c; c = c->next)
+		conn_close(c);
+	uv_walk(&w->loop, close_walk, NULL);
+}
+
+static void on_stop(uv_async_t *a)
+{
+	worker_close_all(a->data);
+}
+
+static void worker_main(void *arg)
+{
+	worker_t *w = arg;
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
+{
+	const config_t *cfg = s->cfg;
+	int rc = uv_loop_init(&w->loop);
+	if (rc) {
+		snprintf(err, CFG_ERR_MAX, "uv_loop_init: %s", uv_strerror(rc));
+		return -EIO;
+	}
+	w->srv = s;
+	w->ans.conf = s->conf;
+	if (getrandom(&w->ans.rng, sizeof(w->ans.rng), 0) != sizeof(w->ans.rng) || !w->ans.rng)
+		w->ans.rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)w;
+	w->ans.cand = calloc(ANS_NEAREST_MAX, sizeof(*w->ans.cand));
+	if (!w->ans.cand)
+		return -ENOMEM;
+	if ((rc = reg_txn_begin(s->reg, false, &w->txn))) {
+		snprintf(err, CFG_ERR_MAX, "registry: %s", reg_strerror(rc));
+		return rc;
+	}
+	reg_txn_reset(w->txn);
+	w->ans.txn = w->txn;
+	w->max_conns = cfg->tcp_max_conns / s->nworkers ? cfg->tcp_max_conns / s->nworkers : 1;
+	uv_async_init(&w->loop, &w->stop, on_stop);
+	w->stop.data = w;
+	for (size_t i = 0; i < cfg->nlisten; i++) {
+		udp_sock_t *u = &w->udp[i];
+		u->w = w, u->fd = fds[i][0], u->family = cfg->listen[i].ss.ss_family;
+		uv_poll_init(&w->loop, &u->poll, u->fd);
+		u->poll.data = u;
+		uv_poll_start(&u->poll, UV_READABLE, on_udp);
+		tcp_listener_t *t = &w->tcp[i];
+		t->w = w;
+		uv_tcp_init(&w->loop, &t->h);
+		t->h.data = t;
+		if ((rc = uv_tcp_open(&t->h, fds[i][1])) ||
+		    (rc = uv_listen((uv_stream_t *)&t->h, 1024, on_connection))) {
+			snprintf(err, CFG_ERR_MAX, "listen on %s: %s", cfg->listen[i].text,
+				 uv_strerror(rc));
+			return -EIO;
+		}
+	}
+	if (s->conf->forward) {
+		if ((rc = fwd_create(&w->fwd, &w->loop, &s->fwd_conf))) {
+			snprintf(err, CFG_ERR_MAX, "forwarder: %s", strerror(-rc));
+			return rc;
+		}
+		w->fwd_pool = calloc(cfg->max_inflight, sizeof(*w->fwd_pool));
+		if (!w->fwd_pool)
+			return -ENOMEM;
+		for (unsigned i = 0; i < cfg->max_inflight; i++) {
+			w->fwd_pool[i].next = w->fwd_free;
+			w->fwd_free = &w->fwd_pool[i];
+		}
+	}
+	return 0;
+}
+
+/* A bound socket of type on a (port 0: *port, learned on the first bind). */
+static int bind_socket(const cfg_addr_t *a, int type, uint16_t *port, char *err)
+{
+	int one = 1, fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	char text[80];
+	if (fd < 0)
+		goto fail;
+	struct sockaddr_storage ss = a->ss;
+	if (ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(*port);
+	else
+		((struct sockaddr_in *)&ss)->sin_port = htons(*port);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
+		goto fail;
+	if (ss.ss_family == AF_INET6) {
+		if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) ||
+		    (type == SOCK_DGRAM &&
+		     setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))))
+			goto fail;
+	} else if (type == SOCK_DGRAM && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&ss, a->len))
+		goto fail;
+	if (*port == 0) {
+		socklen_t len = sizeof(ss);
+		getsockname(fd, (struct sockaddr *)&ss, &len);
+		*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						       : ((struct sockaddr_in *)&ss)->sin_port);
+	}
+	return fd;
+fail:;
+	int e = errno;
+	snprintf(err, CFG_ERR_MAX, "cannot bind %s (%s) %s: %s", a->text,
+		 addr_text(&ss, text, sizeof(text)), type == SOCK_DGRAM ? "udp" : "tcp",
+		 strerror(e));
+	if (fd >= 0)
+		close(fd);
+	return -e;
+}
+
+/* Every worker's UDP and TCP socket on one address; with port 0 the kernel's pick for
+ * UDP is used for every other socket (retried if TCP has it taken). */
+static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX][2], size_t i,
+			char *err)
+{
+	uint16_t want = ntohs(a->ss.ss_family == AF_INET6
+				      ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
+				      : ((const struct sockaddr_in *)&a->ss)->sin_port);
+	for (int attempt = 0; attempt < 16; attempt++) {
+		uint16_t port = want;
+		unsigned w = 0;
+		int rc = 0;
+		for (; w < s->nworkers; w++) {
+			if ((rc = fds[w][i][0] = bind_socket(a, SOCK_DGRAM, &port, err)) < 0)
+				break;
+			if ((rc = fds[w][i][1] = bind_socket(a, SOCK_STREAM, &port, err)) < 0) {
+				close(fds[w][i][0]);
+				break;
+			}
+		}
+		if (rc >= 0) {
+			char text[80];
+			struct sockaddr_storage ss = a->ss;
+			if (ss.ss_family == AF_INET6)
+				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+			else
+				((struct sockaddr_in *)&ss)->sin_port = htons(port);
+			log_info("listening on %s (udp, tcp)", addr_text(&ss, text, sizeof(text)));
+			return 0;
+		}
+		while (w-- > 0)
+			close(fds[w][i][0]), close(fds[w][i][1]);
+		if (want != 0 || rc != -EADDRINUSE)
+			return rc;
+	}
+	return -EADDRINUSE;
+}
+
+int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *reg, char *err)
+{
+	srv_t *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = cfg, s->conf = conf, s->reg = reg;
+	s->nworkers = cfg->workers ? cfg->workers : (unsigned)get_nprocs();
+	s->fwd_conf = (fwd_conf_t){cfg->upstream, cfg->nupstream, cfg->upstream_timeout_ms,
+				   cfg->upstream_budget_ms, cfg->max_inflight};
+	s->workers = calloc(s->nworkers, sizeof(*s->workers));
+	int(*fds)[CFG_LISTEN_MAX][2] = calloc(s->nworkers, sizeof(*fds));
+	int rc = -ENOMEM;
+	if (!s->workers || !fds)
+		goto fail;
+	for (size_t i = 0; i < cfg->nlisten; i++)
+		if ((rc = bind_address(s, &cfg->listen[i], fds, i, err)))
+			goto fail;
+	for (unsigned w = 0; w < s->nworkers; w++) {
+		s->workers[w].idx = w;
+		if ((rc = worker_init(s, &s->workers[w], fds[w], err)))
+			goto fail;
+	}
+	free(fds);
+	*out = s;
+	return 0;
+fail:
+	free(fds);
+	if (rc == -ENOMEM && !err[0])
+		snprintf(err, CFG_ERR_MAX, "out of memory");
+	srv_free(s);
+	return rc;
+}
+
+static void on_signal(uv_signal_t *h, int sig)
+{
+	srv_t *s = h->data;
+	log_info("signal %d: stopping", sig);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		uv_async_send(&s->workers[i].stop);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+int srv_run(srv_t *s)
+{
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&s->main);
+	uv_signal_init(&s->main, &s->sigint);
+	uv_signal_init(&s->main, &s->sigterm);
+	s->sigint.data = s->sigterm.data = s;
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
+	log_info("serving with %u workers", s->nworkers);
+	uv_run(&s->main, UV_RUN_DEFAULT);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		uv_thread_join(&s->workers[i].thread);
+	uv_loop_close(&s->main);
+	return 0;
+}
+
+void srv_free(srv_t *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+		worker_t *w = &s->workers[i];
+		if (w->srv) {
+			worker_close_all(w);
+			uv_run(&w->loop, UV_RUN_DEFAULT);
+			uv_loop_close(&w->loop);
+		}
+		for (size_t j = 0; j < CFG_LISTEN_MAX && w->srv; j++)
+			if (w->udp[j].w && w->udp[j].fd > 0)
+				close(w->udp[j].fd);
+		reg_txn_abort(w->txn);
+		free(w->ans.cand);
+		free(w->fwd_pool);
+	}
+	free(s->workers);
+	free(s);
+}
