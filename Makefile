@@ -58,8 +58,10 @@ $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.

@@ -1,0 +1,529 @@
+/* test_answer.c — every name form answered from a small two-org registry, with ldns
+ * decoding the responses: NXDOMAIN vs NODATA with the SOA, org isolation, TC and TCP,
+ * TXT splitting, shuffling, nearest order, PTR, EDNS. */
+#include "testreg.h"
+
+#include <ldns/ldns.h>
+
+#include "answer.h"
+#include "wire.h"
+
+#define NET_A 0x18
+#define NET_B 0x19
+
+typedef struct {
+	char *dir;
+	reg_t *reg;
+	reg_txn_t *txn;
+	ans_conf_t conf;
+	ans_ctx_t ctx;
+	regions_t regions;
+} fx_t;
+
+static char *data(void)
+{
+	static char buf[1 << 17];
+	size_t n = 0;
+#define ADD(...) n += (size_t)snprintf(buf + n, sizeof(buf) - n, __VA_ARGS__)
+	ADD("%s%s", ORG_A, ORG_B);
+	ADD(MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started", "app",
+		    ",\"metadata\":{\"role\":\"primary\"}"));
+	ADD(MACHINE("00000000000002", "alpha", "web", "iad", "fdaa:0:18:1:1:0:2:2", "started",
+		    "worker", ""));
+	ADD(MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped", "app",
+		    ""));
+	ADD(MACHINE("00000000000004", "alpha", "gone", "ord", "fdaa:0:18:1:1:0:4:2", "stopped",
+		    "app", ""));
+	ADD(MACHINE("0000000000000b", "beta", "web", "ord", "fdaa:0:19:1:1:0:b:2", "started", "app",
+		    ""));
+	ADD(MACHINE("aa000000000003", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:3:2", "started", "app",
+		    ""));
+	ADD(MACHINE("aa000000000001", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:1:2", "started", "app",
+		    ""));
+	ADD(MACHINE("aa000000000002", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:2:2", "started", "app",
+		    ""));
+	ADD(MACHINE("aa000000000004", "alpha", "geo", "ams", "fdaa:0:18:3:1:0:4:2", "started", "app",
+		    ""));
+	ADD(MACHINE("aa000000000005", "alpha", "geo", "syd", "fdaa:0:18:3:1:0:5:2", "started", "app",
+		    ""));
+	for (int i = 0; i < 200; i++)
+		ADD("{\"kind\":\"machine\",\"id\":\"%014x\",\"org\":\"alpha\",\"app\":\"big\","
+		    "\"region\":\"ord\",\"private_ip\":\"fdaa:0:18:4:1:0:%x:2\"}\n",
+		    0x100000 + i, i + 1);
+	ADD("{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
+	    "\"region\":\"ams\"}\n");
+	ADD("{\"kind\":\"peer\",\"org\":\"beta\",\"name\":\"phone\",\"ip\":\"fdaa:0:19:2::2\","
+	    "\"region\":\"ord\"}\n");
+	ADD("{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}\n");
+	return buf;
+}
+
+static int setup(void **state)
+{
+	fx_t *fx = calloc(1, sizeof(*fx));
+	char err[JSONL_ERR_MAX];
+	fx->dir = tmp_new();
+	assert_int_equal(reg_open(&fx->reg, fx->dir, REG_NOSYNC, 0), 0);
+	if (import_str(fx->reg, data(), false, err))
+		fail_msg("%s", err);
+	assert_int_equal(regions_load(&fx->regions, "zones/regions.tsv", err, sizeof(err)), 0);
+	fx->conf = (ans_conf_t){.ttl = 5, .nsid = "test-1", .nsid_len = 6,
+				.regions = &fx->regions, .server_region = -1};
+	org_acl_default(&fx->conf.acl);
+	assert_int_equal(reg_txn_begin(fx->reg, false, &fx->txn), 0);
+	fx->ctx = (ans_ctx_t){.conf = &fx->conf, .txn = fx->txn, .has_default = true,
+			      .default_net = NET_A, .serial = 1, .rng = 42};
+	fx->ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*fx->ctx.cand));
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_abort(fx->txn);
+	reg_close(fx->reg);
+	tmp_free(fx->dir);
+	free(fx->ctx.cand);
+	free(fx);
+	return 0;
+}
+
+typedef struct {
+	const char *src, *dst;
+	bool tcp;
+	uint16_t edns;
+	ldns_rr_class cls;
+} how_t;
+
+static ldns_pkt *ask_how(fx_t *fx, const char *name, ldns_rr_type type, how_t h)
+{
+	ldns_pkt *q = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&q, name, type, h.cls ? h.cls : LDNS_RR_CLASS_IN,
+						    LDNS_RD),
+			 LDNS_STATUS_OK);
+	ldns_pkt_set_id(q, 7);
+	if (h.edns)
+		ldns_pkt_set_edns_udp_size(q, h.edns);
+	uint8_t *buf, out[65535];
+	size_t len, outlen = 0;
+	assert_int_equal(ldns_pkt2wire(&buf, q, &len), LDNS_STATUS_OK);
+	ldns_pkt_free(q);
+	ans_client_t cl = {.tcp = h.tcp};
+	assert_int_equal(org_parse_addr(h.src ? h.src : "::1", cl.src), 0);
+	assert_int_equal(org_parse_addr(h.dst ? h.dst : "::1", cl.dst), 0);
+	ans_action_t act = ans_process(&fx->ctx, &cl, buf, len, out, sizeof(out), &outlen);
+	free(buf);
+	if (act != ANS_REPLY)
+		return NULL;
+	assert_true(h.tcp || outlen <= (h.edns ? (h.edns > 1232 ? 1232 : h.edns) : 512));
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, outlen), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_id(p), 7);
+	return p;
+}
+
+static ldns_pkt *ask(fx_t *fx, const char *name, ldns_rr_type type)
+{
+	return ask_how(fx, name, type, (how_t){0});
+}
+
+/* The answer's AAAA addresses, sorted, as one comma-separated string. */
+static int cmpstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *addrs(ldns_pkt *p, bool sort)
+{
+	static char out[8192];
+	char *list[512];
+	size_t n = 0;
+	ldns_rr_list *an = ldns_pkt_answer(p);
+	for (size_t i = 0; i < ldns_rr_list_rr_count(an) && n < 512; i++) {
+		ldns_rr *rr = ldns_rr_list_rr(an, i);
+		if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_AAAA)
+			list[n++] = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+	}
+	if (sort)
+		qsort(list, n, sizeof(list[0]), cmpstr);
+	out[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			strcat(out, ",");
+		strcat(out, list[i]);
+		free(list[i]);
+	}
+	return out;
+}
+
+/* The TXT answer's text, character-strings concatenated. */
+static char *txt(ldns_pkt *p)
+{
+	static char out[65536];
+	out[0] = 0;
+	size_t n = 0;
+	ldns_rr_list *an = ldns_pkt_answer(p);
+	assert_int_equal(ldns_rr_list_rr_count(an), 1);
+	ldns_rr *rr = ldns_rr_list_rr(an, 0);
+	for (size_t i = 0; i < ldns_rr_rd_count(rr); i++) {
+		ldns_rdf *rd = ldns_rr_rdf(rr, i);
+		size_t l = ldns_rdf_data(rd)[0];
+		assert_true(l <= 255);
+		memcpy(out + n, ldns_rdf_data(rd) + 1, l);
+		n += l;
+	}
+	out[n] = 0;
+	return out;
+}
+
+static void assert_rcode(ldns_pkt *p, ldns_pkt_rcode rcode, size_t answers)
+{
+	assert_non_null(p);
+	assert_int_equal(ldns_pkt_get_rcode(p), rcode);
+	assert_int_equal(ldns_pkt_ancount(p), answers);
+}
+
+/* NXDOMAIN or NODATA: the zone's SOA in authority with the negative TTL. */
+static void assert_negative(ldns_pkt *p, ldns_pkt_rcode rcode, const char *apex)
+{
+	assert_rcode(p, rcode, 0);
+	assert_true(ldns_pkt_aa(p));
+	assert_int_equal(ldns_pkt_nscount(p), 1);
+	ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(p), 0);
+	assert_int_equal(ldns_rr_get_type(soa), LDNS_RR_TYPE_SOA);
+	assert_int_equal(ldns_rr_ttl(soa), 5);
+	char *owner = ldns_rdf2str(ldns_rr_owner(soa));
+	assert_string_equal(owner, apex);
+	free(owner);
+	ldns_pkt_free(p);
+}
+
+static void expect_addrs(fx_t *fx, const char *name, const char *want)
+{
+	ldns_pkt *p = ask(fx, name, LDNS_RR_TYPE_AAAA);
+	assert_rcode(p, LDNS_RCODE_NOERROR, ldns_pkt_ancount(p));
+	assert_true(ldns_pkt_aa(p));
+	assert_string_equal(addrs(p, true), want);
+	ldns_pkt_free(p);
+}
+
+static void expect_txt(fx_t *fx, const char *name, const char *want)
+{
+	ldns_pkt *p = ask(fx, name, LDNS_RR_TYPE_TXT);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	assert_string_equal(txt(p), want);
+	ldns_pkt_free(p);
+}
+
+static void test_app_answers_its_started_machines(void **state)
+{
+	expect_addrs(*state, "web.internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+	expect_addrs(*state, "global.web.internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+	expect_addrs(*state, "WEB.Internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+}
+
+static void test_owner_name_keeps_the_question_case(void **state)
+{
+	ldns_pkt *p = ask(*state, "WeB.InTeRnAl.", LDNS_RR_TYPE_AAAA);
+	char *owner = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_answer(p), 0)));
+	assert_string_equal(owner, "WeB.InTeRnAl.");
+	free(owner);
+	ldns_pkt_free(p);
+}
+
+static void test_region_group_vm_metadata_forms(void **state)
+{
+	expect_addrs(*state, "ord.web.internal.", "fdaa:0:18:1:1:0:1:2");
+	expect_addrs(*state, "iad.web.internal.", "fdaa:0:18:1:1:0:2:2");
+	expect_addrs(*state, "worker.process.web.internal.", "fdaa:0:18:1:1:0:2:2");
+	expect_addrs(*state, "00000000000001.vm.web.internal.", "fdaa:0:18:1:1:0:1:2");
+	expect_addrs(*state, "primary.role.kv._metadata.web.internal.", "fdaa:0:18:1:1:0:1:2");
+	expect_addrs(*state, "laptop._peer.internal.", "fdaa:0:18:2::2");
+	expect_addrs(*state, "web.flycast.", "fdaa:0:18:0:1::3");
+}
+
+static void test_txt_forms(void **state)
+{
+	expect_txt(*state, "vms.web.internal.", "00000000000001 ord,00000000000002 iad");
+	expect_txt(*state, "regions.geo.internal.", "ams,iad,ord,syd");
+	expect_txt(*state, "_apps.internal.", "big,geo,web");
+	expect_txt(*state, "_peer.internal.", "laptop");
+}
+
+static void test_instances_is_split_into_255_byte_strings(void **state)
+{
+	ldns_pkt *p = ask_how(*state, "_instances.internal.", LDNS_RR_TYPE_TXT, (how_t){.tcp = true});
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
+	assert_true(ldns_rr_rd_count(rr) > 10);
+	const char *t = txt(p);
+	assert_non_null(strstr(t, "instance=00000000000001,app=web,ip=fdaa:0:18:1:1:0:1:2,region=ord;"));
+	assert_null(strstr(t, "00000000000003")); /* stopped */
+	assert_null(strstr(t, "fdaa:0:19"));      /* another org */
+	ldns_pkt_free(p);
+	/* over UDP the record cannot fit whole: TC, no partial TXT */
+	p = ask(*state, "_instances.internal.", LDNS_RR_TYPE_TXT);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 0);
+	assert_true(ldns_pkt_tc(p));
+	ldns_pkt_free(p);
+}
+
+static void test_nodata_has_soa(void **state)
+{
+	assert_negative(ask(*state, "web.internal.", LDNS_RR_TYPE_A), LDNS_RCODE_NOERROR,
+			"internal.");
+	assert_negative(ask(*state, "vms.web.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+			"internal.");
+	assert_negative(ask(*state, "web.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR,
+			"internal.");
+	assert_negative(ask(*state, "vm.web.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+			"internal.");
+	assert_negative(ask(*state, "internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+			"internal.");
+}
+
+static void test_nxdomain_has_soa(void **state)
+{
+	const char *nx[] = {"nope.internal.", "syd.web.internal.", "00000000000003.vm.web.internal.",
+			    "gone.internal.", "vms.gone.internal.", "top0.nearest.of.web.internal.",
+			    "nobody._peer.internal.", "x.y.web.internal.", "vm.gone.internal.",
+			    "secondary.role.kv._metadata.web.internal."};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(*state, nx[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+				"internal.");
+	assert_negative(ask(*state, "api.flycast.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+			"flycast.");
+}
+
+static void test_apex_soa_and_ns(void **state)
+{
+	ldns_pkt *p = ask(*state, "internal.", LDNS_RR_TYPE_SOA);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	char *s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
+	assert_non_null(strstr(s, "SOA\tns.internal. hostmaster.internal. 1 3600 600 86400 5"));
+	free(s);
+	ldns_pkt_free(p);
+	p = ask(*state, "internal.", LDNS_RR_TYPE_NS);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
+	assert_non_null(strstr(s, "NS\tns.internal."));
+	free(s);
+	ldns_pkt_free(p);
+}
+
+static void test_orgs_never_see_each_other(void **state)
+{
+	fx_t *fx = *state;
+	how_t b = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"};
+	ldns_pkt *p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, b);
+	assert_string_equal(addrs(p, true), "fdaa:0:19:1:1:0:b:2");
+	ldns_pkt_free(p);
+	p = ask_how(fx, "_apps.internal.", LDNS_RR_TYPE_TXT, b);
+	assert_string_equal(txt(p), "web");
+	ldns_pkt_free(p);
+	p = ask_how(fx, "_peer.internal.", LDNS_RR_TYPE_TXT, b);
+	assert_string_equal(txt(p), "phone");
+	ldns_pkt_free(p);
+	assert_negative(ask_how(fx, "geo.internal.", LDNS_RR_TYPE_AAAA, b), LDNS_RCODE_NXDOMAIN,
+			"internal.");
+	assert_negative(ask_how(fx, "laptop._peer.internal.", LDNS_RR_TYPE_AAAA, b),
+			LDNS_RCODE_NXDOMAIN, "internal.");
+	assert_negative(ask_how(fx, "web.flycast.", LDNS_RR_TYPE_AAAA, b), LDNS_RCODE_NXDOMAIN,
+			"flycast.");
+	/* a 6PN source beats --default-org */
+	p = ask_how(fx, "_apps.internal.", LDNS_RR_TYPE_TXT,
+		    (how_t){.src = "fdaa:0:19:9::9", .dst = "::1"});
+	assert_string_equal(txt(p), "web");
+	ldns_pkt_free(p);
+	/* an org with no records at all is empty, not an error */
+	assert_negative(ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA,
+				(how_t){.src = "fdaa:0:77::5", .dst = "fdaa::3"}),
+			LDNS_RCODE_NXDOMAIN, "internal.");
+}
+
+static void test_other_orgs_resolver_address_is_refused(void **state)
+{
+	ldns_pkt *p = ask_how(*state, "web.internal.", LDNS_RR_TYPE_AAAA,
+			      (how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa:0:18::3"});
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	assert_false(ldns_pkt_aa(p));
+	ldns_pkt_free(p);
+}
+
+static void test_ptr_within_the_org_only(void **state)
+{
+	fx_t *fx = *state;
+	const char *rev = "2.0.0.0.1.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	ldns_pkt *p = ask(fx, rev, LDNS_RR_TYPE_PTR);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	char *t = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(t, "00000000000001.vm.web.internal.");
+	free(t);
+	ldns_pkt_free(p);
+	p = ask(fx, "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+		LDNS_RR_TYPE_PTR);
+	t = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(t, "laptop._peer.internal.");
+	free(t);
+	ldns_pkt_free(p);
+	assert_negative(ask_how(fx, rev, LDNS_RR_TYPE_PTR,
+				(how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"}),
+			LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	/* a stopped Machine has no name */
+	assert_negative(ask(fx, "2.0.0.0.3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+			    LDNS_RR_TYPE_PTR),
+			LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+static void test_truncation_over_udp_and_the_whole_set_over_tcp(void **state)
+{
+	fx_t *fx = *state;
+	ldns_pkt *p = ask(fx, "big.internal.", LDNS_RR_TYPE_AAAA);
+	assert_true(ldns_pkt_tc(p));
+	/* (512 - 12 - 18 question) / 28 = 17 whole records */
+	assert_int_equal(ldns_pkt_ancount(p), 17);
+	ldns_pkt_free(p);
+	p = ask_how(fx, "big.internal.", LDNS_RR_TYPE_AAAA, (how_t){.edns = 1232});
+	assert_true(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), (1232 - 12 - 17 - 11) / 28);
+	ldns_pkt_free(p);
+	p = ask_how(fx, "big.internal.", LDNS_RR_TYPE_AAAA, (how_t){.tcp = true});
+	assert_false(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), 200);
+	ldns_pkt_free(p);
+}
+
+static void test_aaaa_sets_are_shuffled(void **state)
+{
+	fx_t *fx = *state;
+	char first[64] = "";
+	int differ = 0;
+	for (int i = 0; i < 40; i++) {
+		ldns_pkt *p = ask(fx, "geo.internal.", LDNS_RR_TYPE_AAAA);
+		char *list = addrs(p, false);
+		char *comma = strchr(list, ',');
+		*comma = 0;
+		if (i == 0)
+			snprintf(first, sizeof(first), "%s", list);
+		else if (strcmp(first, list))
+			differ++;
+		ldns_pkt_free(p);
+	}
+	assert_true(differ > 0); /* 5 addresses: 39 draws all equal has p = 5^-39 */
+}
+
+static void test_nearest_orders_by_distance_then_id(void **state)
+{
+	fx_t *fx = *state;
+	/* from a Machine in ord: both ord Machines by id, then iad (ORD-IAD < ORD-AMS) */
+	how_t ord = {.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"};
+	ldns_pkt *p = ask_how(fx, "top3.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ord);
+	assert_string_equal(addrs(p, false),
+			    "fdaa:0:18:3:1:0:1:2,fdaa:0:18:3:1:0:3:2,fdaa:0:18:3:1:0:2:2");
+	ldns_pkt_free(p);
+	/* from the peer in ams: ams, then iad (AMS-IAD < AMS-ORD) */
+	how_t ams = {.src = "fdaa:0:18:2::2", .dst = "fdaa::3"};
+	p = ask_how(fx, "top2.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ams);
+	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:4:2,fdaa:0:18:3:1:0:2:2");
+	ldns_pkt_free(p);
+	/* more than there are: all of them, syd last from ord */
+	p = ask_how(fx, "top9.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ord);
+	assert_int_equal(ldns_pkt_ancount(p), 5);
+	assert_non_null(strstr(addrs(p, false), ",fdaa:0:18:3:1:0:5:2"));
+	ldns_pkt_free(p);
+	/* an unknown source falls back to the server's region */
+	fx->conf.server_region = regions_find(&fx->regions, "syd", 3);
+	p = ask(fx, "top1.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA);
+	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:5:2");
+	ldns_pkt_free(p);
+}
+
+static void test_refusals(void **state)
+{
+	fx_t *fx = *state;
+	ldns_pkt *p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.cls = LDNS_RR_CLASS_CH});
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.src = "2001:db8::1"});
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	p = ask(fx, "example.com.", LDNS_RR_TYPE_A); /* no forwarding configured */
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	p = ask(fx, "internal.", LDNS_RR_TYPE_AXFR);
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	fx->ctx.has_default = false;
+	p = ask(fx, "web.internal.", LDNS_RR_TYPE_AAAA);
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	fx->conf.forward = true; /* forwarding needs no org */
+	uint8_t q[64];
+	size_t len = 0, outlen;
+	ldns_pkt *qp = NULL;
+	ldns_pkt_query_new_frm_str(&qp, "example.com.", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0);
+	uint8_t *buf;
+	ldns_pkt2wire(&buf, qp, &len);
+	memcpy(q, buf, len);
+	free(buf);
+	ldns_pkt_free(qp);
+	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
+	uint8_t out[512];
+	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen), ANS_FORWARD);
+}
+
+static void test_edns_answers(void **state)
+{
+	fx_t *fx = *state;
+	ldns_pkt *p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.edns = 4096});
+	assert_true(ldns_pkt_edns(p));
+	assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
+	ldns_pkt_free(p);
+	p = ask(fx, "web.internal.", LDNS_RR_TYPE_AAAA);
+	assert_false(ldns_pkt_edns(p)); /* no OPT without one in the query */
+	ldns_pkt_free(p);
+}
+
+static int stop_web1(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	return reg_set_state(t, "00000000000001", "stopped");
+}
+
+static void test_a_write_is_answered_after_renew(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, stop_web1, NULL), 0);
+	expect_addrs(fx, "web.internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+	reg_txn_reset(fx->txn);
+	assert_int_equal(reg_txn_renew(fx->txn), 0);
+	expect_addrs(fx, "web.internal.", "fdaa:0:18:1:1:0:2:2");
+	assert_negative(ask(fx, "primary.role.kv._metadata.web.internal.", LDNS_RR_TYPE_AAAA),
+			LDNS_RCODE_NXDOMAIN, "internal.");
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_app_answers_its_started_machines),
+		T(test_owner_name_keeps_the_question_case),
+		T(test_region_group_vm_metadata_forms),
+		T(test_txt_forms),
+		T(test_instances_is_split_into_255_byte_strings),
+		T(test_nodata_has_soa),
+		T(test_nxdomain_has_soa),
+		T(test_apex_soa_and_ns),
+		T(test_orgs_never_see_each_other),
+		T(test_other_orgs_resolver_address_is_refused),
+		T(test_ptr_within_the_org_only),
+		T(test_truncation_over_udp_and_the_whole_set_over_tcp),
+		T(test_aaaa_sets_are_shuffled),
+		T(test_nearest_orders_by_distance_then_id),
+		T(test_refusals),
+		T(test_edns_answers),
+		T(test_a_write_is_answered_after_renew),
+	};
+	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
+}

@@ -1,0 +1,153 @@
+/* test_config.c — options, the config file and their precedence; regions.tsv. */
+#include "testreg.h"
+
+#include <arpa/inet.h>
+
+#include "config.h"
+#include "regions.h"
+
+static uint16_t port_of(const cfg_addr_t *a)
+{
+	return ntohs(a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
+						 : ((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+static void test_addresses(void **s)
+{
+	(void)s;
+	cfg_addr_t a;
+	assert_int_equal(config_parse_addr("[::1]:5353", 53, &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(port_of(&a), 5353);
+	assert_int_equal(config_parse_addr("127.0.0.1:5353", 53, &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET);
+	assert_int_equal(port_of(&a), 5353);
+	assert_int_equal(config_parse_addr("fdaa::3", 53, &a), 0);
+	assert_int_equal(port_of(&a), 53);
+	assert_int_equal(config_parse_addr("10.0.0.1", 53, &a), 0);
+	assert_int_equal(port_of(&a), 53);
+	assert_int_equal(config_parse_addr("[::1]", 53, &a), 0);
+	assert_int_equal(config_parse_addr("[::1]:99999", 53, &a), -EINVAL);
+	assert_int_equal(config_parse_addr("[::1", 53, &a), -EINVAL);
+	assert_int_equal(config_parse_addr("[10.0.0.1]:53", 53, &a), -EINVAL);
+	assert_int_equal(config_parse_addr("host:53", 53, &a), -EINVAL);
+}
+
+static int parse(config_t *c, char **argv, char *err)
+{
+	int argc = 0;
+	while (argv[argc])
+		argc++;
+	config_defaults(c);
+	return config_parse_args(c, argc, argv, err);
+}
+
+static void test_defaults(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *argv[] = {"internald", NULL};
+	assert_int_equal(parse(&c, argv, err), 0);
+	assert_string_equal(c.db, "/var/lib/internald");
+	assert_int_equal(c.nlisten, 1);
+	assert_string_equal(c.listen[0].text, "[fdaa::3]:53");
+	assert_int_equal(c.ttl, 5);
+	assert_int_equal(c.acl.nallow, 3);
+}
+
+static void test_file_then_command_line(void **s)
+{
+	(void)s;
+	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
+	snprintf(path, sizeof(path), "%s/internald.conf", dir);
+	FILE *f = fopen(path, "w");
+	fputs("# comment\ndb = /srv/reg\nlisten = [::1]:1\nlisten = 127.0.0.1:2\nttl = 30\n"
+	      "upstream = [::1]:5300   # trailing comment\nnsid = host-1\n",
+	      f);
+	fclose(f);
+	config_t c;
+	char *argv[] = {"internald", "-c", path, "--listen", "[::1]:3", "--ttl=7", NULL};
+	assert_int_equal(parse(&c, argv, err), 0);
+	assert_string_equal(c.db, "/srv/reg");
+	assert_int_equal(c.nlisten, 1); /* the command line's list replaces the file's */
+	assert_int_equal(port_of(&c.listen[0]), 3);
+	assert_int_equal(c.ttl, 7);
+	assert_int_equal(c.nupstream, 1);
+	assert_string_equal(c.nsid, "host-1");
+	tmp_free(dir);
+}
+
+static void test_errors_name_the_option_or_line(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *a1[] = {"internald", "--workers", "0", NULL};
+	assert_int_equal(parse(&c, a1, err), -EINVAL);
+	assert_non_null(strstr(err, "--workers 0"));
+	char *a2[] = {"internald", "--colour", "red", NULL};
+	assert_int_equal(parse(&c, a2, err), -EINVAL);
+	assert_non_null(strstr(err, "unknown option"));
+	char *a3[] = {"internald", "--listen", "nowhere", NULL};
+	assert_int_equal(parse(&c, a3, err), -EINVAL);
+	char *dir = tmp_new(), path[512];
+	snprintf(path, sizeof(path), "%s/bad.conf", dir);
+	FILE *f = fopen(path, "w");
+	fputs("ttl = 5\nthis is not a setting\n", f);
+	fclose(f);
+	char *a4[] = {"internald", "-c", path, NULL};
+	assert_int_equal(parse(&c, a4, err), -EINVAL);
+	assert_non_null(strstr(err, "bad.conf:2"));
+	tmp_free(dir);
+}
+
+static void test_resolv_conf_skips_ourselves(void **s)
+{
+	(void)s;
+	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
+	snprintf(path, sizeof(path), "%s/resolv.conf", dir);
+	FILE *f = fopen(path, "w");
+	fputs("search example\nnameserver fdaa::3\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n",
+	      f);
+	fclose(f);
+	config_t c;
+	char *argv[] = {"internald", NULL};
+	assert_int_equal(parse(&c, argv, err), 0);
+	assert_int_equal(config_upstreams_from_resolv(&c, path), 2);
+	assert_int_equal(c.upstream[0].ss.ss_family, AF_INET);
+	assert_int_equal(c.upstream[1].ss.ss_family, AF_INET6);
+	tmp_free(dir);
+}
+
+static void test_regions_and_distance(void **s)
+{
+	(void)s;
+	static regions_t r;
+	char err[256];
+	int rc = regions_load(&r, "zones/regions.tsv", err, sizeof(err));
+	assert_int_equal(rc, 0);
+	assert_int_equal(r.n, 35);
+	int ord = regions_find(&r, "ord", 3), iad = regions_find(&r, "iad", 3);
+	int syd = regions_find(&r, "syd", 3);
+	assert_true(ord >= 0 && iad >= 0 && syd >= 0);
+	assert_int_equal(regions_find(&r, "xyz", 3), -1);
+	double d = regions_km(&r, ord, iad);
+	assert_true(d > 900 && d < 1000); /* O'Hare to Dulles is about 950 km */
+	assert_true(regions_km(&r, ord, syd) > 14000);
+	assert_true(regions_km(&r, ord, ord) < 1e-6);
+	assert_int_equal(regions_load(&r, "/nonexistent", err, sizeof(err)), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_file_then_command_line),
+		cmocka_unit_test(test_errors_name_the_option_or_line),
+		cmocka_unit_test(test_resolv_conf_skips_ourselves),
+		cmocka_unit_test(test_regions_and_distance),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

@@ -1,0 +1,299 @@
+/* test_jsonl.c — the import format: every validation refuses the whole file with a
+ * message naming file, line and field, and leaves the registry exactly as it was;
+ * export -> import --replace -> export is the identity. */
+#include "testreg.h"
+
+typedef struct {
+	char *dir;
+	reg_t *reg;
+	char *before;
+} fx_t;
+
+static const char base[] =
+	ORG_A MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started",
+		      "app", ",\"metadata\":{\"role\":\"primary\"}")
+	"{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
+	"\"region\":\"ams\"}\n";
+
+static int setup(void **state)
+{
+	fx_t *fx = calloc(1, sizeof(*fx));
+	char err[JSONL_ERR_MAX];
+	fx->dir = tmp_new();
+	assert_int_equal(reg_open(&fx->reg, fx->dir, REG_NOSYNC, 0), 0);
+	assert_int_equal(import_str(fx->reg, base, false, err), 0);
+	fx->before = export_str(fx->reg);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx_t *fx = *state;
+	reg_close(fx->reg);
+	tmp_free(fx->dir);
+	free(fx->before);
+	free(fx);
+	return 0;
+}
+
+/* Imports text, expects a refusal whose message contains want, and an unchanged registry. */
+static void refused(void **state, const char *text, const char *want)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	int rc = import_str(fx->reg, text, false, err);
+	assert_int_not_equal(rc, 0);
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not say '%s'", err, want);
+	char *after = export_str(fx->reg);
+	assert_string_equal(fx->before, after);
+	free(after);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	assert_int_equal(reg_generation(t), 1);
+	reg_txn_abort(t);
+}
+
+#define GOOD_M(id) MACHINE(id, "alpha", "api", "ord", "fdaa:0:18:1:1:0:9:2", "started", "app", "")
+
+static void test_malformed_json_names_line(void **s)
+{
+	refused(s, GOOD_M("00000000000009") "{\"kind\":\"machine\",\n", "test.jsonl:2: malformed JSON");
+}
+static void test_line_that_is_not_an_object(void **s)
+{
+	refused(s, "[1,2]\n", "test.jsonl:1: each line must be one JSON object");
+}
+static void test_missing_kind(void **s)
+{
+	refused(s, "{\"slug\":\"x\"}\n", "test.jsonl:1: field 'kind': missing");
+}
+static void test_unknown_kind(void **s)
+{
+	refused(s, "{\"kind\":\"vm\"}\n", "field 'kind': unknown kind 'vm'");
+}
+static void test_unknown_field(void **s)
+{
+	refused(s, "{\"kind\":\"org\",\"slug\":\"x\",\"network\":\"fdaa:0:20::/48\",\"color\":1}\n",
+		"field 'color': unknown field for kind 'org'");
+}
+static void test_app_not_a_label(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "my_app", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "started", "app", ""),
+		"field 'app': 'my_app' is not a DNS label");
+}
+static void test_label_too_long(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "started",
+			   "a234567890123456789012345678901234567890123456789012345678901234", ""),
+		"field 'process_group'");
+}
+static void test_region_with_trailing_hyphen(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord-", "fdaa:0:18:1:1:0:9:2",
+			   "started", "app", ""),
+		"field 'region'");
+}
+static void test_machine_id_neither_hex_nor_label(void **s)
+{
+	refused(s, MACHINE("bad id!", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+			   "app", ""),
+		"field 'id': 'bad id!' is neither 14 hex digits nor a DNS label");
+}
+static void test_private_ip_outside_org(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:19:1:1:0:9:2",
+			   "started", "app", ""),
+		"field 'private_ip': fdaa:0:19:1:1:0:9:2 is outside org alpha's network "
+		"fdaa:0:18::/48");
+}
+static void test_private_ip_not_ipv6(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "10.0.0.1", "started", "app",
+			   ""),
+		"field 'private_ip': '10.0.0.1' is not an IPv6 address");
+}
+static void test_private_ip_outside_6pn(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "2001:db8::1", "started", "app",
+			   ""),
+		"outside the 6PN range");
+}
+static void test_unknown_org(void **s)
+{
+	refused(s, MACHINE("00000000000009", "gamma", "web", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "started", "app", ""),
+		"field 'org': unknown org 'gamma'");
+}
+static void test_duplicate_id_in_one_file(void **s)
+{
+	refused(s, GOOD_M("00000000000009") GOOD_M("00000000000009"),
+		"test.jsonl:2: field 'id': duplicate machine '00000000000009'");
+}
+static void test_duplicate_org_in_one_file(void **s)
+{
+	refused(s, ORG_B ORG_B, "test.jsonl:2: field 'slug': duplicate org 'beta'");
+}
+static void test_org_network_not_a_48(void **s)
+{
+	refused(s, "{\"kind\":\"org\",\"slug\":\"x\",\"network\":\"fdaa:0:20::/64\"}\n",
+		"field 'network': 'fdaa:0:20::/64' is not an fdaa:X:Y::/48 network");
+}
+static void test_org_network_taken(void **s)
+{
+	refused(s, "{\"kind\":\"org\",\"slug\":\"other\",\"network\":\"fdaa:0:18::/48\"}\n",
+		"field 'network': org 'other' or its network is already in the registry");
+}
+static void test_metadata_value_not_string(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "started", "app", ",\"metadata\":{\"n\":1}"),
+		"field 'metadata.n': must be a string");
+}
+static void test_metadata_value_not_label(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "started", "app", ",\"metadata\":{\"v\":\"1.2\"}"),
+		"field 'metadata.v': value '1.2' is not a DNS label");
+}
+static void test_bad_state(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
+			   "run ning", "app", ""),
+		"field 'state'");
+}
+static void test_bad_op(void **s)
+{
+	refused(s, "{\"kind\":\"machine\",\"id\":\"00000000000001\",\"op\":\"remove\"}\n",
+		"field 'op': the only op is \"delete\"");
+}
+static void test_address_held_by_another_machine(void **s)
+{
+	refused(s, MACHINE("00000000000009", "alpha", "api", "ord", "fdaa:0:18:1:1:0:1:2",
+			   "started", "app", ""),
+		"field 'private_ip': address already held");
+}
+static void test_error_after_good_lines_keeps_nothing(void **s)
+{
+	refused(s, GOOD_M("00000000000009") ORG_B "{\"kind\":\"peer\",\"org\":\"beta\"}\n",
+		"test.jsonl:3: field 'name': missing");
+}
+
+static void test_labels_are_lower_cased(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	assert_int_equal(import_str(fx->reg,
+				    MACHINE("00000000000009", "Alpha", "API", "ORD",
+					    "fdaa:0:18:1:1:0:9:2", "Started", "App",
+					    ",\"metadata\":{\"Role\":\"Primary\"}"),
+				    false, err),
+			 0);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "\"app\":\"api\",\"region\":\"ord\""));
+	assert_non_null(strstr(out, "\"metadata\":{\"role\":\"primary\"}"));
+	free(out);
+}
+
+static void test_defaults_group_app_and_state_started(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	assert_int_equal(import_str(fx->reg,
+				    "{\"kind\":\"machine\",\"id\":\"00000000000009\",\"org\":\"alpha\","
+				    "\"app\":\"api\",\"region\":\"ord\",\"private_ip\":"
+				    "\"fdaa:0:18:1:1:0:9:2\"}\n",
+				    false, err),
+			 0);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "\"state\":\"started\",\"process_group\":\"app\""));
+	free(out);
+}
+
+static void test_delete_op_removes_and_is_idempotent(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	const char *del = "{\"kind\":\"machine\",\"id\":\"00000000000001\",\"op\":\"delete\"}\n";
+	assert_int_equal(import_str(fx->reg, del, false, err), 0);
+	char *out = export_str(fx->reg);
+	assert_null(strstr(out, "00000000000001"));
+	free(out);
+	assert_int_equal(import_str(fx->reg, del, false, err), 0);
+	assert_int_equal(import_str(fx->reg,
+				    "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\","
+				    "\"op\":\"delete\"}\n",
+				    false, err),
+			 0);
+	out = export_str(fx->reg);
+	assert_null(strstr(out, "laptop"));
+	free(out);
+}
+
+static void test_export_import_replace_round_trip(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	FILE *f = fopen("../zones/demo.jsonl", "r");
+	if (!f)
+		f = fopen("zones/demo.jsonl", "r");
+	assert_non_null(f);
+	assert_int_equal(jsonl_import(fx->reg, f, "demo.jsonl", true, err), 0);
+	fclose(f);
+	char *first = export_str(fx->reg);
+	assert_null(strstr(first, "alpha")); /* --replace dropped the old org */
+	assert_non_null(strstr(first, "\"slug\":\"demo\""));
+	assert_int_equal(import_str(fx->reg, first, true, err), 0);
+	char *second = export_str(fx->reg);
+	assert_string_equal(first, second);
+	free(first), free(second);
+}
+
+static void test_replace_with_bad_file_keeps_old_registry(void **s)
+{
+	fx_t *fx = *s;
+	char err[JSONL_ERR_MAX];
+	assert_int_not_equal(import_str(fx->reg, ORG_B "not json\n", true, err), 0);
+	char *after = export_str(fx->reg);
+	assert_string_equal(fx->before, after);
+	free(after);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_malformed_json_names_line),
+		T(test_line_that_is_not_an_object),
+		T(test_missing_kind),
+		T(test_unknown_kind),
+		T(test_unknown_field),
+		T(test_app_not_a_label),
+		T(test_label_too_long),
+		T(test_region_with_trailing_hyphen),
+		T(test_machine_id_neither_hex_nor_label),
+		T(test_private_ip_outside_org),
+		T(test_private_ip_not_ipv6),
+		T(test_private_ip_outside_6pn),
+		T(test_unknown_org),
+		T(test_duplicate_id_in_one_file),
+		T(test_duplicate_org_in_one_file),
+		T(test_org_network_not_a_48),
+		T(test_org_network_taken),
+		T(test_metadata_value_not_string),
+		T(test_metadata_value_not_label),
+		T(test_bad_state),
+		T(test_bad_op),
+		T(test_address_held_by_another_machine),
+		T(test_error_after_good_lines_keeps_nothing),
+		T(test_labels_are_lower_cased),
+		T(test_defaults_group_app_and_state_started),
+		T(test_delete_op_removes_and_is_idempotent),
+		T(test_export_import_replace_round_trip),
+		T(test_replace_with_bad_file_keeps_old_registry),
+	};
+	return cmocka_run_group_tests_name("jsonl", tests, NULL, NULL);
+}

@@ -1,0 +1,366 @@
+/* test_registry.c — the LMDB schema through its public API: every index after put,
+ * start, stop, delete and replace; the generation; map growth; check. */
+#include "testreg.h"
+
+#include <lmdb.h>
+
+typedef struct {
+	char *dir;
+	reg_t *reg;
+} fx_t;
+
+static const char base[] =
+	ORG_A ORG_B
+	MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started", "app",
+		",\"metadata\":{\"role\":\"primary\"}")
+	MACHINE("00000000000002", "alpha", "web", "iad", "fdaa:0:18:1:1:0:2:2", "started", "worker",
+		",\"metadata\":{\"role\":\"replica\"}")
+	MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped", "app", "")
+	MACHINE("00000000000004", "beta", "web", "ord", "fdaa:0:19:1:1:0:4:2", "started", "app", "")
+	"{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
+	"\"region\":\"ams\"}\n"
+	"{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}\n";
+
+static int setup(void **state)
+{
+	fx_t *fx = calloc(1, sizeof(*fx));
+	char err[JSONL_ERR_MAX];
+	fx->dir = tmp_new();
+	assert_int_equal(reg_open(&fx->reg, fx->dir, REG_NOSYNC, 0), 0);
+	assert_int_equal(import_str(fx->reg, base, false, err), 0);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx_t *fx = *state;
+	reg_close(fx->reg);
+	tmp_free(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static reg_txn_t *rd(fx_t *fx)
+{
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	return t;
+}
+
+static int count_hits(const reg_hit_t *h, void *arg)
+{
+	(void)h;
+	(*(int *)arg)++;
+	return 0;
+}
+
+#define NET_A 0x00000018u
+#define NET_B 0x00000019u
+
+static void assert_indexes(fx_t *fx, int app, int ord, int iad, int grp_app, int primary)
+{
+	reg_txn_t *t = rd(fx);
+	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), app);
+	assert_int_equal(reg_walk_app_region(t, NET_A, "web", 3, "ord", 3, NULL, NULL), ord);
+	assert_int_equal(reg_walk_app_region(t, NET_A, "web", 3, "iad", 3, NULL, NULL), iad);
+	assert_int_equal(reg_walk_app_group(t, NET_A, "web", 3, "app", 3, NULL, NULL), grp_app);
+	assert_int_equal(reg_walk_app_meta(t, NET_A, "web", 3, "role", 4, "primary", 7, NULL, NULL),
+			 primary);
+	uint32_t n;
+	assert_int_equal(reg_count_app(t, NET_A, "web", 3, &n), 0);
+	assert_int_equal(n, (uint32_t)app);
+	assert_int_equal(reg_count_app_region(t, NET_A, "web", 3, "ord", 3, &n), 0);
+	assert_int_equal(n, (uint32_t)ord);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
+static void test_started_machines_are_in_every_index(void **state)
+{
+	assert_indexes(*state, 2, 1, 1, 1, 1);
+}
+
+static void test_orgs_are_separate_key_ranges(void **state)
+{
+	reg_txn_t *t = rd(*state);
+	assert_int_equal(reg_walk_app(t, NET_B, "web", 3, NULL, NULL), 1);
+	assert_int_equal(reg_walk_org(t, NET_A, NULL, NULL), 2);
+	assert_int_equal(reg_walk_org(t, NET_B, NULL, NULL), 1);
+	assert_int_equal(reg_walk_org(t, 0x20, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
+static int stop1(reg_txn_t *t, void *arg)
+{
+	return reg_set_state(t, arg, "stopped");
+}
+static int start3(reg_txn_t *t, void *arg)
+{
+	return reg_set_state(t, arg, "started");
+}
+static int delete_it(reg_txn_t *t, void *arg)
+{
+	return reg_delete_machine(t, arg);
+}
+
+static void test_stop_and_start_move_a_machine_out_and_in(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
+	assert_indexes(fx, 1, 0, 1, 0, 0);
+	assert_int_equal(reg_write(fx->reg, start3, "00000000000003"), 0);
+	assert_indexes(fx, 2, 1, 1, 1, 0);
+	assert_int_equal(reg_write(fx->reg, start3, "00000000000001"), 0);
+	assert_indexes(fx, 3, 2, 1, 2, 1);
+}
+
+static void test_delete_removes_every_entry(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, delete_it, "00000000000001"), 0);
+	assert_indexes(fx, 1, 0, 1, 0, 0);
+	assert_int_equal(reg_write(fx->reg, delete_it, "00000000000001"), -ENOENT);
+	reg_txn_t *t = rd(fx);
+	reg_machine_buf_t b;
+	assert_int_equal(reg_get_machine(t, "00000000000001", &b), -ENOENT);
+	reg_hit_t h;
+	uint8_t ip[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2};
+	assert_int_equal(reg_find_addr(t, ip, true, &h), -ENOENT);
+	reg_txn_abort(t);
+}
+
+static void test_generation_counts_every_write(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_t *t = rd(fx);
+	uint64_t g = reg_generation(t);
+	reg_txn_abort(t);
+	assert_int_equal(g, 1);
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
+	t = rd(fx);
+	assert_int_equal(reg_generation(t), 3);
+	reg_txn_abort(t);
+}
+
+static void test_failed_write_changes_nothing(void **state)
+{
+	fx_t *fx = *state;
+	char *before = export_str(fx->reg);
+	assert_int_equal(reg_write(fx->reg, stop1, "nope"), -ENOENT);
+	char *after = export_str(fx->reg);
+	assert_string_equal(before, after);
+	reg_txn_t *t = rd(fx);
+	assert_int_equal(reg_generation(t), 1);
+	reg_txn_abort(t);
+	free(before), free(after);
+}
+
+static int clear_it(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	return reg_clear(t);
+}
+
+static void test_clear_empties_every_table(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, clear_it, NULL), 0);
+	char *out = export_str(fx->reg);
+	assert_string_equal(out, "");
+	free(out);
+	reg_txn_t *t = rd(fx);
+	reg_stats_t s;
+	assert_int_equal(reg_stats(t, &s), 0);
+	assert_int_equal(s.index_entries, 0);
+	assert_int_equal(s.generation, 2);
+	reg_txn_abort(t);
+}
+
+static int put_conflict(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	reg_machine_t m = {.id = "00000000000009", .app = "api", .region = "ord", .group = "app",
+			   .state = "started", .net = NET_A,
+			   .ip = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2}};
+	return reg_put_machine(t, &m);
+}
+
+static void test_started_address_cannot_be_taken_twice(void **state)
+{
+	assert_int_equal(reg_write(((fx_t *)*state)->reg, put_conflict, NULL), -EADDRINUSE);
+}
+
+static void test_find_addr_exact_then_slash112(void **state)
+{
+	reg_txn_t *t = rd(*state);
+	reg_hit_t h;
+	uint8_t ip[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2};
+	assert_int_equal(reg_find_addr(t, ip, true, &h), 0);
+	assert_int_equal(h.kind, REG_HIT_MACHINE);
+	assert_memory_equal(h.id, "00000000000001", 14);
+	assert_memory_equal(h.app, "web", 3);
+	assert_memory_equal(h.region, "ord", 3);
+	ip[15] = 0x77; /* same /112, other host */
+	assert_int_equal(reg_find_addr(t, ip, true, &h), -ENOENT);
+	assert_int_equal(reg_find_addr(t, ip, false, &h), 0);
+	assert_memory_equal(h.id, "00000000000001", 14);
+	ip[13] = 9; /* another /112 */
+	assert_int_equal(reg_find_addr(t, ip, false, &h), -ENOENT);
+	uint8_t peer[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 2, [15] = 2};
+	assert_int_equal(reg_find_addr(t, peer, true, &h), 0);
+	assert_int_equal(h.kind, REG_HIT_PEER);
+	assert_memory_equal(h.id, "laptop", 6);
+	reg_txn_abort(t);
+}
+
+static void test_peers_and_flycast(void **state)
+{
+	reg_txn_t *t = rd(*state);
+	reg_hit_t h;
+	assert_int_equal(reg_walk_peers(t, NET_A, NULL, NULL), 1);
+	assert_int_equal(reg_walk_peers(t, NET_B, NULL, NULL), 0);
+	assert_int_equal(reg_find_peer(t, NET_A, "laptop", 6, &h), 0);
+	assert_memory_equal(h.region, "ams", 3);
+	assert_int_equal(reg_find_peer(t, NET_B, "laptop", 6, &h), -ENOENT);
+	int n = 0;
+	assert_int_equal(reg_walk_flycast(t, NET_A, "web", 3, count_hits, &n), 1);
+	assert_int_equal(reg_walk_flycast(t, NET_B, "web", 3, NULL, NULL), 0);
+	assert_int_equal(reg_walk_flycast(t, NET_A, "we", 2, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
+static void test_app_prefix_does_not_leak(void **state)
+{
+	/* "we" must not see "web"'s Machines: the separator bounds the range */
+	reg_txn_t *t = rd(*state);
+	assert_int_equal(reg_walk_app(t, NET_A, "we", 2, NULL, NULL), 0);
+	uint32_t n = 1;
+	assert_int_equal(reg_count_app(t, NET_A, "we", 2, &n), 0);
+	assert_int_equal(n, 0);
+	reg_txn_abort(t);
+}
+
+typedef struct {
+	int from, n;
+} many_t;
+
+static int put_many(reg_txn_t *t, void *arg)
+{
+	many_t *m = arg;
+	for (int i = m->from; i < m->from + m->n; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "%014x", i);
+		reg_meta_t meta[2] = {{"role", "x"}, {"tier", "y"}};
+		reg_machine_t mc = {.id = id, .app = "bulk", .region = "ord", .group = "app",
+				    .state = "started", .net = NET_A, .meta = meta, .nmeta = 2};
+		uint8_t ip[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 9, 9, 0, 0, (uint8_t)(i >> 24),
+				  (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i, 0, 2};
+		memcpy(mc.ip, ip, 16);
+		int rc = reg_put_machine(t, &mc);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void test_map_grows_when_full(void **state)
+{
+	(void)state;
+	char *dir = tmp_new();
+	reg_t *reg;
+	assert_int_equal(reg_open(&reg, dir, REG_NOSYNC, 256 * 1024), 0);
+	size_t before = reg_mapsize(reg);
+	many_t m = {0, 20000};
+	assert_int_equal(reg_write(reg, put_many, &m), 0);
+	assert_true(reg_mapsize(reg) > before);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(reg, false, &t), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "bulk", 4, NULL, NULL), 20000);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+	reg_close(reg);
+	tmp_free(dir);
+}
+
+static void test_read_snapshot_renews_to_newest(void **state)
+{
+	fx_t *fx = *state;
+	reg_t *ro;
+	assert_int_equal(reg_open(&ro, fx->dir, REG_RDONLY, 0), 0);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(ro, false, &t), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), 2);
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), 2); /* a snapshot */
+	reg_txn_reset(t);
+	assert_int_equal(reg_txn_renew(t), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), 1);
+	reg_txn_abort(t);
+	reg_close(ro);
+}
+
+static void report(const char *msg, void *arg)
+{
+	(void)msg;
+	(*(int *)arg)++;
+}
+
+static void test_check_reports_a_stray_index_entry(void **state)
+{
+	fx_t *fx = *state;
+	reg_close(fx->reg);
+	/* write behind the API's back, as a bug or a bad restore would */
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, fx->dir, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "idx", 0, &dbi), 0);
+	uint8_t key[] = {0, 0, 0, 0x18, 'A', 'g', 'h', 'o', 's', 't', 0, 'x'};
+	uint8_t val[17] = {0};
+	MDB_val k = {sizeof(key), key}, v = {sizeof(val), val};
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	assert_int_equal(reg_open(&fx->reg, fx->dir, 0, 0), 0);
+	reg_txn_t *t = rd(fx);
+	int n = 0;
+	assert_true(reg_check(t, report, &n) > 0);
+	assert_true(n > 0);
+	reg_txn_abort(t);
+}
+
+static void test_readonly_open_of_missing_registry_fails(void **state)
+{
+	(void)state;
+	reg_t *reg;
+	assert_int_equal(reg_open(&reg, "/nonexistent/internald", REG_RDONLY, 0), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_started_machines_are_in_every_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_orgs_are_separate_key_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_and_start_move_a_machine_out_and_in, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_delete_removes_every_entry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_generation_counts_every_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clear_empties_every_table, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_started_address_cannot_be_taken_twice, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_find_addr_exact_then_slash112, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peers_and_flycast, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_app_prefix_does_not_leak, setup, teardown),
+		cmocka_unit_test(test_map_grows_when_full),
+		cmocka_unit_test_setup_teardown(test_read_snapshot_renews_to_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup, teardown),
+		cmocka_unit_test(test_readonly_open_of_missing_registry_fails),
+	};
+	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
+}

@@ -1,0 +1,335 @@
+/* test_wire.c — the query decoder and the response writer, checked against ldns as an
+ * independent encoder and decoder; every malformed input gets its rcode or silence. */
+#include "testreg.h"
+
+#include <ldns/ldns.h>
+
+#include "wire.h"
+
+/* A query for name/type built by ldns; edns_size 0: no OPT. */
+static size_t ldns_query(const char *name, ldns_rr_type type, uint16_t edns_size, bool dnssec_ok,
+			 uint8_t *out)
+{
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&p, name, type, LDNS_RR_CLASS_IN, LDNS_RD),
+			 LDNS_STATUS_OK);
+	ldns_pkt_set_id(p, 0x1234);
+	if (edns_size) {
+		ldns_pkt_set_edns_udp_size(p, edns_size);
+		ldns_pkt_set_edns_do(p, dnssec_ok);
+	}
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+	memcpy(out, buf, len);
+	free(buf);
+	ldns_pkt_free(p);
+	return len;
+}
+
+static void test_query_round_trip_from_ldns(void **s)
+{
+	(void)s;
+	uint8_t pkt[512];
+	size_t len = ldns_query("Web.Internal.", LDNS_RR_TYPE_AAAA, 0, false, pkt);
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(pkt, len, &q), WIRE_OK);
+	assert_int_equal(q.id, 0x1234);
+	assert_true(q.rd);
+	assert_int_equal(q.qtype, WIRE_AAAA);
+	assert_int_equal(q.qclass, WIRE_CLASS_IN);
+	assert_int_equal(q.qname_len, 14);
+	assert_memory_equal(q.qname, "\003web\010internal\000", 14); /* lower-cased */
+	assert_false(q.edns);
+	assert_int_equal(q.question_end, len);
+}
+
+static void test_edns_is_read(void **s)
+{
+	(void)s;
+	uint8_t pkt[512];
+	size_t len = ldns_query("web.internal.", LDNS_RR_TYPE_AAAA, 4096, true, pkt);
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(pkt, len, &q), WIRE_OK);
+	assert_true(q.edns);
+	assert_int_equal(q.edns_udp, 4096);
+	assert_true(q.edns_do);
+	assert_false(q.edns_nsid);
+}
+
+/* A raw query: header, question "a.", then extra bytes. */
+static size_t raw(uint8_t *p, uint16_t qd, uint16_t ar, const uint8_t *extra, size_t n)
+{
+	const uint8_t head[] = {0xab, 0xcd, 0x01, 0x00, (uint8_t)(qd >> 8), (uint8_t)qd, 0, 0, 0, 0,
+				(uint8_t)(ar >> 8), (uint8_t)ar, 1, 'a', 0, 0, 28, 0, 1};
+	memcpy(p, head, sizeof(head));
+	memcpy(p + sizeof(head), extra, n);
+	return sizeof(head) + n;
+}
+
+static int parse_raw(const uint8_t *p, size_t n)
+{
+	wire_query_t q;
+	return wire_parse_query(p, n, &q);
+}
+
+static void test_short_and_response_packets_are_dropped(void **s)
+{
+	(void)s;
+	uint8_t p[64];
+	size_t n = raw(p, 1, 0, NULL, 0);
+	for (size_t i = 0; i < 12; i++)
+		assert_int_equal(parse_raw(p, i), WIRE_DROP);
+	p[2] |= 0x80; /* QR */
+	assert_int_equal(parse_raw(p, n), WIRE_DROP);
+}
+
+static void test_question_count_must_be_one(void **s)
+{
+	(void)s;
+	uint8_t p[64];
+	size_t n = raw(p, 0, 0, NULL, 0);
+	assert_int_equal(parse_raw(p, 12), WIRE_FORMERR);
+	n = raw(p, 2, 0, NULL, 0);
+	assert_int_equal(parse_raw(p, n), WIRE_FORMERR);
+}
+
+static void test_bad_names_are_formerr(void **s)
+{
+	(void)s;
+	uint8_t p[600] = {0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+	/* a label of 64 (0x40: an extended label type) */
+	p[12] = 64;
+	assert_int_equal(parse_raw(p, 12 + 65 + 5), WIRE_FORMERR);
+	/* a compression pointer in the question (even to itself: a loop) */
+	p[12] = 0xc0, p[13] = 12;
+	assert_int_equal(parse_raw(p, 18), WIRE_FORMERR);
+	/* a name of more than 255 bytes: five labels of 63 */
+	size_t o = 12;
+	for (int i = 0; i < 5; i++) {
+		p[o] = 63;
+		memset(p + o + 1, 'a', 63);
+		o += 64;
+	}
+	p[o++] = 0;
+	memset(p + o, 0, 4);
+	assert_int_equal(parse_raw(p, o + 4), WIRE_FORMERR);
+	/* a question cut short */
+	size_t n = raw(p, 1, 0, NULL, 0);
+	for (size_t cut = 13; cut < n; cut++)
+		assert_int_equal(parse_raw(p, cut), WIRE_FORMERR);
+}
+
+static void test_trailing_garbage_is_formerr(void **s)
+{
+	(void)s;
+	uint8_t p[64], junk[3] = {1, 2, 3};
+	size_t n = raw(p, 1, 0, junk, sizeof(junk));
+	assert_int_equal(parse_raw(p, n), WIRE_FORMERR);
+}
+
+static const uint8_t opt_plain[] = {0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0};
+
+static void test_two_opt_records_are_formerr(void **s)
+{
+	(void)s;
+	uint8_t p[64], two[22];
+	memcpy(two, opt_plain, 11);
+	memcpy(two + 11, opt_plain, 11);
+	size_t n = raw(p, 1, 2, two, sizeof(two));
+	assert_int_equal(parse_raw(p, n), WIRE_FORMERR);
+	n = raw(p, 1, 1, opt_plain, sizeof(opt_plain));
+	assert_int_equal(parse_raw(p, n), WIRE_OK);
+}
+
+static void test_edns_version_one_is_badvers(void **s)
+{
+	(void)s;
+	uint8_t p[64], opt[11];
+	memcpy(opt, opt_plain, 11);
+	opt[6] = 1;
+	size_t n = raw(p, 1, 1, opt, sizeof(opt));
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_BADVERS);
+	assert_true(q.has_question);
+	assert_true(q.edns);
+}
+
+static void test_edns_options(void **s)
+{
+	(void)s;
+	uint8_t p[64], opt[11 + 8];
+	memcpy(opt, opt_plain, 11);
+	opt[10] = 8;
+	/* NSID (empty) and an unknown option 65001 with 0 bytes */
+	const uint8_t opts[8] = {0, 3, 0, 0, 0xfd, 0xe9, 0, 0};
+	memcpy(opt + 11, opts, 8);
+	size_t n = raw(p, 1, 1, opt, sizeof(opt));
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_OK);
+	assert_true(q.edns_nsid);
+	/* an option whose length runs past the record */
+	opt[11 + 3] = 9;
+	n = raw(p, 1, 1, opt, sizeof(opt));
+	assert_int_equal(parse_raw(p, n), WIRE_FORMERR);
+}
+
+static void test_opcode_other_than_query_is_notimp(void **s)
+{
+	(void)s;
+	uint8_t p[64];
+	size_t n = raw(p, 1, 0, NULL, 0);
+	p[2] = 2 << 3; /* STATUS */
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_NOTIMP);
+	assert_true(q.has_question);
+}
+
+/* Writes a response to a query for "Web.Internal." and returns it parsed by ldns. */
+static ldns_pkt *respond(void (*fill)(wire_resp_t *), size_t size, uint8_t *out, size_t *len)
+{
+	uint8_t pkt[512];
+	size_t n = ldns_query("Web.Internal.", LDNS_RR_TYPE_AAAA, 1232, false, pkt);
+	wire_query_t q;
+	wire_resp_t r;
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	assert_int_equal(wire_resp_begin(&r, out, 65535, size, wire_opt_size(4), pkt, &q), 0);
+	fill(&r);
+	wire_resp_rcode(&r, WIRE_NOERROR);
+	wire_resp_flags(&r, true, false);
+	assert_int_equal(wire_add_opt(&r, false, "host", 4), 0);
+	*len = wire_resp_end(&r);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, *len), LDNS_STATUS_OK);
+	return p;
+}
+
+static void fill_records(wire_resp_t *r)
+{
+	uint8_t ip[16] = {0xfd, 0xaa, [15] = 1};
+	for (int i = 0; i < 3; i++) {
+		ip[14] = (uint8_t)i;
+		assert_int_equal(wire_add_aaaa(r, WIRE_HDR, 5, ip), 0);
+	}
+	assert_int_equal(wire_add_soa(r, WIRE_NS_SEC, WIRE_HDR + 4, 5, 77, 5, WIRE_HDR + 4), 0);
+}
+
+static void test_response_decodes_with_ldns(void **s)
+{
+	(void)s;
+	uint8_t out[65535];
+	size_t len;
+	ldns_pkt *p = respond(fill_records, 1232, out, &len);
+	assert_true(ldns_pkt_qr(p));
+	assert_true(ldns_pkt_aa(p));
+	assert_int_equal(ldns_pkt_id(p), 0x1234);
+	assert_int_equal(ldns_pkt_ancount(p), 3);
+	assert_int_equal(ldns_pkt_nscount(p), 1);
+	ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
+	char *owner = ldns_rdf2str(ldns_rr_owner(rr));
+	assert_string_equal(owner, "Web.Internal."); /* case as the client sent it */
+	free(owner);
+	assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_AAAA);
+	assert_int_equal(ldns_rr_ttl(rr), 5);
+	ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(p), 0);
+	char *text = ldns_rr2str(soa);
+	assert_non_null(strstr(text, "Internal.\t5\tIN\tSOA\tns.Internal. hostmaster.Internal. 77 3600 "
+				     "600 86400 5"));
+	free(text);
+	assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
+	ldns_rdf *opts = ldns_pkt_edns_data(p); /* NSID: code 3, length 4, "host" */
+	assert_non_null(opts);
+	assert_int_equal(ldns_rdf_size(opts), 8);
+	assert_memory_equal(ldns_rdf_data(opts), "\0\3\0\4host", 8);
+	ldns_pkt_free(p);
+}
+
+static void fill_txt(wire_resp_t *r)
+{
+	char text[600];
+	memset(text, 'x', sizeof(text));
+	assert_int_equal(wire_txt_begin(r, WIRE_HDR, 5), 0);
+	assert_int_equal(wire_txt_append(r, text, 200), 0);
+	assert_int_equal(wire_txt_append(r, text, 400), 0);
+	size_t mark = wire_txt_mark(r);
+	assert_int_equal(wire_txt_append(r, text, 10), 0);
+	wire_txt_rewind(r, mark);
+	assert_int_equal(wire_txt_end(r), 0);
+}
+
+static void test_txt_splits_at_255_bytes(void **s)
+{
+	(void)s;
+	uint8_t out[65535];
+	size_t len;
+	ldns_pkt *p = respond(fill_txt, 1232, out, &len);
+	assert_int_equal(ldns_pkt_ancount(p), 1);
+	ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
+	assert_int_equal(ldns_rr_rd_count(rr), 3);
+	assert_int_equal(ldns_rdf_size(ldns_rr_rdf(rr, 0)), 256);
+	assert_int_equal(ldns_rdf_size(ldns_rr_rdf(rr, 1)), 256);
+	assert_int_equal(ldns_rdf_size(ldns_rr_rdf(rr, 2)), 91); /* 600 - 510, rewound 10 */
+	ldns_pkt_free(p);
+}
+
+static void fill_until_full(wire_resp_t *r)
+{
+	uint8_t ip[16] = {0xfd, 0xaa};
+	int n = 0;
+	while (wire_add_aaaa(r, WIRE_HDR, 5, ip) == 0)
+		n++;
+	/* 512 - 12 header - 18 question - 15 OPT with NSID = 467 -> 16 records of 28 */
+	assert_int_equal(n, 16);
+	r->tc = true;
+}
+
+static void test_records_stop_whole_at_the_limit(void **s)
+{
+	(void)s;
+	uint8_t out[65535];
+	size_t len;
+	ldns_pkt *p = respond(fill_until_full, 512, out, &len);
+	assert_true(len <= 512);
+	assert_true(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), 16);
+	assert_true(ldns_pkt_edns(p)); /* ldns keeps the OPT record out of arcount */
+	ldns_pkt_free(p);
+}
+
+static void test_error_response_keeps_question_and_edns(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], out[512];
+	size_t n = ldns_query("example.com.", LDNS_RR_TYPE_A, 1232, true, pkt);
+	size_t len = wire_error_response(pkt, n, WIRE_SERVFAIL, out, sizeof(out));
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_SERVFAIL);
+	assert_int_equal(ldns_pkt_qdcount(p), 1);
+	assert_int_equal(ldns_pkt_id(p), 0x1234);
+	assert_true(ldns_pkt_edns(p));
+	assert_true(ldns_pkt_edns_do(p));
+	ldns_pkt_free(p);
+	assert_int_equal(wire_error_response(pkt, 5, WIRE_SERVFAIL, out, sizeof(out)), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_query_round_trip_from_ldns),
+		cmocka_unit_test(test_edns_is_read),
+		cmocka_unit_test(test_short_and_response_packets_are_dropped),
+		cmocka_unit_test(test_question_count_must_be_one),
+		cmocka_unit_test(test_bad_names_are_formerr),
+		cmocka_unit_test(test_trailing_garbage_is_formerr),
+		cmocka_unit_test(test_two_opt_records_are_formerr),
+		cmocka_unit_test(test_edns_version_one_is_badvers),
+		cmocka_unit_test(test_edns_options),
+		cmocka_unit_test(test_opcode_other_than_query_is_notimp),
+		cmocka_unit_test(test_response_decodes_with_ldns),
+		cmocka_unit_test(test_txt_splits_at_255_bytes),
+		cmocka_unit_test(test_records_stop_whole_at_the_limit),
+		cmocka_unit_test(test_error_response_keeps_question_and_edns),
+	};
+	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
+}

@@ -1,0 +1,75 @@
+/*
+ * testreg.h — helpers shared by the unit tests: a registry in a fresh temporary
+ * directory, imports from strings, exports to strings. Header-only (static) so each
+ * test program stays one file plus this.
+ */
+#ifndef INTERNALD_TESTREG_H
+#define INTERNALD_TESTREG_H
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "jsonl.h"
+#include "registry.h"
+
+/* A new empty directory under $TMPDIR; caller frees and removes it (tmp_free). */
+static inline char *tmp_new(void)
+{
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char *dir = malloc(strlen(base) + 32);
+	assert_non_null(dir);
+	sprintf(dir, "%s/internald-test-XXXXXX", base);
+	assert_non_null(mkdtemp(dir));
+	return dir;
+}
+
+static inline void tmp_free(char *dir)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(dir);
+}
+
+/* Imports text (JSON Lines); returns the import's result, err filled on failure. */
+static inline int import_str(reg_t *reg, const char *text, bool replace, char *err)
+{
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	assert_non_null(f);
+	int rc = jsonl_import(reg, f, "test.jsonl", replace, err);
+	fclose(f);
+	return rc;
+}
+
+/* The registry as exported JSON Lines; caller frees. */
+static inline char *export_str(reg_t *reg)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	reg_txn_t *txn;
+	assert_non_null(f);
+	assert_int_equal(reg_txn_begin(reg, false, &txn), 0);
+	assert_int_equal(jsonl_export(txn, f), 0);
+	reg_txn_abort(txn);
+	fclose(f);
+	return buf;
+}
+
+#define ORG_A "{\"kind\":\"org\",\"slug\":\"alpha\",\"network\":\"fdaa:0:18::/48\"}\n"
+#define ORG_B "{\"kind\":\"org\",\"slug\":\"beta\",\"network\":\"fdaa:0:19::/48\"}\n"
+#define MACHINE(id, org, app, region, ip, state, group, meta)                                      \
+	"{\"kind\":\"machine\",\"id\":\"" id "\",\"org\":\"" org "\",\"app\":\"" app               \
+	"\",\"region\":\"" region "\",\"private_ip\":\"" ip "\",\"state\":\"" state                \
+	"\",\"process_group\":\"" group "\"" meta "}\n"
+
+#endif
