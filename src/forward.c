@@ -1,23 +1,601 @@
-/* forward.c — placeholder until the forwarding issue lands: every query is refused
- * here, so the server answers SERVFAIL. */
+/*
+ * forward.c — the upstream client of one worker (DESIGN.md section 5), on the worker's
+ * own uv_loop.
+ *
+ * A query is an entry of a fixed pool (the in-flight cap). Each try goes to one upstream:
+ * over UDP from a fresh socket (a random source port, connected so the kernel also
+ * filters the peer) with a fresh random ID; over TCP on the worker's one pipelined
+ * connection to that upstream. An answer counts only when its ID and question match;
+ * TC moves the try to TCP. A try that times out marks its upstream down for a back-off
+ * period and the next upstream is tried, until the tries or the budget run out: then
+ * SERVFAIL. It must never block the loop nor call back inside fwd_query.
+ */
 #include "forward.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "wire.h"
+
+#define QUERY_MAX   4096  /* a client query larger than this is not forwarded */
+#define BACKOFF_MS  5000  /* how long a timed-out upstream is skipped */
+#define TCP_IDLE_MS 10000 /* an upstream connection with nothing in flight closes */
+
+typedef struct tconn tconn_t;
+
+typedef struct fq {
+	fwd_t *f;
+	struct fq *next_free, *tnext, *tprev;
+	fwd_done_fn done;
+	void *arg;
+	bool active, answered, retry_now, use_tcp, client_tcp;
+	int refs; /* open UDP handle, pending TCP write */
+	size_t max;
+	uint8_t msg[2 + QUERY_MAX]; /* [0..1]: the TCP length; the query from msg + 2 */
+	size_t len;
+	uint16_t client_id, up_id;
+	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased, for matching */
+	size_t qname_len, qend;
+	uint16_t qtype, qclass;
+	int up, next_up, tries;
+	uint64_t deadline;
+	uv_timer_t timer; /* per try, and the deferred next try */
+	uv_udp_t udp;
+	bool udp_open;
+	tconn_t *tc;
+	uv_write_t wreq;
+} fq_t;
+
+struct tconn {
+	fwd_t *f;
+	int up, handles;
+	uv_tcp_t h;
+	uv_connect_t creq;
+	uv_timer_t idle;
+	bool connected, closing;
+	fq_t *inflight;
+	uint8_t *buf;
+	size_t len, cap;
+};
+
+struct fwd {
+	uv_loop_t *loop;
+	const fwd_conf_t *conf;
+	fq_t *pool, *free;
+	unsigned inflight;
+	int handles; /* pool timers + UDP handles + connections still open */
+	bool closing;
+	uint64_t down_until[CFG_UPSTREAM_MAX];
+	tconn_t *tconn[CFG_UPSTREAM_MAX];
+	unsigned next_up;
+	uint8_t rnd[256];
+	size_t rnd_used;
+	uint8_t rbuf[65536], obuf[65536];
+	fwd_stats_t stats;
+};
+
+static void start_try(fq_t *q);
+static void tcp_send(fq_t *q);
+static void on_q_timer(uv_timer_t *t);
+static void on_tconn_idle(uv_timer_t *t);
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static uint16_t random_id(fwd_t *f)
+{
+	if (f->rnd_used + 2 > sizeof(f->rnd)) {
+		if (getrandom(f->rnd, sizeof(f->rnd), 0) != (ssize_t)sizeof(f->rnd))
+			log_warn("getrandom failed: query IDs are weaker");
+		f->rnd_used = 0;
+	}
+	uint16_t v = (uint16_t)(f->rnd[f->rnd_used] << 8 | f->rnd[f->rnd_used + 1]);
+	f->rnd_used += 2;
+	return v;
+}
+
+static void maybe_free(fwd_t *f)
+{
+	if (f->closing && f->handles == 0) {
+		free(f->pool);
+		free(f);
+	}
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	fwd_t *f = h->data;
+	f->handles--;
+	maybe_free(f);
+}
+
+static void release(fq_t *q)
+{
+	fwd_t *f = q->f;
+	if (q->active || q->refs > 0)
+		return;
+	q->next_free = f->free;
+	f->free = q;
+	f->inflight--;
+}
+
+/* ---- transports ------------------------------------------------------------------------------ */
+
+static void on_udp_closed(uv_handle_t *h)
+{
+	fq_t *q = h->data;
+	fwd_t *f = q->f;
+	q->udp_open = false;
+	q->refs--;
+	release(q);
+	f->handles--;
+	maybe_free(f);
+}
+
+static void udp_stop(fq_t *q)
+{
+	if (q->udp_open && !uv_is_closing((uv_handle_t *)&q->udp))
+		uv_close((uv_handle_t *)&q->udp, on_udp_closed);
+}
+
+static void tconn_detach(fq_t *q)
+{
+	tconn_t *tc = q->tc;
+	if (!tc)
+		return;
+	if (q->tprev)
+		q->tprev->tnext = q->tnext;
+	else
+		tc->inflight = q->tnext;
+	if (q->tnext)
+		q->tnext->tprev = q->tprev;
+	q->tc = NULL, q->tnext = q->tprev = NULL;
+	if (!tc->inflight && !tc->closing)
+		uv_timer_start(&tc->idle, on_tconn_idle, TCP_IDLE_MS, 0);
+}
+
+static void transport_stop(fq_t *q)
+{
+	udp_stop(q);
+	tconn_detach(q);
+}
+
+/* The try failed: go on with the next one from the loop, not from this call stack. */
+static void fail_try(fq_t *q, bool upstream_down)
+{
+	fwd_t *f = q->f;
+	if (upstream_down)
+		f->down_until[q->up] = uv_now(f->loop) + BACKOFF_MS;
+	transport_stop(q);
+	q->retry_now = true;
+	uv_timer_start(&q->timer, on_q_timer, 0, 0);
+}
+
+/* ---- finishing ------------------------------------------------------------------------------- */
+
+static void finish(fq_t *q, const uint8_t *resp, size_t len)
+{
+	fwd_t *f = q->f;
+	if (!q->active)
+		return;
+	q->active = false;
+	uv_timer_stop(&q->timer);
+	transport_stop(q);
+	if (!resp) {
+		len = wire_error_response(q->msg + 2, q->len, WIRE_SERVFAIL, f->obuf, sizeof(f->obuf));
+		f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
+		resp = f->obuf;
+		f->stats.servfail++;
+	} else {
+		f->stats.answered++;
+	}
+	q->done(q->arg, resp, len);
+	release(q);
+}
+
+/* Does resp answer our try of q: ID, QR, the same question? */
+static bool matches(const fq_t *q, const uint8_t *r, size_t len)
+{
+	if (len < WIRE_HDR || !(r[2] & 0x80) || (uint16_t)(r[0] << 8 | r[1]) != q->up_id ||
+	    r[4] != 0 || r[5] != 1 || len < WIRE_HDR + q->qname_len + 4)
+		return false;
+	for (size_t i = 0; i < q->qname_len; i++) {
+		uint8_t c = r[WIRE_HDR + i];
+		if (c >= 'A' && c <= 'Z')
+			c = (uint8_t)(c + 32);
+		if (c != q->qname[i])
+			return false;
+	}
+	const uint8_t *t = r + WIRE_HDR + q->qname_len;
+	return (uint16_t)(t[0] << 8 | t[1]) == q->qtype && (uint16_t)(t[2] << 8 | t[3]) == q->qclass;
+}
+
+/* The upstream's answer with the client's ID, flags and question case; cut with TC when
+ * larger than the client takes. */
+static void deliver(fq_t *q, const uint8_t *r, size_t len)
+{
+	fwd_t *f = q->f;
+	const uint8_t *cq = q->msg + 2;
+	f->down_until[q->up] = 0;
+	memcpy(f->obuf, r, len);
+	f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
+	f->obuf[2] = (uint8_t)((f->obuf[2] & ~0x01) | (cq[2] & 0x01));  /* RD */
+	f->obuf[3] = (uint8_t)((f->obuf[3] & ~0x10) | (cq[3] & 0x10));  /* CD */
+	memcpy(f->obuf + WIRE_HDR, cq + WIRE_HDR, q->qname_len);        /* the client's case */
+	if (len > q->max) {
+		len = q->qend;
+		f->obuf[2] |= 0x02;
+		memset(f->obuf + 6, 0, 6);
+	}
+	finish(q, f->obuf, len);
+}
+
+static void on_answer(fq_t *q, const uint8_t *r, size_t len)
+{
+	if (!matches(q, r, len)) {
+		q->f->stats.mismatched++;
+		return;
+	}
+	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
+		q->f->stats.tcp_retries++;
+		q->use_tcp = true;
+		udp_stop(q);
+		tcp_send(q);
+		return;
+	}
+	deliver(q, r, len);
+}
+
+/* ---- UDP ---------------------------------------------------------------------------------------- */
+
+static void on_udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	fq_t *q = h->data;
+	(void)hint;
+	*buf = uv_buf_init((char *)q->f->rbuf, sizeof(q->f->rbuf));
+}
+
+static void on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+			unsigned flags)
+{
+	fq_t *q = h->data;
+	(void)flags;
+	if (!q->active || q->use_tcp || uv_is_closing((uv_handle_t *)h))
+		return;
+	if (n < 0) { /* ICMP unreachable on the connected socket */
+		fail_try(q, true);
+		return;
+	}
+	if (n == 0 || !addr)
+		return;
+	on_answer(q, (const uint8_t *)buf->base, (size_t)n);
+}
+
+static int udp_send(fq_t *q)
+{
+	fwd_t *f = q->f;
+	const cfg_addr_t *u = &f->conf->upstreams[q->up];
+	struct sockaddr_storage any = {.ss_family = u->ss.ss_family};
+	int rc = uv_udp_init(f->loop, &q->udp);
+	if (rc)
+		return rc;
+	q->udp.data = q;
+	q->udp_open = true;
+	q->refs++;
+	f->handles++;
+	uv_buf_t b = uv_buf_init((char *)q->msg + 2, (unsigned)q->len);
+	if ((rc = uv_udp_bind(&q->udp, (struct sockaddr *)&any, 0)) ||
+	    (rc = uv_udp_connect(&q->udp, (const struct sockaddr *)&u->ss)) ||
+	    (rc = uv_udp_recv_start(&q->udp, on_udp_alloc, on_udp_recv)))
+		return rc;
+	rc = uv_udp_try_send(&q->udp, &b, 1, NULL);
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- TCP ---------------------------------------------------------------------------------------- */
+
+static void on_tconn_closed(uv_handle_t *h)
+{
+	tconn_t *tc = h->data;
+	fwd_t *f = tc->f;
+	if (--tc->handles == 0) {
+		free(tc->buf);
+		free(tc);
+		f->handles--;
+		maybe_free(f);
+	}
+}
+
+/* Closes a connection; its queries fail their try (down: the upstream's fault). */
+static void tconn_close(tconn_t *tc, bool down)
+{
+	fwd_t *f = tc->f;
+	if (tc->closing)
+		return;
+	tc->closing = true;
+	if (f->tconn[tc->up] == tc)
+		f->tconn[tc->up] = NULL;
+	while (tc->inflight) {
+		fq_t *q = tc->inflight;
+		tconn_detach(q);
+		if (q->active)
+			fail_try(q, down);
+	}
+	uv_close((uv_handle_t *)&tc->h, on_tconn_closed);
+	uv_close((uv_handle_t *)&tc->idle, on_tconn_closed);
+}
+
+static void on_tconn_idle(uv_timer_t *t)
+{
+	tconn_t *tc = t->data;
+	if (!tc->inflight)
+		tconn_close(tc, false);
+}
+
+static void on_q_written(uv_write_t *req, int status)
+{
+	fq_t *q = req->data;
+	q->refs--;
+	if (status < 0 && q->active && q->tc)
+		tconn_close(q->tc, true);
+	release(q);
+}
+
+static void tcp_write(fq_t *q)
+{
+	q->msg[0] = (uint8_t)(q->len >> 8), q->msg[1] = (uint8_t)q->len;
+	uv_buf_t b = uv_buf_init((char *)q->msg, (unsigned)(q->len + 2));
+	q->wreq.data = q;
+	if (uv_write(&q->wreq, (uv_stream_t *)&q->tc->h, &b, 1, on_q_written) == 0)
+		q->refs++;
+	else
+		tconn_close(q->tc, true);
+}
+
+static void on_tconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	tconn_t *tc = h->data;
+	(void)hint;
+	if (tc->cap - tc->len < 4096 && tc->cap < 65537 + 4096) {
+		size_t cap = tc->cap ? tc->cap * 2 : 8192;
+		uint8_t *b = realloc(tc->buf, cap);
+		if (b)
+			tc->buf = b, tc->cap = cap;
+	}
+	*buf = uv_buf_init((char *)tc->buf + tc->len, (unsigned)(tc->cap - tc->len));
+}
+
+static void on_tconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	tconn_t *tc = s->data;
+	(void)buf;
+	if (n < 0) {
+		tconn_close(tc, false);
+		return;
+	}
+	tc->len += (size_t)n;
+	size_t off = 0;
+	while (tc->len - off >= 2) {
+		size_t mlen = (size_t)tc->buf[off] << 8 | tc->buf[off + 1];
+		if (tc->len - off - 2 < mlen)
+			break;
+		const uint8_t *m = tc->buf + off + 2;
+		fq_t *q = tc->inflight;
+		while (q && !matches(q, m, mlen))
+			q = q->tnext;
+		if (q) {
+			tconn_detach(q);
+			deliver(q, m, mlen);
+		} else {
+			tc->f->stats.mismatched++;
+		}
+		off += 2 + mlen;
+	}
+	memmove(tc->buf, tc->buf + off, tc->len - off);
+	tc->len -= off;
+}
+
+static void on_tconn_connect(uv_connect_t *req, int status)
+{
+	tconn_t *tc = req->data;
+	if (tc->closing)
+		return;
+	if (status < 0) {
+		tconn_close(tc, true);
+		return;
+	}
+	tc->connected = true;
+	uv_read_start((uv_stream_t *)&tc->h, on_tconn_alloc, on_tconn_read);
+	for (fq_t *q = tc->inflight, *next; q; q = next) {
+		next = q->tnext;
+		tcp_write(q);
+		if (tc->closing)
+			break;
+	}
+}
+
+static tconn_t *tconn_get(fwd_t *f, int up)
+{
+	if (f->tconn[up])
+		return f->tconn[up];
+	tconn_t *tc = calloc(1, sizeof(*tc));
+	if (!tc)
+		return NULL;
+	tc->f = f, tc->up = up;
+	uv_tcp_init(f->loop, &tc->h);
+	uv_timer_init(f->loop, &tc->idle);
+	tc->h.data = tc->idle.data = tc->creq.data = tc;
+	tc->handles = 2;
+	f->handles++;
+	f->tconn[up] = tc;
+	if (uv_tcp_connect(&tc->creq, &tc->h, (const struct sockaddr *)&f->conf->upstreams[up].ss,
+			   on_tconn_connect)) {
+		tconn_close(tc, true);
+		return NULL;
+	}
+	return tc;
+}
+
+static void tcp_send(fq_t *q)
+{
+	tconn_t *tc = tconn_get(q->f, q->up);
+	if (!tc) {
+		fail_try(q, true);
+		return;
+	}
+	uv_timer_stop(&tc->idle);
+	for (fq_t *o = tc->inflight; o; o = o->tnext) /* IDs are unique on a connection */
+		if (o->up_id == q->up_id) {
+			q->up_id = random_id(q->f);
+			q->msg[2] = (uint8_t)(q->up_id >> 8), q->msg[3] = (uint8_t)q->up_id;
+			o = tc->inflight;
+		}
+	q->tc = tc;
+	q->tnext = tc->inflight;
+	if (tc->inflight)
+		tc->inflight->tprev = q;
+	tc->inflight = q;
+	if (tc->connected)
+		tcp_write(q);
+}
+
+/* ---- tries ------------------------------------------------------------------------------------ */
+
+static void on_q_timer(uv_timer_t *t)
+{
+	fq_t *q = t->data;
+	if (!q->active)
+		return;
+	if (q->retry_now) {
+		q->retry_now = false;
+	} else { /* the try timed out */
+		q->f->down_until[q->up] = uv_now(q->f->loop) + BACKOFF_MS;
+		transport_stop(q);
+	}
+	start_try(q);
+}
+
+static void start_try(fq_t *q)
+{
+	fwd_t *f = q->f;
+	uint64_t now = uv_now(f->loop);
+	int n = (int)f->conf->n;
+	if (now >= q->deadline || q->tries >= 2 * n) {
+		finish(q, NULL, 0);
+		return;
+	}
+	int pick = q->next_up % n;
+	for (int k = 0; k < n; k++) { /* the next upstream not backing off, else probe anyway */
+		int c = (q->next_up + k) % n;
+		if (f->down_until[c] <= now) {
+			pick = c;
+			break;
+		}
+	}
+	q->up = pick;
+	q->next_up = pick + 1;
+	q->tries++;
+	q->use_tcp = q->client_tcp;
+	q->up_id = random_id(f);
+	q->msg[2] = (uint8_t)(q->up_id >> 8), q->msg[3] = (uint8_t)q->up_id;
+	uint64_t wait = f->conf->timeout_ms;
+	if (now + wait > q->deadline)
+		wait = q->deadline - now;
+	uv_timer_start(&q->timer, on_q_timer, wait, 0);
+	if (q->use_tcp) {
+		tcp_send(q);
+	} else if (udp_send(q)) {
+		fail_try(q, false);
+	}
+}
+
+/* ---- interface --------------------------------------------------------------------------------- */
 
 int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 {
-	(void)out, (void)loop, (void)conf;
-	return -ENOSYS;
+	if (conf->n == 0 || conf->n > CFG_UPSTREAM_MAX || conf->max_inflight == 0)
+		return -EINVAL;
+	fwd_t *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->pool = calloc(conf->max_inflight, sizeof(*f->pool));
+	if (!f->pool) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->loop = loop, f->conf = conf;
+	f->rnd_used = sizeof(f->rnd);
+	for (unsigned i = 0; i < conf->max_inflight; i++) {
+		fq_t *q = &f->pool[i];
+		q->f = f;
+		uv_timer_init(loop, &q->timer);
+		q->timer.data = q;
+		f->handles++;
+		q->next_free = f->free;
+		f->free = q;
+	}
+	*out = f;
+	return 0;
 }
 
 int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
 	      void *arg)
 {
-	(void)f, (void)pkt, (void)len, (void)max, (void)tcp, (void)done, (void)arg;
-	return -EINVAL;
+	wire_query_t wq;
+	if (f->closing || len > QUERY_MAX || wire_parse_query(pkt, len, &wq) != WIRE_OK)
+		return -EINVAL;
+	fq_t *q = f->free;
+	if (!q) {
+		f->stats.overload++;
+		return -ENOSPC;
+	}
+	f->free = q->next_free;
+	f->inflight++;
+	f->stats.forwarded++;
+	q->active = true;
+	q->answered = q->retry_now = false;
+	q->done = done, q->arg = arg;
+	q->client_tcp = tcp;
+	q->max = max;
+	memcpy(q->msg + 2, pkt, len);
+	q->len = len;
+	q->client_id = wq.id;
+	memcpy(q->qname, wq.qname, wq.qname_len);
+	q->qname_len = wq.qname_len;
+	q->qend = wq.question_end;
+	q->qtype = wq.qtype, q->qclass = wq.qclass;
+	q->tries = 0;
+	q->next_up = (int)(f->next_up++ % f->conf->n);
+	q->deadline = uv_now(f->loop) + f->conf->budget_ms;
+	q->timer.data = q;
+	start_try(q);
+	return 0;
+}
+
+const fwd_stats_t *fwd_stats(const fwd_t *f)
+{
+	return &f->stats;
 }
 
 void fwd_close(fwd_t *f)
 {
-	(void)f;
+	if (f->closing)
+		return;
+	f->closing = true;
+	for (unsigned i = 0; i < f->conf->max_inflight; i++) {
+		fq_t *q = &f->pool[i];
+		if (q->active) {
+			q->active = false;
+			transport_stop(q);
+			q->done(q->arg, NULL, 0);
+		}
+		q->timer.data = f;
+		uv_close((uv_handle_t *)&q->timer, on_handle_closed);
+	}
+	for (int i = 0; i < CFG_UPSTREAM_MAX; i++)
+		if (f->tconn[i])
+			tconn_close(f->tconn[i], false);
+	maybe_free(f);
 }

@@ -49,7 +49,7 @@ int main(int argc, char **argv)
 	conf.nsid = cfg.nsid[0] ? cfg.nsid : NULL;
 	conf.nsid_len = strlen(cfg.nsid);
 	conf.regions = &regions;
-	conf.forward = false; /* TEMP */
+	conf.forward = cfg.nupstream > 0;
 	conf.acl = cfg.acl;
 	if (!conf.forward)
 		log_warn("no upstream resolvers: names outside .internal get REFUSED");

@@ -1,0 +1,292 @@
+/*
+ * dnsq — the integration suite's own client, built on ldns (independent of internald's
+ * codec). Every mode is bounded in packets and time and talks to one address.
+ *
+ *   dnsq query [--tcp] [--edns N] [--nsid] ADDR PORT NAME TYPE
+ *       one query; prints "rcode=X flags=... an=N ns=N" then the answer records
+ *   dnsq raw [--tcp] ADDR PORT HEX
+ *       sends the bytes as they are; prints "rcode=X an=N qd=N" or "silence"
+ *   dnsq storm ADDR PORT COUNT SEED
+ *       COUNT random and mutated datagrams (no waiting for answers), then exits 0
+ *   dnsq idle ADDR PORT COUNT SECONDS
+ *       opens COUNT TCP connections, holds them SECONDS, prints how many the server
+ *       closed ("closed=N")
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ldns/ldns.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int addr_of(const char *host, const char *port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)atoi(port));
+		*len = sizeof(*a6);
+		return 0;
+	}
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)atoi(port));
+		*len = sizeof(*a4);
+		return 0;
+	}
+	fprintf(stderr, "dnsq: bad address %s\n", host);
+	return -1;
+}
+
+/* Sends msg and waits up to 2 s for one answer; returns its length, 0 on silence. */
+static ssize_t exchange(const struct sockaddr_storage *ss, socklen_t sl, bool tcp, const uint8_t *msg,
+			size_t len, uint8_t *ans, size_t cap)
+{
+	int fd = socket(ss->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (const struct sockaddr *)ss, sl)) {
+		perror("dnsq: connect");
+		exit(2);
+	}
+	ssize_t n = 0;
+	if (tcp) {
+		uint8_t *framed = malloc(len + 2);
+		framed[0] = (uint8_t)(len >> 8), framed[1] = (uint8_t)len;
+		memcpy(framed + 2, msg, len);
+		if (send(fd, framed, len + 2, MSG_NOSIGNAL) < 0)
+			n = -1;
+		free(framed);
+	} else if (send(fd, msg, len, 0) < 0) {
+		n = -1;
+	}
+	struct pollfd p = {fd, POLLIN, 0};
+	size_t got = 0;
+	uint8_t buf[65537];
+	while (n >= 0 && poll(&p, 1, 2000) == 1) {
+		ssize_t r = recv(fd, tcp ? buf + got : ans, tcp ? sizeof(buf) - got : cap, 0);
+		if (r <= 0)
+			break;
+		if (!tcp) {
+			n = r;
+			break;
+		}
+		got += (size_t)r;
+		if (got >= 2 && got >= 2 + (size_t)(buf[0] << 8 | buf[1])) {
+			n = (ssize_t)(buf[0] << 8 | buf[1]);
+			if ((size_t)n > cap)
+				n = (ssize_t)cap;
+			memcpy(ans, buf + 2, (size_t)n);
+			break;
+		}
+	}
+	close(fd);
+	return n < 0 ? 0 : n;
+}
+
+static void print_answer(const uint8_t *ans, size_t len, bool records)
+{
+	ldns_pkt *p = NULL;
+	if (ldns_wire2pkt(&p, ans, len) != LDNS_STATUS_OK) {
+		printf("malformed\n");
+		return;
+	}
+	ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(p));
+	int ext = ldns_pkt_edns(p) ? ldns_pkt_edns_extended_rcode(p) : 0;
+	printf("rcode=%s%s flags=%s%s%s%s an=%zu ns=%zu qd=%u", ext ? "BADVERS" : rc ? rc->name : "?",
+	       "", ldns_pkt_qr(p) ? "qr," : "", ldns_pkt_aa(p) ? "aa," : "",
+	       ldns_pkt_tc(p) ? "tc," : "", ldns_pkt_ra(p) ? "ra," : "",
+	       (size_t)ldns_pkt_ancount(p), (size_t)ldns_pkt_nscount(p), ldns_pkt_qdcount(p));
+	if (ldns_pkt_edns(p)) {
+		printf(" edns=%u", ldns_pkt_edns_udp_size(p));
+		ldns_rdf *d = ldns_pkt_edns_data(p);
+		if (d && ldns_rdf_size(d) >= 4 && ldns_rdf_data(d)[1] == 3)
+			printf(" nsid=%.*s", (int)ldns_rdf_size(d) - 4, ldns_rdf_data(d) + 4);
+	}
+	printf("\n");
+	if (records) {
+		ldns_rr_list_print(stdout, ldns_pkt_answer(p));
+		ldns_rr_list_print(stdout, ldns_pkt_authority(p));
+	}
+	ldns_pkt_free(p);
+}
+
+static int cmd_query(int argc, char **argv)
+{
+	bool tcp = false, nsid = false;
+	int edns = 0, i = 0;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--tcp") == 0)
+			tcp = true;
+		else if (strcmp(argv[i], "--nsid") == 0)
+			nsid = true;
+		else if (strcmp(argv[i], "--edns") == 0 && i + 1 < argc)
+			edns = atoi(argv[++i]);
+	}
+	if (argc - i != 4)
+		return 2;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(argv[i], argv[i + 1], &ss, &sl))
+		return 2;
+	ldns_pkt *q = NULL;
+	ldns_rr_type type = ldns_get_rr_type_by_name(argv[i + 3]);
+	if (ldns_pkt_query_new_frm_str(&q, argv[i + 2], type, LDNS_RR_CLASS_IN, LDNS_RD) !=
+	    LDNS_STATUS_OK)
+		return 2;
+	ldns_pkt_set_random_id(q);
+	if (edns || nsid) {
+		ldns_pkt_set_edns_udp_size(q, (uint16_t)(edns ? edns : 1232));
+		if (nsid) {
+			static const uint8_t opt[4] = {0, 3, 0, 0};
+			ldns_pkt_set_edns_data(q, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, 4, opt));
+		}
+	}
+	uint8_t *wire, ans[65535];
+	size_t len;
+	ldns_pkt2wire(&wire, q, &len);
+	ldns_pkt_free(q);
+	ssize_t n = exchange(&ss, sl, tcp, wire, len, ans, sizeof(ans));
+	free(wire);
+	if (n <= 0) {
+		printf("silence\n");
+		return 1;
+	}
+	print_answer(ans, (size_t)n, true);
+	return 0;
+}
+
+static int cmd_raw(int argc, char **argv)
+{
+	bool tcp = argc > 0 && strcmp(argv[0], "--tcp") == 0;
+	if (tcp)
+		argc--, argv++;
+	if (argc != 3)
+		return 2;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	size_t hl = strlen(argv[2]), len = hl / 2;
+	uint8_t msg[65535], ans[65535];
+	for (size_t k = 0; k < len && k < sizeof(msg); k++)
+		sscanf(argv[2] + 2 * k, "%2hhx", &msg[k]);
+	ssize_t n = exchange(&ss, sl, tcp, msg, len, ans, sizeof(ans));
+	if (n <= 0) {
+		printf("silence\n");
+		return 0;
+	}
+	print_answer(ans, (size_t)n, false);
+	return 0;
+}
+
+static uint64_t rng_state;
+static uint32_t rnd(void)
+{
+	rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state >> 11);
+}
+
+static int cmd_storm(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	long count = atol(argv[2]);
+	rng_state = (uint64_t)atoll(argv[3]) * 2654435761u + 1;
+	int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+	static const uint8_t seed[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3, 'w', 'e',
+				       'b', 8, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', 0, 0, 28, 0,
+				       1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0};
+	for (long i = 0; i < count; i++) {
+		uint8_t msg[600];
+		size_t len;
+		if (i % 2) { /* random bytes */
+			len = rnd() % 300;
+			for (size_t k = 0; k < len; k++)
+				msg[k] = (uint8_t)rnd();
+		} else { /* a valid query with a few bytes flipped, cut or grown */
+			memcpy(msg, seed, sizeof(seed));
+			len = sizeof(seed);
+			for (int k = (int)(rnd() % 4); k >= 0; k--)
+				msg[rnd() % len] = (uint8_t)rnd();
+			if (rnd() % 4 == 0)
+				len = rnd() % len;
+			else if (rnd() % 4 == 0)
+				len += rnd() % 100;
+		}
+		sendto(fd, msg, len, 0, (struct sockaddr *)&ss, sl);
+		if (i % 256 == 255) { /* stay bounded: drain answers, pace the sender */
+			uint8_t junk[2048];
+			while (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+				;
+			struct timespec ts = {0, 2000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+static int cmd_idle(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	int count = atoi(argv[2]), secs = atoi(argv[3]), closed = 0;
+	struct pollfd *p = calloc((size_t)count, sizeof(*p));
+	for (int i = 0; i < count; i++) {
+		p[i].fd = socket(ss.ss_family, SOCK_STREAM, 0);
+		p[i].events = POLLIN;
+		if (connect(p[i].fd, (struct sockaddr *)&ss, sl))
+			p[i].fd = -1, closed++;
+	}
+	time_t end = time(NULL) + secs;
+	while (time(NULL) < end) {
+		if (poll(p, (nfds_t)count, 200) <= 0)
+			continue;
+		for (int i = 0; i < count; i++) {
+			char b[16];
+			if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+			    recv(p[i].fd, b, sizeof(b), MSG_DONTWAIT) <= 0) {
+				close(p[i].fd);
+				p[i].fd = -1;
+				closed++;
+			}
+		}
+	}
+	printf("closed=%d\n", closed);
+	for (int i = 0; i < count; i++)
+		if (p[i].fd >= 0)
+			close(p[i].fd);
+	free(p);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		goto usage;
+	if (strcmp(argv[1], "query") == 0)
+		return cmd_query(argc - 2, argv + 2);
+	if (strcmp(argv[1], "raw") == 0)
+		return cmd_raw(argc - 2, argv + 2);
+	if (strcmp(argv[1], "storm") == 0)
+		return cmd_storm(argc - 2, argv + 2);
+	if (strcmp(argv[1], "idle") == 0)
+		return cmd_idle(argc - 2, argv + 2);
+usage:
+	fprintf(stderr, "usage: dnsq query|raw|storm|idle ... (see the source)\n");
+	return 2;
+}

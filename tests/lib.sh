@@ -1,0 +1,75 @@
+# tests/lib.sh — shared by the integration and netns suites: assertions that count,
+# and a real internald started on a free port. Source it; set O (build dir) first.
+set -u
+O=${O:-build}
+PASS=0
+FAIL=0
+SKIP=0
+CLEANUP=()
+
+ok() { PASS=$((PASS + 1)); echo "  ok   $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "  FAIL $*"; }
+skip() { SKIP=$((SKIP + 1)); echo "  SKIP $*"; }
+
+# expect NAME WANT CMD...: the command's output (stdout, trimmed) must equal WANT
+expect() {
+	local name=$1 want=$2 got
+	shift 2
+	got=$("$@" 2>&1 | sed -e 's/[[:space:]]*$//')
+	if [ "$got" = "$want" ]; then ok "$name"; else bad "$name"; printf '       want: %s\n       got:  %s\n' "$want" "$got"; fi
+}
+
+# contains NAME NEEDLE CMD...: the output must contain NEEDLE
+contains() {
+	local name=$1 needle=$2 got
+	shift 2
+	got=$("$@" 2>&1)
+	if grep -qF -- "$needle" <<<"$got"; then ok "$name"; else bad "$name"; printf '       want to contain: %s\n       got: %s\n' "$needle" "$(head -c 600 <<<"$got")"; fi
+}
+
+# lacks NAME NEEDLE CMD...: the output must not contain NEEDLE
+lacks() {
+	local name=$1 needle=$2 got
+	shift 2
+	got=$("$@" 2>&1)
+	if grep -qF -- "$needle" <<<"$got"; then bad "$name"; printf '       must not contain: %s\n' "$needle"; else ok "$name"; fi
+}
+
+# sorted CMD...: its output lines sorted (answers are shuffled)
+sorted() { "$@" | sort; }
+
+# start_server LOG ARGS...: starts internald, waits for its listening lines, sets SPID
+# and PORT (the first listen address's port)
+start_server() {
+	local log=$1
+	shift
+	"$O/internald" "$@" 2>"$log" &
+	SPID=$!
+	CLEANUP+=("kill $SPID 2>/dev/null")
+	for _ in $(seq 100); do
+		grep -q "serving with" "$log" 2>/dev/null && break
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	if ! grep -q "serving with" "$log"; then
+		echo "internald did not start:"; cat "$log"; return 1
+	fi
+	PORT=$(grep -m1 -o 'listening on [^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
+}
+
+stop_server() {
+	kill -TERM "$SPID" 2>/dev/null
+	wait "$SPID"
+}
+
+cleanup() {
+	local c
+	for c in "${CLEANUP[@]}"; do eval "$c" || true; done
+}
+trap cleanup EXIT
+
+# summary SUITE: the closing line CI reads; exit non-zero on any failure
+summary() {
+	echo "$1: $PASS passed, $FAIL failed, $SKIP skipped"
+	[ "$FAIL" -eq 0 ]
+}
