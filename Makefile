@@ -94,6 +94,7 @@ unit: $(UNITS:%=$(O)/tests/%)
 
 integration: all $(O)/tests/dnsq
 	O=$(O) tests/integration/run
+	O=$(O) tests/integration/forward
 
 netns: all
 	O=$(O) tests/netns/run

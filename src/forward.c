@@ -25,14 +25,22 @@
 #define TCP_IDLE_MS 10000 /* an upstream connection with nothing in flight closes */
 
 typedef struct tconn tconn_t;
+typedef struct fq fq_t;
 
-typedef struct fq {
+/* One UDP try: its own handle, so a late close never races the next try. */
+typedef struct {
+	uv_udp_t h;
+	fq_t *q; /* NULL once the try is over */
+	fwd_t *f;
+} utry_t;
+
+struct fq {
 	fwd_t *f;
 	struct fq *next_free, *tnext, *tprev;
 	fwd_done_fn done;
 	void *arg;
 	bool active, answered, retry_now, use_tcp, client_tcp;
-	int refs; /* open UDP handle, pending TCP write */
+	int refs; /* pending TCP write */
 	size_t max;
 	uint8_t msg[2 + QUERY_MAX]; /* [0..1]: the TCP length; the query from msg + 2 */
 	size_t len;
@@ -43,11 +51,10 @@ typedef struct fq {
 	int up, next_up, tries;
 	uint64_t deadline;
 	uv_timer_t timer; /* per try, and the deferred next try */
-	uv_udp_t udp;
-	bool udp_open;
+	utry_t *udp;
 	tconn_t *tc;
 	uv_write_t wreq;
-} fq_t;
+};
 
 struct tconn {
 	fwd_t *f;
@@ -125,19 +132,20 @@ static void release(fq_t *q)
 
 static void on_udp_closed(uv_handle_t *h)
 {
-	fq_t *q = h->data;
-	fwd_t *f = q->f;
-	q->udp_open = false;
-	q->refs--;
-	release(q);
+	utry_t *u = h->data;
+	fwd_t *f = u->f;
+	free(u);
 	f->handles--;
 	maybe_free(f);
 }
 
 static void udp_stop(fq_t *q)
 {
-	if (q->udp_open && !uv_is_closing((uv_handle_t *)&q->udp))
-		uv_close((uv_handle_t *)&q->udp, on_udp_closed);
+	if (!q->udp)
+		return;
+	q->udp->q = NULL;
+	uv_close((uv_handle_t *)&q->udp->h, on_udp_closed);
+	q->udp = NULL;
 }
 
 static void tconn_detach(fq_t *q)
@@ -223,6 +231,7 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
 	f->obuf[2] = (uint8_t)((f->obuf[2] & ~0x01) | (cq[2] & 0x01));  /* RD */
 	f->obuf[3] = (uint8_t)((f->obuf[3] & ~0x10) | (cq[3] & 0x10));  /* CD */
+	f->obuf[3] |= 0x80; /* RA: to the client, we are the recursive service */
 	memcpy(f->obuf + WIRE_HDR, cq + WIRE_HDR, q->qname_len);        /* the client's case */
 	if (len > q->max) {
 		len = q->qend;
@@ -252,18 +261,19 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 
 static void on_udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-	fq_t *q = h->data;
+	utry_t *u = h->data;
 	(void)hint;
-	*buf = uv_buf_init((char *)q->f->rbuf, sizeof(q->f->rbuf));
+	*buf = uv_buf_init((char *)u->f->rbuf, sizeof(u->f->rbuf));
 }
 
 static void on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
 			unsigned flags)
 {
-	fq_t *q = h->data;
+	utry_t *u = h->data;
+	fq_t *q = u->q;
 	(void)flags;
-	if (!q->active || q->use_tcp || uv_is_closing((uv_handle_t *)h))
-		return;
+	if (!q || !q->active || q->use_tcp)
+		return; /* a late answer to a finished try */
 	if (n < 0) { /* ICMP unreachable on the connected socket */
 		fail_try(q, true);
 		return;
@@ -276,21 +286,25 @@ static void on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struc
 static int udp_send(fq_t *q)
 {
 	fwd_t *f = q->f;
-	const cfg_addr_t *u = &f->conf->upstreams[q->up];
-	struct sockaddr_storage any = {.ss_family = u->ss.ss_family};
-	int rc = uv_udp_init(f->loop, &q->udp);
-	if (rc)
+	const cfg_addr_t *up = &f->conf->upstreams[q->up];
+	struct sockaddr_storage any = {.ss_family = up->ss.ss_family};
+	utry_t *u = malloc(sizeof(*u));
+	if (!u)
+		return UV_ENOMEM;
+	int rc = uv_udp_init(f->loop, &u->h);
+	if (rc) {
+		free(u);
 		return rc;
-	q->udp.data = q;
-	q->udp_open = true;
-	q->refs++;
+	}
+	u->h.data = u, u->q = q, u->f = f;
+	q->udp = u;
 	f->handles++;
 	uv_buf_t b = uv_buf_init((char *)q->msg + 2, (unsigned)q->len);
-	if ((rc = uv_udp_bind(&q->udp, (struct sockaddr *)&any, 0)) ||
-	    (rc = uv_udp_connect(&q->udp, (const struct sockaddr *)&u->ss)) ||
-	    (rc = uv_udp_recv_start(&q->udp, on_udp_alloc, on_udp_recv)))
+	if ((rc = uv_udp_bind(&u->h, (struct sockaddr *)&any, 0)) ||
+	    (rc = uv_udp_connect(&u->h, (const struct sockaddr *)&up->ss)) ||
+	    (rc = uv_udp_recv_start(&u->h, on_udp_alloc, on_udp_recv)))
 		return rc;
-	rc = uv_udp_try_send(&q->udp, &b, 1, NULL);
+	rc = uv_udp_try_send(&u->h, &b, 1, NULL);
 	return rc < 0 ? rc : 0;
 }
 

@@ -73,3 +73,24 @@ summary() {
 	echo "$1: $PASS passed, $FAIL failed, $SKIP skipped"
 	[ "$FAIL" -eq 0 ]
 }
+
+# free_port: a loopback port no UDP or TCP socket holds now
+free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 40000))
+		if ! ss -Hlnu "sport = :$p" | grep -q . && ! ss -Hlnt "sport = :$p" | grep -q .; then
+			echo "$p"; return 0
+		fi
+	done
+	return 1
+}
+
+# ms CMD...: runs CMD, prints how long it took in milliseconds
+ms() {
+	local t0 t1
+	t0=$(date +%s%N)
+	"$@" >/dev/null 2>&1
+	t1=$(date +%s%N)
+	echo $(((t1 - t0) / 1000000))
+}

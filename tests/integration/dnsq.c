@@ -11,6 +11,11 @@
  *   dnsq idle ADDR PORT COUNT SECONDS
  *       opens COUNT TCP connections, holds them SECONDS, prints how many the server
  *       closed ("closed=N")
+ *   dnsq blackhole ADDR PORT SECONDS
+ *       an upstream that never answers: reads UDP and TCP and drops everything
+ *   dnsq liar ADDR PORT SECONDS
+ *       an upstream that answers each UDP query first with a wrong ID, then from
+ *       another port, then for another name, and only then rightly (A 192.0.2.99)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -274,6 +279,101 @@ static int cmd_idle(int argc, char **argv)
 	return 0;
 }
 
+static int bound(const struct sockaddr_storage *ss, socklen_t sl, int type)
+{
+	int one = 1, fd = socket(ss->ss_family, type, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, (const struct sockaddr *)ss, sl)) {
+		perror("dnsq: bind");
+		exit(2);
+	}
+	if (type == SOCK_STREAM)
+		listen(fd, 64);
+	return fd;
+}
+
+static int cmd_blackhole(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	struct pollfd p[2] = {{bound(&ss, sl, SOCK_DGRAM), POLLIN, 0},
+			      {bound(&ss, sl, SOCK_STREAM), POLLIN, 0}};
+	int held[256], nheld = 0;
+	time_t end = time(NULL) + atoi(argv[2]);
+	while (time(NULL) < end) {
+		if (poll(p, 2, 200) <= 0)
+			continue;
+		uint8_t b[4096];
+		if (p[0].revents & POLLIN)
+			recv(p[0].fd, b, sizeof(b), 0);
+		if ((p[1].revents & POLLIN) && nheld < 256)
+			held[nheld++] = accept(p[1].fd, NULL, NULL); /* and never read */
+	}
+	while (nheld > 0)
+		close(held[--nheld]);
+	return 0;
+}
+
+/* An answer to query q (n bytes): QR, one A record for the question's name. */
+static size_t answer_a(const uint8_t *q, size_t n, uint8_t *out, uint8_t last_octet)
+{
+	memcpy(out, q, n);
+	out[2] |= 0x80;
+	out[7] = 1;
+	out[10] = out[11] = 0; /* drop any OPT */
+	size_t o = 12;
+	while (o < n && out[o])
+		o += 1 + out[o];
+	o += 5;
+	const uint8_t rr[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last_octet};
+	memcpy(out + o, rr, sizeof(rr));
+	return o + sizeof(rr);
+}
+
+static int cmd_liar(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	struct sockaddr_storage ss, other;
+	socklen_t sl;
+	if (addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	int fd = bound(&ss, sl, SOCK_DGRAM);
+	other = ss;
+	((struct sockaddr_in6 *)&other)->sin6_port = 0; /* same family layout for the port */
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&other)->sin_port = 0;
+	int fd2 = bound(&other, sl, SOCK_DGRAM);
+	time_t end = time(NULL) + atoi(argv[2]);
+	struct pollfd p = {fd, POLLIN, 0};
+	while (time(NULL) < end) {
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		uint8_t q[512], a[600];
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
+		if (n < 17)
+			continue;
+		size_t len = answer_a(q, (size_t)n, a, 66);
+		a[0] ^= 0xff; /* wrong ID */
+		sendto(fd, a, len, 0, (struct sockaddr *)&from, fl);
+		a[0] ^= 0xff;
+		sendto(fd2, a, len, 0, (struct sockaddr *)&from, fl); /* wrong source port */
+		a[13] = a[13] == 'z' ? 'y' : 'z'; /* another question */
+		sendto(fd, a, len, 0, (struct sockaddr *)&from, fl);
+		len = answer_a(q, (size_t)n, a, 99);
+		struct timespec ts = {0, 30000000};
+		nanosleep(&ts, NULL);
+		sendto(fd, a, len, 0, (struct sockaddr *)&from, fl);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -286,6 +386,10 @@ int main(int argc, char **argv)
 		return cmd_storm(argc - 2, argv + 2);
 	if (strcmp(argv[1], "idle") == 0)
 		return cmd_idle(argc - 2, argv + 2);
+	if (strcmp(argv[1], "blackhole") == 0)
+		return cmd_blackhole(argc - 2, argv + 2);
+	if (strcmp(argv[1], "liar") == 0)
+		return cmd_liar(argc - 2, argv + 2);
 usage:
 	fprintf(stderr, "usage: dnsq query|raw|storm|idle ... (see the source)\n");
 	return 2;
