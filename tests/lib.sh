@@ -43,6 +43,7 @@ sorted() { "$@" | sort; }
 start_server() {
 	local log=$1
 	shift
+	SLOG=$log
 	"$O/internald" "$@" 2>"$log" &
 	SPID=$!
 	CLEANUP+=("kill $SPID 2>/dev/null")
@@ -57,9 +58,16 @@ start_server() {
 	PORT=$(grep -m1 -o 'listening on [^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
 }
 
+# stop_server: SIGTERM, the exit status, and no sanitizer report in the server's log
 stop_server() {
+	local rc
 	kill -TERM "$SPID" 2>/dev/null
 	wait "$SPID"
+	rc=$?
+	if grep -qE "Sanitizer|runtime error" "$SLOG"; then
+		bad "sanitizer report in $SLOG"; sed -n '1,30p' "$SLOG"
+	fi
+	return $rc
 }
 
 cleanup() {

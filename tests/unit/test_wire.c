@@ -63,7 +63,8 @@ static size_t raw(uint8_t *p, uint16_t qd, uint16_t ar, const uint8_t *extra, si
 	const uint8_t head[] = {0xab, 0xcd, 0x01, 0x00, (uint8_t)(qd >> 8), (uint8_t)qd, 0, 0, 0, 0,
 				(uint8_t)(ar >> 8), (uint8_t)ar, 1, 'a', 0, 0, 28, 0, 1};
 	memcpy(p, head, sizeof(head));
-	memcpy(p + sizeof(head), extra, n);
+	if (n)
+		memcpy(p + sizeof(head), extra, n);
 	return sizeof(head) + n;
 }
 
