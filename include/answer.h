@@ -18,12 +18,12 @@
 #define ANS_NEAREST_MAX 4096 /* more than any response can hold */
 
 typedef struct {
-	uint32_t ttl;               /* every answer, and the negative TTL */
-	const char *nsid;           /* NULL: no NSID */
+	uint32_t ttl;     /* every answer, and the negative TTL */
+	const char *nsid; /* NULL: no NSID */
 	size_t nsid_len;
-	const regions_t *regions;   /* for nearest; may be empty */
-	int server_region;          /* index into regions for queriers of no known region, or -1 */
-	bool forward;               /* names outside our zones: ANS_FORWARD (else REFUSED) */
+	const regions_t *regions; /* for nearest; may be empty */
+	int server_region;        /* index into regions for queriers of no known region, or -1 */
+	bool forward;             /* names outside our zones: ANS_FORWARD (else REFUSED) */
 	org_acl_t acl;
 } ans_conf_t;
 
@@ -36,12 +36,12 @@ typedef struct {
 
 typedef struct {
 	const ans_conf_t *conf;
-	reg_txn_t *txn;       /* a renewed read snapshot (the caller renews per batch) */
-	bool has_default;     /* --default-org resolved in this snapshot */
+	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
+	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint32_t serial;      /* the registry's generation */
-	uint64_t rng;         /* xorshift state for shuffling; seed it non-zero */
-	ans_cand_t *cand;     /* ANS_NEAREST_MAX scratch entries, owned by the caller */
+	uint32_t serial;  /* the registry's generation */
+	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
+	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
 } ans_ctx_t;
 
 typedef struct {
@@ -56,8 +56,8 @@ typedef enum { ANS_DROP, ANS_REPLY, ANS_FORWARD } ans_action_t;
  * TCP, WIRE_EDNS_SIZE for UDP), setting *outlen. ANS_FORWARD: a name outside our zones
  * that the caller should send upstream (nothing written).
  */
-ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *client, const uint8_t *pkt,
-			 size_t len, uint8_t *out, size_t cap, size_t *outlen);
+ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *client, const uint8_t *pkt, size_t len,
+                         uint8_t *out, size_t cap, size_t *outlen);
 
 /*
  * The items of a TXT name form (NAME_VMS, NAME_REGIONS, NAME_APPS, NAME_PEERS,
@@ -66,7 +66,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *client, const uint8
  * Shared by the server and `internalctl zone`, so both say the same text.
  */
 typedef int (*ans_item_fn)(const char *item, size_t len, void *arg);
-int ans_txt_items(reg_txn_t *txn, uint32_t net, names_form_t form, const char *app,
-		  size_t app_len, ans_item_fn fn, void *arg);
+int ans_txt_items(reg_txn_t *txn, uint32_t net, names_form_t form, const char *app, size_t app_len,
+                  ans_item_fn fn, void *arg);
 
 #endif

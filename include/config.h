@@ -32,14 +32,14 @@ typedef struct {
 	size_t nlisten;
 	cfg_addr_t upstream[CFG_UPSTREAM_MAX];
 	size_t nupstream;
-	char default_org[64];  /* "" for none */
-	char region[16];       /* the server's own region, "" for none */
+	char default_org[64]; /* "" for none */
+	char region[16];      /* the server's own region, "" for none */
 	char regions_file[PATH_MAX];
-	unsigned workers;      /* 0: one per core */
+	unsigned workers; /* 0: one per core */
 	uint32_t ttl;
-	char nsid[128];        /* "" for none */
+	char nsid[128]; /* "" for none */
 	int log_level;
-	org_acl_t acl;         /* empty: the default list */
+	org_acl_t acl; /* empty: the default list */
 	unsigned tcp_idle_ms;
 	unsigned tcp_max_conns;
 	unsigned upstream_timeout_ms; /* per try */

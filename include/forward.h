@@ -48,7 +48,7 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf);
  * in-flight cap is reached / -EINVAL (the caller answers SERVFAIL itself).
  */
 int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
-	      void *arg);
+              void *arg);
 const fwd_stats_t *fwd_stats(const fwd_t *f);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */

@@ -34,7 +34,7 @@ typedef enum {
  * --default-org, for sources outside fdaa::/16.
  */
 org_verdict_t org_classify(const org_acl_t *acl, const uint8_t src[16], const uint8_t dst[16],
-			   bool has_default, uint32_t default_net, uint32_t *net);
+                           bool has_default, uint32_t default_net, uint32_t *net);
 
 /* Bits 16..47 of a 6PN address. */
 uint32_t org_net_of(const uint8_t addr[16]);

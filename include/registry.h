@@ -20,9 +20,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REG_LABEL_MAX 63   /* every app, region, group, id, peer, metadata key/value */
-#define REG_STATE_MAX 31   /* a Machine state such as "started" */
-#define REG_META_MAX  32   /* metadata pairs per Machine */
+#define REG_LABEL_MAX       63 /* every app, region, group, id, peer, metadata key/value */
+#define REG_STATE_MAX       31 /* a Machine state such as "started" */
+#define REG_META_MAX        32 /* metadata pairs per Machine */
 #define REG_MAPSIZE_DEFAULT (1ULL << 30) /* writer's initial map; grows on MDB_MAP_FULL */
 
 typedef struct reg reg_t;
@@ -77,7 +77,7 @@ typedef struct {
 
 typedef struct {
 	const char *id, *app, *region, *group, *state;
-	uint32_t net;  /* org network: bits 16..47 of the address */
+	uint32_t net; /* org network: bits 16..47 of the address */
 	uint8_t ip[16];
 	const reg_meta_t *meta;
 	size_t nmeta;
@@ -104,7 +104,7 @@ int reg_set_state(reg_txn_t *txn, const char *id, const char *state);
 /* -ENOENT if there is no such Machine. */
 int reg_delete_machine(reg_txn_t *txn, const char *id);
 int reg_put_peer(reg_txn_t *txn, uint32_t net, const char *name, const uint8_t ip[16],
-		 const char *region);
+                 const char *region);
 int reg_delete_peer(reg_txn_t *txn, uint32_t net, const char *name);
 int reg_put_flycast(reg_txn_t *txn, uint32_t net, const char *app, const uint8_t ip[16]);
 int reg_delete_flycast(reg_txn_t *txn, uint32_t net, const char *app, const uint8_t ip[16]);
@@ -128,9 +128,9 @@ enum reg_hit_kind { REG_HIT_MACHINE, REG_HIT_PEER };
 typedef struct {
 	int kind;
 	uint32_t net;
-	const uint8_t *ip;            /* 16 bytes */
-	const char *id;               /* Machine id, or the peer's name */
-	const char *app;              /* NULL for a peer */
+	const uint8_t *ip; /* 16 bytes */
+	const char *id;    /* Machine id, or the peer's name */
+	const char *app;   /* NULL for a peer */
 	const char *region;
 	uint8_t id_len, app_len, region_len;
 } reg_hit_t;
@@ -152,35 +152,34 @@ typedef int (*reg_walk_fn)(const reg_hit_t *hit, void *arg);
  *   flycast:     the app's Flycast addresses in the org, by address (only ip is set)
  */
 int reg_walk_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
-		 void *arg);
+                 void *arg);
 int reg_walk_app_region(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-			const char *region, size_t region_len, reg_walk_fn fn, void *arg);
+                        const char *region, size_t region_len, reg_walk_fn fn, void *arg);
 int reg_walk_app_group(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-		       const char *group, size_t group_len, reg_walk_fn fn, void *arg);
+                       const char *group, size_t group_len, reg_walk_fn fn, void *arg);
 int reg_walk_app_meta(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-		      const char *key, size_t key_len, const char *value, size_t value_len,
-		      reg_walk_fn fn, void *arg);
+                      const char *key, size_t key_len, const char *value, size_t value_len,
+                      reg_walk_fn fn, void *arg);
 int reg_walk_org(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 int reg_walk_peers(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
-int reg_walk_flycast(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-		     reg_walk_fn fn, void *arg);
+int reg_walk_flycast(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
+                     void *arg);
 
 /* Names walks: apps of the org with a started Machine; regions of an app with one.
  * fn gets (name, len, count of started Machines, arg). */
 typedef int (*reg_name_fn)(const char *name, size_t len, uint32_t count, void *arg);
 int reg_walk_apps(reg_txn_t *txn, uint32_t net, reg_name_fn fn, void *arg);
 int reg_walk_app_regions(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-			 reg_name_fn fn, void *arg);
+                         reg_name_fn fn, void *arg);
 /* Started Machines of an app (0 if none, the app is then absent from DNS), and of an app
  * in one region. */
-int reg_count_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-		  uint32_t *count);
+int reg_count_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, uint32_t *count);
 int reg_count_app_region(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-			 const char *region, size_t region_len, uint32_t *count);
+                         const char *region, size_t region_len, uint32_t *count);
 
 /* One started Machine of an app by id; one peer by name. 0, or -ENOENT. */
 int reg_find_vm(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, const char *id,
-		size_t id_len, reg_hit_t *hit);
+                size_t id_len, reg_hit_t *hit);
 int reg_find_peer(reg_txn_t *txn, uint32_t net, const char *name, size_t len, reg_hit_t *hit);
 /* The started Machine or peer at exactly ip (exact) or, failing that and when !exact, the
  * one whose /112 holds ip. 0, or -ENOENT. */

@@ -14,8 +14,8 @@
 
 #define WIRE_HDR       12
 #define WIRE_NAME_MAX  255
-#define WIRE_UDP_MIN   512   /* without EDNS */
-#define WIRE_EDNS_SIZE 1232  /* the payload size we advertise and honour at most */
+#define WIRE_UDP_MIN   512  /* without EDNS */
+#define WIRE_EDNS_SIZE 1232 /* the payload size we advertise and honour at most */
 #define WIRE_TCP_MAX   65535
 #define WIRE_NSID_MAX  128
 
@@ -47,13 +47,13 @@ typedef struct {
 	uint16_t id;
 	uint8_t opcode;
 	bool rd, cd;
-	bool has_question;       /* the question parsed: a response may echo it */
+	bool has_question; /* the question parsed: a response may echo it */
 	uint16_t qtype, qclass;
 	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased wire form */
 	size_t qname_len;
-	size_t question_end;     /* offset just past QCLASS */
+	size_t question_end; /* offset just past QCLASS */
 	bool edns;
-	uint16_t edns_udp;       /* the client's advertised payload size */
+	uint16_t edns_udp; /* the client's advertised payload size */
 	uint8_t edns_version;
 	bool edns_do, edns_nsid;
 } wire_query_t;
@@ -72,11 +72,11 @@ int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
 /* A response under construction. */
 typedef struct {
 	uint8_t *buf;
-	size_t limit;   /* bytes the records may use (the OPT's room already set aside) */
+	size_t limit; /* bytes the records may use (the OPT's room already set aside) */
 	size_t len;
 	uint16_t count[3]; /* answer, authority, additional */
 	bool tc;
-	size_t reserve;    /* room kept for the OPT record */
+	size_t reserve; /* room kept for the OPT record */
 	int rcode;
 	size_t txt_start, txt_rdata, txt_cs; /* open TXT record (wire_txt_*) */
 } wire_resp_t;
@@ -91,7 +91,7 @@ enum { WIRE_AN, WIRE_NS_SEC, WIRE_AR };
  * when not even the header and question fit.
  */
 int wire_resp_begin(wire_resp_t *r, uint8_t *buf, size_t cap, size_t size, size_t reserve,
-		    const uint8_t *pkt, const wire_query_t *q);
+                    const uint8_t *pkt, const wire_query_t *q);
 /* The rcode (extended ones go to the OPT record); AA and RA flags. */
 void wire_resp_rcode(wire_resp_t *r, int rcode);
 void wire_resp_flags(wire_resp_t *r, bool aa, bool ra);
@@ -107,7 +107,7 @@ int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *ta
 /* SOA/NS of a zone whose apex is at owner; names are written under "internal."
  * (internal_off: where "internal." already stands in the message, or 0). */
 int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint32_t serial,
-		 uint32_t minimum, uint16_t internal_off);
+                 uint32_t minimum, uint16_t internal_off);
 int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_off);
 
 /* A TXT record written in pieces: begin, append text (split into 255-byte

@@ -43,7 +43,7 @@ static bool type_is(const wire_query_t *q, uint16_t type)
 static int negative(req_t *rq, int rcode)
 {
 	wire_add_soa(rq->r, WIRE_NS_SEC, rq->apex, rq->ctx->conf->ttl, rq->ctx->serial,
-		     rq->ctx->conf->ttl, rq->internal_off);
+	             rq->ctx->conf->ttl, rq->internal_off);
 	return rcode;
 }
 
@@ -127,21 +127,21 @@ static int walk_region(req_t *rq, reg_walk_fn fn, void *arg)
 {
 	const names_t *n = rq->n;
 	return reg_walk_app_region(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p,
-				   n->sub.len, fn, arg);
+	                           n->sub.len, fn, arg);
 }
 
 static int walk_group(req_t *rq, reg_walk_fn fn, void *arg)
 {
 	const names_t *n = rq->n;
-	return reg_walk_app_group(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p,
-				  n->sub.len, fn, arg);
+	return reg_walk_app_group(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p, n->sub.len,
+	                          fn, arg);
 }
 
 static int walk_meta(req_t *rq, reg_walk_fn fn, void *arg)
 {
 	const names_t *n = rq->n;
-	return reg_walk_app_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p,
-				 n->sub.len, n->val.p, n->val.len, fn, arg);
+	return reg_walk_app_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p, n->sub.len,
+	                         n->val.p, n->val.len, fn, arg);
 }
 
 static int walk_flycast(req_t *rq, reg_walk_fn fn, void *arg)
@@ -262,8 +262,8 @@ static int answer_nearest(req_t *rq)
 
 	near_region_t regs[REGIONS_SCRATCH];
 	near_regions_t nr = {rq->ctx->conf, querier_region(rq), regs, 0};
-	if (reg_walk_app_regions(rq->ctx->txn, rq->net, n->app.p, n->app.len, collect_region,
-				 &nr) < 0)
+	if (reg_walk_app_regions(rq->ctx->txn, rq->net, n->app.p, n->app.len, collect_region, &nr) <
+	    0)
 		return WIRE_SERVFAIL;
 	qsort(regs, nr.n, sizeof(regs[0]), cmp_region);
 
@@ -278,7 +278,7 @@ static int answer_nearest(req_t *rq)
 			size_t cap = f.n + (want - start);
 			f.max = cap < ANS_NEAREST_MAX ? cap : ANS_NEAREST_MAX;
 			if (reg_walk_app_region(rq->ctx->txn, rq->net, n->app.p, n->app.len,
-						regs[j].name, regs[j].len, add_cand, &f) < 0)
+			                        regs[j].name, regs[j].len, add_cand, &f) < 0)
 				return WIRE_SERVFAIL;
 		}
 		qsort(f.cand + start, f.n - start, sizeof(*f.cand), cmp_cand);
@@ -297,7 +297,8 @@ static int answer_nearest(req_t *rq)
 	return WIRE_NOERROR;
 }
 
-/* ---- TXT lists ---------------------------------------------------------------------------------- */
+/* ---- TXT lists ----------------------------------------------------------------------------------
+ */
 
 typedef struct {
 	ans_item_fn fn;
@@ -320,12 +321,12 @@ static int item_hit(const reg_hit_t *h, void *arg)
 		buf[n++] = it->form == NAME_INSTANCES ? ';' : ',';
 	if (it->form == NAME_VMS) {
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%.*s %.*s", h->id_len, h->id,
-				      h->region_len, h->region);
+		                      h->region_len, h->region);
 	} else if (it->form == NAME_INSTANCES) {
 		inet_ntop(AF_INET6, h->ip, ip, sizeof(ip));
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-				      "instance=%.*s,app=%.*s,ip=%s,region=%.*s", h->id_len, h->id,
-				      h->app_len, h->app, ip, h->region_len, h->region);
+		                      "instance=%.*s,app=%.*s,ip=%s,region=%.*s", h->id_len, h->id,
+		                      h->app_len, h->app, ip, h->region_len, h->region);
 	} else { /* peers */
 		memcpy(buf + n, h->id, h->id_len);
 		n += h->id_len;
@@ -348,7 +349,7 @@ static int item_name(const char *name, size_t len, uint32_t count, void *arg)
 }
 
 int ans_txt_items(reg_txn_t *txn, uint32_t net, names_form_t form, const char *app, size_t al,
-		  ans_item_fn fn, void *arg)
+                  ans_item_fn fn, void *arg)
 {
 	items_t it = {fn, arg, 0, form};
 	int rc;
@@ -408,7 +409,8 @@ static int answer_txt(req_t *rq, bool app_scoped)
 		rq->r->tc = !rq->cl->tcp;
 		return WIRE_NOERROR;
 	}
-	int items = ans_txt_items(rq->ctx->txn, rq->net, n->form, n->app.p, n->app.len, put_item, &t);
+	int items =
+	        ans_txt_items(rq->ctx->txn, rq->net, n->form, n->app.p, n->app.len, put_item, &t);
 	if (items < 0)
 		return WIRE_SERVFAIL;
 	if (items == 0) {
@@ -425,7 +427,8 @@ static int answer_txt(req_t *rq, bool app_scoped)
 	return WIRE_NOERROR;
 }
 
-/* ---- PTR ------------------------------------------------------------------------------------------ */
+/* ---- PTR
+ * ------------------------------------------------------------------------------------------ */
 
 static size_t put_label(uint8_t *p, const char *s, size_t len)
 {
@@ -462,7 +465,8 @@ static int answer_ptr(req_t *rq)
 	return WIRE_NOERROR;
 }
 
-/* ---- the zones -------------------------------------------------------------------------------------- */
+/* ---- the zones
+ * -------------------------------------------------------------------------------------- */
 
 static int answer_apex(req_t *rq)
 {
@@ -519,7 +523,7 @@ static int answer_zone(req_t *rq)
 }
 
 ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *pkt, size_t len,
-			 uint8_t *out, size_t cap, size_t *outlen)
+                         uint8_t *out, size_t cap, size_t *outlen)
 {
 	const ans_conf_t *conf = ctx->conf;
 	wire_query_t q;
@@ -530,7 +534,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	size_t size = WIRE_TCP_MAX;
 	if (!cl->tcp) {
 		size = q.edns ? q.edns_udp : WIRE_UDP_MIN;
-		size = size < WIRE_UDP_MIN ? WIRE_UDP_MIN : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE : size;
+		size = size < WIRE_UDP_MIN     ? WIRE_UDP_MIN
+		       : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE
+		                               : size;
 	}
 	const char *nsid = q.edns_nsid ? conf->nsid : NULL;
 	size_t nsid_len = nsid ? conf->nsid_len : 0;
@@ -544,7 +550,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (rcode != WIRE_OK)
 		goto done;
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
-				       ctx->default_net, &net);
+	                               ctx->default_net, &net);
 	if (v == ORG_REFUSED || q.qclass != WIRE_CLASS_IN || q.qtype == WIRE_AXFR ||
 	    q.qtype == WIRE_IXFR) {
 		rcode = WIRE_REFUSED;
@@ -562,15 +568,15 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		goto done;
 	}
 	req_t rq = {
-		.ctx = ctx,
-		.r = &r,
-		.q = &q,
-		.n = &n,
-		.cl = cl,
-		.net = net,
-		.owner = WIRE_HDR,
-		.apex = (uint16_t)(WIRE_HDR + n.apex_off),
-		.internal_off = n.zone == ZONE_INTERNAL ? (uint16_t)(WIRE_HDR + n.apex_off) : 0,
+	        .ctx = ctx,
+	        .r = &r,
+	        .q = &q,
+	        .n = &n,
+	        .cl = cl,
+	        .net = net,
+	        .owner = WIRE_HDR,
+	        .apex = (uint16_t)(WIRE_HDR + n.apex_off),
+	        .internal_off = n.zone == ZONE_INTERNAL ? (uint16_t)(WIRE_HDR + n.apex_off) : 0,
 	};
 	rcode = answer_zone(&rq);
 	aa = rcode == WIRE_NOERROR || rcode == WIRE_NXDOMAIN;

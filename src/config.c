@@ -17,13 +17,13 @@
 #endif
 
 const char config_usage[] =
-	"usage: internald [-c FILE] [--db DIR] [--listen ADDR]... [--default-org SLUG]\n"
-	"                 [--region CODE] [--regions FILE] [--upstream ADDR]... [--workers N]\n"
-	"                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
-	"                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
-	"                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
-	"                 [--log-level error|warn|info|debug]\n"
-	"ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
+        "usage: internald [-c FILE] [--db DIR] [--listen ADDR]... [--default-org SLUG]\n"
+        "                 [--region CODE] [--regions FILE] [--upstream ADDR]... [--workers N]\n"
+        "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
+        "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
+        "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--log-level error|warn|info|debug]\n"
+        "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
 void config_defaults(config_t *c)
 {
@@ -104,7 +104,7 @@ static int num(const char *v, unsigned long min, unsigned long max, unsigned lon
 }
 
 typedef struct {
-	bool cli;               /* applying the command line now */
+	bool cli;                                 /* applying the command line now */
 	bool cli_listen, cli_upstream, cli_allow; /* lists the command line has started */
 } apply_t;
 
@@ -154,7 +154,8 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 	if (strcmp(key, "allow") == 0) {
 		if (a->cli && !a->cli_allow)
 			a->cli_allow = true, c->acl.nallow = 0;
-		*why = c->acl.nallow == ORG_ALLOW_MAX ? "too many prefixes" : "want an address/prefix";
+		*why = c->acl.nallow == ORG_ALLOW_MAX ? "too many prefixes"
+		                                      : "want an address/prefix";
 		if (c->acl.nallow == ORG_ALLOW_MAX ||
 		    org_parse_prefix(v, &c->acl.allow[c->acl.nallow]))
 			return -EINVAL;
@@ -166,13 +167,13 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		unsigned *dst;
 		unsigned long min, max;
 	} nums[] = {
-		{"workers", &c->workers, 1, 256},
-		{"ttl", &c->ttl, 0, 86400},
-		{"tcp-idle-timeout", &c->tcp_idle_ms, 100, 3600000},
-		{"tcp-max-connections", &c->tcp_max_conns, 1, 1000000},
-		{"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
-		{"upstream-budget", &c->upstream_budget_ms, 10, 600000},
-		{"max-inflight", &c->max_inflight, 1, 1000000},
+	        {"workers", &c->workers, 1, 256},
+	        {"ttl", &c->ttl, 0, 86400},
+	        {"tcp-idle-timeout", &c->tcp_idle_ms, 100, 3600000},
+	        {"tcp-max-connections", &c->tcp_max_conns, 1, 1000000},
+	        {"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
+	        {"upstream-budget", &c->upstream_budget_ms, 10, 600000},
+	        {"max-inflight", &c->max_inflight, 1, 1000000},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
 		if (strcmp(key, nums[i].key))
@@ -288,7 +289,7 @@ static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_st
 		return false;
 	if (a->ss_family == AF_INET6)
 		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-			      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+		              &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
 	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
 	       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 }

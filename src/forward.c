@@ -192,7 +192,8 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	uv_timer_stop(&q->timer);
 	transport_stop(q);
 	if (!resp) {
-		len = wire_error_response(q->msg + 2, q->len, WIRE_SERVFAIL, f->obuf, sizeof(f->obuf));
+		len = wire_error_response(q->msg + 2, q->len, WIRE_SERVFAIL, f->obuf,
+		                          sizeof(f->obuf));
 		f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
 		resp = f->obuf;
 		f->stats.servfail++;
@@ -217,7 +218,8 @@ static bool matches(const fq_t *q, const uint8_t *r, size_t len)
 			return false;
 	}
 	const uint8_t *t = r + WIRE_HDR + q->qname_len;
-	return (uint16_t)(t[0] << 8 | t[1]) == q->qtype && (uint16_t)(t[2] << 8 | t[3]) == q->qclass;
+	return (uint16_t)(t[0] << 8 | t[1]) == q->qtype &&
+	       (uint16_t)(t[2] << 8 | t[3]) == q->qclass;
 }
 
 /* The upstream's answer with the client's ID, flags and question case; cut with TC when
@@ -229,10 +231,10 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	f->down_until[q->up] = 0;
 	memcpy(f->obuf, r, len);
 	f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
-	f->obuf[2] = (uint8_t)((f->obuf[2] & ~0x01) | (cq[2] & 0x01));  /* RD */
-	f->obuf[3] = (uint8_t)((f->obuf[3] & ~0x10) | (cq[3] & 0x10));  /* CD */
+	f->obuf[2] = (uint8_t)((f->obuf[2] & ~0x01) | (cq[2] & 0x01)); /* RD */
+	f->obuf[3] = (uint8_t)((f->obuf[3] & ~0x10) | (cq[3] & 0x10)); /* CD */
 	f->obuf[3] |= 0x80; /* RA: to the client, we are the recursive service */
-	memcpy(f->obuf + WIRE_HDR, cq + WIRE_HDR, q->qname_len);        /* the client's case */
+	memcpy(f->obuf + WIRE_HDR, cq + WIRE_HDR, q->qname_len); /* the client's case */
 	if (len > q->max) {
 		len = q->qend;
 		f->obuf[2] |= 0x02;
@@ -257,7 +259,8 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 	deliver(q, r, len);
 }
 
-/* ---- UDP ---------------------------------------------------------------------------------------- */
+/* ---- UDP ----------------------------------------------------------------------------------------
+ */
 
 static void on_udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -267,14 +270,14 @@ static void on_udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 }
 
 static void on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
-			unsigned flags)
+                        unsigned flags)
 {
 	utry_t *u = h->data;
 	fq_t *q = u->q;
 	(void)flags;
 	if (!q || !q->active || q->use_tcp)
 		return; /* a late answer to a finished try */
-	if (n < 0) { /* ICMP unreachable on the connected socket */
+	if (n < 0) {    /* ICMP unreachable on the connected socket */
 		fail_try(q, true);
 		return;
 	}
@@ -308,7 +311,8 @@ static int udp_send(fq_t *q)
 	return rc < 0 ? rc : 0;
 }
 
-/* ---- TCP ---------------------------------------------------------------------------------------- */
+/* ---- TCP ----------------------------------------------------------------------------------------
+ */
 
 static void on_tconn_closed(uv_handle_t *h)
 {
@@ -445,7 +449,7 @@ static tconn_t *tconn_get(fwd_t *f, int up)
 	f->handles++;
 	f->tconn[up] = tc;
 	if (uv_tcp_connect(&tc->creq, &tc->h, (const struct sockaddr *)&f->conf->upstreams[up].ss,
-			   on_tconn_connect)) {
+	                   on_tconn_connect)) {
 		tconn_close(tc, true);
 		return NULL;
 	}
@@ -475,7 +479,8 @@ static void tcp_send(fq_t *q)
 		tcp_write(q);
 }
 
-/* ---- tries ------------------------------------------------------------------------------------ */
+/* ---- tries ------------------------------------------------------------------------------------
+ */
 
 static void on_q_timer(uv_timer_t *t)
 {
@@ -525,7 +530,8 @@ static void start_try(fq_t *q)
 	}
 }
 
-/* ---- interface --------------------------------------------------------------------------------- */
+/* ---- interface ---------------------------------------------------------------------------------
+ */
 
 int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 {
@@ -555,7 +561,7 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 }
 
 int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
-	      void *arg)
+              void *arg)
 {
 	wire_query_t wq;
 	if (f->closing || len > QUERY_MAX || wire_parse_query(pkt, len, &wq) != WIRE_OK)

@@ -21,32 +21,33 @@
 #define EXIT_USAGE   2
 
 static const char *const usage_text =
-	"usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
-	"\n"
-	"commands:\n"
-	"  import [--replace] FILE|-   upsert every record of a JSON Lines file (one transaction)\n"
-	"  export                      the whole registry as JSON Lines on stdout\n"
-	"  machine start|stop|delete ID\n"
-	"  ls orgs|apps|machines|peers [--org SLUG]\n"
-	"  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
-	"  check                       verify every index against the records (exit 1 if not)\n"
-	"  stats                       record counts, generation, map use\n"
-	"\n"
-	"--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
+        "usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
+        "\n"
+        "commands:\n"
+        "  import [--replace] FILE|-   upsert every record of a JSON Lines file (one transaction)\n"
+        "  export                      the whole registry as JSON Lines on stdout\n"
+        "  machine start|stop|delete ID\n"
+        "  ls orgs|apps|machines|peers [--org SLUG]\n"
+        "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
+        "  check                       verify every index against the records (exit 1 if not)\n"
+        "  stats                       record counts, generation, map use\n"
+        "\n"
+        "--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
 
 static const char *const help_text[][2] = {
-	{"import", "usage: internalctl import [--replace] FILE|-\n"
-		   "Validates the whole file, then writes it in one transaction: all or nothing.\n"
-		   "--replace: the file becomes the whole registry.\n"},
-	{"export", "usage: internalctl export\nWrites every record as JSON Lines; "
-		   "import --replace of it gives the same registry.\n"},
-	{"machine", "usage: internalctl machine start|stop|delete ID\n"},
-	{"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"},
-	{"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
-		 "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
-		 "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
-	{"check", "usage: internalctl check\nExit 0 if every index matches the records, 1 if not.\n"},
-	{"stats", "usage: internalctl stats\n"},
+        {"import", "usage: internalctl import [--replace] FILE|-\n"
+                   "Validates the whole file, then writes it in one transaction: all or nothing.\n"
+                   "--replace: the file becomes the whole registry.\n"},
+        {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
+                   "import --replace of it gives the same registry.\n"},
+        {"machine", "usage: internalctl machine start|stop|delete ID\n"},
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"},
+        {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
+                 "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
+                 "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
+        {"check",
+         "usage: internalctl check\nExit 0 if every index matches the records, 1 if not.\n"},
+        {"stats", "usage: internalctl stats\n"},
 };
 
 typedef struct {
@@ -88,8 +89,8 @@ static int open_reg(const cli_t *c, bool write, reg_t **reg)
 	int rc = reg_open(reg, c->db, write ? c->flags : REG_RDONLY, 0);
 	if (rc) {
 		fprintf(stderr, "internalctl: cannot open the registry at %s: %s%s\n", c->db,
-			reg_strerror(rc),
-			rc == -ENOENT ? " (create it with 'internalctl import FILE')" : "");
+		        reg_strerror(rc),
+		        rc == -ENOENT ? " (create it with 'internalctl import FILE')" : "");
 		return EXIT_REFUSED;
 	}
 	return 0;
@@ -143,18 +144,19 @@ static int cmd_import(const cli_t *c)
 		rc = jsonl_import_parsed(reg, j, replace, err);
 		if (!rc && reg_txn_begin(reg, false, &txn) == 0) {
 			fprintf(stderr,
-				"internalctl: imported %zu records in %.2f s (parse %.2f s, write "
-				"%.2f s); generation %llu\n",
-				jsonl_count(j), now() - t0, t1 - t0, now() - t1,
-				(unsigned long long)reg_generation(txn));
+			        "internalctl: imported %zu records in %.2f s (parse %.2f s, write "
+			        "%.2f s); generation %llu\n",
+			        jsonl_count(j), now() - t0, t1 - t0, now() - t1,
+			        (unsigned long long)reg_generation(txn));
 			reg_txn_abort(txn);
 		}
 		jsonl_free(j);
 	}
 	if (rc)
-		fprintf(stderr, "internalctl: %s\ninternalctl: nothing was imported; the registry is "
-				"unchanged\n",
-			err[0] ? err : reg_strerror(rc));
+		fprintf(stderr,
+		        "internalctl: %s\ninternalctl: nothing was imported; the registry is "
+		        "unchanged\n",
+		        err[0] ? err : reg_strerror(rc));
 	reg_close(reg);
 	return rc ? EXIT_REFUSED : 0;
 }
@@ -479,7 +481,8 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 	}
 	table_print(&l.t);
 	if (rc < 0 || l.t.oom) {
-		fprintf(stderr, "internalctl: ls %s: %s\n", what, reg_strerror(rc < 0 ? rc : -ENOMEM));
+		fprintf(stderr, "internalctl: ls %s: %s\n", what,
+		        reg_strerror(rc < 0 ? rc : -ENOMEM));
 		return EXIT_REFUSED;
 	}
 	return 0;
@@ -507,9 +510,10 @@ static int do_zone(const cli_t *c, reg_txn_t *txn)
 	} else {
 		int n = reg_walk_orgs(txn, only_org, &net);
 		if (n != 1) {
-			fprintf(stderr, "internalctl: zone: the registry holds %d orgs; name one with "
-					"--org SLUG\n",
-				n);
+			fprintf(stderr,
+			        "internalctl: zone: the registry holds %d orgs; name one with "
+			        "--org SLUG\n",
+			        n);
 			return EXIT_REFUSED;
 		}
 	}
@@ -589,7 +593,8 @@ int main(int argc, char **argv)
 	for (int j = 1; j + 1 < c.argc; j++)
 		if (strcmp(c.argv[j], "--db") == 0) {
 			c.db = c.argv[j + 1];
-			memmove(&c.argv[j], &c.argv[j + 2], (size_t)(c.argc - j - 2) * sizeof(char *));
+			memmove(&c.argv[j], &c.argv[j + 2],
+			        (size_t)(c.argc - j - 2) * sizeof(char *));
 			c.argc -= 2;
 			j--;
 		}

@@ -57,7 +57,8 @@ int main(int argc, char **argv)
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
 		log_error("cannot open the registry at %s: %s%s", cfg.db, reg_strerror(rc),
-			  rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')" : "");
+		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
+		                        : "");
 		return 1;
 	}
 	int stale = reg_reader_check(reg);

@@ -24,11 +24,11 @@ enum kind { K_ORG, K_MACHINE, K_PEER, K_FLYCAST };
 static const char *const kind_names[] = {"org", "machine", "peer", "flycast"};
 /* Fields each kind accepts; the first ones listed are required for an upsert. */
 static const char *const kind_fields[][10] = {
-	[K_ORG] = {"kind", "slug", "network", "op", NULL},
-	[K_MACHINE] = {"kind", "id", "org", "app", "region", "private_ip", "state",
-		       "process_group", "metadata", "op"},
-	[K_PEER] = {"kind", "org", "name", "ip", "region", "op", NULL},
-	[K_FLYCAST] = {"kind", "org", "app", "ip", "op", NULL},
+        [K_ORG] = {"kind", "slug", "network", "op", NULL},
+        [K_MACHINE] = {"kind", "id", "org", "app", "region", "private_ip", "state", "process_group",
+                       "metadata", "op"},
+        [K_PEER] = {"kind", "org", "name", "ip", "region", "op", NULL},
+        [K_FLYCAST] = {"kind", "org", "app", "ip", "op", NULL},
 };
 
 typedef struct {
@@ -139,7 +139,7 @@ typedef struct {
 } ctx_t;
 
 __attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const char *field, const char *fmt,
-						      ...)
+                                                      ...)
 {
 	char what[200];
 	va_list ap;
@@ -147,8 +147,8 @@ __attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const char *fiel
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	if (field)
-		snprintf(c->err, JSONL_ERR_MAX, "%.150s:%u: field '%.100s': %s", c->j->name, c->line, field,
-			 what);
+		snprintf(c->err, JSONL_ERR_MAX, "%.150s:%u: field '%.100s': %s", c->j->name,
+		         c->line, field, what);
 	else
 		snprintf(c->err, JSONL_ERR_MAX, "%.150s:%u: %s", c->j->name, c->line, what);
 	return -EINVAL;
@@ -187,9 +187,10 @@ static int get_label(ctx_t *c, json_t *obj, const char *field, bool required, co
 	if (rc || !*out)
 		return rc;
 	if (!names_label_valid(*out, strlen(*out)))
-		return fail(c, field, "'%s' is not a DNS label (1-63 of a-z, 0-9, '-'; no '-' at "
-				      "either end)",
-			    *out);
+		return fail(c, field,
+		            "'%s' is not a DNS label (1-63 of a-z, 0-9, '-'; no '-' at "
+		            "either end)",
+		            *out);
 	return 0;
 }
 
@@ -281,7 +282,7 @@ static int parse_machine(ctx_t *c, json_t *o, rec_t *r)
 	size_t sl = strlen(r->state);
 	if (sl == 0 || sl > REG_STATE_MAX || strspn(r->state, "abcdefghijklmnopqrstuvwxyz_") != sl)
 		return fail(c, "state", "'%s' is not a Machine state (a-z and '_', at most %d)",
-			    r->state, REG_STATE_MAX);
+		            r->state, REG_STATE_MAX);
 	return 0;
 }
 
@@ -309,7 +310,8 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 		if (!json_is_string(op) || strcmp(json_string_value(op), "delete") != 0)
 			return fail(c, "op", "the only op is \"delete\"");
 		if (kind == K_ORG)
-			return fail(c, "op", "orgs cannot be deleted by import; use import --replace");
+			return fail(c, "op",
+			            "orgs cannot be deleted by import; use import --replace");
 		r->del = true;
 	}
 	char key[3 * 64 + 8];
@@ -334,14 +336,15 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 		    (rc = get_label(c, o, "name", true, &r->id)))
 			return rc;
 		if (!r->del && ((rc = get_ip(c, o, "ip", r->ip)) ||
-				(rc = get_label(c, o, "region", true, &r->region))))
+		                (rc = get_label(c, o, "region", true, &r->region))))
 			return rc;
 		snprintf(key, sizeof(key), "p%s/%s", r->org, r->id);
 		break;
 	default: {
 		char ip[INET6_ADDRSTRLEN];
 		if ((rc = get_label(c, o, "org", true, &r->org)) ||
-		    (rc = get_label(c, o, "app", true, &r->app)) || (rc = get_ip(c, o, "ip", r->ip)))
+		    (rc = get_label(c, o, "app", true, &r->app)) ||
+		    (rc = get_ip(c, o, "ip", r->ip)))
 			return rc;
 		inet_ntop(AF_INET6, r->ip, ip, sizeof(ip));
 		snprintf(key, sizeof(key), "f%s/%s/%s", r->org, r->app, ip);
@@ -350,8 +353,11 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 	}
 	rc = set_add(c->j, key);
 	if (rc == 1)
-		return fail(c, kind == K_ORG ? "slug" : kind == K_MACHINE ? "id" : NULL,
-			    "duplicate %s '%s' in this file", kind_names[kind], key + 1);
+		return fail(c,
+		            kind == K_ORG       ? "slug"
+		            : kind == K_MACHINE ? "id"
+		                                : NULL,
+		            "duplicate %s '%s' in this file", kind_names[kind], key + 1);
 	return rc;
 }
 
@@ -374,7 +380,8 @@ int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err)
 		json_error_t jerr;
 		json_t *o = json_loadb(line, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
 		if (!o) {
-			rc = fail(&c, NULL, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+			rc = fail(&c, NULL, "malformed JSON at column %d: %s", jerr.column,
+			          jerr.text);
 			break;
 		}
 		if (!json_is_object(o)) {
@@ -441,7 +448,7 @@ static int org_of(reg_txn_t *txn, ctx_t *c, const rec_t *r, uint32_t *net)
 	int rc = reg_org_net(txn, r->org, strlen(r->org), net);
 	if (rc == -ENOENT)
 		return fail(c, "org", "unknown org '%s' (not in this file nor in the registry)",
-			    r->org);
+		            r->org);
 	if (rc)
 		return rc;
 	if (!r->del && org_net_of(r->ip) != *net) {
@@ -451,7 +458,7 @@ static int org_of(reg_txn_t *txn, ctx_t *c, const rec_t *r, uint32_t *net)
 		inet_ntop(AF_INET6, r->ip, ip, sizeof(ip));
 		inet_ntop(AF_INET6, p, pfx, sizeof(pfx));
 		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
-			    "%s is outside org %s's network %s/48", ip, r->org, pfx);
+		            "%s is outside org %s's network %s/48", ip, r->org, pfx);
 	}
 	return 0;
 }
@@ -469,14 +476,14 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 	switch (r->kind) {
 	case K_MACHINE: {
 		reg_machine_t m = {
-			.id = r->id,
-			.app = r->app,
-			.region = r->region,
-			.group = r->group,
-			.state = r->state,
-			.net = net,
-			.meta = r->meta,
-			.nmeta = r->nmeta,
+		        .id = r->id,
+		        .app = r->app,
+		        .region = r->region,
+		        .group = r->group,
+		        .state = r->state,
+		        .net = net,
+		        .meta = r->meta,
+		        .nmeta = r->nmeta,
 		};
 		memcpy(m.ip, r->ip, 16);
 		rc = reg_put_machine(txn, &m);
@@ -484,18 +491,18 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 	}
 	case K_PEER:
 		rc = r->del ? reg_delete_peer(txn, net, r->id)
-			    : reg_put_peer(txn, net, r->id, r->ip, r->region);
+		            : reg_put_peer(txn, net, r->id, r->ip, r->region);
 		break;
 	default:
 		rc = r->del ? reg_delete_flycast(txn, net, r->app, r->ip)
-			    : reg_put_flycast(txn, net, r->app, r->ip);
+		            : reg_put_flycast(txn, net, r->app, r->ip);
 		break;
 	}
 	if (rc == -ENOENT && r->del)
 		return 0;
 	if (rc == -EADDRINUSE)
 		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
-			    "address already held by another started Machine or peer");
+		            "address already held by another started Machine or peer");
 	return rc;
 }
 
@@ -514,9 +521,9 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 		rc = reg_put_org(txn, r->org, r->net);
 		if (rc == -EEXIST)
 			return fail(&c, "network",
-				    "org '%s' or its network is already in the registry with "
-				    "another network or slug",
-				    r->org);
+			            "org '%s' or its network is already in the registry with "
+			            "another network or slug",
+			            r->org);
 		if (rc)
 			return rc;
 	}
@@ -549,7 +556,7 @@ int jsonl_import_parsed(reg_t *reg, const jsonl_t *j, bool replace, char *err)
 	int rc = reg_write(reg, import_fn, &im);
 	if (rc && !err[0])
 		snprintf(err, JSONL_ERR_MAX, "%s: registry write failed: %s", j->name,
-			 reg_strerror(rc));
+		         reg_strerror(rc));
 	return rc;
 }
 
@@ -598,8 +605,8 @@ static int export_org(const char *slug, size_t len, uint32_t net, void *arg)
 	org_prefix_of(net, p);
 	ipstr(p, ip);
 	snprintf(netw, sizeof(netw), "%s/48", ip);
-	return emit(arg, json_pack("{s:s,s:s%,s:s}", "kind", "org", "slug", slug, len, "network",
-				   netw));
+	return emit(arg,
+	            json_pack("{s:s,s:s%,s:s}", "kind", "org", "slug", slug, len, "network", netw));
 }
 
 static int export_machine(const reg_machine_t *m, void *arg)
@@ -610,8 +617,8 @@ static int export_machine(const reg_machine_t *m, void *arg)
 		return e->rc;
 	ipstr(m->ip, ip);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "kind", "machine", "id", m->id,
-			      "org", org, "app", m->app, "region", m->region, "private_ip", ip,
-			      "state", m->state, "process_group", m->group);
+	                      "org", org, "app", m->app, "region", m->region, "private_ip", ip,
+	                      "state", m->state, "process_group", m->group);
 	if (o && m->nmeta) {
 		json_t *md = json_object();
 		for (size_t i = 0; md && i < m->nmeta; i++)
@@ -629,8 +636,8 @@ static int export_peer(const reg_hit_t *h, void *arg)
 		return e->rc;
 	ipstr(h->ip, ip);
 	return emit(e, json_pack("{s:s,s:s,s:s%,s:s,s:s%}", "kind", "peer", "org", org, "name",
-				 h->id, (size_t)h->id_len, "ip", ip, "region", h->region,
-				 (size_t)h->region_len));
+	                         h->id, (size_t)h->id_len, "ip", ip, "region", h->region,
+	                         (size_t)h->region_len));
 }
 
 static int export_flycast(const reg_hit_t *h, void *arg)
@@ -641,7 +648,7 @@ static int export_flycast(const reg_hit_t *h, void *arg)
 		return e->rc;
 	ipstr(h->ip, ip);
 	return emit(e, json_pack("{s:s,s:s,s:s%,s:s}", "kind", "flycast", "org", org, "app", h->app,
-				 (size_t)h->app_len, "ip", ip));
+	                         (size_t)h->app_len, "ip", ip));
 }
 
 int jsonl_export(reg_txn_t *txn, FILE *out)

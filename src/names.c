@@ -152,8 +152,8 @@ void names_classify(const uint8_t *name, size_t len, names_t *o)
 		if (n == 2)
 			o->app = lab[0];
 	} else if (n >= 6 && is(&lab[n - 1], "arpa") && is(&lab[n - 2], "ip6") &&
-		   is(&lab[n - 3], "f") && is(&lab[n - 4], "d") && is(&lab[n - 5], "a") &&
-		   is(&lab[n - 6], "a")) {
+	           is(&lab[n - 3], "f") && is(&lab[n - 4], "d") && is(&lab[n - 5], "a") &&
+	           is(&lab[n - 6], "a")) {
 		o->zone = ZONE_REVERSE;
 		o->apex_off = off[n - 6];
 		o->form = NAME_NX;

@@ -54,7 +54,7 @@ bool org_prefix_contains(const org_prefix_t *p, const uint8_t a[16])
 }
 
 org_verdict_t org_classify(const org_acl_t *acl, const uint8_t src[16], const uint8_t dst[16],
-			   bool has_default, uint32_t default_net, uint32_t *net)
+                           bool has_default, uint32_t default_net, uint32_t *net)
 {
 	bool allowed = false;
 	for (size_t i = 0; i < acl->nallow && !allowed; i++)

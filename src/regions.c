@@ -32,14 +32,15 @@ int regions_load(regions_t *out, const char *path, char *err, size_t errlen)
 		double la = lat ? strtod(lat, &end1) : 0, lo = lon ? strtod(lon, &end2) : 0;
 		if (!code || !city || !lat || !lon || *end1 || *end2 || la < -90 || la > 90 ||
 		    lo < -180 || lo > 180 || strlen(code) >= sizeof(out->r[0].code)) {
-			snprintf(err, errlen, "%s:%u: want code<TAB>city<TAB>latitude<TAB>longitude",
-				 path, lineno);
+			snprintf(err, errlen,
+			         "%s:%u: want code<TAB>city<TAB>latitude<TAB>longitude", path,
+			         lineno);
 			rc = -EINVAL;
 			break;
 		}
 		if (out->n == REGIONS_MAX) {
 			snprintf(err, errlen, "%s:%u: more than %d regions", path, lineno,
-				 REGIONS_MAX);
+			         REGIONS_MAX);
 			rc = -E2BIG;
 			break;
 		}

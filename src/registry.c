@@ -35,12 +35,12 @@
 #include <sys/stat.h>
 
 #define SCHEMA_VERSION 1
-#define KEY_MAX 511
+#define KEY_MAX        511
 #define READER_MAPSIZE (1ULL << 40) /* virtual only: a read-only map never grows */
 
 enum { DB_META, DB_ORGS, DB_ORGNETS, DB_MACHINES, DB_PEERS, DB_FLYCAST, DB_IDX, DB_ADDR, DB_N };
 static const char *const db_names[DB_N] = {"meta",  "orgs",    "orgnets", "machines",
-					   "peers", "flycast", "idx",     "addr"};
+                                           "peers", "flycast", "idx",     "addr"};
 
 struct reg {
 	MDB_env *env;
@@ -183,7 +183,8 @@ int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize)
 	    (rc = mdb_env_set_maxreaders(reg->env, 512)) ||
 	    (rc = mdb_env_set_mapsize(reg->env, reg->mapsize)))
 		goto fail;
-	unsigned eflags = MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (flags & REG_NOSYNC ? MDB_NOSYNC : 0);
+	unsigned eflags =
+	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (flags & REG_NOSYNC ? MDB_NOSYNC : 0);
 	rc = mdb_env_open(reg->env, dir, eflags, 0644);
 	if (rc)
 		goto fail;
@@ -672,7 +673,7 @@ int reg_delete_peer(reg_txn_t *t, uint32_t net, const char *name)
 }
 
 int reg_put_peer(reg_txn_t *t, uint32_t net, const char *name, const uint8_t ip[16],
-		 const char *region)
+                 const char *region)
 {
 	if (!label_ok(name) || !label_ok(region))
 		return -ENAMETOOLONG;
@@ -779,7 +780,8 @@ int reg_org_slug(reg_txn_t *t, uint32_t net, char *buf, size_t cap)
 	return 0;
 }
 
-/* ---- walks ------------------------------------------------------------------------------------ */
+/* ---- walks ------------------------------------------------------------------------------------
+ */
 
 /* Fills hit from an idx entry (net tag app \0 ... \0 id -> ip16 | len | region). */
 static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
@@ -795,15 +797,15 @@ static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 	while (id > sep + 1 && id[-1] != 0)
 		id--;
 	*h = (reg_hit_t){
-		.kind = REG_HIT_MACHINE,
-		.net = get_u32(kb),
-		.ip = vb,
-		.id = (const char *)id,
-		.id_len = (uint8_t)(end - id),
-		.app = (const char *)app,
-		.app_len = (uint8_t)(sep - app),
-		.region = (const char *)vb + 17,
-		.region_len = vb[16],
+	        .kind = REG_HIT_MACHINE,
+	        .net = get_u32(kb),
+	        .ip = vb,
+	        .id = (const char *)id,
+	        .id_len = (uint8_t)(end - id),
+	        .app = (const char *)app,
+	        .app_len = (uint8_t)(sep - app),
+	        .region = (const char *)vb + 17,
+	        .region_len = vb[16],
 	};
 	return 0;
 }
@@ -812,7 +814,7 @@ typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 
 /* Walks every key of db starting with prefix; decode turns entries into hits. */
 static int walk_prefix(reg_txn_t *t, int db, const rkey_t *prefix, decode_fn decode, reg_walk_fn fn,
-		       void *arg)
+                       void *arg)
 {
 	if (prefix->overflow)
 		return 0;
@@ -845,7 +847,7 @@ int reg_walk_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_wal
 }
 
 int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *region,
-			size_t rl, reg_walk_fn fn, void *arg)
+                        size_t rl, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'R');
@@ -855,7 +857,7 @@ int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, 
 }
 
 int reg_walk_app_group(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *group,
-		       size_t gl, reg_walk_fn fn, void *arg)
+                       size_t gl, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'G');
@@ -865,7 +867,7 @@ int reg_walk_app_group(reg_txn_t *t, uint32_t net, const char *app, size_t al, c
 }
 
 int reg_walk_app_meta(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *key,
-		      size_t kl, const char *value, size_t vl, reg_walk_fn fn, void *arg)
+                      size_t kl, const char *value, size_t vl, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'M');
@@ -888,13 +890,13 @@ static int hit_from_peer(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 	if (k->mv_size < 5 || v->mv_size < 16)
 		return -EIO;
 	*h = (reg_hit_t){
-		.kind = REG_HIT_PEER,
-		.net = get_u32(k->mv_data),
-		.ip = v->mv_data,
-		.id = (const char *)k->mv_data + 4,
-		.id_len = (uint8_t)(k->mv_size - 4),
-		.region = (const char *)v->mv_data + 16,
-		.region_len = (uint8_t)(v->mv_size - 16),
+	        .kind = REG_HIT_PEER,
+	        .net = get_u32(k->mv_data),
+	        .ip = v->mv_data,
+	        .id = (const char *)k->mv_data + 4,
+	        .id_len = (uint8_t)(k->mv_size - 4),
+	        .region = (const char *)v->mv_data + 16,
+	        .region_len = (uint8_t)(v->mv_size - 16),
 	};
 	return 0;
 }
@@ -925,19 +927,19 @@ static int hit_from_flycast(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 	if (k->mv_size < 4 + 2 + 16)
 		return -EIO;
 	*h = (reg_hit_t){
-		.kind = REG_HIT_MACHINE,
-		.net = get_u32(kb),
-		.ip = kb + k->mv_size - 16,
-		.app = (const char *)kb + 4,
-		.app_len = (uint8_t)(k->mv_size - 4 - 17),
-		.id = "",
-		.region = "",
+	        .kind = REG_HIT_MACHINE,
+	        .net = get_u32(kb),
+	        .ip = kb + k->mv_size - 16,
+	        .app = (const char *)kb + 4,
+	        .app_len = (uint8_t)(k->mv_size - 4 - 17),
+	        .id = "",
+	        .region = "",
 	};
 	return 0;
 }
 
 int reg_walk_flycast(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_walk_fn fn,
-		     void *arg)
+                     void *arg)
 {
 	rkey_t k;
 	flycast_key(&k, net, app, al, NULL);
@@ -970,7 +972,7 @@ int reg_walk_apps(reg_txn_t *t, uint32_t net, reg_name_fn fn, void *arg)
 }
 
 int reg_walk_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_name_fn fn,
-			 void *arg)
+                         void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'r');
@@ -1001,8 +1003,8 @@ int reg_count_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, uint32
 	return get_counter(t, &k, count);
 }
 
-int reg_count_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al,
-			 const char *region, size_t rl, uint32_t *count)
+int reg_count_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *region,
+                         size_t rl, uint32_t *count)
 {
 	rkey_t k;
 	key_init(&k, net, 'r');
@@ -1012,7 +1014,7 @@ int reg_count_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al,
 }
 
 int reg_find_vm(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *id, size_t il,
-		reg_hit_t *hit)
+                reg_hit_t *hit)
 {
 	rkey_t k;
 	key_init(&k, net, 'A');
@@ -1075,7 +1077,8 @@ int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit
 	return hit_from_addr(&key, &v, hit);
 }
 
-/* ---- whole-registry walks ------------------------------------------------------------------------ */
+/* ---- whole-registry walks
+ * ------------------------------------------------------------------------ */
 
 int reg_walk_orgs(reg_txn_t *t, reg_org_fn fn, void *arg)
 {
@@ -1125,7 +1128,8 @@ int reg_walk_all_flycast(reg_txn_t *t, reg_walk_fn fn, void *arg)
 	return walk_all(t, DB_FLYCAST, hit_from_flycast, fn, arg);
 }
 
-/* ---- check ----------------------------------------------------------------------------------------- */
+/* ---- check
+ * ----------------------------------------------------------------------------------------- */
 
 typedef struct {
 	reg_txn_t *t;
@@ -1180,7 +1184,8 @@ static int check_peer(const reg_hit_t *h, void *arg)
 	c->expect_addr++;
 	char name[REG_LABEL_MAX + 1];
 	snprintf(name, sizeof(name), "%.*s", h->id_len, h->id);
-	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size < 1 || ((uint8_t *)v.mv_data)[0] != 'p')
+	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size < 1 ||
+	    ((uint8_t *)v.mv_data)[0] != 'p')
 		bad(c, "peer %s: address entry missing or wrong%s", name, "");
 	return 0;
 }
@@ -1210,8 +1215,8 @@ static int check_counters(check_t *c)
 		const char *app = (const char *)kb + 5;
 		size_t al = tag == 'S' ? k.mv_size - 5 : strnlen(app, k.mv_size - 5);
 		int got = tag == 'S' ? reg_walk_app(c->t, net, app, al, NULL, NULL)
-				     : reg_walk_app_region(c->t, net, app, al, app + al + 1,
-							   k.mv_size - 6 - al, NULL, NULL);
+		                     : reg_walk_app_region(c->t, net, app, al, app + al + 1,
+		                                           k.mv_size - 6 - al, NULL, NULL);
 		char name[2 * REG_LABEL_MAX + 2];
 		snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
 		if (got < 0 || (uint32_t)got != want)
@@ -1260,15 +1265,15 @@ int reg_stats(reg_txn_t *t, reg_stats_t *s)
 	MDB_envinfo info;
 	mdb_env_info(t->reg->env, &info);
 	*s = (reg_stats_t){
-		.generation = reg_generation(t),
-		.orgs = st[DB_ORGS].ms_entries,
-		.machines = st[DB_MACHINES].ms_entries,
-		.peers = st[DB_PEERS].ms_entries,
-		.flycast = st[DB_FLYCAST].ms_entries,
-		.index_entries = st[DB_IDX].ms_entries + st[DB_ADDR].ms_entries,
-		.map_size = info.me_mapsize,
-		.page_size = st[DB_META].ms_psize,
-		.map_used = (info.me_last_pgno + 1) * (size_t)st[DB_META].ms_psize,
+	        .generation = reg_generation(t),
+	        .orgs = st[DB_ORGS].ms_entries,
+	        .machines = st[DB_MACHINES].ms_entries,
+	        .peers = st[DB_PEERS].ms_entries,
+	        .flycast = st[DB_FLYCAST].ms_entries,
+	        .index_entries = st[DB_IDX].ms_entries + st[DB_ADDR].ms_entries,
+	        .map_size = info.me_mapsize,
+	        .page_size = st[DB_META].ms_psize,
+	        .map_used = (info.me_last_pgno + 1) * (size_t)st[DB_META].ms_psize,
 	};
 	int rc = reg_walk_machines(t, count_started, &s->started);
 	return rc < 0 ? rc : 0;

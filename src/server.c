@@ -26,12 +26,12 @@
 #include "log.h"
 #include "wire.h"
 
-#define BATCH      32
-#define RBUF       4096            /* a query larger than this is not a query */
-#define WBUF       WIRE_EDNS_SIZE  /* the largest UDP answer we send */
-#define CMSG_ROOM  CMSG_SPACE(sizeof(struct in6_pktinfo))
+#define BATCH          32
+#define RBUF           4096           /* a query larger than this is not a query */
+#define WBUF           WIRE_EDNS_SIZE /* the largest UDP answer we send */
+#define CMSG_ROOM      CMSG_SPACE(sizeof(struct in6_pktinfo))
 #define TCP_WRITE_HIGH (256 * 1024) /* stop reading a client that does not read */
-#define ROUNDS     8               /* recvmmsg rounds per readable event */
+#define ROUNDS         8            /* recvmmsg rounds per readable event */
 
 typedef struct worker worker_t;
 
@@ -149,11 +149,11 @@ static bool batch_begin(worker_t *w)
 		const char *slug = w->srv->cfg->default_org;
 		w->gen = gen;
 		w->ans.serial = (uint32_t)gen;
-		w->ans.has_default = slug[0] &&
-				     reg_org_net(w->txn, slug, strlen(slug), &w->ans.default_net) == 0;
+		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
+		                                            &w->ans.default_net) == 0;
 		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {
 			log_warn("default org '%s' is not in the registry (generation %llu)", slug,
-				 (unsigned long long)gen);
+			         (unsigned long long)gen);
 			w->default_warned = true;
 		}
 	}
@@ -212,16 +212,16 @@ static size_t pktinfo_out(int family, uint8_t *room, const uint8_t dst[16], unsi
 }
 
 static void udp_send_one(udp_sock_t *s, const struct sockaddr_storage *peer, socklen_t peer_len,
-			 const uint8_t dst[16], unsigned ifindex, const uint8_t *msg, size_t len)
+                         const uint8_t dst[16], unsigned ifindex, const uint8_t *msg, size_t len)
 {
 	uint8_t room[CMSG_ROOM];
 	struct iovec iov = {(void *)msg, len};
 	struct msghdr mh = {
-		.msg_name = (void *)peer,
-		.msg_namelen = peer_len,
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = room,
+	        .msg_name = (void *)peer,
+	        .msg_namelen = peer_len,
+	        .msg_iov = &iov,
+	        .msg_iovlen = 1,
+	        .msg_control = room,
 	};
 	mh.msg_controllen = pktinfo_out(s->family, room, dst, ifindex);
 	if (sendmsg(s->fd, &mh, MSG_DONTWAIT) < 0)
@@ -240,13 +240,14 @@ static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
 
 /* Hands a query to forward.c; SERVFAIL into out when it cannot take it. */
 static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
-			  const uint8_t dst[16], unsigned ifindex, const uint8_t *pkt, size_t len,
-			  uint8_t *out)
+                          const uint8_t dst[16], unsigned ifindex, const uint8_t *pkt, size_t len,
+                          uint8_t *out)
 {
 	fwd_udp_t *u = w->fwd_free;
 	wire_query_t q;
 	wire_parse_query(pkt, len, &q);
-	size_t max = q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
+	size_t max =
+	        q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
 	if (max > WIRE_EDNS_SIZE)
 		max = WIRE_EDNS_SIZE;
 	if (u) {
@@ -274,12 +275,12 @@ static void on_udp(uv_poll_t *h, int status, int events)
 		for (int i = 0; i < BATCH; i++) {
 			w->iov_in[i] = (struct iovec){w->rbuf[i], RBUF};
 			w->in[i].msg_hdr = (struct msghdr){
-				.msg_name = &w->from[i],
-				.msg_namelen = sizeof(w->from[i]),
-				.msg_iov = &w->iov_in[i],
-				.msg_iovlen = 1,
-				.msg_control = w->cmsg_in[i],
-				.msg_controllen = CMSG_ROOM,
+			        .msg_name = &w->from[i],
+			        .msg_namelen = sizeof(w->from[i]),
+			        .msg_iov = &w->iov_in[i],
+			        .msg_iovlen = 1,
+			        .msg_control = w->cmsg_in[i],
+			        .msg_controllen = CMSG_ROOM,
 			};
 		}
 		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
@@ -296,24 +297,24 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			pktinfo_in(mh, cl.dst, &ifindex);
 			size_t len = 0;
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
-						       w->wbuf[m], WBUF, &len);
+			                               w->wbuf[m], WBUF, &len);
 			if (act == ANS_FORWARD)
 				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
-						  w->in[i].msg_len, w->wbuf[m]);
+				                  w->in[i].msg_len, w->wbuf[m]);
 			else if (act != ANS_REPLY)
 				continue;
 			if (!len)
 				continue;
 			w->iov_out[m] = (struct iovec){w->wbuf[m], len};
 			w->out[m].msg_hdr = (struct msghdr){
-				.msg_name = &w->from[i],
-				.msg_namelen = mh->msg_namelen,
-				.msg_iov = &w->iov_out[m],
-				.msg_iovlen = 1,
-				.msg_control = w->cmsg_out[m],
+			        .msg_name = &w->from[i],
+			        .msg_namelen = mh->msg_namelen,
+			        .msg_iov = &w->iov_out[m],
+			        .msg_iovlen = 1,
+			        .msg_control = w->cmsg_out[m],
 			};
 			w->out[m].msg_hdr.msg_controllen =
-				pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
+			        pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
 			m++;
 		}
 		for (unsigned sent = 0; sent < m;) {
@@ -569,7 +570,8 @@ static void on_connection(uv_stream_t *server, int status)
 	conn_read_start(c);
 }
 
-/* ---- workers ------------------------------------------------------------------------------------ */
+/* ---- workers ------------------------------------------------------------------------------------
+ */
 
 static void close_walk(uv_handle_t *h, void *arg)
 {
@@ -638,7 +640,7 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 		if ((rc = uv_tcp_open(&t->h, fds[i][1])) ||
 		    (rc = uv_listen((uv_stream_t *)&t->h, 1024, on_connection))) {
 			snprintf(err, CFG_ERR_MAX, "listen on %s: %s", cfg->listen[i].text,
-				 uv_strerror(rc));
+			         uv_strerror(rc));
 			return -EIO;
 		}
 	}
@@ -678,7 +680,8 @@ static int bind_socket(const cfg_addr_t *a, int type, uint16_t *port, char *err)
 		    (type == SOCK_DGRAM &&
 		     setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))))
 			goto fail;
-	} else if (type == SOCK_DGRAM && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
+	} else if (type == SOCK_DGRAM &&
+	           setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
 		goto fail;
 	}
 	if (bind(fd, (struct sockaddr *)&ss, a->len))
@@ -687,14 +690,14 @@ static int bind_socket(const cfg_addr_t *a, int type, uint16_t *port, char *err)
 		socklen_t len = sizeof(ss);
 		getsockname(fd, (struct sockaddr *)&ss, &len);
 		*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-						       : ((struct sockaddr_in *)&ss)->sin_port);
+		                                       : ((struct sockaddr_in *)&ss)->sin_port);
 	}
 	return fd;
 fail:;
 	int e = errno;
 	snprintf(err, CFG_ERR_MAX, "cannot bind %s (%s) %s: %s", a->text,
-		 addr_text(&ss, text, sizeof(text)), type == SOCK_DGRAM ? "udp" : "tcp",
-		 strerror(e));
+	         addr_text(&ss, text, sizeof(text)), type == SOCK_DGRAM ? "udp" : "tcp",
+	         strerror(e));
 	if (fd >= 0)
 		close(fd);
 	return -e;
@@ -703,11 +706,11 @@ fail:;
 /* Every worker's UDP and TCP socket on one address; with port 0 the kernel's pick for
  * UDP is used for every other socket (retried if TCP has it taken). */
 static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX][2], size_t i,
-			char *err)
+                        char *err)
 {
-	uint16_t want = ntohs(a->ss.ss_family == AF_INET6
-				      ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
-				      : ((const struct sockaddr_in *)&a->ss)->sin_port);
+	uint16_t want =
+	        ntohs(a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
+	                                          : ((const struct sockaddr_in *)&a->ss)->sin_port);
 	for (int attempt = 0; attempt < 16; attempt++) {
 		uint16_t port = want;
 		unsigned w = 0;
@@ -746,7 +749,7 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 	s->cfg = cfg, s->conf = conf, s->reg = reg;
 	s->nworkers = cfg->workers ? cfg->workers : (unsigned)get_nprocs();
 	s->fwd_conf = (fwd_conf_t){cfg->upstream, cfg->nupstream, cfg->upstream_timeout_ms,
-				   cfg->upstream_budget_ms, cfg->max_inflight};
+	                           cfg->upstream_budget_ms, cfg->max_inflight};
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][2] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;

@@ -169,7 +169,7 @@ size_t wire_opt_size(size_t nsid_len)
 }
 
 int wire_resp_begin(wire_resp_t *r, uint8_t *buf, size_t cap, size_t size, size_t reserve,
-		    const uint8_t *pkt, const wire_query_t *q)
+                    const uint8_t *pkt, const wire_query_t *q)
 {
 	size_t qlen = q->has_question ? q->question_end - WIRE_HDR : 0;
 	size_t limit = size < cap ? size : cap;
@@ -263,7 +263,7 @@ static void put_under_internal(wire_resp_t *r, const char *label, uint16_t *inte
 }
 
 int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint32_t serial,
-		 uint32_t minimum, uint16_t internal_off)
+                 uint32_t minimum, uint16_t internal_off)
 {
 	/* head 12, mname <= 3+11, rname <= 11+2, five numbers 20 */
 	if (r->len + 12 + 14 + 13 + 20 > r->limit)
@@ -273,8 +273,8 @@ int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint
 	put_under_internal(r, "hostmaster", &internal_off);
 	uint8_t *p = r->buf + r->len;
 	wr32(p, serial);
-	wr32(p + 4, 3600);  /* refresh */
-	wr32(p + 8, 600);   /* retry */
+	wr32(p + 4, 3600);   /* refresh */
+	wr32(p + 8, 600);    /* retry */
 	wr32(p + 12, 86400); /* expire */
 	wr32(p + 16, minimum);
 	r->len += 20;

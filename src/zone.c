@@ -110,7 +110,7 @@ static int machine(const reg_hit_t *h, void *arg)
 	aaaa(z, owner, m->ip);
 	for (size_t i = 0; i < m->nmeta; i++) {
 		snprintf(owner, sizeof(owner), "%s.%s.kv._metadata.%s.internal.", m->meta[i].value,
-			 m->meta[i].key, m->app);
+		         m->meta[i].key, m->app);
 		aaaa(z, owner, m->ip);
 	}
 	return z->rc;
@@ -166,8 +166,8 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 	char soa[160];
 	ldns_rr *rr = NULL;
 	snprintf(soa, sizeof(soa),
-		 "internal. %u IN SOA ns.internal. hostmaster.internal. %u 3600 600 86400 %u", ttl,
-		 (uint32_t)reg_generation(txn), ttl);
+	         "internal. %u IN SOA ns.internal. hostmaster.internal. %u 3600 600 86400 %u", ttl,
+	         (uint32_t)reg_generation(txn), ttl);
 	fprintf(out, "$ORIGIN internal.\n$TTL %u\n", ttl);
 	if (ldns_rr_new_frm_str(&rr, soa, 0, NULL, NULL) != LDNS_STATUS_OK)
 		return -EINVAL;

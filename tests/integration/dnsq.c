@@ -51,8 +51,8 @@ static int addr_of(const char *host, const char *port, struct sockaddr_storage *
 }
 
 /* Sends msg and waits up to 2 s for one answer; returns its length, 0 on silence. */
-static ssize_t exchange(const struct sockaddr_storage *ss, socklen_t sl, bool tcp, const uint8_t *msg,
-			size_t len, uint8_t *ans, size_t cap)
+static ssize_t exchange(const struct sockaddr_storage *ss, socklen_t sl, bool tcp,
+                        const uint8_t *msg, size_t len, uint8_t *ans, size_t cap)
 {
 	int fd = socket(ss->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
 	if (fd < 0 || connect(fd, (const struct sockaddr *)ss, sl)) {
@@ -103,7 +103,10 @@ static void print_answer(const uint8_t *ans, size_t len, bool records)
 	}
 	ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(p));
 	int ext = ldns_pkt_edns(p) ? ldns_pkt_edns_extended_rcode(p) : 0;
-	printf("rcode=%s%s flags=%s%s%s%s an=%zu ns=%zu qd=%u", ext ? "BADVERS" : rc ? rc->name : "?",
+	printf("rcode=%s%s flags=%s%s%s%s an=%zu ns=%zu qd=%u",
+	       ext  ? "BADVERS"
+	       : rc ? rc->name
+	            : "?",
 	       "", ldns_pkt_qr(p) ? "qr," : "", ldns_pkt_aa(p) ? "aa," : "",
 	       ldns_pkt_tc(p) ? "tc," : "", ldns_pkt_ra(p) ? "ra," : "",
 	       (size_t)ldns_pkt_ancount(p), (size_t)ldns_pkt_nscount(p), ldns_pkt_qdcount(p));
@@ -149,7 +152,8 @@ static int cmd_query(int argc, char **argv)
 		ldns_pkt_set_edns_udp_size(q, (uint16_t)(edns ? edns : 1232));
 		if (nsid) {
 			static const uint8_t opt[4] = {0, 3, 0, 0};
-			ldns_pkt_set_edns_data(q, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, 4, opt));
+			ldns_pkt_set_edns_data(
+			        q, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, 4, opt));
 		}
 	}
 	uint8_t *wire, ans[65535];
@@ -208,9 +212,10 @@ static int cmd_storm(int argc, char **argv)
 	long count = atol(argv[2]);
 	rng_state = (uint64_t)atoll(argv[3]) * 2654435761u + 1;
 	int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
-	static const uint8_t seed[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 3, 'w', 'e',
-				       'b', 8, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', 0, 0, 28, 0,
-				       1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0};
+	static const uint8_t seed[] = {0x12, 0x34, 0x01, 0x00, 0,   1,  0,   0,   0,   0,   0,
+	                               1,    3,    'w',  'e',  'b', 8,  'i', 'n', 't', 'e', 'r',
+	                               'n',  'a',  'l',  0,    0,   28, 0,   1,   0,   0,   41,
+	                               4,    0xd0, 0,    0,    0,   0,  0,   0};
 	for (long i = 0; i < count; i++) {
 		uint8_t msg[600];
 		size_t len;
@@ -301,7 +306,7 @@ static int cmd_blackhole(int argc, char **argv)
 	if (addr_of(argv[0], argv[1], &ss, &sl))
 		return 2;
 	struct pollfd p[2] = {{bound(&ss, sl, SOCK_DGRAM), POLLIN, 0},
-			      {bound(&ss, sl, SOCK_STREAM), POLLIN, 0}};
+	                      {bound(&ss, sl, SOCK_STREAM), POLLIN, 0}};
 	int held[256], nheld = 0;
 	time_t end = time(NULL) + atoi(argv[2]);
 	while (time(NULL) < end) {
@@ -364,7 +369,7 @@ static int cmd_liar(int argc, char **argv)
 		sendto(fd, a, len, 0, (struct sockaddr *)&from, fl);
 		a[0] ^= 0xff;
 		sendto(fd2, a, len, 0, (struct sockaddr *)&from, fl); /* wrong source port */
-		a[13] = a[13] == 'z' ? 'y' : 'z'; /* another question */
+		a[13] = a[13] == 'z' ? 'y' : 'z';                     /* another question */
 		sendto(fd, a, len, 0, (struct sockaddr *)&from, fl);
 		len = answer_a(q, (size_t)n, a, 99);
 		struct timespec ts = {0, 30000000};

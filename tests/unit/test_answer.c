@@ -26,26 +26,26 @@ static char *data(void)
 	size_t n = 0;
 #define ADD(...) n += (size_t)snprintf(buf + n, sizeof(buf) - n, __VA_ARGS__)
 	ADD("%s%s", ORG_A, ORG_B);
-	ADD(MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started", "app",
-		    ",\"metadata\":{\"role\":\"primary\"}"));
+	ADD(MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started",
+	            "app", ",\"metadata\":{\"role\":\"primary\"}"));
 	ADD(MACHINE("00000000000002", "alpha", "web", "iad", "fdaa:0:18:1:1:0:2:2", "started",
-		    "worker", ""));
-	ADD(MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped", "app",
-		    ""));
+	            "worker", ""));
+	ADD(MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped",
+	            "app", ""));
 	ADD(MACHINE("00000000000004", "alpha", "gone", "ord", "fdaa:0:18:1:1:0:4:2", "stopped",
-		    "app", ""));
+	            "app", ""));
 	ADD(MACHINE("0000000000000b", "beta", "web", "ord", "fdaa:0:19:1:1:0:b:2", "started", "app",
-		    ""));
-	ADD(MACHINE("aa000000000003", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:3:2", "started", "app",
-		    ""));
-	ADD(MACHINE("aa000000000001", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:1:2", "started", "app",
-		    ""));
-	ADD(MACHINE("aa000000000002", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:2:2", "started", "app",
-		    ""));
-	ADD(MACHINE("aa000000000004", "alpha", "geo", "ams", "fdaa:0:18:3:1:0:4:2", "started", "app",
-		    ""));
-	ADD(MACHINE("aa000000000005", "alpha", "geo", "syd", "fdaa:0:18:3:1:0:5:2", "started", "app",
-		    ""));
+	            ""));
+	ADD(MACHINE("aa000000000003", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:3:2", "started",
+	            "app", ""));
+	ADD(MACHINE("aa000000000001", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:1:2", "started",
+	            "app", ""));
+	ADD(MACHINE("aa000000000002", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:2:2", "started",
+	            "app", ""));
+	ADD(MACHINE("aa000000000004", "alpha", "geo", "ams", "fdaa:0:18:3:1:0:4:2", "started",
+	            "app", ""));
+	ADD(MACHINE("aa000000000005", "alpha", "geo", "syd", "fdaa:0:18:3:1:0:5:2", "started",
+	            "app", ""));
 	for (int i = 0; i < 200; i++)
 		ADD("{\"kind\":\"machine\",\"id\":\"%014x\",\"org\":\"alpha\",\"app\":\"big\","
 		    "\"region\":\"ord\",\"private_ip\":\"fdaa:0:18:4:1:0:%x:2\"}\n",
@@ -54,7 +54,8 @@ static char *data(void)
 	    "\"region\":\"ams\"}\n");
 	ADD("{\"kind\":\"peer\",\"org\":\"beta\",\"name\":\"phone\",\"ip\":\"fdaa:0:19:2::2\","
 	    "\"region\":\"ord\"}\n");
-	ADD("{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}\n");
+	ADD("{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}"
+	    "\n");
 	return buf;
 }
 
@@ -67,12 +68,19 @@ static int setup(void **state)
 	if (import_str(fx->reg, data(), false, err))
 		fail_msg("%s", err);
 	assert_int_equal(regions_load(&fx->regions, "zones/regions.tsv", err, sizeof(err)), 0);
-	fx->conf = (ans_conf_t){.ttl = 5, .nsid = "test-1", .nsid_len = 6,
-				.regions = &fx->regions, .server_region = -1};
+	fx->conf = (ans_conf_t){.ttl = 5,
+	                        .nsid = "test-1",
+	                        .nsid_len = 6,
+	                        .regions = &fx->regions,
+	                        .server_region = -1};
 	org_acl_default(&fx->conf.acl);
 	assert_int_equal(reg_txn_begin(fx->reg, false, &fx->txn), 0);
-	fx->ctx = (ans_ctx_t){.conf = &fx->conf, .txn = fx->txn, .has_default = true,
-			      .default_net = NET_A, .serial = 1, .rng = 42};
+	fx->ctx = (ans_ctx_t){.conf = &fx->conf,
+	                      .txn = fx->txn,
+	                      .has_default = true,
+	                      .default_net = NET_A,
+	                      .serial = 1,
+	                      .rng = 42};
 	fx->ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*fx->ctx.cand));
 	*state = fx;
 	return 0;
@@ -99,9 +107,9 @@ typedef struct {
 static ldns_pkt *ask_how(fx_t *fx, const char *name, ldns_rr_type type, how_t h)
 {
 	ldns_pkt *q = NULL;
-	assert_int_equal(ldns_pkt_query_new_frm_str(&q, name, type, h.cls ? h.cls : LDNS_RR_CLASS_IN,
-						    LDNS_RD),
-			 LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_query_new_frm_str(&q, name, type,
+	                                            h.cls ? h.cls : LDNS_RR_CLASS_IN, LDNS_RD),
+	                 LDNS_STATUS_OK);
 	ldns_pkt_set_id(q, 7);
 	if (h.edns)
 		ldns_pkt_set_edns_udp_size(q, h.edns);
@@ -253,12 +261,14 @@ static void test_txt_forms(void **state)
 
 static void test_instances_is_split_into_255_byte_strings(void **state)
 {
-	ldns_pkt *p = ask_how(*state, "_instances.internal.", LDNS_RR_TYPE_TXT, (how_t){.tcp = true});
+	ldns_pkt *p =
+	        ask_how(*state, "_instances.internal.", LDNS_RR_TYPE_TXT, (how_t){.tcp = true});
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
 	assert_true(ldns_rr_rd_count(rr) > 10);
 	const char *t = txt(p);
-	assert_non_null(strstr(t, "instance=00000000000001,app=web,ip=fdaa:0:18:1:1:0:1:2,region=ord;"));
+	assert_non_null(
+	        strstr(t, "instance=00000000000001,app=web,ip=fdaa:0:18:1:1:0:1:2,region=ord;"));
 	assert_null(strstr(t, "00000000000003")); /* stopped */
 	assert_null(strstr(t, "fdaa:0:19"));      /* another org */
 	ldns_pkt_free(p);
@@ -272,28 +282,34 @@ static void test_instances_is_split_into_255_byte_strings(void **state)
 static void test_nodata_has_soa(void **state)
 {
 	assert_negative(ask(*state, "web.internal.", LDNS_RR_TYPE_A), LDNS_RCODE_NOERROR,
-			"internal.");
+	                "internal.");
 	assert_negative(ask(*state, "vms.web.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
-			"internal.");
+	                "internal.");
 	assert_negative(ask(*state, "web.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR,
-			"internal.");
+	                "internal.");
 	assert_negative(ask(*state, "vm.web.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
-			"internal.");
+	                "internal.");
 	assert_negative(ask(*state, "internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
-			"internal.");
+	                "internal.");
 }
 
 static void test_nxdomain_has_soa(void **state)
 {
-	const char *nx[] = {"nope.internal.", "syd.web.internal.", "00000000000003.vm.web.internal.",
-			    "gone.internal.", "vms.gone.internal.", "top0.nearest.of.web.internal.",
-			    "nobody._peer.internal.", "x.y.web.internal.", "vm.gone.internal.",
-			    "secondary.role.kv._metadata.web.internal."};
+	const char *nx[] = {"nope.internal.",
+	                    "syd.web.internal.",
+	                    "00000000000003.vm.web.internal.",
+	                    "gone.internal.",
+	                    "vms.gone.internal.",
+	                    "top0.nearest.of.web.internal.",
+	                    "nobody._peer.internal.",
+	                    "x.y.web.internal.",
+	                    "vm.gone.internal.",
+	                    "secondary.role.kv._metadata.web.internal."};
 	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
 		assert_negative(ask(*state, nx[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
-				"internal.");
+		                "internal.");
 	assert_negative(ask(*state, "api.flycast.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
-			"flycast.");
+	                "flycast.");
 }
 
 static void test_apex_soa_and_ns(void **state)
@@ -326,26 +342,26 @@ static void test_orgs_never_see_each_other(void **state)
 	assert_string_equal(txt(p), "phone");
 	ldns_pkt_free(p);
 	assert_negative(ask_how(fx, "geo.internal.", LDNS_RR_TYPE_AAAA, b), LDNS_RCODE_NXDOMAIN,
-			"internal.");
+	                "internal.");
 	assert_negative(ask_how(fx, "laptop._peer.internal.", LDNS_RR_TYPE_AAAA, b),
-			LDNS_RCODE_NXDOMAIN, "internal.");
+	                LDNS_RCODE_NXDOMAIN, "internal.");
 	assert_negative(ask_how(fx, "web.flycast.", LDNS_RR_TYPE_AAAA, b), LDNS_RCODE_NXDOMAIN,
-			"flycast.");
+	                "flycast.");
 	/* a 6PN source beats --default-org */
 	p = ask_how(fx, "_apps.internal.", LDNS_RR_TYPE_TXT,
-		    (how_t){.src = "fdaa:0:19:9::9", .dst = "::1"});
+	            (how_t){.src = "fdaa:0:19:9::9", .dst = "::1"});
 	assert_string_equal(txt(p), "web");
 	ldns_pkt_free(p);
 	/* an org with no records at all is empty, not an error */
 	assert_negative(ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA,
-				(how_t){.src = "fdaa:0:77::5", .dst = "fdaa::3"}),
-			LDNS_RCODE_NXDOMAIN, "internal.");
+	                        (how_t){.src = "fdaa:0:77::5", .dst = "fdaa::3"}),
+	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
 static void test_other_orgs_resolver_address_is_refused(void **state)
 {
 	ldns_pkt *p = ask_how(*state, "web.internal.", LDNS_RR_TYPE_AAAA,
-			      (how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa:0:18::3"});
+	                      (how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa:0:18::3"});
 	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
 	assert_false(ldns_pkt_aa(p));
 	ldns_pkt_free(p);
@@ -354,7 +370,8 @@ static void test_other_orgs_resolver_address_is_refused(void **state)
 static void test_ptr_within_the_org_only(void **state)
 {
 	fx_t *fx = *state;
-	const char *rev = "2.0.0.0.1.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	const char *rev =
+	        "2.0.0.0.1.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
 	ldns_pkt *p = ask(fx, rev, LDNS_RR_TYPE_PTR);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	char *t = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
@@ -362,18 +379,19 @@ static void test_ptr_within_the_org_only(void **state)
 	free(t);
 	ldns_pkt_free(p);
 	p = ask(fx, "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
-		LDNS_RR_TYPE_PTR);
+	        LDNS_RR_TYPE_PTR);
 	t = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
 	assert_string_equal(t, "laptop._peer.internal.");
 	free(t);
 	ldns_pkt_free(p);
 	assert_negative(ask_how(fx, rev, LDNS_RR_TYPE_PTR,
-				(how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"}),
-			LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	                        (how_t){.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"}),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
 	/* a stopped Machine has no name */
-	assert_negative(ask(fx, "2.0.0.0.3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
-			    LDNS_RR_TYPE_PTR),
-			LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	assert_negative(
+	        ask(fx, "2.0.0.0.3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	            LDNS_RR_TYPE_PTR),
+	        LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
 }
 
 static void test_truncation_over_udp_and_the_whole_set_over_tcp(void **state)
@@ -420,7 +438,7 @@ static void test_nearest_orders_by_distance_then_id(void **state)
 	how_t ord = {.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"};
 	ldns_pkt *p = ask_how(fx, "top3.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ord);
 	assert_string_equal(addrs(p, false),
-			    "fdaa:0:18:3:1:0:1:2,fdaa:0:18:3:1:0:3:2,fdaa:0:18:3:1:0:2:2");
+	                    "fdaa:0:18:3:1:0:1:2,fdaa:0:18:3:1:0:3:2,fdaa:0:18:3:1:0:2:2");
 	ldns_pkt_free(p);
 	/* from the peer in ams: ams, then iad (AMS-IAD < AMS-ORD) */
 	how_t ams = {.src = "fdaa:0:18:2::2", .dst = "fdaa::3"};
@@ -442,7 +460,8 @@ static void test_nearest_orders_by_distance_then_id(void **state)
 static void test_refusals(void **state)
 {
 	fx_t *fx = *state;
-	ldns_pkt *p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.cls = LDNS_RR_CLASS_CH});
+	ldns_pkt *p =
+	        ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.cls = LDNS_RR_CLASS_CH});
 	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
 	ldns_pkt_free(p);
 	p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.src = "2001:db8::1"});
@@ -470,7 +489,8 @@ static void test_refusals(void **state)
 	ldns_pkt_free(qp);
 	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
 	uint8_t out[512];
-	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen), ANS_FORWARD);
+	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen),
+	                 ANS_FORWARD);
 }
 
 static void test_edns_answers(void **state)
@@ -500,30 +520,30 @@ static void test_a_write_is_answered_after_renew(void **state)
 	assert_int_equal(reg_txn_renew(fx->txn), 0);
 	expect_addrs(fx, "web.internal.", "fdaa:0:18:1:1:0:2:2");
 	assert_negative(ask(fx, "primary.role.kv._metadata.web.internal.", LDNS_RR_TYPE_AAAA),
-			LDNS_RCODE_NXDOMAIN, "internal.");
+	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_app_answers_its_started_machines),
-		T(test_owner_name_keeps_the_question_case),
-		T(test_region_group_vm_metadata_forms),
-		T(test_txt_forms),
-		T(test_instances_is_split_into_255_byte_strings),
-		T(test_nodata_has_soa),
-		T(test_nxdomain_has_soa),
-		T(test_apex_soa_and_ns),
-		T(test_orgs_never_see_each_other),
-		T(test_other_orgs_resolver_address_is_refused),
-		T(test_ptr_within_the_org_only),
-		T(test_truncation_over_udp_and_the_whole_set_over_tcp),
-		T(test_aaaa_sets_are_shuffled),
-		T(test_nearest_orders_by_distance_then_id),
-		T(test_refusals),
-		T(test_edns_answers),
-		T(test_a_write_is_answered_after_renew),
+	        T(test_app_answers_its_started_machines),
+	        T(test_owner_name_keeps_the_question_case),
+	        T(test_region_group_vm_metadata_forms),
+	        T(test_txt_forms),
+	        T(test_instances_is_split_into_255_byte_strings),
+	        T(test_nodata_has_soa),
+	        T(test_nxdomain_has_soa),
+	        T(test_apex_soa_and_ns),
+	        T(test_orgs_never_see_each_other),
+	        T(test_other_orgs_resolver_address_is_refused),
+	        T(test_ptr_within_the_org_only),
+	        T(test_truncation_over_udp_and_the_whole_set_over_tcp),
+	        T(test_aaaa_sets_are_shuffled),
+	        T(test_nearest_orders_by_distance_then_id),
+	        T(test_refusals),
+	        T(test_edns_answers),
+	        T(test_a_write_is_answered_after_renew),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 static uint16_t port_of(const cfg_addr_t *a)
 {
 	return ntohs(a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
-						 : ((const struct sockaddr_in *)&a->ss)->sin_port);
+	                                         : ((const struct sockaddr_in *)&a->ss)->sin_port);
 }
 
 static void test_addresses(void **s)
@@ -108,7 +108,8 @@ static void test_resolv_conf_skips_ourselves(void **s)
 	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
 	snprintf(path, sizeof(path), "%s/resolv.conf", dir);
 	FILE *f = fopen(path, "w");
-	fputs("search example\nnameserver fdaa::3\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n",
+	fputs("search example\nnameserver fdaa::3\nnameserver 192.0.2.53\nnameserver "
+	      "fe80::1%eth0\n",
 	      f);
 	fclose(f);
 	config_t c;
@@ -142,12 +143,12 @@ static void test_regions_and_distance(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_addresses),
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_file_then_command_line),
-		cmocka_unit_test(test_errors_name_the_option_or_line),
-		cmocka_unit_test(test_resolv_conf_skips_ourselves),
-		cmocka_unit_test(test_regions_and_distance),
+	        cmocka_unit_test(test_addresses),
+	        cmocka_unit_test(test_defaults),
+	        cmocka_unit_test(test_file_then_command_line),
+	        cmocka_unit_test(test_errors_name_the_option_or_line),
+	        cmocka_unit_test(test_resolv_conf_skips_ourselves),
+	        cmocka_unit_test(test_regions_and_distance),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

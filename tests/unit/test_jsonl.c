@@ -9,11 +9,11 @@ typedef struct {
 	char *before;
 } fx_t;
 
-static const char base[] =
-	ORG_A MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started",
-		      "app", ",\"metadata\":{\"role\":\"primary\"}")
-	"{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
-	"\"region\":\"ams\"}\n";
+static const char base[] = ORG_A MACHINE(
+        "00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started", "app",
+        ",\"metadata\":{\"role\":\"primary\"}") "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":"
+                                                "\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
+                                                "\"region\":\"ams\"}\n";
 
 static int setup(void **state)
 {
@@ -59,7 +59,8 @@ static void refused(void **state, const char *text, const char *want)
 
 static void test_malformed_json_names_line(void **s)
 {
-	refused(s, GOOD_M("00000000000009") "{\"kind\":\"machine\",\n", "test.jsonl:2: malformed JSON");
+	refused(s, GOOD_M("00000000000009") "{\"kind\":\"machine\",\n",
+	        "test.jsonl:2: malformed JSON");
 }
 static void test_line_that_is_not_an_object(void **s)
 {
@@ -76,62 +77,68 @@ static void test_unknown_kind(void **s)
 static void test_unknown_field(void **s)
 {
 	refused(s, "{\"kind\":\"org\",\"slug\":\"x\",\"network\":\"fdaa:0:20::/48\",\"color\":1}\n",
-		"field 'color': unknown field for kind 'org'");
+	        "field 'color': unknown field for kind 'org'");
 }
 static void test_app_not_a_label(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "my_app", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "started", "app", ""),
-		"field 'app': 'my_app' is not a DNS label");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "my_app", "ord", "fdaa:0:18:1:1:0:9:2",
+	                "started", "app", ""),
+	        "field 'app': 'my_app' is not a DNS label");
 }
 static void test_label_too_long(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "started",
-			   "a234567890123456789012345678901234567890123456789012345678901234", ""),
-		"field 'process_group'");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "a234567890123456789012345678901234567890123456789012345678901234", ""),
+	        "field 'process_group'");
 }
 static void test_region_with_trailing_hyphen(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord-", "fdaa:0:18:1:1:0:9:2",
-			   "started", "app", ""),
-		"field 'region'");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord-", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ""),
+	        "field 'region'");
 }
 static void test_machine_id_neither_hex_nor_label(void **s)
 {
-	refused(s, MACHINE("bad id!", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
-			   "app", ""),
-		"field 'id': 'bad id!' is neither 14 hex digits nor a DNS label");
+	refused(s,
+	        MACHINE("bad id!", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started", "app",
+	                ""),
+	        "field 'id': 'bad id!' is neither 14 hex digits nor a DNS label");
 }
 static void test_private_ip_outside_org(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:19:1:1:0:9:2",
-			   "started", "app", ""),
-		"field 'private_ip': fdaa:0:19:1:1:0:9:2 is outside org alpha's network "
-		"fdaa:0:18::/48");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:19:1:1:0:9:2", "started",
+	                "app", ""),
+	        "field 'private_ip': fdaa:0:19:1:1:0:9:2 is outside org alpha's network "
+	        "fdaa:0:18::/48");
 }
 static void test_private_ip_not_ipv6(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "10.0.0.1", "started", "app",
-			   ""),
-		"field 'private_ip': '10.0.0.1' is not an IPv6 address");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "10.0.0.1", "started", "app", ""),
+	        "field 'private_ip': '10.0.0.1' is not an IPv6 address");
 }
 static void test_private_ip_outside_6pn(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "2001:db8::1", "started", "app",
-			   ""),
-		"outside the 6PN range");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "2001:db8::1", "started", "app",
+	                ""),
+	        "outside the 6PN range");
 }
 static void test_unknown_org(void **s)
 {
-	refused(s, MACHINE("00000000000009", "gamma", "web", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "started", "app", ""),
-		"field 'org': unknown org 'gamma'");
+	refused(s,
+	        MACHINE("00000000000009", "gamma", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ""),
+	        "field 'org': unknown org 'gamma'");
 }
 static void test_duplicate_id_in_one_file(void **s)
 {
 	refused(s, GOOD_M("00000000000009") GOOD_M("00000000000009"),
-		"test.jsonl:2: field 'id': duplicate machine '00000000000009'");
+	        "test.jsonl:2: field 'id': duplicate machine '00000000000009'");
 }
 static void test_duplicate_org_in_one_file(void **s)
 {
@@ -140,58 +147,62 @@ static void test_duplicate_org_in_one_file(void **s)
 static void test_org_network_not_a_48(void **s)
 {
 	refused(s, "{\"kind\":\"org\",\"slug\":\"x\",\"network\":\"fdaa:0:20::/64\"}\n",
-		"field 'network': 'fdaa:0:20::/64' is not an fdaa:X:Y::/48 network");
+	        "field 'network': 'fdaa:0:20::/64' is not an fdaa:X:Y::/48 network");
 }
 static void test_org_network_taken(void **s)
 {
 	refused(s, "{\"kind\":\"org\",\"slug\":\"other\",\"network\":\"fdaa:0:18::/48\"}\n",
-		"field 'network': org 'other' or its network is already in the registry");
+	        "field 'network': org 'other' or its network is already in the registry");
 }
 static void test_metadata_value_not_string(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "started", "app", ",\"metadata\":{\"n\":1}"),
-		"field 'metadata.n': must be a string");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ",\"metadata\":{\"n\":1}"),
+	        "field 'metadata.n': must be a string");
 }
 static void test_metadata_value_not_label(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "started", "app", ",\"metadata\":{\"v\":\"1.2\"}"),
-		"field 'metadata.v': value '1.2' is not a DNS label");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ",\"metadata\":{\"v\":\"1.2\"}"),
+	        "field 'metadata.v': value '1.2' is not a DNS label");
 }
 static void test_bad_state(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2",
-			   "run ning", "app", ""),
-		"field 'state'");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "run ning",
+	                "app", ""),
+	        "field 'state'");
 }
 static void test_bad_op(void **s)
 {
 	refused(s, "{\"kind\":\"machine\",\"id\":\"00000000000001\",\"op\":\"remove\"}\n",
-		"field 'op': the only op is \"delete\"");
+	        "field 'op': the only op is \"delete\"");
 }
 static void test_address_held_by_another_machine(void **s)
 {
-	refused(s, MACHINE("00000000000009", "alpha", "api", "ord", "fdaa:0:18:1:1:0:1:2",
-			   "started", "app", ""),
-		"field 'private_ip': address already held");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "api", "ord", "fdaa:0:18:1:1:0:1:2", "started",
+	                "app", ""),
+	        "field 'private_ip': address already held");
 }
 static void test_error_after_good_lines_keeps_nothing(void **s)
 {
 	refused(s, GOOD_M("00000000000009") ORG_B "{\"kind\":\"peer\",\"org\":\"beta\"}\n",
-		"test.jsonl:3: field 'name': missing");
+	        "test.jsonl:3: field 'name': missing");
 }
 
 static void test_labels_are_lower_cased(void **state)
 {
 	fx_t *fx = *state;
 	char err[JSONL_ERR_MAX];
-	assert_int_equal(import_str(fx->reg,
-				    MACHINE("00000000000009", "Alpha", "API", "ORD",
-					    "fdaa:0:18:1:1:0:9:2", "Started", "App",
-					    ",\"metadata\":{\"Role\":\"Primary\"}"),
-				    false, err),
-			 0);
+	assert_int_equal(
+	        import_str(fx->reg,
+	                   MACHINE("00000000000009", "Alpha", "API", "ORD", "fdaa:0:18:1:1:0:9:2",
+	                           "Started", "App", ",\"metadata\":{\"Role\":\"Primary\"}"),
+	                   false, err),
+	        0);
 	char *out = export_str(fx->reg);
 	assert_non_null(strstr(out, "\"app\":\"api\",\"region\":\"ord\""));
 	assert_non_null(strstr(out, "\"metadata\":{\"role\":\"primary\"}"));
@@ -202,12 +213,13 @@ static void test_defaults_group_app_and_state_started(void **state)
 {
 	fx_t *fx = *state;
 	char err[JSONL_ERR_MAX];
-	assert_int_equal(import_str(fx->reg,
-				    "{\"kind\":\"machine\",\"id\":\"00000000000009\",\"org\":\"alpha\","
-				    "\"app\":\"api\",\"region\":\"ord\",\"private_ip\":"
-				    "\"fdaa:0:18:1:1:0:9:2\"}\n",
-				    false, err),
-			 0);
+	assert_int_equal(
+	        import_str(fx->reg,
+	                   "{\"kind\":\"machine\",\"id\":\"00000000000009\",\"org\":\"alpha\","
+	                   "\"app\":\"api\",\"region\":\"ord\",\"private_ip\":"
+	                   "\"fdaa:0:18:1:1:0:9:2\"}\n",
+	                   false, err),
+	        0);
 	char *out = export_str(fx->reg);
 	assert_non_null(strstr(out, "\"state\":\"started\",\"process_group\":\"app\""));
 	free(out);
@@ -224,10 +236,10 @@ static void test_delete_op_removes_and_is_idempotent(void **state)
 	free(out);
 	assert_int_equal(import_str(fx->reg, del, false, err), 0);
 	assert_int_equal(import_str(fx->reg,
-				    "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\","
-				    "\"op\":\"delete\"}\n",
-				    false, err),
-			 0);
+	                            "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\","
+	                            "\"op\":\"delete\"}\n",
+	                            false, err),
+	                 0);
 	out = export_str(fx->reg);
 	assert_null(strstr(out, "laptop"));
 	free(out);
@@ -266,34 +278,34 @@ int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_malformed_json_names_line),
-		T(test_line_that_is_not_an_object),
-		T(test_missing_kind),
-		T(test_unknown_kind),
-		T(test_unknown_field),
-		T(test_app_not_a_label),
-		T(test_label_too_long),
-		T(test_region_with_trailing_hyphen),
-		T(test_machine_id_neither_hex_nor_label),
-		T(test_private_ip_outside_org),
-		T(test_private_ip_not_ipv6),
-		T(test_private_ip_outside_6pn),
-		T(test_unknown_org),
-		T(test_duplicate_id_in_one_file),
-		T(test_duplicate_org_in_one_file),
-		T(test_org_network_not_a_48),
-		T(test_org_network_taken),
-		T(test_metadata_value_not_string),
-		T(test_metadata_value_not_label),
-		T(test_bad_state),
-		T(test_bad_op),
-		T(test_address_held_by_another_machine),
-		T(test_error_after_good_lines_keeps_nothing),
-		T(test_labels_are_lower_cased),
-		T(test_defaults_group_app_and_state_started),
-		T(test_delete_op_removes_and_is_idempotent),
-		T(test_export_import_replace_round_trip),
-		T(test_replace_with_bad_file_keeps_old_registry),
+	        T(test_malformed_json_names_line),
+	        T(test_line_that_is_not_an_object),
+	        T(test_missing_kind),
+	        T(test_unknown_kind),
+	        T(test_unknown_field),
+	        T(test_app_not_a_label),
+	        T(test_label_too_long),
+	        T(test_region_with_trailing_hyphen),
+	        T(test_machine_id_neither_hex_nor_label),
+	        T(test_private_ip_outside_org),
+	        T(test_private_ip_not_ipv6),
+	        T(test_private_ip_outside_6pn),
+	        T(test_unknown_org),
+	        T(test_duplicate_id_in_one_file),
+	        T(test_duplicate_org_in_one_file),
+	        T(test_org_network_not_a_48),
+	        T(test_org_network_taken),
+	        T(test_metadata_value_not_string),
+	        T(test_metadata_value_not_label),
+	        T(test_bad_state),
+	        T(test_bad_op),
+	        T(test_address_held_by_another_machine),
+	        T(test_error_after_good_lines_keeps_nothing),
+	        T(test_labels_are_lower_cased),
+	        T(test_defaults_group_app_and_state_started),
+	        T(test_delete_op_removes_and_is_idempotent),
+	        T(test_export_import_replace_round_trip),
+	        T(test_replace_with_bad_file_keeps_old_registry),
 	};
 	return cmocka_run_group_tests_name("jsonl", tests, NULL, NULL);
 }

@@ -88,10 +88,11 @@ static void test_nearest(void **s)
 static void test_malformed_top_is_nx(void **s)
 {
 	(void)s;
-	const char *bad[] = {"top0.nearest.of.web.internal", "top.nearest.of.web.internal",
-			     "topx.nearest.of.web.internal", "top01.nearest.of.web.internal",
-			     "top-1.nearest.of.web.internal", "top1x.nearest.of.web.internal",
-			     "top9999999999.nearest.of.web.internal", "two.nearest.of.web.internal"};
+	const char *bad[] = {
+	        "top0.nearest.of.web.internal",          "top.nearest.of.web.internal",
+	        "topx.nearest.of.web.internal",          "top01.nearest.of.web.internal",
+	        "top-1.nearest.of.web.internal",         "top1x.nearest.of.web.internal",
+	        "top9999999999.nearest.of.web.internal", "two.nearest.of.web.internal"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(classify(bad[i]).form, NAME_NX);
 }
@@ -115,9 +116,13 @@ static void test_reserved_words_win_over_regions(void **s)
 static void test_empty_non_terminals(void **s)
 {
 	(void)s;
-	const char *ents[] = {"vm.web.internal", "process.web.internal", "of.web.internal",
-			      "nearest.of.web.internal", "_metadata.web.internal",
-			      "kv._metadata.web.internal", "role.kv._metadata.web.internal"};
+	const char *ents[] = {"vm.web.internal",
+	                      "process.web.internal",
+	                      "of.web.internal",
+	                      "nearest.of.web.internal",
+	                      "_metadata.web.internal",
+	                      "kv._metadata.web.internal",
+	                      "role.kv._metadata.web.internal"};
 	for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++) {
 		names_t n = classify(ents[i]);
 		assert_int_equal(n.form, NAME_ENT);
@@ -129,8 +134,8 @@ static void test_too_deep_or_unknown_is_nx(void **s)
 {
 	(void)s;
 	const char *nx[] = {"a.b.web.internal", "x.vms.web.internal", "a.b.c.d.e.f.web.internal",
-			    "x._apps.internal", "a.b._peer.internal", "x._instances.internal",
-			    "a.b.web.flycast"};
+	                    "x._apps.internal", "a.b._peer.internal", "x._instances.internal",
+	                    "a.b.web.flycast"};
 	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
 		assert_int_equal(classify(nx[i]).form, NAME_NX);
 }
@@ -162,17 +167,22 @@ static void test_reverse_names(void **s)
 {
 	(void)s;
 	/* fdaa:0:18:a7b:d6b:0:a:2 */
-	names_t n = classify("2.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa");
+	names_t n = classify(
+	        "2.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa");
 	assert_int_equal(n.form, NAME_PTR);
 	const uint8_t want[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0x0a, 0x7b,
-				  0x0d, 0x6b, 0, 0, 0, 0x0a, 0, 0x02};
+	                          0x0d, 0x6b, 0, 0, 0, 0x0a, 0,    0x02};
 	assert_memory_equal(n.addr, want, 16);
 	assert_int_equal(classify("0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa").form, NAME_NX);
-	assert_int_equal(classify("z.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa").form,
-			 NAME_NX);
+	assert_int_equal(
+	        classify("z.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa")
+	                .form,
+	        NAME_NX);
 	/* outside fdaa::/16: not ours */
-	assert_int_equal(classify("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa").form,
-			 NAME_OUTSIDE);
+	assert_int_equal(
+	        classify("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa")
+	                .form,
+	        NAME_OUTSIDE);
 	assert_int_equal(classify("d.f.ip6.arpa").form, NAME_OUTSIDE);
 }
 
@@ -213,18 +223,18 @@ static void test_label_rules(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_app_forms),
-		cmocka_unit_test(test_txt_forms),
-		cmocka_unit_test(test_nearest),
-		cmocka_unit_test(test_malformed_top_is_nx),
-		cmocka_unit_test(test_reserved_words_win_over_regions),
-		cmocka_unit_test(test_empty_non_terminals),
-		cmocka_unit_test(test_too_deep_or_unknown_is_nx),
-		cmocka_unit_test(test_apexes),
-		cmocka_unit_test(test_flycast),
-		cmocka_unit_test(test_reverse_names),
-		cmocka_unit_test(test_other_names_are_outside),
-		cmocka_unit_test(test_label_rules),
+	        cmocka_unit_test(test_app_forms),
+	        cmocka_unit_test(test_txt_forms),
+	        cmocka_unit_test(test_nearest),
+	        cmocka_unit_test(test_malformed_top_is_nx),
+	        cmocka_unit_test(test_reserved_words_win_over_regions),
+	        cmocka_unit_test(test_empty_non_terminals),
+	        cmocka_unit_test(test_too_deep_or_unknown_is_nx),
+	        cmocka_unit_test(test_apexes),
+	        cmocka_unit_test(test_flycast),
+	        cmocka_unit_test(test_reverse_names),
+	        cmocka_unit_test(test_other_names_are_outside),
+	        cmocka_unit_test(test_label_rules),
 	};
 	return cmocka_run_group_tests_name("names", tests, NULL, NULL);
 }

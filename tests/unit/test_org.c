@@ -132,12 +132,12 @@ static void test_parse_prefix(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_6pn_source_is_its_own_org),
-		cmocka_unit_test(test_other_orgs_resolver_address_is_refused),
-		cmocka_unit_test(test_loopback_uses_default_org),
-		cmocka_unit_test(test_sources_outside_allow_are_refused),
-		cmocka_unit_test(test_parse_network),
-		cmocka_unit_test(test_parse_prefix),
+	        cmocka_unit_test(test_6pn_source_is_its_own_org),
+	        cmocka_unit_test(test_other_orgs_resolver_address_is_refused),
+	        cmocka_unit_test(test_loopback_uses_default_org),
+	        cmocka_unit_test(test_sources_outside_allow_are_refused),
+	        cmocka_unit_test(test_parse_network),
+	        cmocka_unit_test(test_parse_prefix),
 	};
 	return cmocka_run_group_tests_name("org", tests, NULL, NULL);
 }

@@ -9,17 +9,19 @@ typedef struct {
 	reg_t *reg;
 } fx_t;
 
-static const char base[] =
-	ORG_A ORG_B
-	MACHINE("00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "started", "app",
-		",\"metadata\":{\"role\":\"primary\"}")
-	MACHINE("00000000000002", "alpha", "web", "iad", "fdaa:0:18:1:1:0:2:2", "started", "worker",
-		",\"metadata\":{\"role\":\"replica\"}")
-	MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped", "app", "")
-	MACHINE("00000000000004", "beta", "web", "ord", "fdaa:0:19:1:1:0:4:2", "started", "app", "")
-	"{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
-	"\"region\":\"ams\"}\n"
-	"{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}\n";
+static const char base[] = ORG_A ORG_B MACHINE("00000000000001", "alpha", "web", "ord",
+                                               "fdaa:0:18:1:1:0:1:2", "started", "app",
+                                               ",\"metadata\":{\"role\":\"primary\"}")
+        MACHINE("00000000000002", "alpha", "web", "iad", "fdaa:0:18:1:1:0:2:2", "started", "worker",
+                ",\"metadata\":{\"role\":\"replica\"}")
+                MACHINE("00000000000003", "alpha", "web", "ord", "fdaa:0:18:1:1:0:3:2", "stopped",
+                        "app", "") MACHINE("00000000000004", "beta", "web", "ord",
+                                           "fdaa:0:19:1:1:0:4:2", "started", "app",
+                                           "") "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":"
+                                               "\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
+                                               "\"region\":\"ams\"}\n"
+                                               "{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":"
+                                               "\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}\n";
 
 static int setup(void **state)
 {
@@ -66,7 +68,7 @@ static void assert_indexes(fx_t *fx, int app, int ord, int iad, int grp_app, int
 	assert_int_equal(reg_walk_app_region(t, NET_A, "web", 3, "iad", 3, NULL, NULL), iad);
 	assert_int_equal(reg_walk_app_group(t, NET_A, "web", 3, "app", 3, NULL, NULL), grp_app);
 	assert_int_equal(reg_walk_app_meta(t, NET_A, "web", 3, "role", 4, "primary", 7, NULL, NULL),
-			 primary);
+	                 primary);
 	uint32_t n;
 	assert_int_equal(reg_count_app(t, NET_A, "web", 3, &n), 0);
 	assert_int_equal(n, (uint32_t)app);
@@ -181,9 +183,13 @@ static void test_clear_empties_every_table(void **state)
 static int put_conflict(reg_txn_t *t, void *arg)
 {
 	(void)arg;
-	reg_machine_t m = {.id = "00000000000009", .app = "api", .region = "ord", .group = "app",
-			   .state = "started", .net = NET_A,
-			   .ip = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2}};
+	reg_machine_t m = {.id = "00000000000009",
+	                   .app = "api",
+	                   .region = "ord",
+	                   .group = "app",
+	                   .state = "started",
+	                   .net = NET_A,
+	                   .ip = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2}};
 	return reg_put_machine(t, &m);
 }
 
@@ -253,10 +259,30 @@ static int put_many(reg_txn_t *t, void *arg)
 		char id[16];
 		snprintf(id, sizeof(id), "%014x", i);
 		reg_meta_t meta[2] = {{"role", "x"}, {"tier", "y"}};
-		reg_machine_t mc = {.id = id, .app = "bulk", .region = "ord", .group = "app",
-				    .state = "started", .net = NET_A, .meta = meta, .nmeta = 2};
-		uint8_t ip[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 9, 9, 0, 0, (uint8_t)(i >> 24),
-				  (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i, 0, 2};
+		reg_machine_t mc = {.id = id,
+		                    .app = "bulk",
+		                    .region = "ord",
+		                    .group = "app",
+		                    .state = "started",
+		                    .net = NET_A,
+		                    .meta = meta,
+		                    .nmeta = 2};
+		uint8_t ip[16] = {0xfd,
+		                  0xaa,
+		                  0,
+		                  0,
+		                  0,
+		                  0x18,
+		                  9,
+		                  9,
+		                  0,
+		                  0,
+		                  (uint8_t)(i >> 24),
+		                  (uint8_t)(i >> 16),
+		                  (uint8_t)(i >> 8),
+		                  (uint8_t)i,
+		                  0,
+		                  2};
 		memcpy(mc.ip, ip, 16);
 		int rc = reg_put_machine(t, &mc);
 		if (rc)
@@ -344,23 +370,28 @@ static void test_readonly_open_of_missing_registry_fails(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_started_machines_are_in_every_index, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_orgs_are_separate_key_ranges, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stop_and_start_move_a_machine_out_and_in, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_delete_removes_every_entry, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_generation_counts_every_write, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_clear_empties_every_table, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_started_address_cannot_be_taken_twice, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_find_addr_exact_then_slash112, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_peers_and_flycast, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_app_prefix_does_not_leak, setup, teardown),
-		cmocka_unit_test(test_map_grows_when_full),
-		cmocka_unit_test_setup_teardown(test_read_snapshot_renews_to_newest, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup, teardown),
-		cmocka_unit_test(test_readonly_open_of_missing_registry_fails),
+	        cmocka_unit_test_setup_teardown(test_started_machines_are_in_every_index, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_orgs_are_separate_key_ranges, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_stop_and_start_move_a_machine_out_and_in,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_delete_removes_every_entry, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_generation_counts_every_write, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_clear_empties_every_table, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_started_address_cannot_be_taken_twice, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_find_addr_exact_then_slash112, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_peers_and_flycast, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_app_prefix_does_not_leak, setup, teardown),
+	        cmocka_unit_test(test_map_grows_when_full),
+	        cmocka_unit_test_setup_teardown(test_read_snapshot_renews_to_newest, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup,
+	                                        teardown),
+	        cmocka_unit_test(test_readonly_open_of_missing_registry_fails),
 	};
 	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }

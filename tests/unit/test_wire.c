@@ -8,11 +8,11 @@
 
 /* A query for name/type built by ldns; edns_size 0: no OPT. */
 static size_t ldns_query(const char *name, ldns_rr_type type, uint16_t edns_size, bool dnssec_ok,
-			 uint8_t *out)
+                         uint8_t *out)
 {
 	ldns_pkt *p = NULL;
 	assert_int_equal(ldns_pkt_query_new_frm_str(&p, name, type, LDNS_RR_CLASS_IN, LDNS_RD),
-			 LDNS_STATUS_OK);
+	                 LDNS_STATUS_OK);
 	ldns_pkt_set_id(p, 0x1234);
 	if (edns_size) {
 		ldns_pkt_set_edns_udp_size(p, edns_size);
@@ -60,8 +60,25 @@ static void test_edns_is_read(void **s)
 /* A raw query: header, question "a.", then extra bytes. */
 static size_t raw(uint8_t *p, uint16_t qd, uint16_t ar, const uint8_t *extra, size_t n)
 {
-	const uint8_t head[] = {0xab, 0xcd, 0x01, 0x00, (uint8_t)(qd >> 8), (uint8_t)qd, 0, 0, 0, 0,
-				(uint8_t)(ar >> 8), (uint8_t)ar, 1, 'a', 0, 0, 28, 0, 1};
+	const uint8_t head[] = {0xab,
+	                        0xcd,
+	                        0x01,
+	                        0x00,
+	                        (uint8_t)(qd >> 8),
+	                        (uint8_t)qd,
+	                        0,
+	                        0,
+	                        0,
+	                        0,
+	                        (uint8_t)(ar >> 8),
+	                        (uint8_t)ar,
+	                        1,
+	                        'a',
+	                        0,
+	                        0,
+	                        28,
+	                        0,
+	                        1};
 	memcpy(p, head, sizeof(head));
 	if (n)
 		memcpy(p + sizeof(head), extra, n);
@@ -234,8 +251,9 @@ static void test_response_decodes_with_ldns(void **s)
 	assert_int_equal(ldns_rr_ttl(rr), 5);
 	ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(p), 0);
 	char *text = ldns_rr2str(soa);
-	assert_non_null(strstr(text, "Internal.\t5\tIN\tSOA\tns.Internal. hostmaster.Internal. 77 3600 "
-				     "600 86400 5"));
+	assert_non_null(strstr(text,
+	                       "Internal.\t5\tIN\tSOA\tns.Internal. hostmaster.Internal. 77 3600 "
+	                       "600 86400 5"));
 	free(text);
 	assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
 	ldns_rdf *opts = ldns_pkt_edns_data(p); /* NSID: code 3, length 4, "host" */
@@ -317,20 +335,20 @@ static void test_error_response_keeps_question_and_edns(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_query_round_trip_from_ldns),
-		cmocka_unit_test(test_edns_is_read),
-		cmocka_unit_test(test_short_and_response_packets_are_dropped),
-		cmocka_unit_test(test_question_count_must_be_one),
-		cmocka_unit_test(test_bad_names_are_formerr),
-		cmocka_unit_test(test_trailing_garbage_is_formerr),
-		cmocka_unit_test(test_two_opt_records_are_formerr),
-		cmocka_unit_test(test_edns_version_one_is_badvers),
-		cmocka_unit_test(test_edns_options),
-		cmocka_unit_test(test_opcode_other_than_query_is_notimp),
-		cmocka_unit_test(test_response_decodes_with_ldns),
-		cmocka_unit_test(test_txt_splits_at_255_bytes),
-		cmocka_unit_test(test_records_stop_whole_at_the_limit),
-		cmocka_unit_test(test_error_response_keeps_question_and_edns),
+	        cmocka_unit_test(test_query_round_trip_from_ldns),
+	        cmocka_unit_test(test_edns_is_read),
+	        cmocka_unit_test(test_short_and_response_packets_are_dropped),
+	        cmocka_unit_test(test_question_count_must_be_one),
+	        cmocka_unit_test(test_bad_names_are_formerr),
+	        cmocka_unit_test(test_trailing_garbage_is_formerr),
+	        cmocka_unit_test(test_two_opt_records_are_formerr),
+	        cmocka_unit_test(test_edns_version_one_is_badvers),
+	        cmocka_unit_test(test_edns_options),
+	        cmocka_unit_test(test_opcode_other_than_query_is_notimp),
+	        cmocka_unit_test(test_response_decodes_with_ldns),
+	        cmocka_unit_test(test_txt_splits_at_255_bytes),
+	        cmocka_unit_test(test_records_stop_whole_at_the_limit),
+	        cmocka_unit_test(test_error_response_keeps_question_and_edns),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
