@@ -132,6 +132,19 @@ size_t wire_resp_end(wire_resp_t *r);
  * the query deserves no answer. */
 size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *out, size_t cap);
 
+/* Does resp answer the query q under the ID we sent it with (up_id): QR set, one
+ * question, the same name (compared case-insensitively), type and class? */
+bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *resp, size_t len);
+
+/*
+ * Relays an upstream's answer resp (len bytes, wire_answers() true) to the client whose
+ * query was pkt/q: the client's ID, RD and CD and question bytes (its case), RA set;
+ * longer than max: header and question only, with TC. Writes out (cap >= len); returns
+ * the length.
+ */
+size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
+		  size_t max, uint8_t *out);
+
 /* The bytes an OPT record takes with nsid_len bytes of NSID (0: none). */
 size_t wire_opt_size(size_t nsid_len);
 

@@ -44,10 +44,8 @@ struct fq {
 	size_t max;
 	uint8_t msg[2 + QUERY_MAX]; /* [0..1]: the TCP length; the query from msg + 2 */
 	size_t len;
-	uint16_t client_id, up_id;
-	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased, for matching */
-	size_t qname_len, qend;
-	uint16_t qtype, qclass;
+	uint16_t up_id;
+	wire_query_t wq; /* the client's query, parsed */
 	int up, next_up, tries;
 	uint64_t deadline;
 	uv_timer_t timer; /* per try, and the deferred next try */
@@ -194,7 +192,7 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	if (!resp) {
 		len = wire_error_response(q->msg + 2, q->len, WIRE_SERVFAIL, f->obuf,
 		                          sizeof(f->obuf));
-		f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
+		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
 		resp = f->obuf;
 		f->stats.servfail++;
 	} else {
@@ -204,43 +202,16 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	release(q);
 }
 
-/* Does resp answer our try of q: ID, QR, the same question? */
 static bool matches(const fq_t *q, const uint8_t *r, size_t len)
 {
-	if (len < WIRE_HDR || !(r[2] & 0x80) || (uint16_t)(r[0] << 8 | r[1]) != q->up_id ||
-	    r[4] != 0 || r[5] != 1 || len < WIRE_HDR + q->qname_len + 4)
-		return false;
-	for (size_t i = 0; i < q->qname_len; i++) {
-		uint8_t c = r[WIRE_HDR + i];
-		if (c >= 'A' && c <= 'Z')
-			c = (uint8_t)(c + 32);
-		if (c != q->qname[i])
-			return false;
-	}
-	const uint8_t *t = r + WIRE_HDR + q->qname_len;
-	return (uint16_t)(t[0] << 8 | t[1]) == q->qtype &&
-	       (uint16_t)(t[2] << 8 | t[3]) == q->qclass;
+	return wire_answers(&q->wq, q->up_id, r, len);
 }
 
-/* The upstream's answer with the client's ID, flags and question case; cut with TC when
- * larger than the client takes. */
 static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
-	const uint8_t *cq = q->msg + 2;
 	f->down_until[q->up] = 0;
-	memcpy(f->obuf, r, len);
-	f->obuf[0] = (uint8_t)(q->client_id >> 8), f->obuf[1] = (uint8_t)q->client_id;
-	f->obuf[2] = (uint8_t)((f->obuf[2] & ~0x01) | (cq[2] & 0x01)); /* RD */
-	f->obuf[3] = (uint8_t)((f->obuf[3] & ~0x10) | (cq[3] & 0x10)); /* CD */
-	f->obuf[3] |= 0x80; /* RA: to the client, we are the recursive service */
-	memcpy(f->obuf + WIRE_HDR, cq + WIRE_HDR, q->qname_len); /* the client's case */
-	if (len > q->max) {
-		len = q->qend;
-		f->obuf[2] |= 0x02;
-		memset(f->obuf + 6, 0, 6);
-	}
-	finish(q, f->obuf, len);
+	finish(q, f->obuf, wire_relay(q->msg + 2, &q->wq, r, len, q->max, f->obuf));
 }
 
 static void on_answer(fq_t *q, const uint8_t *r, size_t len)
@@ -563,14 +534,15 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
               void *arg)
 {
-	wire_query_t wq;
-	if (f->closing || len > QUERY_MAX || wire_parse_query(pkt, len, &wq) != WIRE_OK)
-		return -EINVAL;
 	fq_t *q = f->free;
+	if (f->closing || len > QUERY_MAX)
+		return -EINVAL;
 	if (!q) {
 		f->stats.overload++;
 		return -ENOSPC;
 	}
+	if (wire_parse_query(pkt, len, &q->wq) != WIRE_OK)
+		return -EINVAL;
 	f->free = q->next_free;
 	f->inflight++;
 	f->stats.forwarded++;
@@ -581,11 +553,6 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	q->max = max;
 	memcpy(q->msg + 2, pkt, len);
 	q->len = len;
-	q->client_id = wq.id;
-	memcpy(q->qname, wq.qname, wq.qname_len);
-	q->qname_len = wq.qname_len;
-	q->qend = wq.question_end;
-	q->qtype = wq.qtype, q->qclass = wq.qclass;
 	q->tries = 0;
 	q->next_up = (int)(f->next_up++ % f->conf->n);
 	q->deadline = uv_now(f->loop) + f->conf->budget_ms;

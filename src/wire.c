@@ -408,3 +408,36 @@ size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *o
 		wire_add_opt(&r, q.edns_do, NULL, 0);
 	return wire_resp_end(&r);
 }
+
+bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *r, size_t len)
+{
+	if (!q->has_question || len < q->question_end || !(r[2] & 0x80) || rd16(r) != up_id ||
+	    rd16(r + 4) != 1)
+		return false;
+	for (size_t i = 0; i < q->qname_len; i++) {
+		uint8_t c = r[WIRE_HDR + i];
+		if (c >= 'A' && c <= 'Z')
+			c = (uint8_t)(c + 32);
+		if (c != q->qname[i])
+			return false;
+	}
+	const uint8_t *t = r + WIRE_HDR + q->qname_len;
+	return rd16(t) == q->qtype && rd16(t + 2) == q->qclass;
+}
+
+size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
+		  size_t max, uint8_t *out)
+{
+	memcpy(out, resp, len);
+	wr16(out, q->id);
+	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01));   /* RD */
+	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10));   /* CD */
+	out[3] |= 0x80;                                          /* RA: we recurse for it */
+	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);    /* the client's case */
+	if (len > max) {
+		len = q->question_end;
+		out[2] |= 0x02;
+		memset(out + 6, 0, 6);
+	}
+	return len;
+}

@@ -332,6 +332,77 @@ static void test_error_response_keeps_question_and_edns(void **s)
 	assert_int_equal(wire_error_response(pkt, 5, WIRE_SERVFAIL, out, sizeof(out)), 0);
 }
 
+/* An upstream's answer to pkt under id, for name (its case), with n A records. */
+static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out)
+{
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&p, name, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0),
+			 LDNS_STATUS_OK);
+	ldns_pkt_set_id(p, id);
+	ldns_pkt_set_qr(p, true);
+	for (int i = 0; i < n; i++) {
+		char text[128];
+		ldns_rr *rr = NULL;
+		snprintf(text, sizeof(text), "%s 60 IN A 192.0.2.%d", name, i + 1);
+		assert_int_equal(ldns_rr_new_frm_str(&rr, text, 0, NULL, NULL), LDNS_STATUS_OK);
+		ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
+	}
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+	memcpy(out, buf, len);
+	free(buf);
+	ldns_pkt_free(p);
+	return len;
+}
+
+static void test_upstream_answer_must_match_id_and_question(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], r[2048];
+	size_t n = ldns_query("Www.Example.Com.", LDNS_RR_TYPE_A, 0, false, pkt);
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	size_t len = upstream_answer(0x4242, "WWW.example.COM.", 2, r);
+	assert_true(wire_answers(&q, 0x4242, r, len)); /* case does not matter */
+	assert_false(wire_answers(&q, 0x4243, r, len));
+	len = upstream_answer(0x4242, "www.example.org.", 2, r);
+	assert_false(wire_answers(&q, 0x4242, r, len));
+	len = upstream_answer(0x4242, "www.example.com.", 2, r);
+	r[2] &= 0x7f; /* not a response */
+	assert_false(wire_answers(&q, 0x4242, r, len));
+	assert_false(wire_answers(&q, 0x4242, r, 11));
+}
+
+static void test_relay_restores_the_client_view(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], r[2048], out[2048];
+	size_t n = ldns_query("Www.Example.Com.", LDNS_RR_TYPE_A, 0, false, pkt);
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	size_t len = upstream_answer(0x4242, "www.example.com.", 3, r);
+	size_t out_len = wire_relay(pkt, &q, r, len, 512, out);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, out_len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_id(p), 0x1234);
+	assert_true(ldns_pkt_rd(p));
+	assert_true(ldns_pkt_ra(p));
+	assert_int_equal(ldns_pkt_ancount(p), 3);
+	char *qn = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_question(p), 0)));
+	assert_string_equal(qn, "Www.Example.Com.");
+	free(qn);
+	ldns_pkt_free(p);
+	/* larger than the client takes: header and question, TC */
+	len = upstream_answer(0x4242, "www.example.com.", 40, r);
+	out_len = wire_relay(pkt, &q, r, len, 512, out);
+	assert_int_equal(out_len, n);
+	assert_int_equal(ldns_wire2pkt(&p, out, out_len), LDNS_STATUS_OK);
+	assert_true(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), 0);
+	ldns_pkt_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -349,6 +420,8 @@ int main(void)
 	        cmocka_unit_test(test_txt_splits_at_255_bytes),
 	        cmocka_unit_test(test_records_stop_whole_at_the_limit),
 	        cmocka_unit_test(test_error_response_keeps_question_and_edns),
+	        cmocka_unit_test(test_upstream_answer_must_match_id_and_question),
+	        cmocka_unit_test(test_relay_restores_the_client_view),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
