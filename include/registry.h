@@ -35,8 +35,11 @@ enum reg_open_flags {
 
 /*
  * Opens (the writer: creates) the registry in directory dir (data.mdb, lock.mdb).
- * mapsize is the writer's initial map size (0: REG_MAPSIZE_DEFAULT); a read-only
- * registry maps a large virtual window so that a growing writer never forces a remap.
+ * mapsize is the writer's initial map size (0: REG_MAPSIZE_DEFAULT). A read-only
+ * registry (mapsize 0) maps the largest virtual window the process may have (1 TiB
+ * down to the file's own size), so a growing writer rarely forces a remap; when it
+ * does, the next reg_txn_begin/renew adopts the new size (waiting for this process's
+ * other read snapshots to be reset). Safe to share between threads.
  * Allocates *out; release with reg_close(). Errors: -ENOENT (no registry at dir, read-only),
  * -EINVAL (not a registry of this version), LMDB codes.
  */

@@ -143,7 +143,7 @@ bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *resp, si
  * the length.
  */
 size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
-		  size_t max, uint8_t *out);
+                  size_t max, uint8_t *out);
 
 /* The bytes an OPT record takes with nsid_len bytes of NSID (0: none). */
 size_t wire_opt_size(size_t nsid_len);

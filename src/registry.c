@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,10 @@
 
 #define SCHEMA_VERSION 1
 #define KEY_MAX        511
-#define READER_MAPSIZE (1ULL << 40) /* virtual only: a read-only map never grows */
+/* A read-only map is virtual address space only: the larger, the rarer a remap after
+ * the writer grows the file. Smaller windows are tried where address space is limited
+ * (ulimit -v, valgrind); 0 means the size the writer last set. */
+static const size_t reader_mapsizes[] = {1ULL << 40, 1ULL << 36, 1ULL << 32, 0};
 
 enum { DB_META, DB_ORGS, DB_ORGNETS, DB_MACHINES, DB_PEERS, DB_FLYCAST, DB_IDX, DB_ADDR, DB_N };
 static const char *const db_names[DB_N] = {"meta",  "orgs",    "orgnets", "machines",
@@ -47,6 +51,9 @@ struct reg {
 	MDB_dbi dbi[DB_N];
 	unsigned flags;
 	size_t mapsize;
+	/* Read snapshots hold it shared; adopting a grown map (MDB_MAP_RESIZED) needs no
+	 * transaction alive in this process, so it takes it exclusively. */
+	pthread_rwlock_t remap;
 };
 
 struct reg_txn {
@@ -54,6 +61,7 @@ struct reg_txn {
 	MDB_txn *txn;
 	MDB_cursor *curs[DB_N];
 	bool write;
+	bool shared; /* holds reg->remap shared */
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -163,6 +171,30 @@ fail:
 	return rc == MDB_NOTFOUND ? -ENOENT : map_err(rc);
 }
 
+static int env_open(reg_t *reg, const char *dir, size_t mapsize)
+{
+	bool rdonly = reg->flags & REG_RDONLY;
+	int rc = mdb_env_create(&reg->env);
+	if (rc)
+		return rc;
+	if ((rc = mdb_env_set_maxdbs(reg->env, DB_N)) ||
+	    (rc = mdb_env_set_maxreaders(reg->env, 512)) ||
+	    (mapsize && (rc = mdb_env_set_mapsize(reg->env, mapsize))))
+		goto fail;
+	unsigned eflags =
+	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0);
+	if ((rc = mdb_env_open(reg->env, dir, eflags, 0644)))
+		goto fail;
+	MDB_envinfo info;
+	mdb_env_info(reg->env, &info);
+	reg->mapsize = info.me_mapsize;
+	return 0;
+fail:
+	mdb_env_close(reg->env);
+	reg->env = NULL;
+	return rc;
+}
+
 int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize)
 {
 	bool rdonly = flags & REG_RDONLY;
@@ -170,38 +202,35 @@ int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize)
 	if (!reg)
 		return -ENOMEM;
 	reg->flags = flags;
-	reg->mapsize = rdonly ? READER_MAPSIZE : (mapsize ? mapsize : REG_MAPSIZE_DEFAULT);
 	if (!rdonly && mkdir(dir, 0755) && errno != EEXIST) {
 		int e = -errno;
 		free(reg);
 		return e;
 	}
-	int rc = mdb_env_create(&reg->env);
-	if (rc)
-		goto fail;
-	if ((rc = mdb_env_set_maxdbs(reg->env, DB_N)) ||
-	    (rc = mdb_env_set_maxreaders(reg->env, 512)) ||
-	    (rc = mdb_env_set_mapsize(reg->env, reg->mapsize)))
-		goto fail;
-	unsigned eflags =
-	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (flags & REG_NOSYNC ? MDB_NOSYNC : 0);
-	rc = mdb_env_open(reg->env, dir, eflags, 0644);
-	if (rc)
-		goto fail;
-	MDB_envinfo info;
-	mdb_env_info(reg->env, &info);
-	if (info.me_mapsize > reg->mapsize)
-		reg->mapsize = info.me_mapsize;
-	rc = open_dbis(reg, !rdonly);
-	if (rc)
-		goto fail;
+	int rc;
+	if (rdonly && mapsize) {
+		rc = env_open(reg, dir, mapsize);
+	} else if (rdonly) {
+		size_t i = 0;
+		do
+			rc = env_open(reg, dir, reader_mapsizes[i]);
+		while ((rc == EINVAL || rc == ENOMEM) &&
+		       ++i < sizeof(reader_mapsizes) / sizeof(size_t));
+	} else {
+		rc = env_open(reg, dir, mapsize ? mapsize : REG_MAPSIZE_DEFAULT);
+	}
+	if (!rc)
+		rc = open_dbis(reg, !rdonly);
+	if (!rc && (rc = pthread_rwlock_init(&reg->remap, NULL)))
+		rc = -rc;
+	if (rc) {
+		if (reg->env)
+			mdb_env_close(reg->env);
+		free(reg);
+		return map_err(rc);
+	}
 	*out = reg;
 	return 0;
-fail:
-	if (reg->env)
-		mdb_env_close(reg->env);
-	free(reg);
-	return rc == ENOENT ? -ENOENT : map_err(rc);
 }
 
 void reg_close(reg_t *reg)
@@ -209,6 +238,7 @@ void reg_close(reg_t *reg)
 	if (!reg)
 		return;
 	mdb_env_close(reg->env);
+	pthread_rwlock_destroy(&reg->remap);
 	free(reg);
 }
 
@@ -235,6 +265,26 @@ static void close_cursors(reg_txn_t *t)
 	}
 }
 
+static void snapshot_release(reg_txn_t *t)
+{
+	if (t->shared) {
+		pthread_rwlock_unlock(&t->reg->remap);
+		t->shared = false;
+	}
+}
+
+/* Adopts the writer's larger map: no read snapshot of this process may be alive. */
+static int adopt_mapsize(reg_t *reg)
+{
+	pthread_rwlock_wrlock(&reg->remap);
+	int rc = mdb_env_set_mapsize(reg->env, 0);
+	MDB_envinfo info;
+	mdb_env_info(reg->env, &info);
+	reg->mapsize = info.me_mapsize;
+	pthread_rwlock_unlock(&reg->remap);
+	return map_err(rc);
+}
+
 int reg_txn_begin(reg_t *reg, bool write, reg_txn_t **out)
 {
 	if (write && (reg->flags & REG_RDONLY))
@@ -244,7 +294,19 @@ int reg_txn_begin(reg_t *reg, bool write, reg_txn_t **out)
 		return -ENOMEM;
 	t->reg = reg;
 	t->write = write;
-	int rc = mdb_txn_begin(reg->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	int rc;
+	for (;;) {
+		if (!write) {
+			pthread_rwlock_rdlock(&reg->remap);
+			t->shared = true;
+		}
+		rc = mdb_txn_begin(reg->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		if (rc != MDB_MAP_RESIZED || write)
+			break;
+		snapshot_release(t);
+		if ((rc = adopt_mapsize(reg)))
+			goto fail;
+	}
 	if (rc)
 		goto fail;
 	for (int i = 0; i < DB_N; i++)
@@ -256,6 +318,7 @@ fail:
 	close_cursors(t);
 	if (t->txn)
 		mdb_txn_abort(t->txn);
+	snapshot_release(t);
 	free(t);
 	return map_err(rc);
 }
@@ -263,13 +326,28 @@ fail:
 void reg_txn_reset(reg_txn_t *t)
 {
 	mdb_txn_reset(t->txn);
+	snapshot_release(t);
 }
 
 int reg_txn_renew(reg_txn_t *t)
 {
-	int rc = mdb_txn_renew(t->txn);
+	int rc;
+	for (;;) {
+		pthread_rwlock_rdlock(&t->reg->remap);
+		t->shared = true;
+		rc = mdb_txn_renew(t->txn);
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		snapshot_release(t);
+		if ((rc = adopt_mapsize(t->reg)))
+			return rc;
+	}
 	for (int i = 0; !rc && i < DB_N; i++)
 		rc = mdb_cursor_renew(t->txn, t->curs[i]);
+	if (rc) {
+		mdb_txn_reset(t->txn);
+		snapshot_release(t);
+	}
 	return map_err(rc);
 }
 
@@ -303,6 +381,7 @@ void reg_txn_abort(reg_txn_t *t)
 		return;
 	close_cursors(t);
 	mdb_txn_abort(t->txn);
+	snapshot_release(t);
 	free(t);
 }
 

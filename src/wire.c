@@ -426,14 +426,14 @@ bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *r, size_
 }
 
 size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
-		  size_t max, uint8_t *out)
+                  size_t max, uint8_t *out)
 {
 	memcpy(out, resp, len);
 	wr16(out, q->id);
-	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01));   /* RD */
-	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10));   /* CD */
-	out[3] |= 0x80;                                          /* RA: we recurse for it */
-	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);    /* the client's case */
+	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01)); /* RD */
+	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10)); /* CD */
+	out[3] |= 0x80;                                         /* RA: we recurse for it */
+	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);   /* the client's case */
 	if (len > max) {
 		len = q->question_end;
 		out[2] |= 0x02;

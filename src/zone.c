@@ -65,9 +65,15 @@ static int txt(zw_t *z, const char *owner, const char *text, size_t len)
 	return print_rr(z, owner, LDNS_RR_TYPE_TXT, rdfs, n);
 }
 
+/* A TXT RDATA holds at most 65535 bytes: texts are cut at an item boundary before
+ * that, as internald cuts them over TCP. */
+#define TEXT_MAX 64000
+
 static int append(const char *item, size_t len, void *arg)
 {
 	zw_t *z = arg;
+	if (z->len + len > TEXT_MAX)
+		return 1;
 	if (z->len + len > z->cap) {
 		size_t cap = 2 * (z->len + len) + 256;
 		char *b = realloc(z->buf, cap);

@@ -32,11 +32,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		exit(1);
 	}
 	fclose(f);
-	conf = (ans_conf_t){.ttl = 5, .nsid = "fuzz", .nsid_len = 4, .regions = &regions,
-			    .server_region = 0, .forward = true};
+	conf = (ans_conf_t){.ttl = 5,
+	                    .nsid = "fuzz",
+	                    .nsid_len = 4,
+	                    .regions = &regions,
+	                    .server_region = 0,
+	                    .forward = true};
 	org_acl_default(&conf.acl);
-	ctx = (ans_ctx_t){.conf = &conf, .txn = txn, .has_default = true, .default_net = 0x18,
-			  .serial = 1, .rng = 1};
+	ctx = (ans_ctx_t){.conf = &conf,
+	                  .txn = txn,
+	                  .has_default = true,
+	                  .default_net = 0x18,
+	                  .serial = 1,
+	                  .rng = 1};
 	ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*ctx.cand));
 	return 0;
 }
@@ -49,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cl.src[15] = 1;
 	if (size && (data[0] & 2)) {
 		const uint8_t m[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0x0a, 0x7b,
-				       0x0d, 0x6b, 0, 0, 0, 0x0a, 0, 2};
+		                       0x0d, 0x6b, 0, 0, 0, 0x0a, 0,    2};
 		memcpy(cl.src, m, 16);
 		cl.src[5] = (data[0] & 4) ? 0x18 : 0x19;
 	}

@@ -327,6 +327,28 @@ static void test_read_snapshot_renews_to_newest(void **state)
 	reg_close(ro);
 }
 
+static void test_reader_adopts_a_map_the_writer_grew(void **state)
+{
+	(void)state;
+	char *dir = tmp_new();
+	reg_t *w, *ro;
+	assert_int_equal(reg_open(&w, dir, REG_NOSYNC, 256 * 1024), 0);
+	assert_int_equal(reg_open(&ro, dir, REG_RDONLY, 256 * 1024), 0);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(ro, false, &t), 0);
+	reg_txn_reset(t);
+	many_t m = {0, 20000};
+	assert_int_equal(reg_write(w, put_many, &m), 0); /* grows the file past our map */
+	assert_true(reg_mapsize(w) > 256 * 1024);
+	assert_int_equal(reg_txn_renew(t), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "bulk", 4, NULL, NULL), 20000);
+	assert_true(reg_mapsize(ro) >= reg_mapsize(w));
+	reg_txn_abort(t);
+	reg_close(ro);
+	reg_close(w);
+	tmp_free(dir);
+}
+
 static void report(const char *msg, void *arg)
 {
 	(void)msg;
@@ -387,6 +409,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_peers_and_flycast, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_app_prefix_does_not_leak, setup, teardown),
 	        cmocka_unit_test(test_map_grows_when_full),
+	        cmocka_unit_test(test_reader_adopts_a_map_the_writer_grew),
 	        cmocka_unit_test_setup_teardown(test_read_snapshot_renews_to_newest, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup,

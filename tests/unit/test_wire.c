@@ -337,7 +337,7 @@ static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out
 {
 	ldns_pkt *p = NULL;
 	assert_int_equal(ldns_pkt_query_new_frm_str(&p, name, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0),
-			 LDNS_STATUS_OK);
+	                 LDNS_STATUS_OK);
 	ldns_pkt_set_id(p, id);
 	ldns_pkt_set_qr(p, true);
 	for (int i = 0; i < n; i++) {
