@@ -58,6 +58,8 @@ int reg_txn_begin(reg_t *reg, bool write, reg_txn_t **out);
 /* Read-only: drop the snapshot (reset) / take the newest committed one (renew). */
 void reg_txn_reset(reg_txn_t *txn);
 int reg_txn_renew(reg_txn_t *txn);
+/* The snapshot's LMDB transaction id: unchanged id, unchanged registry. */
+uint64_t reg_txn_id(reg_txn_t *txn);
 /* Write: bumps the generation, commits and frees txn (also on failure). */
 int reg_txn_commit(reg_txn_t *txn);
 /* Ends any transaction without committing, frees txn. NULL is a no-op. */

@@ -312,26 +312,37 @@ static int emit(items_t *it, const char *s, size_t len)
 	return it->fn(s, len, it->arg);
 }
 
+static char *put(char *p, const void *s, size_t n)
+{
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* One item of vms., _peer or _instances, formatted by hand: this is the query path. */
 static int item_hit(const reg_hit_t *h, void *arg)
 {
 	items_t *it = arg;
-	char buf[512], ip[INET6_ADDRSTRLEN];
-	size_t n = 0;
+	char buf[512], *p = buf;
 	if (it->n++)
-		buf[n++] = it->form == NAME_INSTANCES ? ';' : ',';
+		*p++ = it->form == NAME_INSTANCES ? ';' : ',';
 	if (it->form == NAME_VMS) {
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%.*s %.*s", h->id_len, h->id,
-		                      h->region_len, h->region);
+		p = put(p, h->id, h->id_len);
+		*p++ = ' ';
+		p = put(p, h->region, h->region_len);
 	} else if (it->form == NAME_INSTANCES) {
-		inet_ntop(AF_INET6, h->ip, ip, sizeof(ip));
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-		                      "instance=%.*s,app=%.*s,ip=%s,region=%.*s", h->id_len, h->id,
-		                      h->app_len, h->app, ip, h->region_len, h->region);
+		p = put(p, "instance=", 9);
+		p = put(p, h->id, h->id_len);
+		p = put(p, ",app=", 5);
+		p = put(p, h->app, h->app_len);
+		p = put(p, ",ip=", 4);
+		inet_ntop(AF_INET6, h->ip, p, INET6_ADDRSTRLEN);
+		p += strlen(p);
+		p = put(p, ",region=", 8);
+		p = put(p, h->region, h->region_len);
 	} else { /* peers */
-		memcpy(buf + n, h->id, h->id_len);
-		n += h->id_len;
+		p = put(p, h->id, h->id_len);
 	}
-	return emit(it, buf, n < sizeof(buf) ? n : sizeof(buf) - 1);
+	return emit(it, buf, (size_t)(p - buf));
 }
 
 static int item_name(const char *name, size_t len, uint32_t count, void *arg)

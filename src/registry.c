@@ -10,7 +10,8 @@
  *   machines  id -> machine record (see enc_machine), every state
  *   peers     net | name -> ip16 | region
  *   flycast   net | app \0 | ip16 -> ""
- *   idx       started Machines only (values: ip16 | u8 len | region):
+ *   idx       started Machines only (values: ip16 | u8 app len | u8 id len | u8 region
+ *             len | region, so a hit decodes without scanning its key):
  *               net 'A' app \0 id
  *               net 'R' app \0 region \0 id
  *               net 'G' app \0 group \0 id
@@ -35,7 +36,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define KEY_MAX        511
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
  * the writer grows the file. Smaller windows are tried where address space is limited
@@ -351,6 +352,11 @@ int reg_txn_renew(reg_txn_t *t)
 	return map_err(rc);
 }
 
+uint64_t reg_txn_id(reg_txn_t *t)
+{
+	return mdb_txn_id(t->txn);
+}
+
 static int bump_generation(reg_txn_t *t)
 {
 	uint64_t g = reg_generation(t) + 1;
@@ -551,14 +557,18 @@ static bool is_started(const reg_machine_t *m)
 	return strcmp(m->state, "started") == 0;
 }
 
-/* The value every idx entry of a Machine carries: ip16 | u8 len | region. */
+/* The value every idx entry of a Machine carries:
+ * ip16 | u8 app len | u8 id len | u8 region len | region. */
+#define IDX_VAL_HDR 19
 static size_t idx_value(const reg_machine_t *m, uint8_t *v)
 {
 	size_t rl = strlen(m->region);
 	memcpy(v, m->ip, 16);
-	v[16] = (uint8_t)rl;
-	memcpy(v + 17, m->region, rl);
-	return 17 + rl;
+	v[16] = (uint8_t)strlen(m->app);
+	v[17] = (uint8_t)strlen(m->id);
+	v[18] = (uint8_t)rl;
+	memcpy(v + IDX_VAL_HDR, m->region, rl);
+	return IDX_VAL_HDR + rl;
 }
 
 static void addr_key(rkey_t *k, uint32_t net, const uint8_t ip[16])
@@ -862,30 +872,23 @@ int reg_org_slug(reg_txn_t *t, uint32_t net, char *buf, size_t cap)
 /* ---- walks ------------------------------------------------------------------------------------
  */
 
-/* Fills hit from an idx entry (net tag app \0 ... \0 id -> ip16 | len | region). */
+/* Fills hit from an idx entry (net tag app \0 ... \0 id -> see idx_value): the
+ * lengths in the value place app and id in the key without scanning it. */
 static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 {
 	const uint8_t *kb = k->mv_data, *vb = v->mv_data;
-	if (k->mv_size < 7 || v->mv_size < 17 || v->mv_size < 17u + vb[16])
+	if (v->mv_size < IDX_VAL_HDR || v->mv_size != (size_t)IDX_VAL_HDR + vb[18] ||
+	    k->mv_size < 5u + vb[16] + 1 + vb[17])
 		return -EIO;
-	const uint8_t *app = kb + 5, *end = kb + k->mv_size;
-	const uint8_t *sep = memchr(app, 0, (size_t)(end - app));
-	if (!sep)
-		return -EIO;
-	const uint8_t *id = end;
-	while (id > sep + 1 && id[-1] != 0)
-		id--;
-	*h = (reg_hit_t){
-	        .kind = REG_HIT_MACHINE,
-	        .net = get_u32(kb),
-	        .ip = vb,
-	        .id = (const char *)id,
-	        .id_len = (uint8_t)(end - id),
-	        .app = (const char *)app,
-	        .app_len = (uint8_t)(sep - app),
-	        .region = (const char *)vb + 17,
-	        .region_len = vb[16],
-	};
+	h->kind = REG_HIT_MACHINE;
+	h->net = get_u32(kb);
+	h->ip = vb;
+	h->app = (const char *)kb + 5;
+	h->app_len = vb[16];
+	h->id = (const char *)kb + k->mv_size - vb[17];
+	h->id_len = vb[17];
+	h->region = (const char *)vb + IDX_VAL_HDR;
+	h->region_len = vb[18];
 	return 0;
 }
 

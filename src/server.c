@@ -38,6 +38,8 @@ typedef struct worker worker_t;
 typedef struct {
 	worker_t *w;
 	int fd, family;
+	bool wildcard;     /* bound to :: or 0.0.0.0: PKTINFO tells and sets the address */
+	uint8_t local[16]; /* the bound address otherwise */
 	uv_poll_t poll;
 } udp_sock_t;
 
@@ -80,7 +82,7 @@ struct worker {
 	int tcp_fd[CFG_LISTEN_MAX];
 	reg_txn_t *txn;
 	ans_ctx_t ans;
-	uint64_t gen;
+	uint64_t gen, snapshot;
 	bool default_warned;
 	fwd_t *fwd;
 	fwd_udp_t *fwd_pool, *fwd_free;
@@ -144,6 +146,10 @@ static bool batch_begin(worker_t *w)
 		log_error("worker %u: cannot read the registry: %s", w->idx, reg_strerror(rc));
 		return false;
 	}
+	uint64_t snapshot = reg_txn_id(w->txn);
+	if (snapshot == w->snapshot)
+		return true; /* nothing was committed since the last batch */
+	w->snapshot = snapshot;
 	uint64_t gen = reg_generation(w->txn);
 	if (gen != w->gen || gen == 0) {
 		const char *slug = w->srv->cfg->default_org;
@@ -223,7 +229,10 @@ static void udp_send_one(udp_sock_t *s, const struct sockaddr_storage *peer, soc
 	        .msg_iovlen = 1,
 	        .msg_control = room,
 	};
-	mh.msg_controllen = pktinfo_out(s->family, room, dst, ifindex);
+	if (s->wildcard)
+		mh.msg_controllen = pktinfo_out(s->family, room, dst, ifindex);
+	else
+		mh.msg_control = NULL;
 	if (sendmsg(s->fd, &mh, MSG_DONTWAIT) < 0)
 		log_debug("udp send: %s", strerror(errno));
 }
@@ -294,7 +303,10 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			ans_client_t cl = {.tcp = false};
 			unsigned ifindex;
 			addr16(&w->from[i], cl.src);
-			pktinfo_in(mh, cl.dst, &ifindex);
+			if (s->wildcard)
+				pktinfo_in(mh, cl.dst, &ifindex);
+			else
+				memcpy(cl.dst, s->local, 16), ifindex = 0;
 			size_t len = 0;
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
 			                               w->wbuf[m], WBUF, &len);
@@ -630,6 +642,9 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		udp_sock_t *u = &w->udp[i];
 		u->w = w, u->fd = fds[i][0], u->family = cfg->listen[i].ss.ss_family;
+		addr16(&cfg->listen[i].ss, u->local);
+		static const uint8_t any6[16], any4[16] = {[10] = 0xff, [11] = 0xff};
+		u->wildcard = !memcmp(u->local, any6, 16) || !memcmp(u->local, any4, 16);
 		uv_poll_init(&w->loop, &u->poll, u->fd);
 		u->poll.data = u;
 		uv_poll_start(&u->poll, UV_READABLE, on_udp);
