@@ -11,6 +11,11 @@
  *   dnsq idle ADDR PORT COUNT SECONDS
  *       opens COUNT TCP connections, holds them SECONDS, prints how many the server
  *       closed ("closed=N")
+ *   dnsq partial ADDR PORT HEX SECONDS
+ *       TCP: sends the raw bytes (a frame never completed), prints "closed after N ms"
+ *       when the server closes, or "open" after SECONDS
+ *   dnsq noread ADDR PORT SECONDS
+ *       TCP: pipelines queries for SECONDS and never reads an answer; prints "sent=N"
  *   dnsq blackhole ADDR PORT SECONDS
  *       an upstream that never answers: reads UDP and TCP and drops everything
  *   dnsq liar ADDR PORT SECONDS
@@ -284,6 +289,78 @@ static int cmd_idle(int argc, char **argv)
 	return 0;
 }
 
+static int tcp_connect(const char *host, const char *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (addr_of(host, port, &ss, &sl))
+		exit(2);
+	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sl)) {
+		perror("dnsq: connect");
+		exit(2);
+	}
+	return fd;
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cmd_partial(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	int fd = tcp_connect(argv[0], argv[1]);
+	uint8_t msg[4096];
+	size_t len = strlen(argv[2]) / 2;
+	for (size_t k = 0; k < len && k < sizeof(msg); k++)
+		sscanf(argv[2] + 2 * k, "%2hhx", &msg[k]);
+	long t0 = now_ms(), limit = atol(argv[3]) * 1000;
+	if (send(fd, msg, len, MSG_NOSIGNAL) < 0)
+		perror("dnsq: send");
+	struct pollfd p = {fd, POLLIN, 0};
+	while (now_ms() - t0 < limit) {
+		char b[64];
+		if (poll(&p, 1, 100) == 1 && recv(fd, b, sizeof(b), 0) <= 0) {
+			printf("closed after %ld ms\n", now_ms() - t0);
+			return 0;
+		}
+	}
+	printf("open\n");
+	return 0;
+}
+
+static int cmd_noread(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	int fd = tcp_connect(argv[0], argv[1]);
+	static const uint8_t q[] = {0,   30,  0x12, 0x34, 1,   0,   0,   1,  0,   0,   0,
+	                            0,   0,   0,    3,    'w', 'e', 'b', 8,  'i', 'n', 't',
+	                            'e', 'r', 'n',  'a',  'l', 0,   0,   28, 0,   1};
+	uint8_t burst[sizeof(q) * 64];
+	for (int i = 0; i < 64; i++)
+		memcpy(burst + i * sizeof(q), q, sizeof(q));
+	long t0 = now_ms(), limit = atol(argv[2]) * 1000, sent = 0;
+	struct pollfd p = {fd, POLLOUT, 0};
+	while (now_ms() - t0 < limit) {
+		if (poll(&p, 1, 100) != 1)
+			continue; /* the server stopped reading: our buffer is full */
+		ssize_t n = send(fd, burst, sizeof(burst), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno != EAGAIN)
+			break;
+		if (n > 0)
+			sent += n;
+	}
+	printf("sent=%ld\n", sent);
+	close(fd);
+	return 0;
+}
+
 static int bound(const struct sockaddr_storage *ss, socklen_t sl, int type)
 {
 	int one = 1, fd = socket(ss->ss_family, type, 0);
@@ -391,6 +468,10 @@ int main(int argc, char **argv)
 		return cmd_storm(argc - 2, argv + 2);
 	if (strcmp(argv[1], "idle") == 0)
 		return cmd_idle(argc - 2, argv + 2);
+	if (strcmp(argv[1], "partial") == 0)
+		return cmd_partial(argc - 2, argv + 2);
+	if (strcmp(argv[1], "noread") == 0)
+		return cmd_noread(argc - 2, argv + 2);
 	if (strcmp(argv[1], "blackhole") == 0)
 		return cmd_blackhole(argc - 2, argv + 2);
 	if (strcmp(argv[1], "liar") == 0)
