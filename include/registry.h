@@ -150,8 +150,6 @@ typedef int (*reg_walk_fn)(const reg_hit_t *hit, void *arg);
  * same transaction (point reads are fine).
  *   app:         the app's Machines, by id
  *   app_region:  the app's Machines in region, by id
- *   app_group:   the app's Machines of process group, by id
- *   app_meta:    the app's Machines whose metadata has key = value, by id
  *   org:         every Machine of the org, by app then id (_instances)
  *   peers:       the org's peers, by name (hit->id is the name)
  *   flycast:     the app's Flycast addresses in the org, by address (only ip is set)
@@ -160,15 +158,30 @@ int reg_walk_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, 
                  void *arg);
 int reg_walk_app_region(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
                         const char *region, size_t region_len, reg_walk_fn fn, void *arg);
-int reg_walk_app_group(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-                       const char *group, size_t group_len, reg_walk_fn fn, void *arg);
-int reg_walk_app_meta(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
-                      const char *key, size_t key_len, const char *value, size_t value_len,
-                      reg_walk_fn fn, void *arg);
 int reg_walk_org(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 int reg_walk_peers(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 int reg_walk_flycast(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
                      void *arg);
+
+/*
+ * The addresses of one AAAA answer, a page at a time: fn(ips, n, arg) gets n contiguous
+ * 16-byte addresses (in address order) and returns non-zero to stop; fn NULL just counts.
+ *   REG_SET_APP     the app's started Machines            (sub, val unused)
+ *   REG_SET_REGION  ... in region sub
+ *   REG_SET_GROUP   ... of process group sub
+ *   REG_SET_META    ... whose metadata has key sub = value val
+ * Returns how many addresses the set holds (0: the name does not exist), or < 0.
+ */
+enum reg_set_kind {
+	REG_SET_APP = 'A',
+	REG_SET_REGION = 'R',
+	REG_SET_GROUP = 'G',
+	REG_SET_META = 'M'
+};
+typedef int (*reg_ips_fn)(const uint8_t *ips, size_t n, void *arg);
+int reg_ips(reg_txn_t *txn, uint32_t net, int kind, const char *app, size_t app_len,
+            const char *sub, size_t sub_len, const char *val, size_t val_len, reg_ips_fn fn,
+            void *arg);
 
 /* Names walks: apps of the org with a started Machine; regions of an app with one.
  * fn gets (name, len, count of started Machines, arg). */

@@ -117,31 +117,36 @@ static int answer_walk(req_t *rq, walk_t walk)
 	return WIRE_NOERROR;
 }
 
-static int walk_app(req_t *rq, reg_walk_fn fn, void *arg)
+/* ---- the address sets: app, region, group, metadata ------------------------------------ */
+
+static int put_ips(const uint8_t *ips, size_t n, void *arg)
 {
-	const names_t *n = rq->n;
-	return reg_walk_app(rq->ctx->txn, rq->net, n->app.p, n->app.len, fn, arg);
+	aaaa_t *a = arg;
+	for (size_t i = 0; i < n; i++) {
+		if (wire_add_aaaa(a->rq->r, a->rq->owner, a->rq->ctx->conf->ttl, ips + 16 * i)) {
+			a->full = true;
+			return 1;
+		}
+		a->n++;
+	}
+	return 0;
 }
 
-static int walk_region(req_t *rq, reg_walk_fn fn, void *arg)
+/* One seek finds the set; its addresses come a page at a time. */
+static int answer_set(req_t *rq, int kind)
 {
 	const names_t *n = rq->n;
-	return reg_walk_app_region(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p,
-	                           n->sub.len, fn, arg);
-}
-
-static int walk_group(req_t *rq, reg_walk_fn fn, void *arg)
-{
-	const names_t *n = rq->n;
-	return reg_walk_app_group(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p, n->sub.len,
-	                          fn, arg);
-}
-
-static int walk_meta(req_t *rq, reg_walk_fn fn, void *arg)
-{
-	const names_t *n = rq->n;
-	return reg_walk_app_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p, n->sub.len,
-	                         n->val.p, n->val.len, fn, arg);
+	bool aaaa = type_is(rq->q, WIRE_AAAA);
+	aaaa_t a;
+	aaaa_begin(rq, &a);
+	int count = reg_ips(rq->ctx->txn, rq->net, kind, n->app.p, n->app.len, n->sub.p, n->sub.len,
+	                    n->val.p, n->val.len, aaaa ? put_ips : NULL, &a);
+	if (count < 0)
+		return WIRE_SERVFAIL;
+	if (count == 0 || !aaaa)
+		return negative(rq, count ? WIRE_NOERROR : WIRE_NXDOMAIN);
+	aaaa_end(&a, true);
+	return WIRE_NOERROR;
 }
 
 static int walk_flycast(req_t *rq, reg_walk_fn fn, void *arg)
@@ -504,15 +509,15 @@ static int answer_zone(req_t *rq)
 			return WIRE_SERVFAIL;
 		return negative(rq, count ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	case NAME_APP:
-		return answer_walk(rq, walk_app);
+		return answer_set(rq, REG_SET_APP);
 	case NAME_REGION:
-		return answer_walk(rq, walk_region);
+		return answer_set(rq, REG_SET_REGION);
 	case NAME_GROUP:
-		return answer_walk(rq, walk_group);
+		return answer_set(rq, REG_SET_GROUP);
+	case NAME_META:
+		return answer_set(rq, REG_SET_META);
 	case NAME_VM:
 		return answer_walk(rq, walk_vm);
-	case NAME_META:
-		return answer_walk(rq, walk_meta);
 	case NAME_PEER:
 		return answer_walk(rq, walk_peer);
 	case NAME_FLYCAST:

@@ -12,13 +12,16 @@
  *   flycast   net | app \0 | ip16 -> ""
  *   idx       started Machines only (values: ip16 | u8 app len | u8 id len | u8 region
  *             len | region, so a hit decodes without scanning its key):
- *               net 'A' app \0 id
- *               net 'R' app \0 region \0 id
- *               net 'G' app \0 group \0 id
- *               net 'M' app \0 key \0 value \0 id
+ *               net 'A' app \0 id                 (vms., _instances, <id>.vm.)
+ *               net 'R' app \0 region \0 id       (nearest: by region, then id)
  *             and counters (u32 BE):
  *               net 'S' app             started Machines of the app
  *               net 'r' app \0 region   started Machines of the app in the region
+ *   sets      DUPSORT|DUPFIXED: one key per AAAA answer, 16-byte addresses as its values
+ *             (read a page at a time with MDB_GET_MULTIPLE, counted with
+ *             mdb_cursor_count), started Machines only:
+ *               net 'A' app | net 'R' app \0 region | net 'G' app \0 group
+ *               net 'M' app \0 key \0 value
  *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines)
  *                        -> 'p' name \0 region         (peers)
  *
@@ -36,16 +39,28 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define KEY_MAX        511
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
  * the writer grows the file. Smaller windows are tried where address space is limited
  * (ulimit -v, valgrind); 0 means the size the writer last set. */
 static const size_t reader_mapsizes[] = {1ULL << 40, 1ULL << 36, 1ULL << 32, 0};
 
-enum { DB_META, DB_ORGS, DB_ORGNETS, DB_MACHINES, DB_PEERS, DB_FLYCAST, DB_IDX, DB_ADDR, DB_N };
-static const char *const db_names[DB_N] = {"meta",  "orgs",    "orgnets", "machines",
-                                           "peers", "flycast", "idx",     "addr"};
+enum {
+	DB_META,
+	DB_ORGS,
+	DB_ORGNETS,
+	DB_MACHINES,
+	DB_PEERS,
+	DB_FLYCAST,
+	DB_IDX,
+	DB_ADDR,
+	DB_SETS,
+	DB_N
+};
+static const char *const db_names[DB_N] = {"meta",    "orgs", "orgnets", "machines", "peers",
+                                           "flycast", "idx",  "addr",    "sets"};
+static const unsigned db_flags[DB_N] = {[DB_SETS] = MDB_DUPSORT | MDB_DUPFIXED};
 
 struct reg {
 	MDB_env *env;
@@ -147,7 +162,8 @@ static int open_dbis(reg_t *reg, bool create)
 	if (rc)
 		return map_err(rc);
 	for (int i = 0; i < DB_N; i++) {
-		rc = mdb_dbi_open(txn, db_names[i], create ? MDB_CREATE : 0, &reg->dbi[i]);
+		rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | (create ? MDB_CREATE : 0),
+		                  &reg->dbi[i]);
 		if (rc)
 			goto fail;
 	}
@@ -588,21 +604,15 @@ static size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
 	return n;
 }
 
-/* Index keys of a started Machine, each built by kind; nmeta entries for 'M'. */
+/* Index keys of a started Machine: 'A', 'R' entries, 'S' and 'r' counters. */
 static void idx_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
 {
+	(void)meta;
 	key_init(k, m->net, tag);
 	key_str(k, m->app, strlen(m->app), true);
 	switch (tag) {
 	case 'R':
 		key_str(k, m->region, strlen(m->region), true);
-		break;
-	case 'G':
-		key_str(k, m->group, strlen(m->group), true);
-		break;
-	case 'M':
-		key_str(k, m->meta[meta].key, strlen(m->meta[meta].key), true);
-		key_str(k, m->meta[meta].value, strlen(m->meta[meta].value), true);
 		break;
 	case 'r':
 		key_str(k, m->region, strlen(m->region), false);
@@ -613,6 +623,33 @@ static void idx_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
 	}
 	key_str(k, m->id, strlen(m->id), false);
 }
+
+/* The key of one of a Machine's AAAA sets ('A', 'R', 'G', or 'M' with its pair). */
+static void set_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
+{
+	key_init(k, m->net, tag);
+	key_str(k, m->app, strlen(m->app), tag != 'A');
+	if (tag == 'R')
+		key_str(k, m->region, strlen(m->region), false);
+	else if (tag == 'G')
+		key_str(k, m->group, strlen(m->group), false);
+	else if (tag == 'M') {
+		key_str(k, m->meta[meta].key, strlen(m->meta[meta].key), true);
+		key_str(k, m->meta[meta].value, strlen(m->meta[meta].value), false);
+	}
+}
+
+static int set_change(reg_txn_t *t, const rkey_t *k, const uint8_t ip[16], bool add)
+{
+	if (k->overflow)
+		return -ENAMETOOLONG;
+	MDB_val key = {k->n, (void *)k->b}, val = {16, (void *)ip};
+	int rc = add ? mdb_put(t->txn, t->reg->dbi[DB_SETS], &key, &val, MDB_NODUPDATA)
+	             : mdb_del(t->txn, t->reg->dbi[DB_SETS], &key, &val);
+	return rc == MDB_KEYEXIST ? 0 : map_err(rc);
+}
+
+static const int set_tags[] = {'A', 'R', 'G'};
 
 static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 {
@@ -636,11 +673,15 @@ static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 		return rc;
 	}
 
-	static const int tags[] = {'A', 'R', 'G'};
-	for (size_t i = 0; i < 3 + m->nmeta; i++) {
-		idx_key(&k, m, i < 3 ? tags[i] : 'M', i < 3 ? 0 : i - 3);
+	for (size_t i = 0; i < 2; i++) {
+		idx_key(&k, m, set_tags[i], 0);
 		rc = add ? kput(t, DB_IDX, &k, v, vl) : kdel(t, DB_IDX, &k);
 		if (rc && !(rc == -ENOENT && !add))
+			return rc;
+	}
+	for (size_t i = 0; i < 3 + m->nmeta; i++) {
+		set_key(&k, m, i < 3 ? set_tags[i] : 'M', i < 3 ? 0 : i - 3);
+		if ((rc = set_change(t, &k, m->ip, add)) && !(rc == -ENOENT && !add))
 			return rc;
 	}
 	idx_key(&k, m, 'S', 0);
@@ -938,25 +979,33 @@ int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, 
 	return walk_idx(t, &k, fn, arg);
 }
 
-int reg_walk_app_group(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *group,
-                       size_t gl, reg_walk_fn fn, void *arg)
+int reg_ips(reg_txn_t *t, uint32_t net, int kind, const char *app, size_t al, const char *sub,
+            size_t sl, const char *val, size_t vl, reg_ips_fn fn, void *arg)
 {
 	rkey_t k;
-	key_init(&k, net, 'G');
-	key_str(&k, app, al, true);
-	key_str(&k, group, gl, true);
-	return walk_idx(t, &k, fn, arg);
-}
-
-int reg_walk_app_meta(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *key,
-                      size_t kl, const char *value, size_t vl, reg_walk_fn fn, void *arg)
-{
-	rkey_t k;
-	key_init(&k, net, 'M');
-	key_str(&k, app, al, true);
-	key_str(&k, key, kl, true);
-	key_str(&k, value, vl, true);
-	return walk_idx(t, &k, fn, arg);
+	key_init(&k, net, kind);
+	key_str(&k, app, al, kind != REG_SET_APP);
+	if (kind != REG_SET_APP)
+		key_str(&k, sub, sl, kind == REG_SET_META);
+	if (kind == REG_SET_META)
+		key_str(&k, val, vl, false);
+	if (k.overflow)
+		return 0;
+	MDB_cursor *c = t->curs[DB_SETS];
+	MDB_val key = {k.n, k.b}, v;
+	int rc = mdb_cursor_get(c, &key, &v, MDB_SET);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	size_t count = 0;
+	if (rc || (rc = mdb_cursor_count(c, &count)))
+		return map_err(rc);
+	if (!fn)
+		return (int)count;
+	for (rc = mdb_cursor_get(c, &key, &v, MDB_GET_MULTIPLE); rc == 0;
+	     rc = mdb_cursor_get(c, &key, &v, MDB_NEXT_MULTIPLE))
+		if (fn(v.mv_data, v.mv_size / 16, arg))
+			return (int)count;
+	return rc == MDB_NOTFOUND ? (int)count : map_err(rc);
 }
 
 int reg_walk_org(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
@@ -1218,7 +1267,7 @@ typedef struct {
 	void (*report)(const char *, void *);
 	void *arg;
 	int bad;
-	size_t expect_idx, expect_addr;
+	size_t expect_idx, expect_addr, expect_sets;
 } check_t;
 
 static void bad(check_t *c, const char *fmt, const char *a, const char *b)
@@ -1239,14 +1288,21 @@ static int check_machine(const reg_machine_t *m, void *arg)
 	size_t wl = idx_value(m, want);
 	rkey_t k;
 	MDB_val v;
-	static const int tags[] = {'A', 'R', 'G'};
-	for (size_t i = 0; i < 3 + m->nmeta; i++) {
-		idx_key(&k, m, i < 3 ? tags[i] : 'M', i < 3 ? 0 : i - 3);
+	static const char *const what[] = {"app", "region", "group"};
+	for (size_t i = 0; i < 2; i++) {
+		idx_key(&k, m, set_tags[i], 0);
 		c->expect_idx++;
 		if (raw_get(c->t, DB_IDX, k.b, k.n, &v) || v.mv_size != wl ||
 		    memcmp(v.mv_data, want, wl))
-			bad(c, "machine %s: index entry %s missing or wrong", m->id,
-			    i < 3 ? (const char *[]){"app", "region", "group"}[i] : "metadata");
+			bad(c, "machine %s: index entry %s missing or wrong", m->id, what[i]);
+	}
+	for (size_t i = 0; i < 3 + m->nmeta; i++) {
+		set_key(&k, m, i < 3 ? set_tags[i] : 'M', i < 3 ? 0 : i - 3);
+		c->expect_sets++;
+		MDB_val key = {k.n, k.b}, ip = {16, (void *)m->ip};
+		if (mdb_cursor_get(c->t->curs[DB_SETS], &key, &ip, MDB_GET_BOTH))
+			bad(c, "machine %s: %s address set misses it", m->id,
+			    i < 3 ? what[i] : "metadata");
 	}
 	addr_key(&k, m->net, m->ip);
 	uint8_t av[3 * (REG_LABEL_MAX + 1)];
@@ -1315,6 +1371,10 @@ static int check_counters(check_t *c)
 		return map_err(rc);
 	if (st.ms_entries != c->expect_addr)
 		bad(c, "address index holds entries no Machine or peer accounts for%s%s", "", "");
+	if ((rc = mdb_stat(c->t->txn, c->t->reg->dbi[DB_SETS], &st)))
+		return map_err(rc);
+	if (st.ms_entries != c->expect_sets)
+		bad(c, "address sets hold addresses no started Machine accounts for%s%s", "", "");
 	return 0;
 }
 
@@ -1352,7 +1412,8 @@ int reg_stats(reg_txn_t *t, reg_stats_t *s)
 	        .machines = st[DB_MACHINES].ms_entries,
 	        .peers = st[DB_PEERS].ms_entries,
 	        .flycast = st[DB_FLYCAST].ms_entries,
-	        .index_entries = st[DB_IDX].ms_entries + st[DB_ADDR].ms_entries,
+	        .index_entries =
+	                st[DB_IDX].ms_entries + st[DB_ADDR].ms_entries + st[DB_SETS].ms_entries,
 	        .map_size = info.me_mapsize,
 	        .page_size = st[DB_META].ms_psize,
 	        .map_used = (info.me_last_pgno + 1) * (size_t)st[DB_META].ms_psize,

@@ -88,6 +88,7 @@ struct worker {
 	fwd_udp_t *fwd_pool, *fwd_free;
 	conn_t *conns;
 	unsigned nconns, max_conns;
+	uint64_t wakeups, recv_calls, datagrams; /* logged at exit */
 	/* UDP batch buffers */
 	struct mmsghdr in[BATCH], out[BATCH];
 	struct iovec iov_in[BATCH], iov_out[BATCH];
@@ -280,6 +281,7 @@ static void on_udp(uv_poll_t *h, int status, int events)
 	(void)events;
 	if (status < 0 || !batch_begin(w))
 		return;
+	w->wakeups++;
 	for (int round = 0; round < ROUNDS; round++) {
 		for (int i = 0; i < BATCH; i++) {
 			w->iov_in[i] = (struct iovec){w->rbuf[i], RBUF};
@@ -293,8 +295,10 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			};
 		}
 		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
+		w->recv_calls++;
 		if (n <= 0)
 			break;
+		w->datagrams += (uint64_t)n;
 		unsigned m = 0;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &w->in[i].msg_hdr;
@@ -606,7 +610,13 @@ static void worker_close_all(worker_t *w)
 
 static void on_stop(uv_async_t *a)
 {
-	worker_close_all(a->data);
+	worker_t *w = a->data;
+	if (w->wakeups)
+		log_info("worker %u: %llu datagrams, %.2f per recvmmsg, %.2f per wake-up", w->idx,
+		         (unsigned long long)w->datagrams,
+		         (double)w->datagrams / (double)w->recv_calls,
+		         (double)w->datagrams / (double)w->wakeups);
+	worker_close_all(w);
 }
 
 static void worker_main(void *arg)

@@ -66,9 +66,15 @@ static void assert_indexes(fx_t *fx, int app, int ord, int iad, int grp_app, int
 	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), app);
 	assert_int_equal(reg_walk_app_region(t, NET_A, "web", 3, "ord", 3, NULL, NULL), ord);
 	assert_int_equal(reg_walk_app_region(t, NET_A, "web", 3, "iad", 3, NULL, NULL), iad);
-	assert_int_equal(reg_walk_app_group(t, NET_A, "web", 3, "app", 3, NULL, NULL), grp_app);
-	assert_int_equal(reg_walk_app_meta(t, NET_A, "web", 3, "role", 4, "primary", 7, NULL, NULL),
-	                 primary);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_APP, "web", 3, NULL, 0, NULL, 0, NULL, NULL),
+	                 app);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_REGION, "web", 3, "ord", 3, NULL, 0, NULL, NULL),
+	                 ord);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_GROUP, "web", 3, "app", 3, NULL, 0, NULL, NULL),
+	                 grp_app);
+	assert_int_equal(
+	        reg_ips(t, NET_A, REG_SET_META, "web", 3, "role", 4, "primary", 7, NULL, NULL),
+	        primary);
 	uint32_t n;
 	assert_int_equal(reg_count_app(t, NET_A, "web", 3, &n), 0);
 	assert_int_equal(n, (uint32_t)app);
@@ -291,6 +297,25 @@ static int put_many(reg_txn_t *t, void *arg)
 	return 0;
 }
 
+typedef struct {
+	size_t total, chunks;
+	uint8_t last[16];
+	bool ordered;
+} chunks_t;
+
+static int count_chunk(const uint8_t *ips, size_t n, void *arg)
+{
+	chunks_t *c = arg;
+	for (size_t i = 0; i < n; i++) {
+		if (c->total && memcmp(c->last, ips + 16 * i, 16) >= 0)
+			c->ordered = false;
+		memcpy(c->last, ips + 16 * i, 16);
+		c->total++;
+	}
+	c->chunks++;
+	return 0;
+}
+
 static void test_map_grows_when_full(void **state)
 {
 	(void)state;
@@ -304,6 +329,14 @@ static void test_map_grows_when_full(void **state)
 	reg_txn_t *t;
 	assert_int_equal(reg_txn_begin(reg, false, &t), 0);
 	assert_int_equal(reg_walk_app(t, NET_A, "bulk", 4, NULL, NULL), 20000);
+	/* an address set of 20000 comes a page at a time, in address order, all of it */
+	chunks_t c = {.ordered = true};
+	assert_int_equal(
+	        reg_ips(t, NET_A, REG_SET_APP, "bulk", 4, NULL, 0, NULL, 0, count_chunk, &c),
+	        20000);
+	assert_int_equal(c.total, 20000);
+	assert_true(c.chunks > 1);
+	assert_true(c.ordered);
 	assert_int_equal(reg_check(t, NULL, NULL), 0);
 	reg_txn_abort(t);
 	reg_close(reg);
