@@ -114,13 +114,16 @@ test: deps
 	@echo "make test: every suite passed"
 
 SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
-	     tests/fuzz/*.c)
+	     tests/fuzz/*.c bench/*.c)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run -Werror $(SOURCES)
 
-bench: deps all
+$(O)/startstop: bench/startstop.c $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
+bench: deps all $(O)/startstop
 	bench/run
 
 # libFuzzer targets; fuzz-replay runs each seed corpus once (fast, part of make test).
