@@ -114,7 +114,7 @@ test: deps
 	@echo "make test: every suite passed"
 
 SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
-	     tests/fuzz/*.c bench/*.c)
+	     tests/fuzz/*.c tests/fuzz/*.h bench/*.c)
 format:
 	clang-format -i $(SOURCES)
 format-check:
@@ -130,7 +130,7 @@ bench: deps all $(O)/startstop
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fsanitize=fuzzer,address,undefined \
 	       $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-$(O)/fuzz/%: tests/fuzz/fuzz_%.c $(CORE:%=src/%.c) $(wildcard include/*.h)
+$(O)/fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/fuzzreg.h $(CORE:%=src/%.c) $(wildcard include/*.h)
 	mkdir -p $(O)/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE:%=src/%.c) $(LDLIBS)
 fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)

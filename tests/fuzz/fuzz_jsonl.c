@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jsonl.h"
+#include "fuzzreg.h"
 
 static reg_t *reg;
 
@@ -16,14 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
-	char dir[] = "/tmp/internald-fuzz-XXXXXX", err[JSONL_ERR_MAX];
-	FILE *f = fopen("zones/demo.jsonl", "r");
-	if (!mkdtemp(dir) || !f || reg_open(&reg, dir, REG_NOSYNC, 0) ||
-	    jsonl_import(reg, f, "demo.jsonl", false, err)) {
-		fprintf(stderr, "fuzz_jsonl: run from the source tree\n");
-		exit(1);
-	}
-	fclose(f);
+	reg = fuzz_registry("fuzz_jsonl");
 	return 0;
 }
 

@@ -458,25 +458,18 @@ static int cmd_liar(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2)
-		goto usage;
-	if (strcmp(argv[1], "query") == 0)
-		return cmd_query(argc - 2, argv + 2);
-	if (strcmp(argv[1], "raw") == 0)
-		return cmd_raw(argc - 2, argv + 2);
-	if (strcmp(argv[1], "storm") == 0)
-		return cmd_storm(argc - 2, argv + 2);
-	if (strcmp(argv[1], "idle") == 0)
-		return cmd_idle(argc - 2, argv + 2);
-	if (strcmp(argv[1], "partial") == 0)
-		return cmd_partial(argc - 2, argv + 2);
-	if (strcmp(argv[1], "noread") == 0)
-		return cmd_noread(argc - 2, argv + 2);
-	if (strcmp(argv[1], "blackhole") == 0)
-		return cmd_blackhole(argc - 2, argv + 2);
-	if (strcmp(argv[1], "liar") == 0)
-		return cmd_liar(argc - 2, argv + 2);
-usage:
-	fprintf(stderr, "usage: dnsq query|raw|storm|idle ... (see the source)\n");
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} modes[] = {
+	        {"query", cmd_query},         {"raw", cmd_raw},         {"storm", cmd_storm},
+	        {"idle", cmd_idle},           {"partial", cmd_partial}, {"noread", cmd_noread},
+	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},
+	};
+	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (strcmp(argv[1], modes[i].name) == 0)
+			return modes[i].fn(argc - 2, argv + 2);
+	fprintf(stderr, "usage: dnsq query|raw|storm|idle|partial|noread|blackhole|liar ... "
+	                "(see the source)\n");
 	return 2;
 }

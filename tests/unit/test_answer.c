@@ -3,8 +3,6 @@
  * TXT splitting, shuffling, nearest order, PTR, EDNS. */
 #include "testreg.h"
 
-#include <ldns/ldns.h>
-
 #include "answer.h"
 #include "wire.h"
 
@@ -63,10 +61,7 @@ static int setup(void **state)
 {
 	fx_t *fx = calloc(1, sizeof(*fx));
 	char err[JSONL_ERR_MAX];
-	fx->dir = tmp_new();
-	assert_int_equal(reg_open(&fx->reg, fx->dir, REG_NOSYNC, 0), 0);
-	if (import_str(fx->reg, data(), false, err))
-		fail_msg("%s", err);
+	fx->reg = reg_fixture(&fx->dir, data());
 	assert_int_equal(regions_load(&fx->regions, "zones/regions.tsv", err, sizeof(err)), 0);
 	fx->conf = (ans_conf_t){.ttl = 5,
 	                        .nsid = "test-1",
@@ -113,15 +108,12 @@ static ldns_pkt *ask_how(fx_t *fx, const char *name, ldns_rr_type type, how_t h)
 	ldns_pkt_set_id(q, 7);
 	if (h.edns)
 		ldns_pkt_set_edns_udp_size(q, h.edns);
-	uint8_t *buf, out[65535];
-	size_t len, outlen = 0;
-	assert_int_equal(ldns_pkt2wire(&buf, q, &len), LDNS_STATUS_OK);
-	ldns_pkt_free(q);
+	uint8_t buf[512], out[65535];
+	size_t len = pkt_wire(q, buf), outlen = 0;
 	ans_client_t cl = {.tcp = h.tcp};
 	assert_int_equal(org_parse_addr(h.src ? h.src : "::1", cl.src), 0);
 	assert_int_equal(org_parse_addr(h.dst ? h.dst : "::1", cl.dst), 0);
 	ans_action_t act = ans_process(&fx->ctx, &cl, buf, len, out, sizeof(out), &outlen);
-	free(buf);
 	if (act != ANS_REPLY)
 		return NULL;
 	assert_true(h.tcp || outlen <= (h.edns ? (h.edns > 1232 ? 1232 : h.edns) : 512));
@@ -479,14 +471,10 @@ static void test_refusals(void **state)
 	ldns_pkt_free(p);
 	fx->conf.forward = true; /* forwarding needs no org */
 	uint8_t q[64];
-	size_t len = 0, outlen;
+	size_t outlen;
 	ldns_pkt *qp = NULL;
 	ldns_pkt_query_new_frm_str(&qp, "example.com.", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0);
-	uint8_t *buf;
-	ldns_pkt2wire(&buf, qp, &len);
-	memcpy(q, buf, len);
-	free(buf);
-	ldns_pkt_free(qp);
+	size_t len = pkt_wire(qp, q);
 	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
 	uint8_t out[512];
 	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen),

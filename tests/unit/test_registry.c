@@ -26,10 +26,7 @@ static const char base[] = ORG_A ORG_B MACHINE("00000000000001", "alpha", "web",
 static int setup(void **state)
 {
 	fx_t *fx = calloc(1, sizeof(*fx));
-	char err[JSONL_ERR_MAX];
-	fx->dir = tmp_new();
-	assert_int_equal(reg_open(&fx->reg, fx->dir, REG_NOSYNC, 0), 0);
-	assert_int_equal(import_str(fx->reg, base, false, err), 0);
+	fx->reg = reg_fixture(&fx->dir, base);
 	*state = fx;
 	return 0;
 }

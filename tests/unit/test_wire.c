@@ -2,8 +2,6 @@
  * independent encoder and decoder; every malformed input gets its rcode or silence. */
 #include "testreg.h"
 
-#include <ldns/ldns.h>
-
 #include "wire.h"
 
 /* A query for name/type built by ldns; edns_size 0: no OPT. */
@@ -18,13 +16,7 @@ static size_t ldns_query(const char *name, ldns_rr_type type, uint16_t edns_size
 		ldns_pkt_set_edns_udp_size(p, edns_size);
 		ldns_pkt_set_edns_do(p, dnssec_ok);
 	}
-	uint8_t *buf;
-	size_t len;
-	assert_int_equal(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
-	memcpy(out, buf, len);
-	free(buf);
-	ldns_pkt_free(p);
-	return len;
+	return pkt_wire(p, out);
 }
 
 static void test_query_round_trip_from_ldns(void **s)
@@ -347,13 +339,7 @@ static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out
 		assert_int_equal(ldns_rr_new_frm_str(&rr, text, 0, NULL, NULL), LDNS_STATUS_OK);
 		ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
 	}
-	uint8_t *buf;
-	size_t len;
-	assert_int_equal(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
-	memcpy(out, buf, len);
-	free(buf);
-	ldns_pkt_free(p);
-	return len;
+	return pkt_wire(p, out);
 }
 
 static void test_upstream_answer_must_match_id_and_question(void **s)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <ldns/ldns.h>
 
 #include "jsonl.h"
 #include "registry.h"
@@ -63,6 +64,30 @@ static inline char *export_str(reg_t *reg)
 	reg_txn_abort(txn);
 	fclose(f);
 	return buf;
+}
+
+/* A new registry in a new temporary directory (*dir, for tmp_free), holding data. */
+static inline reg_t *reg_fixture(char **dir, const char *data)
+{
+	reg_t *reg;
+	char err[JSONL_ERR_MAX];
+	*dir = tmp_new();
+	assert_int_equal(reg_open(&reg, *dir, REG_NOSYNC, 0), 0);
+	if (import_str(reg, data, false, err))
+		fail_msg("%s", err);
+	return reg;
+}
+
+/* The wire form of p, built by ldns, into out (room for it); frees p. */
+static inline size_t pkt_wire(ldns_pkt *p, uint8_t *out)
+{
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+	memcpy(out, buf, len);
+	free(buf);
+	ldns_pkt_free(p);
+	return len;
 }
 
 #define ORG_A "{\"kind\":\"org\",\"slug\":\"alpha\",\"network\":\"fdaa:0:18::/48\"}\n"
