@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 60
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libcmocka-dev \
 	     libjansson-dev
 DEB_TEST  := bind9-dnsutils knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
-	     libclang-rt-14-dev clang knot dnsperf
+	     libclang-rt-14-dev clang knot dnsperf time procps
 DEB_BENCH := dnsperf knot nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
