@@ -55,6 +55,12 @@ static int addr_of(const char *host, const char *port, struct sockaddr_storage *
 	return -1;
 }
 
+/* A mode's arguments: exactly want of them, the first two an address and a port. */
+static int target(int argc, char **argv, int want, struct sockaddr_storage *ss, socklen_t *sl)
+{
+	return argc == want ? addr_of(argv[0], argv[1], ss, sl) : -1;
+}
+
 /* Sends msg and waits up to 2 s for one answer; returns its length, 0 on silence. */
 static ssize_t exchange(const struct sockaddr_storage *ss, socklen_t sl, bool tcp,
                         const uint8_t *msg, size_t len, uint8_t *ans, size_t cap)
@@ -180,11 +186,9 @@ static int cmd_raw(int argc, char **argv)
 	bool tcp = argc > 0 && strcmp(argv[0], "--tcp") == 0;
 	if (tcp)
 		argc--, argv++;
-	if (argc != 3)
-		return 2;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	if (addr_of(argv[0], argv[1], &ss, &sl))
+	if (target(argc, argv, 3, &ss, &sl))
 		return 2;
 	size_t hl = strlen(argv[2]), len = hl / 2;
 	uint8_t msg[65535], ans[65535];
@@ -208,11 +212,9 @@ static uint32_t rnd(void)
 
 static int cmd_storm(int argc, char **argv)
 {
-	if (argc != 4)
-		return 2;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	if (addr_of(argv[0], argv[1], &ss, &sl))
+	if (target(argc, argv, 4, &ss, &sl))
 		return 2;
 	long count = atol(argv[2]);
 	rng_state = (uint64_t)atoll(argv[3]) * 2654435761u + 1;
@@ -253,11 +255,9 @@ static int cmd_storm(int argc, char **argv)
 
 static int cmd_idle(int argc, char **argv)
 {
-	if (argc != 4)
-		return 2;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	if (addr_of(argv[0], argv[1], &ss, &sl))
+	if (target(argc, argv, 4, &ss, &sl))
 		return 2;
 	int count = atoi(argv[2]), secs = atoi(argv[3]), closed = 0;
 	struct pollfd *p = calloc((size_t)count, sizeof(*p));
@@ -376,11 +376,9 @@ static int bound(const struct sockaddr_storage *ss, socklen_t sl, int type)
 
 static int cmd_blackhole(int argc, char **argv)
 {
-	if (argc != 3)
-		return 2;
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	if (addr_of(argv[0], argv[1], &ss, &sl))
+	if (target(argc, argv, 3, &ss, &sl))
 		return 2;
 	struct pollfd p[2] = {{bound(&ss, sl, SOCK_DGRAM), POLLIN, 0},
 	                      {bound(&ss, sl, SOCK_STREAM), POLLIN, 0}};
@@ -418,11 +416,9 @@ static size_t answer_a(const uint8_t *q, size_t n, uint8_t *out, uint8_t last_oc
 
 static int cmd_liar(int argc, char **argv)
 {
-	if (argc != 3)
-		return 2;
 	struct sockaddr_storage ss, other;
 	socklen_t sl;
-	if (addr_of(argv[0], argv[1], &ss, &sl))
+	if (target(argc, argv, 3, &ss, &sl))
 		return 2;
 	int fd = bound(&ss, sl, SOCK_DGRAM);
 	other = ss;
