@@ -283,15 +283,18 @@ int config_parse_args(config_t *c, int argc, char **argv, char *err)
 	return 0;
 }
 
-static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+/* The same address and port: a resolver on ::1 port 53 is not us on ::1 port 5353. */
+static bool same_socket(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
 	if (a->ss_family != b->ss_family)
 		return false;
-	if (a->ss_family == AF_INET6)
-		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-		              &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-	       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	}
+	const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+	return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
 }
 
 int config_upstreams_from_resolv(config_t *c, const char *path)
@@ -313,7 +316,7 @@ int config_upstreams_from_resolv(config_t *c, const char *path)
 			continue;
 		bool ours = false;
 		for (size_t i = 0; i < c->nlisten && !ours; i++)
-			ours = same_host(&u.ss, &c->listen[i].ss);
+			ours = same_socket(&u.ss, &c->listen[i].ss);
 		if (ours)
 			continue;
 		c->upstream[c->nupstream++] = u;

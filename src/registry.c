@@ -605,9 +605,8 @@ static size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
 }
 
 /* Index keys of a started Machine: 'A', 'R' entries, 'S' and 'r' counters. */
-static void idx_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
+static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 {
-	(void)meta;
 	key_init(k, m->net, tag);
 	key_str(k, m->app, strlen(m->app), true);
 	switch (tag) {
@@ -674,7 +673,7 @@ static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 	}
 
 	for (size_t i = 0; i < 2; i++) {
-		idx_key(&k, m, set_tags[i], 0);
+		idx_key(&k, m, set_tags[i]);
 		rc = add ? kput(t, DB_IDX, &k, v, vl) : kdel(t, DB_IDX, &k);
 		if (rc && !(rc == -ENOENT && !add))
 			return rc;
@@ -684,10 +683,10 @@ static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 		if ((rc = set_change(t, &k, m->ip, add)) && !(rc == -ENOENT && !add))
 			return rc;
 	}
-	idx_key(&k, m, 'S', 0);
+	idx_key(&k, m, 'S');
 	if ((rc = counter_add(t, &k, add ? 1 : -1)))
 		return rc;
-	idx_key(&k, m, 'r', 0);
+	idx_key(&k, m, 'r');
 	return counter_add(t, &k, add ? 1 : -1);
 }
 
@@ -1290,7 +1289,7 @@ static int check_machine(const reg_machine_t *m, void *arg)
 	MDB_val v;
 	static const char *const what[] = {"app", "region", "group"};
 	for (size_t i = 0; i < 2; i++) {
-		idx_key(&k, m, set_tags[i], 0);
+		idx_key(&k, m, set_tags[i]);
 		c->expect_idx++;
 		if (raw_get(c->t, DB_IDX, k.b, k.n, &v) || v.mv_size != wl ||
 		    memcmp(v.mv_data, want, wl))
