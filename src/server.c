@@ -405,16 +405,20 @@ typedef struct {
 } wreq_t;
 
 static void conn_read_start(conn_t *c);
+static void conn_process(conn_t *c);
 
 static void on_written(uv_write_t *req, int status)
 {
 	wreq_t *r = (wreq_t *)req;
 	conn_t *c = r->c;
 	c->pending -= r->len;
-	if (status < 0)
+	if (status < 0) {
 		conn_close(c);
-	else if (!c->reading && !c->closing && c->pending < TCP_WRITE_HIGH / 2)
-		conn_read_start(c);
+	} else if (!c->reading && !c->closing && c->pending < TCP_WRITE_HIGH / 2) {
+		conn_process(c); /* frames that waited for the client to read */
+		if (!c->closing && c->pending < TCP_WRITE_HIGH / 2)
+			conn_read_start(c);
+	}
 	free(r);
 	conn_release(c);
 }
@@ -493,24 +497,22 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		conn_send(c, w->tcp_out, out);
 }
 
-static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
+/*
+ * Answers the complete frames in the buffer while the client takes its answers: past the
+ * high-water mark of unsent bytes the rest waits in the buffer (and reading stops) until
+ * the writes drain, so a client that pipelines and never reads holds at most the buffer
+ * and the high-water mark, whatever the size of each answer.
+ */
+static void conn_process(conn_t *c)
 {
-	conn_t *c = h->data;
-	(void)buf;
-	if (n < 0) {
-		conn_close(c);
+	if (c->closing)
 		return;
-	}
-	if (n == 0)
-		return;
-	c->len += (size_t)n;
-	uv_timer_again(&c->idle);
 	if (!batch_begin(c->w)) {
 		conn_close(c);
 		return;
 	}
 	size_t off = 0;
-	while (!c->closing && c->len - off >= 2) {
+	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->len - off >= 2) {
 		size_t mlen = (size_t)c->buf[off] << 8 | c->buf[off + 1];
 		if (mlen < WIRE_HDR) {
 			conn_close(c); /* zero or header-less frames: not DNS */
@@ -526,6 +528,21 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 		memmove(c->buf, c->buf + off, c->len - off);
 		c->len -= off;
 	}
+}
+
+static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+	(void)buf;
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (n == 0)
+		return;
+	c->len += (size_t)n;
+	uv_timer_again(&c->idle);
+	conn_process(c);
 }
 
 static void conn_read_start(conn_t *c)

@@ -14,8 +14,10 @@
  *   dnsq partial ADDR PORT HEX SECONDS
  *       TCP: sends the raw bytes (a frame never completed), prints "closed after N ms"
  *       when the server closes, or "open" after SECONDS
- *   dnsq noread ADDR PORT SECONDS
- *       TCP: pipelines queries for SECONDS and never reads an answer; prints "sent=N"
+ *   dnsq noread ADDR PORT SECONDS [NAME TYPE]
+ *       TCP: one query padded to 20 kB (EDNS padding: it grows the server's read
+ *       buffer), then pipelines queries (web.internal AAAA) for SECONDS, never reading
+ *       an answer; prints "sent=N"
  *   dnsq blackhole ADDR PORT SECONDS
  *       an upstream that never answers: reads UDP and TCP and drops everything
  *   dnsq liar ADDR PORT SECONDS
@@ -336,25 +338,75 @@ static int cmd_partial(int argc, char **argv)
 
 static int cmd_noread(int argc, char **argv)
 {
-	if (argc != 3)
+	if (argc != 3 && argc != 5)
 		return 2;
 	int fd = tcp_connect(argv[0], argv[1]);
-	static const uint8_t q[] = {0,   30,  0x12, 0x34, 1,   0,   0,   1,  0,   0,   0,
-	                            0,   0,   0,    3,    'w', 'e', 'b', 8,  'i', 'n', 't',
-	                            'e', 'r', 'n',  'a',  'l', 0,   0,   28, 0,   1};
-	uint8_t burst[sizeof(q) * 64];
-	for (int i = 0; i < 64; i++)
-		memcpy(burst + i * sizeof(q), q, sizeof(q));
+	ldns_pkt *p = NULL;
+	if (ldns_pkt_query_new_frm_str(&p, argc == 5 ? argv[3] : "web.internal.",
+	                               ldns_get_rr_type_by_name(argc == 5 ? argv[4] : "AAAA"),
+	                               LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
+		return 2;
+	uint8_t *wire, burst[64 * 512];
+	size_t len, n = 0;
+	ldns_pkt2wire(&wire, p, &len);
+	ldns_pkt_free(p);
+	while (n + len + 2 <= sizeof(burst)) { /* as many framed queries as fit */
+		burst[n] = (uint8_t)(len >> 8), burst[n + 1] = (uint8_t)len;
+		memcpy(burst + n + 2, wire, len);
+		n += len + 2;
+	}
+	free(wire);
+	/* the padded query: header, "." NS question, an OPT with a 20000-byte padding option */
+	static uint8_t big[2 + 17 + 11 + 4 + 20000];
+	const uint8_t head[] = {0,
+	                        0,
+	                        0x77,
+	                        0x77,
+	                        1,
+	                        0,
+	                        0,
+	                        1,
+	                        0,
+	                        0,
+	                        0,
+	                        0,
+	                        0,
+	                        1,
+	                        0,
+	                        0,
+	                        2,
+	                        0,
+	                        1,
+	                        0,
+	                        0,
+	                        41,
+	                        0x10,
+	                        0,
+	                        0,
+	                        0,
+	                        0,
+	                        0,
+	                        (20004 >> 8),
+	                        (20004 & 0xff),
+	                        0,
+	                        12,
+	                        (20000 >> 8),
+	                        (20000 & 0xff)};
+	memcpy(big, head, sizeof(head));
+	size_t blen = sizeof(big) - 2;
+	big[0] = (uint8_t)(blen >> 8), big[1] = (uint8_t)blen;
+	if (send(fd, big, sizeof(big), MSG_NOSIGNAL) < 0)
+		perror("dnsq: send");
 	long t0 = now_ms(), limit = atol(argv[2]) * 1000, sent = 0;
-	struct pollfd p = {fd, POLLOUT, 0};
+	struct pollfd pf = {fd, POLLOUT, 0};
 	while (now_ms() - t0 < limit) {
-		if (poll(&p, 1, 100) != 1)
+		if (poll(&pf, 1, 100) != 1)
 			continue; /* the server stopped reading: our buffer is full */
-		ssize_t n = send(fd, burst, sizeof(burst), MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0 && errno != EAGAIN)
+		ssize_t k = send(fd, burst, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && errno != EAGAIN)
 			break;
-		if (n > 0)
-			sent += n;
+		if (k > 0)
+			sent += k;
 	}
 	printf("sent=%ld\n", sent);
 	close(fd);
