@@ -40,9 +40,8 @@ struct fq {
 	fwd_done_fn done;
 	void *arg;
 	bool active, answered, retry_now, use_tcp, client_tcp;
-	int refs; /* pending TCP write */
 	size_t max;
-	uint8_t msg[2 + QUERY_MAX]; /* [0..1]: the TCP length; the query from msg + 2 */
+	uint8_t msg[QUERY_MAX]; /* the client's query; our ID in bytes 0-1 during a try */
 	size_t len;
 	uint16_t up_id;
 	wire_query_t wq; /* the client's query, parsed */
@@ -51,8 +50,15 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
-	uv_write_t wreq;
 };
+
+/* One TCP write: its own request and copy of the message, so a try that ends (or the
+ * next try of the same query) never touches bytes libuv may still be sending. */
+typedef struct {
+	uv_write_t req;
+	tconn_t *tc;
+	uint8_t data[];
+} twrite_t;
 
 struct tconn {
 	fwd_t *f;
@@ -119,7 +125,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void release(fq_t *q)
 {
 	fwd_t *f = q->f;
-	if (q->active || q->refs > 0)
+	if (q->active)
 		return;
 	q->next_free = f->free;
 	f->free = q;
@@ -190,8 +196,7 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	uv_timer_stop(&q->timer);
 	transport_stop(q);
 	if (!resp) {
-		len = wire_error_response(q->msg + 2, q->len, WIRE_SERVFAIL, f->obuf,
-		                          sizeof(f->obuf));
+		len = wire_error_response(q->msg, q->len, WIRE_SERVFAIL, f->obuf, sizeof(f->obuf));
 		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
 		resp = f->obuf;
 		f->stats.servfail++;
@@ -211,7 +216,7 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
 	f->down_until[q->up] = 0;
-	finish(q, f->obuf, wire_relay(q->msg + 2, &q->wq, r, len, q->max, f->obuf));
+	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
 
 static void on_answer(fq_t *q, const uint8_t *r, size_t len)
@@ -273,7 +278,7 @@ static int udp_send(fq_t *q)
 	u->h.data = u, u->q = q, u->f = f;
 	q->udp = u;
 	f->handles++;
-	uv_buf_t b = uv_buf_init((char *)q->msg + 2, (unsigned)q->len);
+	uv_buf_t b = uv_buf_init((char *)q->msg, (unsigned)q->len);
 	if ((rc = uv_udp_bind(&u->h, (struct sockaddr *)&any, 0)) ||
 	    (rc = uv_udp_connect(&u->h, (const struct sockaddr *)&up->ss)) ||
 	    (rc = uv_udp_recv_start(&u->h, on_udp_alloc, on_udp_recv)))
@@ -323,24 +328,30 @@ static void on_tconn_idle(uv_timer_t *t)
 		tconn_close(tc, false);
 }
 
-static void on_q_written(uv_write_t *req, int status)
+static void on_written(uv_write_t *req, int status)
 {
-	fq_t *q = req->data;
-	q->refs--;
-	if (status < 0 && q->active && q->tc)
-		tconn_close(q->tc, true);
-	release(q);
+	twrite_t *w = (twrite_t *)req;
+	if (status < 0 && status != UV_ECANCELED)
+		tconn_close(w->tc, true);
+	free(w);
 }
 
 static void tcp_write(fq_t *q)
 {
-	q->msg[0] = (uint8_t)(q->len >> 8), q->msg[1] = (uint8_t)q->len;
-	uv_buf_t b = uv_buf_init((char *)q->msg, (unsigned)(q->len + 2));
-	q->wreq.data = q;
-	if (uv_write(&q->wreq, (uv_stream_t *)&q->tc->h, &b, 1, on_q_written) == 0)
-		q->refs++;
-	else
-		tconn_close(q->tc, true);
+	tconn_t *tc = q->tc;
+	twrite_t *w = malloc(sizeof(*w) + q->len + 2);
+	if (!w) {
+		tconn_close(tc, false);
+		return;
+	}
+	w->tc = tc;
+	w->data[0] = (uint8_t)(q->len >> 8), w->data[1] = (uint8_t)q->len;
+	memcpy(w->data + 2, q->msg, q->len);
+	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(q->len + 2));
+	if (uv_write(&w->req, (uv_stream_t *)&tc->h, &b, 1, on_written)) {
+		free(w);
+		tconn_close(tc, true);
+	}
 }
 
 static void on_tconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -438,7 +449,7 @@ static void tcp_send(fq_t *q)
 	for (fq_t *o = tc->inflight; o; o = o->tnext) /* IDs are unique on a connection */
 		if (o->up_id == q->up_id) {
 			q->up_id = random_id(q->f);
-			q->msg[2] = (uint8_t)(q->up_id >> 8), q->msg[3] = (uint8_t)q->up_id;
+			q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
 			o = tc->inflight;
 		}
 	q->tc = tc;
@@ -489,7 +500,7 @@ static void start_try(fq_t *q)
 	q->tries++;
 	q->use_tcp = q->client_tcp;
 	q->up_id = random_id(f);
-	q->msg[2] = (uint8_t)(q->up_id >> 8), q->msg[3] = (uint8_t)q->up_id;
+	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
 	uint64_t wait = f->conf->timeout_ms;
 	if (now + wait > q->deadline)
 		wait = q->deadline - now;
@@ -551,7 +562,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	q->done = done, q->arg = arg;
 	q->client_tcp = tcp;
 	q->max = max;
-	memcpy(q->msg + 2, pkt, len);
+	memcpy(q->msg, pkt, len);
 	q->len = len;
 	q->tries = 0;
 	q->next_up = (int)(f->next_up++ % f->conf->n);
