@@ -17,7 +17,6 @@
 #define WIRE_UDP_MIN   512  /* without EDNS */
 #define WIRE_EDNS_SIZE 1232 /* the payload size we advertise and honour at most */
 #define WIRE_TCP_MAX   65535
-#define WIRE_NSID_MAX  128
 
 enum wire_rcode {
 	WIRE_NOERROR = 0,

@@ -39,7 +39,7 @@ struct fq {
 	struct fq *next_free, *tnext, *tprev;
 	fwd_done_fn done;
 	void *arg;
-	bool active, answered, retry_now, use_tcp, client_tcp;
+	bool active, retry_now, use_tcp, client_tcp;
 	size_t max;
 	uint8_t msg[QUERY_MAX]; /* the client's query; our ID in bytes 0-1 during a try */
 	size_t len;
@@ -558,7 +558,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	f->inflight++;
 	f->stats.forwarded++;
 	q->active = true;
-	q->answered = q->retry_now = false;
+	q->retry_now = false;
 	q->done = done, q->arg = arg;
 	q->client_tcp = tcp;
 	q->max = max;

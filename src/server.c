@@ -89,6 +89,7 @@ struct worker {
 	conn_t *conns;
 	unsigned nconns, max_conns;
 	uint64_t wakeups, recv_calls, datagrams; /* logged at exit */
+	uint64_t over_cap; /* UDP queries refused before forward.c: no context left */
 	/* UDP batch buffers */
 	struct mmsghdr in[BATCH], out[BATCH];
 	struct iovec iov_in[BATCH], iov_out[BATCH];
@@ -270,6 +271,8 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 		if (fwd_query(w->fwd, pkt, len, max, false, fwd_udp_done, u) == 0)
 			return 0;
 		w->fwd_free = u;
+	} else {
+		w->over_cap++; /* as many contexts as the cap: forward.c is full too */
 	}
 	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
 }
@@ -633,6 +636,19 @@ static void on_stop(uv_async_t *a)
 		         (unsigned long long)w->datagrams,
 		         (double)w->datagrams / (double)w->recv_calls,
 		         (double)w->datagrams / (double)w->wakeups);
+	if (w->fwd) {
+		const fwd_stats_t *st = fwd_stats(w->fwd);
+		if (st->forwarded || w->over_cap)
+			log_info(
+			        "worker %u: forwarded %llu, answered %llu, SERVFAIL %llu, over the "
+			        "in-flight cap %llu, mismatched answers dropped %llu, TCP retries "
+			        "%llu",
+			        w->idx, (unsigned long long)st->forwarded,
+			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
+			        (unsigned long long)(st->overload + w->over_cap),
+			        (unsigned long long)st->mismatched,
+			        (unsigned long long)st->tcp_retries);
+	}
 	worker_close_all(w);
 }
 
