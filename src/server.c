@@ -175,6 +175,14 @@ static void batch_end(worker_t *w)
 
 /* ---- UDP ------------------------------------------------------------------------------------ */
 
+static bool is_wildcard(const struct sockaddr_storage *ss)
+{
+	static const uint8_t any6[16], any4[16] = {[10] = 0xff, [11] = 0xff};
+	uint8_t a[16];
+	addr16(ss, a);
+	return !memcmp(a, any6, 16) || !memcmp(a, any4, 16);
+}
+
 /* The destination of a received datagram, from its PKTINFO. */
 static void pktinfo_in(const struct msghdr *mh, uint8_t dst[16], unsigned *ifindex)
 {
@@ -330,10 +338,12 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			        .msg_namelen = mh->msg_namelen,
 			        .msg_iov = &w->iov_out[m],
 			        .msg_iovlen = 1,
-			        .msg_control = w->cmsg_out[m],
 			};
-			w->out[m].msg_hdr.msg_controllen =
-			        pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
+			if (s->wildcard) {
+				w->out[m].msg_hdr.msg_control = w->cmsg_out[m];
+				w->out[m].msg_hdr.msg_controllen =
+				        pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
+			}
 			m++;
 		}
 		for (unsigned sent = 0; sent < m;) {
@@ -686,8 +696,7 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 		udp_sock_t *u = &w->udp[i];
 		u->w = w, u->fd = fds[i][0], u->family = cfg->listen[i].ss.ss_family;
 		addr16(&cfg->listen[i].ss, u->local);
-		static const uint8_t any6[16], any4[16] = {[10] = 0xff, [11] = 0xff};
-		u->wildcard = !memcmp(u->local, any6, 16) || !memcmp(u->local, any4, 16);
+		u->wildcard = is_wildcard(&cfg->listen[i].ss);
 		uv_poll_init(&w->loop, &u->poll, u->fd);
 		u->poll.data = u;
 		uv_poll_start(&u->poll, UV_READABLE, on_udp);
@@ -733,13 +742,14 @@ static int bind_socket(const cfg_addr_t *a, int type, uint16_t *port, char *err)
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
 		goto fail;
+	/* Only a wildcard bind needs PKTINFO (to learn and answer from the address asked):
+	 * it costs a control message each way on every datagram. */
+	bool pktinfo = type == SOCK_DGRAM && is_wildcard(&ss);
 	if (ss.ss_family == AF_INET6) {
 		if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) ||
-		    (type == SOCK_DGRAM &&
-		     setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))))
+		    (pktinfo && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))))
 			goto fail;
-	} else if (type == SOCK_DGRAM &&
-	           setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
+	} else if (pktinfo && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
 		goto fail;
 	}
 	if (bind(fd, (struct sockaddr *)&ss, a->len))
