@@ -76,6 +76,7 @@ struct reg_txn {
 	reg_t *reg;
 	MDB_txn *txn;
 	MDB_cursor *curs[DB_N];
+	unsigned stale; /* bit db: curs[db] not yet renewed into the current snapshot */
 	bool write;
 	bool shared; /* holds reg->remap shared */
 };
@@ -359,13 +360,27 @@ int reg_txn_renew(reg_txn_t *t)
 		if ((rc = adopt_mapsize(t->reg)))
 			return rc;
 	}
-	for (int i = 0; !rc && i < DB_N; i++)
-		rc = mdb_cursor_renew(t->txn, t->curs[i]);
 	if (rc) {
 		mdb_txn_reset(t->txn);
 		snapshot_release(t);
 	}
+	/* A cursor is renewed on its first use: renewing one looks its table up in the
+	 * main B-tree, and a batch of queries touches one or two of the DB_N tables. */
+	t->stale = (1u << DB_N) - 1;
 	return map_err(rc);
+}
+
+/* The snapshot's cursor on db. */
+static int cursor(reg_txn_t *t, int db, MDB_cursor **out)
+{
+	if (t->stale & (1u << db)) {
+		int rc = mdb_cursor_renew(t->txn, t->curs[db]);
+		if (rc)
+			return map_err(rc);
+		t->stale &= ~(1u << db);
+	}
+	*out = t->curs[db];
+	return 0;
 }
 
 uint64_t reg_txn_id(reg_txn_t *t)
@@ -938,11 +953,14 @@ typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 static int walk_prefix(reg_txn_t *t, int db, const rkey_t *prefix, decode_fn decode, reg_walk_fn fn,
                        void *arg)
 {
+	MDB_cursor *c;
+	int n = 0, rc;
 	if (prefix->overflow)
 		return 0;
-	MDB_cursor *c = t->curs[db];
+	if ((rc = cursor(t, db, &c)))
+		return rc;
 	MDB_val k = {prefix->n, (void *)prefix->b}, v;
-	int n = 0, rc = mdb_cursor_get(c, &k, &v, prefix->n ? MDB_SET_RANGE : MDB_FIRST);
+	rc = mdb_cursor_get(c, &k, &v, prefix->n ? MDB_SET_RANGE : MDB_FIRST);
 	while (rc == 0 && k.mv_size >= prefix->n && memcmp(k.mv_data, prefix->b, prefix->n) == 0) {
 		reg_hit_t h;
 		if ((rc = decode(&k, &v, &h)))
@@ -990,9 +1008,12 @@ int reg_ips(reg_txn_t *t, uint32_t net, int kind, const char *app, size_t al, co
 		key_str(&k, val, vl, false);
 	if (k.overflow)
 		return 0;
-	MDB_cursor *c = t->curs[DB_SETS];
+	MDB_cursor *c;
+	int rc = cursor(t, DB_SETS, &c);
+	if (rc)
+		return rc;
 	MDB_val key = {k.n, k.b}, v;
-	int rc = mdb_cursor_get(c, &key, &v, MDB_SET);
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	size_t count = 0;
@@ -1079,9 +1100,12 @@ int reg_walk_flycast(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg
 /* Counters: net 'S' app, net 'r' app \0 region. */
 static int walk_names(reg_txn_t *t, const rkey_t *prefix, reg_name_fn fn, void *arg)
 {
-	MDB_cursor *c = t->curs[DB_IDX];
+	MDB_cursor *c;
+	int n = 0, rc = cursor(t, DB_IDX, &c);
+	if (rc)
+		return rc;
 	MDB_val k = {prefix->n, (void *)prefix->b}, v;
-	int n = 0, rc = prefix->overflow ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	rc = prefix->overflow ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	while (rc == 0 && k.mv_size > prefix->n && memcmp(k.mv_data, prefix->b, prefix->n) == 0) {
 		if (v.mv_size != 4)
 			return -EIO;
@@ -1199,7 +1223,10 @@ int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit
 		return map_err(rc);
 	k.b[k.n - 2] = k.b[k.n - 1] = 0; /* the start of ip's /112 */
 	key = (MDB_val){k.n, k.b};
-	rc = mdb_cursor_get(t->curs[DB_ADDR], &key, &v, MDB_SET_RANGE);
+	MDB_cursor *c;
+	if ((rc = cursor(t, DB_ADDR, &c)))
+		return rc;
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
 	if (rc)
 		return map_err(rc);
 	if (key.mv_size != 20 || memcmp(key.mv_data, k.b, 18) != 0)
@@ -1212,9 +1239,12 @@ int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit
 
 int reg_walk_orgs(reg_txn_t *t, reg_org_fn fn, void *arg)
 {
-	MDB_cursor *c = t->curs[DB_ORGS];
+	MDB_cursor *c;
+	int n = 0, rc = cursor(t, DB_ORGS, &c);
+	if (rc)
+		return rc;
 	MDB_val k, v;
-	int n = 0, rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
 	for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		if (v.mv_size != 4)
 			return -EIO;
@@ -1227,10 +1257,13 @@ int reg_walk_orgs(reg_txn_t *t, reg_org_fn fn, void *arg)
 
 int reg_walk_machines(reg_txn_t *t, reg_machine_fn fn, void *arg)
 {
-	MDB_cursor *c = t->curs[DB_MACHINES];
+	MDB_cursor *c;
+	int n = 0, rc = cursor(t, DB_MACHINES, &c);
+	if (rc)
+		return rc;
 	MDB_val k, v;
 	reg_machine_buf_t b;
-	int n = 0, rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
 	for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		int e = dec_machine(&k, &v, &b);
 		if (e)
@@ -1299,7 +1332,8 @@ static int check_machine(const reg_machine_t *m, void *arg)
 		set_key(&k, m, i < 3 ? set_tags[i] : 'M', i < 3 ? 0 : i - 3);
 		c->expect_sets++;
 		MDB_val key = {k.n, k.b}, ip = {16, (void *)m->ip};
-		if (mdb_cursor_get(c->t->curs[DB_SETS], &key, &ip, MDB_GET_BOTH))
+		MDB_cursor *sets;
+		if (cursor(c->t, DB_SETS, &sets) || mdb_cursor_get(sets, &key, &ip, MDB_GET_BOTH))
 			bad(c, "machine %s: %s address set misses it", m->id,
 			    i < 3 ? what[i] : "metadata");
 	}

@@ -357,6 +357,48 @@ static void test_read_snapshot_renews_to_newest(void **state)
 	reg_close(ro);
 }
 
+static int count_machines(const reg_machine_t *m, void *arg)
+{
+	(void)m;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* Cursors are renewed on first use in a snapshot: one used, then left unused for a snapshot,
+ * then used again must still see the newest state, never an older one. */
+static void test_every_cursor_follows_the_newest_snapshot(void **state)
+{
+	fx_t *fx = *state;
+	static const uint8_t m1[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2};
+	reg_t *ro;
+	assert_int_equal(reg_open(&ro, fx->dir, REG_RDONLY, 0), 0);
+	reg_txn_t *t;
+	reg_hit_t hit;
+	int n = 0;
+	assert_int_equal(reg_txn_begin(ro, false, &t), 0);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_APP, "web", 3, NULL, 0, NULL, 0, NULL, NULL), 2);
+	assert_int_equal(reg_find_addr(t, m1, true, &hit), 0);
+	/* snapshot 2: only the index and the Machines table are read */
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
+	reg_txn_reset(t);
+	assert_int_equal(reg_txn_renew(t), 0);
+	assert_int_equal(reg_walk_app(t, NET_A, "web", 3, NULL, NULL), 1);
+	assert_true(reg_walk_machines(t, count_machines, &n) > 0);
+	/* snapshot 3: the address cursors, unused in snapshot 2, see snapshot 3 */
+	assert_int_equal(reg_write(fx->reg, delete_it, "00000000000001"), 0);
+	assert_int_equal(reg_write(fx->reg, start3, "00000000000003"), 0);
+	reg_txn_reset(t);
+	assert_int_equal(reg_txn_renew(t), 0);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_APP, "web", 3, NULL, 0, NULL, 0, NULL, NULL), 2);
+	assert_int_equal(reg_ips(t, NET_A, REG_SET_REGION, "web", 3, "ord", 3, NULL, 0, NULL, NULL),
+	                 1);
+	assert_int_equal(reg_find_addr(t, m1, true, &hit), -ENOENT);
+	int after = 0;
+	assert_int_equal(reg_walk_machines(t, count_machines, &after), n - 1);
+	reg_txn_abort(t);
+	reg_close(ro);
+}
+
 static void test_reader_adopts_a_map_the_writer_grew(void **state)
 {
 	(void)state;
@@ -442,6 +484,8 @@ int main(void)
 	        cmocka_unit_test(test_reader_adopts_a_map_the_writer_grew),
 	        cmocka_unit_test_setup_teardown(test_read_snapshot_renews_to_newest, setup,
 	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_every_cursor_follows_the_newest_snapshot,
+	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup,
 	                                        teardown),
 	        cmocka_unit_test(test_readonly_open_of_missing_registry_fails),
