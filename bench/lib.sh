@@ -35,23 +35,71 @@ rss_kb() {
 
 HZ=$(getconf CLK_TCK)
 
-measure() { # measure NAME PID PORT ROUND
-	local name=$1 pid=$2 port=$3 round=$4 t0 t1 log
-	log="$OUT/dnsperf-$name-$round.log"
+# The saturation run caps the server at CAP % of one core (a cgroup's CPU quota, 10 ms
+# period) so that the server, not dnsperf, is what saturates: uncapped, one dnsperf on one
+# core is the ceiling of every server here, and its q/s would measure dnsperf. CAP=0, or no
+# cgroup CPU controller we can write (not root), skips that run and says so.
+CAP=${CAP:-50}
+CAPCG=""
+cap_setup() {
+	[ "$CAP" -gt 0 ] || { echo "bench: CAP=0: no capped saturation run"; return 0; }
+	if [ "$(id -u)" != 0 ]; then
+		echo "bench: SKIPPED the capped saturation run: needs root (a cgroup CPU quota)"
+		return 0
+	fi
+	if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then # cgroup v2
+		echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+		CAPCG=/sys/fs/cgroup/internald-bench
+		mkdir -p "$CAPCG"
+		echo "$((CAP * 100)) 10000" >"$CAPCG/cpu.max"
+		CAPROOT=/sys/fs/cgroup CAPFILE=cgroup.procs
+	elif [ -w /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then # cgroup v1
+		CAPCG=/sys/fs/cgroup/cpu/internald-bench
+		mkdir -p "$CAPCG"
+		echo 10000 >"$CAPCG/cpu.cfs_period_us"
+		echo $((CAP * 100)) >"$CAPCG/cpu.cfs_quota_us"
+		CAPROOT=/sys/fs/cgroup/cpu CAPFILE=tasks
+	else
+		echo "bench: SKIPPED the capped saturation run: no cgroup CPU controller"
+	fi
+}
+
+cap_move() { # cap_move PID DIR: every thread of a process tree into cgroup DIR
+	local p t
+	for p in $(tree "$1"); do
+		for t in /proc/"$p"/task/*; do
+			if [ "$CAPFILE" = tasks ]; then echo "${t##*/}" >"$2/tasks"; else echo "$p" >"$2/cgroup.procs"; fi
+		done
+	done
+}
+
+cap_teardown() {
+	[ -n "$CAPCG" ] && rmdir "$CAPCG" 2>/dev/null || true
+}
+
+dnsperf_cpu() { # dnsperf_cpu PID PORT LOG: saturate for DUR s; prints "q/s cpu_us user_us sys_us lost"
+	local pid=$1 port=$2 log=$3 t0 t1
 	t0=$(cpu_ticks "$pid")
 	taskset -c $CORE_CLIENT dnsperf -s 127.0.0.1 -p "$port" -d "$QUERIES" -l "$DUR" \
 		-c 8 -q 200 -t 1 -T 1 >"$log" 2>&1
 	t1=$(cpu_ticks "$pid")
-	local done_q qps lost
-	done_q=$(awk '/Queries completed/ {print $3}' "$log")
-	lost=$(awk '/Queries lost/ {print $3}' "$log")
-	qps=$(awk '/Queries per second/ {printf "%d", $4}' "$log")
-	local cpu_us user_us sys_us
 	read -r u0 s0 <<<"$t0"
 	read -r u1 s1 <<<"$t1"
-	user_us=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v q="$done_q" 'BEGIN {printf "%.3f", d * 1e6 / hz / q}')
-	sys_us=$(awk -v d=$((s1 - s0)) -v hz="$HZ" -v q="$done_q" 'BEGIN {printf "%.3f", d * 1e6 / hz / q}')
-	cpu_us=$(awk -v a="$user_us" -v b="$sys_us" 'BEGIN {printf "%.3f", a + b}')
+	awk -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v hz="$HZ" '
+		/Queries completed/ {q = $3} /Queries lost/ {lost = $3} /Queries per second/ {qps = $4}
+		END {u = du * 1e6 / hz / q; s = ds * 1e6 / hz / q
+			printf "%d %.3f %.3f %.3f %d\n", qps, u + s, u, s, lost}' "$log"
+}
+
+measure() { # measure NAME PID PORT ROUND
+	local name=$1 pid=$2 port=$3 round=$4
+	local qps cpu_us user_us sys_us lost cq=0 cc=0 cu=0 cs=0 cl=0
+	if [ -n "$CAPCG" ]; then
+		cap_move "$pid" "$CAPCG"
+		read -r cq cc cu cs cl < <(dnsperf_cpu "$pid" "$port" "$OUT/dnsperf-$name-$round-capped.log")
+		cap_move "$pid" "$CAPROOT"
+	fi
+	read -r qps cpu_us user_us sys_us lost < <(dnsperf_cpu "$pid" "$port" "$OUT/dnsperf-$name-$round.log")
 	# latency at a fixed offered load
 	taskset -c $CORE_CLIENT dnsperf -s 127.0.0.1 -p "$port" -d "$QUERIES" -l "$LDUR" \
 		-Q "$RATE" -c 8 -q 200 -t 1 -T 1 -v 2>/dev/null | awk '/^> / {print $NF}' | sort -n >"$OUT/lat-$name-$round.txt"
@@ -59,22 +107,45 @@ measure() { # measure NAME PID PORT ROUND
 	n=$(wc -l <"$OUT/lat-$name-$round.txt")
 	p50=$(awk -v n="$n" 'NR == int(n * 0.50) + 1 {printf "%.1f", $1 * 1e6}' "$OUT/lat-$name-$round.txt")
 	p99=$(awk -v n="$n" 'NR == int(n * 0.99) + 1 {printf "%.1f", $1 * 1e6}' "$OUT/lat-$name-$round.txt")
-	echo "$name,$round,$qps,$cpu_us,$p50,$p99,$(rss_kb "$pid"),$lost,$user_us,$sys_us" >>"$OUT/results.csv"
-	printf '  %-10s round %d: %8d q/s  %7.3f µs CPU/query (user %s, kernel %s)  p50 %6s µs  p99 %7s µs  lost %s\n' \
+	echo "$name,$round,$qps,$cpu_us,$p50,$p99,$(rss_kb "$pid"),$lost,$user_us,$sys_us,$cq,$cc,$cu,$cs,$cl" >>"$OUT/results.csv"
+	[ -n "$CAPCG" ] && printf '  %-10s round %d: capped at %d%%: %8d q/s  %7.3f µs CPU/query (user %s, kernel %s)  lost %s\n' \
+		"$name" "$round" "$CAP" "$cq" "$cc" "$cu" "$cs" "$cl"
+	printf '  %-10s round %d: uncapped:   %8d q/s  %7.3f µs CPU/query (user %s, kernel %s)  p50 %6s µs  p99 %7s µs  lost %s\n' \
 		"$name" "$round" "$qps" "$cpu_us" "$user_us" "$sys_us" "$p50" "$p99" "$lost"
 }
 
+RESULTS_HEADER="server,round,qps,cpu_us_per_query,p50_us,p99_us,rss_kb,lost,user_us,sys_us,cap_qps,cap_cpu_us,cap_user_us,cap_sys_us,cap_lost"
 
-summary() { # summary FIRST SECOND THIRD: the mean of every round, and FIRST's ratios
-	echo "== summary (mean of the rounds; ratios $1 / other)"
-	awk -F, -v names="$*" 'NR > 1 {q[$1] += $3; c[$1] += $4; p50[$1] += $5; p99[$1] += $6; r[$1] = $7; u[$1] += $9; k[$1] += $10; n[$1]++}
+summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's ratios;
+	# also $OUT/plot.dat (server, q/s capped and uncapped, CPU/query capped and uncapped)
+	# The median, not the mean: on a shared machine one round in a few runs slow for every
+	# server alike, and the median of three ignores it.
+	echo "== summary (median of the rounds; ratios $1 / other)"
+	awk -F, -v names="$*" -v cap="${CAPCG:+$CAP}" -v plot="$OUT/plot.dat" '
+	function med(list,   a, n, i, j, x) {
+		n = split(list, a, " ")
+		for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	NR > 1 { for (f = 3; f <= 14; f++) v[$1, f] = v[$1, f] " " $f }
 	END {
-		for (s in n) { q[s] /= n[s]; c[s] /= n[s]; p50[s] /= n[s]; p99[s] /= n[s]; u[s] /= n[s]; k[s] /= n[s] }
-		printf "  %-10s %10s %14s %9s %9s %9s %9s %9s\n", "server", "q/s", "CPU µs/query", "user", "kernel", "p50 µs", "p99 µs", "RSS MiB"
 		split(names, order, " ")
+		for (i = 1; i <= 3; i++) { s = order[i]; for (f = 3; f <= 14; f++) m[s, f] = med(v[s, f])
+			printf "%s %d %d %.3f %.3f\n", s, m[s, 11], m[s, 3], m[s, 12], m[s, 4] >plot }
+		if (cap != "") {
+			printf "  saturation, each server capped at %d%% of one core (the server is the bottleneck):\n", cap
+			printf "  %-10s %10s %14s %9s %9s\n", "server", "q/s", "CPU µs/query", "user", "kernel"
+			for (i = 1; i <= 3; i++) { s = order[i]
+				printf "  %-10s %10d %14.3f %9.3f %9.3f\n", s, m[s, 11], m[s, 12], m[s, 13], m[s, 14] }
+		}
+		printf "  uncapped (one dnsperf on one core is the bottleneck); latency at the fixed load:\n"
+		printf "  %-10s %10s %14s %9s %9s %9s %9s %9s\n", "server", "q/s", "CPU µs/query", "user", "kernel", "p50 µs", "p99 µs", "RSS MiB"
 		for (i = 1; i <= 3; i++) { s = order[i]
-			printf "  %-10s %10d %14.3f %9.3f %9.3f %9.1f %9.1f %9.1f\n", s, q[s], c[s], u[s], k[s], p50[s], p99[s], r[s] / 1024 }
+			printf "  %-10s %10d %14.3f %9.3f %9.3f %9.1f %9.1f %9.1f\n", s, m[s, 3], m[s, 4], m[s, 9], m[s, 10], m[s, 5], m[s, 6], m[s, 7] / 1024 }
+		a = order[1]
 		for (i = 2; i <= 3; i++) { s = order[i]
-			printf "  %s/%s: throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", order[1], s, q[order[1]] / q[s], c[order[1]] / c[s], u[order[1]] / u[s] }
+			if (cap != "")
+				printf "  %s/%s at saturation: throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 11] / m[s, 11], m[a, 12] / m[s, 12], m[a, 13] / m[s, 13]
+			printf "  %s/%s uncapped:      throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 3] / m[s, 3], m[a, 4] / m[s, 4], m[a, 9] / m[s, 9] }
 	}' "$OUT/results.csv"
 }
