@@ -64,12 +64,14 @@ cap_setup() {
 	fi
 }
 
-cap_move() { # cap_move PID DIR: every thread of a process tree into cgroup DIR
+cap_move() { # cap_move PID DIR: a process tree into cgroup DIR (v1 moves each thread)
 	local p t
 	for p in $(tree "$1"); do
-		for t in /proc/"$p"/task/*; do
-			if [ "$CAPFILE" = tasks ]; then echo "${t##*/}" >"$2/tasks"; else echo "$p" >"$2/cgroup.procs"; fi
-		done
+		if [ "$CAPFILE" = cgroup.procs ]; then
+			echo "$p" >"$2/cgroup.procs"
+		else
+			for t in /proc/"$p"/task/*; do echo "${t##*/}" >"$2/tasks"; done
+		fi
 	done
 }
 
@@ -87,7 +89,8 @@ dnsperf_cpu() { # dnsperf_cpu PID PORT LOG: saturate for DUR s; prints "q/s cpu_
 	read -r u1 s1 <<<"$t1"
 	awk -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v hz="$HZ" '
 		/Queries completed/ {q = $3} /Queries lost/ {lost = $3} /Queries per second/ {qps = $4}
-		END {u = du * 1e6 / hz / q; s = ds * 1e6 / hz / q
+		END {if (q == 0) { print "0 0 0 0 0"; exit } # dnsperf got no answer: its log says why
+			u = du * 1e6 / hz / q; s = ds * 1e6 / hz / q
 			printf "%d %.3f %.3f %.3f %d\n", qps, u + s, u, s, lost}' "$log"
 }
 
