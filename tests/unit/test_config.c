@@ -12,6 +12,16 @@ static uint16_t port_of(const cfg_addr_t *a)
 	                                         : ((const struct sockaddr_in *)&a->ss)->sin_port);
 }
 
+/* Writes text to dir/name; path receives its path. */
+static void write_file(const char *dir, const char *name, const char *text, char *path, size_t size)
+{
+	snprintf(path, size, "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
 static void test_addresses(void **s)
 {
 	(void)s;
@@ -60,12 +70,10 @@ static void test_file_then_command_line(void **s)
 {
 	(void)s;
 	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
-	snprintf(path, sizeof(path), "%s/internald.conf", dir);
-	FILE *f = fopen(path, "w");
-	fputs("# comment\ndb = /srv/reg\nlisten = [::1]:1\nlisten = 127.0.0.1:2\nttl = 30\n"
-	      "upstream = [::1]:5300   # trailing comment\nnsid = host-1\n",
-	      f);
-	fclose(f);
+	write_file(dir, "internald.conf",
+	           "# comment\ndb = /srv/reg\nlisten = [::1]:1\nlisten = 127.0.0.1:2\nttl = 30\n"
+	           "upstream = [::1]:5300   # trailing comment\nnsid = host-1\n",
+	           path, sizeof(path));
 	config_t c;
 	char *argv[] = {"internald", "-c", path, "--listen", "[::1]:3", "--ttl=7", NULL};
 	assert_int_equal(parse(&c, argv, err), 0);
@@ -92,10 +100,7 @@ static void test_errors_name_the_option_or_line(void **s)
 	char *a3[] = {"internald", "--listen", "nowhere", NULL};
 	assert_int_equal(parse(&c, a3, err), -EINVAL);
 	char *dir = tmp_new(), path[512];
-	snprintf(path, sizeof(path), "%s/bad.conf", dir);
-	FILE *f = fopen(path, "w");
-	fputs("ttl = 5\nthis is not a setting\n", f);
-	fclose(f);
+	write_file(dir, "bad.conf", "ttl = 5\nthis is not a setting\n", path, sizeof(path));
 	char *a4[] = {"internald", "-c", path, NULL};
 	assert_int_equal(parse(&c, a4, err), -EINVAL);
 	assert_non_null(strstr(err, "bad.conf:2"));
@@ -106,12 +111,10 @@ static void test_resolv_conf_skips_ourselves(void **s)
 {
 	(void)s;
 	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
-	snprintf(path, sizeof(path), "%s/resolv.conf", dir);
-	FILE *f = fopen(path, "w");
-	fputs("search example\nnameserver fdaa::3\nnameserver 192.0.2.53\nnameserver "
-	      "fe80::1%eth0\n",
-	      f);
-	fclose(f);
+	write_file(dir, "resolv.conf",
+	           "search example\nnameserver fdaa::3\nnameserver 192.0.2.53\nnameserver "
+	           "fe80::1%eth0\n",
+	           path, sizeof(path));
 	config_t c;
 	char *argv[] = {"internald", NULL};
 	assert_int_equal(parse(&c, argv, err), 0);
