@@ -285,6 +285,33 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
 }
 
+/*
+ * The receive headers: set once (in_init), and after each recvmmsg only the lengths the
+ * kernel wrote into the n it filled are set back (in_rearm) — the rest stay as they were.
+ */
+static void in_init(worker_t *w)
+{
+	for (int i = 0; i < BATCH; i++) {
+		w->iov_in[i] = (struct iovec){w->rbuf[i], RBUF};
+		w->in[i].msg_hdr = (struct msghdr){
+		        .msg_name = &w->from[i],
+		        .msg_namelen = sizeof(w->from[i]),
+		        .msg_iov = &w->iov_in[i],
+		        .msg_iovlen = 1,
+		        .msg_control = w->cmsg_in[i],
+		        .msg_controllen = CMSG_ROOM,
+		};
+	}
+}
+
+static void in_rearm(worker_t *w, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		w->in[i].msg_hdr.msg_namelen = sizeof(w->from[i]);
+		w->in[i].msg_hdr.msg_controllen = CMSG_ROOM;
+	}
+}
+
 static void on_udp(uv_poll_t *h, int status, int events)
 {
 	udp_sock_t *s = h->data;
@@ -294,17 +321,6 @@ static void on_udp(uv_poll_t *h, int status, int events)
 		return;
 	w->wakeups++;
 	for (int round = 0; round < ROUNDS; round++) {
-		for (int i = 0; i < BATCH; i++) {
-			w->iov_in[i] = (struct iovec){w->rbuf[i], RBUF};
-			w->in[i].msg_hdr = (struct msghdr){
-			        .msg_name = &w->from[i],
-			        .msg_namelen = sizeof(w->from[i]),
-			        .msg_iov = &w->iov_in[i],
-			        .msg_iovlen = 1,
-			        .msg_control = w->cmsg_in[i],
-			        .msg_controllen = CMSG_ROOM,
-			};
-		}
 		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
 		w->recv_calls++;
 		if (n <= 0)
@@ -354,6 +370,7 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			}
 			sent += (unsigned)k;
 		}
+		in_rearm(w, (unsigned)n);
 		if (n < BATCH)
 			break;
 	}
@@ -646,6 +663,13 @@ static void on_stop(uv_async_t *a)
 		         (unsigned long long)w->datagrams,
 		         (double)w->datagrams / (double)w->recv_calls,
 		         (double)w->datagrams / (double)w->wakeups);
+	if (w->ans.cache) {
+		cache_stats_t st = cache_stats(w->ans.cache);
+		if (st.hits + st.misses)
+			log_info("worker %u: answer cache %llu hits, %llu misses, %llu stored",
+			         w->idx, (unsigned long long)st.hits, (unsigned long long)st.misses,
+			         (unsigned long long)st.stores);
+	}
 	if (w->fwd) {
 		const fwd_stats_t *st = fwd_stats(w->fwd);
 		if (st->forwarded || w->over_cap)
@@ -677,12 +701,18 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 		return -EIO;
 	}
 	w->srv = s;
+	in_init(w);
 	w->ans.conf = s->conf;
 	if (getrandom(&w->ans.rng, sizeof(w->ans.rng), 0) != sizeof(w->ans.rng) || !w->ans.rng)
 		w->ans.rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)w;
 	w->ans.cand = calloc(ANS_NEAREST_MAX, sizeof(*w->ans.cand));
 	if (!w->ans.cand)
 		return -ENOMEM;
+	if (cfg->answer_cache && !(w->ans.cache = cache_new(cfg->answer_cache, w->ans.rng))) {
+		snprintf(err, CFG_ERR_MAX, "answer cache of %u entries: out of memory",
+		         cfg->answer_cache);
+		return -ENOMEM;
+	}
 	if ((rc = reg_txn_begin(s->reg, false, &w->txn))) {
 		snprintf(err, CFG_ERR_MAX, "registry: %s", reg_strerror(rc));
 		return rc;
@@ -887,6 +917,7 @@ void srv_free(srv_t *s)
 				close(w->udp[j].fd);
 		reg_txn_abort(w->txn);
 		free(w->ans.cand);
+		cache_free(w->ans.cache);
 		free(w->fwd_pool);
 	}
 	free(s->workers);
