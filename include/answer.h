@@ -10,7 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cache.h"
 #include "names.h"
 #include "org.h"
 #include "regions.h"
@@ -43,7 +42,6 @@ typedef struct {
 	uint32_t serial;  /* the registry's generation */
 	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
-	cache_t *cache;   /* answers of earlier queries (cache.h), owned by the caller; or NULL */
 } ans_ctx_t;
 
 typedef struct {

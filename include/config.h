@@ -45,7 +45,6 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
-	unsigned answer_cache;        /* cached answers per worker (cache.h); 0: none */
 } config_t;
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
 #include "wire.h"
 
 #define REGIONS_SCRATCH 256
@@ -26,7 +25,6 @@ typedef struct {
 	const ans_client_t *cl;
 	uint32_t net;
 	uint16_t owner, apex, internal_off;
-	uint16_t shuffle_at, shuffle_n; /* the shuffled AAAA records, for the cache */
 } req_t;
 
 static uint64_t rng_next(uint64_t *s)
@@ -74,29 +72,24 @@ static void aaaa_begin(req_t *rq, aaaa_t *a)
 	*a = (aaaa_t){.rq = rq, .first = rq->r->len};
 }
 
-/* Every AAAA record is 28 bytes with its address at +12: shuffle n of them in place. */
-static void shuffle_aaaa(uint8_t *first, unsigned n, uint64_t *rng)
-{
-	for (unsigned i = n; i > 1; i--) {
-		unsigned j = (unsigned)((rng_next(rng) >> 32) * i >> 32); /* in [0, i) */
-		if (j == i - 1)
-			continue;
-		uint8_t tmp[16], *x = first + 28 * (i - 1) + 12, *y = first + 28 * j + 12;
-		memcpy(tmp, x, 16), memcpy(x, y, 16), memcpy(y, tmp, 16);
-	}
-}
-
 /* Over UDP, what did not fit is TC; over TCP the set is cut at a record boundary. */
 static void aaaa_end(aaaa_t *a, bool shuffle)
 {
 	wire_resp_t *r = a->rq->r;
 	if (a->full && !a->rq->cl->tcp)
 		r->tc = true;
-	if (!shuffle || a->n < 2)
+	if (!shuffle)
 		return;
-	shuffle_aaaa(r->buf + a->first, a->n, &a->rq->ctx->rng);
-	a->rq->shuffle_at = (uint16_t)a->first;
-	a->rq->shuffle_n = (uint16_t)a->n;
+	/* every AAAA record is 28 bytes with its address at +12: shuffle in place */
+	for (unsigned i = a->n; i > 1; i--) {
+		/* j in [0, i) by a multiply-shift: no 64-bit division per swap */
+		unsigned j = (unsigned)((rng_next(&a->rq->ctx->rng) >> 32) * i >> 32);
+		if (j == i - 1)
+			continue;
+		uint8_t tmp[16], *x = r->buf + a->first + 28 * (i - 1) + 12;
+		uint8_t *y = r->buf + a->first + 28 * j + 12;
+		memcpy(tmp, x, 16), memcpy(x, y, 16), memcpy(y, tmp, 16);
+	}
 }
 
 /* A walk that answers AAAA, or only tells whether the name exists. */
@@ -546,37 +539,6 @@ static int answer_zone(req_t *rq)
 	}
 }
 
-/*
- * The cache key of a query that reached the zones: the snapshot, the org, the transport
- * and the query from its flags on with its name lower-cased. false: no cache, or a query
- * the cache does not take (a compressed question name, or too long).
- */
-static bool cache_key(const ans_ctx_t *ctx, const ans_client_t *cl, uint32_t net,
-                      const uint8_t *pkt, size_t len, const wire_query_t *q,
-                      uint8_t key[CACHE_ROOM], cache_key_t *k)
-{
-	if (!ctx->cache || len - 2 > CACHE_ROOM || q->question_end != WIRE_HDR + q->qname_len + 4)
-		return false;
-	memcpy(key, pkt + 2, len - 2);
-	memcpy(key + WIRE_HDR - 2, q->qname, q->qname_len);
-	*k = (cache_key_t){reg_txn_id(ctx->txn), net, cl->tcp, key, len - 2};
-	return true;
-}
-
-/* A stored answer under this query's ID and name case, shuffled anew; 0 on a miss. */
-static size_t from_cache(ans_ctx_t *ctx, const cache_key_t *k, const uint8_t *pkt,
-                         const wire_query_t *q, uint8_t *out, size_t cap)
-{
-	cache_ans_t a;
-	if (!cache_get(ctx->cache, k, &a) || a.len > cap)
-		return 0;
-	memcpy(out, a.resp, a.len);
-	memcpy(out, pkt, 2);
-	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);
-	shuffle_aaaa(out + a.shuffle_at, a.shuffle_n, &ctx->rng);
-	return a.len;
-}
-
 ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *pkt, size_t len,
                          uint8_t *out, size_t cap, size_t *outlen)
 {
@@ -599,12 +561,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (wire_resp_begin(&r, out, cap, size, q.edns ? wire_opt_size(nsid_len) : 0, pkt, &q))
 		return ANS_DROP;
 
-	bool aa = false, cached = false;
+	bool aa = false;
 	uint32_t net = 0;
 	names_t n;
-	uint8_t key[CACHE_ROOM];
-	cache_key_t ck;
-	cache_ans_t store = {.resp = out};
 	if (rcode != WIRE_OK)
 		goto done;
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
@@ -625,15 +584,6 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
-	/* nearest is not cached: its answer depends on where the querier is */
-	cached = n.form != NAME_NEAREST && cache_key(ctx, cl, net, pkt, len, &q, key, &ck);
-	if (cached) {
-		size_t hit = from_cache(ctx, &ck, pkt, &q, out, cap);
-		if (hit) {
-			*outlen = hit;
-			return ANS_REPLY;
-		}
-	}
 	req_t rq = {
 	        .ctx = ctx,
 	        .r = &r,
@@ -647,16 +597,11 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	};
 	rcode = answer_zone(&rq);
 	aa = rcode == WIRE_NOERROR || rcode == WIRE_NXDOMAIN;
-	store.shuffle_at = rq.shuffle_at, store.shuffle_n = rq.shuffle_n;
 done:
 	wire_resp_rcode(&r, rcode);
 	wire_resp_flags(&r, aa, conf->forward);
 	if (q.edns)
 		wire_add_opt(&r, q.edns_do, nsid, nsid_len);
 	*outlen = wire_resp_end(&r);
-	if (cached && aa) { /* a registry failure (SERVFAIL) is asked again next time */
-		store.len = *outlen;
-		cache_put(ctx->cache, &ck, &store);
-	}
 	return ANS_REPLY;
 }

@@ -22,7 +22,6 @@ const char config_usage[] =
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
-        "                 [--answer-cache N]\n"
         "                 [--log-level error|warn|info|debug]\n"
         "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
@@ -38,7 +37,6 @@ void config_defaults(config_t *c)
 	c->upstream_timeout_ms = 1000;
 	c->upstream_budget_ms = 3000;
 	c->max_inflight = 1024;
-	c->answer_cache = 8192;
 }
 
 int config_parse_addr(const char *s, uint16_t port, cfg_addr_t *out)
@@ -176,7 +174,6 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 	        {"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
 	        {"upstream-budget", &c->upstream_budget_ms, 10, 600000},
 	        {"max-inflight", &c->max_inflight, 1, 1000000},
-	        {"answer-cache", &c->answer_cache, 0, 1u << 20},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
 		if (strcmp(key, nums[i].key))

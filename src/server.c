@@ -663,13 +663,6 @@ static void on_stop(uv_async_t *a)
 		         (unsigned long long)w->datagrams,
 		         (double)w->datagrams / (double)w->recv_calls,
 		         (double)w->datagrams / (double)w->wakeups);
-	if (w->ans.cache) {
-		cache_stats_t st = cache_stats(w->ans.cache);
-		if (st.hits + st.misses)
-			log_info("worker %u: answer cache %llu hits, %llu misses, %llu stored",
-			         w->idx, (unsigned long long)st.hits, (unsigned long long)st.misses,
-			         (unsigned long long)st.stores);
-	}
 	if (w->fwd) {
 		const fwd_stats_t *st = fwd_stats(w->fwd);
 		if (st->forwarded || w->over_cap)
@@ -708,11 +701,6 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 	w->ans.cand = calloc(ANS_NEAREST_MAX, sizeof(*w->ans.cand));
 	if (!w->ans.cand)
 		return -ENOMEM;
-	if (cfg->answer_cache && !(w->ans.cache = cache_new(cfg->answer_cache, w->ans.rng))) {
-		snprintf(err, CFG_ERR_MAX, "answer cache of %u entries: out of memory",
-		         cfg->answer_cache);
-		return -ENOMEM;
-	}
 	if ((rc = reg_txn_begin(s->reg, false, &w->txn))) {
 		snprintf(err, CFG_ERR_MAX, "registry: %s", reg_strerror(rc));
 		return rc;
@@ -917,7 +905,6 @@ void srv_free(srv_t *s)
 				close(w->udp[j].fd);
 		reg_txn_abort(w->txn);
 		free(w->ans.cand);
-		cache_free(w->ans.cache);
 		free(w->fwd_pool);
 	}
 	free(s->workers);

@@ -1,7 +1,6 @@
 /* fuzz_query — decode + answer against the demo registry: any bytes from any client
  * (UDP or TCP, loopback or a 6PN source) must give a well-formed answer within the
- * limit, or none, never a crash. Each input is answered twice through the answer
- * cache: the second answer (a hit when the first was stored) must say the same. */
+ * limit, or none, never a crash. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +43,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	                  .serial = 1,
 	                  .rng = 1};
 	ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*ctx.cand));
-	ctx.cache = cache_new(64, 1);
 	return 0;
 }
 
@@ -67,11 +65,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (a == ANS_REPLY && !cl.tcp && n > WIRE_EDNS_SIZE)
 		abort();
-	static uint8_t first[WIRE_TCP_MAX];
-	memcpy(first, out, n);
-	size_t n2 = 0;
-	if (ans_process(&ctx, &cl, data, size, out, cap, &n2) != a || n2 != n ||
-	    (a == ANS_REPLY && memcmp(first, out, WIRE_HDR)))
-		abort(); /* the same question, the same answer (records may be shuffled) */
 	return 0;
 }

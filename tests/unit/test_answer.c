@@ -1,11 +1,7 @@
 /* test_answer.c — every name form answered from a small two-org registry, with ldns
  * decoding the responses: NXDOMAIN vs NODATA with the SOA, org isolation, TC and TCP,
- * TXT splitting, shuffling, nearest order, PTR, EDNS. Every test runs twice: without the
- * answer cache, and with it, each query asked first under another ID and name case so
- * that the answer checked is the cached one. */
+ * TXT splitting, shuffling, nearest order, PTR, EDNS. */
 #include "testreg.h"
-
-#include <ctype.h>
 
 #include "answer.h"
 #include "wire.h"
@@ -85,19 +81,9 @@ static int setup(void **state)
 	return 0;
 }
 
-static int setup_cached(void **state)
-{
-	setup(state);
-	fx_t *fx = *state;
-	fx->ctx.cache = cache_new(256, 1);
-	assert_non_null(fx->ctx.cache);
-	return 0;
-}
-
 static int teardown(void **state)
 {
 	fx_t *fx = *state;
-	cache_free(fx->ctx.cache);
 	reg_txn_abort(fx->txn);
 	reg_close(fx->reg);
 	tmp_free(fx->dir);
@@ -113,38 +99,20 @@ typedef struct {
 	ldns_rr_class cls;
 } how_t;
 
-/* The query as wire bytes into buf; returns its length. */
-static size_t query_wire(const char *name, ldns_rr_type type, how_t h, uint16_t id, uint8_t *buf)
+static ldns_pkt *ask_how(fx_t *fx, const char *name, ldns_rr_type type, how_t h)
 {
 	ldns_pkt *q = NULL;
 	assert_int_equal(ldns_pkt_query_new_frm_str(&q, name, type,
 	                                            h.cls ? h.cls : LDNS_RR_CLASS_IN, LDNS_RD),
 	                 LDNS_STATUS_OK);
-	ldns_pkt_set_id(q, id);
+	ldns_pkt_set_id(q, 7);
 	if (h.edns)
 		ldns_pkt_set_edns_udp_size(q, h.edns);
-	return pkt_wire(q, buf);
-}
-
-static ldns_pkt *ask_how(fx_t *fx, const char *name, ldns_rr_type type, how_t h)
-{
 	uint8_t buf[512], out[65535];
-	size_t len = query_wire(name, type, h, 7, buf), outlen = 0;
+	size_t len = pkt_wire(q, buf), outlen = 0;
 	ans_client_t cl = {.tcp = h.tcp};
 	assert_int_equal(org_parse_addr(h.src ? h.src : "::1", cl.src), 0);
 	assert_int_equal(org_parse_addr(h.dst ? h.dst : "::1", cl.dst), 0);
-	if (fx->ctx.cache) { /* the same question under another ID and case fills the cache */
-		char other[256];
-		size_t i = 0;
-		for (; name[i] && i < sizeof(other) - 1; i++)
-			other[i] = (char)(islower((unsigned char)name[i])
-			                          ? toupper((unsigned char)name[i])
-			                          : tolower((unsigned char)name[i]));
-		other[i] = 0;
-		uint8_t wbuf[512];
-		size_t wlen = query_wire(other, type, h, 0xbeef, wbuf);
-		ans_process(&fx->ctx, &cl, wbuf, wlen, out, sizeof(out), &outlen);
-	}
 	ans_action_t act = ans_process(&fx->ctx, &cl, buf, len, out, sizeof(out), &outlen);
 	if (act != ANS_REPLY)
 		return NULL;
@@ -543,63 +511,9 @@ static void test_a_write_is_answered_after_renew(void **state)
 	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
-static void test_a_cached_answer_is_the_same_under_the_askers_id_and_case(void **state)
-{
-	fx_t *fx = *state;
-	uint8_t q1[512], q2[512], o1[512], o2[512];
-	size_t l1 = query_wire("vms.web.internal.", LDNS_RR_TYPE_TXT, (how_t){0}, 1, q1);
-	size_t l2 = query_wire("VMS.Web.internal.", LDNS_RR_TYPE_TXT, (how_t){0}, 2, q2);
-	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
-	size_t n1 = 0, n2 = 0;
-	assert_int_equal(ans_process(&fx->ctx, &cl, q1, l1, o1, sizeof(o1), &n1), ANS_REPLY);
-	assert_int_equal(cache_stats(fx->ctx.cache).hits, 0);
-	assert_int_equal(ans_process(&fx->ctx, &cl, q2, l2, o2, sizeof(o2), &n2), ANS_REPLY);
-	assert_int_equal(cache_stats(fx->ctx.cache).hits, 1);
-	assert_int_equal(n1, n2);
-	assert_int_equal(o2[0] << 8 | o2[1], 2);
-	assert_memory_equal(o2 + 2, o1 + 2, WIRE_HDR - 2);
-	assert_memory_equal(o2 + WIRE_HDR, q2 + WIRE_HDR, l2 - WIRE_HDR); /* the question */
-	assert_memory_equal(o2 + l2, o1 + l1, n1 - l1);                   /* the records */
-	/* a query the cache did not answer is not counted as a hit */
-	ldns_pkt_free(ask(fx, "nope.internal.", LDNS_RR_TYPE_AAAA));
-	assert_int_equal(cache_stats(fx->ctx.cache).hits, 2); /* ask's own warm-up */
-}
-
-static void test_one_name_asked_by_two_orgs_gets_each_its_own(void **state)
-{
-	fx_t *fx = *state;
-	how_t a = {.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"};
-	how_t b = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"};
-	for (int i = 0; i < 2; i++) {
-		ldns_pkt *p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, a);
-		assert_string_equal(addrs(p, true), "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
-		ldns_pkt_free(p);
-		p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, b);
-		assert_string_equal(addrs(p, true), "fdaa:0:19:1:1:0:b:2");
-		ldns_pkt_free(p);
-	}
-	assert_negative(ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA,
-	                        (how_t){.src = "fdaa:0:77::5", .dst = "fdaa::3"}),
-	                LDNS_RCODE_NXDOMAIN, "internal.");
-}
-
-static void test_nearest_is_answered_for_each_querier_not_cached(void **state)
-{
-	fx_t *fx = *state;
-	how_t ord = {.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"};
-	how_t ams = {.src = "fdaa:0:18:2::2", .dst = "fdaa::3"};
-	ldns_pkt *p = ask_how(fx, "top1.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ord);
-	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:1:2");
-	ldns_pkt_free(p);
-	p = ask_how(fx, "top1.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ams);
-	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:4:2");
-	ldns_pkt_free(p);
-}
-
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
-#define C(name) cmocka_unit_test_setup_teardown(name, setup_cached, teardown)
 	const struct CMUnitTest tests[] = {
 	        T(test_app_answers_its_started_machines),
 	        T(test_owner_name_keeps_the_question_case),
@@ -610,7 +524,6 @@ int main(void)
 	        T(test_nxdomain_has_soa),
 	        T(test_apex_soa_and_ns),
 	        T(test_orgs_never_see_each_other),
-	        T(test_one_name_asked_by_two_orgs_gets_each_its_own),
 	        T(test_other_orgs_resolver_address_is_refused),
 	        T(test_ptr_within_the_org_only),
 	        T(test_truncation_over_udp_and_the_whole_set_over_tcp),
@@ -620,28 +533,5 @@ int main(void)
 	        T(test_edns_answers),
 	        T(test_a_write_is_answered_after_renew),
 	};
-	const struct CMUnitTest cached[] = {
-	        C(test_app_answers_its_started_machines),
-	        C(test_owner_name_keeps_the_question_case),
-	        C(test_region_group_vm_metadata_forms),
-	        C(test_txt_forms),
-	        C(test_instances_is_split_into_255_byte_strings),
-	        C(test_nodata_has_soa),
-	        C(test_nxdomain_has_soa),
-	        C(test_apex_soa_and_ns),
-	        C(test_orgs_never_see_each_other),
-	        C(test_one_name_asked_by_two_orgs_gets_each_its_own),
-	        C(test_other_orgs_resolver_address_is_refused),
-	        C(test_ptr_within_the_org_only),
-	        C(test_truncation_over_udp_and_the_whole_set_over_tcp),
-	        C(test_aaaa_sets_are_shuffled),
-	        C(test_nearest_orders_by_distance_then_id),
-	        C(test_refusals),
-	        C(test_edns_answers),
-	        C(test_a_write_is_answered_after_renew),
-	        C(test_a_cached_answer_is_the_same_under_the_askers_id_and_case),
-	        C(test_nearest_is_answered_for_each_querier_not_cached),
-	};
-	return cmocka_run_group_tests_name("answer", tests, NULL, NULL) |
-	       cmocka_run_group_tests_name("answer, cached", cached, NULL, NULL);
+	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

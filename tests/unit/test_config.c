@@ -64,7 +64,6 @@ static void test_defaults(void **s)
 	assert_string_equal(c.listen[0].text, "[fdaa::3]:53");
 	assert_int_equal(c.ttl, 5);
 	assert_int_equal(c.acl.nallow, 3);
-	assert_int_equal(c.answer_cache, 8192);
 }
 
 static void test_file_then_command_line(void **s)
@@ -73,8 +72,7 @@ static void test_file_then_command_line(void **s)
 	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
 	write_file(dir, "internald.conf",
 	           "# comment\ndb = /srv/reg\nlisten = [::1]:1\nlisten = 127.0.0.1:2\nttl = 30\n"
-	           "upstream = [::1]:5300   # trailing comment\nnsid = host-1\n"
-	           "answer-cache = 0\n",
+	           "upstream = [::1]:5300   # trailing comment\nnsid = host-1\n",
 	           path, sizeof(path));
 	config_t c;
 	char *argv[] = {"internald", "-c", path, "--listen", "[::1]:3", "--ttl=7", NULL};
@@ -85,7 +83,6 @@ static void test_file_then_command_line(void **s)
 	assert_int_equal(c.ttl, 7);
 	assert_int_equal(c.nupstream, 1);
 	assert_string_equal(c.nsid, "host-1");
-	assert_int_equal(c.answer_cache, 0); /* off */
 	tmp_free(dir);
 }
 
@@ -102,9 +99,6 @@ static void test_errors_name_the_option_or_line(void **s)
 	assert_non_null(strstr(err, "unknown option"));
 	char *a3[] = {"internald", "--listen", "nowhere", NULL};
 	assert_int_equal(parse(&c, a3, err), -EINVAL);
-	char *a5[] = {"internald", "--answer-cache", "2000000", NULL};
-	assert_int_equal(parse(&c, a5, err), -EINVAL);
-	assert_non_null(strstr(err, "--answer-cache 2000000"));
 	char *dir = tmp_new(), path[512];
 	write_file(dir, "bad.conf", "ttl = 5\nthis is not a setting\n", path, sizeof(path));
 	char *a4[] = {"internald", "-c", path, NULL};
