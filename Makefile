@@ -104,7 +104,7 @@ sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
 
 test: deps
-	$(MAKE) all
+	$(MAKE) all $(BENCH_TOOLS)
 	$(MAKE) unit
 	$(MAKE) integration
 	$(MAKE) netns
@@ -123,7 +123,11 @@ format-check:
 $(O)/startstop: bench/startstop.c $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
-bench: deps all $(O)/startstop
+$(O)/burst: bench/burst.c | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst
+bench: deps all $(BENCH_TOOLS)
 	bench/run
 
 # libFuzzer targets; fuzz-replay runs each seed corpus once (fast, part of make test).

@@ -1,5 +1,6 @@
 # bench/lib.sh — measurement helpers shared by bench/run and bench/forward. Source it
-# after setting OUT (results), CORE_CLIENT, DUR, LDUR, RATE and QUERIES (the query file).
+# after setting OUT (results), CORE_CLIENT, DUR, LDUR, RATE, BDUR, O (the build) and
+# QUERIES (the query file).
 
 port() { # a free loopback port
 	local p
@@ -117,6 +118,14 @@ measure() { # measure NAME PID PORT ROUND
 		"$name" "$round" "$qps" "$cpu_us" "$user_us" "$sys_us" "$p50" "$p99" "$lost"
 }
 
+# awk: the median of a space-separated list of numbers (both summaries use it)
+AWK_MED='
+	function med(list,   a, n, i, j, x) {
+		n = split(list, a, " ")
+		for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}'
+
 RESULTS_HEADER="server,round,qps,cpu_us_per_query,p50_us,p99_us,rss_kb,lost,user_us,sys_us,cap_qps,cap_cpu_us,cap_user_us,cap_sys_us,cap_lost"
 
 summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's ratios;
@@ -125,11 +134,7 @@ summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's 
 	# server alike, and the median of three ignores it.
 	echo "== summary (median of the rounds; ratios $1 / other)"
 	awk -F, -v names="$*" -v cap="${CAPCG:+$CAP}" -v plot="$OUT/plot.dat" '
-	function med(list,   a, n, i, j, x) {
-		n = split(list, a, " ")
-		for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
-		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-	}
+	'"$AWK_MED"'
 	NR > 1 { for (f = 3; f <= 14; f++) v[$1, f] = v[$1, f] " " $f }
 	END {
 		split(names, order, " ")
@@ -151,4 +156,45 @@ summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's 
 				printf "  %s/%s at saturation: throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 11] / m[s, 11], m[a, 12] / m[s, 12], m[a, 13] / m[s, 13]
 			printf "  %s/%s uncapped:      throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 3] / m[s, 3], m[a, 4] / m[s, 4], m[a, 9] / m[s, 9] }
 	}' "$OUT/results.csv"
+}
+
+BURST_HEADER="server,round,n,sent,answered,cpu_us_per_query,user_us,sys_us"
+burst() { # burst NAME PID PORT N ROUND: bursts of N queries for BDUR s; a line of burst.csv
+	local name=$1 pid=$2 port=$3 n=$4 round=$5 t0 t1 sent answered
+	t0=$(cpu_ticks "$pid")
+	read -r sent answered < <(taskset -c $CORE_CLIENT "$O/burst" 127.0.0.1 "$port" "$n" "$BDUR" "$QUERIES")
+	t1=$(cpu_ticks "$pid")
+	read -r u0 s0 <<<"$t0"
+	read -r u1 s1 <<<"$t1"
+	awk -v name="$name" -v round="$round" -v n="$n" -v sent="$sent" -v a="$answered" -v du=$((u1 - u0)) \
+		-v ds=$((s1 - s0)) -v hz="$HZ" 'BEGIN {
+		u = a ? du * 1e6 / hz / a : 0; s = a ? ds * 1e6 / hz / a : 0
+		printf "%s,%d,%d,%d,%d,%.3f,%.3f,%.3f\n", name, round, n, sent, a, u + s, u, s }' >>"$OUT/burst.csv"
+}
+
+burst_summary() { # burst_summary FIRST SECOND THIRD: the burst table (median of the rounds),
+	# a fit of CPU = per packet + per wake-up / N for each server, and FIRST's ratios per N
+	awk -F, -v names="$*" '
+	'"$AWK_MED"'
+	NR > 1 { c[$1, $3] = c[$1, $3] " " $6; u[$1, $3] = u[$1, $3] " " $7; k[$1, $3] = k[$1, $3] " " $8
+		lost[$1, $3] += $4 - $5
+		if (!($3 in seen)) { seen[$3] = 1; ns[++nn] = $3 } }
+	END {
+		split(names, s, " ")
+		for (key in c) { c[key] = med(c[key]); u[key] = med(u[key]); k[key] = med(k[key]) }
+		printf "  %-10s %6s %14s %9s %9s %7s\n", "server", "N", "CPU µs/query", "user", "kernel", "lost"
+		for (i = 1; i <= 3; i++) for (j = 1; j <= nn; j++) { n = ns[j]
+			printf "  %-10s %6d %14.3f %9.3f %9.3f %7d\n", s[i], n, c[s[i], n], u[s[i], n], k[s[i], n], lost[s[i], n] }
+		for (i = 1; i <= 3; i++) { # least squares of CPU on 1/N
+			sx = sy = sxx = sxy = 0
+			for (j = 1; j <= nn; j++) { x = 1 / ns[j]; y = c[s[i], ns[j]]; sx += x; sy += y; sxx += x * x; sxy += x * y }
+			d = nn * sxx - sx * sx
+			if (d == 0) continue
+			b = (nn * sxy - sx * sy) / d; a = (sy - b * sx) / nn
+			printf "  %-10s fit: %.2f µs per packet + %.2f µs per wake-up\n", s[i], a, b }
+		for (i = 2; i <= 3; i++) { line = ""
+			for (j = 1; j <= nn; j++) { n = ns[j]
+				line = line sprintf(" N=%d %.2fx", n, c[s[i], n] ? c[s[1], n] / c[s[i], n] : 0) }
+			printf "  %s/%s CPU per query:%s\n", s[1], s[i], line }
+	}' "$OUT/burst.csv"
 }
