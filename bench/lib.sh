@@ -26,6 +26,13 @@ cpu_ticks() { # "utime stime" of a process tree (threads included)
 	echo "$u $s"
 }
 
+cpu_since() { # cpu_since PID "UTIME STIME": the ticks the tree used since cpu_ticks printed those
+	local u0 s0 u1 s1
+	read -r u0 s0 <<<"$2"
+	read -r u1 s1 < <(cpu_ticks "$1")
+	echo "$((u1 - u0)) $((s1 - s0))"
+}
+
 rss_kb() {
 	local pid=$1 t=0 c
 	for c in $(tree "$pid"); do
@@ -81,14 +88,12 @@ cap_teardown() {
 }
 
 dnsperf_cpu() { # dnsperf_cpu PID PORT LOG: saturate for DUR s; prints "q/s cpu_us user_us sys_us lost"
-	local pid=$1 port=$2 log=$3 t0 t1
+	local pid=$1 port=$2 log=$3 t0 du ds
 	t0=$(cpu_ticks "$pid")
 	taskset -c $CORE_CLIENT dnsperf -s 127.0.0.1 -p "$port" -d "$QUERIES" -l "$DUR" \
 		-c 8 -q 200 -t 1 -T 1 >"$log" 2>&1
-	t1=$(cpu_ticks "$pid")
-	read -r u0 s0 <<<"$t0"
-	read -r u1 s1 <<<"$t1"
-	awk -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v hz="$HZ" '
+	read -r du ds < <(cpu_since "$pid" "$t0")
+	awk -v du="$du" -v ds="$ds" -v hz="$HZ" '
 		/Queries completed/ {q = $3} /Queries lost/ {lost = $3} /Queries per second/ {qps = $4}
 		END {if (q == 0) { print "0 0 0 0 0"; exit } # dnsperf got no answer: its log says why
 			u = du * 1e6 / hz / q; s = ds * 1e6 / hz / q
@@ -160,14 +165,12 @@ summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's 
 
 BURST_HEADER="server,round,n,sent,answered,cpu_us_per_query,user_us,sys_us"
 burst() { # burst NAME PID PORT N ROUND: bursts of N queries for BDUR s; a line of burst.csv
-	local name=$1 pid=$2 port=$3 n=$4 round=$5 t0 t1 sent answered
+	local name=$1 pid=$2 port=$3 n=$4 round=$5 t0 du ds sent answered
 	t0=$(cpu_ticks "$pid")
 	read -r sent answered < <(taskset -c $CORE_CLIENT "$O/burst" 127.0.0.1 "$port" "$n" "$BDUR" "$QUERIES")
-	t1=$(cpu_ticks "$pid")
-	read -r u0 s0 <<<"$t0"
-	read -r u1 s1 <<<"$t1"
-	awk -v name="$name" -v round="$round" -v n="$n" -v sent="$sent" -v a="$answered" -v du=$((u1 - u0)) \
-		-v ds=$((s1 - s0)) -v hz="$HZ" 'BEGIN {
+	read -r du ds < <(cpu_since "$pid" "$t0")
+	awk -v name="$name" -v round="$round" -v n="$n" -v sent="$sent" -v a="$answered" \
+		-v du="$du" -v ds="$ds" -v hz="$HZ" 'BEGIN {
 		u = a ? du * 1e6 / hz / a : 0; s = a ? ds * 1e6 / hz / a : 0
 		printf "%s,%d,%d,%d,%d,%.3f,%.3f,%.3f\n", name, round, n, sent, a, u + s, u, s }' >>"$OUT/burst.csv"
 }
