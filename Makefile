@@ -18,12 +18,14 @@ PKGS     := libuv ldns lmdb jansson
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
-# Debian packages: to build, and to run the test suites.
-DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libcmocka-dev \
-	     libjansson-dev
-DEB_TEST  := bind9-dnsutils knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
-	     libclang-rt-14-dev clang knot dnsperf time procps
-DEB_BENCH := dnsperf knot nsd gnuplot-nox
+# Debian packages: to build and run (make run), to test (make test), to benchmark.
+DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
+	     libnats-dev libmicrohttpd-dev libfstrm-dev libprotobuf-c-dev protobuf-c-compiler
+DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
+DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
+	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
+	     dnstap-ldns unbound dnsmasq-base
+DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
@@ -43,7 +45,7 @@ CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps run test unit integration netns sanitize format format-check bench fuzz \
+.PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
 	fuzz-replay install clean
 all: $(O)/internald $(O)/internalctl
 
@@ -65,8 +67,10 @@ $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
-deps:
-	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
+# make deps-run: what make run needs; make deps (deps-test): what make test needs too.
+DEPS_FOR = $(if $(filter deps-run,$@),$(DEB_RUN),$(if $(filter deps-bench,$@),$(DEB_BENCH),$(DEB_TEST)))
+deps deps-run deps-test deps-bench:
+	@missing=""; for p in $(DEPS_FOR); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 	    || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -76,7 +80,7 @@ deps:
 	  else echo "deps: missing packages; run as root:"; \
 	    echo "  apt-get update && apt-get install -y$$missing"; exit 1; fi; fi
 
-run: deps
+run: deps-run
 	$(MAKE) all
 	rm -rf run/db && mkdir -p run
 	$(O)/internalctl --db run/db import zones/demo.jsonl
@@ -103,7 +107,7 @@ netns: all
 sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
 
-test: deps
+test: deps-test
 	$(MAKE) all $(BENCH_TOOLS)
 	$(MAKE) unit
 	$(MAKE) integration
@@ -127,7 +131,7 @@ $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 BENCH_TOOLS := $(O)/startstop $(O)/burst
-bench: deps all $(BENCH_TOOLS)
+bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
 # libFuzzer targets; fuzz-replay runs each seed corpus once (fast, part of make test).
