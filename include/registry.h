@@ -119,6 +119,8 @@ int reg_clear(reg_txn_t *txn);
 /* ---- point reads (any txn) ------------------------------------------------------------ */
 
 uint64_t reg_generation(reg_txn_t *txn);
+/* When the last write transaction committed (ns since the epoch), 0 if never. */
+uint64_t reg_written_ns(reg_txn_t *txn);
 /* -ENOENT if unknown. */
 int reg_org_net(reg_txn_t *txn, const char *slug, size_t len, uint32_t *net);
 /* Writes the slug (NUL-terminated) into buf. -ENOENT if unknown, -ENOSPC if cap too small. */
@@ -223,5 +225,20 @@ typedef struct {
 	size_t map_size, map_used, page_size;
 } reg_stats_t;
 int reg_stats(reg_txn_t *txn, reg_stats_t *out);
+
+/* ---- the follower's position (internalctl follow) ---------------------------------------------
+ * Stored in the same write transaction as the changes it covers, so a restart resumes
+ * exactly where the last commit ended. reg_clear() keeps it (a full sync overwrites it).
+ * Strings are NUL-terminated. */
+typedef struct {
+	char bucket[64];     /* the followed KV bucket's name */
+	char stream[64];     /* the bucket's identity (its stream's creation time), "" if unknown */
+	uint64_t seq;        /* last stream sequence applied */
+	uint64_t applied_ns; /* when it was applied (ns since the epoch) */
+} reg_follow_t;
+/* -EROFS on a read transaction, -ENAMETOOLONG if a string is not NUL-terminated. */
+int reg_put_follow(reg_txn_t *txn, const reg_follow_t *f);
+/* -ENOENT (MDB_NOTFOUND mapped) when the registry follows nothing, -EINVAL if damaged. */
+int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
 
 #endif

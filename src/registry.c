@@ -4,7 +4,9 @@
  * Tables (named LMDB databases). Every key of a per-org table starts with the org's
  * 4-byte big-endian network, so one org is one contiguous key range.
  *
- *   meta      "generation" -> u64 BE; "schema" -> u32 BE
+ *   meta      "generation" -> u64 BE; "schema" -> u32 BE; "written" -> u64 BE (ns since
+ *             the epoch of the last commit); "follow" -> the follower's position
+ *             (u64 BE seq | u64 BE applied ns | u8 len bucket | u8 len stream | both)
  *   orgs      slug -> net
  *   orgnets   net -> slug
  *   machines  id -> machine record (see enc_machine), every state
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define SCHEMA_VERSION 3
 #define KEY_MAX        511
@@ -388,14 +391,39 @@ uint64_t reg_txn_id(reg_txn_t *t)
 	return mdb_txn_id(t->txn);
 }
 
+static void put_u64(uint8_t *b, uint64_t x)
+{
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(x >> (56 - 8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *b)
+{
+	uint64_t x = 0;
+	for (int i = 0; i < 8; i++)
+		x = x << 8 | b[i];
+	return x;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Every commit: the generation counts on, and the time of the write is kept beside it. */
 static int bump_generation(reg_txn_t *t)
 {
-	uint64_t g = reg_generation(t) + 1;
-	uint8_t b[8];
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(g >> (56 - 8 * i));
+	uint8_t b[8], w[8];
+	put_u64(b, reg_generation(t) + 1);
+	put_u64(w, now_ns());
 	MDB_val k = {10, "generation"}, v = {8, b};
-	return map_err(mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0));
+	MDB_val wk = {7, "written"}, wv = {8, w};
+	int rc = mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0);
+	if (!rc)
+		rc = mdb_put(t->txn, t->reg->dbi[DB_META], &wk, &wv, 0);
+	return map_err(rc);
 }
 
 int reg_txn_commit(reg_txn_t *t)
@@ -888,11 +916,15 @@ uint64_t reg_generation(reg_txn_t *t)
 	MDB_val v;
 	if (raw_get(t, DB_META, "generation", 10, &v) || v.mv_size != 8)
 		return 0;
-	const uint8_t *b = v.mv_data;
-	uint64_t g = 0;
-	for (int i = 0; i < 8; i++)
-		g = g << 8 | b[i];
-	return g;
+	return get_u64(v.mv_data);
+}
+
+uint64_t reg_written_ns(reg_txn_t *t)
+{
+	MDB_val v;
+	if (raw_get(t, DB_META, "written", 7, &v) || v.mv_size != 8)
+		return 0;
+	return get_u64(v.mv_data);
 }
 
 int reg_org_net(reg_txn_t *t, const char *slug, size_t len, uint32_t *net)
@@ -1453,4 +1485,42 @@ int reg_stats(reg_txn_t *t, reg_stats_t *s)
 	};
 	int rc = reg_walk_machines(t, count_started, &s->started);
 	return rc < 0 ? rc : 0;
+}
+
+/* ---- the follower's position ----------------------------------------------------------------- */
+
+int reg_put_follow(reg_txn_t *t, const reg_follow_t *f)
+{
+	if (!t->write)
+		return -EROFS;
+	size_t bl = strnlen(f->bucket, sizeof f->bucket), sl = strnlen(f->stream, sizeof f->stream);
+	if (bl == sizeof f->bucket || sl == sizeof f->stream)
+		return -ENAMETOOLONG;
+	uint8_t b[18 + sizeof f->bucket + sizeof f->stream];
+	put_u64(b, f->seq);
+	put_u64(b + 8, f->applied_ns);
+	b[16] = (uint8_t)bl;
+	b[17] = (uint8_t)sl;
+	memcpy(b + 18, f->bucket, bl);
+	memcpy(b + 18 + bl, f->stream, sl);
+	MDB_val k = {6, "follow"}, v = {18 + bl + sl, b};
+	return map_err(mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0));
+}
+
+int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
+{
+	MDB_val v;
+	int rc = raw_get(t, DB_META, "follow", 6, &v);
+	if (rc)
+		return rc;
+	const uint8_t *b = v.mv_data;
+	if (v.mv_size < 18 || b[16] >= sizeof out->bucket || b[17] >= sizeof out->stream ||
+	    v.mv_size != 18u + b[16] + b[17])
+		return -EINVAL;
+	memset(out, 0, sizeof *out);
+	out->seq = get_u64(b);
+	out->applied_ns = get_u64(b + 8);
+	memcpy(out->bucket, b + 18, b[16]);
+	memcpy(out->stream, b + 18 + b[16], b[17]);
+	return 0;
 }

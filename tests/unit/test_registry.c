@@ -461,6 +461,36 @@ static void test_readonly_open_of_missing_registry_fails(void **state)
 	assert_int_equal(reg_open(&reg, "/nonexistent/internald", REG_RDONLY, 0), -ENOENT);
 }
 
+static int put_pos(reg_txn_t *t, void *arg)
+{
+	return reg_put_follow(t, arg);
+}
+
+static void test_follow_position_commits_with_the_data_and_survives_clear(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_t *t = rd(fx);
+	reg_follow_t got;
+	assert_int_equal(reg_get_follow(t, &got), -ENOENT);
+	uint64_t before = reg_written_ns(t);
+	assert_true(before > 0);
+	reg_txn_abort(t);
+
+	reg_follow_t pos = {
+	        .bucket = "internal", .stream = "2026-12-01T06:00:00Z", .seq = 42, .applied_ns = 7};
+	assert_int_equal(reg_write(fx->reg, put_pos, &pos), 0);
+	assert_int_equal(reg_write(fx->reg, clear_it, NULL), 0);
+	t = rd(fx);
+	assert_int_equal(reg_get_follow(t, &got), 0);
+	assert_string_equal(got.bucket, "internal");
+	assert_string_equal(got.stream, "2026-12-01T06:00:00Z");
+	assert_int_equal(got.seq, 42);
+	assert_int_equal(got.applied_ns, 7);
+	assert_true(reg_written_ns(t) >= before);
+	assert_int_equal(reg_put_follow(t, &pos), -EROFS);
+	reg_txn_abort(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -489,6 +519,9 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_check_reports_a_stray_index_entry, setup,
 	                                        teardown),
 	        cmocka_unit_test(test_readonly_open_of_missing_registry_fails),
+	        cmocka_unit_test_setup_teardown(
+	                test_follow_position_commits_with_the_data_and_survives_clear, setup,
+	                teardown),
 	};
 	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }
