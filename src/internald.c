@@ -1,6 +1,7 @@
 /*
- * internald — main(): read the configuration, open the registry read-only, load the
- * regions, start the server. Thin by design: every piece lives in its module.
+ * internald — main(): read the configuration, open the registry read-only, start the
+ * server (regions are registry records: nothing else to load). Thin by design: every piece lives in
+ * its module.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,12 +10,10 @@
 #include "answer.h"
 #include "config.h"
 #include "log.h"
-#include "regions.h"
 #include "registry.h"
 #include "server.h"
 
 static config_t cfg;
-static regions_t regions;
 static ans_conf_t conf;
 
 int main(int argc, char **argv)
@@ -30,16 +29,8 @@ int main(int argc, char **argv)
 	}
 	log_set_level((log_level_t)cfg.log_level);
 
-	if (regions_load(&regions, cfg.regions_file, err, sizeof(err))) {
-		log_error("regions: %s (give the file with --regions)", err);
-		return 1;
-	}
-	conf.server_region = -1;
-	if (cfg.region[0] &&
-	    (conf.server_region = regions_find(&regions, cfg.region, strlen(cfg.region))) < 0) {
-		log_error("--region %s is not in %s", cfg.region, cfg.regions_file);
-		return 1;
-	}
+	conf.region = cfg.region;
+	conf.region_len = strlen(cfg.region);
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
 		if (n < 0)
@@ -48,7 +39,6 @@ int main(int argc, char **argv)
 	conf.ttl = cfg.ttl;
 	conf.nsid = cfg.nsid[0] ? cfg.nsid : NULL;
 	conf.nsid_len = strlen(cfg.nsid);
-	conf.regions = &regions;
 	conf.forward = cfg.nupstream > 0;
 	conf.acl = cfg.acl;
 	if (!conf.forward)
