@@ -45,6 +45,7 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	char dnstap[PATH_MAX + 8];    /* "unix:PATH", "" for off (include/dnstap.h) */
 } config_t;
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 typedef struct dt dt_t;
@@ -51,6 +52,9 @@ typedef struct {
  * upstream), response_from the responder (us; the upstream). A time with tv_sec == 0 and
  * a message with len 0 are left out. The bytes are the caller's; dt_log copies them.
  */
+/* e from a struct sockaddr_in6 or sockaddr_in (anything else: unknown). */
+void dt_end_from_sockaddr(dt_end_t *e, const struct sockaddr *sa);
+
 typedef struct {
 	dt_type_t type;
 	bool tcp;

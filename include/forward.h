@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "dnstap.h"
 
 typedef struct fwd fwd_t;
 
@@ -53,5 +54,7 @@ const fwd_stats_t *fwd_stats(const fwd_t *f);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */
 void fwd_close(fwd_t *f);
+/* Logs FORWARDER_QUERY / FORWARDER_RESPONSE to dt (the worker's handle; NULL: off). */
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fstrm.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,21 @@ static bool is_v4(const dt_end_t *e)
 static bool is_known(const dt_end_t *e)
 {
 	return e->port || memcmp(e->addr, zero16, 16) != 0;
+}
+
+void dt_end_from_sockaddr(dt_end_t *e, const struct sockaddr *sa)
+{
+	memset(e, 0, sizeof(*e));
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)sa;
+		memcpy(e->addr, &a->sin6_addr, 16);
+		e->port = ntohs(a->sin6_port);
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)sa;
+		memcpy(e->addr, v4mapped, 12);
+		memcpy(e->addr + 12, &a->sin_addr, 4);
+		e->port = ntohs(a->sin_port);
+	}
 }
 
 static void set_end(const dt_end_t *e, protobuf_c_boolean *has_addr, ProtobufCBinaryData *addr,

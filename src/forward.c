@@ -50,6 +50,8 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
+	struct timespec dt_sent; /* dnstap: when this try went upstream, */
+	dt_end_t dt_local;       /* and from which of our addresses */
 };
 
 /* One TCP write: its own request and copy of the message, so a try that ends (or the
@@ -86,6 +88,7 @@ struct fwd {
 	size_t rnd_used;
 	uint8_t rbuf[65536], obuf[65536];
 	fwd_stats_t stats;
+	dt_worker_t *dt; /* NULL: no dnstap */
 };
 
 static void start_try(fq_t *q);
@@ -130,6 +133,21 @@ static void release(fq_t *q)
 	q->next_free = f->free;
 	f->free = q;
 	f->inflight--;
+}
+
+/* dnstap: FORWARDER_QUERY for the try that just went out on h (our end: its address). */
+static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
+{
+	struct sockaddr_storage ss = {0};
+	int len = sizeof(ss);
+	dt_end_t up;
+	if ((tcp ? uv_tcp_getsockname((const uv_tcp_t *)h, (struct sockaddr *)&ss, &len)
+	         : uv_udp_getsockname((const uv_udp_t *)h, (struct sockaddr *)&ss, &len)) != 0)
+		ss.ss_family = AF_UNSPEC;
+	dt_end_from_sockaddr(&q->dt_local, (const struct sockaddr *)&ss);
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	clock_gettime(CLOCK_REALTIME, &q->dt_sent);
+	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
 }
 
 /* ---- transports ------------------------------------------------------------------------------ */
@@ -216,6 +234,12 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
 	f->down_until[q->up] = 0;
+	if (f->dt) {
+		dt_end_t up;
+		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
+		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
+		                          len);
+	}
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
 
@@ -284,6 +308,8 @@ static int udp_send(fq_t *q)
 	    (rc = uv_udp_recv_start(&u->h, on_udp_alloc, on_udp_recv)))
 		return rc;
 	rc = uv_udp_try_send(&u->h, &b, 1, NULL);
+	if (rc >= 0 && f->dt)
+		tap_query(q, false, (const uv_handle_t *)&u->h);
 	return rc < 0 ? rc : 0;
 }
 
@@ -351,6 +377,8 @@ static void tcp_write(fq_t *q)
 	if (uv_write(&w->req, (uv_stream_t *)&tc->h, &b, 1, on_written)) {
 		free(w);
 		tconn_close(tc, true);
+	} else if (tc->f->dt) {
+		tap_query(q, true, (const uv_handle_t *)&tc->h);
 	}
 }
 
@@ -596,4 +624,9 @@ void fwd_close(fwd_t *f)
 		if (f->tconn[i])
 			tconn_close(f->tconn[i], false);
 	maybe_free(f);
+}
+
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)
+{
+	f->dt = dt;
 }
