@@ -73,8 +73,9 @@ $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
-$(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(O)/dnstap.o $(O)/dnstap.pb-c.o | $(O)
-	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(O)/dnstap.o $(O)/dnstap.pb-c.o $(LDFLAGS) $(LDLIBS) -lcmocka
+DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
+$(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
+	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)

@@ -128,7 +128,8 @@ void dt_stats(const dt_t *d, dt_stats_t *out);
 uint64_t dt_dropped(const dt_t *d);
 
 /* Flushes what is queued (if a collector listens), stops the I/O thread, frees d. The
- * workers must have stopped. d NULL: nothing. */
+ * workers must have stopped. A collector that does not read within 2 seconds is left
+ * behind (a warning; the thread and buffers stay to the exiting process). d NULL: nothing. */
 void dt_free(dt_t *d);
 
 #endif

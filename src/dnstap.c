@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fstrm.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,11 @@
 #include <sys/un.h>
 
 #include "dnstap.pb-c.h"
+#include "log.h"
 
 #define CONTENT_TYPE "protobuf:dnstap.Dnstap"
 #define POOL         (2 * DT_QUEUE) /* a power of 2: the ring's mask */
+#define DESTROY_WAIT 2              /* seconds dt_free waits for the last flush */
 
 struct dt_worker {
 	dt_t *d;
@@ -380,12 +383,36 @@ uint64_t dt_dropped(const dt_t *d)
 	return st.dropped;
 }
 
+static dt_t *left_behind;
+
+static void *destroy_main(void *arg)
+{
+	dt_t *d = arg;
+	fstrm_iothr_destroy(&d->iothr); /* flushes, gives back every frame still queued */
+	return NULL;
+}
+
 void dt_free(dt_t *d)
 {
 	if (!d)
 		return;
-	if (d->iothr)
-		fstrm_iothr_destroy(&d->iothr); /* gives back every frame still queued */
+	if (d->iothr) {
+		/* The I/O thread flushes to the collector with blocking writes: a collector that
+		 * has stopped reading would hold our exit forever. Give it DESTROY_WAIT seconds;
+		 * after that leave the thread and its buffers to the exiting process. */
+		pthread_t t;
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += DESTROY_WAIT;
+		if (pthread_create(&t, NULL, destroy_main, d) != 0) {
+			destroy_main(d);
+		} else if (pthread_timedjoin_np(t, NULL, &until) != 0) {
+			pthread_detach(t);
+			left_behind = d; /* still in use by that thread: not a leak */
+			log_warn("dnstap: the collector is not reading; stopping without flushing");
+			return;
+		}
+	}
 	for (unsigned i = 0; d->w && i < d->n; i++)
 		free(d->w[i].bufs);
 	free(d->w);
