@@ -5,9 +5,10 @@
  * point at the caller's bytes, packed straight into a frame buffer. Each worker owns a
  * pool of DT_FRAME_MAX buffers and a ring of the free ones: the worker takes from the
  * ring, the I/O thread's free callback gives back — one producer, one consumer, so two
- * counters with acquire/release order suffice (no lock). A buffer is taken from the ring
- * only once fstrm has accepted the frame, so a refused frame needs no giving back. It
- * must never block a worker, nor log per message.
+ * counters with acquire/release order suffice (no lock; on x86 the worker's side is plain
+ * loads and stores). A buffer is taken from the ring only once fstrm has accepted the
+ * frame, so a refused frame needs no giving back. It must never block a worker, nor log
+ * per message.
  */
 #include "dnstap.h"
 
@@ -15,6 +16,7 @@
 #include <fstrm.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +150,11 @@ static void give_back(void *buf, void *arg)
 	dt_worker_t *w = arg;
 	size_t idx = (size_t)((uint8_t *)buf - w->bufs) / DT_FRAME_MAX;
 	uint64_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+	/* The slot is free: every buffer but this one may be in the ring, so the worker has
+	 * taken the slot's last occupant. Reading head (acquire) is what orders its read of
+	 * that slot before this write; it never waits in practice. */
+	while (t - atomic_load_explicit(&w->head, memory_order_acquire) >= POOL)
+		sched_yield();
 	w->ring[t & (POOL - 1)] = (uint16_t)idx;
 	atomic_store_explicit(&w->tail, t + 1, memory_order_release);
 }
@@ -195,7 +202,7 @@ void dt_log(dt_worker_t *w, const dt_msg_t *m)
 		bump(&w->dropped); /* the queue is full: the buffer stays ours */
 		return;
 	}
-	atomic_store_explicit(&w->head, h + 1, memory_order_relaxed);
+	atomic_store_explicit(&w->head, h + 1, memory_order_release);
 	bump(&w->sent);
 }
 
