@@ -64,9 +64,14 @@ typedef struct {
 /*
  * Decodes a query. Returns WIRE_OK; WIRE_DROP (shorter than a header, QR set: no
  * answer at all); or an rcode to answer with (FORMERR, NOTIMP, BADVERS) — q says how
- * much was understood (has_question, edns).
+ * much was understood (has_question, edns). NOTIMP: an opcode other than QUERY, or a
+ * QTYPE wire_qtype_notimp() refuses.
  */
 int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
+
+/* QTYPE 0 and the meta-types 128-250 without a meaning we serve (TKEY, TSIG and the
+ * unassigned ones): NOTIMP. IXFR, AXFR, MAILB, MAILA and ANY are not. */
+bool wire_qtype_notimp(uint16_t qtype);
 
 /* A response under construction. */
 typedef struct {

@@ -599,7 +599,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	aa = rcode == WIRE_NOERROR || rcode == WIRE_NXDOMAIN;
 done:
 	wire_resp_rcode(&r, rcode);
-	wire_resp_flags(&r, aa, conf->forward);
+	wire_resp_flags(&r, aa, conf->forward && q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)
 		wire_add_opt(&r, q.edns_do, nsid, nsid_len);
 	*outlen = wire_resp_end(&r);

@@ -158,7 +158,17 @@ int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 		return WIRE_FORMERR; /* trailing bytes past the records */
 	if (q->edns && q->edns_version > 0)
 		return WIRE_BADVERS;
+	if (wire_qtype_notimp(q->qtype))
+		return WIRE_NOTIMP;
 	return WIRE_OK;
+}
+
+bool wire_qtype_notimp(uint16_t qtype)
+{
+	/* RFC 6895 3.1: 128-255 are meta-types, meaningful only in a question. Of them we
+	 * know IXFR, AXFR (REFUSED), MAILB, MAILA (no data) and ANY; TKEY and TSIG are
+	 * not questions we serve. QTYPE 0 is reserved. */
+	return qtype == 0 || (qtype >= 128 && qtype < WIRE_IXFR);
 }
 
 /* ---- response ------------------------------------------------------------------------- */
@@ -403,7 +413,7 @@ size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *o
 	    wire_resp_begin(&r, out, cap, cap, q.edns ? wire_opt_size(0) : 0, pkt, &q))
 		return 0;
 	wire_resp_rcode(&r, rcode);
-	wire_resp_flags(&r, false, true);
+	wire_resp_flags(&r, false, q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)
 		wire_add_opt(&r, q.edns_do, NULL, 0);
 	return wire_resp_end(&r);

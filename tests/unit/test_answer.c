@@ -511,6 +511,75 @@ static void test_a_write_is_answered_after_renew(void **state)
 	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
+/* Raw bytes through ans_process (forwarding on, so RA is set on QUERY answers). */
+static ldns_pkt *ask_raw(fx_t *fx, const uint8_t *q, size_t len)
+{
+	uint8_t out[512];
+	size_t outlen = 0;
+	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
+	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen), ANS_REPLY);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, outlen), LDNS_STATUS_OK);
+	return p;
+}
+
+static void test_opcodes_other_than_query_are_notimp_without_ra(void **state)
+{
+	fx_t *fx = *state;
+	fx->conf.forward = true;
+	/* id 1, RD, qd 1: web.internal. AAAA IN */
+	uint8_t q[] = {0,   1, 1,   0,   0,   1,   0,   0,   0,   0,   0, 0, 3,  'w', 'e',
+	               'b', 8, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', 0, 0, 28, 0,   1};
+	ldns_pkt *p = ask_raw(fx, q, sizeof(q));
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOERROR);
+	assert_true(ldns_pkt_ra(p)); /* QUERY: we recurse for names outside our zones */
+	ldns_pkt_free(p);
+	for (unsigned op = 1; op < 16; op++) {
+		q[2] = (uint8_t)(op << 3 | 1);
+		p = ask_raw(fx, q, sizeof(q));
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+		assert_false(ldns_pkt_ra(p));
+		assert_false(ldns_pkt_aa(p));
+		assert_int_equal(ldns_pkt_get_opcode(p), op);
+		assert_int_equal(ldns_pkt_qdcount(p), 1);
+		ldns_pkt_free(p);
+	}
+}
+
+/* A query for name (wire form, n bytes) of any qtype: ldns turns type 0 into A. */
+static ldns_pkt *ask_type(fx_t *fx, const char *name, size_t n, uint16_t type)
+{
+	uint8_t q[300] = {0, 1, 1, 0, 0, 1};
+	memcpy(q + 12, name, n);
+	q[12 + n] = (uint8_t)(type >> 8), q[13 + n] = (uint8_t)type, q[15 + n] = 1;
+	return ask_raw(fx, q, 16 + n);
+}
+
+static void test_qtype_zero_is_notimp_also_outside_our_zones(void **state)
+{
+	fx_t *fx = *state;
+	fx->conf.forward = true;
+	static const struct {
+		const char *name;
+		size_t len;
+	} names[] = {{"\003web\010internal", 14},
+	             {"\004nope\010internal", 15},
+	             {"\007example\003com", 13}};
+	for (size_t i = 0; i < 3; i++) {
+		ldns_pkt *p =
+		        ask_type(fx, names[i].name, names[i].len, 0); /* answered, not forwarded */
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+		assert_false(ldns_pkt_aa(p));
+		ldns_pkt_free(p);
+	}
+	ldns_pkt *p = ask_type(fx, names[0].name, names[0].len, 200);
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+	ldns_pkt_free(p);
+	/* MAILB: a meta-type with a meaning, and no data here */
+	assert_negative(ask_type(fx, names[0].name, names[0].len, 253), LDNS_RCODE_NOERROR,
+	                "internal.");
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -532,6 +601,8 @@ int main(void)
 	        T(test_refusals),
 	        T(test_edns_answers),
 	        T(test_a_write_is_answered_after_renew),
+	        T(test_opcodes_other_than_query_are_notimp_without_ra),
+	        T(test_qtype_zero_is_notimp_also_outside_our_zones),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }
