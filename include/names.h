@@ -32,6 +32,7 @@ typedef enum {
 	NAME_INSTANCES, /* _instances.internal (TXT) */
 	NAME_FLYCAST,   /* <app>.flycast */
 	NAME_PTR,       /* 32 nibbles under a.a.d.f.ip6.arpa */
+	NAME_NSHOST,    /* _ns.internal: the apex NS target, this server */
 } names_form_t;
 
 typedef enum { ZONE_NONE, ZONE_INTERNAL, ZONE_FLYCAST, ZONE_REVERSE } names_zone_t;

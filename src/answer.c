@@ -485,6 +485,23 @@ static int answer_ptr(req_t *rq)
 /* ---- the zones
  * -------------------------------------------------------------------------------------- */
 
+/* The apex NS target is this server: the address the query arrived on (A when that
+ * is IPv4). A zone file cannot say that; `internalctl zone` writes ::1. */
+static int answer_nshost(req_t *rq)
+{
+	static const uint8_t v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+	static const uint8_t unspec[16];
+	const uint8_t *dst = rq->cl->dst;
+	bool v4 = memcmp(dst, v4mapped, 12) == 0, known = memcmp(dst, unspec, 16) != 0;
+	uint32_t ttl = rq->ctx->conf->ttl;
+	int rc = -1;
+	if (known && v4 && type_is(rq->q, WIRE_A))
+		rc = wire_add_a(rq->r, rq->owner, ttl, dst + 12);
+	else if (known && !v4 && type_is(rq->q, WIRE_AAAA))
+		rc = wire_add_aaaa(rq->r, rq->owner, ttl, dst);
+	return rc == 0 ? WIRE_NOERROR : negative(rq, WIRE_NOERROR);
+}
+
 static int answer_apex(req_t *rq)
 {
 	uint32_t ttl = rq->ctx->conf->ttl;
@@ -534,6 +551,8 @@ static int answer_zone(req_t *rq)
 		return answer_txt(rq, false);
 	case NAME_PTR:
 		return answer_ptr(rq);
+	case NAME_NSHOST:
+		return answer_nshost(rq);
 	default:
 		return negative(rq, WIRE_NXDOMAIN);
 	}

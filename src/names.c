@@ -50,6 +50,10 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		return;
 	}
 	const names_label_t *top = &lab[k - 1];
+	if (is(top, "_ns")) { /* the NS target: no app can be called _ns */
+		o->form = k == 1 ? NAME_NSHOST : NAME_NX;
+		return;
+	}
 	if (is(top, "_apps") || is(top, "_instances")) {
 		o->form = k == 1 ? (is(top, "_apps") ? NAME_APPS : NAME_INSTANCES) : NAME_NX;
 		return;

@@ -242,6 +242,17 @@ int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip
 	return 0;
 }
 
+int wire_add_a(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[4])
+{
+	if (r->len + 16 > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_A, ttl);
+	memcpy(r->buf + r->len, ip, 4);
+	r->len += 4;
+	rr_done(r, rd, WIRE_AN);
+	return 0;
+}
+
 int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len)
 {
 	if (r->len + 12 + len > r->limit)
@@ -279,7 +290,7 @@ int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint
 	if (r->len + 12 + 14 + 13 + 20 > r->limit)
 		return -ENOSPC;
 	size_t rd = rr_head(r, owner, WIRE_SOA, ttl);
-	put_under_internal(r, "ns", &internal_off);
+	put_under_internal(r, WIRE_NS_LABEL, &internal_off);
 	put_under_internal(r, "hostmaster", &internal_off);
 	uint8_t *p = r->buf + r->len;
 	wr32(p, serial);
@@ -297,7 +308,7 @@ int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_
 	if (r->len + 12 + 14 > r->limit)
 		return -ENOSPC;
 	size_t rd = rr_head(r, owner, WIRE_NS, ttl);
-	put_under_internal(r, "ns", &internal_off);
+	put_under_internal(r, WIRE_NS_LABEL, &internal_off);
 	rr_done(r, rd, WIRE_AN);
 	return 0;
 }

@@ -309,13 +309,13 @@ static void test_apex_soa_and_ns(void **state)
 	ldns_pkt *p = ask(*state, "internal.", LDNS_RR_TYPE_SOA);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	char *s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
-	assert_non_null(strstr(s, "SOA\tns.internal. hostmaster.internal. 1 3600 600 86400 5"));
+	assert_non_null(strstr(s, "SOA\t_ns.internal. hostmaster.internal. 1 3600 600 86400 5"));
 	free(s);
 	ldns_pkt_free(p);
 	p = ask(*state, "internal.", LDNS_RR_TYPE_NS);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
-	assert_non_null(strstr(s, "NS\tns.internal."));
+	assert_non_null(strstr(s, "NS\t_ns.internal."));
 	free(s);
 	ldns_pkt_free(p);
 }
@@ -580,6 +580,51 @@ static void test_qtype_zero_is_notimp_also_outside_our_zones(void **state)
 	                "internal.");
 }
 
+static void test_apex_ns_target_resolves_to_the_address_asked(void **state)
+{
+	fx_t *fx = *state;
+	ldns_pkt *p = ask(fx, "internal.", LDNS_RR_TYPE_NS);
+	char *target = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(target, "_ns.internal.");
+	ldns_pkt_free(p);
+	p = ask_how(fx, target, LDNS_RR_TYPE_AAAA,
+	            (how_t){.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"});
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	assert_true(ldns_pkt_aa(p));
+	assert_string_equal(addrs(p, false), "fdaa::3");
+	ldns_pkt_free(p);
+	p = ask_how(fx, "_NS.internal.", LDNS_RR_TYPE_AAAA,
+	            (how_t){.dst = "fdaa:0:18::3", .src = "fdaa:0:18:2::2"});
+	assert_string_equal(addrs(p, false), "fdaa:0:18::3");
+	ldns_pkt_free(p);
+	/* over IPv4 it is an A record; the other family is NODATA */
+	how_t v4 = {.src = "::ffff:127.0.0.1", .dst = "::ffff:127.0.0.1"};
+	p = ask_how(fx, target, LDNS_RR_TYPE_A, v4);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	char *a = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(a, "127.0.0.1");
+	free(a);
+	ldns_pkt_free(p);
+	assert_negative(ask_how(fx, target, LDNS_RR_TYPE_AAAA, v4), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(fx, target, LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR, "internal.");
+	assert_negative(ask(fx, "x._ns.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	free(target);
+}
+
+static void test_no_app_can_take_the_ns_target_name(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	assert_int_not_equal(import_str(fx->reg,
+	                                MACHINE("0000000000000e", "alpha", "_ns", "ord",
+	                                        "fdaa:0:18:1:1:0:e:2", "started", "app", ""),
+	                                false, err),
+	                     0);
+	assert_non_null(strstr(err, "app"));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -603,6 +648,8 @@ int main(void)
 	        T(test_a_write_is_answered_after_renew),
 	        T(test_opcodes_other_than_query_are_notimp_without_ra),
 	        T(test_qtype_zero_is_notimp_also_outside_our_zones),
+	        T(test_apex_ns_target_resolves_to_the_address_asked),
+	        T(test_no_app_can_take_the_ns_target_name),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

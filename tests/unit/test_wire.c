@@ -277,7 +277,7 @@ static void test_response_decodes_with_ldns(void **s)
 	ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(p), 0);
 	char *text = ldns_rr2str(soa);
 	assert_non_null(strstr(text,
-	                       "Internal.\t5\tIN\tSOA\tns.Internal. hostmaster.Internal. 77 3600 "
+	                       "Internal.\t5\tIN\tSOA\t_ns.Internal. hostmaster.Internal. 77 3600 "
 	                       "600 86400 5"));
 	free(text);
 	assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
