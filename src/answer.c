@@ -482,6 +482,15 @@ static int answer_ptr(req_t *rq)
 	return WIRE_NOERROR;
 }
 
+/* A shorter reverse name exists while an address of the querier's org lies below it. */
+static int answer_ptr_ent(req_t *rq)
+{
+	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles);
+	if (rc < 0)
+		return WIRE_SERVFAIL;
+	return negative(rq, rc ? WIRE_NOERROR : WIRE_NXDOMAIN);
+}
+
 /* ---- the zones
  * -------------------------------------------------------------------------------------- */
 
@@ -553,6 +562,8 @@ static int answer_zone(req_t *rq)
 		return answer_ptr(rq);
 	case NAME_NSHOST:
 		return answer_nshost(rq);
+	case NAME_PTR_ENT:
+		return answer_ptr_ent(rq);
 	default:
 		return negative(rq, WIRE_NXDOMAIN);
 	}

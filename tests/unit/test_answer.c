@@ -386,6 +386,71 @@ static void test_ptr_within_the_org_only(void **state)
 	        LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
 }
 
+/* RFC 8020: a shorter reverse name above an address of the org is NODATA, never
+ * NXDOMAIN; one with nothing of the org below it is NXDOMAIN, whatever other orgs have. */
+static void test_reverse_prefixes_are_empty_non_terminals_of_the_org(void **state)
+{
+	fx_t *fx = *state;
+	/* fdaa:0:18:1:1:0:1:2 (Machine 1 of alpha), every prefix from 27 nibbles to 1 */
+	const char *full =
+	        "2.0.0.0.1.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	for (size_t skip = 2; skip <= 2 * 27; skip += 2) {
+		assert_negative(ask(fx, full + skip, LDNS_RR_TYPE_PTR), LDNS_RCODE_NOERROR,
+		                "a.a.d.f.ip6.arpa.");
+		ldns_pkt *p = ask(fx, full + skip, LDNS_RR_TYPE_ANY);
+		assert_rcode(p, LDNS_RCODE_NOERROR, 0);
+		ldns_pkt_free(p);
+	}
+	/* the peer laptop fdaa:0:18:2::2 */
+	assert_negative(ask(fx, "2.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NOERROR, "a.a.d.f.ip6.arpa.");
+	/* nothing of alpha below: a sibling nibble, a stopped Machine's /112 */
+	const char *nx[] = {
+	        "9.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	        "3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	        "1.a.a.d.f.ip6.arpa.",
+	};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(fx, nx[i], LDNS_RR_TYPE_PTR), LDNS_RCODE_NXDOMAIN,
+		                "a.a.d.f.ip6.arpa.");
+	/* beta's network fdaa:0:19: NXDOMAIN for alpha, NODATA for beta */
+	const char *beta = "9.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	assert_negative(ask(fx, beta, LDNS_RR_TYPE_PTR), LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	how_t b = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"};
+	assert_negative(ask_how(fx, beta, LDNS_RR_TYPE_PTR, b), LDNS_RCODE_NOERROR,
+	                "a.a.d.f.ip6.arpa.");
+	assert_negative(ask_how(fx, "8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, b),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	/* an org with nothing at all: every prefix is NXDOMAIN */
+	how_t empty = {.src = "fdaa:0:77:1::2", .dst = "fdaa::3"};
+	assert_negative(ask_how(fx, "0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, empty),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+/* The names between an app and its records exist while the app has a started Machine;
+ * a name below a leaf does not. */
+static void test_in_between_names_are_empty_non_terminals(void **state)
+{
+	fx_t *fx = *state;
+	const char *ent[] = {"vm.web.internal.", "process.web.internal.", "of.web.internal.",
+	                     "nearest.of.web.internal."};
+	for (size_t i = 0; i < sizeof(ent) / sizeof(ent[0]); i++) {
+		assert_negative(ask(fx, ent[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+		                "internal.");
+		char gone[64];
+		snprintf(gone, sizeof(gone), "%.*sgone.internal.", (int)(strlen(ent[i]) - 13),
+		         ent[i]);
+		assert_negative(ask(fx, gone, LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN, "internal.");
+	}
+	const char *nx[] = {"x.vms.web.internal.",      "x.00000000000001.vm.web.internal.",
+	                    "x.ord.web.internal.",      "x.app.process.web.internal.",
+	                    "x.laptop._peer.internal.", "x._apps.internal.",
+	                    "x.web.flycast.",           "x.top1.nearest.of.web.internal."};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(fx, nx[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+		                strstr(nx[i], "flycast") ? "flycast." : "internal.");
+}
+
 static void test_truncation_over_udp_and_the_whole_set_over_tcp(void **state)
 {
 	fx_t *fx = *state;
@@ -650,6 +715,8 @@ int main(void)
 	        T(test_qtype_zero_is_notimp_also_outside_our_zones),
 	        T(test_apex_ns_target_resolves_to_the_address_asked),
 	        T(test_no_app_can_take_the_ns_target_name),
+	        T(test_reverse_prefixes_are_empty_non_terminals_of_the_org),
+	        T(test_in_between_names_are_empty_non_terminals),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }
