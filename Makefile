@@ -39,7 +39,7 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log
+CORE     := wire names org regions answer registry jsonl config log metrics
 SERVER   := server forward
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o)
