@@ -14,9 +14,10 @@ O        ?= build
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson
+PKGS     := libuv ldns lmdb jansson libmicrohttpd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -30,7 +31,8 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -40,7 +42,7 @@ endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
 CORE     := wire names org regions answer registry jsonl config log metrics
-SERVER   := server forward
+SERVER   := server forward metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -89,9 +91,10 @@ run: deps-run
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
 	@echo "  dig @::1 -p 5353 +short TXT vms.web.internal"
 	@echo "  dig @::1 -p 5353 +short AAAA top2.nearest.of.web.internal"
+	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2
+		--regions zones/regions.tsv --region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
@@ -100,6 +103,7 @@ integration: all $(O)/tests/dnsq
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
+	O=$(O) tests/integration/ops
 
 netns: all
 	O=$(O) tests/netns/run

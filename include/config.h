@@ -45,6 +45,9 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
+	bool has_metrics;             /* off unless set */
+	char user[64];                /* --user: drop to it after binding, "" for none */
 } config_t;
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */

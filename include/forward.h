@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "metrics.h"
 
 typedef struct fwd fwd_t;
 
@@ -27,8 +28,18 @@ typedef struct {
 	unsigned max_inflight; /* excess queries get SERVFAIL at once */
 } fwd_conf_t;
 
+/* One upstream's counters (bumped with MET_INC: a scrape reads them from its thread). */
+typedef struct {
+	uint64_t queries, timeouts, mismatched, tcp_retries; /* tries sent, ... */
+	uint64_t rcode[MET_RCODES + 1];                      /* matching responses */
+	uint64_t lat_bucket[MET_LAT_BUCKETS + 1];            /* send to response, not cumulative */
+	uint64_t lat_count, lat_sum_ns;
+} fwd_up_stats_t;
+
 typedef struct {
 	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
+	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
+	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;
 
 /*
@@ -53,5 +64,12 @@ const fwd_stats_t *fwd_stats(const fwd_t *f);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */
 void fwd_close(fwd_t *f);
+
+/*
+ * Switches f to conf (a reload: new upstreams or timeouts). conf must outlive f, and its
+ * max_inflight must equal the one f was created with (the pool is fixed). Connections
+ * to upstreams close (their tries go on with the next upstream), back-offs are forgotten.
+ */
+void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf);
 
 #endif

@@ -22,7 +22,7 @@ const char config_usage[] =
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
-        "                 [--log-level error|warn|info|debug]\n"
+        "                 [--log-level error|warn|info|debug] [--metrics ADDR] [--user NAME]\n"
         "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
 void config_defaults(config_t *c)
@@ -131,6 +131,17 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->regions_file, sizeof(c->regions_file), v);
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
+	if (strcmp(key, "user") == 0) {
+		*why = "want a user name";
+		return v[0] ? copy(c->user, sizeof(c->user), v) : -EINVAL;
+	}
+	if (strcmp(key, "metrics") == 0) {
+		*why = "want [v6]:port, v4:port or an address (port 9153)";
+		if (config_parse_addr(v, 9153, &c->metrics))
+			return -EINVAL;
+		c->has_metrics = true;
+		return 0;
+	}
 	if (strcmp(key, "log-level") == 0) {
 		*why = "want error, warn, info or debug";
 		return (c->log_level = log_parse_level(v)) < 0 ? -EINVAL : 0;
