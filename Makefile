@@ -6,12 +6,13 @@
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
 #
 # Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
 
 O        ?= build
 PREFIX   ?= /usr/local
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
 PKGS     := libuv ldns lmdb jansson libmicrohttpd
@@ -107,6 +108,7 @@ integration: all $(O)/tests/dnsq
 
 netns: all
 	O=$(O) tests/netns/run
+	O=$(O) tests/netns/user
 
 sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
@@ -160,6 +162,12 @@ install: all
 	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \
+		>$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
 
 clean:
 	rm -rf build run
