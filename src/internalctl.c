@@ -177,6 +177,8 @@ static int parse_files(const cli_t *c, int first, import_t *im, char *err)
 	for (int i = first; i < c->argc; i++) {
 		const char *file = c->argv[i];
 		bool std = strcmp(file, "-") == 0;
+		if (strcmp(file, "--replace") == 0)
+			continue; /* import's flag, wherever it is */
 		FILE *f = std ? stdin : fopen(file, "r");
 		if (!f) {
 			snprintf(err, JSONL_ERR_MAX, "%s: %s", file, strerror(errno));
@@ -201,15 +203,15 @@ static void free_files(import_t *im)
 
 static int cmd_import(const cli_t *c)
 {
-	int first = 1;
+	int first = 1, files = 0;
 	bool replace = false;
-	if (first < c->argc && strcmp(c->argv[first], "--replace") == 0)
-		replace = true, first++;
-	if (first == c->argc)
-		return usage("import needs a file (or - for standard input)");
 	for (int i = first; i < c->argc; i++)
 		if (strcmp(c->argv[i], "--replace") == 0)
-			return usage("--replace comes before the files");
+			replace = true;
+		else
+			files++;
+	if (files == 0)
+		return usage("import needs a file (or - for standard input)");
 	char err[JSONL_ERR_MAX] = "";
 	import_t im = {.replace = replace, .err = err};
 	double t0 = now();
