@@ -30,7 +30,7 @@ static const char *const usage_text =
         "  export                      the whole registry as JSON Lines on stdout\n"
         "  upgrade [FILE...]           convert a registry of the previous release in place\n"
         "  machine start|stop|delete ID\n"
-        "  ls orgs|apps|machines|peers [--org SLUG]\n"
+        "  ls orgs|apps|machines|peers|regions [--org SLUG]\n"
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
         "  check                       verify every index against the records (exit 1 if not)\n"
         "  stats                       record counts, generation, map use\n"
@@ -49,7 +49,7 @@ static const char *const help_text[][2] = {
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
-        {"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"},
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"},
         {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
                  "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
                  "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
@@ -589,10 +589,22 @@ static int resolve_org(reg_txn_t *txn, const char *slug, uint32_t *net)
 	return EXIT_REFUSED;
 }
 
+static int ls_region(const reg_region_t *r, void *arg)
+{
+	ls_t *l = arg;
+	char code[REG_LABEL_MAX + 1], name[REG_REGION_NAME_MAX + 1], lat[32], lon[32];
+	snprintf(code, sizeof(code), "%.*s", r->code_len, r->code);
+	snprintf(name, sizeof(name), "%.*s", r->name_len, r->name);
+	snprintf(lat, sizeof(lat), "%.4f", r->lat);
+	snprintf(lon, sizeof(lon), "%.4f", r->lon);
+	row(&l->t, code, lat, lon, name);
+	return 0;
+}
+
 static int do_ls(const cli_t *c, reg_txn_t *txn)
 {
 	if (c->argc < 2)
-		return usage("ls takes orgs, apps, machines or peers");
+		return usage("ls takes orgs, apps, machines, peers or regions");
 	const char *what = c->argv[1], *org = opt_org(c, 2);
 	ls_t l = {.txn = txn, .has_org = org != NULL};
 	if (org && resolve_org(txn, org, &l.org))
@@ -613,8 +625,12 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 		l.t.ncols = 4;
 		row(&l.t, "ORG", "NAME", "REGION", "IP");
 		rc = reg_walk_all_peers(txn, ls_peer, &l);
+	} else if (strcmp(what, "regions") == 0) {
+		l.t.ncols = 4;
+		row(&l.t, "REGION", "LAT", "LON", "NAME");
+		rc = reg_walk_regions(txn, ls_region, &l);
 	} else {
-		return usage("ls takes orgs, apps, machines or peers");
+		return usage("ls takes orgs, apps, machines, peers or regions");
 	}
 	table_print(&l.t);
 	if (rc < 0 || l.t.oom) {
