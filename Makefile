@@ -99,6 +99,7 @@ unit: $(UNITS:%=$(O)/tests/%)
 integration: all $(O)/tests/dnsq
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
+	O=$(O) tests/integration/cache
 	O=$(O) tests/integration/robust
 
 netns: all
