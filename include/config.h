@@ -45,6 +45,7 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	char dnstap[PATH_MAX + 8];    /* "unix:PATH", "" for off (include/dnstap.h) */
 	size_t cache_size;            /* bytes of the forwarding cache; 0: none */
 	unsigned cache_max_ttl;       /* seconds a positive answer is kept at most */
 	unsigned cache_neg_max_ttl;   /* seconds an NXDOMAIN/NODATA is kept at most */

@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "dnstap.h"
 
 typedef struct fwd fwd_t;
 
@@ -68,5 +69,7 @@ int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */
 void fwd_close(fwd_t *f);
+/* Logs FORWARDER_QUERY / FORWARDER_RESPONSE to dt (the worker's handle; NULL: off). */
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt);
 
 #endif

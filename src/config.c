@@ -23,6 +23,7 @@ const char config_usage[] =
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
         "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
         "                 [--log-level error|warn|info|debug]\n"
@@ -139,6 +140,12 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->regions_file, sizeof(c->regions_file), v);
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
+	if (strcmp(key, "dnstap") == 0) {
+		*why = "want unix:PATH (the collector's socket)";
+		if (strncmp(v, "unix:", 5) != 0 || !v[5])
+			return -EINVAL;
+		return copy(c->dnstap, sizeof(c->dnstap), v);
+	}
 	if (strcmp(key, "log-level") == 0) {
 		*why = "want error, warn, info or debug";
 		return (c->log_level = log_parse_level(v)) < 0 ? -EINVAL : 0;

@@ -67,13 +67,15 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
-	cache_waiter_t cw; /* in the cache's table of questions in flight */
-	bool owner;        /* asks upstream for the waiters of its key */
-	bool waiting;      /* waits for another query's answer */
-	bool client_done;  /* the client has its answer (stale, or no client: prefetch) */
-	uv_timer_t ctimer; /* the client response timer */
-	fresult_t *result; /* handed over by an owner, in the mailbox */
-	struct fq *mnext;  /* the mailbox */
+	struct timespec dt_sent; /* dnstap: when this try went upstream, */
+	dt_end_t dt_local;       /* and from which of our addresses */
+	cache_waiter_t cw;       /* in the cache's table of questions in flight */
+	bool owner;              /* asks upstream for the waiters of its key */
+	bool waiting;            /* waits for another query's answer */
+	bool client_done;        /* the client has its answer (stale, or no client: prefetch) */
+	uv_timer_t ctimer;       /* the client response timer */
+	fresult_t *result;       /* handed over by an owner, in the mailbox */
+	struct fq *mnext;        /* the mailbox */
 };
 
 /* One TCP write: its own request and copy of the message, so a try that ends (or the
@@ -110,6 +112,7 @@ struct fwd {
 	size_t rnd_used;
 	uint8_t rbuf[65536], obuf[65536];
 	fwd_stats_t stats;
+	dt_worker_t *dt;       /* NULL: no dnstap */
 	uv_async_t wake;       /* an owner in another worker handed answers over */
 	pthread_mutex_t mlock; /* the mailbox, written by other workers */
 	fq_t *mail;
@@ -159,6 +162,21 @@ static void release(fq_t *q)
 	q->next_free = f->free;
 	f->free = q;
 	f->inflight--;
+}
+
+/* dnstap: FORWARDER_QUERY for the try that just went out on h (our end: its address). */
+static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
+{
+	struct sockaddr_storage ss = {0};
+	int len = sizeof(ss);
+	dt_end_t up;
+	if ((tcp ? uv_tcp_getsockname((const uv_tcp_t *)h, (struct sockaddr *)&ss, &len)
+	         : uv_udp_getsockname((const uv_udp_t *)h, (struct sockaddr *)&ss, &len)) != 0)
+		ss.ss_family = AF_UNSPEC;
+	dt_end_from_sockaddr(&q->dt_local, (const struct sockaddr *)&ss);
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	clock_gettime(CLOCK_REALTIME, &q->dt_sent);
+	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
 }
 
 /* ---- transports ------------------------------------------------------------------------------ */
@@ -307,6 +325,12 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
 	f->down_until[q->up] = 0;
+	if (f->dt) {
+		dt_end_t up;
+		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
+		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
+		                          len);
+	}
 	flight_end(q, r, len);
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
@@ -376,6 +400,8 @@ static int udp_send(fq_t *q)
 	    (rc = uv_udp_recv_start(&u->h, on_udp_alloc, on_udp_recv)))
 		return rc;
 	rc = uv_udp_try_send(&u->h, &b, 1, NULL);
+	if (rc >= 0 && f->dt)
+		tap_query(q, false, (const uv_handle_t *)&u->h);
 	return rc < 0 ? rc : 0;
 }
 
@@ -443,6 +469,8 @@ static void tcp_write(fq_t *q)
 	if (uv_write(&w->req, (uv_stream_t *)&tc->h, &b, 1, on_written)) {
 		free(w);
 		tconn_close(tc, true);
+	} else if (tc->f->dt) {
+		tap_query(q, true, (const uv_handle_t *)&tc->h);
 	}
 }
 
@@ -796,4 +824,9 @@ void fwd_close(fwd_t *f)
 		if (f->tconn[i])
 			tconn_close(f->tconn[i], false);
 	maybe_free(f);
+}
+
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)
+{
+	f->dt = dt;
 }
