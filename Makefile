@@ -118,6 +118,7 @@ unit: $(UNITS:%=$(O)/tests/%)
 integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
+	O=$(O) tests/integration/cache
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
