@@ -79,6 +79,9 @@ $(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+$(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
 # make deps-run: what make run needs; make deps (deps-test): what make test needs too.
@@ -110,11 +113,12 @@ run: deps-run
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq
+integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
+	O=$(O) tests/integration/diff
 
 netns: all
 	O=$(O) tests/netns/run
