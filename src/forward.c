@@ -150,6 +150,14 @@ static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
 	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
 }
 
+/* dnstap: FORWARDER_RESPONSE for the upstream's answer r to the current try. */
+static void tap_response(fq_t *q, const uint8_t *r, size_t len)
+{
+	dt_end_t up;
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	dt_log_forwarder_response(q->f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r, len);
+}
+
 /* ---- transports ------------------------------------------------------------------------------ */
 
 static void on_udp_closed(uv_handle_t *h)
@@ -234,12 +242,8 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
 	f->down_until[q->up] = 0;
-	if (f->dt) {
-		dt_end_t up;
-		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
-		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
-		                          len);
-	}
+	if (f->dt)
+		tap_response(q, r, len);
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
 
@@ -250,6 +254,8 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
+		if (q->f->dt)
+			tap_response(q, r, len);
 		q->f->stats.tcp_retries++;
 		q->use_tcp = true;
 		udp_stop(q);
