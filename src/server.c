@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "dnstap.h"
+#include "cache.h"
 #include "forward.h"
 #include "log.h"
 #include "wire.h"
@@ -113,7 +114,8 @@ struct srv {
 	fwd_conf_t fwd_conf;
 	uv_loop_t main;
 	uv_signal_t sigint, sigterm;
-	dt_t *dt; /* NULL: no dnstap */
+	dt_t *dt;       /* NULL: no dnstap */
+	cache_t *cache; /* forwarded answers, shared by the workers; NULL: none */
 };
 
 /* ---- addresses ------------------------------------------------------------------------ */
@@ -286,7 +288,20 @@ static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
 	w->fwd_free = u;
 }
 
-/* Hands a query to forward.c; SERVFAIL into out when it cannot take it. */
+/* The answer from the shared cache into out (its length), or 0: ask upstream. A hit in
+ * the last tenth of its TTL also starts a background refresh. Never allocates. */
+static size_t cache_answer(worker_t *w, const uint8_t *pkt, size_t len, const wire_query_t *q,
+                           size_t max, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+	int r = cache_lookup(w->srv->cache, pkt, q, max, uv_now(&w->loop), false, out, cap, &n);
+	if (r == CACHE_HIT_PREFETCH)
+		fwd_prefetch(w->fwd, pkt, len);
+	return r == CACHE_MISS ? 0 : n;
+}
+
+/* Answers a query from the cache, or hands it to forward.c; SERVFAIL into out when it
+ * cannot take it. */
 static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
                           const uint8_t dst[16], unsigned ifindex, const uint8_t *pkt, size_t len,
                           uint8_t *out)
@@ -298,6 +313,9 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 	        q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
 	if (max > WIRE_EDNS_SIZE)
 		max = WIRE_EDNS_SIZE;
+	size_t hit = w->srv->cache ? cache_answer(w, pkt, len, &q, max, out, WBUF) : 0;
+	if (hit)
+		return hit;
 	if (u) {
 		memcpy(&u->peer, m->msg_hdr.msg_name, m->msg_hdr.msg_namelen);
 		u->peer_len = m->msg_hdr.msg_namelen;
@@ -568,6 +586,14 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
 		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
 	}
+	wire_query_t q;
+	if (act == ANS_FORWARD && w->srv->cache && wire_parse_query(pkt, len, &q) == WIRE_OK &&
+	    (out = cache_answer(w, pkt, len, &q, WIRE_TCP_MAX, w->tcp_out + 2, WIRE_TCP_MAX))) {
+		conn_send(c, w->tcp_out, out);
+		if (w->dt)
+			dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
+		return;
+	}
 	if (act == ANS_FORWARD) {
 		if (fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, c) == 0) {
 			c->refs++;
@@ -727,12 +753,13 @@ static void on_stop(uv_async_t *a)
 			log_info(
 			        "worker %u: forwarded %llu, answered %llu, SERVFAIL %llu, over the "
 			        "in-flight cap %llu, mismatched answers dropped %llu, TCP retries "
-			        "%llu",
+			        "%llu, joined an identical query %llu, stale %llu, prefetches %llu",
 			        w->idx, (unsigned long long)st->forwarded,
 			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
 			        (unsigned long long)(st->overload + w->over_cap),
 			        (unsigned long long)st->mismatched,
-			        (unsigned long long)st->tcp_retries);
+			        (unsigned long long)st->tcp_retries, (unsigned long long)st->joined,
+			        (unsigned long long)st->stale, (unsigned long long)st->prefetches);
 	}
 	worker_close_all(w);
 }
@@ -898,13 +925,25 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 		return -ENOMEM;
 	s->cfg = cfg, s->conf = conf, s->reg = reg;
 	s->nworkers = cfg->workers ? cfg->workers : (unsigned)get_nprocs();
-	s->fwd_conf = (fwd_conf_t){cfg->upstream, cfg->nupstream, cfg->upstream_timeout_ms,
-	                           cfg->upstream_budget_ms, cfg->max_inflight};
+	s->fwd_conf =
+	        (fwd_conf_t){cfg->upstream,           cfg->nupstream,    cfg->upstream_timeout_ms,
+	                     cfg->upstream_budget_ms, cfg->max_inflight, NULL,
+	                     cfg->client_timer_ms};
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][2] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
 	if (!s->workers || !fds)
 		goto fail;
+	if (conf->forward && cfg->cache_size) {
+		cache_conf_t cc = {cfg->cache_size, cfg->cache_max_ttl, cfg->cache_neg_max_ttl,
+		                   cfg->serve_stale};
+		if ((rc = cache_create(&s->cache, &cc))) {
+			snprintf(err, CFG_ERR_MAX, "--cache-size %zu: %s", cfg->cache_size,
+			         strerror(-rc));
+			goto fail;
+		}
+		s->fwd_conf.cache = s->cache;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		if ((rc = bind_address(s, &cfg->listen[i], fds, i, err)))
 			goto fail;
@@ -952,6 +991,16 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
 	uv_loop_close(&s->main);
+	if (s->cache) {
+		cache_stats_t st;
+		cache_stats(s->cache, &st);
+		log_info("cache: hits %llu, misses %llu, stale answers %llu, prefetches %llu, "
+		         "entries %llu, bytes %llu, evictions %llu",
+		         (unsigned long long)st.hits, (unsigned long long)st.misses,
+		         (unsigned long long)st.stale, (unsigned long long)st.prefetches,
+		         (unsigned long long)st.entries, (unsigned long long)st.bytes,
+		         (unsigned long long)st.evictions);
+	}
 	return 0;
 }
 
@@ -981,6 +1030,7 @@ void srv_free(srv_t *s)
 		         (unsigned long long)st.dropped);
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
+	cache_free(s->cache);
 	free(s);
 }
 
