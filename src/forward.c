@@ -182,6 +182,14 @@ static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
 	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
 }
 
+/* dnstap: FORWARDER_RESPONSE for the upstream's answer r to the current try. */
+static void tap_response(fq_t *q, const uint8_t *r, size_t len)
+{
+	dt_end_t up;
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	dt_log_forwarder_response(q->f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r, len);
+}
+
 /* ---- transports ------------------------------------------------------------------------------ */
 
 static void on_udp_closed(uv_handle_t *h)
@@ -335,12 +343,8 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	MET_INC(u->lat_count);
 	MET_ADD(u->lat_sum_ns, ns);
 	f->down_until[q->up] = 0;
-	if (f->dt) {
-		dt_end_t up;
-		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
-		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
-		                          len);
-	}
+	if (f->dt)
+		tap_response(q, r, len);
 	flight_end(q, r, len);
 	if (f->down_logged[q->up]) {
 		f->down_logged[q->up] = false;
@@ -357,6 +361,8 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
+		if (q->f->dt)
+			tap_response(q, r, len);
 		q->f->stats.tcp_retries++;
 		MET_INC(q->f->stats.up[q->up].tcp_retries);
 		q->use_tcp = true;
