@@ -104,6 +104,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/diff
+	O=$(O) tests/integration/examples
 
 netns: all
 	O=$(O) tests/netns/run
