@@ -881,7 +881,7 @@ int srv_run(srv_t *s)
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
-	log_info("serving with %u workers", s->nworkers);
+	log_info("serving with %u worker%s", s->nworkers, s->nworkers == 1 ? "" : "s");
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
