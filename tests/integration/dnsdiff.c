@@ -3,10 +3,11 @@
  * differential test against Knot DNS (tests/integration/diff). Built on ldns, so it
  * shares nothing with internald's codec.
  *
- *   dnsdiff [--tcp] [--seed N] [--show N] ADDR PORT_A PORT_B FILE
+ *   dnsdiff [--tcp] [--noedns] [--seed N] [--show N] ADDR PORT_A PORT_B FILE
  *
  * FILE has one question a line, "NAME TYPE" (TYPE as ldns spells it, or TYPEnnn). Each
- * question goes to both servers with the same ID, RD clear, EDNS payload 1232 and the
+ * question goes to both servers with the same ID, RD clear, EDNS payload 1232 (none with
+ * --noedns: the 512-byte UDP limit) and the
  * name's letters in a random case (the seed makes it repeatable); over TCP each server
  * gets one connection that carries every query. Compared, in this order:
  *   rcode; the AA and TC flags; with TC on both, nothing more (what fits is each
@@ -191,17 +192,20 @@ static int compare(const char *name, const char *type, ldns_pkt *a, ldns_pkt *b)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: dnsdiff [--tcp] [--seed N] [--show N] ADDR PORT_A PORT_B FILE\n");
+	fprintf(stderr, "usage: dnsdiff [--tcp] [--noedns] [--seed N] [--show N] ADDR PORT_A "
+	                "PORT_B FILE\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	bool tcp = false;
+	bool tcp = false, edns = true;
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--tcp") == 0)
 			tcp = true;
+		else if (strcmp(argv[i], "--noedns") == 0)
+			edns = false;
 		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
 			rng = strtoull(argv[++i], NULL, 10) * 2654435761ULL + 1;
 		else if (strcmp(argv[i], "--show") == 0 && i + 1 < argc)
@@ -257,7 +261,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		ldns_pkt_set_id(q, (uint16_t)rnd());
-		ldns_pkt_set_edns_udp_size(q, 1232);
+		if (edns)
+			ldns_pkt_set_edns_udp_size(q, 1232);
 		uint8_t *wire;
 		size_t wlen;
 		if (ldns_pkt2wire(&wire, q, &wlen) != LDNS_STATUS_OK || wlen > 512) {
@@ -294,7 +299,7 @@ int main(int argc, char **argv)
 		ldns_pkt_free(p[1]);
 	}
 	fclose(f);
-	printf("dnsdiff: %lu questions (%s), %lu same, %lu different, %lu lost\n", total,
-	       tcp ? "tcp" : "udp", same, differ, lost);
+	printf("dnsdiff: %lu questions (%s%s), %lu same, %lu different, %lu lost\n", total,
+	       tcp ? "tcp" : "udp", edns ? "" : " without EDNS", same, differ, lost);
 	return differ || lost || !total ? 1 : 0;
 }
