@@ -14,7 +14,7 @@ O        ?= build
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
@@ -31,6 +31,8 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
 	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
+VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -39,10 +41,10 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log
-SERVER   := server forward
+SERVER   := server forward dnstap
+CORE     := wire names org regions answer registry jsonl config log cache
 CORE_O   := $(CORE:%=$(O)/%.o)
-SERVER_O := $(SERVER:%=$(O)/%.o)
+SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
@@ -54,6 +56,15 @@ $(O)/%.o: src/%.c $(wildcard include/*.h) | $(O)
 $(O):
 	mkdir -p $(O)/tests
 
+# dnstap.proto -> protobuf-c code in $(O), at build time (generated files are never committed)
+$(O)/dnstap.pb-c.c: src/dnstap.proto | $(O)
+	protoc-c --proto_path=src --c_out=$(O) src/dnstap.proto
+$(O)/dnstap.pb-c.h: $(O)/dnstap.pb-c.c
+$(O)/dnstap.pb-c.o: $(O)/dnstap.pb-c.c $(O)/dnstap.pb-c.h
+	$(CC) $(CFLAGS) -I$(O) -c -o $@ $<
+$(O)/dnstap.o: CFLAGS += -I$(O)
+$(O)/dnstap.o: $(O)/dnstap.pb-c.h
+
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
@@ -62,6 +73,9 @@ $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
+$(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
+	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
@@ -103,6 +117,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
+	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/examples
 
