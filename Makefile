@@ -123,6 +123,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/ops
+	O=$(O) tests/integration/examples
 
 netns: all
 	O=$(O) tests/netns/run

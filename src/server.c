@@ -1218,7 +1218,7 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
 	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
-	log_info("serving with %u workers", s->nworkers);
+	log_info("serving with %u worker%s", s->nworkers, s->nworkers == 1 ? "" : "s");
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
