@@ -177,24 +177,28 @@ int main(int argc, char **argv)
 	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
 
 	if (regions_load(&regions, cfg.regions_file, err, sizeof(err))) {
-		log_error("regions: %s (give the file with --regions)", err);
+		log_error("event=error reason=\"regions: %s (give the file with --regions)\"", err);
 		return 1;
 	}
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
 		if (n < 0)
-			log_warn("/etc/resolv.conf: %s; nothing to forward to", strerror(-n));
+			log_warn("event=no-upstream reason=\"/etc/resolv.conf: %s; nothing to "
+			         "forward to\"",
+			         strerror(-n));
 	}
 	if (build_conf(&cfg, &conf)) {
-		log_error("--region %s is not in %s", cfg.region, cfg.regions_file);
+		log_error("event=error reason=\"--region %s is not in %s\"", cfg.region,
+		          cfg.regions_file);
 		return 1;
 	}
 	if (!conf.forward)
-		log_warn("no upstream resolvers: names outside .internal get REFUSED");
+		log_warn("event=no-upstream reason=\"no upstream resolvers: names outside "
+		         ".internal get REFUSED\"");
 
 	met_http_t *http = NULL;
 	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		return 1;
 	}
 	if (getenv("INTERNALD_TEST_HOOKS"))
@@ -202,19 +206,20 @@ int main(int argc, char **argv)
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("cannot open the registry at %s: %s%s", cfg.db, reg_strerror(rc),
+		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		          reg_strerror(rc),
 		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
 		                        : "");
 		met_http_stop(http);
 		return 1;
 	}
 	int stale = reg_reader_check(reg);
-	if (stale > 0)
-		log_info("cleared %d registry reader slots of dead processes", stale);
+	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
+	         stale > 0 ? stale : 0);
 
 	srv_t *srv;
 	if ((rc = srv_create(&srv, &cfg, &conf, reg, err))) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		met_http_stop(http);
 		reg_close(reg);
 		return 1;

@@ -117,6 +117,7 @@ struct worker {
 	uv_async_t stall;        /* test hook */
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
 	fwd_stats_t fwd_last;
+	bool reg_failed; /* the last renew failed: logged once */
 };
 
 struct srv {
@@ -187,8 +188,16 @@ static bool batch_begin(worker_t *w)
 		worker_adopt(w, sn);
 	int rc = reg_txn_renew(w->txn);
 	if (rc) {
-		log_error("worker %u: cannot read the registry: %s", w->idx, reg_strerror(rc));
+		if (!w->reg_failed) /* once per state change, not once per packet */
+			log_error("event=registry-error worker=%u reason=\"cannot read the "
+			          "registry: %s\"",
+			          w->idx, reg_strerror(rc));
+		w->reg_failed = true;
 		return false;
+	}
+	if (w->reg_failed) {
+		w->reg_failed = false;
+		log_info("event=registry-reopened worker=%u", w->idx);
 	}
 	uint64_t snapshot = reg_txn_id(w->txn);
 	if (snapshot == w->snapshot)
@@ -202,7 +211,7 @@ static bool batch_begin(worker_t *w)
 		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
 		                                            &w->ans.default_net) == 0;
 		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {
-			log_warn("default org '%s' is not in the registry (generation %llu)", slug,
+			log_warn("event=default-org-missing org=%s generation=%llu", slug,
 			         (unsigned long long)gen);
 			w->default_warned = true;
 		}
@@ -994,7 +1003,8 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 			else
 				((struct sockaddr_in *)&ss)->sin_port = htons(port);
-			log_info("listening on %s (udp, tcp)", addr_text(&ss, text, sizeof(text)));
+			log_info("event=bind addr=%s proto=udp,tcp sockets=%u",
+			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
 		while (w-- > 0)
@@ -1112,7 +1122,7 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
 	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
-	log_info("serving with %u workers", s->nworkers);
+	log_info("event=serving workers=%u listen=%zu", s->nworkers, s->cfg->nlisten);
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
