@@ -15,10 +15,9 @@ PREFIX   ?= /usr/local
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libmicrohttpd
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -32,8 +31,9 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
-	    -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
+VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -42,10 +42,10 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log metrics
-SERVER   := server forward metrics_http
+SERVER   := server forward dnstap metrics_http
+CORE     := wire names org regions answer registry jsonl config log cache metrics
 CORE_O   := $(CORE:%=$(O)/%.o)
-SERVER_O := $(SERVER:%=$(O)/%.o)
+SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
@@ -57,6 +57,15 @@ $(O)/%.o: src/%.c $(wildcard include/*.h) | $(O)
 $(O):
 	mkdir -p $(O)/tests
 
+# dnstap.proto -> protobuf-c code in $(O), at build time (generated files are never committed)
+$(O)/dnstap.pb-c.c: src/dnstap.proto | $(O)
+	protoc-c --proto_path=src --c_out=$(O) src/dnstap.proto
+$(O)/dnstap.pb-c.h: $(O)/dnstap.pb-c.c
+$(O)/dnstap.pb-c.o: $(O)/dnstap.pb-c.c $(O)/dnstap.pb-c.h
+	$(CC) $(CFLAGS) -I$(O) -c -o $@ $<
+$(O)/dnstap.o: CFLAGS += -I$(O)
+$(O)/dnstap.o: $(O)/dnstap.pb-c.h
+
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
@@ -65,7 +74,13 @@ $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
+$(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
+	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+$(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
@@ -100,10 +115,12 @@ run: deps-run
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq
+integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
+	O=$(O) tests/integration/dnstap
+	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/ops
 
 netns: all

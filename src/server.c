@@ -23,6 +23,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "dnstap.h"
+#include "cache.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
@@ -55,6 +57,7 @@ typedef struct {
 	bool wildcard;     /* bound to :: or 0.0.0.0: PKTINFO tells and sets the address */
 	uint8_t local[16]; /* the bound address otherwise */
 	uv_poll_t poll;
+	uint16_t port; /* the bound port, for dnstap */
 } udp_sock_t;
 
 typedef struct {
@@ -73,7 +76,8 @@ typedef struct conn {
 	bool closing, reading;
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
-	bool idled; /* closed by the idle timer (metrics) */
+	bool idled;            /* closed by the idle timer (metrics) */
+	uint16_t sport, dport; /* for dnstap */
 } conn_t;
 
 /* A UDP query waiting for its upstream answer. */
@@ -84,6 +88,7 @@ typedef struct fwd_udp {
 	uint8_t dst[16];
 	unsigned ifindex;
 	struct fwd_udp *next;
+	struct timespec qtime; /* when the query came, for dnstap */
 } fwd_udp_t;
 
 struct worker {
@@ -118,6 +123,7 @@ struct worker {
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
 	fwd_stats_t fwd_last;
 	bool reg_failed; /* the last renew failed: logged once */
+	dt_worker_t *dt; /* NULL: no dnstap */
 };
 
 struct srv {
@@ -137,6 +143,8 @@ struct srv {
 	void *reload_arg;
 	uint64_t reloads, reload_failures;
 	uv_mutex_t scrape; /* a scrape against a worker closing its forwarder */
+	dt_t *dt;          /* NULL: no dnstap */
+	cache_t *cache;    /* forwarded answers, shared by the workers; NULL: none */
 };
 
 enum { SRV_STARTING, SRV_READY, SRV_STOPPING };
@@ -310,6 +318,23 @@ static void count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len
 		MET_INC(w->m.truncated);
 }
 
+/* ---- dnstap (include/dnstap.h): the client's and our end of a message ---------------------- */
+
+static void tap_ends(dt_end_t *client, dt_end_t *server, const uint8_t src[16], uint16_t sport,
+                     const uint8_t dst[16], uint16_t dport)
+{
+	memcpy(client->addr, src, 16), client->port = sport;
+	memcpy(server->addr, dst, 16), server->port = dport;
+}
+
+static int srv_dnstap_start(srv_t *s, char *err);
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+	                                       : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
 /* ---- UDP ------------------------------------------------------------------------------------ */
 
 static bool is_wildcard(const struct sockaddr_storage *ss)
@@ -392,11 +417,30 @@ static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
 		count_relayed(w, false, resp, len);
 	if (len)
 		udp_send_one(u->sock, &u->peer, u->peer_len, u->dst, u->ifindex, resp, len);
+	if (len && w->dt) {
+		dt_end_t cl, sv;
+		dt_end_from_sockaddr(&cl, (const struct sockaddr *)&u->peer);
+		tap_ends(&cl, &sv, cl.addr, cl.port, u->dst, u->sock->port);
+		dt_log_client_response(w->dt, false, &cl, &sv, &u->qtime, resp, len);
+	}
 	u->next = w->fwd_free;
 	w->fwd_free = u;
 }
 
-/* Hands a query to forward.c; SERVFAIL into out when it cannot take it. */
+/* The answer from the shared cache into out (its length), or 0: ask upstream. A hit in
+ * the last tenth of its TTL also starts a background refresh. Never allocates. */
+static size_t cache_answer(worker_t *w, const uint8_t *pkt, size_t len, const wire_query_t *q,
+                           size_t max, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+	int r = cache_lookup(w->srv->cache, pkt, q, max, uv_now(&w->loop), false, out, cap, &n);
+	if (r == CACHE_HIT_PREFETCH)
+		fwd_prefetch(w->fwd, pkt, len);
+	return r == CACHE_MISS ? 0 : n;
+}
+
+/* Answers a query from the cache, or hands it to forward.c; SERVFAIL into out when it
+ * cannot take it. */
 static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
                           const uint8_t dst[16], unsigned ifindex, const uint8_t *pkt, size_t len,
                           uint8_t *out)
@@ -408,12 +452,17 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 	        q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
 	if (max > WIRE_EDNS_SIZE)
 		max = WIRE_EDNS_SIZE;
+	size_t hit = w->srv->cache ? cache_answer(w, pkt, len, &q, max, out, WBUF) : 0;
+	if (hit)
+		return hit;
 	if (u) {
 		memcpy(&u->peer, m->msg_hdr.msg_name, m->msg_hdr.msg_namelen);
 		u->peer_len = m->msg_hdr.msg_namelen;
 		memcpy(u->dst, dst, 16);
 		u->ifindex = ifindex;
 		u->sock = s;
+		if (w->dt)
+			clock_gettime(CLOCK_REALTIME, &u->qtime);
 		w->fwd_free = u->next;
 		if (fwd_query(w->fwd, pkt, len, max, false, fwd_udp_done, u) == 0)
 			return 0;
@@ -467,6 +516,9 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			break;
 		MET_ADD(w->m.datagrams, (uint64_t)n);
 		unsigned m = 0;
+		struct timespec now;
+		if (w->dt)
+			clock_gettime(CLOCK_REALTIME, &now);
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &w->in[i].msg_hdr;
 			if (mh->msg_flags & MSG_TRUNC) {
@@ -485,6 +537,12 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
 			                               w->wbuf[m], WBUF, &len);
 			count_answer(w, &cl, act, w->rbuf[i], w->in[i].msg_len, w->wbuf[m], len);
+			dt_end_t tc, ts;
+			if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
+				tap_ends(&tc, &ts, cl.src, port_of(&w->from[i]), cl.dst, s->port);
+				dt_log_client_query(w->dt, false, &tc, &ts, w->rbuf[i],
+				                    w->in[i].msg_len, &now);
+			}
 			if (act == ANS_FORWARD) {
 				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
 				                  w->in[i].msg_len, w->wbuf[m]);
@@ -494,6 +552,9 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			}
 			if (!len)
 				continue;
+			if (w->dt)
+				dt_log_client_response(w->dt, false, &tc, &ts, &now, w->wbuf[m],
+				                       len);
 			w->iov_out[m] = (struct iovec){w->wbuf[m], len};
 			w->out[m].msg_hdr = (struct msghdr){
 			        .msg_name = &w->from[i],
@@ -654,6 +715,11 @@ static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 		uint8_t *out = c->w->tcp_out;
 		memcpy(out + 2, resp, len);
 		conn_send(c, out, len);
+		if (c->w->dt) {
+			dt_end_t cl, sv;
+			tap_ends(&cl, &sv, c->src, c->sport, c->dst, c->dport);
+			dt_log_client_response(c->w->dt, true, &cl, &sv, NULL, resp, len);
+		}
 	}
 	conn_release(c);
 }
@@ -668,6 +734,22 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	count_query(w, &cl);
 	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
 	count_answer(w, &cl, act, pkt, len, w->tcp_out + 2, out);
+	dt_end_t tc, ts;
+	struct timespec now;
+	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
+		clock_gettime(CLOCK_REALTIME, &now);
+		tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
+		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
+	}
+	wire_query_t q;
+	if (act == ANS_FORWARD && w->srv->cache && wire_parse_query(pkt, len, &q) == WIRE_OK &&
+	    (out = cache_answer(w, pkt, len, &q, WIRE_TCP_MAX, w->tcp_out + 2, WIRE_TCP_MAX))) {
+		count_relayed(w, true, w->tcp_out + 2, out);
+		conn_send(c, w->tcp_out, out);
+		if (w->dt)
+			dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
+		return;
+	}
 	if (act == ANS_FORWARD) {
 		if (fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, c) == 0) {
 			c->refs++;
@@ -681,6 +763,8 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	}
 	if (out)
 		conn_send(c, w->tcp_out, out);
+	if (out && w->dt)
+		dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
 }
 
 /*
@@ -785,9 +869,10 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	addr16(&ss, c->src);
+	c->sport = port_of(&ss);
 	len = sizeof(ss);
 	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
-		addr16(&ss, c->dst);
+		addr16(&ss, c->dst), c->dport = port_of(&ss);
 	uv_timer_start(&c->idle, on_idle, w->snap->cfg.tcp_idle_ms, w->snap->cfg.tcp_idle_ms);
 	conn_read_start(c);
 }
@@ -832,12 +917,13 @@ static void on_stop(uv_async_t *a)
 			log_info(
 			        "worker %u: forwarded %llu, answered %llu, SERVFAIL %llu, over the "
 			        "in-flight cap %llu, mismatched answers dropped %llu, TCP retries "
-			        "%llu",
+			        "%llu, joined an identical query %llu, stale %llu, prefetches %llu",
 			        w->idx, (unsigned long long)st->forwarded,
 			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
 			        (unsigned long long)(st->overload + w->over_cap),
 			        (unsigned long long)st->mismatched,
-			        (unsigned long long)st->tcp_retries);
+			        (unsigned long long)st->tcp_retries, (unsigned long long)st->joined,
+			        (unsigned long long)st->stale, (unsigned long long)st->prefetches);
 	}
 	worker_close_all(w);
 }
@@ -901,6 +987,10 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 		u->w = w, u->fd = fds[i][0], u->family = cfg->listen[i].ss.ss_family;
 		addr16(&cfg->listen[i].ss, u->local);
 		u->wildcard = is_wildcard(&cfg->listen[i].ss);
+		struct sockaddr_storage bound;
+		socklen_t blen = sizeof(bound);
+		if (getsockname(u->fd, (struct sockaddr *)&bound, &blen) == 0)
+			u->port = port_of(&bound);
 		uv_poll_init(&w->loop, &u->poll, u->fd);
 		u->poll.data = u;
 		uv_poll_start(&u->poll, UV_READABLE, on_udp);
@@ -915,12 +1005,14 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 			return -EIO;
 		}
 	}
+	w->dt = dt_worker(s->dt, w->idx);
 	if (s->conf->forward) {
 		if ((rc = fwd_create(&w->fwd, &w->loop, &s->snap->fwd))) {
 			snprintf(err, CFG_ERR_MAX, "forwarder: %s", strerror(-rc));
 			return rc;
 		}
 		w->fwds = fwd_stats(w->fwd);
+		fwd_set_dnstap(w->fwd, w->dt);
 		w->fwd_pool = calloc(cfg->max_inflight, sizeof(*w->fwd_pool));
 		if (!w->fwd_pool)
 			return -ENOMEM;
@@ -1003,7 +1095,8 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 			else
 				((struct sockaddr_in *)&ss)->sin_port = htons(port);
-			log_info("event=bind addr=%s proto=udp,tcp sockets=%u",
+			/* the text before "(" is what every test suite parses: keep it */
+			log_info("listening on %s (udp, tcp) event=bind sockets=%u",
 			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
@@ -1016,7 +1109,7 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 }
 
 /* A snapshot holding copies of cfg and conf (conf's nsid pointing into the copy). */
-static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf)
+static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
 {
 	snap_t *sn = calloc(1, sizeof(*sn));
 	if (!sn)
@@ -1025,8 +1118,10 @@ static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf)
 	sn->conf = *conf;
 	sn->conf.nsid = conf->nsid ? sn->cfg.nsid : NULL;
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
-	sn->fwd = (fwd_conf_t){sn->cfg.upstream, sn->cfg.nupstream, sn->cfg.upstream_timeout_ms,
-	                       sn->cfg.upstream_budget_ms, sn->cfg.max_inflight};
+	sn->fwd = (fwd_conf_t){
+	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
+	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
+	        sn->cfg.client_timer_ms};
 	return sn;
 }
 
@@ -1037,18 +1132,36 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 		return -ENOMEM;
 	s->cfg = cfg, s->conf = conf, s->reg = reg;
 	s->nworkers = cfg->workers ? cfg->workers : (unsigned)get_nprocs();
-	s->fwd_conf = (fwd_conf_t){cfg->upstream, cfg->nupstream, cfg->upstream_timeout_ms,
-	                           cfg->upstream_budget_ms, cfg->max_inflight};
+	s->fwd_conf =
+	        (fwd_conf_t){cfg->upstream,           cfg->nupstream,    cfg->upstream_timeout_ms,
+	                     cfg->upstream_budget_ms, cfg->max_inflight, NULL,
+	                     cfg->client_timer_ms};
 	s->hooks = getenv("INTERNALD_TEST_HOOKS") != NULL;
 	uv_mutex_init(&s->scrape);
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][2] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
-	if (!s->workers || !fds || !(s->snap = snap_new(cfg, conf)))
+	if (!s->workers || !fds)
 		goto fail;
+	if (conf->forward && cfg->cache_size) {
+		cache_conf_t cc = {cfg->cache_size, cfg->cache_max_ttl, cfg->cache_neg_max_ttl,
+		                   cfg->serve_stale};
+		if ((rc = cache_create(&s->cache, &cc))) {
+			snprintf(err, CFG_ERR_MAX, "--cache-size %zu: %s", cfg->cache_size,
+			         strerror(-rc));
+			goto fail;
+		}
+		s->fwd_conf.cache = s->cache;
+	}
+	if (!(s->snap = snap_new(cfg, conf, s->cache))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		if ((rc = bind_address(s, &cfg->listen[i], fds, i, err)))
 			goto fail;
+	if (cfg->dnstap[0] && (rc = srv_dnstap_start(s, err)))
+		goto fail;
 	for (unsigned w = 0; w < s->nworkers; w++) {
 		s->workers[w].idx = w;
 		if ((rc = worker_init(s, &s->workers[w], fds[w], err)))
@@ -1122,11 +1235,21 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
 	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
-	log_info("event=serving workers=%u listen=%zu", s->nworkers, s->cfg->nlisten);
+	log_info("serving with %u workers event=serving listen=%zu", s->nworkers, s->cfg->nlisten);
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
 	uv_loop_close(&s->main);
+	if (s->cache) {
+		cache_stats_t st;
+		cache_stats(s->cache, &st);
+		log_info("cache: hits %llu, misses %llu, stale answers %llu, prefetches %llu, "
+		         "entries %llu, bytes %llu, evictions %llu",
+		         (unsigned long long)st.hits, (unsigned long long)st.misses,
+		         (unsigned long long)st.stale, (unsigned long long)st.prefetches,
+		         (unsigned long long)st.entries, (unsigned long long)st.bytes,
+		         (unsigned long long)st.evictions);
+	}
 	return 0;
 }
 
@@ -1154,7 +1277,34 @@ void srv_free(srv_t *s)
 		free(sn);
 	}
 	uv_mutex_destroy(&s->scrape);
+	if (s->dt) {
+		dt_stats_t st;
+		dt_stats(s->dt, &st);
+		log_info("dnstap: %llu frames queued, %llu dropped", (unsigned long long)st.sent,
+		         (unsigned long long)st.dropped);
+	}
+	dt_free(s->dt); /* after the workers: they log until they stop */
+	cache_free(s->cache);
 	free(s);
+}
+
+/* The dnstap writer (include/dnstap.h): identity is the NSID, else the hostname. */
+static int srv_dnstap_start(srv_t *s, char *err)
+{
+	char host[256] = "";
+	const char *identity = s->cfg->nsid[0] ? s->cfg->nsid : host;
+	if (!s->cfg->nsid[0] && gethostname(host, sizeof(host) - 1))
+		host[0] = '\0';
+	int rc = dt_create(&s->dt, s->cfg->dnstap, s->nworkers, identity,
+	                   "internald " INTERNALD_VERSION, err, CFG_ERR_MAX);
+	if (rc == 0)
+		log_info("dnstap to %s (identity %s)", s->cfg->dnstap, identity);
+	return rc;
+}
+
+const dt_t *srv_dnstap(const srv_t *s)
+{
+	return s->dt;
 }
 
 /* ---- reload, metrics, health (include/server.h) -----------------------------------------------
@@ -1192,7 +1342,7 @@ int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err)
 		snprintf(err, CFG_ERR_MAX, "max-inflight needs a restart");
 		return -EINVAL;
 	}
-	snap_t *sn = snap_new(cfg, conf);
+	snap_t *sn = snap_new(cfg, conf, s->cache);
 	if (!sn) {
 		snprintf(err, CFG_ERR_MAX, "out of memory");
 		return -ENOMEM;
@@ -1243,6 +1393,19 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 		}
 	}
 	uv_mutex_unlock(&s->scrape);
+	if (s->cache) {
+		cache_stats_t cs;
+		cache_stats(s->cache, &cs);
+		out->cache =
+		        (met_cache_t){true,       cs.hits,      cs.misses,  cs.stale, cs.prefetches,
+		                      cs.inserts, cs.evictions, cs.entries, cs.bytes};
+	}
+	if (s->dt) {
+		dt_stats_t ds;
+		dt_stats(s->dt, &ds);
+		out->dnstap.present = true;
+		out->dnstap.sent = ds.sent, out->dnstap.dropped = ds.dropped;
+	}
 	reg_txn_t *t;
 	if (reg_txn_begin(s->reg, false, &t) == 0) {
 		reg_follow_t fo;

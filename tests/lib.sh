@@ -48,14 +48,14 @@ start_server() {
 	SPID=$!
 	CLEANUP+=("kill $SPID 2>/dev/null")
 	for _ in $(seq 100); do
-		grep -q "event=serving" "$log" 2>/dev/null && break
+		grep -q "serving with" "$log" 2>/dev/null && break
 		kill -0 "$SPID" 2>/dev/null || break
 		sleep 0.05
 	done
-	if ! grep -q "event=serving" "$log"; then
+	if ! grep -q "serving with" "$log"; then
 		echo "internald did not start:"; cat "$log"; return 1
 	fi
-	PORT=$(grep -m1 -o 'event=bind addr=[^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
+	PORT=$(grep -m1 -o 'listening on [^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
 }
 
 # stop_server: SIGTERM, the exit status, and no sanitizer report in the server's log
