@@ -124,6 +124,7 @@ typedef struct {
 		uint64_t sent, dropped;
 	} dnstap;
 	met_process_t proc;
+	double scrape_seconds; /* how long the previous scrape took inside internald */
 } met_snapshot_t;
 
 /* A growing text buffer (the scrape's, never the workers'). */

@@ -88,6 +88,11 @@ static int reload(srv_t *s, void *arg)
 	        {"metrics", n->has_metrics != cur->has_metrics ||
 	                            (n->has_metrics && !same_addr(&n->metrics, &cur->metrics))},
 	        {"user", strcmp(n->user, cur->user) != 0},
+	        {"dnstap", strcmp(n->dnstap, cur->dnstap) != 0},
+	        {"cache-size", n->cache_size != cur->cache_size},
+	        {"cache-max-ttl", n->cache_max_ttl != cur->cache_max_ttl},
+	        {"cache-negative-max-ttl", n->cache_neg_max_ttl != cur->cache_neg_max_ttl},
+	        {"serve-stale", n->serve_stale != cur->serve_stale},
 	};
 	if (rc == 0) {
 		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
@@ -103,6 +108,9 @@ static int reload(srv_t *s, void *arg)
 		memcpy(n->regions_file, cur->regions_file, sizeof(n->regions_file));
 		n->metrics = cur->metrics, n->has_metrics = cur->has_metrics;
 		memcpy(n->user, cur->user, sizeof(n->user));
+		memcpy(n->dnstap, cur->dnstap, sizeof(n->dnstap));
+		n->cache_size = cur->cache_size, n->cache_max_ttl = cur->cache_max_ttl;
+		n->cache_neg_max_ttl = cur->cache_neg_max_ttl, n->serve_stale = cur->serve_stale;
 		rc = srv_reload(s, n, &a, err);
 	}
 	if (rc) {

@@ -335,6 +335,9 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	family(b, "internald_build_info", "gauge", "Always 1; the labels say what is running.");
 	put(b, "internald_build_info{version=\"%s\"} 1\n",
 	    label_escape(s->version ? s->version : "unknown", v, sizeof(v)));
+	gauge(b, "internald_scrape_duration_seconds",
+	      "How long the previous scrape took inside internald (summing, rendering).",
+	      s->scrape_seconds);
 	if (!p->present)
 		return;
 	family(b, "process_cpu_seconds_total", "counter",
