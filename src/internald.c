@@ -79,6 +79,11 @@ static int reload(srv_t *s, void *arg)
 	        {"metrics", n->has_metrics != cur->has_metrics ||
 	                            (n->has_metrics && !same_addr(&n->metrics, &cur->metrics))},
 	        {"user", strcmp(n->user, cur->user) != 0},
+	        {"dnstap", strcmp(n->dnstap, cur->dnstap) != 0},
+	        {"cache-size", n->cache_size != cur->cache_size},
+	        {"cache-max-ttl", n->cache_max_ttl != cur->cache_max_ttl},
+	        {"cache-negative-max-ttl", n->cache_neg_max_ttl != cur->cache_neg_max_ttl},
+	        {"serve-stale", n->serve_stale != cur->serve_stale},
 	};
 	if (rc == 0) {
 		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
@@ -93,6 +98,9 @@ static int reload(srv_t *s, void *arg)
 		n->workers = cur->workers;
 		n->metrics = cur->metrics, n->has_metrics = cur->has_metrics;
 		memcpy(n->user, cur->user, sizeof(n->user));
+		memcpy(n->dnstap, cur->dnstap, sizeof(n->dnstap));
+		n->cache_size = cur->cache_size, n->cache_max_ttl = cur->cache_max_ttl;
+		n->cache_neg_max_ttl = cur->cache_neg_max_ttl, n->serve_stale = cur->serve_stale;
 		rc = srv_reload(s, n, &a, err);
 	}
 	if (rc) {
@@ -169,16 +177,19 @@ int main(int argc, char **argv)
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
 		if (n < 0)
-			log_warn("/etc/resolv.conf: %s; nothing to forward to", strerror(-n));
+			log_warn("event=no-upstream reason=\"/etc/resolv.conf: %s; nothing to "
+			         "forward to\"",
+			         strerror(-n));
 	}
 	if (build_conf(&cfg, &conf))
 		return 1;
 	if (!conf.forward)
-		log_warn("no upstream resolvers: names outside .internal get REFUSED");
+		log_warn("event=no-upstream reason=\"no upstream resolvers: names outside "
+		         ".internal get REFUSED\"");
 
 	met_http_t *http = NULL;
 	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		return 1;
 	}
 	if (getenv("INTERNALD_TEST_HOOKS"))
@@ -186,19 +197,20 @@ int main(int argc, char **argv)
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("cannot open the registry at %s: %s%s", cfg.db, reg_strerror(rc),
+		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		          reg_strerror(rc),
 		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
 		                        : "");
 		met_http_stop(http);
 		return 1;
 	}
 	int stale = reg_reader_check(reg);
-	if (stale > 0)
-		log_info("cleared %d registry reader slots of dead processes", stale);
+	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
+	         stale > 0 ? stale : 0);
 
 	srv_t *srv;
 	if ((rc = srv_create(&srv, &cfg, &conf, reg, err))) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		met_http_stop(http);
 		reg_close(reg);
 		return 1;
