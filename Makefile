@@ -6,17 +6,19 @@
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
 #
 # Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
 
 O        ?= build
 PREFIX   ?= /usr/local
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -30,9 +32,8 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -41,8 +42,8 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-SERVER   := server forward dnstap
-CORE     := wire names org regions answer registry jsonl config log cache
+CORE     := wire names org regions answer registry jsonl config log cache metrics
+SERVER   := server forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -106,9 +107,10 @@ run: deps-run
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
 	@echo "  dig @::1 -p 5353 +short TXT vms.web.internal"
 	@echo "  dig @::1 -p 5353 +short AAAA top2.nearest.of.web.internal"
+	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2
+		--regions zones/regions.tsv --region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
@@ -119,10 +121,12 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
+	O=$(O) tests/integration/ops
 	O=$(O) tests/integration/examples
 
 netns: all
 	O=$(O) tests/netns/run
+	O=$(O) tests/netns/user
 
 sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
@@ -176,6 +180,12 @@ install: all
 	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \
+		>$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
 
 clean:
 	rm -rf build run

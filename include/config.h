@@ -51,6 +51,9 @@ typedef struct {
 	unsigned cache_neg_max_ttl;   /* seconds an NXDOMAIN/NODATA is kept at most */
 	unsigned serve_stale;         /* seconds past expiry an answer may serve stale */
 	unsigned client_timer_ms;     /* a client waiting this long gets a stale answer */
+	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
+	bool has_metrics;             /* off unless set */
+	char user[64];                /* --user: drop to it after binding, "" for none */
 } config_t;
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */

@@ -575,6 +575,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	const ans_conf_t *conf = ctx->conf;
 	wire_query_t q;
 	int rcode = wire_parse_query(pkt, len, &q);
+	ctx->last_rcode = ctx->last_form = ctx->last_refused = -1;
 	if (rcode == WIRE_DROP)
 		return ANS_DROP;
 
@@ -600,6 +601,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	                               ctx->default_net, &net);
 	if (v == ORG_REFUSED || q.qclass != WIRE_CLASS_IN || q.qtype == WIRE_AXFR ||
 	    q.qtype == WIRE_IXFR) {
+		ctx->last_refused = v == ORG_REFUSED            ? ANS_REFUSED_ORG
+		                    : q.qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS
+		                                                : ANS_REFUSED_TRANSFER;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
@@ -607,10 +611,12 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (n.form == NAME_OUTSIDE) {
 		if (conf->forward)
 			return ANS_FORWARD;
+		ctx->last_refused = ANS_REFUSED_NO_FORWARD;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
 	if (v == ORG_NONE) {
+		ctx->last_refused = ANS_REFUSED_NO_ORG;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
@@ -626,8 +632,10 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	        .internal_off = n.zone == ZONE_INTERNAL ? (uint16_t)(WIRE_HDR + n.apex_off) : 0,
 	};
 	rcode = answer_zone(&rq);
+	ctx->last_form = (int)n.form;
 	aa = rcode == WIRE_NOERROR || rcode == WIRE_NXDOMAIN;
 done:
+	ctx->last_rcode = rcode;
 	wire_resp_rcode(&r, rcode);
 	wire_resp_flags(&r, aa, conf->forward && q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)

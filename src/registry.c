@@ -206,6 +206,13 @@ static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0);
 	if ((rc = mdb_env_open(reg->env, dir, eflags, 0644)))
 		goto fail;
+	if (!rdonly) { /* internald reads as a user of the registry's group (internald(8),
+		        * --user): it writes the reader table (lock.mdb), never data.mdb */
+		char lock[4096];
+		snprintf(lock, sizeof(lock), "%s/lock.mdb", dir);
+		if (chmod(lock, 0664) != 0)
+			errno = 0; /* not its owner: the mode stays as the owner made it */
+	}
 	MDB_envinfo info;
 	mdb_env_info(reg->env, &info);
 	reg->mapsize = info.me_mapsize;
