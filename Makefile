@@ -18,6 +18,7 @@ CC       ?= cc
 PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -31,9 +32,8 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -42,8 +42,8 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-SERVER   := server forward dnstap metrics_http
 CORE     := wire names org regions answer registry jsonl config log cache metrics
+SERVER   := server forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))

@@ -296,7 +296,7 @@ static void render_registry(met_buf_t *b, const met_snapshot_t *s)
 	      (double)r->follow_applied_ns / 1e9);
 }
 
-/* The lead adds the cache's families here, from include/cache.h's counters. */
+/* The forwarding cache's families (include/cache.h's counters, summed over its shards). */
 static void render_cache(met_buf_t *b, const met_snapshot_t *s)
 {
 	const met_cache_t *c = &s->cache;
