@@ -18,7 +18,6 @@ CC       ?= cc
 PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -26,14 +25,15 @@ DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libja
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base
+	     dnstap-ldns unbound dnsmasq-base curl
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
-	    -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
+VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -42,8 +42,8 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log cache metrics
 SERVER   := server forward dnstap metrics_http
+CORE     := wire names org regions answer registry jsonl config log cache metrics
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -118,10 +118,12 @@ unit: $(UNITS:%=$(O)/tests/%)
 integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
+	O=$(O) tests/integration/cache
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/ops
+	O=$(O) tests/integration/examples
 
 netns: all
 	O=$(O) tests/netns/run

@@ -33,7 +33,7 @@ typedef struct entry {
 	uint16_t len, nttl, qtype, qclass;
 	uint8_t bits, keylen;
 	bool prefetched;
-	uint8_t data[]; /* key[keylen], pad to 2, ttl_off[nttl], msg[len] */
+	uint16_t ttl_off[]; /* [nttl], then key[keylen], then msg[len] */
 } entry_t;
 
 typedef struct {
@@ -102,12 +102,17 @@ static shard_t *shard_of(cache_t *c, uint64_t h)
 
 static uint16_t *ttl_offs(entry_t *e)
 {
-	return (uint16_t *)(void *)(e->data + ((e->keylen + 1u) & ~1u));
+	return e->ttl_off;
+}
+
+static uint8_t *key_of(entry_t *e)
+{
+	return (uint8_t *)(e->ttl_off + e->nttl);
 }
 
 static uint8_t *msg_of(entry_t *e)
 {
-	return (uint8_t *)(ttl_offs(e) + e->nttl);
+	return key_of(e) + e->keylen;
 }
 
 /* ---- create / free -------------------------------------------------------------------- */
@@ -177,7 +182,7 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
 	for (entry_t *e = s->buckets[h & s->mask]; e; e = e->hnext)
 		if (e->hash == h && e->qtype == q->qtype && e->qclass == q->qclass &&
 		    e->bits == bits && e->keylen == q->qname_len &&
-		    memcmp(e->data, q->qname, q->qname_len) == 0)
+		    memcmp(key_of(e), q->qname, q->qname_len) == 0)
 			return e;
 	return NULL;
 }
@@ -387,8 +392,7 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	uint8_t bits = query_bits(q);
 	uint64_t h = key_hash(c, q, bits);
 	shard_t *s = shard_of(c, h);
-	size_t keyroom = (q->qname_len + 1) & ~(size_t)1;
-	size_t size = sizeof(entry_t) + keyroom + n * sizeof(uint16_t) + len;
+	size_t size = sizeof(entry_t) + n * sizeof(uint16_t) + q->qname_len + len;
 	size_t charged = charge(size);
 	if (charged > s->max / 4 || len > WIRE_TCP_MAX)
 		return -ENOSPC;
@@ -404,9 +408,9 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	e->len = (uint16_t)len, e->nttl = (uint16_t)n;
 	e->qtype = q->qtype, e->qclass = q->qclass;
 	e->bits = bits, e->keylen = (uint8_t)q->qname_len;
-	memcpy(e->data, q->qname, q->qname_len);
 	if (n)
 		memcpy(ttl_offs(e), offs, n * sizeof(uint16_t));
+	memcpy(key_of(e), q->qname, q->qname_len);
 	memcpy(msg_of(e), msg, len);
 	pthread_mutex_lock(&s->lock);
 	entry_t *old = find(s, h, q, bits);

@@ -23,9 +23,9 @@ const char config_usage[] =
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
         "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
-        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--metrics ADDR] [--user NAME]\n"
         "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
@@ -140,12 +140,6 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->regions_file, sizeof(c->regions_file), v);
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
-	if (strcmp(key, "dnstap") == 0) {
-		*why = "want unix:PATH (the collector's socket)";
-		if (strncmp(v, "unix:", 5) != 0 || !v[5])
-			return -EINVAL;
-		return copy(c->dnstap, sizeof(c->dnstap), v);
-	}
 	if (strcmp(key, "user") == 0) {
 		*why = "want a user name";
 		return v[0] ? copy(c->user, sizeof(c->user), v) : -EINVAL;
@@ -156,6 +150,12 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 			return -EINVAL;
 		c->has_metrics = true;
 		return 0;
+	}
+	if (strcmp(key, "dnstap") == 0) {
+		*why = "want unix:PATH (the collector's socket)";
+		if (strncmp(v, "unix:", 5) != 0 || !v[5])
+			return -EINVAL;
+		return copy(c->dnstap, sizeof(c->dnstap), v);
 	}
 	if (strcmp(key, "log-level") == 0) {
 		*why = "want error, warn, info or debug";

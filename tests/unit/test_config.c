@@ -143,6 +143,44 @@ static void test_regions_and_distance(void **s)
 	assert_int_equal(regions_load(&r, "/nonexistent", err, sizeof(err)), -ENOENT);
 }
 
+static void test_cache_options(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *a0[] = {"internald", NULL};
+	assert_int_equal(parse(&c, a0, err), 0);
+	assert_int_equal(c.cache_size, 64u << 20);
+	assert_int_equal(c.cache_max_ttl, 86400);
+	assert_int_equal(c.cache_neg_max_ttl, 3600);
+	assert_int_equal(c.serve_stale, 86400);
+	assert_int_equal(c.client_timer_ms, 1800);
+	char *a1[] = {"internald", "--cache-size",
+	              "1G",        "--cache-max-ttl",
+	              "600",       "--serve-stale",
+	              "0",         "--client-timer",
+	              "500",       "--cache-negative-max-ttl",
+	              "60",        NULL};
+	assert_int_equal(parse(&c, a1, err), 0);
+	assert_int_equal(c.cache_size, 1u << 30);
+	assert_int_equal(c.cache_max_ttl, 600);
+	assert_int_equal(c.cache_neg_max_ttl, 60);
+	assert_int_equal(c.serve_stale, 0);
+	assert_int_equal(c.client_timer_ms, 500);
+	char *a2[] = {"internald", "--cache-size", "0", NULL};
+	assert_int_equal(parse(&c, a2, err), 0);
+	assert_int_equal(c.cache_size, 0);
+	char *a3[] = {"internald", "--cache-size", "300000", NULL};
+	assert_int_equal(parse(&c, a3, err), 0);
+	assert_int_equal(c.cache_size, 300000);
+	const char *bad[] = {"100K", "12X", "1MB", "-1", "", "5000G"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *a4[] = {"internald", "--cache-size", (char *)bad[i], NULL};
+		assert_int_equal(parse(&c, a4, err), -EINVAL);
+		assert_non_null(strstr(err, "--cache-size"));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +190,7 @@ int main(void)
 	        cmocka_unit_test(test_errors_name_the_option_or_line),
 	        cmocka_unit_test(test_resolv_conf_skips_ourselves),
 	        cmocka_unit_test(test_regions_and_distance),
+	        cmocka_unit_test(test_cache_options),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
