@@ -1,7 +1,8 @@
 # internald — one Makefile, read top to bottom.
 #
 #   make            build build/internald and build/internalctl
-#   make run        install missing packages, build, import zones/demo.jsonl, serve [::1]:5353
+#   make run        install missing packages, build, import zones/regions.jsonl and
+#                   zones/demo.jsonl, serve [::1]:5353
 #   make test       unit + integration + netns (root) suites, then unit + integration again
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
@@ -31,9 +32,7 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -101,7 +100,7 @@ deps deps-run deps-test deps-bench:
 run: deps-run
 	$(MAKE) all
 	rm -rf run/db && mkdir -p run
-	$(O)/internalctl --db run/db import zones/demo.jsonl
+	$(O)/internalctl --db run/db import zones/regions.jsonl zones/demo.jsonl
 	@echo
 	@echo "internald serves the demo org on [::1]:5353. Try, in another terminal:"
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
@@ -110,7 +109,7 @@ run: deps-run
 	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2 --metrics '[::1]:9153'
+		--region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
@@ -175,10 +174,9 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	    tests/fuzz/corpus/$$t; done
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/internald \
+	install -d $(DESTDIR)$(PREFIX)/sbin \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
-	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)

@@ -34,8 +34,7 @@ typedef struct {
 	size_t nupstream;
 	char default_org[64]; /* "" for none */
 	char region[16];      /* the server's own region, "" for none */
-	char regions_file[PATH_MAX];
-	unsigned workers; /* 0: one per core */
+	unsigned workers;     /* 0: one per core */
 	uint32_t ttl;
 	char nsid[128]; /* "" for none */
 	int log_level;

@@ -13,13 +13,9 @@
 #include "cache.h"
 #include "log.h"
 
-#ifndef INTERNALD_REGIONS
-#define INTERNALD_REGIONS "/usr/local/share/internald/regions.tsv"
-#endif
-
 const char config_usage[] =
         "usage: internald [-c FILE] [--db DIR] [--listen ADDR]... [--default-org SLUG]\n"
-        "                 [--region CODE] [--regions FILE] [--upstream ADDR]... [--workers N]\n"
+        "                 [--region CODE] [--upstream ADDR]... [--workers N]\n"
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
@@ -33,7 +29,6 @@ void config_defaults(config_t *c)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->db, sizeof(c->db), "/var/lib/internald");
-	snprintf(c->regions_file, sizeof(c->regions_file), "%s", INTERNALD_REGIONS);
 	c->ttl = 5;
 	c->log_level = LOG_INFO;
 	c->tcp_idle_ms = 10000;
@@ -136,8 +131,11 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->default_org, sizeof(c->default_org), v);
 	if (strcmp(key, "region") == 0)
 		return copy(c->region, sizeof(c->region), v);
-	if (strcmp(key, "regions") == 0)
-		return copy(c->regions_file, sizeof(c->regions_file), v);
+	if (strcmp(key, "regions") == 0) {
+		*why = "gone: regions are registry records now (internalctl import "
+		       "zones/regions.jsonl)";
+		return -EINVAL;
+	}
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
 	if (strcmp(key, "user") == 0) {

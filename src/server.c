@@ -1107,7 +1107,8 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 	return -EADDRINUSE;
 }
 
-/* A snapshot holding copies of cfg and conf (conf's nsid pointing into the copy). */
+/* A configuration snapshot: copies of cfg and conf (conf's nsid and region pointing into
+ * the copy); every snapshot's forwarders share the process's cache. */
 static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
 {
 	snap_t *sn = calloc(1, sizeof(*sn));
@@ -1117,6 +1118,7 @@ static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *ca
 	sn->conf = *conf;
 	sn->conf.nsid = conf->nsid ? sn->cfg.nsid : NULL;
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
+	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
 	sn->fwd = (fwd_conf_t){
 	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
 	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
