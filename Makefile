@@ -14,7 +14,7 @@ O        ?= build
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson
+PKGS     := libuv ldns lmdb jansson libnats
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
@@ -39,7 +39,7 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log
+CORE     := wire names org regions answer registry jsonl config log kvkey
 SERVER   := server forward
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o)
@@ -56,7 +56,8 @@ $(O):
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
@@ -65,6 +66,10 @@ $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+$(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/log.o | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
 # make deps-run: what make run needs; make deps (deps-test): what make test needs too.
@@ -96,10 +101,11 @@ run: deps-run
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq
+integration: all $(O)/tests/dnsq $(O)/tests/kvtool
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
+	O=$(O) tests/integration/sync
 
 netns: all
 	O=$(O) tests/netns/run

@@ -241,4 +241,9 @@ int reg_put_follow(reg_txn_t *txn, const reg_follow_t *f);
 /* -ENOENT (MDB_NOTFOUND mapped) when the registry follows nothing, -EINVAL if damaged. */
 int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
 
+/* Deletes an org that holds nothing any more (no Machine in any state, peer or Flycast
+ * address): the follower applies a KV delete of org.<slug> with it. -ENOENT if unknown,
+ * -ENOTEMPTY while the org still has records. */
+int reg_delete_org(reg_txn_t *txn, const char *slug);
+
 #endif
