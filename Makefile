@@ -136,7 +136,10 @@ $(O)/startstop: bench/startstop.c $(CORE_O)
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst
+$(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 

@@ -343,10 +343,12 @@ static int put_position(follow_t *fl, reg_txn_t *txn)
  * highest sequence seen. */
 static int sync_keys(follow_t *fl, reg_txn_t *txn, const char *filter, uint64_t *last)
 {
-	uint64_t keys = 0;
+	uint64_t keys = fl->info.msgs;
 	kv_sub_t *sub = NULL;
 	kv_msg_t m;
-	int rc = kv_count_keys(fl->b, filter ? filter : ">", &keys);
+	/* (counting every key would make the server list them all: only the few orgs and
+	 * regions are counted; the whole bucket's count is its message count) */
+	int rc = filter ? kv_count_keys(fl->b, filter, &keys) : 0;
 	if (rc || keys == 0)
 		return rc;
 	if ((rc = kv_sub_open(fl->b, filter, 0, &sub)))
@@ -383,7 +385,7 @@ static int full_fn(reg_txn_t *txn, void *arg)
 	if (!rc)
 		rc = sync_keys(fl, txn, "region.>", &last);
 	last = 0;
-	if (!rc && fl->info.msgs)
+	if (!rc)
 		rc = sync_keys(fl, txn, NULL, &last);
 	if (rc)
 		return rc;
