@@ -6,17 +6,19 @@
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
 #
 # Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
 
 O        ?= build
 PREFIX   ?= /usr/local
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libnats
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -30,7 +32,8 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
+	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -39,10 +42,10 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log kvkey
-SERVER   := server forward
+CORE     := wire names org regions answer registry jsonl config log cache metrics kvkey
+SERVER   := server forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
-SERVER_O := $(SERVER:%=$(O)/%.o)
+SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
@@ -54,6 +57,15 @@ $(O)/%.o: src/%.c $(wildcard include/*.h) | $(O)
 $(O):
 	mkdir -p $(O)/tests
 
+# dnstap.proto -> protobuf-c code in $(O), at build time (generated files are never committed)
+$(O)/dnstap.pb-c.c: src/dnstap.proto | $(O)
+	protoc-c --proto_path=src --c_out=$(O) src/dnstap.proto
+$(O)/dnstap.pb-c.h: $(O)/dnstap.pb-c.c
+$(O)/dnstap.pb-c.o: $(O)/dnstap.pb-c.c $(O)/dnstap.pb-c.h
+	$(CC) $(CFLAGS) -I$(O) -c -o $@ $<
+$(O)/dnstap.o: CFLAGS += -I$(O)
+$(O)/dnstap.o: $(O)/dnstap.pb-c.h
+
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
@@ -63,7 +75,13 @@ $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
+$(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
+	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
 $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+$(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
@@ -94,21 +112,26 @@ run: deps-run
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
 	@echo "  dig @::1 -p 5353 +short TXT vms.web.internal"
 	@echo "  dig @::1 -p 5353 +short AAAA top2.nearest.of.web.internal"
+	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2
+		--regions zones/regions.tsv --region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq $(O)/tests/kvtool
+integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/robust
+	O=$(O) tests/integration/dnstap
+	O=$(O) tests/integration/diff
+	O=$(O) tests/integration/ops
 	O=$(O) tests/integration/sync
 
 netns: all
 	O=$(O) tests/netns/run
+	O=$(O) tests/netns/user
 
 sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
@@ -165,6 +188,12 @@ install: all
 	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \
+		>$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
 
 clean:
 	rm -rf build run

@@ -15,7 +15,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "cache.h"
 #include "config.h"
+#include "dnstap.h"
+#include "metrics.h"
 
 typedef struct fwd fwd_t;
 
@@ -25,10 +28,28 @@ typedef struct {
 	unsigned timeout_ms;   /* per try */
 	unsigned budget_ms;    /* all tries */
 	unsigned max_inflight; /* excess queries get SERVFAIL at once */
+	/* The process's cache (NULL: none), shared by every worker's forwarder: answers go
+	 * into it, identical questions in flight in any worker go upstream once, and a
+	 * client waiting client_timer_ms gets a stale answer from it (RFC 8767). */
+	cache_t *cache;
+	unsigned client_timer_ms;
 } fwd_conf_t;
+
+/* One upstream's counters (bumped with MET_INC: a scrape reads them from its thread). */
+typedef struct {
+	uint64_t queries, timeouts, mismatched, tcp_retries; /* tries sent, ... */
+	uint64_t rcode[MET_RCODES + 1];                      /* matching responses */
+	uint64_t lat_bucket[MET_LAT_BUCKETS + 1];            /* send to response, not cumulative */
+	uint64_t lat_count, lat_sum_ns;
+} fwd_up_stats_t;
 
 typedef struct {
 	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
+	uint64_t joined;     /* waited for an identical question another query asked */
+	uint64_t stale;      /* answered stale: the client response timer ran out */
+	uint64_t prefetches; /* background refreshes started (fwd_prefetch) */
+	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
+	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;
 
 /*
@@ -50,8 +71,23 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf);
 int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
               void *arg);
 const fwd_stats_t *fwd_stats(const fwd_t *f);
+/*
+ * Refreshes the cache's answer to pkt (len bytes, a well-formed query) in the
+ * background: a query with no client, asked only when no identical one is in flight.
+ * Returns 0, or -ENOSPC / -EINVAL as fwd_query (nothing is asked).
+ */
+int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */
 void fwd_close(fwd_t *f);
+/* Logs FORWARDER_QUERY / FORWARDER_RESPONSE to dt (the worker's handle; NULL: off). */
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt);
+
+/*
+ * Switches f to conf (a reload: new upstreams or timeouts). conf must outlive f, and its
+ * max_inflight must equal the one f was created with (the pool is fixed). Connections
+ * to upstreams close (their tries go on with the next upstream), back-offs are forgotten.
+ */
+void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf);
 
 #endif

@@ -32,6 +32,8 @@ typedef enum {
 	NAME_INSTANCES, /* _instances.internal (TXT) */
 	NAME_FLYCAST,   /* <app>.flycast */
 	NAME_PTR,       /* 32 nibbles under a.a.d.f.ip6.arpa */
+	NAME_NSHOST,    /* _ns.internal: the apex NS target, this server */
+	NAME_PTR_ENT,   /* 1-27 nibbles under a.a.d.f.ip6.arpa: a prefix of an address */
 } names_form_t;
 
 typedef enum { ZONE_NONE, ZONE_INTERNAL, ZONE_FLYCAST, ZONE_REVERSE } names_zone_t;
@@ -49,7 +51,8 @@ typedef struct {
 	names_label_t sub; /* region, group, Machine id, peer name, metadata key */
 	names_label_t val; /* metadata value */
 	uint32_t top;      /* N of topN */
-	uint8_t addr[16];  /* NAME_PTR */
+	uint8_t addr[16];  /* NAME_PTR; NAME_PTR_ENT: its first nibbles, the rest 0 */
+	unsigned nibbles;  /* NAME_PTR_ENT: nibbles of addr the name gives, fdaa included */
 } names_t;
 
 /*

@@ -241,6 +241,11 @@ int reg_put_follow(reg_txn_t *txn, const reg_follow_t *f);
 /* -ENOENT (MDB_NOTFOUND mapped) when the registry follows nothing, -EINVAL if damaged. */
 int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
 
+/* Does org net hold a started Machine or a peer whose address begins with the first
+ * nibbles (0-32) nibbles of ip? 1 yes, 0 no, < 0 an error. Another org's addresses
+ * never count. One seek, no allocation (the reverse zone's empty non-terminals). */
+int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles);
+
 /* Deletes an org that holds nothing any more (no Machine in any state, peer or Flycast
  * address): the follower applies a KV delete of org.<slug> with it. -ENOENT if unknown,
  * -ENOTEMPTY while the org still has records. */

@@ -64,9 +64,14 @@ typedef struct {
 /*
  * Decodes a query. Returns WIRE_OK; WIRE_DROP (shorter than a header, QR set: no
  * answer at all); or an rcode to answer with (FORMERR, NOTIMP, BADVERS) — q says how
- * much was understood (has_question, edns).
+ * much was understood (has_question, edns). NOTIMP: an opcode other than QUERY, or a
+ * QTYPE wire_qtype_notimp() refuses.
  */
 int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
+
+/* QTYPE 0 and the meta-types 128-250 without a meaning we serve (TKEY, TSIG and the
+ * unassigned ones): NOTIMP. IXFR, AXFR, MAILB, MAILA and ANY are not. */
+bool wire_qtype_notimp(uint16_t qtype);
 
 /* A response under construction. */
 typedef struct {
@@ -101,10 +106,14 @@ void wire_resp_flags(wire_resp_t *r, bool aa, bool ra);
  * does not fit whole: nothing of it is written and the caller decides about TC.
  */
 int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[16]);
+int wire_add_a(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[4]);
 /* target: wire-form name, uncompressed */
 int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len);
 /* SOA/NS of a zone whose apex is at owner; names are written under "internal."
- * (internal_off: where "internal." already stands in the message, or 0). */
+ * (internal_off: where "internal." already stands in the message, or 0). The NS target
+ * (and the SOA's MNAME) is WIRE_NS_LABEL.internal.: an app name is a hostname label
+ * ([a-z0-9-]), so a name with an underscore can never be an app's. */
+#define WIRE_NS_LABEL "_ns"
 int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint32_t serial,
                  uint32_t minimum, uint16_t internal_off);
 int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_off);

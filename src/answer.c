@@ -482,8 +482,34 @@ static int answer_ptr(req_t *rq)
 	return WIRE_NOERROR;
 }
 
+/* A shorter reverse name exists while an address of the querier's org lies below it. */
+static int answer_ptr_ent(req_t *rq)
+{
+	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles);
+	if (rc < 0)
+		return WIRE_SERVFAIL;
+	return negative(rq, rc ? WIRE_NOERROR : WIRE_NXDOMAIN);
+}
+
 /* ---- the zones
  * -------------------------------------------------------------------------------------- */
+
+/* The apex NS target is this server: the address the query arrived on (A when that
+ * is IPv4). A zone file cannot say that; `internalctl zone` writes ::1. */
+static int answer_nshost(req_t *rq)
+{
+	static const uint8_t v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+	static const uint8_t unspec[16];
+	const uint8_t *dst = rq->cl->dst;
+	bool v4 = memcmp(dst, v4mapped, 12) == 0, known = memcmp(dst, unspec, 16) != 0;
+	uint32_t ttl = rq->ctx->conf->ttl;
+	int rc = -1;
+	if (known && v4 && type_is(rq->q, WIRE_A))
+		rc = wire_add_a(rq->r, rq->owner, ttl, dst + 12);
+	else if (known && !v4 && type_is(rq->q, WIRE_AAAA))
+		rc = wire_add_aaaa(rq->r, rq->owner, ttl, dst);
+	return rc == 0 ? WIRE_NOERROR : negative(rq, WIRE_NOERROR);
+}
 
 static int answer_apex(req_t *rq)
 {
@@ -534,6 +560,10 @@ static int answer_zone(req_t *rq)
 		return answer_txt(rq, false);
 	case NAME_PTR:
 		return answer_ptr(rq);
+	case NAME_NSHOST:
+		return answer_nshost(rq);
+	case NAME_PTR_ENT:
+		return answer_ptr_ent(rq);
 	default:
 		return negative(rq, WIRE_NXDOMAIN);
 	}
@@ -545,6 +575,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	const ans_conf_t *conf = ctx->conf;
 	wire_query_t q;
 	int rcode = wire_parse_query(pkt, len, &q);
+	ctx->last_rcode = ctx->last_form = ctx->last_refused = -1;
 	if (rcode == WIRE_DROP)
 		return ANS_DROP;
 
@@ -570,6 +601,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	                               ctx->default_net, &net);
 	if (v == ORG_REFUSED || q.qclass != WIRE_CLASS_IN || q.qtype == WIRE_AXFR ||
 	    q.qtype == WIRE_IXFR) {
+		ctx->last_refused = v == ORG_REFUSED            ? ANS_REFUSED_ORG
+		                    : q.qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS
+		                                                : ANS_REFUSED_TRANSFER;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
@@ -577,10 +611,12 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (n.form == NAME_OUTSIDE) {
 		if (conf->forward)
 			return ANS_FORWARD;
+		ctx->last_refused = ANS_REFUSED_NO_FORWARD;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
 	if (v == ORG_NONE) {
+		ctx->last_refused = ANS_REFUSED_NO_ORG;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
@@ -596,10 +632,12 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	        .internal_off = n.zone == ZONE_INTERNAL ? (uint16_t)(WIRE_HDR + n.apex_off) : 0,
 	};
 	rcode = answer_zone(&rq);
+	ctx->last_form = (int)n.form;
 	aa = rcode == WIRE_NOERROR || rcode == WIRE_NXDOMAIN;
 done:
+	ctx->last_rcode = rcode;
 	wire_resp_rcode(&r, rcode);
-	wire_resp_flags(&r, aa, conf->forward);
+	wire_resp_flags(&r, aa, conf->forward && q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)
 		wire_add_opt(&r, q.edns_do, nsid, nsid_len);
 	*outlen = wire_resp_end(&r);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "log.h"
 
 #ifndef INTERNALD_REGIONS
@@ -22,7 +23,10 @@ const char config_usage[] =
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
-        "                 [--log-level error|warn|info|debug]\n"
+        "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
+        "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
+        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
+        "                 [--metrics ADDR] [--user NAME]\n"
         "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
 void config_defaults(config_t *c)
@@ -37,6 +41,11 @@ void config_defaults(config_t *c)
 	c->upstream_timeout_ms = 1000;
 	c->upstream_budget_ms = 3000;
 	c->max_inflight = 1024;
+	c->cache_size = 64u << 20;
+	c->cache_max_ttl = 86400;
+	c->cache_neg_max_ttl = 3600;
+	c->serve_stale = 86400;
+	c->client_timer_ms = 1800;
 }
 
 int config_parse_addr(const char *s, uint16_t port, cfg_addr_t *out)
@@ -131,6 +140,23 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->regions_file, sizeof(c->regions_file), v);
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
+	if (strcmp(key, "dnstap") == 0) {
+		*why = "want unix:PATH (the collector's socket)";
+		if (strncmp(v, "unix:", 5) != 0 || !v[5])
+			return -EINVAL;
+		return copy(c->dnstap, sizeof(c->dnstap), v);
+	}
+	if (strcmp(key, "user") == 0) {
+		*why = "want a user name";
+		return v[0] ? copy(c->user, sizeof(c->user), v) : -EINVAL;
+	}
+	if (strcmp(key, "metrics") == 0) {
+		*why = "want [v6]:port, v4:port or an address (port 9153)";
+		if (config_parse_addr(v, 9153, &c->metrics))
+			return -EINVAL;
+		c->has_metrics = true;
+		return 0;
+	}
 	if (strcmp(key, "log-level") == 0) {
 		*why = "want error, warn, info or debug";
 		return (c->log_level = log_parse_level(v)) < 0 ? -EINVAL : 0;
@@ -162,6 +188,18 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		c->acl.nallow++;
 		return 0;
 	}
+	if (strcmp(key, "cache-size") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long long sz = strtoull(v, &end, 10);
+		unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+		*why = "want bytes (a K, M or G suffix), 0 (no cache) or at least 256K";
+		if (errno || end == v || v[0] == '-' || (shift && end[1]) || (!shift && *end) ||
+		    sz > (1ULL << 40) >> shift || (sz && (sz << shift) < CACHE_MIN_BYTES))
+			return -EINVAL;
+		c->cache_size = (size_t)(sz << shift);
+		return 0;
+	}
 	struct {
 		const char *key;
 		unsigned *dst;
@@ -174,6 +212,10 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 	        {"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
 	        {"upstream-budget", &c->upstream_budget_ms, 10, 600000},
 	        {"max-inflight", &c->max_inflight, 1, 1000000},
+	        {"cache-max-ttl", &c->cache_max_ttl, 1, 604800},
+	        {"cache-negative-max-ttl", &c->cache_neg_max_ttl, 1, 86400},
+	        {"serve-stale", &c->serve_stale, 0, 604800},
+	        {"client-timer", &c->client_timer_ms, 10, 600000},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
 		if (strcmp(key, nums[i].key))

@@ -9,10 +9,20 @@
  * TC moves the try to TCP. A try that times out marks its upstream down for a back-off
  * period and the next upstream is tried, until the tries or the budget run out: then
  * SERVFAIL. It must never block the loop nor call back inside fwd_query.
+ *
+ * With the process's cache (conf->cache) a query first joins the cache's table of
+ * questions in flight: the first of a key (in any worker) is its owner and asks
+ * upstream; the others wait. The owner stores the answer in the cache and hands a
+ * reference-counted copy to each waiter through the waiter's forwarder mailbox, woken
+ * by a uv_async on the waiter's own loop. A client whose answer takes longer than the
+ * client response timer gets a stale answer from the cache while the owner's query goes
+ * on and refreshes the entry.
  */
 #include "forward.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -26,6 +36,13 @@
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
+
+/* An owner's upstream answer, shared by the waiters it wakes (failed: len 0). */
+typedef struct {
+	atomic_int refs;
+	size_t len;
+	uint8_t data[];
+} fresult_t;
 
 /* One UDP try: its own handle, so a late close never races the next try. */
 typedef struct {
@@ -50,6 +67,16 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
+	struct timespec dt_sent; /* dnstap: when this try went upstream, */
+	dt_end_t dt_local;       /* and from which of our addresses */
+	cache_waiter_t cw;       /* in the cache's table of questions in flight */
+	bool owner;              /* asks upstream for the waiters of its key */
+	bool waiting;            /* waits for another query's answer */
+	bool client_done;        /* the client has its answer (stale, or no client: prefetch) */
+	uv_timer_t ctimer;       /* the client response timer */
+	fresult_t *result;       /* handed over by an owner, in the mailbox */
+	struct fq *mnext;        /* the mailbox */
+	uint64_t sent_ns;        /* when the try was sent (uv_hrtime): the latency histogram */
 };
 
 /* One TCP write: its own request and copy of the message, so a try that ends (or the
@@ -86,12 +113,19 @@ struct fwd {
 	size_t rnd_used;
 	uint8_t rbuf[65536], obuf[65536];
 	fwd_stats_t stats;
+	dt_worker_t *dt;       /* NULL: no dnstap */
+	uv_async_t wake;       /* an owner in another worker handed answers over */
+	pthread_mutex_t mlock; /* the mailbox, written by other workers */
+	fq_t *mail;
+	bool mclosed;
+	bool down_logged[CFG_UPSTREAM_MAX]; /* logged once per state change */
 };
 
 static void start_try(fq_t *q);
 static void tcp_send(fq_t *q);
 static void on_q_timer(uv_timer_t *t);
 static void on_tconn_idle(uv_timer_t *t);
+static void mark_down(fwd_t *f, int up, const char *why);
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -110,6 +144,7 @@ static uint16_t random_id(fwd_t *f)
 static void maybe_free(fwd_t *f)
 {
 	if (f->closing && f->handles == 0) {
+		pthread_mutex_destroy(&f->mlock);
 		free(f->pool);
 		free(f);
 	}
@@ -130,6 +165,21 @@ static void release(fq_t *q)
 	q->next_free = f->free;
 	f->free = q;
 	f->inflight--;
+}
+
+/* dnstap: FORWARDER_QUERY for the try that just went out on h (our end: its address). */
+static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
+{
+	struct sockaddr_storage ss = {0};
+	int len = sizeof(ss);
+	dt_end_t up;
+	if ((tcp ? uv_tcp_getsockname((const uv_tcp_t *)h, (struct sockaddr *)&ss, &len)
+	         : uv_udp_getsockname((const uv_udp_t *)h, (struct sockaddr *)&ss, &len)) != 0)
+		ss.ss_family = AF_UNSPEC;
+	dt_end_from_sockaddr(&q->dt_local, (const struct sockaddr *)&ss);
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	clock_gettime(CLOCK_REALTIME, &q->dt_sent);
+	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
 }
 
 /* ---- transports ------------------------------------------------------------------------------ */
@@ -179,7 +229,7 @@ static void fail_try(fq_t *q, bool upstream_down)
 {
 	fwd_t *f = q->f;
 	if (upstream_down)
-		f->down_until[q->up] = uv_now(f->loop) + BACKOFF_MS;
+		mark_down(f, q->up, "unreachable");
 	transport_stop(q);
 	q->retry_now = true;
 	uv_timer_start(&q->timer, on_q_timer, 0, 0);
@@ -187,23 +237,86 @@ static void fail_try(fq_t *q, bool upstream_down)
 
 /* ---- finishing ------------------------------------------------------------------------------- */
 
+static void result_put(fresult_t *r)
+{
+	if (r && atomic_fetch_sub(&r->refs, 1) == 1)
+		free(r);
+}
+
+/* Runs on the owner's thread with the flight table locked: only queue. */
+static void wake_waiter(cache_waiter_t *w, void *ctx)
+{
+	fq_t *q = w->arg;
+	fwd_t *f = q->f;
+	fresult_t *r = ctx;
+	pthread_mutex_lock(&f->mlock);
+	if (!f->mclosed) {
+		if (r)
+			atomic_fetch_add(&r->refs, 1);
+		q->result = r;
+		q->mnext = f->mail;
+		f->mail = q;
+		uv_async_send(&f->wake);
+	}
+	pthread_mutex_unlock(&f->mlock);
+}
+
+/* The owner has its upstream answer raw (or none: every try failed): into the cache,
+ * and to every query waiting for the same question. */
+static void flight_end(fq_t *q, const uint8_t *raw, size_t len)
+{
+	fwd_t *f = q->f;
+	cache_t *c = f->conf->cache;
+	if (!q->owner)
+		return;
+	q->owner = false;
+	uint64_t now = uv_now(f->loop);
+	fresult_t *r = NULL;
+	if (raw) {
+		cache_insert(c, &q->wq, raw, len, now); /* what it does not keep is only relayed */
+		if ((r = malloc(sizeof(*r) + len))) {
+			atomic_init(&r->refs, 1);
+			r->len = len;
+			memcpy(r->data, raw, len);
+		}
+	} else {
+		cache_insert_servfail(c, q->msg, q->len, &q->wq, now);
+	}
+	cache_flight_done(c, &q->cw, wake_waiter, r);
+	result_put(r);
+}
+
 static void finish(fq_t *q, const uint8_t *resp, size_t len)
 {
 	fwd_t *f = q->f;
 	if (!q->active)
 		return;
+	if (!resp)
+		flight_end(q, NULL, 0);
 	q->active = false;
+	MET_ADD(f->stats.inflight, (uint64_t)-1);
 	uv_timer_stop(&q->timer);
+	uv_timer_stop(&q->ctimer);
 	transport_stop(q);
-	if (!resp) {
-		len = wire_error_response(q->msg, q->len, WIRE_SERVFAIL, f->obuf, sizeof(f->obuf));
-		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
-		resp = f->obuf;
-		f->stats.servfail++;
-	} else {
+	if (q->client_done) {
+		/* the client has a stale answer, or there is none (prefetch) */
+	} else if (resp) {
 		f->stats.answered++;
+		q->done(q->arg, resp, len);
+	} else {
+		size_t n = 0;
+		if (f->conf->cache &&
+		    cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
+		                 f->obuf, sizeof(f->obuf), &n) != CACHE_MISS) {
+			f->stats.stale++;
+		} else {
+			n = wire_error_response(q->msg, q->len, WIRE_SERVFAIL, f->obuf,
+			                        sizeof(f->obuf));
+			f->stats.servfail++;
+		}
+		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
+		q->done(q->arg, f->obuf, n);
 	}
-	q->done(q->arg, resp, len);
 	release(q);
 }
 
@@ -215,7 +328,24 @@ static bool matches(const fq_t *q, const uint8_t *r, size_t len)
 static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
+	fwd_up_stats_t *u = &f->stats.up[q->up];
+	uint64_t ns = uv_hrtime() - q->sent_ns;
+	MET_INC(u->rcode[met_rcode_index(r[3] & 0x0f)]);
+	MET_INC(u->lat_bucket[met_lat_bucket(ns)]);
+	MET_INC(u->lat_count);
+	MET_ADD(u->lat_sum_ns, ns);
 	f->down_until[q->up] = 0;
+	if (f->dt) {
+		dt_end_t up;
+		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
+		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
+		                          len);
+	}
+	flight_end(q, r, len);
+	if (f->down_logged[q->up]) {
+		f->down_logged[q->up] = false;
+		log_info("event=upstream-up upstream=%s", f->conf->upstreams[q->up].text);
+	}
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
 
@@ -223,10 +353,12 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 {
 	if (!matches(q, r, len)) {
 		q->f->stats.mismatched++;
+		MET_INC(q->f->stats.up[q->up].mismatched);
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
 		q->f->stats.tcp_retries++;
+		MET_INC(q->f->stats.up[q->up].tcp_retries);
 		q->use_tcp = true;
 		udp_stop(q);
 		tcp_send(q);
@@ -284,6 +416,8 @@ static int udp_send(fq_t *q)
 	    (rc = uv_udp_recv_start(&u->h, on_udp_alloc, on_udp_recv)))
 		return rc;
 	rc = uv_udp_try_send(&u->h, &b, 1, NULL);
+	if (rc >= 0 && f->dt)
+		tap_query(q, false, (const uv_handle_t *)&u->h);
 	return rc < 0 ? rc : 0;
 }
 
@@ -351,6 +485,8 @@ static void tcp_write(fq_t *q)
 	if (uv_write(&w->req, (uv_stream_t *)&tc->h, &b, 1, on_written)) {
 		free(w);
 		tconn_close(tc, true);
+	} else if (tc->f->dt) {
+		tap_query(q, true, (const uv_handle_t *)&tc->h);
 	}
 }
 
@@ -390,6 +526,7 @@ static void on_tconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			deliver(q, m, mlen);
 		} else {
 			tc->f->stats.mismatched++;
+			MET_INC(tc->f->stats.up[tc->up].mismatched);
 		}
 		off += 2 + mlen;
 	}
@@ -472,7 +609,8 @@ static void on_q_timer(uv_timer_t *t)
 	if (q->retry_now) {
 		q->retry_now = false;
 	} else { /* the try timed out */
-		q->f->down_until[q->up] = uv_now(q->f->loop) + BACKOFF_MS;
+		MET_INC(q->f->stats.up[q->up].timeouts);
+		mark_down(q->f, q->up, "timeout");
 		transport_stop(q);
 	}
 	start_try(q);
@@ -501,6 +639,8 @@ static void start_try(fq_t *q)
 	q->use_tcp = q->client_tcp;
 	q->up_id = random_id(f);
 	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
+	q->sent_ns = uv_hrtime();
+	MET_INC(f->stats.up[pick].queries);
 	uint64_t wait = f->conf->timeout_ms;
 	if (now + wait > q->deadline)
 		wait = q->deadline - now;
@@ -509,6 +649,61 @@ static void start_try(fq_t *q)
 		tcp_send(q);
 	} else if (udp_send(q)) {
 		fail_try(q, false);
+	}
+}
+
+/* ---- the cache: waiting, stale answers ------------------------------------------------------- */
+
+/* Answers handed over by owners (in this worker or another). */
+static void on_wake(uv_async_t *a)
+{
+	fwd_t *f = a->data;
+	pthread_mutex_lock(&f->mlock);
+	fq_t *q = f->mail;
+	f->mail = NULL;
+	pthread_mutex_unlock(&f->mlock);
+	while (q) {
+		fq_t *next = q->mnext;
+		fresult_t *r = q->result;
+		q->result = NULL;
+		q->waiting = false;
+		if (r && r->len >= q->wq.question_end)
+			finish(q, f->obuf,
+			       wire_relay(q->msg, &q->wq, r->data, r->len, q->max, f->obuf));
+		else
+			finish(q, NULL, 0);
+		result_put(r);
+		q = next;
+	}
+}
+
+/* A waiter's budget ran out before its owner's did. */
+static void on_wait_timer(uv_timer_t *t)
+{
+	fq_t *q = t->data;
+	if (q->active && q->waiting && cache_flight_leave(q->f->conf->cache, &q->cw))
+		finish(q, NULL, 0);
+	/* else it was handed over already: the mailbox finishes it */
+}
+
+/* The client response timer (RFC 8767): a stale answer if the cache has one; the query
+ * goes on (an owner refreshes the entry in the background). */
+static void on_client_timer(uv_timer_t *t)
+{
+	fq_t *q = t->data;
+	fwd_t *f = q->f;
+	size_t n = 0;
+	if (!q->active || q->client_done ||
+	    cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true, f->obuf,
+	                 sizeof(f->obuf), &n) == CACHE_MISS)
+		return;
+	f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
+	f->stats.stale++;
+	q->client_done = true;
+	q->done(q->arg, f->obuf, n);
+	if (q->waiting && cache_flight_leave(f->conf->cache, &q->cw)) {
+		q->waiting = false;
+		finish(q, NULL, 0);
 	}
 }
 
@@ -529,12 +724,18 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	}
 	f->loop = loop, f->conf = conf;
 	f->rnd_used = sizeof(f->rnd);
+	pthread_mutex_init(&f->mlock, NULL);
+	uv_async_init(loop, &f->wake, on_wake);
+	f->wake.data = f;
+	f->handles++;
 	for (unsigned i = 0; i < conf->max_inflight; i++) {
 		fq_t *q = &f->pool[i];
 		q->f = f;
 		uv_timer_init(loop, &q->timer);
-		q->timer.data = q;
-		f->handles++;
+		uv_timer_init(loop, &q->ctimer);
+		q->timer.data = q->ctimer.data = q;
+		q->cw.arg = q;
+		f->handles += 2;
 		q->next_free = f->free;
 		f->free = q;
 	}
@@ -556,6 +757,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 		return -EINVAL;
 	f->free = q->next_free;
 	f->inflight++;
+	MET_INC(f->stats.inflight);
 	f->stats.forwarded++;
 	q->active = true;
 	q->retry_now = false;
@@ -567,9 +769,40 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	q->tries = 0;
 	q->next_up = (int)(f->next_up++ % f->conf->n);
 	q->deadline = uv_now(f->loop) + f->conf->budget_ms;
-	q->timer.data = q;
+	q->timer.data = q->ctimer.data = q;
+	q->client_done = done == NULL;
+	q->waiting = q->owner = false;
+	q->result = NULL;
+	cache_t *c = f->conf->cache;
+	if (c) {
+		if (!cache_flight_join(c, &q->wq, &q->cw)) {
+			if (!done) { /* a prefetch of a question in flight: nothing to do */
+				cache_flight_leave(c, &q->cw);
+				q->active = false;
+				release(q);
+				return 0;
+			}
+			q->waiting = true;
+			f->stats.joined++;
+			uv_timer_start(&q->timer, on_wait_timer, f->conf->budget_ms, 0);
+		} else {
+			q->owner = true;
+		}
+		if (done && f->conf->client_timer_ms < f->conf->budget_ms)
+			uv_timer_start(&q->ctimer, on_client_timer, f->conf->client_timer_ms, 0);
+		if (q->waiting)
+			return 0;
+	}
 	start_try(q);
 	return 0;
+}
+
+int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len)
+{
+	int rc = fwd_query(f, pkt, len, WIRE_TCP_MAX, false, NULL, NULL);
+	if (rc == 0)
+		f->stats.prefetches++;
+	return rc;
 }
 
 const fwd_stats_t *fwd_stats(const fwd_t *f)
@@ -582,18 +815,63 @@ void fwd_close(fwd_t *f)
 	if (f->closing)
 		return;
 	f->closing = true;
+	pthread_mutex_lock(&f->mlock); /* no owner hands anything over from now on */
+	f->mclosed = true;
+	for (fq_t *q = f->mail; q; q = q->mnext) {
+		result_put(q->result);
+		q->result = NULL;
+	}
+	f->mail = NULL;
+	pthread_mutex_unlock(&f->mlock);
 	for (unsigned i = 0; i < f->conf->max_inflight; i++) {
 		fq_t *q = &f->pool[i];
 		if (q->active) {
 			q->active = false;
 			transport_stop(q);
-			q->done(q->arg, NULL, 0);
+			if (q->waiting)
+				cache_flight_leave(f->conf->cache, &q->cw);
+			else if (q->owner) /* its waiters elsewhere: SERVFAIL or stale */
+				q->owner = false,
+				cache_flight_done(f->conf->cache, &q->cw, wake_waiter, NULL);
+			if (!q->client_done)
+				q->done(q->arg, NULL, 0);
 		}
-		q->timer.data = f;
+		q->timer.data = q->ctimer.data = f;
 		uv_close((uv_handle_t *)&q->timer, on_handle_closed);
+		uv_close((uv_handle_t *)&q->ctimer, on_handle_closed);
 	}
+	uv_close((uv_handle_t *)&f->wake, on_handle_closed);
 	for (int i = 0; i < CFG_UPSTREAM_MAX; i++)
 		if (f->tconn[i])
 			tconn_close(f->tconn[i], false);
 	maybe_free(f);
+}
+
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)
+{
+	f->dt = dt;
+}
+
+/* An upstream failed a try: skip it for the back-off, say so once per state change. */
+static void mark_down(fwd_t *f, int up, const char *why)
+{
+	f->down_until[up] = uv_now(f->loop) + BACKOFF_MS;
+	if (!f->down_logged[up]) {
+		f->down_logged[up] = true;
+		log_warn("event=upstream-down upstream=%s reason=%s backoff_ms=%d",
+		         f->conf->upstreams[up].text, why, BACKOFF_MS);
+	}
+}
+
+void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
+{
+	if (f->closing || conf->max_inflight != f->conf->max_inflight || conf->n == 0)
+		return;
+	f->conf = conf;
+	for (int i = 0; i < CFG_UPSTREAM_MAX; i++) {
+		if (f->tconn[i])
+			tconn_close(f->tconn[i], false);
+		f->down_until[i] = 0;
+		f->down_logged[i] = false;
+	}
 }

@@ -50,6 +50,10 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		return;
 	}
 	const names_label_t *top = &lab[k - 1];
+	if (is(top, "_ns")) { /* the NS target: no app can be called _ns */
+		o->form = k == 1 ? NAME_NSHOST : NAME_NX;
+		return;
+	}
 	if (is(top, "_apps") || is(top, "_instances")) {
 		o->form = k == 1 ? (is(top, "_apps") ? NAME_APPS : NAME_INSTANCES) : NAME_NX;
 		return;
@@ -103,25 +107,27 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 	}
 }
 
-/* a.a.d.f.ip6.arpa: 32 nibbles give a PTR name, fewer are names without records. */
+/* a.a.d.f.ip6.arpa: 32 nibbles give a PTR name, fewer are prefixes of addresses (empty
+ * non-terminals where some address has them, RFC 8020). */
 static void classify_reverse(const names_label_t *lab, size_t n, names_t *o)
 {
 	if (n == 0) {
 		o->form = NAME_APEX;
 		return;
 	}
-	if (n != 28)
+	if (n > 28)
 		return;
 	uint8_t nib[32] = {0xf, 0xd, 0xa, 0xa};
-	for (size_t i = 0; i < 28; i++) {
+	for (size_t i = 0; i < n; i++) {
 		int v = lab[i].len == 1 ? hexval(lab[i].p[0]) : -1;
 		if (v < 0)
 			return;
-		nib[31 - i] = (uint8_t)v;
+		nib[4 + n - 1 - i] = (uint8_t)v;
 	}
 	for (size_t i = 0; i < 16; i++)
 		o->addr[i] = (uint8_t)(nib[2 * i] << 4 | nib[2 * i + 1]);
-	o->form = NAME_PTR;
+	o->nibbles = (unsigned)(4 + n);
+	o->form = n == 28 ? NAME_PTR : NAME_PTR_ENT;
 }
 
 void names_classify(const uint8_t *name, size_t len, names_t *o)

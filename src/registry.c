@@ -206,6 +206,13 @@ static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0);
 	if ((rc = mdb_env_open(reg->env, dir, eflags, 0644)))
 		goto fail;
+	if (!rdonly) { /* internald reads as a user of the registry's group (internald(8),
+		        * --user): it writes the reader table (lock.mdb), never data.mdb */
+		char lock[4096];
+		snprintf(lock, sizeof(lock), "%s/lock.mdb", dir);
+		if (chmod(lock, 0664) != 0)
+			errno = 0; /* not its owner: the mode stays as the owner made it */
+	}
 	MDB_envinfo info;
 	mdb_env_info(reg->env, &info);
 	reg->mapsize = info.me_mapsize;
@@ -1523,6 +1530,38 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 	memcpy(out->bucket, b + 18, b[16]);
 	memcpy(out->stream, b + 18 + b[16], b[17]);
 	return 0;
+}
+
+/* ---- reverse names: is a nibble prefix an empty non-terminal? ------------------------------ */
+
+/* Seeks the first address of net at or after the prefix's first address and compares
+ * nibble by nibble: one seek, no walk, no allocation. */
+int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned nibbles)
+{
+	if (nibbles > 32)
+		return -EINVAL;
+	uint8_t start[16] = {0};
+	memcpy(start, ip, nibbles / 2);
+	if (nibbles % 2)
+		start[nibbles / 2] = ip[nibbles / 2] & 0xf0;
+	rkey_t k;
+	addr_key(&k, net, start);
+	MDB_val key = {k.n, k.b}, v;
+	MDB_cursor *c;
+	int rc = cursor(t, DB_ADDR, &c);
+	if (rc)
+		return rc;
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return map_err(rc);
+	if (key.mv_size != 20 || get_u32(key.mv_data) != net)
+		return 0;
+	const uint8_t *got = (const uint8_t *)key.mv_data + 4;
+	if (memcmp(got, start, nibbles / 2) != 0)
+		return 0;
+	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
 }
 
 /* ---- org deletion (the follower: a KV delete of org.<slug>) -------------------------------- */

@@ -158,7 +158,17 @@ int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 		return WIRE_FORMERR; /* trailing bytes past the records */
 	if (q->edns && q->edns_version > 0)
 		return WIRE_BADVERS;
+	if (wire_qtype_notimp(q->qtype))
+		return WIRE_NOTIMP;
 	return WIRE_OK;
+}
+
+bool wire_qtype_notimp(uint16_t qtype)
+{
+	/* RFC 6895 3.1: 128-255 are meta-types, meaningful only in a question. Of them we
+	 * know IXFR, AXFR (REFUSED), MAILB, MAILA (no data) and ANY; TKEY and TSIG are
+	 * not questions we serve. QTYPE 0 is reserved. */
+	return qtype == 0 || (qtype >= 128 && qtype < WIRE_IXFR);
 }
 
 /* ---- response ------------------------------------------------------------------------- */
@@ -232,6 +242,17 @@ int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip
 	return 0;
 }
 
+int wire_add_a(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[4])
+{
+	if (r->len + 16 > r->limit)
+		return -ENOSPC;
+	size_t rd = rr_head(r, owner, WIRE_A, ttl);
+	memcpy(r->buf + r->len, ip, 4);
+	r->len += 4;
+	rr_done(r, rd, WIRE_AN);
+	return 0;
+}
+
 int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len)
 {
 	if (r->len + 12 + len > r->limit)
@@ -269,7 +290,7 @@ int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint
 	if (r->len + 12 + 14 + 13 + 20 > r->limit)
 		return -ENOSPC;
 	size_t rd = rr_head(r, owner, WIRE_SOA, ttl);
-	put_under_internal(r, "ns", &internal_off);
+	put_under_internal(r, WIRE_NS_LABEL, &internal_off);
 	put_under_internal(r, "hostmaster", &internal_off);
 	uint8_t *p = r->buf + r->len;
 	wr32(p, serial);
@@ -287,7 +308,7 @@ int wire_add_ns(wire_resp_t *r, uint16_t owner, uint32_t ttl, uint16_t internal_
 	if (r->len + 12 + 14 > r->limit)
 		return -ENOSPC;
 	size_t rd = rr_head(r, owner, WIRE_NS, ttl);
-	put_under_internal(r, "ns", &internal_off);
+	put_under_internal(r, WIRE_NS_LABEL, &internal_off);
 	rr_done(r, rd, WIRE_AN);
 	return 0;
 }
@@ -403,7 +424,7 @@ size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *o
 	    wire_resp_begin(&r, out, cap, cap, q.edns ? wire_opt_size(0) : 0, pkt, &q))
 		return 0;
 	wire_resp_rcode(&r, rcode);
-	wire_resp_flags(&r, false, true);
+	wire_resp_flags(&r, false, q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)
 		wire_add_opt(&r, q.edns_do, NULL, 0);
 	return wire_resp_end(&r);

@@ -172,7 +172,7 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 	char soa[160];
 	ldns_rr *rr = NULL;
 	snprintf(soa, sizeof(soa),
-	         "internal. %u IN SOA ns.internal. hostmaster.internal. %u 3600 600 86400 %u", ttl,
+	         "internal. %u IN SOA _ns.internal. hostmaster.internal. %u 3600 600 86400 %u", ttl,
 	         (uint32_t)reg_generation(txn), ttl);
 	fprintf(out, "$ORIGIN internal.\n$TTL %u\n", ttl);
 	if (ldns_rr_new_frm_str(&rr, soa, 0, NULL, NULL) != LDNS_STATUS_OK)
@@ -180,11 +180,12 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 	ldns_rr_print(out, rr);
 	ldns_rr_free(rr);
 	ldns_rdf *ns = NULL;
-	ldns_str2rdf_dname(&ns, "ns.internal.");
+	ldns_str2rdf_dname(&ns, "_ns.internal.");
 	print_rr(&z, "internal.", LDNS_RR_TYPE_NS, &ns, 1);
-	/* ns.internal. needs an address for the zone to load; ::1 says "this server" */
+	/* internald answers _ns.internal. with the address a query arrived on; a zone file
+	 * cannot say that, and ::1 stands for "this server" */
 	static const uint8_t loopback[16] = {[15] = 1};
-	aaaa(&z, "ns.internal.", loopback);
+	aaaa(&z, "_ns.internal.", loopback);
 	names_list_t apps = {0};
 	int rc = reg_walk_apps(txn, net, collect_app, &apps);
 	if (rc >= 0 && (size_t)rc != apps.n)

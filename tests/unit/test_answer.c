@@ -309,13 +309,13 @@ static void test_apex_soa_and_ns(void **state)
 	ldns_pkt *p = ask(*state, "internal.", LDNS_RR_TYPE_SOA);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	char *s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
-	assert_non_null(strstr(s, "SOA\tns.internal. hostmaster.internal. 1 3600 600 86400 5"));
+	assert_non_null(strstr(s, "SOA\t_ns.internal. hostmaster.internal. 1 3600 600 86400 5"));
 	free(s);
 	ldns_pkt_free(p);
 	p = ask(*state, "internal.", LDNS_RR_TYPE_NS);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
-	assert_non_null(strstr(s, "NS\tns.internal."));
+	assert_non_null(strstr(s, "NS\t_ns.internal."));
 	free(s);
 	ldns_pkt_free(p);
 }
@@ -384,6 +384,71 @@ static void test_ptr_within_the_org_only(void **state)
 	        ask(fx, "2.0.0.0.3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
 	            LDNS_RR_TYPE_PTR),
 	        LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+/* RFC 8020: a shorter reverse name above an address of the org is NODATA, never
+ * NXDOMAIN; one with nothing of the org below it is NXDOMAIN, whatever other orgs have. */
+static void test_reverse_prefixes_are_empty_non_terminals_of_the_org(void **state)
+{
+	fx_t *fx = *state;
+	/* fdaa:0:18:1:1:0:1:2 (Machine 1 of alpha), every prefix from 27 nibbles to 1 */
+	const char *full =
+	        "2.0.0.0.1.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	for (size_t skip = 2; skip <= 2 * 27; skip += 2) {
+		assert_negative(ask(fx, full + skip, LDNS_RR_TYPE_PTR), LDNS_RCODE_NOERROR,
+		                "a.a.d.f.ip6.arpa.");
+		ldns_pkt *p = ask(fx, full + skip, LDNS_RR_TYPE_ANY);
+		assert_rcode(p, LDNS_RCODE_NOERROR, 0);
+		ldns_pkt_free(p);
+	}
+	/* the peer laptop fdaa:0:18:2::2 */
+	assert_negative(ask(fx, "2.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NOERROR, "a.a.d.f.ip6.arpa.");
+	/* nothing of alpha below: a sibling nibble, a stopped Machine's /112 */
+	const char *nx[] = {
+	        "9.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	        "3.0.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	        "1.a.a.d.f.ip6.arpa.",
+	};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(fx, nx[i], LDNS_RR_TYPE_PTR), LDNS_RCODE_NXDOMAIN,
+		                "a.a.d.f.ip6.arpa.");
+	/* beta's network fdaa:0:19: NXDOMAIN for alpha, NODATA for beta */
+	const char *beta = "9.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.";
+	assert_negative(ask(fx, beta, LDNS_RR_TYPE_PTR), LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	how_t b = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa::3"};
+	assert_negative(ask_how(fx, beta, LDNS_RR_TYPE_PTR, b), LDNS_RCODE_NOERROR,
+	                "a.a.d.f.ip6.arpa.");
+	assert_negative(ask_how(fx, "8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, b),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	/* an org with nothing at all: every prefix is NXDOMAIN */
+	how_t empty = {.src = "fdaa:0:77:1::2", .dst = "fdaa::3"};
+	assert_negative(ask_how(fx, "0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, empty),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+/* The names between an app and its records exist while the app has a started Machine;
+ * a name below a leaf does not. */
+static void test_in_between_names_are_empty_non_terminals(void **state)
+{
+	fx_t *fx = *state;
+	const char *ent[] = {"vm.web.internal.", "process.web.internal.", "of.web.internal.",
+	                     "nearest.of.web.internal."};
+	for (size_t i = 0; i < sizeof(ent) / sizeof(ent[0]); i++) {
+		assert_negative(ask(fx, ent[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+		                "internal.");
+		char gone[64];
+		snprintf(gone, sizeof(gone), "%.*sgone.internal.", (int)(strlen(ent[i]) - 13),
+		         ent[i]);
+		assert_negative(ask(fx, gone, LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN, "internal.");
+	}
+	const char *nx[] = {"x.vms.web.internal.",      "x.00000000000001.vm.web.internal.",
+	                    "x.ord.web.internal.",      "x.app.process.web.internal.",
+	                    "x.laptop._peer.internal.", "x._apps.internal.",
+	                    "x.web.flycast.",           "x.top1.nearest.of.web.internal."};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(fx, nx[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+		                strstr(nx[i], "flycast") ? "flycast." : "internal.");
 }
 
 static void test_truncation_over_udp_and_the_whole_set_over_tcp(void **state)
@@ -511,6 +576,120 @@ static void test_a_write_is_answered_after_renew(void **state)
 	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
+/* Raw bytes through ans_process (forwarding on, so RA is set on QUERY answers). */
+static ldns_pkt *ask_raw(fx_t *fx, const uint8_t *q, size_t len)
+{
+	uint8_t out[512];
+	size_t outlen = 0;
+	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
+	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen), ANS_REPLY);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, outlen), LDNS_STATUS_OK);
+	return p;
+}
+
+static void test_opcodes_other_than_query_are_notimp_without_ra(void **state)
+{
+	fx_t *fx = *state;
+	fx->conf.forward = true;
+	/* id 1, RD, qd 1: web.internal. AAAA IN */
+	uint8_t q[] = {0,   1, 1,   0,   0,   1,   0,   0,   0,   0,   0, 0, 3,  'w', 'e',
+	               'b', 8, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', 0, 0, 28, 0,   1};
+	ldns_pkt *p = ask_raw(fx, q, sizeof(q));
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOERROR);
+	assert_true(ldns_pkt_ra(p)); /* QUERY: we recurse for names outside our zones */
+	ldns_pkt_free(p);
+	for (unsigned op = 1; op < 16; op++) {
+		q[2] = (uint8_t)(op << 3 | 1);
+		p = ask_raw(fx, q, sizeof(q));
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+		assert_false(ldns_pkt_ra(p));
+		assert_false(ldns_pkt_aa(p));
+		assert_int_equal(ldns_pkt_get_opcode(p), op);
+		assert_int_equal(ldns_pkt_qdcount(p), 1);
+		ldns_pkt_free(p);
+	}
+}
+
+/* A query for name (wire form, n bytes) of any qtype: ldns turns type 0 into A. */
+static ldns_pkt *ask_type(fx_t *fx, const char *name, size_t n, uint16_t type)
+{
+	uint8_t q[300] = {0, 1, 1, 0, 0, 1};
+	memcpy(q + 12, name, n);
+	q[12 + n] = (uint8_t)(type >> 8), q[13 + n] = (uint8_t)type, q[15 + n] = 1;
+	return ask_raw(fx, q, 16 + n);
+}
+
+static void test_qtype_zero_is_notimp_also_outside_our_zones(void **state)
+{
+	fx_t *fx = *state;
+	fx->conf.forward = true;
+	static const struct {
+		const char *name;
+		size_t len;
+	} names[] = {{"\003web\010internal", 14},
+	             {"\004nope\010internal", 15},
+	             {"\007example\003com", 13}};
+	for (size_t i = 0; i < 3; i++) {
+		ldns_pkt *p =
+		        ask_type(fx, names[i].name, names[i].len, 0); /* answered, not forwarded */
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+		assert_false(ldns_pkt_aa(p));
+		ldns_pkt_free(p);
+	}
+	ldns_pkt *p = ask_type(fx, names[0].name, names[0].len, 200);
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+	ldns_pkt_free(p);
+	/* MAILB: a meta-type with a meaning, and no data here */
+	assert_negative(ask_type(fx, names[0].name, names[0].len, 253), LDNS_RCODE_NOERROR,
+	                "internal.");
+}
+
+static void test_apex_ns_target_resolves_to_the_address_asked(void **state)
+{
+	fx_t *fx = *state;
+	ldns_pkt *p = ask(fx, "internal.", LDNS_RR_TYPE_NS);
+	char *target = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(target, "_ns.internal.");
+	ldns_pkt_free(p);
+	p = ask_how(fx, target, LDNS_RR_TYPE_AAAA,
+	            (how_t){.src = "fdaa:0:18:1:1:0:1:2", .dst = "fdaa::3"});
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	assert_true(ldns_pkt_aa(p));
+	assert_string_equal(addrs(p, false), "fdaa::3");
+	ldns_pkt_free(p);
+	p = ask_how(fx, "_NS.internal.", LDNS_RR_TYPE_AAAA,
+	            (how_t){.dst = "fdaa:0:18::3", .src = "fdaa:0:18:2::2"});
+	assert_string_equal(addrs(p, false), "fdaa:0:18::3");
+	ldns_pkt_free(p);
+	/* over IPv4 it is an A record; the other family is NODATA */
+	how_t v4 = {.src = "::ffff:127.0.0.1", .dst = "::ffff:127.0.0.1"};
+	p = ask_how(fx, target, LDNS_RR_TYPE_A, v4);
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	char *a = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 0));
+	assert_string_equal(a, "127.0.0.1");
+	free(a);
+	ldns_pkt_free(p);
+	assert_negative(ask_how(fx, target, LDNS_RR_TYPE_AAAA, v4), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(fx, target, LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR, "internal.");
+	assert_negative(ask(fx, "x._ns.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	free(target);
+}
+
+static void test_no_app_can_take_the_ns_target_name(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	assert_int_not_equal(import_str(fx->reg,
+	                                MACHINE("0000000000000e", "alpha", "_ns", "ord",
+	                                        "fdaa:0:18:1:1:0:e:2", "started", "app", ""),
+	                                false, err),
+	                     0);
+	assert_non_null(strstr(err, "app"));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -532,6 +711,12 @@ int main(void)
 	        T(test_refusals),
 	        T(test_edns_answers),
 	        T(test_a_write_is_answered_after_renew),
+	        T(test_opcodes_other_than_query_are_notimp_without_ra),
+	        T(test_qtype_zero_is_notimp_also_outside_our_zones),
+	        T(test_apex_ns_target_resolves_to_the_address_asked),
+	        T(test_no_app_can_take_the_ns_target_name),
+	        T(test_reverse_prefixes_are_empty_non_terminals_of_the_org),
+	        T(test_in_between_names_are_empty_non_terminals),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

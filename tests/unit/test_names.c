@@ -173,7 +173,20 @@ static void test_reverse_names(void **s)
 	const uint8_t want[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0x0a, 0x7b,
 	                          0x0d, 0x6b, 0, 0, 0, 0x0a, 0,    0x02};
 	assert_memory_equal(n.addr, want, 16);
-	assert_int_equal(classify("0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa").form, NAME_NX);
+	/* a shorter name is a prefix: fdaa:0:18:0 (13 nibbles) */
+	n = classify("0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa");
+	assert_int_equal(n.form, NAME_PTR_ENT);
+	assert_int_equal(n.nibbles, 13);
+	const uint8_t pre[16] = {0xfd, 0xaa, 0, 0, 0, 0x18};
+	assert_memory_equal(n.addr, pre, 16);
+	assert_int_equal(classify("f.a.a.d.f.ip6.arpa").nibbles, 5);
+	assert_int_equal(classify("f.a.a.d.f.ip6.arpa").addr[2], 0xf0);
+	/* past 32 nibbles, or a label that is not one nibble: no name */
+	assert_int_equal(classify("0.2.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d."
+	                          "f.ip6.arpa")
+	                         .form,
+	                 NAME_NX);
+	assert_int_equal(classify("00.a.a.d.f.ip6.arpa").form, NAME_NX);
 	assert_int_equal(
 	        classify("z.0.0.0.a.0.0.0.0.0.0.0.b.6.d.0.b.7.a.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa")
 	                .form,

@@ -195,6 +195,39 @@ static void test_opcode_other_than_query_is_notimp(void **s)
 	assert_true(q.has_question);
 }
 
+static void test_qtype_zero_and_unserved_meta_types_are_notimp(void **s)
+{
+	(void)s;
+	uint8_t p[64];
+	size_t n = raw(p, 1, 0, NULL, 0);
+	static const struct {
+		uint16_t type;
+		int want;
+	} cases[] = {{0, WIRE_NOTIMP},   {128, WIRE_NOTIMP}, {200, WIRE_NOTIMP}, {249, WIRE_NOTIMP},
+	             {250, WIRE_NOTIMP}, {251, WIRE_OK},     {252, WIRE_OK},     {253, WIRE_OK},
+	             {254, WIRE_OK},     {255, WIRE_OK},     {127, WIRE_OK},     {256, WIRE_OK},
+	             {65535, WIRE_OK},   {1, WIRE_OK}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		p[n - 4] = (uint8_t)(cases[i].type >> 8), p[n - 3] = (uint8_t)cases[i].type;
+		wire_query_t q;
+		assert_int_equal(wire_parse_query(p, n, &q), cases[i].want);
+		assert_true(q.has_question);
+	}
+}
+
+static void test_error_response_sets_ra_only_on_query(void **s)
+{
+	(void)s;
+	uint8_t p[64], out[512];
+	size_t n = raw(p, 1, 0, NULL, 0);
+	assert_int_equal(wire_error_response(p, n, WIRE_SERVFAIL, out, sizeof(out)), n);
+	assert_true(out[3] & 0x80);
+	p[2] = 4 << 3; /* NOTIFY */
+	assert_int_equal(wire_error_response(p, n, WIRE_NOTIMP, out, sizeof(out)), n);
+	assert_false(out[3] & 0x80);
+	assert_int_equal(out[3] & 0xf, WIRE_NOTIMP);
+}
+
 /* Writes a response to a query for "Web.Internal." and returns it parsed by ldns. */
 static ldns_pkt *respond(void (*fill)(wire_resp_t *), size_t size, uint8_t *out, size_t *len)
 {
@@ -244,7 +277,7 @@ static void test_response_decodes_with_ldns(void **s)
 	ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(p), 0);
 	char *text = ldns_rr2str(soa);
 	assert_non_null(strstr(text,
-	                       "Internal.\t5\tIN\tSOA\tns.Internal. hostmaster.Internal. 77 3600 "
+	                       "Internal.\t5\tIN\tSOA\t_ns.Internal. hostmaster.Internal. 77 3600 "
 	                       "600 86400 5"));
 	free(text);
 	assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
@@ -402,6 +435,8 @@ int main(void)
 	        cmocka_unit_test(test_edns_version_one_is_badvers),
 	        cmocka_unit_test(test_edns_options),
 	        cmocka_unit_test(test_opcode_other_than_query_is_notimp),
+	        cmocka_unit_test(test_qtype_zero_and_unserved_meta_types_are_notimp),
+	        cmocka_unit_test(test_error_response_sets_ra_only_on_query),
 	        cmocka_unit_test(test_response_decodes_with_ldns),
 	        cmocka_unit_test(test_txt_splits_at_255_bytes),
 	        cmocka_unit_test(test_records_stop_whole_at_the_limit),

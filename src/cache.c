@@ -1,0 +1,578 @@
+/*
+ * cache.c — forwarded answers in memory, shared by the workers (include/cache.h).
+ *
+ * Shards chosen by the key's hash, each a chained hash table and an LRU list behind one
+ * mutex: a lookup holds it for the walk and one copy of at most the client's UDP size,
+ * so a reader waits at most for one other copy or one insert. Entries are one malloc
+ * each (on the miss path only): the key name, the TTL offsets and the message.
+ * It must never touch a socket, a loop or a clock, and never allocate in cache_lookup.
+ */
+#include "cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define SHARDS_MAX     64
+#define SHARD_MIN      (64 * 1024) /* bytes a shard gets at least */
+#define BUCKET_BYTES   512         /* one bucket per this many bytes of budget */
+#define FLIGHT_BUCKETS 1024
+
+#define BIT_EDNS 1
+#define BIT_DO   2
+#define BIT_CD   4
+
+typedef struct entry {
+	struct entry *hnext, *prev, *next;
+	uint64_t hash;
+	uint64_t stored_ms, expire_ms, recheck_ms;
+	uint32_t ttl, cap_ttl;
+	size_t charged;
+	uint16_t len, nttl, qtype, qclass;
+	uint8_t bits, keylen;
+	bool prefetched;
+	uint8_t data[]; /* key[keylen], pad to 2, ttl_off[nttl], msg[len] */
+} entry_t;
+
+typedef struct {
+	pthread_mutex_t lock;
+	entry_t **buckets;
+	size_t mask;
+	entry_t *head, *tail; /* most / least recently used */
+	size_t bytes, max;
+	uint64_t entries, hits, misses, stale, prefetches, inserts, evictions;
+	char pad[64];
+} shard_t;
+
+struct cache {
+	cache_conf_t conf;
+	uint64_t seed;
+	unsigned nshards;
+	size_t fixed; /* bytes of the cache struct, shards and tables */
+	shard_t *shards;
+	pthread_mutex_t flock;
+	cache_waiter_t *flights[FLIGHT_BUCKETS];
+};
+
+/* What malloc takes for n bytes (glibc: an 8-byte header, 16-byte chunks, 32 at least). */
+static size_t charge(size_t n)
+{
+	size_t c = (n + 8 + 15) & ~(size_t)15;
+	return c < 32 ? 32 : c;
+}
+
+static uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint8_t query_bits(const wire_query_t *q)
+{
+	return (uint8_t)((q->edns ? BIT_EDNS : 0) | (q->edns_do ? BIT_DO : 0) |
+	                 (q->cd ? BIT_CD : 0));
+}
+
+static uint64_t key_hash(const cache_t *c, const wire_query_t *q, uint8_t bits)
+{
+	uint64_t h = c->seed ^ 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < q->qname_len; i++)
+		h = (h ^ q->qname[i]) * 0x100000001b3ULL;
+	h ^= (uint64_t)q->qtype << 24 | (uint64_t)q->qclass << 8 | bits;
+	h *= 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+static shard_t *shard_of(cache_t *c, uint64_t h)
+{
+	return &c->shards[(h >> 48) & (c->nshards - 1)];
+}
+
+static uint16_t *ttl_offs(entry_t *e)
+{
+	return (uint16_t *)(void *)(e->data + ((e->keylen + 1u) & ~1u));
+}
+
+static uint8_t *msg_of(entry_t *e)
+{
+	return (uint8_t *)(ttl_offs(e) + e->nttl);
+}
+
+/* ---- create / free -------------------------------------------------------------------- */
+
+int cache_create(cache_t **out, const cache_conf_t *conf)
+{
+	if (conf->max_bytes < CACHE_MIN_BYTES)
+		return -EINVAL;
+	cache_t *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->conf = *conf;
+	if (getrandom(&c->seed, sizeof(c->seed), 0) != sizeof(c->seed))
+		c->seed = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ULL;
+	unsigned n = 1;
+	while (n < SHARDS_MAX && conf->max_bytes / (n * 2) >= SHARD_MIN)
+		n *= 2;
+	c->nshards = n;
+	c->shards = calloc(n, sizeof(*c->shards));
+	if (!c->shards) {
+		free(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->flock, NULL);
+	size_t per = conf->max_bytes / n, nb = 16;
+	while (nb * BUCKET_BYTES < per)
+		nb *= 2;
+	c->fixed = charge(sizeof(*c)) + charge(n * sizeof(*c->shards)) +
+	           n * charge(nb * sizeof(entry_t *));
+	for (unsigned i = 0; i < n; i++) {
+		shard_t *s = &c->shards[i];
+		pthread_mutex_init(&s->lock, NULL);
+		s->buckets = calloc(nb, sizeof(entry_t *));
+		if (!s->buckets) {
+			cache_free(c);
+			return -ENOMEM;
+		}
+		s->mask = nb - 1;
+		s->max = conf->max_bytes > c->fixed ? (conf->max_bytes - c->fixed) / n : 0;
+	}
+	*out = c;
+	return 0;
+}
+
+void cache_free(cache_t *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < c->nshards; i++) {
+		shard_t *s = &c->shards[i];
+		for (entry_t *e = s->head, *next; e; e = next) {
+			next = e->next;
+			free(e);
+		}
+		free(s->buckets);
+		pthread_mutex_destroy(&s->lock);
+	}
+	pthread_mutex_destroy(&c->flock);
+	free(c->shards);
+	free(c);
+}
+
+/* ---- a shard's table and list (its lock held) ------------------------------------------- */
+
+static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits)
+{
+	for (entry_t *e = s->buckets[h & s->mask]; e; e = e->hnext)
+		if (e->hash == h && e->qtype == q->qtype && e->qclass == q->qclass &&
+		    e->bits == bits && e->keylen == q->qname_len &&
+		    memcmp(e->data, q->qname, q->qname_len) == 0)
+			return e;
+	return NULL;
+}
+
+static void lru_unlink(shard_t *s, entry_t *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		s->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		s->tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_front(shard_t *s, entry_t *e)
+{
+	e->next = s->head;
+	e->prev = NULL;
+	if (s->head)
+		s->head->prev = e;
+	s->head = e;
+	if (!s->tail)
+		s->tail = e;
+}
+
+static void drop(shard_t *s, entry_t *e)
+{
+	entry_t **pp = &s->buckets[e->hash & s->mask];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	lru_unlink(s, e);
+	s->bytes -= e->charged;
+	s->entries--;
+	free(e);
+}
+
+/* ---- lookup ---------------------------------------------------------------------------- */
+
+/* Writes e as the answer to pkt/q; stale: every TTL 30. */
+static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q, size_t max,
+                           uint64_t now_ms, bool stale, uint8_t *out, size_t cap)
+{
+	const uint8_t *m = msg_of(e);
+	size_t n = e->len;
+	bool tc = n > max;
+	if (tc)
+		n = q->question_end;
+	if (n > cap || q->question_end > e->len)
+		return 0;
+	memcpy(out, m, n);
+	out[0] = (uint8_t)(q->id >> 8), out[1] = (uint8_t)q->id;
+	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01)); /* RD */
+	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10)); /* CD */
+	out[3] |= 0x80;                                         /* RA */
+	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);   /* the client's case */
+	if (tc) {
+		out[2] |= 0x02;
+		memset(out + 6, 0, 6);
+		return n;
+	}
+	uint32_t elapsed = (uint32_t)((now_ms - e->stored_ms) / 1000);
+	const uint16_t *off = ttl_offs(e);
+	for (unsigned i = 0; i < e->nttl; i++) {
+		uint32_t t = rd32(m + off[i]);
+		if (t > e->cap_ttl)
+			t = e->cap_ttl;
+		t = stale ? CACHE_STALE_TTL : t > elapsed ? t - elapsed : 0;
+		wr32(out + off[i], t);
+	}
+	return n;
+}
+
+int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t max, uint64_t now_ms,
+                 bool stale_ok, uint8_t *out, size_t cap, size_t *len)
+{
+	uint8_t bits = query_bits(q);
+	uint64_t h = key_hash(c, q, bits);
+	shard_t *s = shard_of(c, h);
+	int rc = CACHE_MISS;
+	pthread_mutex_lock(&s->lock);
+	entry_t *e = find(s, h, q, bits);
+	if (!e) {
+		if (!stale_ok)
+			s->misses++;
+		goto out;
+	}
+	uint64_t stale_end = e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000;
+	if (now_ms < e->expire_ms) {
+		rc = CACHE_HIT;
+		s->hits++;
+		/* the last 10% of its TTL: one background refresh */
+		if (!e->prefetched && (e->expire_ms - now_ms) * 10 < (uint64_t)e->ttl * 1000) {
+			e->prefetched = true;
+			rc = CACHE_HIT_PREFETCH;
+			s->prefetches++;
+		}
+	} else if (now_ms >= stale_end) {
+		drop(s, e);
+		if (!stale_ok)
+			s->misses++;
+		goto out;
+	} else if (stale_ok || now_ms < e->recheck_ms) {
+		rc = CACHE_STALE;
+		s->stale++;
+	} else {
+		s->misses++;
+		goto out;
+	}
+	*len = write_answer(e, pkt, q, max, now_ms, rc == CACHE_STALE, out, cap);
+	if (!*len) {
+		rc = CACHE_MISS;
+		goto out;
+	}
+	if (s->head != e) {
+		lru_unlink(s, e);
+		lru_front(s, e);
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* ---- insert ----------------------------------------------------------------------------- */
+
+/* Skips a (possibly compressed) name at *off. */
+static int skip_name(const uint8_t *m, size_t len, size_t *off)
+{
+	size_t o = *off;
+	for (int labels = 0; labels < 128; labels++) {
+		if (o >= len)
+			return -1;
+		uint8_t l = m[o];
+		if (l == 0) {
+			*off = o + 1;
+			return 0;
+		}
+		if ((l & 0xc0) == 0xc0) {
+			if (o + 2 > len)
+				return -1;
+			*off = o + 2;
+			return 0;
+		}
+		if (l & 0xc0)
+			return -1;
+		o += 1u + l;
+	}
+	return -1;
+}
+
+typedef struct {
+	uint16_t offs[WIRE_TCP_MAX / 11 + 1];
+	unsigned n;
+	uint32_t min_ttl;
+	bool soa;
+	uint32_t soa_ttl, soa_min;
+} scan_t;
+
+/* Walks every record; the TTL offsets of all but OPT. */
+static int scan(const uint8_t *m, size_t len, scan_t *sc)
+{
+	if (len < WIRE_HDR || rd16(m + 4) != 1)
+		return -EINVAL;
+	size_t off = WIRE_HDR;
+	if (skip_name(m, len, &off) || off + 4 > len)
+		return -EINVAL;
+	off += 4;
+	unsigned count[3] = {rd16(m + 6), rd16(m + 8), rd16(m + 10)};
+	sc->n = 0, sc->min_ttl = UINT32_MAX, sc->soa = false;
+	for (int sec = 0; sec < 3; sec++)
+		for (unsigned i = 0; i < count[sec]; i++) {
+			if (skip_name(m, len, &off) || off + 10 > len)
+				return -EINVAL;
+			uint16_t type = rd16(m + off), rdlen = rd16(m + off + 8);
+			uint32_t ttl = rd32(m + off + 4);
+			size_t toff = off + 4;
+			off += 10;
+			if (off + rdlen > len)
+				return -EINVAL;
+			if (type == WIRE_OPT) {
+				if (sec != 2 || (ttl >> 24) != 0)
+					return -EINVAL; /* an extended rcode: not an answer to keep
+					                 */
+			} else {
+				if (ttl > 0x7fffffff) /* RFC 2181 section 8: treat as 0 */
+					ttl = 0;
+				sc->offs[sc->n++] = (uint16_t)toff;
+				if (ttl < sc->min_ttl)
+					sc->min_ttl = ttl;
+				if (sec == 1 && type == WIRE_SOA && rdlen >= 22 && !sc->soa) {
+					sc->soa = true;
+					sc->soa_ttl = ttl;
+					sc->soa_min = rd32(m + off + rdlen - 4);
+				}
+			}
+			off += rdlen;
+		}
+	return off == len ? 0 : -EINVAL;
+}
+
+static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t len,
+                 const uint16_t *offs, unsigned n, uint32_t ttl, uint32_t cap_ttl, uint64_t now_ms)
+{
+	uint8_t bits = query_bits(q);
+	uint64_t h = key_hash(c, q, bits);
+	shard_t *s = shard_of(c, h);
+	size_t keyroom = (q->qname_len + 1) & ~(size_t)1;
+	size_t size = sizeof(entry_t) + keyroom + n * sizeof(uint16_t) + len;
+	size_t charged = charge(size);
+	if (charged > s->max / 4 || len > WIRE_TCP_MAX)
+		return -ENOSPC;
+	entry_t *e = malloc(size);
+	if (!e)
+		return -ENOMEM;
+	memset(e, 0, sizeof(*e));
+	e->hash = h;
+	e->stored_ms = now_ms;
+	e->expire_ms = now_ms + (uint64_t)ttl * 1000;
+	e->ttl = ttl, e->cap_ttl = cap_ttl;
+	e->charged = charged;
+	e->len = (uint16_t)len, e->nttl = (uint16_t)n;
+	e->qtype = q->qtype, e->qclass = q->qclass;
+	e->bits = bits, e->keylen = (uint8_t)q->qname_len;
+	memcpy(e->data, q->qname, q->qname_len);
+	if (n)
+		memcpy(ttl_offs(e), offs, n * sizeof(uint16_t));
+	memcpy(msg_of(e), msg, len);
+	pthread_mutex_lock(&s->lock);
+	entry_t *old = find(s, h, q, bits);
+	if (old)
+		drop(s, old);
+	entry_t **b = &s->buckets[h & s->mask];
+	e->hnext = *b;
+	*b = e;
+	lru_front(s, e);
+	s->bytes += charged;
+	s->entries++;
+	s->inserts++;
+	while (s->bytes > s->max && s->tail && s->tail != e) {
+		drop(s, s->tail);
+		s->evictions++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t len,
+                 uint64_t now_ms)
+{
+	static _Thread_local scan_t sc;
+	if (len < WIRE_HDR || !wire_answers(q, rd16(resp), resp, len))
+		return -EINVAL;
+	if (resp[2] & 0x02) /* TC: the TCP retry's answer is the one to keep */
+		return -EINVAL;
+	if (scan(resp, len, &sc))
+		return -EINVAL;
+	int rcode = resp[3] & 0x0f;
+	unsigned an = rd16(resp + 6);
+	uint32_t ttl, cap;
+	if (rcode == WIRE_NOERROR && an > 0) {
+		ttl = sc.min_ttl;
+		cap = c->conf.max_ttl;
+	} else if (rcode == WIRE_NXDOMAIN || rcode == WIRE_NOERROR) {
+		if (!sc.soa)
+			return -EINVAL; /* RFC 2308 section 5: no SOA, no negative caching */
+		ttl = sc.soa_ttl < sc.soa_min ? sc.soa_ttl : sc.soa_min;
+		cap = c->conf.neg_max_ttl < ttl ? c->conf.neg_max_ttl : ttl;
+	} else {
+		return -EINVAL;
+	}
+	if (ttl > cap)
+		ttl = cap;
+	if (ttl == 0)
+		return -EINVAL;
+	return store(c, q, resp, len, sc.offs, sc.n, ttl, cap, now_ms);
+}
+
+int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire_query_t *q,
+                          uint64_t now_ms)
+{
+	uint8_t bits = query_bits(q);
+	uint64_t h = key_hash(c, q, bits);
+	shard_t *s = shard_of(c, h);
+	pthread_mutex_lock(&s->lock);
+	entry_t *e = find(s, h, q, bits);
+	if (e && now_ms < e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000 &&
+	    (msg_of(e)[3] & 0x0f) != WIRE_SERVFAIL) {
+		e->recheck_ms = now_ms + CACHE_SERVFAIL_TTL * 1000;
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	uint8_t buf[WIRE_HDR + WIRE_NAME_MAX + 4 + 64];
+	size_t n = wire_error_response(pkt, len, WIRE_SERVFAIL, buf, sizeof(buf));
+	if (!n)
+		return -EINVAL;
+	return store(c, q, buf, n, NULL, 0, CACHE_SERVFAIL_TTL, CACHE_SERVFAIL_TTL, now_ms);
+}
+
+void cache_stats(cache_t *c, cache_stats_t *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->bytes = c->fixed;
+	for (unsigned i = 0; i < c->nshards; i++) {
+		shard_t *s = &c->shards[i];
+		pthread_mutex_lock(&s->lock);
+		out->hits += s->hits, out->misses += s->misses, out->stale += s->stale;
+		out->prefetches += s->prefetches, out->inserts += s->inserts;
+		out->evictions += s->evictions, out->entries += s->entries;
+		out->bytes += s->bytes;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+/* ---- questions in flight ---------------------------------------------------------------- */
+
+static bool same_key(const cache_waiter_t *a, const cache_waiter_t *b)
+{
+	return a->hash == b->hash && a->qtype == b->qtype && a->qclass == b->qclass &&
+	       a->bits == b->bits && a->keylen == b->keylen &&
+	       memcmp(a->key, b->key, a->keylen) == 0;
+}
+
+bool cache_flight_join(cache_t *c, const wire_query_t *q, cache_waiter_t *w)
+{
+	w->bits = query_bits(q);
+	w->hash = key_hash(c, q, w->bits);
+	w->qtype = q->qtype, w->qclass = q->qclass;
+	w->keylen = (uint8_t)q->qname_len;
+	memcpy(w->key, q->qname, q->qname_len);
+	w->waiters = w->prev = w->next = NULL;
+	cache_waiter_t **b = &c->flights[w->hash % FLIGHT_BUCKETS];
+	pthread_mutex_lock(&c->flock);
+	cache_waiter_t *o = *b;
+	while (o && !same_key(o, w))
+		o = o->next;
+	w->joined = true;
+	w->owner = o == NULL;
+	if (o) { /* wait behind o */
+		w->next = o->waiters;
+		if (o->waiters)
+			o->waiters->prev = w;
+		o->waiters = w;
+		w->prev = o; /* the first waiter's prev is its owner */
+	} else {
+		w->next = *b;
+		if (*b)
+			(*b)->prev = w;
+		*b = w;
+	}
+	pthread_mutex_unlock(&c->flock);
+	return w->owner;
+}
+
+void cache_flight_done(cache_t *c, cache_waiter_t *w, cache_wake_fn wake, void *ctx)
+{
+	pthread_mutex_lock(&c->flock);
+	if (!w->joined || !w->owner) {
+		pthread_mutex_unlock(&c->flock);
+		return;
+	}
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		c->flights[w->hash % FLIGHT_BUCKETS] = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->joined = false;
+	for (cache_waiter_t *x = w->waiters, *next; x; x = next) {
+		next = x->next;
+		x->joined = false;
+		x->next = x->prev = NULL;
+		wake(x, ctx);
+	}
+	w->waiters = w->next = w->prev = NULL;
+	pthread_mutex_unlock(&c->flock);
+}
+
+bool cache_flight_leave(cache_t *c, cache_waiter_t *w)
+{
+	pthread_mutex_lock(&c->flock);
+	bool was = w->joined;
+	if (was && !w->owner) {
+		if (w->prev->waiters == w) /* the first: prev is the owner */
+			w->prev->waiters = w->next;
+		else
+			w->prev->next = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+		w->joined = false;
+		w->next = w->prev = NULL;
+	}
+	pthread_mutex_unlock(&c->flock);
+	return was;
+}
