@@ -150,7 +150,10 @@ $(O)/startstop: bench/startstop.c $(CORE_O)
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst
+$(O)/cachebench: bench/cachebench.c $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/cachebench
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
