@@ -1107,8 +1107,8 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 	return -EADDRINUSE;
 }
 
-/* A configuration snapshot; every snapshot's forwarders share the process's cache. conf's
- * nsid and region point into the snapshot's own copy of cfg. */
+/* A configuration snapshot: copies of cfg and conf (conf's nsid and region pointing into
+ * the copy); every snapshot's forwarders share the process's cache. */
 static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
 {
 	snap_t *sn = calloc(1, sizeof(*sn));

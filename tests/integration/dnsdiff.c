@@ -10,7 +10,8 @@
  * --noedns: the 512-byte UDP limit) and the
  * name's letters in a random case (the seed makes it repeatable); over TCP each server
  * gets one connection that carries every query. Compared, in this order:
- *   rcode; the AA and TC flags; with TC on both, nothing more (what fits is each
+ *   rcode; the AA and TC flags; the OPT record (present, payload size, DO); with TC on
+ *   both, nothing more (what fits is each
  *   server's choice); the answer section as a set of RRs (owner as sent, TTL included,
  *   names inside RDATA case-insensitively) — for ANY, A's RRs must be among B's (RFC
  *   8482 lets a server answer with a subset of the RRsets: Knot gives one); the
@@ -191,6 +192,17 @@ static int compare(const char *name, const char *type, ldns_pkt *a, ldns_pkt *b)
 	}
 	if (ldns_pkt_tc(a) != ldns_pkt_tc(b)) {
 		diff(name, type, "TC", ldns_pkt_tc(a) ? "tc" : "-", ldns_pkt_tc(b) ? "tc" : "-");
+		return 1;
+	}
+	if (ldns_pkt_edns(a) != ldns_pkt_edns(b) ||
+	    (ldns_pkt_edns(a) && (ldns_pkt_edns_udp_size(a) != ldns_pkt_edns_udp_size(b) ||
+	                          ldns_pkt_edns_do(a) != ldns_pkt_edns_do(b)))) {
+		char x[32], y[32];
+		snprintf(x, sizeof(x), "%s %u", ldns_pkt_edns(a) ? "OPT" : "-",
+		         ldns_pkt_edns_udp_size(a));
+		snprintf(y, sizeof(y), "%s %u", ldns_pkt_edns(b) ? "OPT" : "-",
+		         ldns_pkt_edns_udp_size(b));
+		diff(name, type, "EDNS", x, y);
 		return 1;
 	}
 	if (ldns_pkt_tc(a))
