@@ -16,7 +16,7 @@ PREFIX   ?= /usr/local
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
@@ -41,8 +41,8 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
+CORE     := wire names org regions answer registry jsonl config log cache metrics kvkey
 SERVER   := server forward dnstap metrics_http
-CORE     := wire names org regions answer registry jsonl config log cache metrics
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -67,7 +67,8 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
@@ -82,6 +83,10 @@ $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 $(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+$(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/log.o | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
 # make deps-run: what make run needs; make deps (deps-test): what make test needs too.
@@ -114,7 +119,7 @@ run: deps-run
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
+integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/cache
@@ -123,6 +128,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
 	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/ops
 	O=$(O) tests/integration/examples
+	O=$(O) tests/integration/sync
 
 netns: all
 	O=$(O) tests/netns/run
@@ -154,7 +160,13 @@ $(O)/startstop: bench/startstop.c $(CORE_O)
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst
+$(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
+
+$(O)/cachebench: bench/cachebench.c $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 

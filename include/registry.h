@@ -300,4 +300,9 @@ int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
  * never count. One seek, no allocation (the reverse zone's empty non-terminals). */
 int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles);
 
+/* Deletes an org that holds nothing any more (no Machine in any state, peer or Flycast
+ * address): the follower applies a KV delete of org.<slug> with it. -ENOENT if unknown,
+ * -ENOTEMPTY while the org still has records. */
+int reg_delete_org(reg_txn_t *txn, const char *slug);
+
 #endif

@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "follow.h"
 #include "jsonl.h"
+#include "log.h"
 #include "org.h"
+#include "publish.h"
 #include "registry.h"
 #include "zone.h"
 
@@ -34,6 +38,10 @@ static const char *const usage_text =
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
         "  check                       verify every index against the records (exit 1 if not)\n"
         "  stats                       record counts, generation, map use\n"
+        "  publish [--nats URL]... [--bucket NAME] [--replicas N] [--replace] FILE|-\n"
+        "                              validate a file against the fleet's bucket, then write it\n"
+        "  follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+        "                              mirror the fleet's bucket into this registry (a daemon)\n"
         "\n"
         "--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
 
@@ -56,6 +64,18 @@ static const char *const help_text[][2] = {
         {"check",
          "usage: internalctl check\nExit 0 if every index matches the records, 1 if not.\n"},
         {"stats", "usage: internalctl stats\n"},
+        {"publish",
+         "usage: internalctl publish [--nats URL]... [--bucket NAME] [--replicas N] [--replace] "
+         "FILE|-\n"
+         "Validates the whole file as import does, against the bucket's content, then puts\n"
+         "every record under its key; \"op\":\"delete\" records become KV deletes.\n"
+         "--replace: also delete every key the file lacks. Refused input writes nothing.\n"
+         "--nats defaults to nats://127.0.0.1:4222, --bucket to internal; --replicas (default\n"
+         "1) applies when the bucket is created.\n"},
+        {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+                   "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
+                   "when needed, then batches of at most N changes (default 10000), each one\n"
+                   "transaction that also stores the stream position.\n"},
 };
 
 typedef struct {
@@ -720,7 +740,107 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 	printf("index entries  %zu\n", s.index_entries);
 	printf("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
 	       s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
+	reg_follow_t f;
+	if (reg_get_follow(txn, &f) == 0) {
+		char when[64] = "never";
+		time_t t = (time_t)(f.applied_ns / 1000000000ULL);
+		struct tm tm;
+		if (f.applied_ns && gmtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("follows        bucket %s (stream %s)\n", f.bucket,
+		       f.stream[0] ? f.stream : "-");
+		printf("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
+	}
 	return 0;
+}
+
+/* ---- publish / follow (the fleet, DESIGN.md section 7) ----------------------------------- */
+
+#define FLEET_URLS_MAX 16
+
+typedef struct {
+	const char *urls[FLEET_URLS_MAX];
+	size_t nurls;
+	const char *bucket, *file;
+	int replicas;
+	long batch;
+	bool replace;
+} fleet_args_t;
+
+/* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
+static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
+{
+	*a = (fleet_args_t){.bucket = "internal", .replicas = 1};
+	for (int i = 1; i < c->argc; i++) {
+		const char *arg = c->argv[i], *val = i + 1 < c->argc ? c->argv[i + 1] : NULL;
+		char *end;
+		if (strcmp(arg, "--nats") == 0 && val) {
+			if (a->nurls == FLEET_URLS_MAX)
+				return usage("at most 16 --nats URLs");
+			a->urls[a->nurls++] = val, i++;
+		} else if (strcmp(arg, "--bucket") == 0 && val) {
+			a->bucket = val, i++;
+		} else if (file && strcmp(arg, "--replicas") == 0 && val) {
+			a->replicas = (int)strtol(val, &end, 10), i++;
+			if (*end || a->replicas < 1 || a->replicas > 5)
+				return usage("--replicas takes 1 to 5");
+		} else if (file && strcmp(arg, "--replace") == 0) {
+			a->replace = true;
+		} else if (!file && strcmp(arg, "--batch") == 0 && val) {
+			a->batch = strtol(val, &end, 10), i++;
+			if (*end || a->batch < 1 || a->batch > 1000000)
+				return usage("--batch takes 1 to 1000000");
+		} else if (file && !a->file && (arg[0] != '-' || strcmp(arg, "-") == 0)) {
+			a->file = arg;
+		} else {
+			return usage(file ? "publish: unknown option or a second file"
+			                  : "follow: unknown option");
+		}
+	}
+	if (file && !a->file)
+		return usage("publish needs a file (or - for standard input)");
+	if (a->nurls == 0)
+		a->urls[a->nurls++] = "nats://127.0.0.1:4222";
+	return 0;
+}
+
+static int cmd_publish(const cli_t *c)
+{
+	fleet_args_t a;
+	int rc = fleet_args(c, true, &a);
+	if (rc)
+		return rc;
+	log_set_level(LOG_WARN); /* the scratch mirror's progress is not the user's news */
+	publish_opts_t o = {a.urls, a.nurls, a.bucket, a.replicas, a.replace, a.file};
+	return publish_run(&o) ? EXIT_REFUSED : 0;
+}
+
+static volatile sig_atomic_t follow_stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	follow_stop = 1;
+}
+
+static int cmd_follow(const cli_t *c)
+{
+	fleet_args_t a;
+	reg_t *reg;
+	int rc = fleet_args(c, false, &a);
+	if (rc)
+		return rc;
+	struct sigaction sa = {.sa_handler = on_stop};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if ((rc = open_reg(c, true, &reg)))
+		return rc;
+	follow_opts_t o = {a.urls, a.nurls, a.bucket, (size_t)a.batch, &follow_stop};
+	rc = follow_run(reg, &o, NULL);
+	reg_close(reg);
+	return rc ? EXIT_REFUSED : 0;
 }
 
 int main(int argc, char **argv)
@@ -771,5 +891,9 @@ int main(int argc, char **argv)
 		return with_read_txn(&c, do_check);
 	if (strcmp(cmd, "stats") == 0)
 		return with_read_txn(&c, do_stats);
+	if (strcmp(cmd, "publish") == 0)
+		return cmd_publish(&c);
+	if (strcmp(cmd, "follow") == 0)
+		return cmd_follow(&c);
 	return usage("unknown command");
 }

@@ -397,9 +397,6 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 	if (op) {
 		if (!json_is_string(op) || strcmp(json_string_value(op), "delete") != 0)
 			return fail(c, "op", "the only op is \"delete\"");
-		if (kind == K_ORG)
-			return fail(c, "op",
-			            "orgs cannot be deleted by import; use import --replace");
 		r->del = true;
 	}
 	char key[3 * 64 + 8];
@@ -407,9 +404,9 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 	case K_ORG: {
 		const char *net;
 		if ((rc = get_label(c, o, "slug", true, &r->org)) ||
-		    (rc = get_string(c, o, "network", true, &net)))
+		    (rc = get_string(c, o, "network", !r->del, &net)))
 			return rc;
-		if (org_parse_network(net, &r->net))
+		if (net && org_parse_network(net, &r->net))
 			return fail(c, "network", "'%s' is not an fdaa:X:Y::/48 network", net);
 		snprintf(key, sizeof(key), "o%s", r->org);
 		break;
@@ -637,7 +634,7 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 	}
 	for (size_t i = 0; i < j->n; i++) {
 		const rec_t *r = &j->recs[i];
-		if (r->kind != K_ORG)
+		if (r->kind != K_ORG || r->del)
 			continue;
 		c.line = r->line;
 		rc = reg_put_org(txn, r->org, r->net);
@@ -655,6 +652,22 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 			continue;
 		c.line = r->line;
 		if ((rc = apply_one(txn, &c, r)))
+			return rc;
+	}
+	/* org deletes last: the deletes of the org's records in the same file come first */
+	for (size_t i = 0; i < j->n; i++) {
+		const rec_t *r = &j->recs[i];
+		if (r->kind != K_ORG || !r->del)
+			continue;
+		c.line = r->line;
+		rc = reg_delete_org(txn, r->org);
+		if (rc == -ENOTEMPTY)
+			return fail(
+			        &c, "slug",
+			        "org '%s' still has Machines, peers or Flycast addresses; delete "
+			        "them first (or in the same file)",
+			        r->org);
+		if (rc && rc != -ENOENT) /* deleting what is gone is done */
 			return rc;
 	}
 	return 0;

@@ -2087,3 +2087,46 @@ int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned n
 		return 0;
 	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
 }
+
+/* ---- org deletion (the follower: a KV delete of org.<slug>) -------------------------------- */
+
+typedef struct {
+	uint32_t net;
+	bool found;
+} org_find_t;
+
+static int org_machine_fn(const reg_machine_t *m, void *arg)
+{
+	org_find_t *f = arg;
+	return f->found = m->net == f->net;
+}
+
+static int any_hit_fn(const reg_hit_t *h, void *arg)
+{
+	(void)h, (void)arg;
+	return 1;
+}
+
+int reg_delete_org(reg_txn_t *t, const char *slug)
+{
+	org_find_t f = {0};
+	uint8_t nb[4];
+	rkey_t k;
+	int rc = reg_org_net(t, slug, strlen(slug), &f.net);
+	if (rc)
+		return rc;
+	/* peers and Flycast addresses are an org range; Machines (stopped ones too) are
+	 * keyed by id and walked whole: an org is deleted rarely */
+	key_init(&k, f.net, 0);
+	if ((rc = walk_prefix(t, DB_PEERS, &k, hit_from_peer, any_hit_fn, NULL)) ||
+	    (rc = walk_prefix(t, DB_FLYCAST, &k, hit_from_flycast, any_hit_fn, NULL)))
+		return rc > 0 ? -ENOTEMPTY : rc;
+	if ((rc = reg_walk_machines(t, org_machine_fn, &f)) < 0)
+		return rc;
+	if (f.found)
+		return -ENOTEMPTY;
+	put_u32(nb, f.net);
+	if ((rc = raw_del(t, DB_ORGS, slug, strlen(slug))))
+		return rc;
+	return raw_del(t, DB_ORGNETS, nb, 4);
+}
