@@ -163,7 +163,10 @@ $(O)/burst: bench/burst.c | $(O)
 $(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe
+$(O)/cachebench: bench/cachebench.c $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
