@@ -1,20 +1,22 @@
 # internald — one Makefile, read top to bottom.
 #
 #   make            build build/internald and build/internalctl
-#   make run        install missing packages, build, import zones/demo.jsonl, serve [::1]:5353
+#   make run        install missing packages, build, import zones/regions.jsonl and
+#                   zones/demo.jsonl, serve [::1]:5353
 #   make test       unit + integration + netns (root) suites, then unit + integration again
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
 #
 # Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
 
 O        ?= build
 PREFIX   ?= /usr/local
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
@@ -24,15 +26,13 @@ DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libja
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base
+	     dnstap-ldns unbound dnsmasq-base curl
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\"
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+	    -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -41,8 +41,8 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 
 # Pure modules and the registry: shared by both programs and by every unit test.
-SERVER   := server forward dnstap
-CORE     := wire names org regions answer registry jsonl config log cache
+CORE     := wire names org regions answer registry jsonl config log cache metrics kvkey
+SERVER   := server forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -67,7 +67,8 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(CORE_O)
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
@@ -82,6 +83,10 @@ $(O)/tests/dnsq: tests/integration/dnsq.c | $(O)
 $(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+$(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/log.o | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
 # make deps-run: what make run needs; make deps (deps-test): what make test needs too.
@@ -100,29 +105,34 @@ deps deps-run deps-test deps-bench:
 run: deps-run
 	$(MAKE) all
 	rm -rf run/db && mkdir -p run
-	$(O)/internalctl --db run/db import zones/demo.jsonl
+	$(O)/internalctl --db run/db import zones/regions.jsonl zones/demo.jsonl
 	@echo
 	@echo "internald serves the demo org on [::1]:5353. Try, in another terminal:"
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
 	@echo "  dig @::1 -p 5353 +short TXT vms.web.internal"
 	@echo "  dig @::1 -p 5353 +short AAAA top2.nearest.of.web.internal"
+	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2
+		--region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
 
-integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff
+integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
 	O=$(O) tests/integration/cache
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
+	O=$(O) tests/integration/ops
+	O=$(O) tests/integration/examples
+	O=$(O) tests/integration/sync
 
 netns: all
 	O=$(O) tests/netns/run
+	O=$(O) tests/netns/user
 
 sanitize:
 	$(MAKE) O=build/san SAN=1 CC=clang unit integration
@@ -150,10 +160,13 @@ $(O)/startstop: bench/startstop.c $(CORE_O)
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
+$(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
+
 $(O)/cachebench: bench/cachebench.c $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/cachebench
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
@@ -173,12 +186,17 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	    tests/fuzz/corpus/$$t; done
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/internald \
+	install -d $(DESTDIR)$(PREFIX)/sbin \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
-	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \
+		>$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
 
 clean:
 	rm -rf build run

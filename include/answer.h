@@ -21,9 +21,9 @@ typedef struct {
 	uint32_t ttl;     /* every answer, and the negative TTL */
 	const char *nsid; /* NULL: no NSID */
 	size_t nsid_len;
-	const regions_t *regions; /* for nearest; may be empty */
-	int server_region;        /* index into regions for queriers of no known region, or -1 */
-	bool forward;             /* names outside our zones: ANS_FORWARD (else REFUSED) */
+	const char *region; /* the server's own region code for queriers of no known region */
+	size_t region_len;  /* 0: none */
+	bool forward;       /* names outside our zones: ANS_FORWARD (else REFUSED) */
 	org_acl_t acl;
 } ans_conf_t;
 
@@ -39,10 +39,23 @@ typedef struct {
 	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
 	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint32_t serial;  /* the registry's generation */
+	uint32_t serial;  /* the registry's generation (SOA serials are per org) */
 	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
+	/* What the last ans_process decided, for the server's counters (metrics.h). */
+	int last_rcode;   /* the rcode answered (WIRE_BADVERS included); -1: none */
+	int last_form;    /* names_form_t answered from the registry, -1: none */
+	int last_refused; /* ANS_REFUSED_*, -1: not refused for a policy reason */
 } ans_ctx_t;
+
+/* Why a query was REFUSED (last_refused). */
+enum {
+	ANS_REFUSED_ORG,      /* org_classify said ORG_REFUSED (not allowed, or another org's) */
+	ANS_REFUSED_CLASS,    /* class other than IN */
+	ANS_REFUSED_TRANSFER, /* AXFR, IXFR */
+	ANS_REFUSED_NO_ORG,   /* .internal from an allowed source of no org */
+	ANS_REFUSED_NO_FORWARD,
+};
 
 typedef struct {
 	uint8_t src[16], dst[16]; /* IPv6, or v4-mapped */

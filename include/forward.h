@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "metrics.h"
 #include "dnstap.h"
 
 typedef struct fwd fwd_t;
@@ -34,11 +35,21 @@ typedef struct {
 	unsigned client_timer_ms;
 } fwd_conf_t;
 
+/* One upstream's counters (bumped with MET_INC: a scrape reads them from its thread). */
+typedef struct {
+	uint64_t queries, timeouts, mismatched, tcp_retries; /* tries sent, ... */
+	uint64_t rcode[MET_RCODES + 1];                      /* matching responses */
+	uint64_t lat_bucket[MET_LAT_BUCKETS + 1];            /* send to response, not cumulative */
+	uint64_t lat_count, lat_sum_ns;
+} fwd_up_stats_t;
+
 typedef struct {
 	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
 	uint64_t joined;     /* waited for an identical question another query asked */
 	uint64_t stale;      /* answered stale: the client response timer ran out */
 	uint64_t prefetches; /* background refreshes started (fwd_prefetch) */
+	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
+	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;
 
 /*
@@ -71,5 +82,12 @@ int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len);
 void fwd_close(fwd_t *f);
 /* Logs FORWARDER_QUERY / FORWARDER_RESPONSE to dt (the worker's handle; NULL: off). */
 void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt);
+
+/*
+ * Switches f to conf (a reload: new upstreams or timeouts). conf must outlive f, and its
+ * max_inflight must equal the one f was created with (the pool is fixed). Connections
+ * to upstreams close (their tries go on with the next upstream), back-offs are forgotten.
+ */
+void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf);
 
 #endif

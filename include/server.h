@@ -9,6 +9,7 @@
 
 #include "answer.h"
 #include "config.h"
+#include "metrics.h"
 #include "dnstap.h"
 #include "registry.h"
 
@@ -25,5 +26,32 @@ int srv_run(srv_t *s);
 void srv_free(srv_t *s);
 /* The dnstap writer (for its dt_stats / dt_dropped), NULL when --dnstap is off. */
 const dt_t *srv_dnstap(const srv_t *s);
+
+/*
+ * SIGHUP calls fn(s, arg) on the main loop (srv_run's thread); fn re-reads the
+ * configuration and calls srv_reload, returning 0 when it applied one (counted in
+ * internald_reloads_total) or < 0 when it kept the running one.
+ */
+void srv_on_reload(srv_t *s, int (*fn)(srv_t *s, void *arg), void *arg);
+/*
+ * Publishes cfg and conf (copied) to the workers: each adopts them at the start of its
+ * next batch. Only what needs no rebind takes effect (TTL, NSID, allow list, default
+ * org, upstreams, timeouts, the TCP caps); the caller keeps the rest as it runs. -EINVAL
+ * with err when the change needs a restart (forwarding switched on or off, max-inflight).
+ * Call from the main loop only.
+ */
+int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err);
+/* The configuration in force (the last one published). Main loop only. */
+const config_t *srv_config(const srv_t *s);
+
+/* From any thread (the metrics server's): the workers' counters summed, the upstreams',
+ * the registry's position. Briefly locks out a worker closing its forwarder. 0. */
+int srv_metrics(srv_t *s, met_snapshot_t *out);
+/* 200 when every worker's loop turned within the last 3 s, else 503; msg says which
+ * worker stalled. Any thread. */
+int srv_health(const srv_t *s, char *msg, size_t cap);
+/* 200 once serving (every listener bound, the registry open, the workers started);
+ * 503 while starting (s may be NULL) and once a stop signal came. Any thread. */
+int srv_ready(const srv_t *s, char *msg, size_t cap);
 
 #endif

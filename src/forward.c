@@ -67,6 +67,7 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
+	uint64_t sent_ns;        /* when the try was sent (uv_hrtime): the latency histogram */
 	struct timespec dt_sent; /* dnstap: when this try went upstream, */
 	dt_end_t dt_local;       /* and from which of our addresses */
 	cache_waiter_t cw;       /* in the cache's table of questions in flight */
@@ -112,9 +113,10 @@ struct fwd {
 	size_t rnd_used;
 	uint8_t rbuf[65536], obuf[65536];
 	fwd_stats_t stats;
-	dt_worker_t *dt;       /* NULL: no dnstap */
-	uv_async_t wake;       /* an owner in another worker handed answers over */
-	pthread_mutex_t mlock; /* the mailbox, written by other workers */
+	bool down_logged[CFG_UPSTREAM_MAX]; /* logged once per state change */
+	dt_worker_t *dt;                    /* NULL: no dnstap */
+	uv_async_t wake;                    /* an owner in another worker handed answers over */
+	pthread_mutex_t mlock;              /* the mailbox, written by other workers */
 	fq_t *mail;
 	bool mclosed;
 };
@@ -123,6 +125,7 @@ static void start_try(fq_t *q);
 static void tcp_send(fq_t *q);
 static void on_q_timer(uv_timer_t *t);
 static void on_tconn_idle(uv_timer_t *t);
+static void mark_down(fwd_t *f, int up, const char *why);
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -162,6 +165,7 @@ static void release(fq_t *q)
 	q->next_free = f->free;
 	f->free = q;
 	f->inflight--;
+	MET_ADD(f->stats.inflight, (uint64_t)-1);
 }
 
 /* dnstap: FORWARDER_QUERY for the try that just went out on h (our end: its address). */
@@ -177,6 +181,14 @@ static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
 	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
 	clock_gettime(CLOCK_REALTIME, &q->dt_sent);
 	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
+}
+
+/* dnstap: FORWARDER_RESPONSE for the upstream's answer r to the current try. */
+static void tap_response(fq_t *q, const uint8_t *r, size_t len)
+{
+	dt_end_t up;
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	dt_log_forwarder_response(q->f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r, len);
 }
 
 /* ---- transports ------------------------------------------------------------------------------ */
@@ -226,7 +238,7 @@ static void fail_try(fq_t *q, bool upstream_down)
 {
 	fwd_t *f = q->f;
 	if (upstream_down)
-		f->down_until[q->up] = uv_now(f->loop) + BACKOFF_MS;
+		mark_down(f, q->up, "unreachable");
 	transport_stop(q);
 	q->retry_now = true;
 	uv_timer_start(&q->timer, on_q_timer, 0, 0);
@@ -324,7 +336,17 @@ static bool matches(const fq_t *q, const uint8_t *r, size_t len)
 static void deliver(fq_t *q, const uint8_t *r, size_t len)
 {
 	fwd_t *f = q->f;
+	fwd_up_stats_t *u = &f->stats.up[q->up];
+	uint64_t ns = uv_hrtime() - q->sent_ns;
+	MET_INC(u->rcode[met_rcode_index(r[3] & 0x0f)]);
+	MET_INC(u->lat_bucket[met_lat_bucket(ns)]);
+	MET_INC(u->lat_count);
+	MET_ADD(u->lat_sum_ns, ns);
 	f->down_until[q->up] = 0;
+	if (f->down_logged[q->up]) {
+		f->down_logged[q->up] = false;
+		log_info("event=upstream-up upstream=%s", f->conf->upstreams[q->up].text);
+	}
 	if (f->dt) {
 		dt_end_t up;
 		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
@@ -339,10 +361,14 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 {
 	if (!matches(q, r, len)) {
 		q->f->stats.mismatched++;
+		MET_INC(q->f->stats.up[q->up].mismatched);
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
+		if (q->f->dt)
+			tap_response(q, r, len);
 		q->f->stats.tcp_retries++;
+		MET_INC(q->f->stats.up[q->up].tcp_retries);
 		q->use_tcp = true;
 		udp_stop(q);
 		tcp_send(q);
@@ -510,6 +536,7 @@ static void on_tconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			deliver(q, m, mlen);
 		} else {
 			tc->f->stats.mismatched++;
+			MET_INC(tc->f->stats.up[tc->up].mismatched);
 		}
 		off += 2 + mlen;
 	}
@@ -592,7 +619,8 @@ static void on_q_timer(uv_timer_t *t)
 	if (q->retry_now) {
 		q->retry_now = false;
 	} else { /* the try timed out */
-		q->f->down_until[q->up] = uv_now(q->f->loop) + BACKOFF_MS;
+		MET_INC(q->f->stats.up[q->up].timeouts);
+		mark_down(q->f, q->up, "timeout");
 		transport_stop(q);
 	}
 	start_try(q);
@@ -621,6 +649,8 @@ static void start_try(fq_t *q)
 	q->use_tcp = q->client_tcp;
 	q->up_id = random_id(f);
 	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
+	q->sent_ns = uv_hrtime();
+	MET_INC(f->stats.up[pick].queries);
 	uint64_t wait = f->conf->timeout_ms;
 	if (now + wait > q->deadline)
 		wait = q->deadline - now;
@@ -737,6 +767,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 		return -EINVAL;
 	f->free = q->next_free;
 	f->inflight++;
+	MET_INC(f->stats.inflight);
 	f->stats.forwarded++;
 	q->active = true;
 	q->retry_now = false;
@@ -824,6 +855,30 @@ void fwd_close(fwd_t *f)
 		if (f->tconn[i])
 			tconn_close(f->tconn[i], false);
 	maybe_free(f);
+}
+
+/* An upstream failed a try: skip it for the back-off, say so once per state change. */
+static void mark_down(fwd_t *f, int up, const char *why)
+{
+	f->down_until[up] = uv_now(f->loop) + BACKOFF_MS;
+	if (!f->down_logged[up]) {
+		f->down_logged[up] = true;
+		log_warn("event=upstream-down upstream=%s reason=%s backoff_ms=%d",
+		         f->conf->upstreams[up].text, why, BACKOFF_MS);
+	}
+}
+
+void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
+{
+	if (f->closing || conf->max_inflight != f->conf->max_inflight || conf->n == 0)
+		return;
+	f->conf = conf;
+	for (int i = 0; i < CFG_UPSTREAM_MAX; i++) {
+		if (f->tconn[i])
+			tconn_close(f->tconn[i], false);
+		f->down_until[i] = 0;
+		f->down_logged[i] = false;
+	}
 }
 
 void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)

@@ -1,25 +1,168 @@
 /*
- * internald — main(): read the configuration, open the registry read-only, load the
- * regions, start the server. Thin by design: every piece lives in its module.
+ * internald — main(): read the configuration, open the registry read-only, bind, drop
+ * privileges, start the server (regions are registry records: nothing else to load); on
+ * SIGHUP read the configuration again. Thin by design: every piece lives in its module.
  */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "answer.h"
 #include "config.h"
 #include "log.h"
-#include "regions.h"
+#include "metrics.h"
 #include "registry.h"
 #include "server.h"
 
+#ifndef INTERNALD_VERSION
+#define INTERNALD_VERSION "unknown"
+#endif
+
 static config_t cfg;
-static regions_t regions;
 static ans_conf_t conf;
+static int g_argc;
+static char **g_argv;
+
+/* What answer.c needs from a configuration. */
+static int build_conf(const config_t *c, ans_conf_t *a)
+{
+	*a = (ans_conf_t){0};
+	a->region = c->region; /* its coordinates are the registry's, read per query */
+	a->region_len = strlen(c->region);
+	a->ttl = c->ttl;
+	a->nsid = c->nsid[0] ? c->nsid : NULL;
+	a->nsid_len = strlen(c->nsid);
+	a->forward = c->nupstream > 0;
+	a->acl = c->acl;
+	return 0;
+}
+
+static bool same_addr(const cfg_addr_t *a, const cfg_addr_t *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* SIGHUP: the config file and the command line again (the command line still wins). What
+ * needs a rebind or a restart keeps its running value and is logged as such. */
+static int reload(srv_t *s, void *arg)
+{
+	(void)arg;
+	const config_t *cur = srv_config(s);
+	char err[CFG_ERR_MAX] = "";
+	config_t *n = malloc(sizeof(*n));
+	ans_conf_t a;
+	if (!n) {
+		log_error("event=reload status=failed reason=\"out of memory\"");
+		return -ENOMEM;
+	}
+	config_defaults(n);
+	int rc = config_parse_args(n, g_argc, g_argv, err);
+	if (rc == 0 && n->nupstream == 0)
+		config_upstreams_from_resolv(n, "/etc/resolv.conf");
+	if (rc == 0 && build_conf(n, &a))
+		rc = -EINVAL;
+	bool listen_same = n->nlisten == cur->nlisten;
+	for (size_t i = 0; rc == 0 && listen_same && i < n->nlisten; i++)
+		listen_same = same_addr(&n->listen[i], &cur->listen[i]);
+	struct {
+		const char *key;
+		bool changed;
+	} restart[] = {
+	        {"listen", !listen_same},
+	        {"db", strcmp(n->db, cur->db) != 0},
+	        {"workers", n->workers != cur->workers},
+	        {"metrics", n->has_metrics != cur->has_metrics ||
+	                            (n->has_metrics && !same_addr(&n->metrics, &cur->metrics))},
+	        {"user", strcmp(n->user, cur->user) != 0},
+	        {"dnstap", strcmp(n->dnstap, cur->dnstap) != 0},
+	        {"cache-size", n->cache_size != cur->cache_size},
+	        {"cache-max-ttl", n->cache_max_ttl != cur->cache_max_ttl},
+	        {"cache-negative-max-ttl", n->cache_neg_max_ttl != cur->cache_neg_max_ttl},
+	        {"serve-stale", n->serve_stale != cur->serve_stale},
+	};
+	if (rc == 0) {
+		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
+			if (restart[i].changed)
+				log_warn("event=reload key=%s status=needs-restart (the running "
+				         "value "
+				         "stays until internald restarts)",
+				         restart[i].key);
+		memcpy(n->listen, cur->listen, sizeof(n->listen));
+		n->nlisten = cur->nlisten;
+		memcpy(n->db, cur->db, sizeof(n->db));
+		n->workers = cur->workers;
+		n->metrics = cur->metrics, n->has_metrics = cur->has_metrics;
+		memcpy(n->user, cur->user, sizeof(n->user));
+		memcpy(n->dnstap, cur->dnstap, sizeof(n->dnstap));
+		n->cache_size = cur->cache_size, n->cache_max_ttl = cur->cache_max_ttl;
+		n->cache_neg_max_ttl = cur->cache_neg_max_ttl, n->serve_stale = cur->serve_stale;
+		rc = srv_reload(s, n, &a, err);
+	}
+	if (rc) {
+		log_error(
+		        "event=reload status=failed reason=\"%s\" (kept the running configuration)",
+		        err);
+		free(n);
+		return rc;
+	}
+	log_set_level((log_level_t)n->log_level);
+	log_info("event=reload status=applied ttl=%u upstreams=%zu allow=%zu nsid=%s "
+	         "log_level=%d",
+	         n->ttl, n->nupstream, n->acl.nallow, n->nsid[0] ? n->nsid : "-", n->log_level);
+	free(n);
+	return 0;
+}
+
+/* --user: every socket is bound; give up root for good, or refuse to go on. */
+static int drop_privileges(const char *user)
+{
+	errno = 0;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		log_error("event=privileges status=failed user=%s reason=\"%s\"", user,
+		          errno ? strerror(errno) : "no such user");
+		return -1;
+	}
+	if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+		log_error("event=privileges status=failed user=%s reason=\"refusing to serve as "
+		          "root (uid or gid 0)\"",
+		          user);
+		return -1;
+	}
+	const char *step = NULL;
+	if (setgroups(1, &pw->pw_gid))
+		step = "setgroups";
+	else if (setgid(pw->pw_gid))
+		step = "setgid";
+	else if (setuid(pw->pw_uid))
+		step = "setuid";
+	if (step) {
+		log_error("event=privileges status=failed user=%s step=%s reason=\"%s\"%s", user,
+		          step, strerror(errno),
+		          errno == EPERM ? " (start internald as root to use --user)" : "");
+		return -1;
+	}
+	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0 ||
+	    getuid() != pw->pw_uid || getgid() != pw->pw_gid || setuid(0) == 0) {
+		log_error("event=privileges status=failed user=%s reason=\"still root after "
+		          "the drop\"",
+		          user);
+		return -1;
+	}
+	log_info("event=privileges status=dropped user=%s uid=%u gid=%u", user,
+	         (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
 	char err[CFG_ERR_MAX] = "";
+	g_argc = argc, g_argv = argv;
 	config_defaults(&cfg);
 	int rc = config_parse_args(&cfg, argc, argv, err);
 	if (rc == 1)
@@ -29,51 +172,61 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level((log_level_t)cfg.log_level);
+	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
 
-	if (regions_load(&regions, cfg.regions_file, err, sizeof(err))) {
-		log_error("regions: %s (give the file with --regions)", err);
-		return 1;
-	}
-	conf.server_region = -1;
-	if (cfg.region[0] &&
-	    (conf.server_region = regions_find(&regions, cfg.region, strlen(cfg.region))) < 0) {
-		log_error("--region %s is not in %s", cfg.region, cfg.regions_file);
-		return 1;
-	}
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
 		if (n < 0)
-			log_warn("/etc/resolv.conf: %s; nothing to forward to", strerror(-n));
+			log_warn("event=no-upstream reason=\"/etc/resolv.conf: %s; nothing to "
+			         "forward to\"",
+			         strerror(-n));
 	}
-	conf.ttl = cfg.ttl;
-	conf.nsid = cfg.nsid[0] ? cfg.nsid : NULL;
-	conf.nsid_len = strlen(cfg.nsid);
-	conf.regions = &regions;
-	conf.forward = cfg.nupstream > 0;
-	conf.acl = cfg.acl;
+	if (build_conf(&cfg, &conf))
+		return 1;
 	if (!conf.forward)
-		log_warn("no upstream resolvers: names outside .internal get REFUSED");
+		log_warn("event=no-upstream reason=\"no upstream resolvers: names outside "
+		         ".internal get REFUSED\"");
+
+	met_http_t *http = NULL;
+	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
+		log_error("event=error reason=\"%s\"", err);
+		return 1;
+	}
+	if (getenv("INTERNALD_TEST_HOOKS"))
+		usleep(1500 * 1000); /* test hook: a slow start, so /ready can be seen 503 */
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("cannot open the registry at %s: %s%s", cfg.db, reg_strerror(rc),
+		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		          reg_strerror(rc),
 		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
 		                        : "");
+		met_http_stop(http);
 		return 1;
 	}
 	int stale = reg_reader_check(reg);
-	if (stale > 0)
-		log_info("cleared %d registry reader slots of dead processes", stale);
+	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
+	         stale > 0 ? stale : 0);
 
 	srv_t *srv;
 	if ((rc = srv_create(&srv, &cfg, &conf, reg, err))) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
+		met_http_stop(http);
 		reg_close(reg);
 		return 1;
 	}
+	if (cfg.user[0] && drop_privileges(cfg.user)) {
+		srv_free(srv);
+		met_http_stop(http);
+		reg_close(reg);
+		return 1;
+	}
+	srv_on_reload(srv, reload, NULL);
+	met_http_attach(http, srv);
 	rc = srv_run(srv);
+	met_http_stop(http); /* before the server goes: a scrape reads its workers */
 	srv_free(srv);
 	reg_close(reg);
-	log_info("stopped");
+	log_info("event=stop status=%s", rc ? "error" : "clean");
 	return rc ? 1 : 0;
 }

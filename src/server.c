@@ -19,6 +19,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -26,6 +27,7 @@
 #include "cache.h"
 #include "forward.h"
 #include "log.h"
+#include "metrics.h"
 #include "wire.h"
 
 #define BATCH          32
@@ -34,6 +36,18 @@
 #define CMSG_ROOM      CMSG_SPACE(sizeof(struct in6_pktinfo))
 #define TCP_WRITE_HIGH (256 * 1024) /* stop reading a client that does not read */
 #define ROUNDS         8            /* recvmmsg rounds per readable event */
+#define BEAT_MS        1000         /* a worker's heartbeat (the watchdog's /health) */
+#define STALL_MS       3000         /* a heartbeat older than this: the worker is stalled */
+#define HOOK_STALL_S   6            /* INTERNALD_TEST_HOOKS: SIGUSR2 stalls worker 0 so long */
+
+/* One configuration the workers run with: immutable once published (SIGHUP publishes
+ * a new one; a worker adopts it at the start of its next batch). Freed with the server. */
+typedef struct snap {
+	config_t cfg;
+	ans_conf_t conf;
+	fwd_conf_t fwd;
+	struct snap *prev;
+} snap_t;
 
 typedef struct worker worker_t;
 
@@ -62,6 +76,7 @@ typedef struct conn {
 	bool closing, reading;
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
+	bool idled;            /* closed by the idle timer (metrics) */
 	uint16_t sport, dport; /* for dnstap */
 } conn_t;
 
@@ -93,7 +108,6 @@ struct worker {
 	fwd_udp_t *fwd_pool, *fwd_free;
 	conn_t *conns;
 	unsigned nconns, max_conns;
-	uint64_t wakeups, recv_calls, datagrams; /* logged at exit */
 	uint64_t over_cap; /* UDP queries refused before forward.c: no context left */
 	/* UDP batch buffers */
 	struct mmsghdr in[BATCH], out[BATCH];
@@ -102,6 +116,13 @@ struct worker {
 	uint8_t cmsg_in[BATCH][CMSG_ROOM], cmsg_out[BATCH][CMSG_ROOM];
 	uint8_t rbuf[BATCH][RBUF], wbuf[BATCH][WBUF];
 	uint8_t tcp_out[WIRE_TCP_MAX + 2];
+	met_worker_t m;          /* this worker's counters: only it writes them */
+	const snap_t *snap;      /* the configuration this worker runs with */
+	uv_timer_t beat;         /* stamps m.heartbeat_ns */
+	uv_async_t stall;        /* test hook */
+	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
+	fwd_stats_t fwd_last;
+	bool reg_failed; /* the last renew failed: logged once */
 	dt_worker_t *dt; /* NULL: no dnstap */
 };
 
@@ -111,12 +132,30 @@ struct srv {
 	reg_t *reg;
 	unsigned nworkers;
 	worker_t *workers;
-	fwd_conf_t fwd_conf;
 	uv_loop_t main;
 	uv_signal_t sigint, sigterm;
-	dt_t *dt;       /* NULL: no dnstap */
-	cache_t *cache; /* forwarded answers, shared by the workers; NULL: none */
+	snap_t *snap; /* the newest configuration (workers load it, acquire) */
+	int state;    /* SRV_STARTING, SRV_READY, SRV_STOPPING (atomic) */
+	bool hooks;   /* INTERNALD_TEST_HOOKS is set */
+	uv_signal_t sighup, sigusr2;
+	int (*reload)(srv_t *s, void *arg);
+	void *reload_arg;
+	uint64_t reloads, reload_failures;
+	uv_mutex_t scrape; /* a scrape against a worker closing its forwarder */
+	dt_t *dt;          /* NULL: no dnstap */
+	cache_t *cache;    /* forwarded answers, shared by the workers; NULL: none */
 };
+
+enum { SRV_STARTING, SRV_READY, SRV_STOPPING };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void worker_adopt(worker_t *w, const snap_t *sn);
 
 /* ---- addresses ------------------------------------------------------------------------ */
 
@@ -151,10 +190,21 @@ static const char *addr_text(const struct sockaddr_storage *ss, char *buf, size_
 
 static bool batch_begin(worker_t *w)
 {
+	const snap_t *sn = __atomic_load_n(&w->srv->snap, __ATOMIC_ACQUIRE);
+	if (sn != w->snap)
+		worker_adopt(w, sn);
 	int rc = reg_txn_renew(w->txn);
 	if (rc) {
-		log_error("worker %u: cannot read the registry: %s", w->idx, reg_strerror(rc));
+		if (!w->reg_failed) /* once per state change, not once per packet */
+			log_error("event=registry-error worker=%u reason=\"cannot read the "
+			          "registry: %s\"",
+			          w->idx, reg_strerror(rc));
+		w->reg_failed = true;
 		return false;
+	}
+	if (w->reg_failed) {
+		w->reg_failed = false;
+		log_info("event=registry-reopened worker=%u", w->idx);
 	}
 	uint64_t snapshot = reg_txn_id(w->txn);
 	if (snapshot == w->snapshot)
@@ -162,13 +212,13 @@ static bool batch_begin(worker_t *w)
 	w->snapshot = snapshot;
 	uint64_t gen = reg_generation(w->txn);
 	if (gen != w->gen || gen == 0) {
-		const char *slug = w->srv->cfg->default_org;
+		const char *slug = w->snap->cfg.default_org;
 		w->gen = gen;
 		w->ans.serial = (uint32_t)gen;
 		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
 		                                            &w->ans.default_net) == 0;
 		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {
-			log_warn("default org '%s' is not in the registry (generation %llu)", slug,
+			log_warn("event=default-org-missing org=%s generation=%llu", slug,
 			         (unsigned long long)gen);
 			w->default_warned = true;
 		}
@@ -179,6 +229,92 @@ static bool batch_begin(worker_t *w)
 static void batch_end(worker_t *w)
 {
 	reg_txn_reset(w->txn);
+}
+
+/* ---- counters (metrics.h): a few stores into the worker's own struct, per query ---------- */
+
+static const uint8_t form_index[] = {
+        [NAME_NX] = MET_FORM_OTHER,
+        [NAME_APEX] = MET_FORM_APEX,
+        [NAME_ENT] = MET_FORM_OTHER,
+        [NAME_APP] = MET_FORM_APP,
+        [NAME_REGION] = MET_FORM_REGION,
+        [NAME_GROUP] = MET_FORM_GROUP,
+        [NAME_VM] = MET_FORM_VM,
+        [NAME_NEAREST] = MET_FORM_NEAREST,
+        [NAME_META] = MET_FORM_METADATA,
+        [NAME_VMS] = MET_FORM_VMS,
+        [NAME_REGIONS] = MET_FORM_REGIONS,
+        [NAME_APPS] = MET_FORM_APPS,
+        [NAME_PEERS] = MET_FORM_PEERS,
+        [NAME_PEER] = MET_FORM_PEER,
+        [NAME_INSTANCES] = MET_FORM_INSTANCES,
+        [NAME_FLYCAST] = MET_FORM_FLYCAST,
+        [NAME_PTR] = MET_FORM_PTR,
+};
+
+static bool is_v4mapped(const uint8_t a[16])
+{
+	static const uint8_t prefix[12] = {[10] = 0xff, [11] = 0xff};
+	return memcmp(a, prefix, 12) == 0;
+}
+
+static void count_query(worker_t *w, const ans_client_t *cl)
+{
+	MET_INC(w->m.queries[cl->tcp ? MET_TCP : MET_UDP]
+	                    [is_v4mapped(cl->src) ? MET_IPV4 : MET_IPV6]);
+}
+
+/* What ans_process decided (its last_* fields) into the counters. */
+static void count_answer(worker_t *w, const ans_client_t *cl, ans_action_t act, const uint8_t *pkt,
+                         size_t len, const uint8_t *out, size_t outlen)
+{
+	const ans_ctx_t *a = &w->ans;
+	if (act == ANS_DROP) {
+		MET_INC(w->m.dropped[len < WIRE_HDR         ? MET_DROP_SHORT
+		                     : (pkt[2] & 0x80) != 0 ? MET_DROP_QR
+		                                            : MET_DROP_UNPARSEABLE]);
+		return;
+	}
+	if (act != ANS_REPLY || !outlen)
+		return;
+	MET_INC(w->m.rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
+	                                                     : (unsigned)a->last_rcode)]);
+	if (a->last_form > NAME_OUTSIDE && (size_t)a->last_form < sizeof(form_index))
+		MET_INC(w->m.form[form_index[a->last_form]]);
+	if (!cl->tcp && (out[2] & 0x02))
+		MET_INC(w->m.truncated);
+	if (a->last_refused < 0)
+		return;
+	int why = MET_REFUSED_NO_UPSTREAM;
+	switch (a->last_refused) {
+	case ANS_REFUSED_ORG: /* the one verdict covers two reasons: the allow list tells */
+		why = MET_REFUSED_NOT_ALLOWED;
+		for (size_t i = 0; i < a->conf->acl.nallow; i++)
+			if (org_prefix_contains(&a->conf->acl.allow[i], cl->src))
+				why = MET_REFUSED_OTHER_ORG;
+		break;
+	case ANS_REFUSED_CLASS:
+		why = MET_REFUSED_CLASS;
+		break;
+	case ANS_REFUSED_TRANSFER:
+		why = MET_REFUSED_TRANSFER;
+		break;
+	case ANS_REFUSED_NO_ORG:
+		why = MET_REFUSED_NO_ORG;
+		break;
+	}
+	MET_INC(w->m.refused[why]);
+}
+
+/* A response relayed from upstream (or the SERVFAIL of a failed forward). */
+static void count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len)
+{
+	if (len < WIRE_HDR)
+		return;
+	MET_INC(w->m.rcode[met_rcode_index(resp[3] & 0x0f)]);
+	if (!tcp && (resp[2] & 0x02))
+		MET_INC(w->m.truncated);
 }
 
 /* ---- dnstap (include/dnstap.h): the client's and our end of a message ---------------------- */
@@ -277,6 +413,8 @@ static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
 	fwd_udp_t *u = arg;
 	worker_t *w = u->sock->w;
 	if (len)
+		count_relayed(w, false, resp, len);
+	if (len)
 		udp_send_one(u->sock, &u->peer, u->peer_len, u->dst, u->ifindex, resp, len);
 	if (len && w->dt) {
 		dt_end_t cl, sv;
@@ -330,6 +468,7 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 		w->fwd_free = u;
 	} else {
 		w->over_cap++; /* as many contexts as the cap: forward.c is full too */
+		MET_INC(w->m.forward_over_cap);
 	}
 	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
 }
@@ -368,21 +507,23 @@ static void on_udp(uv_poll_t *h, int status, int events)
 	(void)events;
 	if (status < 0 || !batch_begin(w))
 		return;
-	w->wakeups++;
+	MET_INC(w->m.wakeups);
 	for (int round = 0; round < ROUNDS; round++) {
 		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
-		w->recv_calls++;
+		MET_INC(w->m.recv_calls);
 		if (n <= 0)
 			break;
-		w->datagrams += (uint64_t)n;
+		MET_ADD(w->m.datagrams, (uint64_t)n);
 		unsigned m = 0;
 		struct timespec now;
 		if (w->dt)
 			clock_gettime(CLOCK_REALTIME, &now);
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &w->in[i].msg_hdr;
-			if (mh->msg_flags & MSG_TRUNC)
+			if (mh->msg_flags & MSG_TRUNC) {
+				MET_INC(w->m.dropped[MET_DROP_OVERSIZE]);
 				continue; /* larger than any query: drop */
+			}
 			ans_client_t cl = {.tcp = false};
 			unsigned ifindex;
 			addr16(&w->from[i], cl.src);
@@ -391,19 +532,23 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			else
 				memcpy(cl.dst, s->local, 16), ifindex = 0;
 			size_t len = 0;
+			count_query(w, &cl);
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
 			                               w->wbuf[m], WBUF, &len);
+			count_answer(w, &cl, act, w->rbuf[i], w->in[i].msg_len, w->wbuf[m], len);
 			dt_end_t tc, ts;
 			if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
 				tap_ends(&tc, &ts, cl.src, port_of(&w->from[i]), cl.dst, s->port);
 				dt_log_client_query(w->dt, false, &tc, &ts, w->rbuf[i],
 				                    w->in[i].msg_len, &now);
 			}
-			if (act == ANS_FORWARD)
+			if (act == ANS_FORWARD) {
 				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
 				                  w->in[i].msg_len, w->wbuf[m]);
-			else if (act != ANS_REPLY)
+				count_relayed(w, false, w->wbuf[m], len);
+			} else if (act != ANS_REPLY) {
 				continue;
+			}
 			if (!len)
 				continue;
 			if (w->dt)
@@ -452,6 +597,9 @@ static void conn_release(conn_t *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	MET_ADD(w->m.tcp_open, (uint64_t)-1);
+	if (c->idled)
+		MET_INC(w->m.tcp_closed_idle);
 	free(c->buf);
 	free(c);
 }
@@ -472,7 +620,9 @@ static void conn_close(conn_t *c)
 
 static void on_idle(uv_timer_t *t)
 {
-	conn_close(t->data);
+	conn_t *c = t->data;
+	c->idled = !c->closing;
+	conn_close(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -558,6 +708,8 @@ static void conn_send(conn_t *c, uint8_t *framed, size_t len)
 static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 {
 	conn_t *c = arg;
+	if (len)
+		count_relayed(c->w, true, resp, len);
 	if (len && !c->closing) {
 		uint8_t *out = c->w->tcp_out;
 		memcpy(out + 2, resp, len);
@@ -578,7 +730,9 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	memcpy(cl.src, c->src, 16);
 	memcpy(cl.dst, c->dst, 16);
 	size_t out = 0;
+	count_query(w, &cl);
 	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
+	count_answer(w, &cl, act, pkt, len, w->tcp_out + 2, out);
 	dt_end_t tc, ts;
 	struct timespec now;
 	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
@@ -589,6 +743,7 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	wire_query_t q;
 	if (act == ANS_FORWARD && w->srv->cache && wire_parse_query(pkt, len, &q) == WIRE_OK &&
 	    (out = cache_answer(w, pkt, len, &q, WIRE_TCP_MAX, w->tcp_out + 2, WIRE_TCP_MAX))) {
+		count_relayed(w, true, w->tcp_out + 2, out);
 		conn_send(c, w->tcp_out, out);
 		if (w->dt)
 			dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
@@ -600,6 +755,7 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 			return;
 		}
 		out = wire_error_response(pkt, len, WIRE_SERVFAIL, w->tcp_out + 2, WIRE_TCP_MAX);
+		count_relayed(w, true, w->tcp_out + 2, out);
 	} else if (act != ANS_REPLY) {
 		conn_close(c); /* a message we would not answer on UDP ends a TCP session */
 		return;
@@ -677,6 +833,7 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	if (w->nconns >= w->max_conns) {
 		/* over the cap: accept and close at once, so the client knows */
+		MET_INC(w->m.tcp_closed_cap);
 		uv_tcp_t *t = malloc(sizeof(*t));
 		if (t && uv_tcp_init(&w->loop, t) == 0) {
 			uv_accept(server, (uv_stream_t *)t);
@@ -701,6 +858,8 @@ static void on_connection(uv_stream_t *server, int status)
 		w->conns->prev = c;
 	w->conns = c;
 	w->nconns++;
+	MET_INC(w->m.tcp_accepted);
+	MET_INC(w->m.tcp_open);
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
 	if (uv_accept(server, (uv_stream_t *)&c->h) ||
@@ -713,7 +872,7 @@ static void on_connection(uv_stream_t *server, int status)
 	len = sizeof(ss);
 	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
 		addr16(&ss, c->dst), c->dport = port_of(&ss);
-	uv_timer_start(&c->idle, on_idle, w->srv->cfg->tcp_idle_ms, w->srv->cfg->tcp_idle_ms);
+	uv_timer_start(&c->idle, on_idle, w->snap->cfg.tcp_idle_ms, w->snap->cfg.tcp_idle_ms);
 	conn_read_start(c);
 }
 
@@ -731,8 +890,12 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void worker_close_all(worker_t *w)
 {
 	if (w->fwd) {
+		uv_mutex_lock(&w->srv->scrape); /* a scrape may be reading its counters */
+		w->fwd_last = *fwd_stats(w->fwd);
+		w->fwds = &w->fwd_last;
 		fwd_close(w->fwd);
 		w->fwd = NULL;
+		uv_mutex_unlock(&w->srv->scrape);
 	}
 	for (conn_t *c = w->conns; c; c = c->next)
 		conn_close(c);
@@ -742,11 +905,11 @@ static void worker_close_all(worker_t *w)
 static void on_stop(uv_async_t *a)
 {
 	worker_t *w = a->data;
-	if (w->wakeups)
+	if (w->m.wakeups)
 		log_info("worker %u: %llu datagrams, %.2f per recvmmsg, %.2f per wake-up", w->idx,
-		         (unsigned long long)w->datagrams,
-		         (double)w->datagrams / (double)w->recv_calls,
-		         (double)w->datagrams / (double)w->wakeups);
+		         (unsigned long long)w->m.datagrams,
+		         (double)w->m.datagrams / (double)w->m.recv_calls,
+		         (double)w->m.datagrams / (double)w->m.wakeups);
 	if (w->fwd) {
 		const fwd_stats_t *st = fwd_stats(w->fwd);
 		if (st->forwarded || w->over_cap)
@@ -764,6 +927,20 @@ static void on_stop(uv_async_t *a)
 	worker_close_all(w);
 }
 
+static void on_beat(uv_timer_t *t)
+{
+	worker_t *w = t->data;
+	__atomic_store_n(&w->m.heartbeat_ns, mono_ns(), __ATOMIC_RELAXED);
+}
+
+/* The test hook behind INTERNALD_TEST_HOOKS (internald(8)): a stuck event loop. */
+static void on_stall(uv_async_t *a)
+{
+	worker_t *w = a->data;
+	log_warn("event=test-stall worker=%u seconds=%d", w->idx, HOOK_STALL_S);
+	sleep(HOOK_STALL_S);
+}
+
 static void worker_main(void *arg)
 {
 	worker_t *w = arg;
@@ -779,8 +956,9 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 		return -EIO;
 	}
 	w->srv = s;
+	w->snap = s->snap;
 	in_init(w);
-	w->ans.conf = s->conf;
+	w->ans.conf = &s->snap->conf;
 	if (getrandom(&w->ans.rng, sizeof(w->ans.rng), 0) != sizeof(w->ans.rng) || !w->ans.rng)
 		w->ans.rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)w;
 	w->ans.cand = calloc(ANS_NEAREST_MAX, sizeof(*w->ans.cand));
@@ -795,6 +973,14 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 	w->max_conns = cfg->tcp_max_conns / s->nworkers ? cfg->tcp_max_conns / s->nworkers : 1;
 	uv_async_init(&w->loop, &w->stop, on_stop);
 	w->stop.data = w;
+	w->m.heartbeat_ns = mono_ns();
+	uv_timer_init(&w->loop, &w->beat);
+	w->beat.data = w;
+	uv_timer_start(&w->beat, on_beat, BEAT_MS, BEAT_MS);
+	if (s->hooks) {
+		uv_async_init(&w->loop, &w->stall, on_stall);
+		w->stall.data = w;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		udp_sock_t *u = &w->udp[i];
 		u->w = w, u->fd = fds[i][0], u->family = cfg->listen[i].ss.ss_family;
@@ -820,10 +1006,11 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 	}
 	w->dt = dt_worker(s->dt, w->idx);
 	if (s->conf->forward) {
-		if ((rc = fwd_create(&w->fwd, &w->loop, &s->fwd_conf))) {
+		if ((rc = fwd_create(&w->fwd, &w->loop, &s->snap->fwd))) {
 			snprintf(err, CFG_ERR_MAX, "forwarder: %s", strerror(-rc));
 			return rc;
 		}
+		w->fwds = fwd_stats(w->fwd);
 		fwd_set_dnstap(w->fwd, w->dt);
 		w->fwd_pool = calloc(cfg->max_inflight, sizeof(*w->fwd_pool));
 		if (!w->fwd_pool)
@@ -907,7 +1094,9 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 			else
 				((struct sockaddr_in *)&ss)->sin_port = htons(port);
-			log_info("listening on %s (udp, tcp)", addr_text(&ss, text, sizeof(text)));
+			/* the text before "(" is what every test suite parses: keep it */
+			log_info("listening on %s (udp, tcp) event=bind sockets=%u",
+			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
 		while (w-- > 0)
@@ -918,6 +1107,25 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 	return -EADDRINUSE;
 }
 
+/* A configuration snapshot: copies of cfg and conf (conf's nsid and region pointing into
+ * the copy); every snapshot's forwarders share the process's cache. */
+static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
+{
+	snap_t *sn = calloc(1, sizeof(*sn));
+	if (!sn)
+		return NULL;
+	sn->cfg = *cfg;
+	sn->conf = *conf;
+	sn->conf.nsid = conf->nsid ? sn->cfg.nsid : NULL;
+	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
+	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
+	sn->fwd = (fwd_conf_t){
+	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
+	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
+	        sn->cfg.client_timer_ms};
+	return sn;
+}
+
 int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *reg, char *err)
 {
 	srv_t *s = calloc(1, sizeof(*s));
@@ -925,10 +1133,8 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 		return -ENOMEM;
 	s->cfg = cfg, s->conf = conf, s->reg = reg;
 	s->nworkers = cfg->workers ? cfg->workers : (unsigned)get_nprocs();
-	s->fwd_conf =
-	        (fwd_conf_t){cfg->upstream,           cfg->nupstream,    cfg->upstream_timeout_ms,
-	                     cfg->upstream_budget_ms, cfg->max_inflight, NULL,
-	                     cfg->client_timer_ms};
+	s->hooks = getenv("INTERNALD_TEST_HOOKS") != NULL;
+	uv_mutex_init(&s->scrape);
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][2] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
@@ -942,7 +1148,10 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 			         strerror(-rc));
 			goto fail;
 		}
-		s->fwd_conf.cache = s->cache;
+	}
+	if (!(s->snap = snap_new(cfg, conf, s->cache))) {
+		rc = -ENOMEM;
+		goto fail;
 	}
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		if ((rc = bind_address(s, &cfg->listen[i], fds, i, err)))
@@ -968,11 +1177,38 @@ fail:
 static void on_signal(uv_signal_t *h, int sig)
 {
 	srv_t *s = h->data;
-	log_info("signal %d: stopping", sig);
+	__atomic_store_n(&s->state, SRV_STOPPING, __ATOMIC_RELEASE);
+	log_info("event=stopping signal=%s", sig == SIGINT ? "INT" : "TERM");
+	if (s->hooks)
+		usleep(1500 * 1000); /* test hook: a slow shutdown, so /ready can be seen 503 */
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_async_send(&s->workers[i].stop);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sighup, NULL);
+	if (s->hooks)
+		uv_close((uv_handle_t *)&s->sigusr2, NULL);
+}
+
+static void on_sighup(uv_signal_t *h, int sig)
+{
+	srv_t *s = h->data;
+	(void)sig;
+	if (!s->reload) {
+		log_warn("event=reload status=ignored reason=\"no configuration to reload\"");
+		return;
+	}
+	if (s->reload(s, s->reload_arg) == 0)
+		MET_INC(s->reloads);
+	else
+		MET_INC(s->reload_failures);
+}
+
+static void on_sigusr2(uv_signal_t *h, int sig)
+{
+	srv_t *s = h->data;
+	(void)sig;
+	uv_async_send(&s->workers[0].stall);
 }
 
 int srv_run(srv_t *s)
@@ -984,9 +1220,19 @@ int srv_run(srv_t *s)
 	s->sigint.data = s->sigterm.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	uv_signal_init(&s->main, &s->sighup);
+	s->sighup.data = s;
+	uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+	if (s->hooks) {
+		uv_signal_init(&s->main, &s->sigusr2);
+		s->sigusr2.data = s;
+		uv_signal_start(&s->sigusr2, on_sigusr2, SIGUSR2);
+	}
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
-	log_info("serving with %u workers", s->nworkers);
+	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
+	log_info("serving with %u worker%s event=serving listen=%zu", s->nworkers,
+	         s->nworkers == 1 ? "" : "s", s->cfg->nlisten);
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
@@ -1023,6 +1269,11 @@ void srv_free(srv_t *s)
 		free(w->fwd_pool);
 	}
 	free(s->workers);
+	for (snap_t *sn = s->snap, *prev; sn; sn = prev) {
+		prev = sn->prev;
+		free(sn);
+	}
+	uv_mutex_destroy(&s->scrape);
 	if (s->dt) {
 		dt_stats_t st;
 		dt_stats(s->dt, &st);
@@ -1051,4 +1302,155 @@ static int srv_dnstap_start(srv_t *s, char *err)
 const dt_t *srv_dnstap(const srv_t *s)
 {
 	return s->dt;
+}
+
+/* ---- reload, metrics, health (include/server.h) -----------------------------------------------
+ */
+
+/* On the worker's thread, at the start of a batch: run with sn from now on. */
+static void worker_adopt(worker_t *w, const snap_t *sn)
+{
+	w->snap = sn;
+	w->ans.conf = &sn->conf;
+	if (w->fwd)
+		fwd_set_conf(w->fwd, &sn->fwd);
+	unsigned per = sn->cfg.tcp_max_conns / w->srv->nworkers;
+	w->max_conns = per ? per : 1;
+	w->gen = UINT64_MAX; /* resolve the default org again */
+	w->snapshot = UINT64_MAX;
+}
+
+void srv_on_reload(srv_t *s, int (*fn)(srv_t *s, void *arg), void *arg)
+{
+	s->reload = fn;
+	s->reload_arg = arg;
+}
+
+int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err)
+{
+	const snap_t *cur = s->snap;
+	if (conf->forward != cur->conf.forward) {
+		snprintf(err, CFG_ERR_MAX, "%s",
+		         conf->forward ? "upstreams where there were none need a restart"
+		                       : "removing every upstream needs a restart");
+		return -EINVAL;
+	}
+	if (cfg->max_inflight != cur->cfg.max_inflight) {
+		snprintf(err, CFG_ERR_MAX, "max-inflight needs a restart");
+		return -EINVAL;
+	}
+	snap_t *sn = snap_new(cfg, conf, s->cache);
+	if (!sn) {
+		snprintf(err, CFG_ERR_MAX, "out of memory");
+		return -ENOMEM;
+	}
+	sn->prev = s->snap; /* a worker may still run with it until its next batch */
+	__atomic_store_n(&s->snap, sn, __ATOMIC_RELEASE);
+	return 0;
+}
+
+const config_t *srv_config(const srv_t *s)
+{
+	return &s->snap->cfg;
+}
+
+int srv_metrics(srv_t *s, met_snapshot_t *out)
+{
+	const snap_t *sn = __atomic_load_n(&s->snap, __ATOMIC_ACQUIRE);
+	memset(out, 0, sizeof(*out));
+	out->workers = s->nworkers;
+	out->nup = sn->cfg.nupstream;
+	for (size_t i = 0; i < out->nup; i++)
+		out->up[i].addr = sn->cfg.upstream[i].text;
+	out->reloads = MET_LOAD(s->reloads);
+	out->reload_failures = MET_LOAD(s->reload_failures);
+	uv_mutex_lock(&s->scrape);
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		worker_t *w = &s->workers[i];
+		met_worker_add(&out->sum, &w->m);
+		out->forward_over_cap += MET_LOAD(w->m.forward_over_cap);
+		const fwd_stats_t *f = w->fwds;
+		if (!f)
+			continue;
+		out->forward_inflight += MET_LOAD(f->inflight);
+		out->forward_over_cap += MET_LOAD(f->overload);
+		for (size_t u = 0; u < out->nup; u++) {
+			const fwd_up_stats_t *fu = &f->up[u];
+			met_upstream_t *mu = &out->up[u];
+			mu->queries += MET_LOAD(fu->queries);
+			mu->timeouts += MET_LOAD(fu->timeouts);
+			mu->mismatched += MET_LOAD(fu->mismatched);
+			mu->tcp_retries += MET_LOAD(fu->tcp_retries);
+			for (int k = 0; k <= MET_RCODES; k++)
+				mu->rcode[k] += MET_LOAD(fu->rcode[k]);
+			for (int k = 0; k <= MET_LAT_BUCKETS; k++)
+				mu->lat_bucket[k] += MET_LOAD(fu->lat_bucket[k]);
+			mu->lat_count += MET_LOAD(fu->lat_count);
+			mu->lat_sum_ns += MET_LOAD(fu->lat_sum_ns);
+		}
+	}
+	uv_mutex_unlock(&s->scrape);
+	if (s->cache) {
+		cache_stats_t cs;
+		cache_stats(s->cache, &cs);
+		out->cache =
+		        (met_cache_t){true,       cs.hits,      cs.misses,  cs.stale, cs.prefetches,
+		                      cs.inserts, cs.evictions, cs.entries, cs.bytes};
+	}
+	if (s->dt) {
+		dt_stats_t ds;
+		dt_stats(s->dt, &ds);
+		out->dnstap.present = true;
+		out->dnstap.sent = ds.sent, out->dnstap.dropped = ds.dropped;
+	}
+	reg_txn_t *t;
+	if (reg_txn_begin(s->reg, false, &t) == 0) {
+		reg_follow_t fo;
+		out->reg.present = true;
+		out->reg.generation = reg_generation(t);
+		out->reg.written_ns = reg_written_ns(t);
+		if (reg_get_follow(t, &fo) == 0) {
+			out->reg.follows = true;
+			out->reg.follow_seq = fo.seq;
+			out->reg.follow_applied_ns = fo.applied_ns;
+		}
+		reg_txn_abort(t);
+	}
+	return 0;
+}
+
+int srv_health(const srv_t *s, char *msg, size_t cap)
+{
+	uint64_t now = mono_ns();
+	size_t o = 0;
+	int stalled = 0;
+	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == SRV_STOPPING) {
+		snprintf(msg, cap, "stopping\n");
+		return 503;
+	}
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		uint64_t beat = MET_LOAD(s->workers[i].m.heartbeat_ns);
+		if (now > beat && now - beat > (uint64_t)STALL_MS * 1000000u) {
+			stalled++;
+			if (o < cap)
+				o += (size_t)snprintf(
+				        msg + o, cap - o,
+				        "worker %u stalled: its loop last turned %.1f s ago\n", i,
+				        (double)(now - beat) / 1e9);
+		}
+	}
+	if (stalled)
+		return 503;
+	snprintf(msg, cap, "ok: %u workers turned within %d ms\n", s->nworkers, STALL_MS);
+	return 200;
+}
+
+int srv_ready(const srv_t *s, char *msg, size_t cap)
+{
+	int st = s ? __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) : SRV_STARTING;
+	snprintf(msg, cap, "%s\n",
+	         st == SRV_READY      ? "ready"
+	         : st == SRV_STOPPING ? "stopping"
+	                              : "starting");
+	return st == SRV_READY ? 200 : 503;
 }

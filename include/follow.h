@@ -1,0 +1,45 @@
+/*
+ * follow — internalctl follow: mirrors the fleet's KV bucket into this host's registry
+ * (DESIGN.md section 7). The registry's second writer: every change goes through
+ * reg_write() and jsonl, never around them, and nothing here knows LMDB's key layout.
+ *
+ * A full sync (no stored position, another bucket or stream identity, or a stored
+ * sequence the stream no longer holds) replaces the registry with every key's latest
+ * value in ONE transaction; then live batches, each one transaction that also stores
+ * the stream sequence, so a restart resumes exactly after the last commit. Values that
+ * do not parse or validate are logged (key, sequence, reason), counted and skipped.
+ */
+#ifndef INTERNALD_FOLLOW_H
+#define INTERNALD_FOLLOW_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv.h"
+#include "registry.h"
+
+typedef struct {
+	const char *const *urls; /* NATS servers, tried in order */
+	size_t nurls;
+	const char *bucket;
+	size_t batch_max;            /* changes per live transaction (0: 10000) */
+	volatile sig_atomic_t *stop; /* set by a signal handler: finish the batch, return */
+} follow_opts_t;
+
+typedef struct {
+	uint64_t applied; /* changes committed (records and deletes, after deduplication) */
+	uint64_t skipped; /* values refused and skipped */
+	uint64_t batches, full_syncs;
+} follow_stats_t;
+
+/* Runs until *o->stop is set; returns 0 then, or a negative error that makes going on
+ * pointless (the registry cannot be written). NATS being unreachable is not an error:
+ * the follower waits and retries, the registry stays as it is. stats may be NULL. */
+int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats);
+
+/* One full sync of bucket b (named bucket) into reg, then returns (internalctl publish
+ * mirrors the bucket into a scratch registry to validate against it). */
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats);
+
+#endif

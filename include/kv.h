@@ -1,0 +1,86 @@
+/*
+ * kv — the fleet's NATS JetStream key-value bucket, as publish and follow need it.
+ *
+ * The only file that includes <nats/nats.h> is src/kv.c. A bucket NAME is the JetStream
+ * stream KV_NAME whose subjects are $KV.NAME.<key>; a put is a message with the value as
+ * its data, a delete or purge a message with the header KV-Operation: DEL or PURGE. The
+ * stream sequence of a message is the position a follower stores.
+ *
+ * Errors: 0 or a negative code: -ENOENT (no such bucket), -ENOTCONN (NATS unreachable
+ * now), -ETIMEDOUT, -EIO (any other NATS failure; kv_strerror says which), -ENOMEM,
+ * -EINVAL. Nothing here retries on its own except the connection itself.
+ */
+#ifndef INTERNALD_KV_H
+#define INTERNALD_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kv_conn kv_conn_t;
+typedef struct kv_bucket kv_bucket_t;
+typedef struct kv_sub kv_sub_t;
+
+/* The text of the last NATS failure of this thread (after -EIO), or of err. */
+const char *kv_strerror(int err);
+
+/*
+ * Connects to the first reachable of urls[0..n) (each "nats://host:port", a comma list
+ * is fine too). forever: never give up — a connection that cannot be made now goes on
+ * being tried in the background with back-off, and a lost one is re-established
+ * (followers); otherwise fail within about two seconds (publish). Every change of the
+ * connection's state is logged as one line "kv: nats=<state> url=<url>". Allocates *out
+ * (kv_close).
+ */
+int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever);
+bool kv_connected(kv_conn_t *c);
+void kv_close(kv_conn_t *c);
+
+/* Looks the bucket up; replicas > 0: creates it with that many replicas if missing
+ * (history 1, file storage). Allocates *out (kv_bucket_close). -ENOENT when missing. */
+int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **out);
+void kv_bucket_close(kv_bucket_t *b);
+/* Deletes the bucket and everything in it (tests, operators). -ENOENT when missing. */
+int kv_bucket_delete(kv_conn_t *c, const char *name);
+
+typedef struct {
+	char id[32];    /* the stream's identity: its creation time, ns since the epoch */
+	uint64_t first; /* first and last stream sequence held (0 0 when never written) */
+	uint64_t last;
+	uint64_t msgs; /* messages held (values and delete markers) */
+} kv_info_t;
+int kv_info(kv_bucket_t *b, kv_info_t *out);
+/* How many keys matching filter ("org.>", ">") the bucket holds (deleted keys too). */
+int kv_count_keys(kv_bucket_t *b, const char *filter, uint64_t *out);
+
+/* Asynchronous put / delete marker: returns once sent; kv_flush waits for every
+ * acknowledgement and returns -EIO if any write was refused or lost. */
+int kv_put(kv_bucket_t *b, const char *key, const char *value, size_t len);
+int kv_delete(kv_bucket_t *b, const char *key);
+int kv_flush(kv_bucket_t *b);
+
+enum kv_op { KV_PUT, KV_DELETE, KV_PURGE };
+typedef struct {
+	const char *key;   /* NUL-terminated */
+	const char *value; /* len bytes (not NUL-terminated); len 0 for deletes */
+	size_t len;
+	int op;
+	uint64_t seq;     /* stream sequence */
+	uint64_t pending; /* messages the server still has for this consumer after this one */
+} kv_msg_t;
+
+/*
+ * An ordered consumer of the bucket's keys matching filter (NULL: every key): from
+ * stream sequence start_seq, or with start_seq 0 the latest message of every key, then
+ * every later one. No acknowledgements; the library re-creates the consumer at the
+ * right place after a gap or a reconnect. Allocates *out (kv_sub_close).
+ */
+int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out);
+/* The next message within timeout_ms (0: only one already received). m is valid until
+ * the next call or kv_sub_close. -ETIMEDOUT when none came. */
+int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m);
+/* Messages already received and waiting in the client. */
+uint64_t kv_sub_queued(kv_sub_t *s);
+void kv_sub_close(kv_sub_t *s);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * kvkey — the fleet bucket's key layout (DESIGN.md section 7), pure: one JSON Lines
+ * record <-> the key it lives under.
+ *
+ *   org.<slug>   machine.<org>.<id>   peer.<org>.<name>   region.<code>
+ *   flycast.<org>.<app>.<the address as 32 lower-case hex nibbles>
+ *
+ * Every part is lower-cased (as import lower-cases labels). Nothing here touches NATS or
+ * the registry; publish and follow use it to agree on keys.
+ */
+#ifndef INTERNALD_KVKEY_H
+#define INTERNALD_KVKEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define KVKEY_MAX 256
+
+enum kvkey_kind { KVKEY_ORG, KVKEY_MACHINE, KVKEY_PEER, KVKEY_FLYCAST, KVKEY_REGION };
+
+/*
+ * The key of the record line[0..len) (one JSON object). Returns its kind (>= 0) and
+ * writes the key into key[cap]; *del says whether it is an "op":"delete" record. A
+ * Machine's delete names only its id: then key is "" and the id is written to id[idcap]
+ * (the caller finds the org). -EINVAL with a message in err[errcap] when the record
+ * lacks (or has a malformed) field the key is made of; the record's other fields are
+ * not checked here (jsonl does that).
+ */
+int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
+                    size_t idcap, char *err, size_t errcap);
+/* machine.<org>.<id>. -ENAMETOOLONG if it does not fit. */
+int kvkey_machine(const char *org, const char *id, char *key, size_t cap);
+/* The kind of a key of this layout, or -EINVAL. */
+int kvkey_kind(const char *key);
+/* The one-line JSON delete record that removes key's record (no newline), e.g.
+ * {"kind":"peer","org":"o","name":"n","op":"delete"}. -EINVAL if key is not of this
+ * layout, -ENOSPC if cap is too small. */
+int kvkey_delete_record(const char *key, char *buf, size_t cap);
+
+#endif

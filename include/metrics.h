@@ -1,0 +1,173 @@
+/*
+ * metrics — internald's counters and their Prometheus text exposition (format 0.0.4).
+ *
+ * Pure: structs of numbers in, text out. It never touches a socket, a thread or a file;
+ * src/metrics_http.c serves the text (the only file that includes microhttpd.h) and
+ * server.c fills the structs by summing its workers' counters.
+ *
+ * The counters a worker bumps on its hot path live in its own met_worker_t, written by
+ * that worker only with MET_ADD (a relaxed store of the old value plus n: no lock, no
+ * locked read-modify-write); a scrape reads them from another thread with MET_LOAD and
+ * sums them.
+ */
+#ifndef INTERNALD_METRICS_H
+#define INTERNALD_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define MET_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
+#define MET_INC(x)    MET_ADD(x, 1)
+#define MET_LOAD(x)   __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Labels of the families; the arrays below are indexed by these. */
+enum { MET_UDP, MET_TCP, MET_TRANSPORTS };
+enum { MET_IPV4, MET_IPV6, MET_FAMILIES };
+#define MET_RCODES 24 /* header rcode | extended bits (BADVERS = 16); more: "other" */
+enum {
+	MET_FORM_APEX,
+	MET_FORM_APP,
+	MET_FORM_REGION,
+	MET_FORM_GROUP,
+	MET_FORM_VM,
+	MET_FORM_NEAREST,
+	MET_FORM_METADATA,
+	MET_FORM_VMS,
+	MET_FORM_REGIONS,
+	MET_FORM_APPS,
+	MET_FORM_PEERS,
+	MET_FORM_PEER,
+	MET_FORM_INSTANCES,
+	MET_FORM_FLYCAST,
+	MET_FORM_PTR,
+	MET_FORM_OTHER, /* a name in our zones with no form (NXDOMAIN), empty non-terminals */
+	MET_FORMS
+};
+enum {
+	MET_REFUSED_OTHER_ORG,   /* sent to another org's resolver address */
+	MET_REFUSED_NOT_ALLOWED, /* source outside the allow list */
+	MET_REFUSED_CLASS,       /* class other than IN */
+	MET_REFUSED_TRANSFER,    /* AXFR / IXFR */
+	MET_REFUSED_NO_ORG,      /* .internal asked from an allowed source of no org */
+	MET_REFUSED_NO_UPSTREAM, /* a name outside our zones and nothing to forward to */
+	MET_REFUSED_REASONS
+};
+enum {
+	MET_DROP_SHORT,       /* fewer than 12 bytes */
+	MET_DROP_QR,          /* QR set: a response, not a query */
+	MET_DROP_UNPARSEABLE, /* a question we cannot even echo */
+	MET_DROP_OVERSIZE,    /* a datagram larger than any query */
+	MET_DROP_REASONS
+};
+#define MET_LAT_BUCKETS 12 /* forwarding latency: 0.5 ms .. 2.5 s, then +Inf */
+extern const double met_lat_bounds[MET_LAT_BUCKETS]; /* seconds */
+
+/* One worker's counters: written only by that worker (MET_ADD), read by the scrape. */
+typedef struct {
+	uint64_t queries[MET_TRANSPORTS][MET_FAMILIES];
+	uint64_t rcode[MET_RCODES + 1];
+	uint64_t form[MET_FORMS];
+	uint64_t truncated;
+	uint64_t refused[MET_REFUSED_REASONS];
+	uint64_t dropped[MET_DROP_REASONS];
+	uint64_t tcp_accepted, tcp_closed_idle, tcp_closed_cap, tcp_open;
+	uint64_t wakeups, recv_calls, datagrams;
+	uint64_t forward_over_cap; /* refused before the forwarder: no context left */
+	uint64_t heartbeat_ns;     /* CLOCK_MONOTONIC of the loop's last turn (the watchdog) */
+} met_worker_t;
+
+/* One upstream's forwarding counters, summed over the workers. */
+typedef struct {
+	const char *addr; /* as configured */
+	uint64_t queries, timeouts, mismatched, tcp_retries;
+	uint64_t rcode[MET_RCODES + 1];
+	uint64_t lat_bucket[MET_LAT_BUCKETS + 1]; /* not cumulative: (bound[i-1], bound[i]], +Inf */
+	uint64_t lat_count, lat_sum_ns;
+} met_upstream_t;
+
+/* The cache's counters (include/cache.h fills them; all zero while there is no cache). */
+typedef struct {
+	bool present;
+	uint64_t hits, misses, stale, prefetches, inserts, evictions, entries, bytes;
+} met_cache_t;
+
+typedef struct {
+	bool present; /* the registry is open */
+	uint64_t generation;
+	uint64_t written_ns; /* 0: never written */
+	bool follows;        /* a follower's position is stored */
+	uint64_t follow_seq, follow_applied_ns;
+} met_registry_t;
+
+typedef struct {
+	double cpu_seconds, start_time_seconds;
+	uint64_t resident_bytes, virtual_bytes, open_fds, max_fds;
+	bool present;
+} met_process_t;
+
+/* Everything one scrape shows. */
+typedef struct {
+	const char *version;
+	unsigned workers;
+	met_worker_t sum; /* the workers' counters added up (heartbeat_ns unused) */
+	met_upstream_t up[CFG_UPSTREAM_MAX];
+	size_t nup;
+	uint64_t forward_inflight, forward_over_cap;
+	uint64_t reloads, reload_failures;
+	met_registry_t reg;
+	met_cache_t cache;
+	struct {
+		bool present; /* --dnstap is on */
+		uint64_t sent, dropped;
+	} dnstap;
+	met_process_t proc;
+	double scrape_seconds; /* how long the previous scrape took inside internald */
+} met_snapshot_t;
+
+/* A growing text buffer (the scrape's, never the workers'). */
+typedef struct {
+	char *buf;
+	size_t len, cap;
+	bool failed; /* out of memory: the text is incomplete */
+} met_buf_t;
+
+/* Adds w's counters to sum. */
+void met_worker_add(met_worker_t *sum, const met_worker_t *w);
+/* The rcode index of a response (header rcode, BADVERS when ext says so). */
+static inline unsigned met_rcode_index(unsigned rcode)
+{
+	return rcode < MET_RCODES ? rcode : MET_RCODES;
+}
+/* The latency bucket of ns nanoseconds (MET_LAT_BUCKETS: +Inf). */
+unsigned met_lat_bucket(uint64_t ns);
+
+/*
+ * Appends the whole exposition of s to b: every family once, each with one HELP and one
+ * TYPE line. Returns 0, or -ENOMEM (b->failed; free b->buf anyway).
+ */
+int met_render(met_buf_t *b, const met_snapshot_t *s);
+/* Frees b's text. */
+void met_buf_free(met_buf_t *b);
+
+/* ---- the HTTP endpoint (src/metrics_http.c, libmicrohttpd, its own thread) -------------------
+ * GET /metrics (the exposition above), /health (server.h's srv_health), /ready
+ * (srv_ready); anything else 404. */
+struct srv;
+typedef struct met_http met_http_t;
+/*
+ * Binds addr (port 0: the kernel picks; the bound address is logged) and starts serving
+ * on a thread of its own. Until met_http_attach, /ready and /health say "starting".
+ * Allocates *out (met_http_stop). Returns 0 or < 0 with err naming the address.
+ */
+int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err);
+/* Serves s from now on (NULL: starting again, before s is freed). */
+void met_http_attach(met_http_t *h, struct srv *s);
+/* Stops the thread, closes the socket, frees h. NULL is a no-op. */
+void met_http_stop(met_http_t *h);
+/* The process_* numbers of this process, from /proc/self. 0 or -errno. */
+int met_process_read(met_process_t *out);
+
+#endif

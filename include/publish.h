@@ -1,0 +1,30 @@
+/*
+ * publish — internalctl publish: a JSON Lines file into the fleet's KV bucket.
+ *
+ * The file is validated whole as import validates it, against the bucket's content
+ * (mirrored into a scratch registry), before anything is written: refused input writes
+ * nothing. Then every record is put under its key (kvkey.h), every "op":"delete" record
+ * becomes a KV delete, and with replace every key the file lacks is deleted too. Order:
+ * orgs and regions, then deletes, then the other records, so that a follower applying
+ * them in separate batches never meets a record before its org.
+ */
+#ifndef INTERNALD_PUBLISH_H
+#define INTERNALD_PUBLISH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+	const char *const *urls;
+	size_t nurls;
+	const char *bucket;
+	int replicas;     /* when the bucket must be created */
+	bool replace;     /* the file becomes the bucket's whole content */
+	const char *file; /* "-": standard input */
+} publish_opts_t;
+
+/* Prints what it did (or why it refused) to stderr. 0, -EINVAL (refused input: nothing
+ * was written), or another negative error (NATS, I/O). */
+int publish_run(const publish_opts_t *o);
+
+#endif

@@ -1,0 +1,642 @@
+/*
+ * follow.c — the follower: the fleet's KV bucket into this host's registry.
+ *
+ * Changes are gathered into a batch (copied out of NATS), turned into one JSON Lines
+ * text — a put is its value, a delete the delete record of its key — and handed to
+ * jsonl_parse/jsonl_apply inside reg_write(), together with reg_put_follow(). A value
+ * that jsonl refuses is remembered by its stream sequence and the batch is parsed or
+ * applied again without it: a transaction is never committed half-applied. This file
+ * must never learn the registry's key layout nor call NATS other than through kv.h.
+ */
+#include "follow.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jsonl.h"
+#include "kv.h"
+#include "kvkey.h"
+#include "log.h"
+
+#define FULL_CHUNK   20000 /* records parsed at once during a full sync */
+#define IDLE_CHECK_S 2.0   /* how often an idle follower checks the stream */
+#define BATCH_NAME   "batch"
+
+typedef struct {
+	size_t key, val, len; /* offsets into the batch's strings */
+	uint64_t seq;
+	int op;
+	bool bad, superseded;
+} entry_t;
+
+typedef struct {
+	entry_t *e;
+	size_t n, cap;
+	char *str; /* keys and values */
+	size_t used, str_cap;
+	char *text; /* the JSON Lines handed to jsonl */
+	size_t text_len, text_cap;
+	size_t *line; /* line (from 0) -> entry */
+	size_t nlines, line_cap;
+} batch_t;
+
+typedef struct {
+	reg_t *reg;
+	const follow_opts_t *o;
+	follow_stats_t st;
+	kv_conn_t *conn;
+	kv_bucket_t *b;
+	kv_info_t info;
+	batch_t batch;
+	jsonl_t *j;
+	uint64_t *skip; /* sequences refused (kept until the transaction holding them commits) */
+	size_t nskip, skip_cap;
+	uint64_t seq;          /* the position the transaction being written stores */
+	uint64_t applied_base; /* st.applied when the full sync began (reg_write may rerun it) */
+	char err[JSONL_ERR_MAX];
+	char state[64]; /* the last state logged */
+} follow_t;
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Logs a state once per change, as key=value. */
+static void set_state(follow_t *fl, const char *state, const char *detail)
+{
+	if (strcmp(fl->state, state) == 0)
+		return;
+	snprintf(fl->state, sizeof(fl->state), "%s", state);
+	log_info("follow: state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
+	         detail ? detail : "");
+}
+
+/* Sleeps up to s seconds, returning early when asked to stop. */
+static void nap(follow_t *fl, double s)
+{
+	for (double t = 0; t < s && !*fl->o->stop; t += 0.05)
+		nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+}
+
+/* ---- the batch ------------------------------------------------------------------------ */
+
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 1024;
+	while (ncap < need)
+		ncap *= 2;
+	void *q = realloc(*p, ncap * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q, *cap = ncap;
+	return 0;
+}
+
+static void batch_reset(batch_t *b)
+{
+	b->n = b->used = b->text_len = b->nlines = 0;
+}
+
+static void batch_free(batch_t *b)
+{
+	free(b->e), free(b->str), free(b->text), free(b->line);
+	memset(b, 0, sizeof(*b));
+}
+
+static const char *key_of(const batch_t *b, const entry_t *e)
+{
+	return b->str + e->key;
+}
+
+static bool skipped(const follow_t *fl, uint64_t seq)
+{
+	for (size_t i = 0; i < fl->nskip; i++)
+		if (fl->skip[i] == seq)
+			return true;
+	return false;
+}
+
+/* Refuses entry e: logged and counted once, however often its batch is tried again. */
+static void refuse(follow_t *fl, entry_t *e, const char *why)
+{
+	e->bad = true;
+	if (skipped(fl, e->seq))
+		return;
+	if (grow((void **)&fl->skip, &fl->skip_cap, fl->nskip + 1, sizeof(*fl->skip)) == 0)
+		fl->skip[fl->nskip++] = e->seq;
+	fl->st.skipped++;
+	log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"", key_of(&fl->batch, e),
+	         e->seq, why);
+}
+
+/* Copies a message into the batch and checks what jsonl cannot: that the value is one
+ * line and is the record its key names. */
+static int batch_add(follow_t *fl, const kv_msg_t *m)
+{
+	batch_t *b = &fl->batch;
+	size_t klen = strlen(m->key);
+	int rc;
+	if ((rc = grow((void **)&b->e, &b->cap, b->n + 1, sizeof(*b->e))) ||
+	    (rc = grow((void **)&b->str, &b->str_cap, b->used + klen + m->len + 2, 1)))
+		return rc;
+	entry_t *e = &b->e[b->n++];
+	*e = (entry_t){.key = b->used, .seq = m->seq, .op = m->op, .len = m->len};
+	memcpy(b->str + b->used, m->key, klen + 1);
+	b->used += klen + 1;
+	e->val = b->used;
+	memcpy(b->str + b->used, m->value, m->len);
+	b->used += m->len;
+	b->str[b->used++] = '\0';
+	if (skipped(fl, e->seq)) {
+		e->bad = true;
+		return 0;
+	}
+	int kind = kvkey_kind(key_of(b, e));
+	if (kind < 0) {
+		refuse(fl, e, "not a key of the registry's layout");
+		return 0;
+	}
+	if (m->op != KV_PUT)
+		return 0;
+	const char *v = b->str + e->val;
+	while (e->len && (v[e->len - 1] == '\n' || v[e->len - 1] == '\r'))
+		e->len--;
+	if (e->len == 0 || memchr(v, '\n', e->len) || memchr(v, '\0', e->len)) {
+		refuse(fl, e, "the value must be one JSON Lines record on one line");
+		return 0;
+	}
+	char key[KVKEY_MAX], id[64], why[200];
+	bool del;
+	int vkind = kvkey_of_record(v, e->len, key, sizeof(key), &del, id, sizeof(id), why,
+	                            sizeof(why));
+	if (vkind < 0) {
+		refuse(fl, e, why);
+	} else if (del) {
+		refuse(fl, e, "a value is a record, not a delete (delete the key instead)");
+	} else if (vkind != kind || strcmp(key, key_of(b, e)) != 0) {
+		snprintf(why, sizeof(why), "the record belongs under key %.100s", key);
+		refuse(fl, e, why);
+	}
+	return 0;
+}
+
+/* Live batches: the latest change of a key wins; a Machine's delete gives way to a put
+ * of the same id (its move to another org) in the same batch. */
+static void batch_dedupe(batch_t *b)
+{
+	size_t cap = 16;
+	while (cap < 2 * b->n)
+		cap *= 2;
+	size_t *slot = malloc(cap * sizeof(*slot));
+	if (!slot)
+		return; /* without the table every change is applied, in order: still right */
+	for (size_t i = 0; i < cap; i++)
+		slot[i] = SIZE_MAX;
+	for (size_t i = b->n; i-- > 0;) { /* newest first */
+		const char *k = key_of(b, &b->e[i]);
+		uint64_t h = 1469598103934665603ULL;
+		for (const char *p = k; *p; p++)
+			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+		size_t s = h & (cap - 1);
+		while (slot[s] != SIZE_MAX && strcmp(key_of(b, &b->e[slot[s]]), k) != 0)
+			s = (s + 1) & (cap - 1);
+		if (slot[s] != SIZE_MAX)
+			b->e[i].superseded = true;
+		else
+			slot[s] = i;
+	}
+	free(slot);
+	for (size_t i = 0; i < b->n; i++) {
+		entry_t *d = &b->e[i];
+		if (d->superseded || d->bad || d->op == KV_PUT ||
+		    kvkey_kind(key_of(b, d)) != KVKEY_MACHINE)
+			continue;
+		const char *id = strrchr(key_of(b, d), '.') + 1;
+		for (size_t k = 0; k < b->n; k++) {
+			const entry_t *p = &b->e[k];
+			const char *pid = strrchr(key_of(b, p), '.');
+			if (p->op == KV_PUT && !p->superseded && !p->bad && pid &&
+			    strcmp(pid + 1, id) == 0 && kvkey_kind(key_of(b, p)) == KVKEY_MACHINE)
+				d->superseded = true;
+		}
+	}
+}
+
+/* The batch as JSON Lines: one line per live entry, deletes as delete records. */
+static int batch_text(follow_t *fl, bool full)
+{
+	batch_t *b = &fl->batch;
+	b->text_len = b->nlines = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		entry_t *e = &b->e[i];
+		char del[KVKEY_MAX + 128];
+		const char *line = b->str + e->val;
+		size_t len = e->len;
+		if (e->bad || e->superseded || (full && e->op != KV_PUT))
+			continue;
+		if (e->op != KV_PUT) {
+			if (kvkey_delete_record(key_of(b, e), del, sizeof(del))) {
+				refuse(fl, e, "not a key of the registry's layout");
+				continue;
+			}
+			line = del, len = strlen(del);
+		}
+		int rc;
+		if ((rc = grow((void **)&b->text, &b->text_cap, b->text_len + len + 1, 1)) ||
+		    (rc = grow((void **)&b->line, &b->line_cap, b->nlines + 1, sizeof(*b->line))))
+			return rc;
+		memcpy(b->text + b->text_len, line, len);
+		b->text_len += len;
+		b->text[b->text_len++] = '\n';
+		b->line[b->nlines++] = i;
+	}
+	return 0;
+}
+
+/* The entry jsonl's message in err is about ("batch:LINE: ..."), or NULL. */
+static entry_t *entry_of_error(follow_t *fl)
+{
+	unsigned line = 0;
+	if (sscanf(fl->err, BATCH_NAME ":%u:", &line) != 1 || line == 0 || line > fl->batch.nlines)
+		return NULL;
+	return &fl->batch.e[fl->batch.line[line - 1]];
+}
+
+/* The reason in jsonl's message, without the "batch:LINE: " it starts with. */
+static const char *reason(const char *err)
+{
+	const char *p = strchr(err, ':');
+	p = p ? strchr(p + 1, ':') : NULL;
+	return p ? p + 2 : err;
+}
+
+/* Parses the batch into fl->j, refusing each line jsonl_parse refuses. */
+static int batch_parse(follow_t *fl, bool full)
+{
+	for (;;) {
+		jsonl_free(fl->j);
+		fl->j = NULL;
+		int rc = batch_text(fl, full);
+		if (rc)
+			return rc;
+		FILE *f = fl->batch.text_len ? fmemopen(fl->batch.text, fl->batch.text_len, "r")
+		                             : fopen("/dev/null", "r");
+		if (!f)
+			return -errno;
+		rc = jsonl_parse(f, BATCH_NAME, &fl->j, fl->err);
+		fclose(f);
+		if (rc != -EINVAL)
+			return rc;
+		entry_t *e = entry_of_error(fl);
+		if (!e) {
+			log_error("follow: %s", fl->err);
+			return rc;
+		}
+		refuse(fl, e, reason(fl->err));
+	}
+}
+
+/* Applies the parsed batch in txn. -EAGAIN: a record was refused (and remembered), the
+ * transaction must be thrown away and the batch tried again. */
+static int batch_apply(follow_t *fl, reg_txn_t *txn)
+{
+	int rc = jsonl_apply(txn, fl->j, false, fl->err);
+	if (rc != -EINVAL)
+		return rc;
+	entry_t *e = entry_of_error(fl);
+	if (!e) {
+		log_error("follow: %s", fl->err);
+		return rc;
+	}
+	refuse(fl, e, reason(fl->err));
+	return -EAGAIN;
+}
+
+static int put_position(follow_t *fl, reg_txn_t *txn)
+{
+	reg_follow_t f = {.seq = fl->seq, .applied_ns = wall_ns()};
+	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
+	snprintf(f.stream, sizeof(f.stream), "%s", fl->info.id);
+	return reg_put_follow(txn, &f);
+}
+
+/* ---- full sync ------------------------------------------------------------------------ */
+
+/* Reads the latest value of every key matching filter into txn, in chunks. *last: the
+ * highest sequence seen. */
+static int sync_keys(follow_t *fl, reg_txn_t *txn, const char *filter, uint64_t *last)
+{
+	uint64_t keys = fl->info.msgs;
+	kv_sub_t *sub = NULL;
+	kv_msg_t m;
+	/* (counting every key would make the server list them all: only the few orgs and
+	 * regions are counted; the whole bucket's count is its message count) */
+	int rc = filter ? kv_count_keys(fl->b, filter, &keys) : 0;
+	if (rc || keys == 0)
+		return rc;
+	if ((rc = kv_sub_open(fl->b, filter, 0, &sub)))
+		return rc;
+	batch_reset(&fl->batch);
+	for (bool done = false; !done;) {
+		if ((rc = kv_sub_next(sub, 10000, &m)))
+			break;
+		if ((rc = batch_add(fl, &m)))
+			break;
+		if (m.seq > *last)
+			*last = m.seq;
+		done = m.pending == 0;
+		if (done || fl->batch.n == FULL_CHUNK) {
+			if ((rc = batch_parse(fl, true)) || (rc = batch_apply(fl, txn)))
+				break;
+			fl->st.applied += jsonl_count(fl->j);
+			batch_reset(&fl->batch);
+		}
+	}
+	kv_sub_close(sub);
+	return rc;
+}
+
+static int full_fn(reg_txn_t *txn, void *arg)
+{
+	follow_t *fl = arg;
+	uint64_t last = 0;
+	fl->st.applied = fl->applied_base;
+	int rc = reg_clear(txn);
+	/* orgs and regions first: the records after them name them */
+	if (!rc)
+		rc = sync_keys(fl, txn, "org.>", &last);
+	if (!rc)
+		rc = sync_keys(fl, txn, "region.>", &last);
+	last = 0;
+	if (!rc)
+		rc = sync_keys(fl, txn, NULL, &last);
+	if (rc)
+		return rc;
+	fl->seq = last > fl->info.last ? last : fl->info.last;
+	return put_position(fl, txn);
+}
+
+static int full_sync(follow_t *fl)
+{
+	double t0 = mono();
+	int rc;
+	char detail[96];
+	snprintf(detail, sizeof(detail), "stream=%s last_seq=%" PRIu64, fl->info.id, fl->info.last);
+	set_state(fl, "full-sync", detail);
+	fl->applied_base = fl->st.applied;
+	do
+		rc = reg_write(fl->reg, full_fn, fl);
+	while (rc == -EAGAIN);
+	if (rc)
+		return rc;
+	fl->nskip = 0;
+	fl->st.full_syncs++;
+	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
+	         " skipped=%" PRIu64 " seconds=%.2f",
+	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
+	         mono() - t0);
+	return 0;
+}
+
+/* ---- live ------------------------------------------------------------------------------- */
+
+static int live_fn(reg_txn_t *txn, void *arg)
+{
+	follow_t *fl = arg;
+	int rc = batch_apply(fl, txn);
+	return rc ? rc : put_position(fl, txn);
+}
+
+static int live_batch(follow_t *fl, uint64_t last)
+{
+	int rc;
+	batch_dedupe(&fl->batch);
+	fl->seq = last;
+	for (;;) {
+		if ((rc = batch_parse(fl, false)))
+			return rc;
+		rc = reg_write(fl->reg, live_fn, fl);
+		if (rc != -EAGAIN)
+			break;
+	}
+	if (rc)
+		return rc;
+	fl->nskip = 0;
+	fl->st.batches++;
+	fl->st.applied += jsonl_count(fl->j);
+	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu", last, fl->batch.n,
+	          jsonl_count(fl->j));
+	return 0;
+}
+
+enum { LIVE_STOP, LIVE_RESYNC, LIVE_RETRY };
+
+/* Applies changes after position seq until asked to stop (LIVE_STOP), until the stream
+ * is another one or lost what we need (LIVE_RESYNC), or until NATS fails (LIVE_RETRY). */
+static int live(follow_t *fl, uint64_t seq, int *err)
+{
+	kv_sub_t *sub = NULL;
+	kv_msg_t m;
+	size_t cap = fl->o->batch_max ? fl->o->batch_max : 10000;
+	double checked = mono();
+	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0;
+	*err = 0;
+	if (rc) {
+		*err = rc;
+		return LIVE_RETRY;
+	}
+	char detail[64];
+	snprintf(detail, sizeof(detail), "seq=%" PRIu64, seq);
+	set_state(fl, "live", detail);
+	while (!*fl->o->stop) {
+		rc = kv_sub_next(sub, 500, &m);
+		if (rc == -ETIMEDOUT || (rc == 0 && m.seq <= seq)) {
+			if (mono() - checked < IDLE_CHECK_S)
+				continue;
+			checked = mono();
+			kv_info_t now;
+			if ((rc = kv_info(fl->b, &now))) {
+				kv_sub_close(sub);
+				*err = rc;
+				return rc == -ENOENT ? LIVE_RESYNC : LIVE_RETRY;
+			}
+			set_state(fl, "live", detail);
+			if (strcmp(now.id, fl->info.id) != 0 || now.last < seq) {
+				kv_sub_close(sub);
+				return LIVE_RESYNC;
+			}
+			/* idle while the stream is ahead twice in a row: the consumer is stuck
+			 * (a server lost it); take a new one from where we are */
+			lagging = now.last > seq ? lagging + 1 : 0;
+			if (lagging >= 2) {
+				kv_sub_close(sub);
+				return LIVE_RETRY;
+			}
+			continue;
+		}
+		if (rc) {
+			kv_sub_close(sub);
+			*err = rc;
+			return LIVE_RETRY;
+		}
+		lagging = 0;
+		batch_reset(&fl->batch);
+		uint64_t last = m.seq;
+		rc = batch_add(fl, &m);
+		while (!rc && fl->batch.n < cap && kv_sub_queued(sub) > 0 &&
+		       kv_sub_next(sub, 1, &m) == 0) {
+			if (m.seq <= last)
+				continue; /* a redelivery after the consumer was re-created */
+			last = m.seq;
+			rc = batch_add(fl, &m);
+		}
+		if (!rc)
+			rc = live_batch(fl, last);
+		if (rc) {
+			kv_sub_close(sub);
+			*err = rc;
+			return LIVE_STOP;
+		}
+		seq = last;
+		snprintf(detail, sizeof(detail), "seq=%" PRIu64, seq);
+	}
+	kv_sub_close(sub);
+	return LIVE_STOP;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+/* Whether the registry's position can be resumed from in the stream now known. */
+static bool resumable(follow_t *fl, uint64_t *seq)
+{
+	reg_txn_t *txn;
+	reg_follow_t f;
+	if (reg_txn_begin(fl->reg, false, &txn))
+		return false;
+	int rc = reg_get_follow(txn, &f);
+	reg_txn_abort(txn);
+	if (rc)
+		return false;
+	*seq = f.seq;
+	/* history 1: a stream drops older messages of a key; one that dropped messages past
+	 * our position may have dropped a delete marker too, so only a stream that still
+	 * holds everything after seq is resumed */
+	return strcmp(f.bucket, fl->o->bucket) == 0 && strcmp(f.stream, fl->info.id) == 0 &&
+	       f.seq <= fl->info.last && (fl->info.first == 0 || fl->info.first <= f.seq + 1);
+}
+
+static void unreachable(follow_t *fl, int rc)
+{
+	char detail[160];
+	snprintf(detail, sizeof(detail), "error=\"%s\"", kv_strerror(rc));
+	set_state(fl, rc == -ENOENT ? "bucket-missing" : "waiting", detail);
+}
+
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats)
+{
+	static volatile sig_atomic_t never;
+	follow_opts_t o = {.bucket = bucket, .stop = &never};
+	follow_t fl = {.reg = reg, .o = &o, .b = b, .state = "full-sync"};
+	int rc = kv_info(b, &fl.info);
+	if (!rc)
+		rc = full_sync(&fl);
+	if (stats)
+		*stats = fl.st;
+	jsonl_free(fl.j);
+	batch_free(&fl.batch);
+	free(fl.skip);
+	return rc;
+}
+
+int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
+{
+	follow_t fl = {.reg = reg, .o = o};
+	int rc = kv_connect(&fl.conn, o->urls, o->nurls, true);
+	if (rc) {
+		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
+		return rc;
+	}
+	double backoff = 0.1;
+	rc = 0;
+	while (!*o->stop) {
+		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, &fl.b))) {
+			unreachable(&fl, rc);
+			nap(&fl, backoff);
+			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			continue;
+		}
+		if ((rc = kv_info(fl.b, &fl.info))) {
+			unreachable(&fl, rc);
+			if (rc == -ENOENT)
+				kv_bucket_close(fl.b), fl.b = NULL;
+			nap(&fl, backoff);
+			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			continue;
+		}
+		uint64_t seq = 0;
+		if (!resumable(&fl, &seq)) {
+			rc = full_sync(&fl);
+			if (rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO || rc == -ENOENT) {
+				unreachable(&fl, rc);
+				nap(&fl, backoff);
+				backoff = backoff < 2.5 ? backoff * 2 : 5;
+				continue;
+			}
+			if (rc) {
+				log_error("follow: full sync failed: %s", reg_strerror(rc));
+				break;
+			}
+			seq = fl.seq;
+		}
+		int err = 0;
+		int how = live(&fl, seq, &err);
+		if (how == LIVE_STOP) {
+			rc = err;
+			if (rc)
+				log_error("follow: cannot write the registry: %s",
+				          reg_strerror(rc));
+			break;
+		}
+		if (how == LIVE_RESYNC) {
+			/* look the bucket up again: it may have been deleted and recreated */
+			kv_bucket_close(fl.b);
+			fl.b = NULL;
+		}
+		if (err) {
+			unreachable(&fl, err);
+			nap(&fl, backoff);
+			backoff = backoff < 2.5 ? backoff * 2 : 5;
+		} else {
+			backoff = 0.1;
+		}
+	}
+	if (!rc)
+		log_info("follow: state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
+		         " batches=%" PRIu64,
+		         o->bucket, fl.st.applied, fl.st.skipped, fl.st.batches);
+	if (stats)
+		*stats = fl.st;
+	jsonl_free(fl.j);
+	batch_free(&fl.batch);
+	free(fl.skip);
+	kv_bucket_close(fl.b);
+	kv_close(fl.conn);
+	return rc;
+}

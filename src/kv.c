@@ -1,0 +1,426 @@
+/*
+ * kv.c — the NATS C client (libnats) behind include/kv.h. The only file that includes
+ * <nats/nats.h>: publish and follow see buckets, keys, values and stream sequences,
+ * never a NATS type. It must never touch the registry.
+ */
+#include "kv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct kv_conn {
+	natsConnection *nc;
+	natsOptions *opts;
+	volatile int closing; /* kv_close: the disconnection it causes is not news */
+};
+
+struct kv_bucket {
+	kv_conn_t *c;
+	jsCtx *js;
+	char name[64];
+	char stream[72];       /* KV_<name> */
+	char prefix[80];       /* $KV.<name>. */
+	int failed;            /* asynchronous writes refused since the last kv_flush */
+	pthread_mutex_t mutex; /* guards failed (the error handler runs on NATS's thread) */
+};
+
+struct kv_sub {
+	kv_bucket_t *b;
+	natsSubscription *sub;
+	natsMsg *msg; /* the message handed out last */
+};
+
+static __thread char last_error[256];
+
+/* Maps a NATS status to our codes, keeping its text for kv_strerror. */
+static int fail(natsStatus s, const char *what)
+{
+	const char *detail = nats_GetLastError(NULL);
+	snprintf(last_error, sizeof(last_error), "%s: %s%s%s", what, natsStatus_GetText(s),
+	         detail && *detail ? ": " : "", detail ? detail : "");
+	switch (s) {
+	case NATS_OK:
+		return 0;
+	case NATS_TIMEOUT:
+		return -ETIMEDOUT;
+	case NATS_NOT_FOUND:
+		return -ENOENT;
+	case NATS_NO_MEMORY:
+		return -ENOMEM;
+	case NATS_NOT_YET_CONNECTED:
+	case NATS_CONNECTION_CLOSED:
+	case NATS_CONNECTION_DISCONNECTED:
+	case NATS_NO_SERVER:
+	case NATS_STALE_CONNECTION:
+		return -ENOTCONN;
+	default:
+		return -EIO;
+	}
+}
+
+const char *kv_strerror(int err)
+{
+	if (err == -EIO && last_error[0])
+		return last_error;
+	if (err == -ENOTCONN)
+		return "NATS is unreachable";
+	return strerror(-err);
+}
+
+/* ---- connection ---------------------------------------------------------------------- */
+
+static void log_state(natsConnection *nc, const char *state)
+{
+	char url[256] = "";
+	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+	log_info("kv: nats=%s url=%s", state, url[0] ? url : "-");
+}
+
+static void on_connected(natsConnection *nc, void *arg)
+{
+	(void)arg;
+	log_state(nc, "connected");
+}
+static void on_disconnected(natsConnection *nc, void *arg)
+{
+	kv_conn_t *c = arg;
+	if (!c->closing)
+		log_state(nc, "disconnected");
+}
+static void on_reconnected(natsConnection *nc, void *arg)
+{
+	(void)arg;
+	log_state(nc, "reconnected");
+}
+
+/* Back-off between attempts: 100 ms doubling to 5 s (attempts restart at 1 after each
+ * successful connection). */
+static int64_t reconnect_delay(natsConnection *nc, int attempts, void *arg)
+{
+	(void)nc, (void)arg;
+	int64_t ms = 100;
+	for (int i = 1; i < attempts && ms < 5000; i++)
+		ms *= 2;
+	return ms < 5000 ? ms : 5000;
+}
+
+int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
+{
+	kv_conn_t *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	natsStatus s = natsOptions_Create(&c->opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(c->opts, (const char **)urls, (int)n);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(c->opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(c->opts, forever ? -1 : 2);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomReconnectDelay(c->opts, reconnect_delay, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(c->opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(c->opts, 2);
+	if (s == NATS_OK && forever)
+		s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(c->opts, on_disconnected, c);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, NULL);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&c->nc, c->opts);
+	if (s == NATS_NOT_YET_CONNECTED && forever) {
+		log_info("kv: nats=connecting url=%s", urls[0]);
+		s = NATS_OK;
+	} else if (s == NATS_OK) {
+		log_state(c->nc, "connected");
+	}
+	if (s != NATS_OK) {
+		int rc = fail(s, "connect");
+		kv_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+bool kv_connected(kv_conn_t *c)
+{
+	return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void kv_close(kv_conn_t *c)
+{
+	if (!c)
+		return;
+	c->closing = 1;
+	if (c->nc) {
+		natsConnection_Close(c->nc);
+		natsConnection_Destroy(c->nc);
+	}
+	natsOptions_Destroy(c->opts);
+	free(c);
+}
+
+/* ---- bucket ---------------------------------------------------------------------------- */
+
+static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *arg)
+{
+	(void)js;
+	kv_bucket_t *b = arg;
+	pthread_mutex_lock(&b->mutex);
+	if (b->failed++ == 0)
+		snprintf(last_error, sizeof(last_error), "a write was refused: %s",
+		         pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+	pthread_mutex_unlock(&b->mutex);
+}
+
+int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **out)
+{
+	if (strlen(name) == 0 || strlen(name) >= 64 || strpbrk(name, ".*> \t"))
+		return -EINVAL;
+	kv_bucket_t *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->c = c;
+	snprintf(b->name, sizeof(b->name), "%s", name);
+	snprintf(b->stream, sizeof(b->stream), "KV_%s", name);
+	snprintf(b->prefix, sizeof(b->prefix), "$KV.%s.", name);
+	jsOptions o;
+	jsOptions_Init(&o);
+	o.Wait = 5000;
+	o.PublishAsync.MaxPending = 4096;
+	o.PublishAsync.ErrHandler = on_pub_error;
+	o.PublishAsync.ErrHandlerClosure = b;
+	kvStore *kv = NULL;
+	pthread_mutex_init(&b->mutex, NULL);
+	natsStatus s = natsConnection_JetStream(&b->js, c->nc, &o);
+	if (s == NATS_OK)
+		s = js_KeyValue(&kv, b->js, name);
+	if (s == NATS_NOT_FOUND && replicas > 0) {
+		kvConfig cfg;
+		kvConfig_Init(&cfg);
+		cfg.Bucket = name;
+		cfg.History = 1;
+		cfg.Replicas = replicas;
+		cfg.StorageType = js_FileStorage;
+		s = js_CreateKeyValue(&kv, b->js, &cfg);
+		if (s == NATS_OK)
+			log_info("kv: bucket=created name=%s replicas=%d", name, replicas);
+	}
+	kvStore_Destroy(kv);
+	if (s != NATS_OK) {
+		int rc = fail(s, "bucket");
+		kv_bucket_close(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+void kv_bucket_close(kv_bucket_t *b)
+{
+	if (!b)
+		return;
+	jsCtx_Destroy(b->js);
+	pthread_mutex_destroy(&b->mutex);
+	free(b);
+}
+
+int kv_bucket_delete(kv_conn_t *c, const char *name)
+{
+	jsCtx *js = NULL;
+	natsStatus s = natsConnection_JetStream(&js, c->nc, NULL);
+	if (s == NATS_OK)
+		s = js_DeleteKeyValue(js, name);
+	jsCtx_Destroy(js);
+	return s == NATS_OK ? 0 : fail(s, "delete bucket");
+}
+
+static int stream_info(kv_bucket_t *b, const char *filter, jsStreamInfo **si)
+{
+	jsOptions o;
+	jsErrCode jerr = 0;
+	char subj[256];
+	jsOptions_Init(&o);
+	if (filter) {
+		snprintf(subj, sizeof(subj), "%s%s", b->prefix, filter);
+		o.Stream.Info.SubjectsFilter = subj;
+	}
+	natsStatus s = js_GetStreamInfo(si, b->js, b->stream, &o, &jerr);
+	if (s == NATS_OK)
+		return 0;
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+		return fail(NATS_NOT_FOUND, "stream info");
+	return fail(s, "stream info");
+}
+
+int kv_info(kv_bucket_t *b, kv_info_t *out)
+{
+	jsStreamInfo *si;
+	int rc = stream_info(b, NULL, &si);
+	if (rc)
+		return rc;
+	snprintf(out->id, sizeof(out->id), "%" PRId64, si->Created);
+	out->first = si->State.FirstSeq;
+	out->last = si->State.LastSeq;
+	out->msgs = si->State.Msgs;
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+int kv_count_keys(kv_bucket_t *b, const char *filter, uint64_t *out)
+{
+	jsStreamInfo *si;
+	int rc = stream_info(b, filter, &si);
+	if (rc)
+		return rc;
+	*out = si->State.Subjects ? (uint64_t)si->State.Subjects->Count : 0;
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+/* ---- writes ------------------------------------------------------------------------------ */
+
+static int subject(kv_bucket_t *b, const char *key, char *buf, size_t cap)
+{
+	int n = snprintf(buf, cap, "%s%s", b->prefix, key);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int kv_put(kv_bucket_t *b, const char *key, const char *value, size_t len)
+{
+	char subj[512];
+	int rc = subject(b, key, subj, sizeof(subj));
+	if (rc)
+		return rc;
+	natsStatus s = js_PublishAsync(b->js, subj, value, (int)len, NULL);
+	return s == NATS_OK ? 0 : fail(s, "put");
+}
+
+int kv_delete(kv_bucket_t *b, const char *key)
+{
+	char subj[512];
+	natsMsg *m = NULL;
+	int rc = subject(b, key, subj, sizeof(subj));
+	if (rc)
+		return rc;
+	natsStatus s = natsMsg_Create(&m, subj, NULL, NULL, 0);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "KV-Operation", "DEL");
+	if (s == NATS_OK)
+		s = js_PublishMsgAsync(b->js, &m, NULL);
+	natsMsg_Destroy(m);
+	return s == NATS_OK ? 0 : fail(s, "delete");
+}
+
+int kv_flush(kv_bucket_t *b)
+{
+	jsPubOptions po;
+	jsPubOptions_Init(&po);
+	po.MaxWait = 30000;
+	natsStatus s = js_PublishAsyncComplete(b->js, &po);
+	if (s != NATS_OK)
+		return fail(s, "waiting for acknowledgements");
+	pthread_mutex_lock(&b->mutex);
+	int failed = b->failed;
+	b->failed = 0;
+	pthread_mutex_unlock(&b->mutex);
+	return failed ? -EIO : 0;
+}
+
+/* ---- ordered consumer --------------------------------------------------------------------- */
+
+int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out)
+{
+	kv_sub_t *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->b = b;
+	char subj[256];
+	snprintf(subj, sizeof(subj), "%s%s", b->prefix, filter ? filter : ">");
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = b->stream;
+	so.Ordered = true;
+	so.Config.Heartbeat = 2000LL * 1000 * 1000; /* a dead server shows within ~6 s */
+	if (start_seq) {
+		so.Config.DeliverPolicy = js_DeliverByStartSequence;
+		so.Config.OptStartSeq = start_seq;
+	} else {
+		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+	}
+	jsErrCode jerr = 0;
+	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, NULL, &so, &jerr);
+	/* bounded client-side buffering: the follower's memory does not grow with the bucket */
+	if (st == NATS_OK)
+		st = natsSubscription_SetPendingLimits(s->sub, 65536, 16 << 20);
+	if (st != NATS_OK) {
+		int rc = fail(st, "subscribe");
+		if (jerr == JSStreamNotFoundErr)
+			rc = -ENOENT;
+		kv_sub_close(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
+{
+	natsMsg_Destroy(s->msg);
+	s->msg = NULL;
+	natsStatus st = natsSubscription_NextMsg(&s->msg, s->sub, timeout_ms > 0 ? timeout_ms : 1);
+	if (st != NATS_OK)
+		return fail(st, "next message");
+	jsMsgMetaData *md = NULL;
+	st = natsMsg_GetMetaData(&md, s->msg);
+	if (st != NATS_OK)
+		return fail(st, "message metadata");
+	m->seq = md->Sequence.Stream;
+	m->pending = md->NumPending;
+	jsMsgMetaData_Destroy(md);
+	const char *subj = natsMsg_GetSubject(s->msg);
+	size_t plen = strlen(s->b->prefix);
+	m->key = strncmp(subj, s->b->prefix, plen) == 0 ? subj + plen : subj;
+	m->value = natsMsg_GetData(s->msg);
+	m->len = (size_t)natsMsg_GetDataLength(s->msg);
+	m->op = KV_PUT;
+	const char *op = NULL;
+	if (natsMsgHeader_Get(s->msg, "KV-Operation", &op) == NATS_OK && op) {
+		if (strcmp(op, "DEL") == 0)
+			m->op = KV_DELETE;
+		else if (strcmp(op, "PURGE") == 0)
+			m->op = KV_PURGE;
+	}
+	if (m->op != KV_PUT)
+		m->len = 0;
+	return 0;
+}
+
+uint64_t kv_sub_queued(kv_sub_t *s)
+{
+	uint64_t n = 0;
+	natsSubscription_QueuedMsgs(s->sub, &n);
+	return n;
+}
+
+void kv_sub_close(kv_sub_t *s)
+{
+	if (!s)
+		return;
+	natsMsg_Destroy(s->msg);
+	if (s->sub) {
+		natsSubscription_Unsubscribe(s->sub);
+		natsSubscription_Destroy(s->sub);
+	}
+	free(s);
+}

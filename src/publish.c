@@ -1,0 +1,327 @@
+/*
+ * publish.c — internalctl publish: validate a JSON Lines file against the bucket's
+ * content, then write it into the bucket. Validation reuses import's own code: the
+ * bucket is mirrored into a scratch registry (follow_mirror) and the file applied to it
+ * in a transaction that is thrown away. Nothing is written to the bucket before the
+ * whole file has passed. This file must never include a NATS header (kv.h only).
+ */
+#include "publish.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "follow.h"
+#include "jsonl.h"
+#include "kv.h"
+#include "kvkey.h"
+#include "registry.h"
+
+typedef struct {
+	char *key;  /* NULL: a delete of something the bucket does not hold */
+	size_t off; /* the line in the input */
+	size_t len;
+	int kind;
+	bool del;
+} line_t;
+
+typedef struct {
+	const jsonl_t *j;
+	bool replace;
+	char *err;
+} check_t;
+
+#define CHECKED 1 /* check_fn's "valid, now throw the transaction away" */
+
+static int check_fn(reg_txn_t *txn, void *arg)
+{
+	check_t *c = arg;
+	int rc = jsonl_apply(txn, c->j, c->replace, c->err);
+	return rc ? rc : CHECKED;
+}
+
+static int read_all(FILE *f, char **out, size_t *len)
+{
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap);
+	while (buf) {
+		n += fread(buf + n, 1, cap - n, f);
+		if (n < cap)
+			break;
+		char *nb = realloc(buf, cap * 2);
+		if (!nb)
+			free(buf);
+		buf = nb, cap *= 2;
+	}
+	if (!buf)
+		return -ENOMEM;
+	if (ferror(f)) {
+		free(buf);
+		return -EIO;
+	}
+	*out = buf, *len = n;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every key the bucket holds a value under (not deleted ones), sorted; for --replace. */
+static int bucket_keys(kv_bucket_t *b, char ***out, size_t *n)
+{
+	kv_info_t info;
+	kv_sub_t *sub;
+	kv_msg_t m;
+	size_t cap = 0;
+	char **keys = NULL;
+	int rc = kv_info(b, &info);
+	*n = 0;
+	if (rc || info.msgs == 0)
+		return rc;
+	if ((rc = kv_sub_open(b, NULL, 0, &sub)))
+		return rc;
+	do {
+		if ((rc = kv_sub_next(sub, 10000, &m)))
+			break;
+		if (m.op != KV_PUT)
+			continue;
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			char **k = realloc(keys, cap * sizeof(*k));
+			if (!k) {
+				rc = -ENOMEM;
+				break;
+			}
+			keys = k;
+		}
+		if (!(keys[*n] = strdup(m.key))) {
+			rc = -ENOMEM;
+			break;
+		}
+		(*n)++;
+	} while (m.pending > 0);
+	kv_sub_close(sub);
+	qsort(keys, *n, sizeof(*keys), cmp_str);
+	*out = keys;
+	return rc;
+}
+
+static void remove_scratch(char *dir)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* The key of every line, a Machine's delete by id found in the bucket's content. */
+static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, line_t **out,
+                     size_t *nout)
+{
+	reg_txn_t *txn;
+	line_t *lines = NULL;
+	size_t n = 0, cap = 0, lineno = 0;
+	int rc = reg_txn_begin(scratch, false, &txn);
+	if (rc)
+		return rc;
+	for (size_t off = 0; off < len && !rc;) {
+		char *nl = memchr(buf + off, '\n', len - off);
+		size_t l = nl ? (size_t)(nl - (buf + off)) : len - off;
+		size_t start = off;
+		off += l + 1;
+		lineno++;
+		while (l && (buf[start + l - 1] == '\r' || buf[start + l - 1] == ' '))
+			l--;
+		if (strspn(buf + start, " \t") >= l)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			line_t *nl2 = realloc(lines, cap * sizeof(*nl2));
+			if (!nl2) {
+				rc = -ENOMEM;
+				break;
+			}
+			lines = nl2;
+		}
+		line_t *ln = &lines[n++];
+		char key[KVKEY_MAX], id[64], err[256];
+		*ln = (line_t){.off = start, .len = l};
+		ln->kind = kvkey_of_record(buf + start, l, key, sizeof(key), &ln->del, id,
+		                           sizeof(id), err, sizeof(err));
+		if (ln->kind < 0) {
+			fprintf(stderr, "internalctl: %s:%zu: %s\n", name, lineno, err);
+			rc = -EINVAL;
+			break;
+		}
+		if (!key[0]) { /* a Machine's delete: its key is wherever the bucket has it */
+			reg_machine_buf_t mb;
+			char org[REG_LABEL_MAX + 1];
+			if (reg_get_machine(txn, id, &mb) ||
+			    reg_org_slug(txn, mb.m.net, org, sizeof(org)) ||
+			    kvkey_machine(org, id, key, sizeof(key)))
+				continue; /* not in the bucket: nothing to delete */
+		}
+		if (!(ln->key = strdup(key)))
+			rc = -ENOMEM;
+	}
+	reg_txn_abort(txn);
+	*out = lines, *nout = n;
+	return rc;
+}
+
+int publish_run(const publish_opts_t *o)
+{
+	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
+	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, err[JSONL_ERR_MAX] = "";
+	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
+	size_t len = 0, nlines = 0, nbkeys = 0, nputs = 0, ndels = 0;
+	line_t *lines = NULL;
+	kv_conn_t *conn = NULL;
+	kv_bucket_t *b = NULL;
+	reg_t *scratch = NULL;
+	jsonl_t *j = NULL;
+	bool have_scratch = false;
+	int rc;
+
+	FILE *f = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
+	if (!f) {
+		fprintf(stderr, "internalctl: %s: %s\n", o->file, strerror(errno));
+		return -errno;
+	}
+	rc = read_all(f, &buf, &len);
+	if (f != stdin)
+		fclose(f);
+	if (rc) {
+		fprintf(stderr, "internalctl: %s: %s\n", name, strerror(-rc));
+		return rc;
+	}
+	if ((rc = kv_connect(&conn, o->urls, o->nurls, false)) ||
+	    (rc = kv_bucket_open(conn, o->bucket, o->replicas, &b))) {
+		fprintf(stderr, "internalctl: publish: NATS at %s, bucket %s: %s\n", o->urls[0],
+		        o->bucket, kv_strerror(rc));
+		goto out;
+	}
+	/* the bucket's content, validated as a follower validates it */
+	if (!mkdtemp(scratch_dir)) {
+		rc = -errno;
+		fprintf(stderr, "internalctl: publish: scratch registry: %s\n", strerror(errno));
+		goto out;
+	}
+	have_scratch = true;
+	follow_stats_t st;
+	if ((rc = reg_open(&scratch, scratch_dir, REG_NOSYNC, 0)) ||
+	    (rc = follow_mirror(scratch, b, o->bucket, &st))) {
+		fprintf(stderr, "internalctl: publish: reading bucket %s: %s\n", o->bucket,
+		        rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO ? kv_strerror(rc)
+		                                                          : reg_strerror(rc));
+		goto out;
+	}
+	if (st.skipped)
+		fprintf(stderr,
+		        "internalctl: publish: the bucket holds %llu values that do not validate "
+		        "(ignored; see the warnings above)\n",
+		        (unsigned long long)st.skipped);
+	/* the file, validated against it: jsonl_parse, then jsonl_apply in a transaction
+	 * thrown away */
+	FILE *mf = len ? fmemopen(buf, len, "r") : fopen("/dev/null", "r");
+	if (!mf) {
+		rc = -errno;
+		goto out;
+	}
+	rc = jsonl_parse(mf, name, &j, err);
+	fclose(mf);
+	if (!rc)
+		rc = line_keys(scratch, name, buf, len, &lines, &nlines);
+	if (!rc) {
+		check_t c = {j, o->replace, err};
+		rc = reg_write(scratch, check_fn, &c);
+		rc = rc == CHECKED ? 0 : rc;
+	}
+	if (rc) {
+		if (err[0])
+			fprintf(stderr, "internalctl: %s\n", err);
+		else if (rc != -EINVAL)
+			fprintf(stderr, "internalctl: publish: %s\n", reg_strerror(rc));
+		fprintf(stderr, "internalctl: nothing was published; bucket %s is unchanged\n",
+		        o->bucket);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (o->replace) { /* the bucket's keys the file lacks: deleted with the file's deletes */
+		if ((rc = bucket_keys(b, &bkeys, &nbkeys)))
+			goto write_failed;
+		fkeys = calloc(nlines + 1, sizeof(*fkeys));
+		if (!fkeys) {
+			rc = -ENOMEM;
+			goto write_failed;
+		}
+		size_t nf = 0;
+		for (size_t i = 0; i < nlines; i++)
+			if (lines[i].key && !lines[i].del)
+				fkeys[nf++] = lines[i].key;
+		qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
+		for (size_t i = 0; i < nbkeys; i++)
+			if (bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str)) {
+				free(bkeys[i]);
+				bkeys[i] = NULL;
+			}
+	}
+	/* orgs and regions, deletes, the other records, then deletes of orgs and regions:
+	 * a follower that gets them in separate batches never sees a record before its org,
+	 * nor an org deleted before its records */
+	for (int pass = 0; pass < 4; pass++) {
+		for (size_t i = 0; i < nlines; i++) {
+			line_t *ln = &lines[i];
+			bool first = ln->kind == KVKEY_ORG || ln->kind == KVKEY_REGION;
+			if (!ln->key || pass != (ln->del ? (first ? 3 : 1) : (first ? 0 : 2)))
+				continue;
+			rc = ln->del ? kv_delete(b, ln->key)
+			             : kv_put(b, ln->key, buf + ln->off, ln->len);
+			if (rc)
+				goto write_failed;
+			ln->del ? ndels++ : nputs++;
+		}
+		for (size_t i = 0; (pass == 1 || pass == 3) && i < nbkeys; i++) {
+			int kind = bkeys[i] ? kvkey_kind(bkeys[i]) : -1;
+			bool first = kind == KVKEY_ORG || kind == KVKEY_REGION;
+			if (!bkeys[i] || (pass == 3) != first)
+				continue;
+			if ((rc = kv_delete(b, bkeys[i])))
+				goto write_failed;
+			ndels++;
+		}
+	}
+	if ((rc = kv_flush(b)))
+		goto write_failed;
+	fprintf(stderr, "internalctl: published %zu records and %zu deletes to bucket %s\n", nputs,
+	        ndels, o->bucket);
+	goto out;
+write_failed:
+	fprintf(stderr,
+	        "internalctl: publish: writing bucket %s failed after %zu puts and %zu deletes: "
+	        "%s (publish the file again: puts and deletes are idempotent)\n",
+	        o->bucket, nputs, ndels, kv_strerror(rc));
+out:
+	jsonl_free(j);
+	for (size_t i = 0; i < nlines; i++)
+		free(lines[i].key);
+	free(lines);
+	for (size_t i = 0; i < nbkeys; i++)
+		free(bkeys[i]);
+	free(bkeys);
+	free(fkeys);
+	if (scratch)
+		reg_close(scratch);
+	if (have_scratch)
+		remove_scratch(scratch_dir);
+	kv_bucket_close(b);
+	kv_close(conn);
+	free(buf);
+	return rc;
+}

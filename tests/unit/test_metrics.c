@@ -1,0 +1,193 @@
+/* test_metrics.c — the Prometheus text of internald's counters: every family once with
+ * one HELP and one TYPE, its samples together, histograms cumulative, labels escaped,
+ * the workers' counters summed. */
+#include "testreg.h"
+
+#include "metrics.h"
+
+static met_snapshot_t full(void)
+{
+	met_snapshot_t s;
+	memset(&s, 0, sizeof(s));
+	s.version = "1.2.3";
+	s.workers = 4;
+	s.sum.queries[MET_UDP][MET_IPV6] = 7;
+	s.sum.rcode[3] = 2;
+	s.sum.rcode[16] = 1;
+	s.sum.form[MET_FORM_VMS] = 5;
+	s.sum.wakeups = 2, s.sum.datagrams = 9;
+	s.nup = 2;
+	s.up[0].addr = "[2001:db8::1]:53";
+	s.up[1].addr = "we\"ird\\";
+	s.up[0].lat_bucket[0] = 1, s.up[0].lat_bucket[3] = 2, s.up[0].lat_bucket[12] = 1;
+	s.up[0].lat_count = 4, s.up[0].lat_sum_ns = 3000000000u;
+	s.reg.present = true, s.reg.generation = 42, s.reg.written_ns = 1500000000000000000u;
+	s.reg.follows = true, s.reg.follow_seq = 99;
+	s.cache.present = true, s.cache.hits = 3;
+	s.dnstap.present = true, s.dnstap.dropped = 8;
+	s.proc.present = true, s.proc.cpu_seconds = 1.5, s.proc.open_fds = 12;
+	return s;
+}
+
+static char *render(const met_snapshot_t *s)
+{
+	met_buf_t b = {0};
+	assert_int_equal(met_render(&b, s), 0);
+	assert_non_null(b.buf);
+	assert_int_equal(strlen(b.buf), b.len);
+	return b.buf;
+}
+
+/* The family a sample line belongs to (a histogram's _bucket/_sum/_count are its own). */
+static void family_of(const char *line, char *out, size_t cap, const char *hist)
+{
+	size_t n = strcspn(line, "{ ");
+	snprintf(out, cap, "%.*s", (int)n, line);
+	if (hist[0] && strncmp(out, hist, strlen(hist)) == 0)
+		snprintf(out, cap, "%s", hist);
+}
+
+static void test_every_family_once_with_help_and_type_and_samples_together(void **st)
+{
+	(void)st;
+	met_snapshot_t s = full();
+	char *text = render(&s), *save = NULL;
+	char seen[128][96];
+	int nseen = 0, samples = 0;
+	char cur[96] = "", hist[96] = "";
+	bool help = false;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char name[96], type[32];
+		if (sscanf(line, "# HELP %95s", name) == 1) {
+			for (int i = 0; i < nseen; i++)
+				if (strcmp(seen[i], name) == 0)
+					fail_msg("family %s twice", name);
+			snprintf(seen[nseen++], sizeof(seen[0]), "%s", name);
+			snprintf(cur, sizeof(cur), "%s", name);
+			help = true;
+			continue;
+		}
+		if (sscanf(line, "# TYPE %95s %31s", name, type) == 2) {
+			assert_true(help);
+			assert_string_equal(name, cur);
+			help = false;
+			snprintf(hist, sizeof(hist), "%s", strcmp(type, "histogram") ? "" : name);
+			if (strcmp(type, "counter") == 0 && strncmp(name, "process_", 8) != 0)
+				assert_non_null(strstr(name, "_total"));
+			continue;
+		}
+		char fam[96];
+		family_of(line, fam, sizeof(fam), hist);
+		if (strcmp(fam, cur))
+			fail_msg("sample '%s' outside its family (current %s)", line, cur);
+		samples++;
+	}
+	assert_true(nseen > 40);
+	assert_true(samples > 100);
+	free(text);
+}
+
+static void test_values_and_labels(void **st)
+{
+	(void)st;
+	met_snapshot_t s = full();
+	char *t = render(&s);
+	assert_non_null(
+	        strstr(t, "internald_queries_total{transport=\"udp\",family=\"ipv6\"} 7\n"));
+	assert_non_null(strstr(t, "internald_responses_total{rcode=\"NXDOMAIN\"} 2\n"));
+	assert_non_null(strstr(t, "internald_responses_total{rcode=\"BADVERS\"} 1\n"));
+	assert_null(strstr(t, "rcode=\"NOTIMP\"")); /* unseen and not one of the usual three */
+	assert_non_null(strstr(t, "internald_answers_total{form=\"vms\"} 5\n"));
+	assert_non_null(strstr(t, "internald_workers 4\n"));
+	assert_non_null(strstr(t, "internald_udp_datagrams_per_wakeup 4.5\n"));
+	assert_non_null(strstr(t, "upstream=\"we\\\"ird\\\\\"")); /* escaped */
+	assert_non_null(strstr(t, "internald_registry_generation 42\n"));
+	assert_non_null(strstr(t, "internald_registry_last_write_timestamp_seconds 1500000000\n"));
+	assert_non_null(strstr(t, "internald_registry_follow_sequence 99\n"));
+	assert_non_null(strstr(t, "internald_cache_hits_total 3\n"));
+	assert_non_null(strstr(t, "internald_dnstap_dropped_total 8\n"));
+	assert_non_null(strstr(t, "internald_build_info{version=\"1.2.3\"} 1\n"));
+	assert_non_null(strstr(t, "process_cpu_seconds_total 1.50\n"));
+	assert_non_null(strstr(t, "process_open_fds 12\n"));
+	free(t);
+}
+
+static void test_histogram_is_cumulative_with_inf_equal_to_count(void **st)
+{
+	(void)st;
+	met_snapshot_t s = full();
+	char *t = render(&s);
+	const char *u = "upstream=\"[2001:db8::1]:53\"";
+	char want[256];
+	snprintf(want, sizeof(want),
+	         "internald_upstream_latency_seconds_bucket{%s,le=\"0.0005\"} 1\n", u);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof(want),
+	         "internald_upstream_latency_seconds_bucket{%s,le=\"0.005\"} 3\n", u);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof(want), "internald_upstream_latency_seconds_bucket{%s,le=\"2.5\"} 3\n",
+	         u);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof(want),
+	         "internald_upstream_latency_seconds_bucket{%s,le=\"+Inf\"} 4\n", u);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof(want), "internald_upstream_latency_seconds_sum{%s} 3.000000000\n", u);
+	assert_non_null(strstr(t, want));
+	free(t);
+}
+
+static void test_latency_bucket_bounds(void **st)
+{
+	(void)st;
+	assert_int_equal(met_lat_bucket(0), 0);
+	assert_int_equal(met_lat_bucket(500000), 0); /* le="0.0005" is inclusive */
+	assert_int_equal(met_lat_bucket(500001), 1);
+	assert_int_equal(met_lat_bucket(1000000000), 10);
+	assert_int_equal(met_lat_bucket(2600000000u), MET_LAT_BUCKETS); /* +Inf */
+}
+
+static void test_absent_parts_leave_their_families_out(void **st)
+{
+	(void)st;
+	met_snapshot_t s;
+	memset(&s, 0, sizeof(s));
+	char *t = render(&s);
+	assert_null(strstr(t, "internald_registry_"));
+	assert_null(strstr(t, "internald_cache_"));
+	assert_null(strstr(t, "internald_dnstap_"));
+	assert_null(strstr(t, "internald_upstream_"));
+	assert_null(strstr(t, "process_"));
+	assert_non_null(strstr(t, "internald_build_info{version=\"unknown\"} 1\n"));
+	free(t);
+}
+
+static void test_worker_counters_are_summed(void **st)
+{
+	(void)st;
+	met_worker_t a, b, sum;
+	memset(&a, 0, sizeof(a)), memset(&b, 0, sizeof(b)), memset(&sum, 0, sizeof(sum));
+	MET_INC(a.queries[MET_TCP][MET_IPV4]);
+	MET_ADD(b.queries[MET_TCP][MET_IPV4], 4);
+	MET_ADD(a.datagrams, 10);
+	MET_INC(b.dropped[MET_DROP_QR]);
+	MET_INC(b.tcp_closed_cap);
+	met_worker_add(&sum, &a);
+	met_worker_add(&sum, &b);
+	assert_int_equal(sum.queries[MET_TCP][MET_IPV4], 5);
+	assert_int_equal(sum.datagrams, 10);
+	assert_int_equal(sum.dropped[MET_DROP_QR], 1);
+	assert_int_equal(sum.tcp_closed_cap, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_every_family_once_with_help_and_type_and_samples_together),
+	        cmocka_unit_test(test_values_and_labels),
+	        cmocka_unit_test(test_histogram_is_cumulative_with_inf_equal_to_count),
+	        cmocka_unit_test(test_latency_bucket_bounds),
+	        cmocka_unit_test(test_absent_parts_leave_their_families_out),
+	        cmocka_unit_test(test_worker_counters_are_summed),
+	};
+	return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
+}
