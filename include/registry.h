@@ -297,8 +297,11 @@ int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
 
 /* Does org net hold a started Machine or a peer whose address begins with the first
  * nibbles (0-32) nibbles of ip? 1 yes, 0 no, < 0 an error. Another org's addresses
- * never count. One seek, no allocation (the reverse zone's empty non-terminals). */
-int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles);
+ * never count, nor those for which hidden(hit) is true (NULL: every one counts; the
+ * caller decides what DNS hides, e.g. interactive-* peers). One seek plus a step past
+ * each hidden record, no allocation (the reverse zone's empty non-terminals). */
+int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles,
+                    bool (*hidden)(const reg_hit_t *hit));
 
 /* Deletes an org that holds nothing any more (no Machine in any state, peer or Flycast
  * address): the follower applies a KV delete of org.<slug> with it. -ENOENT if unknown,

@@ -533,10 +533,16 @@ static int answer_ptr(req_t *rq)
 	return WIRE_NOERROR;
 }
 
-/* A shorter reverse name exists while an address of the querier's org lies below it. */
+/* A peer without names (interactive-*) makes no reverse name exist either. */
+static bool addr_hidden(const reg_hit_t *h)
+{
+	return h->kind == REG_HIT_PEER && names_peer_hidden(h->id, h->id_len);
+}
+
+/* A shorter reverse name exists while a named address of the querier's org lies below it. */
 static int answer_ptr_ent(req_t *rq)
 {
-	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles);
+	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles, addr_hidden);
 	if (rc < 0)
 		return WIRE_SERVFAIL;
 	return negative(rq, rc ? WIRE_NOERROR : WIRE_NXDOMAIN);

@@ -2058,9 +2058,20 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 
 /* ---- reverse names: is a nibble prefix an empty non-terminal? ------------------------------ */
 
+static bool has_prefix(const MDB_val *key, uint32_t net, const uint8_t start[16], unsigned nibbles)
+{
+	if (key->mv_size != 20 || get_u32(key->mv_data) != net)
+		return false;
+	const uint8_t *got = (const uint8_t *)key->mv_data + 4;
+	if (memcmp(got, start, nibbles / 2) != 0)
+		return false;
+	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
+}
+
 /* Seeks the first address of net at or after the prefix's first address and compares
- * nibble by nibble: one seek, no walk, no allocation. */
-int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned nibbles)
+ * nibble by nibble: one seek, then a step past each hidden record, no allocation. */
+int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned nibbles,
+                    bool (*hidden)(const reg_hit_t *hit))
 {
 	if (nibbles > 32)
 		return -EINVAL;
@@ -2075,17 +2086,19 @@ int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned n
 	int rc = cursor(t, DB_ADDR, &c);
 	if (rc)
 		return rc;
-	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return map_err(rc);
-	if (key.mv_size != 20 || get_u32(key.mv_data) != net)
-		return 0;
-	const uint8_t *got = (const uint8_t *)key.mv_data + 4;
-	if (memcmp(got, start, nibbles / 2) != 0)
-		return 0;
-	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
+	for (rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &key, &v, MDB_NEXT)) {
+		if (!has_prefix(&key, net, start, nibbles))
+			return 0;
+		reg_hit_t h;
+		if (!hidden)
+			return 1;
+		if ((rc = hit_from_addr(&key, &v, &h)))
+			return rc;
+		if (!hidden(&h))
+			return 1;
+	}
+	return rc == MDB_NOTFOUND ? 0 : map_err(rc);
 }
 
 /* ---- org deletion (the follower: a KV delete of org.<slug>) -------------------------------- */

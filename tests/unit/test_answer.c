@@ -428,6 +428,21 @@ static void test_reverse_prefixes_are_empty_non_terminals_of_the_org(void **stat
 	how_t empty = {.src = "fdaa:0:77:1::2", .dst = "fdaa::3"};
 	assert_negative(ask_how(fx, "0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, empty),
 	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	/* a peer without names (interactive-*) makes no reverse name exist; another does */
+	char err[JSONL_ERR_MAX];
+	if (import_str(fx->reg,
+	               "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"interactive-99\","
+	               "\"ip\":\"fdaa:0:18:5::9\",\"region\":\"ord\"}\n"
+	               "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"desk\","
+	               "\"ip\":\"fdaa:0:18:6::9\",\"region\":\"ord\"}\n",
+	               false, err))
+		fail_msg("%s", err);
+	reg_txn_reset(fx->txn);
+	assert_int_equal(reg_txn_renew(fx->txn), 0);
+	assert_negative(ask(fx, "5.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	assert_negative(ask(fx, "6.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NOERROR, "a.a.d.f.ip6.arpa.");
 }
 
 /* The names between an app and its records exist while the app has a started Machine;

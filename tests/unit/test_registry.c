@@ -550,6 +550,11 @@ static void test_follow_position_commits_with_the_data_and_survives_clear(void *
 	reg_txn_abort(t);
 }
 
+static bool every_peer(const reg_hit_t *h)
+{
+	return h->kind == REG_HIT_PEER;
+}
+
 static void test_addr_prefix_is_one_org_and_any_nibble_count(void **state)
 {
 	reg_txn_t *t = rd(*state);
@@ -557,22 +562,26 @@ static void test_addr_prefix_is_one_org_and_any_nibble_count(void **state)
 	 * peer fdaa:0:18:2::2, beta's Machine 4 fdaa:0:19:1:1:0:4:2 */
 	uint8_t m1[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2};
 	for (unsigned n = 0; n <= 32; n++)
-		assert_int_equal(reg_addr_prefix(t, NET_A, m1, n), 1);
+		assert_int_equal(reg_addr_prefix(t, NET_A, m1, n, NULL), 1);
 	uint8_t m3[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 3, 0, 2};
-	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 27), 1); /* shared with Machine 1 */
-	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 28), 0); /* ...:0:3 only: stopped */
+	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 27, NULL), 1); /* shared with Machine 1 */
+	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 28, NULL), 0); /* ...:0:3 only: stopped */
 	uint8_t peer[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 2, [15] = 2};
-	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 32), 1);
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 32, NULL), 1);
 	uint8_t odd[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 0x30}; /* fdaa:0:18:3..: nothing */
-	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 15), 0);
-	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 14), 1); /* fdaa:0:18:0... */
+	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 15, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 14, NULL), 1); /* fdaa:0:18:0... */
 	/* beta's address counts for beta only, alpha's for alpha only */
 	uint8_t b4[16] = {0xfd, 0xaa, 0, 0, 0, 0x19, 0, 1, 0, 1, 0, 0, 0, 4, 0, 2};
-	assert_int_equal(reg_addr_prefix(t, NET_B, b4, 32), 1);
-	assert_int_equal(reg_addr_prefix(t, NET_A, b4, 12), 0);
-	assert_int_equal(reg_addr_prefix(t, NET_B, m1, 12), 0);
-	assert_int_equal(reg_addr_prefix(t, 0x77, m1, 4), 0); /* an org with nothing */
-	assert_int_equal(reg_addr_prefix(t, NET_A, m1, 33), -EINVAL);
+	assert_int_equal(reg_addr_prefix(t, NET_B, b4, 32, NULL), 1);
+	assert_int_equal(reg_addr_prefix(t, NET_A, b4, 12, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_B, m1, 12, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, 0x77, m1, 4, NULL), 0); /* an org with nothing */
+	assert_int_equal(reg_addr_prefix(t, NET_A, m1, 33, NULL), -EINVAL);
+	/* what the caller hides does not count: the peer alone under fdaa:0:18:2 */
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 16, every_peer), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 16, NULL), 1);
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 12, every_peer), 1); /* Machine 1 */
 	reg_txn_abort(t);
 }
 
