@@ -2141,5 +2141,8 @@ int reg_delete_org(reg_txn_t *t, const char *slug)
 	put_u32(nb, f.net);
 	if ((rc = raw_del(t, DB_ORGS, slug, strlen(slug))))
 		return rc;
+	/* its serial goes too: a network with no org answers serial 0, as one never written */
+	if ((rc = raw_del(t, DB_SERIALS, nb, 4)) && rc != -ENOENT)
+		return rc;
 	return raw_del(t, DB_ORGNETS, nb, 4);
 }

@@ -242,6 +242,27 @@ static void test_serial_moves_only_with_the_orgs_records(void **state)
 	reg_txn_abort(t);
 }
 
+static int delete_beta(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	return reg_delete_org(t, "beta");
+}
+
+static void test_an_org_is_deleted_only_empty_and_its_serial_goes(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, delete_beta, NULL), -ENOTEMPTY);
+	assert_int_equal(reg_write(fx->reg, delete_it, "00000000000004"), 0);
+	assert_int_equal(reg_write(fx->reg, delete_beta, NULL), 0);
+	reg_txn_t *t = rd(fx);
+	uint32_t net;
+	assert_int_equal(reg_org_net(t, "beta", 4, &net), -ENOENT);
+	assert_int_equal(reg_org_serial(t, NET_B), 0);
+	assert_int_not_equal(reg_org_serial(t, NET_A), 0);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
 static int put_conflict(reg_txn_t *t, void *arg)
 {
 	(void)arg;
@@ -592,6 +613,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_key_only_metadata_set, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_serial_moves_only_with_the_orgs_records, setup,
 	                                        teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_an_org_is_deleted_only_empty_and_its_serial_goes, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_started_machines_are_in_every_index, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_orgs_are_separate_key_ranges, setup, teardown),
