@@ -29,8 +29,10 @@ typedef struct reg reg_t;
 typedef struct reg_txn reg_txn_t;
 
 enum reg_open_flags {
-	REG_RDONLY = 1 << 0, /* internald: never writes, never creates */
-	REG_NOSYNC = 1 << 1, /* skip fsync at commit: bulk tests only (durability, not safety) */
+	REG_RDONLY = 1 << 0,   /* internald: never writes, never creates */
+	REG_NOSYNC = 1 << 1,   /* skip fsync at commit: bulk tests only (durability, not safety) */
+	REG_WRITEMAP = 1 << 2, /* the writer's dirty pages go straight into the map (page cache),
+	                        * not the heap: a million-record transaction in little memory */
 };
 
 /*
