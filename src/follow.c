@@ -532,7 +532,8 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 {
 	kv_sub_t *sub = NULL;
 	kv_msg_t m;
-	size_t cap = fl->o->batch_max ? fl->o->batch_max : 10000;
+	size_t cap = fl->o->batch_max ? fl->o->batch_max
+	                              : 50000; /* a follower behind catches up in few commits */
 	double checked = mono();
 	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0;
 	*err = 0;

@@ -203,6 +203,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **o
 	jsOptions_Init(&o);
 	o.Wait = 5000;
 	o.PublishAsync.MaxPending = 4096;
+	o.PublishAsync.StallWait = 30000; /* a busy server slows a big publish, never fails it */
 	o.PublishAsync.ErrHandler = on_pub_error;
 	o.PublishAsync.ErrHandlerClosure = b;
 	kvStore *kv = NULL;
