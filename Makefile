@@ -1,7 +1,8 @@
 # internald — one Makefile, read top to bottom.
 #
 #   make            build build/internald and build/internalctl
-#   make run        install missing packages, build, import zones/demo.jsonl, serve [::1]:5353
+#   make run        install missing packages, build, import zones/regions.jsonl and
+#                   zones/demo.jsonl, serve [::1]:5353
 #   make test       unit + integration + netns (root) suites, then unit + integration again
 #                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
@@ -18,7 +19,6 @@ CC       ?= cc
 PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
@@ -26,14 +26,14 @@ DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libja
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base
+	     dnstap-ldns unbound dnsmasq-base curl
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread \
-	    -DINTERNALD_REGIONS=\"$(PREFIX)/share/internald/regions.tsv\" \
-	    -DINTERNALD_VERSION=\"$(VERSION)\"
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread
+VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 ifeq ($(SAN),1)
@@ -106,7 +106,7 @@ deps deps-run deps-test deps-bench:
 run: deps-run
 	$(MAKE) all
 	rm -rf run/db && mkdir -p run
-	$(O)/internalctl --db run/db import zones/demo.jsonl
+	$(O)/internalctl --db run/db import zones/regions.jsonl zones/demo.jsonl
 	@echo
 	@echo "internald serves the demo org on [::1]:5353. Try, in another terminal:"
 	@echo "  dig @::1 -p 5353 +short AAAA web.internal"
@@ -115,7 +115,7 @@ run: deps-run
 	@echo "  curl -s 'http://[::1]:9153/metrics' | grep internald_queries_total"
 	@echo
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
-		--regions zones/regions.tsv --region ord --workers 2 --metrics '[::1]:9153'
+		--region ord --workers 2 --metrics '[::1]:9153'
 
 unit: $(UNITS:%=$(O)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
@@ -123,10 +123,12 @@ unit: $(UNITS:%=$(O)/tests/%)
 integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/run
 	O=$(O) tests/integration/forward
+	O=$(O) tests/integration/cache
 	O=$(O) tests/integration/robust
 	O=$(O) tests/integration/dnstap
 	O=$(O) tests/integration/diff
 	O=$(O) tests/integration/ops
+	O=$(O) tests/integration/examples
 	O=$(O) tests/integration/sync
 
 netns: all
@@ -162,7 +164,10 @@ $(O)/burst: bench/burst.c | $(O)
 $(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe
+$(O)/cachebench: bench/cachebench.c $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
@@ -182,10 +187,9 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	    tests/fuzz/corpus/$$t; done
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/internald \
+	install -d $(DESTDIR)$(PREFIX)/sbin \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
-	install -m 644 zones/regions.tsv $(DESTDIR)$(PREFIX)/share/internald/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)

@@ -21,9 +21,9 @@ typedef struct {
 	uint32_t ttl;     /* every answer, and the negative TTL */
 	const char *nsid; /* NULL: no NSID */
 	size_t nsid_len;
-	const regions_t *regions; /* for nearest; may be empty */
-	int server_region;        /* index into regions for queriers of no known region, or -1 */
-	bool forward;             /* names outside our zones: ANS_FORWARD (else REFUSED) */
+	const char *region; /* the server's own region code for queriers of no known region */
+	size_t region_len;  /* 0: none */
+	bool forward;       /* names outside our zones: ANS_FORWARD (else REFUSED) */
 	org_acl_t acl;
 } ans_conf_t;
 
@@ -39,7 +39,7 @@ typedef struct {
 	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
 	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint32_t serial;  /* the registry's generation */
+	uint32_t serial;  /* the registry's generation (SOA serials are per org) */
 	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
 	/* What the last ans_process decided, for the server's counters (metrics.h). */

@@ -15,8 +15,8 @@
  * of the ID, RD/CD/RA, the question's letter case and each TTL, counted down.
  *
  * Bounded in bytes: max_bytes covers every byte the cache allocates (the shard tables
- * and each entry as malloc rounds it), and each shard evicts its least recently used
- * entries past its share.
+ * and each entry as malloc rounds it), and each shard evicts past its share with a CLOCK
+ * (second chance): the oldest entry not used since the hand last passed goes first.
  */
 #ifndef INTERNALD_CACHE_H
 #define INTERNALD_CACHE_H

@@ -34,8 +34,7 @@ typedef struct {
 	size_t nupstream;
 	char default_org[64]; /* "" for none */
 	char region[16];      /* the server's own region, "" for none */
-	char regions_file[PATH_MAX];
-	unsigned workers; /* 0: one per core */
+	unsigned workers;     /* 0: one per core */
 	uint32_t ttl;
 	char nsid[128]; /* "" for none */
 	int log_level;
@@ -45,15 +44,15 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
+	bool has_metrics;             /* off unless set */
+	char user[64];                /* --user: drop to it after binding, "" for none */
 	char dnstap[PATH_MAX + 8];    /* "unix:PATH", "" for off (include/dnstap.h) */
 	size_t cache_size;            /* bytes of the forwarding cache; 0: none */
 	unsigned cache_max_ttl;       /* seconds a positive answer is kept at most */
 	unsigned cache_neg_max_ttl;   /* seconds an NXDOMAIN/NODATA is kept at most */
 	unsigned serve_stale;         /* seconds past expiry an answer may serve stale */
 	unsigned client_timer_ms;     /* a client waiting this long gets a stale answer */
-	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
-	bool has_metrics;             /* off unless set */
-	char user[64];                /* --user: drop to it after binding, "" for none */
 } config_t;
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */

@@ -71,13 +71,14 @@ typedef struct {
 	uint64_t dropped; /* frames dropped: queue or buffer pool full, or no memory */
 } dt_stats_t;
 
-/* The frame a pool buffer holds: a query or a UDP answer of the usual sizes. A larger
- * frame (a big TCP or EDNS answer) gets a buffer of its own from malloc, the one case
- * that allocates. */
-#define DT_FRAME_MAX 4096
+/* The frame a pool buffer holds: any client query or UDP answer (at most 1232 bytes)
+ * with its envelope. A larger frame (a TCP answer, an upstream's large EDNS answer) gets a
+ * buffer of its own from malloc, the one case that allocates. With DT_QUEUE the pool is
+ * 1 MiB per worker, allocated only when dnstap is on. */
+#define DT_FRAME_MAX 2048
 
 /* Frames each worker may have in its queue (a power of 2); its pool has twice as many
- * buffers, for the frames the I/O thread is writing. */
+ * buffers, for the frames the I/O thread holds while it writes them (up to 64). */
 #define DT_QUEUE 256
 
 /*

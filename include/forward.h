@@ -17,8 +17,8 @@
 
 #include "cache.h"
 #include "config.h"
-#include "dnstap.h"
 #include "metrics.h"
+#include "dnstap.h"
 
 typedef struct fwd fwd_t;
 

@@ -38,8 +38,12 @@ int jsonl_import_parsed(reg_t *reg, const jsonl_t *j, bool replace, char *err);
 /* jsonl_parse + jsonl_import_parsed. */
 int jsonl_import(reg_t *reg, FILE *f, const char *name, bool replace, char *err);
 
-/* Writes the whole registry to out in the import format (orgs, Machines by id, peers,
- * Flycast addresses), so that export -> import --replace -> export is the identity. */
+/* Writes the whole registry to out in the import format (regions, orgs, Machines by id,
+ * peers, Flycast addresses), so that export -> import --replace -> export is the identity. */
 int jsonl_export(reg_txn_t *txn, FILE *out);
+
+/* Every Machine and peer names a region the registry holds (internalctl upgrade: schema 3
+ * had no region records). -EINVAL with err naming the first that does not. */
+int jsonl_check_regions(reg_txn_t *txn, char *err);
 
 #endif

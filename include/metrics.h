@@ -91,7 +91,7 @@ typedef struct {
 /* The cache's counters (include/cache.h fills them; all zero while there is no cache). */
 typedef struct {
 	bool present;
-	uint64_t hits, misses, stale, prefetches, evictions, entries, bytes;
+	uint64_t hits, misses, stale, prefetches, inserts, evictions, entries, bytes;
 } met_cache_t;
 
 typedef struct {
@@ -119,7 +119,12 @@ typedef struct {
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;
+	struct {
+		bool present; /* --dnstap is on */
+		uint64_t sent, dropped;
+	} dnstap;
 	met_process_t proc;
+	double scrape_seconds; /* how long the previous scrape took inside internald */
 } met_snapshot_t;
 
 /* A growing text buffer (the scrape's, never the workers'). */

@@ -14,26 +14,32 @@
 #include <stdint.h>
 
 typedef enum {
-	NAME_OUTSIDE,   /* not in a zone of ours: forward it */
-	NAME_NX,        /* in a zone of ours, but no name form: NXDOMAIN */
-	NAME_APEX,      /* internal. / flycast. / a.a.d.f.ip6.arpa. */
-	NAME_ENT,       /* empty non-terminal under an app (vm.<app>, kv._metadata.<app>, ...) */
-	NAME_APP,       /* <app>.internal, global.<app>.internal */
-	NAME_REGION,    /* <region>.<app>.internal */
-	NAME_GROUP,     /* <group>.process.<app>.internal */
-	NAME_VM,        /* <id>.vm.<app>.internal */
-	NAME_NEAREST,   /* top<N>.nearest.of.<app>.internal */
-	NAME_META,      /* <value>.<key>.kv._metadata.<app>.internal */
-	NAME_VMS,       /* vms.<app>.internal (TXT) */
-	NAME_REGIONS,   /* regions.<app>.internal (TXT) */
-	NAME_APPS,      /* _apps.internal (TXT) */
-	NAME_PEERS,     /* _peer.internal (TXT) */
-	NAME_PEER,      /* <peer>._peer.internal */
-	NAME_INSTANCES, /* _instances.internal (TXT) */
-	NAME_FLYCAST,   /* <app>.flycast */
-	NAME_PTR,       /* 32 nibbles under a.a.d.f.ip6.arpa */
-	NAME_NSHOST,    /* _ns.internal: the apex NS target, this server */
-	NAME_PTR_ENT,   /* 1-27 nibbles under a.a.d.f.ip6.arpa: a prefix of an address */
+	NAME_OUTSIDE,     /* not in a zone of ours: forward it */
+	NAME_NX,          /* in a zone of ours, but no name form: NXDOMAIN */
+	NAME_APEX,        /* internal. / flycast. / a.a.d.f.ip6.arpa. */
+	NAME_ENT,         /* empty non-terminal under an app (vm.<app>, kv._metadata.<app>, ...) */
+	NAME_APP,         /* <app>.internal, global.<app>.internal */
+	NAME_REGION,      /* <region>.<app>.internal */
+	NAME_GROUP,       /* <group>.process.<app>.internal */
+	NAME_VM,          /* <id>.vm.<app>.internal */
+	NAME_NEAREST,     /* top<N>.nearest.of.<app>.internal */
+	NAME_META,        /* <value>.<key>.kv._metadata.<app>.internal */
+	NAME_VMS,         /* vms.<app>.internal (TXT) */
+	NAME_REGIONS,     /* regions.<app>.internal (TXT) */
+	NAME_APPS,        /* _apps.internal (TXT) */
+	NAME_PEERS,       /* _peer.internal (TXT) */
+	NAME_PEER,        /* <peer>._peer.internal */
+	NAME_INSTANCES,   /* _instances.internal (TXT) */
+	NAME_FLYCAST,     /* <app>.flycast */
+	NAME_PTR,         /* 32 nibbles under a.a.d.f.ip6.arpa */
+	NAME_NSHOST,      /* _ns.internal: the apex NS target, this server */
+	NAME_PTR_ENT,     /* 1-27 nibbles under a.a.d.f.ip6.arpa: a prefix of an address */
+	NAME_ALL_VMS,     /* all.vms.<app>.internal (TXT, every state) */
+	NAME_ALL_REGIONS, /* all.regions.<app>.internal (TXT, every state) */
+	NAME_ALL_INSTANCES, /* all._instances.internal (TXT, every state) */
+	NAME_ALL_ENT,       /* all.<app>.internal: exists while the app has a Machine */
+	NAME_META_ENT,      /* _metadata.<app>, kv._metadata.<app>: exist while a pair does */
+	NAME_META_KEY,      /* <key>.kv._metadata.<app>.internal */
 } names_form_t;
 
 typedef enum { ZONE_NONE, ZONE_INTERNAL, ZONE_FLYCAST, ZONE_REVERSE } names_zone_t;
@@ -68,5 +74,16 @@ bool names_label_valid(const char *s, size_t len);
 
 /* A Machine id of the platform: exactly 14 hex digits, lower case. */
 bool names_machine_id(const char *s, size_t len);
+
+/* A word of the name forms (global, vms, regions, process, vm, nearest, of, kv, all,
+ * _metadata, _apps, _peer, _instances): never a region code or a process group. */
+bool names_reserved(const char *s, size_t len);
+
+/* A metadata key or value that names can ask for: 1-63 of [a-z0-9_-] in either case.
+ * Other metadata is stored and exported but has no name. */
+bool names_meta_label(const char *s, size_t len);
+
+/* A peer that appears in no name and no PTR: interactive-* (fly ssh, console). */
+bool names_peer_hidden(const char *s, size_t len);
 
 #endif

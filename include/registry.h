@@ -20,18 +20,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REG_LABEL_MAX       63 /* every app, region, group, id, peer, metadata key/value */
-#define REG_STATE_MAX       31 /* a Machine state such as "started" */
-#define REG_META_MAX        32 /* metadata pairs per Machine */
+#define REG_LABEL_MAX       63           /* every app, region, group, id, peer, metadata key */
+#define REG_META_VALUE_MAX  255          /* a metadata value (any printable text) */
+#define REG_REGION_NAME_MAX 127          /* a region's city name */
+#define REG_STATE_MAX       31           /* a Machine state such as "started" */
+#define REG_META_MAX        32           /* metadata pairs per Machine */
 #define REG_MAPSIZE_DEFAULT (1ULL << 30) /* writer's initial map; grows on MDB_MAP_FULL */
 
 typedef struct reg reg_t;
 typedef struct reg_txn reg_txn_t;
 
 enum reg_open_flags {
-	REG_RDONLY = 1 << 0,   /* internald: never writes, never creates */
-	REG_NOSYNC = 1 << 1,   /* skip fsync at commit: bulk tests only (durability, not safety) */
-	REG_WRITEMAP = 1 << 2, /* the writer's dirty pages go straight into the map (page cache),
+	REG_RDONLY = 1 << 0, /* internald: never writes, never creates */
+	REG_NOSYNC = 1 << 1, /* skip fsync at commit: bulk tests only (durability, not safety) */
+	REG_UPGRADE =
+	        1 << 2, /* writer: also open a registry of the previous schema (reg_upgrade) */
+	REG_WRITEMAP = 1 << 3, /* the writer's dirty pages go straight into the map (page cache),
 	                        * not the heap: a million-record transaction in little memory */
 };
 
@@ -43,7 +47,10 @@ enum reg_open_flags {
  * does, the next reg_txn_begin/renew adopts the new size (waiting for this process's
  * other read snapshots to be reset). Safe to share between threads.
  * Allocates *out; release with reg_close(). Errors: -ENOENT (no registry at dir, read-only),
- * -EINVAL (not a registry of this version), LMDB codes.
+ * -EPROTO (written by the previous release: `internalctl upgrade` converts it in place;
+ * reg_strerror says so), -EPROTONOSUPPORT (a newer or unknown schema), LMDB codes.
+ * The writer creates dir and its files only when it opens (import creates nothing when
+ * it refuses: internalctl removes what it created).
  */
 int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize);
 void reg_close(reg_t *reg);
@@ -82,12 +89,16 @@ typedef struct {
 	const char *key, *value;
 } reg_meta_t;
 
+/* Metadata keys are 1..REG_LABEL_MAX bytes, values 0..REG_META_VALUE_MAX, any text
+ * without NUL, stored as given. A pair whose key and value are both names_meta_label()s
+ * is queryable (indexed lower-cased); others are only stored. */
 typedef struct {
 	const char *id, *app, *region, *group, *state;
 	uint32_t net; /* org network: bits 16..47 of the address */
 	uint8_t ip[16];
 	const reg_meta_t *meta;
 	size_t nmeta;
+	bool skip_dns; /* "dns":{"skip_registration":true}: in no name at all, kept */
 } reg_machine_t;
 
 /* A machine decoded from the store, with room for its strings. */
@@ -96,7 +107,7 @@ typedef struct {
 	char id[REG_LABEL_MAX + 1], app[REG_LABEL_MAX + 1], region[REG_LABEL_MAX + 1];
 	char group[REG_LABEL_MAX + 1], state[REG_STATE_MAX + 1];
 	reg_meta_t meta[REG_META_MAX];
-	char metabuf[REG_META_MAX][2][REG_LABEL_MAX + 1];
+	char metabuf[REG_META_MAX][2][REG_META_VALUE_MAX + 1];
 } reg_machine_buf_t;
 
 /* ---- write API (txn from reg_write or reg_txn_begin(write)) ------------------------ */
@@ -118,9 +129,26 @@ int reg_delete_flycast(reg_txn_t *txn, uint32_t net, const char *app, const uint
 /* Empties every table (import --replace); the generation goes on counting. */
 int reg_clear(reg_txn_t *txn);
 
+/* A region: code (a DNS label), city name, coordinates in degrees. Regions belong to no
+ * org. Deleting one leaves the Machines that name it as they are (nearest puts them
+ * last). -EINVAL: coordinates out of range. */
+int reg_put_region(reg_txn_t *txn, const char *code, const char *name, double lat, double lon);
+int reg_delete_region(reg_txn_t *txn, const char *code);
+
+/*
+ * Converts a registry of the previous schema (3, release 0a7288a) in place, in txn (from
+ * a registry opened with REG_UPGRADE): re-encodes every Machine, rebuilds every index,
+ * gives every org its serial. Regions are not in schema 3: the caller adds them in the
+ * same transaction. Returns 1 if it upgraded, 0 if the registry was already current.
+ */
+int reg_upgrade(reg_txn_t *txn);
+
 /* ---- point reads (any txn) ------------------------------------------------------------ */
 
 uint64_t reg_generation(reg_txn_t *txn);
+/* The org's SOA serial: the generation of the last write that changed one of its records
+ * (org, Machines, peers, Flycast). 0 for an org never written. */
+uint32_t reg_org_serial(reg_txn_t *txn, uint32_t net);
 /* When the last write transaction committed (ns since the epoch), 0 if never. */
 uint64_t reg_written_ns(reg_txn_t *txn);
 /* -ENOENT if unknown. */
@@ -129,6 +157,18 @@ int reg_org_net(reg_txn_t *txn, const char *slug, size_t len, uint32_t *net);
 int reg_org_slug(reg_txn_t *txn, uint32_t net, char *buf, size_t cap);
 /* Decodes a Machine into *out. -ENOENT if none. */
 int reg_get_machine(reg_txn_t *txn, const char *id, reg_machine_buf_t *out);
+
+/* A region as the store holds it (strings into the map, not NUL-terminated). */
+typedef struct {
+	const char *code, *name;
+	uint8_t code_len, name_len;
+	double lat, lon;
+} reg_region_t;
+/* One region by code: 0, or -ENOENT. Allocation-free (nearest calls it per answer). */
+int reg_get_region(reg_txn_t *txn, const char *code, size_t len, reg_region_t *out);
+typedef int (*reg_region_fn)(const reg_region_t *r, void *arg);
+/* Every region, by code. */
+int reg_walk_regions(reg_txn_t *txn, reg_region_fn fn, void *arg);
 
 /* ---- the read path: range walks over started Machines (no allocation) ----------------- */
 
@@ -166,6 +206,10 @@ int reg_walk_org(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 int reg_walk_peers(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 int reg_walk_flycast(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
                      void *arg);
+/* The all. forms: the same walks over Machines in every state (never skip_dns ones). */
+int reg_walk_all_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, reg_walk_fn fn,
+                     void *arg);
+int reg_walk_all_org(reg_txn_t *txn, uint32_t net, reg_walk_fn fn, void *arg);
 
 /*
  * The addresses of one AAAA answer, a page at a time: fn(ips, n, arg) gets n contiguous
@@ -180,7 +224,8 @@ enum reg_set_kind {
 	REG_SET_APP = 'A',
 	REG_SET_REGION = 'R',
 	REG_SET_GROUP = 'G',
-	REG_SET_META = 'M'
+	REG_SET_META = 'M',
+	REG_SET_META_KEY = 'K' /* ... that have key sub, any value */
 };
 typedef int (*reg_ips_fn)(const uint8_t *ips, size_t n, void *arg);
 int reg_ips(reg_txn_t *txn, uint32_t net, int kind, const char *app, size_t app_len,
@@ -193,6 +238,11 @@ typedef int (*reg_name_fn)(const char *name, size_t len, uint32_t count, void *a
 int reg_walk_apps(reg_txn_t *txn, uint32_t net, reg_name_fn fn, void *arg);
 int reg_walk_app_regions(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
                          reg_name_fn fn, void *arg);
+/* Regions of an app with a Machine in any state (all.regions). */
+int reg_walk_all_app_regions(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+                             reg_name_fn fn, void *arg);
+/* 1 if some started Machine of the app has a queryable metadata pair, 0 if none, < 0. */
+int reg_has_meta(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len);
 /* Started Machines of an app (0 if none, the app is then absent from DNS), and of an app
  * in one region. */
 int reg_count_app(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len, uint32_t *count);
@@ -206,6 +256,9 @@ int reg_find_peer(reg_txn_t *txn, uint32_t net, const char *name, size_t len, re
 /* The started Machine or peer at exactly ip (exact) or, failing that and when !exact, the
  * one whose /112 holds ip. 0, or -ENOENT. */
 int reg_find_addr(reg_txn_t *txn, const uint8_t ip[16], bool exact, reg_hit_t *hit);
+/* A Machine in any state at ip or in ip's /112 (the querier of nearest): sets kind, net,
+ * ip, id and region (app NULL). 0, or -ENOENT. */
+int reg_find_any_addr(reg_txn_t *txn, const uint8_t ip[16], reg_hit_t *hit);
 
 /* ---- whole-registry walks (internalctl: export, ls, zone, check) ----------------------- */
 
@@ -225,6 +278,7 @@ typedef struct {
 	uint64_t generation;
 	size_t orgs, machines, started, peers, flycast, index_entries;
 	size_t map_size, map_used, page_size;
+	size_t regions;
 } reg_stats_t;
 int reg_stats(reg_txn_t *txn, reg_stats_t *out);
 
@@ -245,8 +299,11 @@ int reg_get_follow(reg_txn_t *txn, reg_follow_t *out);
 
 /* Does org net hold a started Machine or a peer whose address begins with the first
  * nibbles (0-32) nibbles of ip? 1 yes, 0 no, < 0 an error. Another org's addresses
- * never count. One seek, no allocation (the reverse zone's empty non-terminals). */
-int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles);
+ * never count, nor those for which hidden(hit) is true (NULL: every one counts; the
+ * caller decides what DNS hides, e.g. interactive-* peers). One seek plus a step past
+ * each hidden record, no allocation (the reverse zone's empty non-terminals). */
+int reg_addr_prefix(reg_txn_t *txn, uint32_t net, const uint8_t ip[16], unsigned nibbles,
+                    bool (*hidden)(const reg_hit_t *hit));
 
 /* Deletes an org that holds nothing any more (no Machine in any state, peer or Flycast
  * address): the follower applies a KV delete of org.<slug> with it. -ENOENT if unknown,

@@ -9,8 +9,8 @@
 
 #include "answer.h"
 #include "config.h"
-#include "dnstap.h"
 #include "metrics.h"
+#include "dnstap.h"
 #include "registry.h"
 
 typedef struct srv srv_t;

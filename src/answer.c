@@ -40,9 +40,15 @@ static bool type_is(const wire_query_t *q, uint16_t type)
 	return q->qtype == type || q->qtype == WIRE_ANY;
 }
 
+/* The org's own serial: another org's writes never show in it. */
+static uint32_t serial(req_t *rq)
+{
+	return reg_org_serial(rq->ctx->txn, rq->net);
+}
+
 static int negative(req_t *rq, int rcode)
 {
-	wire_add_soa(rq->r, WIRE_NS_SEC, rq->apex, rq->ctx->conf->ttl, rq->ctx->serial,
+	wire_add_soa(rq->r, WIRE_NS_SEC, rq->apex, rq->ctx->conf->ttl, serial(rq),
 	             rq->ctx->conf->ttl, rq->internal_off);
 	return rcode;
 }
@@ -144,6 +150,14 @@ static int answer_set(req_t *rq, int kind)
 	                    n->val.p, n->val.len, aaaa ? put_ips : NULL, &a);
 	if (count < 0)
 		return WIRE_SERVFAIL;
+	if (count == 0 && kind == REG_SET_APP) {
+		/* <app> with only stopped Machines: an empty non-terminal (all.vms.<app>) */
+		int any = reg_walk_all_app(rq->ctx->txn, rq->net, n->app.p, n->app.len,
+		                           stop_at_first, NULL);
+		if (any < 0)
+			return WIRE_SERVFAIL;
+		return negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
+	}
 	if (count == 0 || !aaaa)
 		return negative(rq, count ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	aaaa_end(&a, true);
@@ -170,6 +184,8 @@ static int walk_vm(req_t *rq, reg_walk_fn fn, void *arg)
 static int walk_peer(req_t *rq, reg_walk_fn fn, void *arg)
 {
 	reg_hit_t h;
+	if (names_peer_hidden(rq->n->sub.p, rq->n->sub.len))
+		return 0;
 	int rc = reg_find_peer(rq->ctx->txn, rq->net, rq->n->sub.p, rq->n->sub.len, &h);
 	if (rc == -ENOENT)
 		return 0;
@@ -185,8 +201,9 @@ typedef struct {
 } near_region_t;
 
 typedef struct {
-	const ans_conf_t *conf;
-	int from;
+	reg_txn_t *txn;
+	bool from; /* the querier's region is known */
+	double lat, lon;
 	near_region_t *regs;
 	size_t n;
 } near_regions_t;
@@ -197,12 +214,11 @@ static int collect_region(const char *name, size_t len, uint32_t count, void *ar
 	near_regions_t *nr = arg;
 	if (nr->n == REGIONS_SCRATCH)
 		return 1;
-	int idx = regions_find(nr->conf->regions, name, len);
+	reg_region_t r;
 	uint32_t d = UINT32_MAX;
-	if (idx >= 0 && nr->from >= 0)
-		d = (uint32_t)(regions_km(nr->conf->regions, nr->from, idx) * 1000.0);
-	else if (idx >= 0)
-		d = 0; /* no querier region: every known region is as near */
+	if (reg_get_region(nr->txn, name, len, &r) == 0)
+		d = nr->from ? (uint32_t)(regions_km(nr->lat, nr->lon, r.lat, r.lon) * 1000.0)
+		             : 0; /* no querier region: every known region is as near */
 	nr->regs[nr->n++] = (near_region_t){d, name, (uint8_t)len};
 	return 0;
 }
@@ -241,18 +257,25 @@ static int add_cand(const reg_hit_t *h, void *arg)
 	return 0;
 }
 
-/* The querier's region: its Machine's or peer's (same org), else the server's. */
-static int querier_region(req_t *rq)
+/* The querier's region: its Machine's (in any state) or peer's in the same org, else
+ * the server's. Sets the coordinates when the registry knows the region. */
+static void querier_region(req_t *rq, near_regions_t *nr)
 {
 	reg_hit_t h;
 	const ans_conf_t *conf = rq->ctx->conf;
+	const char *code = conf->region;
+	size_t len = conf->region_len;
+	reg_txn_t *txn = rq->ctx->txn;
 	if (org_is_6pn(rq->cl->src) && org_net_of(rq->cl->src) == rq->net &&
-	    reg_find_addr(rq->ctx->txn, rq->cl->src, false, &h) == 0) {
-		int idx = regions_find(conf->regions, h.region, h.region_len);
-		if (idx >= 0)
-			return idx;
-	}
-	return conf->server_region;
+	    (reg_find_addr(txn, rq->cl->src, false, &h) == 0 ||
+	     reg_find_any_addr(txn, rq->cl->src, &h) == 0))
+		code = h.region, len = h.region_len;
+	reg_region_t r;
+	nr->from = len && reg_get_region(txn, code, len, &r) == 0;
+	if (!nr->from && code != conf->region && conf->region_len)
+		nr->from = reg_get_region(txn, conf->region, conf->region_len, &r) == 0;
+	if (nr->from)
+		nr->lat = r.lat, nr->lon = r.lon;
 }
 
 static int answer_nearest(req_t *rq)
@@ -267,7 +290,8 @@ static int answer_nearest(req_t *rq)
 		return negative(rq, WIRE_NOERROR);
 
 	near_region_t regs[REGIONS_SCRATCH];
-	near_regions_t nr = {rq->ctx->conf, querier_region(rq), regs, 0};
+	near_regions_t nr = {.txn = rq->ctx->txn, .regs = regs};
+	querier_region(rq, &nr);
 	if (reg_walk_app_regions(rq->ctx->txn, rq->net, n->app.p, n->app.len, collect_region, &nr) <
 	    0)
 		return WIRE_SERVFAIL;
@@ -329,13 +353,15 @@ static int item_hit(const reg_hit_t *h, void *arg)
 {
 	items_t *it = arg;
 	char buf[512], *p = buf;
+	if (it->form == NAME_PEERS && names_peer_hidden(h->id, h->id_len))
+		return 0;
 	if (it->n++)
-		*p++ = it->form == NAME_INSTANCES ? ';' : ',';
-	if (it->form == NAME_VMS) {
+		*p++ = it->form == NAME_INSTANCES || it->form == NAME_ALL_INSTANCES ? ';' : ',';
+	if (it->form == NAME_VMS || it->form == NAME_ALL_VMS) {
 		p = put(p, h->id, h->id_len);
 		*p++ = ' ';
 		p = put(p, h->region, h->region_len);
-	} else if (it->form == NAME_INSTANCES) {
+	} else if (it->form == NAME_INSTANCES || it->form == NAME_ALL_INSTANCES) {
 		p = put(p, "instance=", 9);
 		p = put(p, h->id, h->id_len);
 		p = put(p, ",app=", 5);
@@ -386,6 +412,15 @@ int ans_txt_items(reg_txn_t *txn, uint32_t net, names_form_t form, const char *a
 	case NAME_INSTANCES:
 		rc = reg_walk_org(txn, net, item_hit, &it);
 		break;
+	case NAME_ALL_VMS:
+		rc = reg_walk_all_app(txn, net, app, al, item_hit, &it);
+		break;
+	case NAME_ALL_REGIONS:
+		rc = reg_walk_all_app_regions(txn, net, app, al, item_name, &it);
+		break;
+	case NAME_ALL_INSTANCES:
+		rc = reg_walk_all_org(txn, net, item_hit, &it);
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -409,15 +444,32 @@ static int put_item(const char *item, size_t len, void *arg)
 	return 0;
 }
 
+/* An app with a Machine in any state (the all. names). 1, 0, or < 0. */
+static int app_any(req_t *rq)
+{
+	const names_t *n = rq->n;
+	return reg_walk_all_app(rq->ctx->txn, rq->net, n->app.p, n->app.len, stop_at_first, NULL);
+}
+
 static int answer_txt(req_t *rq, bool app_scoped)
 {
 	const names_t *n = rq->n;
-	if (app_scoped) {
+	if (app_scoped && (n->form == NAME_ALL_VMS || n->form == NAME_ALL_REGIONS)) {
+		int any = app_any(rq);
+		if (any <= 0)
+			return any < 0 ? WIRE_SERVFAIL : negative(rq, WIRE_NXDOMAIN);
+	} else if (app_scoped) {
 		uint32_t count;
 		if (reg_count_app(rq->ctx->txn, rq->net, n->app.p, n->app.len, &count))
 			return WIRE_SERVFAIL;
-		if (count == 0)
-			return negative(rq, WIRE_NXDOMAIN);
+		if (count == 0) {
+			/* only stopped Machines: vms.<app> and regions.<app> are the empty
+			 * non-terminals above all.vms.<app> and all.regions.<app> */
+			int any = app_any(rq);
+			if (any < 0)
+				return WIRE_SERVFAIL;
+			return negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
+		}
 	}
 	if (!type_is(rq->q, WIRE_TXT))
 		return negative(rq, WIRE_NOERROR);
@@ -430,10 +482,7 @@ static int answer_txt(req_t *rq, bool app_scoped)
 	        ans_txt_items(rq->ctx->txn, rq->net, n->form, n->app.p, n->app.len, put_item, &t);
 	if (items < 0)
 		return WIRE_SERVFAIL;
-	if (items == 0) {
-		wire_txt_abort(rq->r);
-		return negative(rq, WIRE_NOERROR);
-	}
+	/* an empty list is one TXT record of one empty string (wire_txt_end writes it) */
 	if (t.full && !rq->cl->tcp) {
 		/* the record does not fit whole: TC, and the client asks again over TCP */
 		wire_txt_abort(rq->r);
@@ -465,6 +514,8 @@ static int answer_ptr(req_t *rq)
 		return negative(rq, WIRE_NXDOMAIN);
 	if (rc)
 		return WIRE_SERVFAIL;
+	if (h.kind == REG_HIT_PEER && names_peer_hidden(h.id, h.id_len))
+		return negative(rq, WIRE_NXDOMAIN);
 	if (!type_is(rq->q, WIRE_PTR))
 		return negative(rq, WIRE_NOERROR);
 	uint8_t target[WIRE_NAME_MAX + 1];
@@ -482,10 +533,16 @@ static int answer_ptr(req_t *rq)
 	return WIRE_NOERROR;
 }
 
-/* A shorter reverse name exists while an address of the querier's org lies below it. */
+/* A peer without names (interactive-*) makes no reverse name exist either. */
+static bool addr_hidden(const reg_hit_t *h)
+{
+	return h->kind == REG_HIT_PEER && names_peer_hidden(h->id, h->id_len);
+}
+
+/* A shorter reverse name exists while a named address of the querier's org lies below it. */
 static int answer_ptr_ent(req_t *rq)
 {
-	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles);
+	int rc = reg_addr_prefix(rq->ctx->txn, rq->net, rq->n->addr, rq->n->nibbles, addr_hidden);
 	if (rc < 0)
 		return WIRE_SERVFAIL;
 	return negative(rq, rc ? WIRE_NOERROR : WIRE_NXDOMAIN);
@@ -518,7 +575,7 @@ static int answer_apex(req_t *rq)
 	if (rq->q->qtype != WIRE_SOA && rq->q->qtype != WIRE_NS && !any)
 		return negative(rq, WIRE_NOERROR);
 	if (rq->q->qtype == WIRE_SOA || any)
-		wire_add_soa(rq->r, WIRE_AN, rq->apex, ttl, rq->ctx->serial, ttl, rq->internal_off);
+		wire_add_soa(rq->r, WIRE_AN, rq->apex, ttl, serial(rq), ttl, rq->internal_off);
 	if (rq->q->qtype == WIRE_NS || any)
 		wire_add_ns(rq->r, rq->apex, ttl, rq->internal_off);
 	return WIRE_NOERROR;
@@ -543,6 +600,21 @@ static int answer_zone(req_t *rq)
 		return answer_set(rq, REG_SET_GROUP);
 	case NAME_META:
 		return answer_set(rq, REG_SET_META);
+	case NAME_META_KEY:
+		return answer_set(rq, REG_SET_META_KEY);
+	case NAME_META_ENT: {
+		int has = reg_has_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len);
+		return has < 0 ? WIRE_SERVFAIL : negative(rq, has ? WIRE_NOERROR : WIRE_NXDOMAIN);
+	}
+	case NAME_ALL_ENT: {
+		int any = app_any(rq);
+		return any < 0 ? WIRE_SERVFAIL : negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
+	}
+	case NAME_ALL_VMS:
+	case NAME_ALL_REGIONS:
+		return answer_txt(rq, true);
+	case NAME_ALL_INSTANCES:
+		return answer_txt(rq, false);
 	case NAME_VM:
 		return answer_walk(rq, walk_vm);
 	case NAME_PEER:

@@ -1,9 +1,12 @@
 /*
  * cache.c — forwarded answers in memory, shared by the workers (include/cache.h).
  *
- * Shards chosen by the key's hash, each a chained hash table and an LRU list behind one
- * mutex: a lookup holds it for the walk and one copy of at most the client's UDP size,
- * so a reader waits at most for one other copy or one insert. Entries are one malloc
+ * Shards chosen by the key's hash, each a chained hash table and a CLOCK ring (second
+ * chance: a hit only sets the entry's bit, the inserter's hand clears it or evicts)
+ * behind one mutex: a lookup holds it for the walk and one copy of at most the client's
+ * UDP size, so a reader waits at most for one other copy or one insert; evicted entries
+ * are freed after the lock is released. bench/cachebench measures it: a hit writes
+ * nothing a writer of the shard writes but the lock's line. Entries are one malloc
  * each (on the miss path only): the key name, the TTL offsets and the message.
  * It must never touch a socket, a loop or a clock, and never allocate in cache_lookup.
  */
@@ -33,17 +36,21 @@ typedef struct entry {
 	uint16_t len, nttl, qtype, qclass;
 	uint8_t bits, keylen;
 	bool prefetched;
-	uint8_t data[]; /* key[keylen], pad to 2, ttl_off[nttl], msg[len] */
+	bool ref;           /* CLOCK: used since the hand last passed */
+	uint16_t ttl_off[]; /* [nttl], then key[keylen], then msg[len] */
 } entry_t;
 
+/* What a lookup writes (the lock, its counters) shares one cache line; what only
+ * inserts write lives on the next ones, so a reader's lookup does not pull the lines
+ * a writer of the same shard just wrote. */
 typedef struct {
-	pthread_mutex_t lock;
-	entry_t **buckets;
+	_Alignas(64) pthread_mutex_t lock;
+	uint64_t hits, misses, stale, prefetches;
+	_Alignas(64) entry_t **buckets;
 	size_t mask;
-	entry_t *head, *tail; /* most / least recently used */
+	entry_t *head, *tail; /* newest / oldest inserted: the CLOCK's ring, hand at tail */
 	size_t bytes, max;
-	uint64_t entries, hits, misses, stale, prefetches, inserts, evictions;
-	char pad[64];
+	uint64_t entries, inserts, evictions;
 } shard_t;
 
 struct cache {
@@ -102,12 +109,17 @@ static shard_t *shard_of(cache_t *c, uint64_t h)
 
 static uint16_t *ttl_offs(entry_t *e)
 {
-	return (uint16_t *)(void *)(e->data + ((e->keylen + 1u) & ~1u));
+	return e->ttl_off;
+}
+
+static uint8_t *key_of(entry_t *e)
+{
+	return (uint8_t *)(e->ttl_off + e->nttl);
 }
 
 static uint8_t *msg_of(entry_t *e)
 {
-	return (uint8_t *)(ttl_offs(e) + e->nttl);
+	return key_of(e) + e->keylen;
 }
 
 /* ---- create / free -------------------------------------------------------------------- */
@@ -126,7 +138,9 @@ int cache_create(cache_t **out, const cache_conf_t *conf)
 	while (n < SHARDS_MAX && conf->max_bytes / (n * 2) >= SHARD_MIN)
 		n *= 2;
 	c->nshards = n;
-	c->shards = calloc(n, sizeof(*c->shards));
+	c->shards = aligned_alloc(_Alignof(shard_t), n * sizeof(*c->shards));
+	if (c->shards)
+		memset(c->shards, 0, n * sizeof(*c->shards));
 	if (!c->shards) {
 		free(c);
 		return -ENOMEM;
@@ -177,7 +191,7 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
 	for (entry_t *e = s->buckets[h & s->mask]; e; e = e->hnext)
 		if (e->hash == h && e->qtype == q->qtype && e->qclass == q->qclass &&
 		    e->bits == bits && e->keylen == q->qname_len &&
-		    memcmp(e->data, q->qname, q->qname_len) == 0)
+		    memcmp(key_of(e), q->qname, q->qname_len) == 0)
 			return e;
 	return NULL;
 }
@@ -206,7 +220,9 @@ static void lru_front(shard_t *s, entry_t *e)
 		s->tail = e;
 }
 
-static void drop(shard_t *s, entry_t *e)
+/* Takes e out of the shard; the caller frees it (after unlocking: free touches cold
+ * memory, and readers of the shard must not wait for that). */
+static entry_t *unlink_entry(shard_t *s, entry_t *e)
 {
 	entry_t **pp = &s->buckets[e->hash & s->mask];
 	while (*pp != e)
@@ -215,7 +231,16 @@ static void drop(shard_t *s, entry_t *e)
 	lru_unlink(s, e);
 	s->bytes -= e->charged;
 	s->entries--;
-	free(e);
+	return e;
+}
+
+static void free_list(entry_t *e)
+{
+	while (e) {
+		entry_t *next = e->hnext;
+		free(e);
+		e = next;
+	}
 }
 
 /* ---- lookup ---------------------------------------------------------------------------- */
@@ -242,7 +267,8 @@ static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q
 		memset(out + 6, 0, 6);
 		return n;
 	}
-	uint32_t elapsed = (uint32_t)((now_ms - e->stored_ms) / 1000);
+	/* workers' clocks are read at different moments: one may be behind the writer's */
+	uint32_t elapsed = now_ms > e->stored_ms ? (uint32_t)((now_ms - e->stored_ms) / 1000) : 0;
 	const uint16_t *off = ttl_offs(e);
 	for (unsigned i = 0; i < e->nttl; i++) {
 		uint32_t t = rd32(m + off[i]);
@@ -261,6 +287,7 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 	uint64_t h = key_hash(c, q, bits);
 	shard_t *s = shard_of(c, h);
 	int rc = CACHE_MISS;
+	entry_t *dead = NULL;
 	pthread_mutex_lock(&s->lock);
 	entry_t *e = find(s, h, q, bits);
 	if (!e) {
@@ -279,7 +306,7 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 			s->prefetches++;
 		}
 	} else if (now_ms >= stale_end) {
-		drop(s, e);
+		dead = unlink_entry(s, e);
 		if (!stale_ok)
 			s->misses++;
 		goto out;
@@ -295,12 +322,11 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		rc = CACHE_MISS;
 		goto out;
 	}
-	if (s->head != e) {
-		lru_unlink(s, e);
-		lru_front(s, e);
-	}
+	if (!e->ref)
+		e->ref = true;
 out:
 	pthread_mutex_unlock(&s->lock);
+	free(dead);
 	return rc;
 }
 
@@ -387,8 +413,7 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	uint8_t bits = query_bits(q);
 	uint64_t h = key_hash(c, q, bits);
 	shard_t *s = shard_of(c, h);
-	size_t keyroom = (q->qname_len + 1) & ~(size_t)1;
-	size_t size = sizeof(entry_t) + keyroom + n * sizeof(uint16_t) + len;
+	size_t size = sizeof(entry_t) + n * sizeof(uint16_t) + q->qname_len + len;
 	size_t charged = charge(size);
 	if (charged > s->max / 4 || len > WIRE_TCP_MAX)
 		return -ENOSPC;
@@ -404,14 +429,14 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	e->len = (uint16_t)len, e->nttl = (uint16_t)n;
 	e->qtype = q->qtype, e->qclass = q->qclass;
 	e->bits = bits, e->keylen = (uint8_t)q->qname_len;
-	memcpy(e->data, q->qname, q->qname_len);
 	if (n)
 		memcpy(ttl_offs(e), offs, n * sizeof(uint16_t));
+	memcpy(key_of(e), q->qname, q->qname_len);
 	memcpy(msg_of(e), msg, len);
 	pthread_mutex_lock(&s->lock);
-	entry_t *old = find(s, h, q, bits);
+	entry_t *old = find(s, h, q, bits), *dead = NULL;
 	if (old)
-		drop(s, old);
+		dead = unlink_entry(s, old), dead->hnext = NULL;
 	entry_t **b = &s->buckets[h & s->mask];
 	e->hnext = *b;
 	*b = e;
@@ -420,10 +445,20 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	s->entries++;
 	s->inserts++;
 	while (s->bytes > s->max && s->tail && s->tail != e) {
-		drop(s, s->tail);
+		entry_t *x = s->tail;
+		if (x->ref) { /* CLOCK: a second chance for an entry used since the last pass */
+			x->ref = false;
+			lru_unlink(s, x);
+			lru_front(s, x);
+			continue;
+		}
+		unlink_entry(s, x);
+		x->hnext = dead;
+		dead = x;
 		s->evictions++;
 	}
 	pthread_mutex_unlock(&s->lock);
+	free_list(dead);
 	return 0;
 }
 

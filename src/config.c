@@ -13,19 +13,15 @@
 #include "cache.h"
 #include "log.h"
 
-#ifndef INTERNALD_REGIONS
-#define INTERNALD_REGIONS "/usr/local/share/internald/regions.tsv"
-#endif
-
 const char config_usage[] =
         "usage: internald [-c FILE] [--db DIR] [--listen ADDR]... [--default-org SLUG]\n"
-        "                 [--region CODE] [--regions FILE] [--upstream ADDR]... [--workers N]\n"
+        "                 [--region CODE] [--upstream ADDR]... [--workers N]\n"
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
         "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
-        "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--metrics ADDR] [--user NAME]\n"
         "ADDR is [v6]:port, v4:port or a bare address (port 53). See internald(8).\n";
 
@@ -33,7 +29,6 @@ void config_defaults(config_t *c)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->db, sizeof(c->db), "/var/lib/internald");
-	snprintf(c->regions_file, sizeof(c->regions_file), "%s", INTERNALD_REGIONS);
 	c->ttl = 5;
 	c->log_level = LOG_INFO;
 	c->tcp_idle_ms = 10000;
@@ -136,16 +131,13 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		return copy(c->default_org, sizeof(c->default_org), v);
 	if (strcmp(key, "region") == 0)
 		return copy(c->region, sizeof(c->region), v);
-	if (strcmp(key, "regions") == 0)
-		return copy(c->regions_file, sizeof(c->regions_file), v);
+	if (strcmp(key, "regions") == 0) {
+		*why = "gone: regions are registry records now (internalctl import "
+		       "zones/regions.jsonl)";
+		return -EINVAL;
+	}
 	if (strcmp(key, "nsid") == 0)
 		return copy(c->nsid, sizeof(c->nsid), v);
-	if (strcmp(key, "dnstap") == 0) {
-		*why = "want unix:PATH (the collector's socket)";
-		if (strncmp(v, "unix:", 5) != 0 || !v[5])
-			return -EINVAL;
-		return copy(c->dnstap, sizeof(c->dnstap), v);
-	}
 	if (strcmp(key, "user") == 0) {
 		*why = "want a user name";
 		return v[0] ? copy(c->user, sizeof(c->user), v) : -EINVAL;
@@ -156,6 +148,12 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 			return -EINVAL;
 		c->has_metrics = true;
 		return 0;
+	}
+	if (strcmp(key, "dnstap") == 0) {
+		*why = "want unix:PATH (the collector's socket)";
+		if (strncmp(v, "unix:", 5) != 0 || !v[5])
+			return -EINVAL;
+		return copy(c->dnstap, sizeof(c->dnstap), v);
 	}
 	if (strcmp(key, "log-level") == 0) {
 		*why = "want error, warn, info or debug";

@@ -215,71 +215,67 @@ static struct timespec now_or(const struct timespec *t)
 	return ts;
 }
 
-void dt_log_client_query(dt_worker_t *w, bool tcp, const dt_end_t *client, const dt_end_t *server,
-                         const uint8_t *msg, size_t len, const struct timespec *now)
+/* A query as it left its sender (from = who asked, to = who is asked). */
+static void log_query(dt_worker_t *w, dt_type_t type, bool tcp, const dt_end_t *from,
+                      const dt_end_t *to, const uint8_t *msg, size_t len,
+                      const struct timespec *now)
 {
 	if (!w)
 		return;
-	dt_msg_t m = {.type = DT_CLIENT_QUERY,
+	dt_msg_t m = {.type = type,
 	              .tcp = tcp,
-	              .query_from = *client,
-	              .response_from = *server,
+	              .query_from = *from,
+	              .response_from = *to,
 	              .query_time = now_or(now),
 	              .query = msg,
 	              .query_len = len};
 	dt_log(w, &m);
+}
+
+/* A response to the query that from sent to: qtime, when known, is when it was asked. */
+static void log_response(dt_worker_t *w, dt_type_t type, bool tcp, const dt_end_t *from,
+                         const dt_end_t *to, const struct timespec *qtime, const uint8_t *msg,
+                         size_t len)
+{
+	if (!w)
+		return;
+	dt_msg_t m = {.type = type,
+	              .tcp = tcp,
+	              .query_from = *from,
+	              .response_from = *to,
+	              .response_time = now_or(NULL),
+	              .response = msg,
+	              .response_len = len};
+	if (qtime)
+		m.query_time = *qtime;
+	dt_log(w, &m);
+}
+
+void dt_log_client_query(dt_worker_t *w, bool tcp, const dt_end_t *client, const dt_end_t *server,
+                         const uint8_t *msg, size_t len, const struct timespec *now)
+{
+	log_query(w, DT_CLIENT_QUERY, tcp, client, server, msg, len, now);
 }
 
 void dt_log_client_response(dt_worker_t *w, bool tcp, const dt_end_t *client,
                             const dt_end_t *server, const struct timespec *qtime,
                             const uint8_t *msg, size_t len)
 {
-	if (!w)
-		return;
-	dt_msg_t m = {.type = DT_CLIENT_RESPONSE,
-	              .tcp = tcp,
-	              .query_from = *client,
-	              .response_from = *server,
-	              .response_time = now_or(NULL),
-	              .response = msg,
-	              .response_len = len};
-	if (qtime)
-		m.query_time = *qtime;
-	dt_log(w, &m);
+	log_response(w, DT_CLIENT_RESPONSE, tcp, client, server, qtime, msg, len);
 }
 
 void dt_log_forwarder_query(dt_worker_t *w, bool tcp, const dt_end_t *local,
                             const dt_end_t *upstream, const uint8_t *msg, size_t len,
                             const struct timespec *now)
 {
-	if (!w)
-		return;
-	dt_msg_t m = {.type = DT_FORWARDER_QUERY,
-	              .tcp = tcp,
-	              .query_from = *local,
-	              .response_from = *upstream,
-	              .query_time = now_or(now),
-	              .query = msg,
-	              .query_len = len};
-	dt_log(w, &m);
+	log_query(w, DT_FORWARDER_QUERY, tcp, local, upstream, msg, len, now);
 }
 
 void dt_log_forwarder_response(dt_worker_t *w, bool tcp, const dt_end_t *local,
                                const dt_end_t *upstream, const struct timespec *qtime,
                                const uint8_t *msg, size_t len)
 {
-	if (!w)
-		return;
-	dt_msg_t m = {.type = DT_FORWARDER_RESPONSE,
-	              .tcp = tcp,
-	              .query_from = *local,
-	              .response_from = *upstream,
-	              .response_time = now_or(NULL),
-	              .response = msg,
-	              .response_len = len};
-	if (qtime)
-		m.query_time = *qtime;
-	dt_log(w, &m);
+	log_response(w, DT_FORWARDER_RESPONSE, tcp, local, upstream, qtime, msg, len);
 }
 
 /* ---- the writer ------------------------------------------------------------------------------ */

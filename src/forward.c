@@ -67,6 +67,7 @@ struct fq {
 	uv_timer_t timer; /* per try, and the deferred next try */
 	utry_t *udp;
 	tconn_t *tc;
+	uint64_t sent_ns;        /* when the try was sent (uv_hrtime): the latency histogram */
 	struct timespec dt_sent; /* dnstap: when this try went upstream, */
 	dt_end_t dt_local;       /* and from which of our addresses */
 	cache_waiter_t cw;       /* in the cache's table of questions in flight */
@@ -76,7 +77,6 @@ struct fq {
 	uv_timer_t ctimer;       /* the client response timer */
 	fresult_t *result;       /* handed over by an owner, in the mailbox */
 	struct fq *mnext;        /* the mailbox */
-	uint64_t sent_ns;        /* when the try was sent (uv_hrtime): the latency histogram */
 };
 
 /* One TCP write: its own request and copy of the message, so a try that ends (or the
@@ -113,12 +113,12 @@ struct fwd {
 	size_t rnd_used;
 	uint8_t rbuf[65536], obuf[65536];
 	fwd_stats_t stats;
-	dt_worker_t *dt;       /* NULL: no dnstap */
-	uv_async_t wake;       /* an owner in another worker handed answers over */
-	pthread_mutex_t mlock; /* the mailbox, written by other workers */
+	bool down_logged[CFG_UPSTREAM_MAX]; /* logged once per state change */
+	dt_worker_t *dt;                    /* NULL: no dnstap */
+	uv_async_t wake;                    /* an owner in another worker handed answers over */
+	pthread_mutex_t mlock;              /* the mailbox, written by other workers */
 	fq_t *mail;
 	bool mclosed;
-	bool down_logged[CFG_UPSTREAM_MAX]; /* logged once per state change */
 };
 
 static void start_try(fq_t *q);
@@ -165,6 +165,7 @@ static void release(fq_t *q)
 	q->next_free = f->free;
 	f->free = q;
 	f->inflight--;
+	MET_ADD(f->stats.inflight, (uint64_t)-1);
 }
 
 /* dnstap: FORWARDER_QUERY for the try that just went out on h (our end: its address). */
@@ -180,6 +181,14 @@ static void tap_query(fq_t *q, bool tcp, const uv_handle_t *h)
 	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
 	clock_gettime(CLOCK_REALTIME, &q->dt_sent);
 	dt_log_forwarder_query(q->f->dt, tcp, &q->dt_local, &up, q->msg, q->len, &q->dt_sent);
+}
+
+/* dnstap: FORWARDER_RESPONSE for the upstream's answer r to the current try. */
+static void tap_response(fq_t *q, const uint8_t *r, size_t len)
+{
+	dt_end_t up;
+	dt_end_from_sockaddr(&up, (const struct sockaddr *)&q->f->conf->upstreams[q->up].ss);
+	dt_log_forwarder_response(q->f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r, len);
 }
 
 /* ---- transports ------------------------------------------------------------------------------ */
@@ -294,7 +303,6 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	if (!resp)
 		flight_end(q, NULL, 0);
 	q->active = false;
-	MET_ADD(f->stats.inflight, (uint64_t)-1);
 	uv_timer_stop(&q->timer);
 	uv_timer_stop(&q->ctimer);
 	transport_stop(q);
@@ -335,17 +343,23 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	MET_INC(u->lat_count);
 	MET_ADD(u->lat_sum_ns, ns);
 	f->down_until[q->up] = 0;
+	if (f->down_logged[q->up]) {
+		f->down_logged[q->up] = false;
+		log_info("event=upstream-up upstream=%s", f->conf->upstreams[q->up].text);
+	}
 	if (f->dt) {
 		dt_end_t up;
 		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
 		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
 		                          len);
 	}
-	flight_end(q, r, len);
-	if (f->down_logged[q->up]) {
-		f->down_logged[q->up] = false;
-		log_info("event=upstream-up upstream=%s", f->conf->upstreams[q->up].text);
+	if (f->conf->cache && (r[3] & 0x0f) == WIRE_SERVFAIL) {
+		/* with the cache an upstream's SERVFAIL is a failed try: the next upstream, and
+		 * after the last a stale answer, or SERVFAIL kept for a few seconds */
+		fail_try(q, false);
+		return;
 	}
+	flight_end(q, r, len);
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }
 
@@ -357,6 +371,8 @@ static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
+		if (q->f->dt)
+			tap_response(q, r, len);
 		q->f->stats.tcp_retries++;
 		MET_INC(q->f->stats.up[q->up].tcp_retries);
 		q->use_tcp = true;
@@ -847,11 +863,6 @@ void fwd_close(fwd_t *f)
 	maybe_free(f);
 }
 
-void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)
-{
-	f->dt = dt;
-}
-
 /* An upstream failed a try: skip it for the back-off, say so once per state change. */
 static void mark_down(fwd_t *f, int up, const char *why)
 {
@@ -874,4 +885,9 @@ void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
 		f->down_until[i] = 0;
 		f->down_logged[i] = false;
 	}
+}
+
+void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)
+{
+	f->dt = dt;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "follow.h"
 #include "jsonl.h"
@@ -28,10 +29,12 @@ static const char *const usage_text =
         "usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
         "\n"
         "commands:\n"
-        "  import [--replace] FILE|-   upsert every record of a JSON Lines file (one transaction)\n"
+        "  import [--replace] FILE...  upsert every record of JSON Lines files (- is stdin;\n"
+        "                              one transaction)\n"
         "  export                      the whole registry as JSON Lines on stdout\n"
+        "  upgrade [FILE...]           convert a registry of the previous release in place\n"
         "  machine start|stop|delete ID\n"
-        "  ls orgs|apps|machines|peers [--org SLUG]\n"
+        "  ls orgs|apps|machines|peers|regions [--org SLUG]\n"
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
         "  check                       verify every index against the records (exit 1 if not)\n"
         "  stats                       record counts, generation, map use\n"
@@ -43,13 +46,18 @@ static const char *const usage_text =
         "--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
 
 static const char *const help_text[][2] = {
-        {"import", "usage: internalctl import [--replace] FILE|-\n"
-                   "Validates the whole file, then writes it in one transaction: all or nothing.\n"
-                   "--replace: the file becomes the whole registry.\n"},
+        {"import", "usage: internalctl import [--replace] FILE...\n"
+                   "Validates every file (- is standard input), then writes them in one\n"
+                   "transaction, in order: all or nothing; a refused import creates nothing.\n"
+                   "--replace: the files become the whole registry.\n"},
+        {"upgrade", "usage: internalctl upgrade [FILE...]\n"
+                    "Converts a registry written by the previous release (schema 3) in place,\n"
+                    "in one transaction with FILE... (give zones/regions.jsonl: every Machine\n"
+                    "and peer must name a region record). Exit 0 also when already current.\n"},
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
-        {"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"},
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"},
         {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
                  "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
                  "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
@@ -125,60 +133,179 @@ static double now(void)
 
 /* ---- import / export -------------------------------------------------------------------- */
 
+/* What a writer creates: a refused import into a new --db must leave nothing behind. */
+typedef struct {
+	bool dir, files; /* the directory / data.mdb did not exist before */
+} created_t;
+
+static bool exists(const char *dir, const char *file)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s%s%s", dir, file ? "/" : "", file ? file : "");
+	return access(path, F_OK) == 0;
+}
+
+static created_t will_create(const char *dir)
+{
+	return (created_t){.dir = !exists(dir, NULL), .files = !exists(dir, "data.mdb")};
+}
+
+static void remove_created(const char *dir, created_t cr)
+{
+	char path[4096];
+	if (!cr.files)
+		return;
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	unlink(path);
+	if (cr.dir)
+		rmdir(dir);
+}
+
+typedef struct {
+	jsonl_t **files;
+	size_t n;
+	bool replace;
+	bool upgrade;
+	int upgraded; /* reg_upgrade's result */
+	char *err;
+} import_t;
+
+/* Every file in one transaction: a later file may name an earlier one's orgs and regions. */
+static int import_fn(reg_txn_t *txn, void *arg)
+{
+	import_t *im = arg;
+	int rc;
+	im->err[0] = '\0';
+	if (im->upgrade && (rc = im->upgraded = reg_upgrade(txn)) < 0)
+		return rc;
+	for (size_t i = 0; i < im->n; i++)
+		if ((rc = jsonl_apply(txn, im->files[i], im->replace && i == 0, im->err)))
+			return rc;
+	if (im->upgrade && (rc = jsonl_check_regions(txn, im->err)))
+		return rc;
+	return 0;
+}
+
+/* Parses every file (FILE... or - for standard input) before the registry is opened. */
+static int parse_files(const cli_t *c, int first, import_t *im, char *err)
+{
+	im->files = calloc((size_t)c->argc, sizeof(*im->files));
+	if (!im->files)
+		return -ENOMEM;
+	for (int i = first; i < c->argc; i++) {
+		const char *file = c->argv[i];
+		bool std = strcmp(file, "-") == 0;
+		if (strcmp(file, "--replace") == 0)
+			continue; /* import's flag, wherever it is */
+		FILE *f = std ? stdin : fopen(file, "r");
+		if (!f) {
+			snprintf(err, JSONL_ERR_MAX, "%s: %s", file, strerror(errno));
+			return -errno;
+		}
+		int rc = jsonl_parse(f, std ? "<stdin>" : file, &im->files[im->n], err);
+		if (!std)
+			fclose(f);
+		if (rc)
+			return rc;
+		im->n++;
+	}
+	return 0;
+}
+
+static void free_files(import_t *im)
+{
+	for (size_t i = 0; i < im->n; i++)
+		jsonl_free(im->files[i]);
+	free(im->files);
+}
+
 static int cmd_import(const cli_t *c)
 {
+	int first = 1, files = 0;
 	bool replace = false;
-	const char *file = NULL;
-	for (int i = 1; i < c->argc; i++) {
+	for (int i = first; i < c->argc; i++)
 		if (strcmp(c->argv[i], "--replace") == 0)
 			replace = true;
-		else if (!file)
-			file = c->argv[i];
 		else
-			return usage("import takes one file");
-	}
-	if (!file)
+			files++;
+	if (files == 0)
 		return usage("import needs a file (or - for standard input)");
-	FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
-	if (!f) {
-		fprintf(stderr, "internalctl: %s: %s\n", file, strerror(errno));
-		return EXIT_REFUSED;
-	}
-	reg_t *reg;
-	int rc = open_reg(c, true, &reg);
-	if (rc) {
-		if (f != stdin)
-			fclose(f);
+	char err[JSONL_ERR_MAX] = "";
+	import_t im = {.replace = replace, .err = err};
+	double t0 = now();
+	int rc = parse_files(c, first, &im, err);
+	reg_t *reg = NULL;
+	created_t cr = will_create(c->db);
+	if (!rc && (rc = open_reg(c, true, &reg))) {
+		free_files(&im);
 		return rc;
 	}
-	char err[JSONL_ERR_MAX];
-	double t0 = now();
-	jsonl_t *j;
-	rc = jsonl_parse(f, strcmp(file, "-") == 0 ? "<stdin>" : file, &j, err);
-	if (f != stdin)
-		fclose(f);
+	size_t records = 0;
+	for (size_t i = 0; i < im.n; i++)
+		records += jsonl_count(im.files[i]);
 	if (!rc) {
 		double t1 = now();
 		reg_txn_t *txn;
-		err[0] = '\0';
-		rc = jsonl_import_parsed(reg, j, replace, err);
+		rc = reg_write(reg, import_fn, &im);
 		if (!rc && reg_txn_begin(reg, false, &txn) == 0) {
 			fprintf(stderr,
 			        "internalctl: imported %zu records in %.2f s (parse %.2f s, write "
 			        "%.2f s); generation %llu\n",
-			        jsonl_count(j), now() - t0, t1 - t0, now() - t1,
+			        records, now() - t0, t1 - t0, now() - t1,
 			        (unsigned long long)reg_generation(txn));
 			reg_txn_abort(txn);
 		}
-		jsonl_free(j);
 	}
+	free_files(&im);
 	if (rc)
 		fprintf(stderr,
 		        "internalctl: %s\ninternalctl: nothing was imported; the registry is "
 		        "unchanged\n",
 		        err[0] ? err : reg_strerror(rc));
 	reg_close(reg);
+	if (rc)
+		remove_created(c->db, cr);
 	return rc ? EXIT_REFUSED : 0;
+}
+
+/* upgrade [FILE...]: a registry of the previous schema converted in place, in one
+ * transaction with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
+static int cmd_upgrade(const cli_t *c)
+{
+	char err[JSONL_ERR_MAX] = "";
+	import_t im = {.upgrade = true, .err = err};
+	int rc = parse_files(c, 1, &im, err);
+	reg_t *reg = NULL;
+	if (!rc && !exists(c->db, "data.mdb")) {
+		fprintf(stderr, "internalctl: no registry at %s to upgrade\n", c->db);
+		free_files(&im);
+		return EXIT_REFUSED;
+	}
+	if (!rc && (rc = reg_open(&reg, c->db, c->flags | REG_UPGRADE, 0))) {
+		fprintf(stderr, "internalctl: cannot open the registry at %s: %s\n", c->db,
+		        reg_strerror(rc));
+		free_files(&im);
+		return EXIT_REFUSED;
+	}
+	if (!rc)
+		rc = reg_write(reg, import_fn, &im);
+	free_files(&im);
+	reg_close(reg);
+	if (rc) {
+		fprintf(stderr,
+		        "internalctl: upgrade: %s\ninternalctl: nothing was changed; the registry "
+		        "is as it was\n",
+		        err[0] ? err : reg_strerror(rc));
+		return EXIT_REFUSED;
+	}
+	if (im.upgraded == 0)
+		fprintf(stderr, "internalctl: the registry at %s is already current%s\n", c->db,
+		        im.n ? "; the files were imported" : "");
+	else
+		fprintf(stderr, "internalctl: upgraded the registry at %s in place\n", c->db);
+	return 0;
 }
 
 static int with_read_txn(const cli_t *c, int (*fn)(const cli_t *, reg_txn_t *))
@@ -482,10 +609,22 @@ static int resolve_org(reg_txn_t *txn, const char *slug, uint32_t *net)
 	return EXIT_REFUSED;
 }
 
+static int ls_region(const reg_region_t *r, void *arg)
+{
+	ls_t *l = arg;
+	char code[REG_LABEL_MAX + 1], name[REG_REGION_NAME_MAX + 1], lat[32], lon[32];
+	snprintf(code, sizeof(code), "%.*s", r->code_len, r->code);
+	snprintf(name, sizeof(name), "%.*s", r->name_len, r->name);
+	snprintf(lat, sizeof(lat), "%.4f", r->lat);
+	snprintf(lon, sizeof(lon), "%.4f", r->lon);
+	row(&l->t, code, lat, lon, name);
+	return 0;
+}
+
 static int do_ls(const cli_t *c, reg_txn_t *txn)
 {
 	if (c->argc < 2)
-		return usage("ls takes orgs, apps, machines or peers");
+		return usage("ls takes orgs, apps, machines, peers or regions");
 	const char *what = c->argv[1], *org = opt_org(c, 2);
 	ls_t l = {.txn = txn, .has_org = org != NULL};
 	if (org && resolve_org(txn, org, &l.org))
@@ -506,8 +645,12 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 		l.t.ncols = 4;
 		row(&l.t, "ORG", "NAME", "REGION", "IP");
 		rc = reg_walk_all_peers(txn, ls_peer, &l);
+	} else if (strcmp(what, "regions") == 0) {
+		l.t.ncols = 4;
+		row(&l.t, "REGION", "LAT", "LON", "NAME");
+		rc = reg_walk_regions(txn, ls_region, &l);
 	} else {
-		return usage("ls takes orgs, apps, machines or peers");
+		return usage("ls takes orgs, apps, machines, peers or regions");
 	}
 	table_print(&l.t);
 	if (rc < 0 || l.t.oom) {
@@ -593,6 +736,7 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 	printf("machines       %zu (%zu started)\n", s.machines, s.started);
 	printf("peers          %zu\n", s.peers);
 	printf("flycast        %zu\n", s.flycast);
+	printf("regions        %zu\n", s.regions);
 	printf("index entries  %zu\n", s.index_entries);
 	printf("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
 	       s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
@@ -737,6 +881,8 @@ int main(int argc, char **argv)
 		return cmd_import(&c);
 	if (strcmp(cmd, "export") == 0)
 		return with_read_txn(&c, do_export);
+	if (strcmp(cmd, "upgrade") == 0)
+		return cmd_upgrade(&c);
 	if (strcmp(cmd, "machine") == 0)
 		return cmd_machine(&c);
 	if (strcmp(cmd, "ls") == 0)

@@ -1,7 +1,7 @@
 /*
- * internald — main(): read the configuration, open the registry read-only, load the
- * regions, bind, drop privileges, start the server; on SIGHUP read the configuration
- * again. Thin by design: every piece lives in its module.
+ * internald — main(): read the configuration, open the registry read-only, bind, drop
+ * privileges, start the server (regions are registry records: nothing else to load); on
+ * SIGHUP read the configuration again. Thin by design: every piece lives in its module.
  */
 #include <errno.h>
 #include <grp.h>
@@ -16,7 +16,6 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "regions.h"
 #include "registry.h"
 #include "server.h"
 
@@ -25,7 +24,6 @@
 #endif
 
 static config_t cfg;
-static regions_t regions;
 static ans_conf_t conf;
 static int g_argc;
 static char **g_argv;
@@ -34,14 +32,11 @@ static char **g_argv;
 static int build_conf(const config_t *c, ans_conf_t *a)
 {
 	*a = (ans_conf_t){0};
-	a->server_region = -1;
-	if (c->region[0] &&
-	    (a->server_region = regions_find(&regions, c->region, strlen(c->region))) < 0)
-		return -ENOENT;
+	a->region = c->region; /* its coordinates are the registry's, read per query */
+	a->region_len = strlen(c->region);
 	a->ttl = c->ttl;
 	a->nsid = c->nsid[0] ? c->nsid : NULL;
 	a->nsid_len = strlen(c->nsid);
-	a->regions = &regions;
 	a->forward = c->nupstream > 0;
 	a->acl = c->acl;
 	return 0;
@@ -69,11 +64,8 @@ static int reload(srv_t *s, void *arg)
 	int rc = config_parse_args(n, g_argc, g_argv, err);
 	if (rc == 0 && n->nupstream == 0)
 		config_upstreams_from_resolv(n, "/etc/resolv.conf");
-	if (rc == 0 && build_conf(n, &a)) {
-		snprintf(err, sizeof(err), "--region %s is not in %.200s", n->region,
-		         n->regions_file);
+	if (rc == 0 && build_conf(n, &a))
 		rc = -EINVAL;
-	}
 	bool listen_same = n->nlisten == cur->nlisten;
 	for (size_t i = 0; rc == 0 && listen_same && i < n->nlisten; i++)
 		listen_same = same_addr(&n->listen[i], &cur->listen[i]);
@@ -84,10 +76,14 @@ static int reload(srv_t *s, void *arg)
 	        {"listen", !listen_same},
 	        {"db", strcmp(n->db, cur->db) != 0},
 	        {"workers", n->workers != cur->workers},
-	        {"regions", strcmp(n->regions_file, cur->regions_file) != 0},
 	        {"metrics", n->has_metrics != cur->has_metrics ||
 	                            (n->has_metrics && !same_addr(&n->metrics, &cur->metrics))},
 	        {"user", strcmp(n->user, cur->user) != 0},
+	        {"dnstap", strcmp(n->dnstap, cur->dnstap) != 0},
+	        {"cache-size", n->cache_size != cur->cache_size},
+	        {"cache-max-ttl", n->cache_max_ttl != cur->cache_max_ttl},
+	        {"cache-negative-max-ttl", n->cache_neg_max_ttl != cur->cache_neg_max_ttl},
+	        {"serve-stale", n->serve_stale != cur->serve_stale},
 	};
 	if (rc == 0) {
 		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
@@ -100,9 +96,11 @@ static int reload(srv_t *s, void *arg)
 		n->nlisten = cur->nlisten;
 		memcpy(n->db, cur->db, sizeof(n->db));
 		n->workers = cur->workers;
-		memcpy(n->regions_file, cur->regions_file, sizeof(n->regions_file));
 		n->metrics = cur->metrics, n->has_metrics = cur->has_metrics;
 		memcpy(n->user, cur->user, sizeof(n->user));
+		memcpy(n->dnstap, cur->dnstap, sizeof(n->dnstap));
+		n->cache_size = cur->cache_size, n->cache_max_ttl = cur->cache_max_ttl;
+		n->cache_neg_max_ttl = cur->cache_neg_max_ttl, n->serve_stale = cur->serve_stale;
 		rc = srv_reload(s, n, &a, err);
 	}
 	if (rc) {
@@ -176,25 +174,22 @@ int main(int argc, char **argv)
 	log_set_level((log_level_t)cfg.log_level);
 	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
 
-	if (regions_load(&regions, cfg.regions_file, err, sizeof(err))) {
-		log_error("regions: %s (give the file with --regions)", err);
-		return 1;
-	}
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
 		if (n < 0)
-			log_warn("/etc/resolv.conf: %s; nothing to forward to", strerror(-n));
+			log_warn("event=no-upstream reason=\"/etc/resolv.conf: %s; nothing to "
+			         "forward to\"",
+			         strerror(-n));
 	}
-	if (build_conf(&cfg, &conf)) {
-		log_error("--region %s is not in %s", cfg.region, cfg.regions_file);
+	if (build_conf(&cfg, &conf))
 		return 1;
-	}
 	if (!conf.forward)
-		log_warn("no upstream resolvers: names outside .internal get REFUSED");
+		log_warn("event=no-upstream reason=\"no upstream resolvers: names outside "
+		         ".internal get REFUSED\"");
 
 	met_http_t *http = NULL;
 	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		return 1;
 	}
 	if (getenv("INTERNALD_TEST_HOOKS"))
@@ -202,19 +197,20 @@ int main(int argc, char **argv)
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("cannot open the registry at %s: %s%s", cfg.db, reg_strerror(rc),
+		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		          reg_strerror(rc),
 		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
 		                        : "");
 		met_http_stop(http);
 		return 1;
 	}
 	int stale = reg_reader_check(reg);
-	if (stale > 0)
-		log_info("cleared %d registry reader slots of dead processes", stale);
+	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
+	         stale > 0 ? stale : 0);
 
 	srv_t *srv;
 	if ((rc = srv_create(&srv, &cfg, &conf, reg, err))) {
-		log_error("%s", err);
+		log_error("event=error reason=\"%s\"", err);
 		met_http_stop(http);
 		reg_close(reg);
 		return 1;

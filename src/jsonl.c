@@ -16,24 +16,28 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "names.h"
 #include "org.h"
 
-enum kind { K_ORG, K_MACHINE, K_PEER, K_FLYCAST };
-static const char *const kind_names[] = {"org", "machine", "peer", "flycast"};
+enum kind { K_ORG, K_MACHINE, K_PEER, K_FLYCAST, K_REGION, K_N };
+static const char *const kind_names[] = {"org", "machine", "peer", "flycast", "region"};
+#define FIELDS_MAX 11
 /* Fields each kind accepts; the first ones listed are required for an upsert. */
-static const char *const kind_fields[][10] = {
+static const char *const kind_fields[][FIELDS_MAX] = {
         [K_ORG] = {"kind", "slug", "network", "op", NULL},
         [K_MACHINE] = {"kind", "id", "org", "app", "region", "private_ip", "state", "process_group",
-                       "metadata", "op"},
+                       "metadata", "dns", "op"},
         [K_PEER] = {"kind", "org", "name", "ip", "region", "op", NULL},
         [K_FLYCAST] = {"kind", "org", "app", "ip", "op", NULL},
+        [K_REGION] = {"kind", "code", "name", "lat", "lon", "op", NULL},
 };
 
 typedef struct {
 	uint8_t kind;
 	bool del;
+	bool skip_dns;
 	uint8_t nmeta;
 	unsigned line;
 	const char *org; /* the slug of an org record; the owning org otherwise */
@@ -42,6 +46,7 @@ typedef struct {
 	uint8_t ip[16];
 	uint32_t net; /* org records */
 	reg_meta_t *meta;
+	double lat, lon; /* region records (id is the code, app the city name) */
 } rec_t;
 
 typedef struct block {
@@ -214,7 +219,7 @@ static int check_fields(ctx_t *c, json_t *obj, int kind)
 	json_object_foreach(obj, key, v)
 	{
 		bool known = false;
-		for (size_t i = 0; i < 10 && kind_fields[kind][i] && !known; i++)
+		for (size_t i = 0; i < FIELDS_MAX && kind_fields[kind][i] && !known; i++)
 			known = strcmp(key, kind_fields[kind][i]) == 0;
 		if (!known)
 			return fail(c, key, "unknown field for kind '%s'", kind_names[kind]);
@@ -222,6 +227,21 @@ static int check_fields(ctx_t *c, json_t *obj, int kind)
 	return 0;
 }
 
+/* Printable text: no control characters (UTF-8 is checked by jansson). */
+static bool printable(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static bool same_key(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
+
+/* Metadata as the Machines API has it: stored as given; names only for label pairs. */
 static int get_metadata(ctx_t *c, json_t *obj, rec_t *r)
 {
 	json_t *md = json_object_get(obj, "metadata"), *v;
@@ -242,17 +262,83 @@ static int get_metadata(ctx_t *c, json_t *obj, rec_t *r)
 		snprintf(field, sizeof(field), "metadata.%.80s", key);
 		if (!json_is_string(v))
 			return fail(c, field, "must be a string");
-		const char *k2, *v2;
-		int rc = copy_lower(c, field, key, strlen(key), &k2);
-		if (!rc)
-			rc = copy_lower(c, field, json_string_value(v), json_string_length(v), &v2);
-		if (rc)
-			return rc;
-		if (!names_label_valid(k2, strlen(k2)))
-			return fail(c, field, "key '%s' is not a DNS label", k2);
-		if (!names_label_valid(v2, strlen(v2)))
-			return fail(c, field, "value '%s' is not a DNS label", v2);
+		size_t kl = strlen(key), vl = json_string_length(v);
+		const char *val = json_string_value(v);
+		if (kl == 0 || kl > REG_LABEL_MAX || !printable(key, kl))
+			return fail(c, field, "a key is 1-%d printable characters", REG_LABEL_MAX);
+		if (vl > REG_META_VALUE_MAX || strlen(val) != vl || !printable(val, vl))
+			return fail(c, field, "a value is at most %d printable characters",
+			            REG_META_VALUE_MAX);
+		for (size_t i = 0; i < r->nmeta; i++)
+			if (same_key(r->meta[i].key, key))
+				return fail(c, field,
+				            "the key '%s' is given twice (keys ignore case)",
+				            r->meta[i].key);
+		const char *k2 = arena_strdup(c->j, key), *v2 = arena_strdup(c->j, val);
+		if (!k2 || !v2)
+			return -ENOMEM;
 		r->meta[r->nmeta++] = (reg_meta_t){k2, v2};
+	}
+	return 0;
+}
+
+/* "dns": {"skip_registration": true|false} */
+static int get_dns(ctx_t *c, json_t *obj, rec_t *r)
+{
+	json_t *dns = json_object_get(obj, "dns"), *v;
+	const char *key;
+	if (!dns)
+		return 0;
+	if (!json_is_object(dns))
+		return fail(c, "dns", "must be an object such as {\"skip_registration\":true}");
+	json_object_foreach(dns, key, v)
+	{
+		if (strcmp(key, "skip_registration") != 0)
+			return fail(c, "dns", "unknown field '%s' (only skip_registration)", key);
+		if (!json_is_boolean(v))
+			return fail(c, "dns.skip_registration", "must be true or false");
+		r->skip_dns = json_is_true(v);
+	}
+	return 0;
+}
+
+/* A region code or process group must not be a word of the name forms. */
+static int not_reserved(ctx_t *c, const char *field, const char *s)
+{
+	if (s && names_reserved(s, strlen(s)))
+		return fail(c, field,
+		            "'%s' is a reserved word of the names (global, vms, regions, "
+		            "process, vm, nearest, of, kv, all, ...)",
+		            s);
+	return 0;
+}
+
+static int parse_region(ctx_t *c, json_t *o, rec_t *r)
+{
+	int rc;
+	if ((rc = get_label(c, o, "code", true, &r->id)) || (rc = not_reserved(c, "code", r->id)))
+		return rc;
+	if (r->del)
+		return 0;
+	json_t *name = json_object_get(o, "name");
+	if (!name)
+		return fail(c, "name", "missing");
+	if (!json_is_string(name) || json_string_length(name) > REG_REGION_NAME_MAX ||
+	    !printable(json_string_value(name), json_string_length(name)))
+		return fail(c, "name", "must be a string of at most %d printable characters",
+		            REG_REGION_NAME_MAX);
+	if (!(r->app = arena_strdup(c->j, json_string_value(name))))
+		return -ENOMEM;
+	static const char *const coord[] = {"lat", "lon"};
+	for (int i = 0; i < 2; i++) {
+		json_t *v = json_object_get(o, coord[i]);
+		double d = v ? json_number_value(v) : 0, lim = i ? 180 : 90;
+		if (!v)
+			return fail(c, coord[i], "missing");
+		if (!json_is_number(v) || d < -lim || d > lim)
+			return fail(c, coord[i], "must be a number of degrees from %g to %g", -lim,
+			            lim);
+		*(i ? &r->lon : &r->lat) = d;
 	}
 	return 0;
 }
@@ -273,7 +359,8 @@ static int parse_machine(ctx_t *c, json_t *o, rec_t *r)
 	    (rc = get_label(c, o, "region", true, &r->region)) ||
 	    (rc = get_label(c, o, "process_group", false, &r->group)) ||
 	    (rc = get_string(c, o, "state", false, &r->state)) ||
-	    (rc = get_ip(c, o, "private_ip", r->ip)) || (rc = get_metadata(c, o, r)))
+	    (rc = get_ip(c, o, "private_ip", r->ip)) || (rc = get_metadata(c, o, r)) ||
+	    (rc = get_dns(c, o, r)) || (rc = not_reserved(c, "process_group", r->group)))
 		return rc;
 	if (!r->group)
 		r->group = "app";
@@ -295,11 +382,12 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 		return fail(c, "kind", "must be a string");
 	const char *ks = json_string_value(k);
 	int kind = -1;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < K_N; i++)
 		if (strcmp(ks, kind_names[i]) == 0)
 			kind = i;
 	if (kind < 0)
-		return fail(c, "kind", "unknown kind '%s' (org, machine, peer, flycast)", ks);
+		return fail(c, "kind", "unknown kind '%s' (org, machine, peer, flycast, region)",
+		            ks);
 	r->kind = (uint8_t)kind;
 	r->line = c->line;
 	int rc = check_fields(c, o, kind);
@@ -328,6 +416,11 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 			return rc;
 		snprintf(key, sizeof(key), "m%s", r->id);
 		break;
+	case K_REGION:
+		if ((rc = parse_region(c, o, r)))
+			return rc;
+		snprintf(key, sizeof(key), "r%s", r->id);
+		break;
 	case K_PEER:
 		if ((rc = get_label(c, o, "org", true, &r->org)) ||
 		    (rc = get_label(c, o, "name", true, &r->id)))
@@ -353,6 +446,7 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 		return fail(c,
 		            kind == K_ORG       ? "slug"
 		            : kind == K_MACHINE ? "id"
+		            : kind == K_REGION  ? "code"
 		                                : NULL,
 		            "duplicate %s '%s' in this file", kind_names[kind], key + 1);
 	return rc;
@@ -460,10 +554,26 @@ static int org_of(reg_txn_t *txn, ctx_t *c, const rec_t *r, uint32_t *net)
 	return 0;
 }
 
+static int known_region(reg_txn_t *txn, ctx_t *c, const rec_t *r)
+{
+	reg_region_t reg;
+	int rc = reg_get_region(txn, r->region, strlen(r->region), &reg);
+	if (rc == -ENOENT)
+		return fail(c, "region",
+		            "unknown region '%s' (not in this file nor in the registry: add a "
+		            "{\"kind\":\"region\",\"code\":\"%s\",...} record, e.g. from "
+		            "zones/regions.jsonl)",
+		            r->region, r->region);
+	return rc;
+}
+
 static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 {
 	uint32_t net = 0;
 	int rc;
+	if (!r->del && (r->kind == K_MACHINE || r->kind == K_PEER) &&
+	    (rc = known_region(txn, c, r)))
+		return rc;
 	if (r->kind == K_MACHINE && r->del) {
 		rc = reg_delete_machine(txn, r->id);
 		return rc == -ENOENT ? 0 : rc; /* deleting what is gone is done */
@@ -481,6 +591,7 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 		        .net = net,
 		        .meta = r->meta,
 		        .nmeta = r->nmeta,
+		        .skip_dns = r->skip_dns,
 		};
 		memcpy(m.ip, r->ip, 16);
 		rc = reg_put_machine(txn, &m);
@@ -510,6 +621,17 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 	err[0] = '\0';
 	if (replace && (rc = reg_clear(txn)))
 		return rc;
+	/* orgs and regions first: the other records name them */
+	for (size_t i = 0; i < j->n; i++) {
+		const rec_t *r = &j->recs[i];
+		if (r->kind != K_REGION)
+			continue;
+		c.line = r->line;
+		rc = r->del ? reg_delete_region(txn, r->id)
+		            : reg_put_region(txn, r->id, r->app, r->lat, r->lon);
+		if (rc && !(rc == -ENOENT && r->del))
+			return rc;
+	}
 	for (size_t i = 0; i < j->n; i++) {
 		const rec_t *r = &j->recs[i];
 		if (r->kind != K_ORG || r->del)
@@ -526,7 +648,7 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 	}
 	for (size_t i = 0; i < j->n; i++) {
 		const rec_t *r = &j->recs[i];
-		if (r->kind == K_ORG)
+		if (r->kind == K_ORG || r->kind == K_REGION)
 			continue;
 		c.line = r->line;
 		if ((rc = apply_one(txn, &c, r)))
@@ -596,7 +718,7 @@ static int emit(export_t *e, json_t *o)
 {
 	if (!o)
 		return e->rc = -ENOMEM;
-	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 	json_decref(o);
 	if (!s)
 		return e->rc = -ENOMEM;
@@ -638,6 +760,8 @@ static int export_machine(const reg_machine_t *m, void *arg)
 			json_object_set_new(md, m->meta[i].key, json_string(m->meta[i].value));
 		json_object_set_new(o, "metadata", md);
 	}
+	if (o && m->skip_dns)
+		json_object_set_new(o, "dns", json_pack("{s:b}", "skip_registration", 1));
 	return emit(e, o);
 }
 
@@ -664,14 +788,64 @@ static int export_flycast(const reg_hit_t *h, void *arg)
 	                         (size_t)h->app_len, "ip", ip));
 }
 
+static int export_region(const reg_region_t *r, void *arg)
+{
+	return emit(arg, json_pack("{s:s,s:s%,s:s%,s:f,s:f}", "kind", "region", "code", r->code,
+	                           (size_t)r->code_len, "name", r->name, (size_t)r->name_len, "lat",
+	                           r->lat, "lon", r->lon));
+}
+
 int jsonl_export(reg_txn_t *txn, FILE *out)
 {
 	export_t e = {txn, out, 0};
 	int rc;
-	if ((rc = reg_walk_orgs(txn, export_org, &e)) < 0 || e.rc ||
+	if ((rc = reg_walk_regions(txn, export_region, &e)) < 0 || e.rc ||
+	    (rc = reg_walk_orgs(txn, export_org, &e)) < 0 || e.rc ||
 	    (rc = reg_walk_machines(txn, export_machine, &e)) < 0 || e.rc ||
 	    (rc = reg_walk_all_peers(txn, export_peer, &e)) < 0 || e.rc ||
 	    (rc = reg_walk_all_flycast(txn, export_flycast, &e)) < 0 || e.rc)
 		return e.rc ? e.rc : rc;
 	return fflush(out) ? -EIO : 0;
+}
+
+/* ---- regions every record names ------------------------------------------------------------ */
+
+typedef struct {
+	reg_txn_t *txn;
+	char *err;
+	int rc;
+} regcheck_t;
+
+static int check_region_of(regcheck_t *rc, const char *what, const char *name, size_t nl,
+                           const char *region, size_t rl)
+{
+	reg_region_t r;
+	int e = reg_get_region(rc->txn, region, rl, &r);
+	if (e == -ENOENT)
+		snprintf(rc->err, JSONL_ERR_MAX,
+		         "%s %.*s names region '%.*s', which the registry does not hold: add its "
+		         "region record",
+		         what, (int)nl, name, (int)rl, region);
+	return rc->rc = e;
+}
+
+static int regcheck_machine(const reg_machine_t *m, void *arg)
+{
+	return check_region_of(arg, "machine", m->id, strlen(m->id), m->region, strlen(m->region));
+}
+
+static int regcheck_peer(const reg_hit_t *h, void *arg)
+{
+	return check_region_of(arg, "peer", h->id, h->id_len, h->region, h->region_len);
+}
+
+int jsonl_check_regions(reg_txn_t *txn, char *err)
+{
+	regcheck_t c = {txn, err, 0};
+	int rc;
+	err[0] = '\0';
+	if ((rc = reg_walk_machines(txn, regcheck_machine, &c)) < 0 || c.rc ||
+	    (rc = reg_walk_all_peers(txn, regcheck_peer, &c)) < 0 || c.rc)
+		return c.rc == -ENOENT ? -EINVAL : c.rc ? c.rc : rc;
+	return 0;
 }

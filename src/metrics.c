@@ -310,10 +310,22 @@ static void render_cache(met_buf_t *b, const met_snapshot_t *s)
 	        "Stale answers served because every upstream failed.", c->stale);
 	counter(b, "internald_cache_prefetches_total", "Popular entries refreshed before expiry.",
 	        c->prefetches);
+	counter(b, "internald_cache_inserts_total", "Answers stored in the cache.", c->inserts);
 	counter(b, "internald_cache_evictions_total", "Entries evicted to stay within the bound.",
 	        c->evictions);
 	gauge(b, "internald_cache_entries", "Entries in the cache now.", (double)c->entries);
 	gauge(b, "internald_cache_bytes", "Bytes the cache holds now.", (double)c->bytes);
+}
+
+static void render_dnstap(met_buf_t *b, const met_snapshot_t *s)
+{
+	if (!s->dnstap.present)
+		return;
+	counter(b, "internald_dnstap_frames_total", "dnstap frames handed to the writer thread.",
+	        s->dnstap.sent);
+	counter(b, "internald_dnstap_dropped_total",
+	        "dnstap frames dropped (queue full or no collector); a worker never waits.",
+	        s->dnstap.dropped);
 }
 
 static void render_process(met_buf_t *b, const met_snapshot_t *s)
@@ -323,6 +335,9 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	family(b, "internald_build_info", "gauge", "Always 1; the labels say what is running.");
 	put(b, "internald_build_info{version=\"%s\"} 1\n",
 	    label_escape(s->version ? s->version : "unknown", v, sizeof(v)));
+	gauge(b, "internald_scrape_duration_seconds",
+	      "How long the previous scrape took inside internald (summing, rendering).",
+	      s->scrape_seconds);
 	if (!p->present)
 		return;
 	family(b, "process_cpu_seconds_total", "counter",
@@ -346,6 +361,7 @@ int met_render(met_buf_t *b, const met_snapshot_t *s)
 	render_workers(b, s);
 	render_registry(b, s);
 	render_cache(b, s);
+	render_dnstap(b, s);
 	render_process(b, s);
 	return b->failed ? -ENOMEM : 0;
 }

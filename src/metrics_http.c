@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -24,7 +25,8 @@ struct met_http {
 	struct MHD_Daemon *d;
 	int fd;
 	const char *version;
-	srv_t *srv; /* atomic: NULL while starting */
+	srv_t *srv;            /* atomic: NULL while starting */
+	double scrape_seconds; /* the previous scrape's (MHD's one thread only) */
 };
 
 int met_process_read(met_process_t *p)
@@ -121,16 +123,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (strcmp(url, "/metrics") == 0) {
 		met_snapshot_t snap;
 		met_buf_t b = {0};
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (s)
 			srv_metrics(s, &snap);
 		else
 			memset(&snap, 0, sizeof(snap));
 		snap.version = h->version;
+		snap.scrape_seconds = h->scrape_seconds;
 		met_process_read(&snap.proc);
 		if (met_render(&b, &snap)) {
 			met_buf_free(&b);
 			return plain(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		h->scrape_seconds =
+		        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 		return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.buf,
 		             b.len);
 	}

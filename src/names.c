@@ -4,7 +4,7 @@
  * Names are read from the right: the zone (internal., flycast., a.a.d.f.ip6.arpa.),
  * then under internal. the app or a reserved word (_apps, _peer, _instances), then the
  * form's keywords. A reserved word beats a region of the same spelling (vms, regions,
- * global, vm, process, of, _metadata are not regions). It must never look anything up.
+ * global, vm, process, of, _metadata, all are not regions). It must never look anything up.
  */
 #include "names.h"
 
@@ -55,7 +55,10 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		return;
 	}
 	if (is(top, "_apps") || is(top, "_instances")) {
-		o->form = k == 1 ? (is(top, "_apps") ? NAME_APPS : NAME_INSTANCES) : NAME_NX;
+		if (k == 1)
+			o->form = is(top, "_apps") ? NAME_APPS : NAME_INSTANCES;
+		else if (k == 2 && is(top, "_instances") && is(&lab[0], "all"))
+			o->form = NAME_ALL_INSTANCES;
 		return;
 	}
 	if (is(top, "_peer")) {
@@ -79,8 +82,12 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 			o->form = NAME_VMS;
 		else if (is(y, "regions"))
 			o->form = NAME_REGIONS;
-		else if (is(y, "vm") || is(y, "process") || is(y, "of") || is(y, "_metadata"))
+		else if (is(y, "vm") || is(y, "process") || is(y, "of"))
 			o->form = NAME_ENT;
+		else if (is(y, "_metadata"))
+			o->form = NAME_META_ENT;
+		else if (is(y, "all"))
+			o->form = NAME_ALL_ENT;
 		else
 			o->form = NAME_REGION, o->sub = *y;
 		return;
@@ -89,14 +96,20 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 			o->form = NAME_GROUP, o->sub = *z;
 		else if (is(y, "vm"))
 			o->form = NAME_VM, o->sub = *z;
-		else if ((is(y, "of") && is(z, "nearest")) || (is(y, "_metadata") && is(z, "kv")))
+		else if (is(y, "of") && is(z, "nearest"))
 			o->form = NAME_ENT;
+		else if (is(y, "_metadata") && is(z, "kv"))
+			o->form = NAME_META_ENT;
+		else if (is(y, "vms") && is(z, "all"))
+			o->form = NAME_ALL_VMS;
+		else if (is(y, "regions") && is(z, "all"))
+			o->form = NAME_ALL_REGIONS;
 		return;
 	case 3:
 		if (is(y, "of") && is(z, "nearest") && parse_top(&lab[0], &o->top))
 			o->form = NAME_NEAREST;
 		else if (is(y, "_metadata") && is(z, "kv"))
-			o->form = NAME_ENT;
+			o->form = NAME_META_KEY, o->sub = lab[0];
 		return;
 	case 4:
 		if (is(y, "_metadata") && is(z, "kv"))
@@ -177,6 +190,36 @@ bool names_label_valid(const char *s, size_t len)
 			return false;
 	}
 	return true;
+}
+
+static const char *const reserved[] = {"global",  "vms",   "regions",   "process",   "vm",
+                                       "nearest", "of",    "kv",        "_metadata", "all",
+                                       "_apps",   "_peer", "_instances"};
+
+bool names_reserved(const char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strlen(reserved[i]) == len && memcmp(reserved[i], s, len) == 0)
+			return true;
+	return false;
+}
+
+bool names_meta_label(const char *s, size_t len)
+{
+	if (len == 0 || len > 63)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+bool names_peer_hidden(const char *s, size_t len)
+{
+	return len >= 12 && memcmp(s, "interactive-", 12) == 0;
 }
 
 bool names_machine_id(const char *s, size_t len)

@@ -10,6 +10,8 @@
  *   orgs      slug -> net
  *   orgnets   net -> slug
  *   machines  id -> machine record (see enc_machine), every state
+ *   regions   code -> f64 BE lat | f64 BE lon | city name (no org: shared by all)
+ *   serials   net -> u64 BE: the generation of the last write that changed the org
  *   peers     net | name -> ip16 | region
  *   flycast   net | app \0 | ip16 -> ""
  *   idx       started Machines only (values: ip16 | u8 app len | u8 id len | u8 region
@@ -24,14 +26,23 @@
  *             mdb_cursor_count), started Machines only:
  *               net 'A' app | net 'R' app \0 region | net 'G' app \0 group
  *               net 'M' app \0 key \0 value
+ *               net 'K' app \0 key   (queryable metadata pairs only, lower-cased)
  *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines)
  *                        -> 'p' name \0 region         (peers)
+ *   all       Machines in every state (the all. names, the querier of nearest):
+ *               net 'a' app \0 id -> as idx 'A'   (all.vms, all._instances)
+ *               net 'q' app \0 region -> u32 BE   (all.regions: Machines of any state)
+ *               net 'i' ip16 id -> region          (a stopped querier's region)
+ *
+ * A Machine with skip_dns is in none of idx, sets, addr, all.
  *
  * Labels never contain \0, so "app\0" bounds the app's range exactly. Each answer is a
  * seek plus a range walk over the records it returns. This file must never be the one
  * place that decides what DNS says: it stores and walks, answer.c decides.
  */
 #include "registry.h"
+
+#include "names.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -42,7 +53,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define SCHEMA_VERSION 3
+/* 4: regions, serials and all tables; machine records v2 (flags, metadata of any text) */
+#define SCHEMA_VERSION 4
+#define SCHEMA_PREV    3
 #define KEY_MAX        511
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
  * the writer grows the file. Smaller windows are tried where address space is limited
@@ -59,10 +72,14 @@ enum {
 	DB_IDX,
 	DB_ADDR,
 	DB_SETS,
+	DB_REGIONS,
+	DB_SERIALS,
+	DB_ALL,
 	DB_N
 };
-static const char *const db_names[DB_N] = {"meta",    "orgs", "orgnets", "machines", "peers",
-                                           "flycast", "idx",  "addr",    "sets"};
+static const char *const db_names[DB_N] = {"meta",  "orgs",    "orgnets", "machines",
+                                           "peers", "flycast", "idx",     "addr",
+                                           "sets",  "regions", "serials", "all"};
 static const unsigned db_flags[DB_N] = {[DB_SETS] = MDB_DUPSORT | MDB_DUPFIXED};
 
 struct reg {
@@ -81,7 +98,9 @@ struct reg_txn {
 	MDB_cursor *curs[DB_N];
 	unsigned stale; /* bit db: curs[db] not yet renewed into the current snapshot */
 	bool write;
-	bool shared; /* holds reg->remap shared */
+	bool shared;      /* holds reg->remap shared */
+	bool touched_any; /* touched: the last org whose serial this txn set */
+	uint32_t touched;
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -152,6 +171,13 @@ const char *reg_strerror(int err)
 		return "address already held by a started Machine or a peer";
 	if (err == -EEXIST)
 		return "conflicts with an existing record";
+	if (err == -EPROTO)
+		return "the registry was written by an older release (schema 3); convert it in "
+		       "place with 'internalctl --db DIR upgrade zones/regions.jsonl' (see "
+		       "internalctl(8)), or export it with the old release and 'import --replace' "
+		       "the export together with zones/regions.jsonl";
+	if (err == -EPROTONOSUPPORT)
+		return "the registry was written by a newer release or is not a registry";
 	if (err <= MDB_KEYEXIST && err >= MDB_LAST_ERRCODE)
 		return mdb_strerror(err);
 	return strerror(err < 0 ? -err : err);
@@ -159,18 +185,16 @@ const char *reg_strerror(int err)
 
 /* ---- environment -------------------------------------------------------------------- */
 
-static int open_dbis(reg_t *reg, bool create)
+/* The meta table first: its schema decides whether the others may be opened. */
+static int open_dbis(reg_t *reg, bool create, bool upgrade)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(reg->env, NULL, create ? 0 : MDB_RDONLY, &txn);
 	if (rc)
 		return map_err(rc);
-	for (int i = 0; i < DB_N; i++) {
-		rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | (create ? MDB_CREATE : 0),
-		                  &reg->dbi[i]);
-		if (rc)
-			goto fail;
-	}
+	rc = mdb_dbi_open(txn, db_names[DB_META], create ? MDB_CREATE : 0, &reg->dbi[DB_META]);
+	if (rc)
+		goto fail;
 	uint8_t buf[8];
 	MDB_val k = {6, "schema"}, v;
 	rc = mdb_get(txn, reg->dbi[DB_META], &k, &v);
@@ -181,9 +205,17 @@ static int open_dbis(reg_t *reg, bool create)
 			goto fail;
 	} else if (rc) {
 		goto fail;
-	} else if (v.mv_size != 4 || get_u32(v.mv_data) != SCHEMA_VERSION) {
+	} else if (v.mv_size != 4 || (get_u32(v.mv_data) != SCHEMA_VERSION &&
+	                              !(upgrade && get_u32(v.mv_data) == SCHEMA_PREV))) {
+		bool prev = v.mv_size == 4 && get_u32(v.mv_data) == SCHEMA_PREV;
 		mdb_txn_abort(txn);
-		return -EINVAL;
+		return prev ? -EPROTO : -EPROTONOSUPPORT;
+	}
+	for (int i = 1; i < DB_N; i++) {
+		rc = mdb_dbi_open(txn, db_names[i], db_flags[i] | (create ? MDB_CREATE : 0),
+		                  &reg->dbi[i]);
+		if (rc)
+			goto fail;
 	}
 	/* commit even a read-only txn: an aborted one would close the handles it opened */
 	return map_err(mdb_txn_commit(txn));
@@ -249,7 +281,7 @@ int reg_open(reg_t **out, const char *dir, unsigned flags, size_t mapsize)
 		rc = env_open(reg, dir, mapsize ? mapsize : REG_MAPSIZE_DEFAULT);
 	}
 	if (!rc)
-		rc = open_dbis(reg, !rdonly);
+		rc = open_dbis(reg, !rdonly, flags & REG_UPGRADE);
 	if (!rc && (rc = pthread_rwlock_init(&reg->remap, NULL)))
 		rc = -rc;
 	if (rc) {
@@ -514,11 +546,11 @@ static int kdel(reg_txn_t *t, int db, const rkey_t *k)
 	return k->overflow ? -ENAMETOOLONG : raw_del(t, db, k->b, k->n);
 }
 
-/* Adds delta to a counter; deletes it at zero. */
-static int counter_add(reg_txn_t *t, const rkey_t *k, int delta)
+/* Adds delta to a counter of db; deletes it at zero. */
+static int counter_add(reg_txn_t *t, int db, const rkey_t *k, int delta)
 {
 	MDB_val v;
-	int rc = raw_get(t, DB_IDX, k->b, k->n, &v);
+	int rc = raw_get(t, db, k->b, k->n, &v);
 	uint32_t n = 0;
 	if (rc == 0 && v.mv_size == 4)
 		n = get_u32(v.mv_data);
@@ -528,10 +560,24 @@ static int counter_add(reg_txn_t *t, const rkey_t *k, int delta)
 		return -EIO; /* an index that disagrees with its records: reg_check says where */
 	n = (uint32_t)((int64_t)n + delta);
 	if (n == 0)
-		return kdel(t, DB_IDX, k);
+		return kdel(t, db, k);
 	uint8_t b[4];
 	put_u32(b, n);
-	return kput(t, DB_IDX, k, b, 4);
+	return kput(t, db, k, b, 4);
+}
+
+/* The org's serial becomes the generation this transaction will commit. */
+static int touch_org(reg_txn_t *t, uint32_t net)
+{
+	if (t->touched_any && t->touched == net)
+		return 0;
+	uint8_t nb[4], gb[8];
+	put_u32(nb, net);
+	put_u64(gb, reg_generation(t) + 1);
+	int rc = raw_put(t, DB_SERIALS, nb, 4, gb, 8);
+	if (!rc)
+		t->touched_any = true, t->touched = net;
+	return rc;
 }
 
 /* ---- machine records -------------------------------------------------------------------- */
@@ -560,17 +606,24 @@ static bool get_str(const uint8_t *buf, size_t size, size_t *n, char *out, size_
 	return true;
 }
 
-/* v1 | net4 | ip16 | str app | str region | str group | str state | u8 nmeta | (str k, str v)* */
+#define MACHINE_ENC_MAX                                                                            \
+	(32 + 4 * (REG_LABEL_MAX + 1) + REG_META_MAX * (REG_LABEL_MAX + REG_META_VALUE_MAX + 2))
+#define REC_V2        2
+#define FLAG_SKIP_DNS 0x01
+
+/* v2 | net4 | ip16 | u8 flags | str app | str region | str group | str state | u8 nmeta |
+ * (str k, str v)*. Version 1 (schema 3) had no flags byte; dec_machine reads both. */
 static int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
 {
 	if (m->nmeta > REG_META_MAX)
 		return -E2BIG;
 	size_t n = 0;
-	buf[n++] = 1;
+	buf[n++] = REC_V2;
 	put_u32(buf + n, m->net);
 	n += 4;
 	memcpy(buf + n, m->ip, 16);
 	n += 16;
+	buf[n++] = m->skip_dns ? FLAG_SKIP_DNS : 0;
 	if (!put_str(buf, cap, &n, m->app, REG_LABEL_MAX) ||
 	    !put_str(buf, cap, &n, m->region, REG_LABEL_MAX) ||
 	    !put_str(buf, cap, &n, m->group, REG_LABEL_MAX) ||
@@ -579,7 +632,7 @@ static int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t 
 	buf[n++] = (uint8_t)m->nmeta;
 	for (size_t i = 0; i < m->nmeta; i++)
 		if (!put_str(buf, cap, &n, m->meta[i].key, REG_LABEL_MAX) ||
-		    !put_str(buf, cap, &n, m->meta[i].value, REG_LABEL_MAX))
+		    !put_str(buf, cap, &n, m->meta[i].value, REG_META_VALUE_MAX))
 			return -ENAMETOOLONG;
 	*len = n;
 	return 0;
@@ -589,13 +642,16 @@ static int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t
 {
 	const uint8_t *b = val->mv_data;
 	size_t size = val->mv_size, n = 21;
-	if (key->mv_size > REG_LABEL_MAX || size < 22 || b[0] != 1)
+	if (key->mv_size > REG_LABEL_MAX || size < 22 || (b[0] != 1 && b[0] != REC_V2))
 		return -EIO;
 	memcpy(o->id, key->mv_data, key->mv_size);
 	o->id[key->mv_size] = '\0';
 	o->m.id = o->id;
 	o->m.net = get_u32(b + 1);
 	memcpy(o->m.ip, b + 5, 16);
+	o->m.skip_dns = false;
+	if (b[0] == REC_V2)
+		o->m.skip_dns = b[n++] & FLAG_SKIP_DNS;
 	if (!get_str(b, size, &n, o->app, sizeof(o->app)) ||
 	    !get_str(b, size, &n, o->region, sizeof(o->region)) ||
 	    !get_str(b, size, &n, o->group, sizeof(o->group)) ||
@@ -610,7 +666,7 @@ static int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t
 		return -EIO;
 	for (size_t i = 0; i < o->m.nmeta; i++) {
 		if (!get_str(b, size, &n, o->metabuf[i][0], REG_LABEL_MAX + 1) ||
-		    !get_str(b, size, &n, o->metabuf[i][1], REG_LABEL_MAX + 1))
+		    !get_str(b, size, &n, o->metabuf[i][1], REG_META_VALUE_MAX + 1))
 			return -EIO;
 		o->meta[i].key = o->metabuf[i][0];
 		o->meta[i].value = o->metabuf[i][1];
@@ -655,7 +711,8 @@ static size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
 	return n;
 }
 
-/* Index keys of a started Machine: 'A', 'R' entries, 'S' and 'r' counters. */
+/* Index keys of a Machine: 'A', 'R' entries, 'S' and 'r' counters (idx, started);
+ * 'a' entries and 'q' counters (all, every state). */
 static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 {
 	key_init(k, m->net, tag);
@@ -665,6 +722,7 @@ static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 		key_str(k, m->region, strlen(m->region), true);
 		break;
 	case 'r':
+	case 'q':
 		key_str(k, m->region, strlen(m->region), false);
 		return;
 	case 'S':
@@ -674,9 +732,41 @@ static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 	key_str(k, m->id, strlen(m->id), false);
 }
 
-/* The key of one of a Machine's AAAA sets ('A', 'R', 'G', or 'M' with its pair). */
-static void set_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
+/* The all table's address key of a Machine: net 'i' ip16 id. */
+static void any_addr_key(rkey_t *k, const reg_machine_t *m)
 {
+	key_init(k, m->net, 'i');
+	key_put(k, m->ip, 16);
+	key_str(k, m->id, strlen(m->id), false);
+}
+
+static bool meta_queryable(const reg_meta_t *p)
+{
+	return names_meta_label(p->key, strlen(p->key)) &&
+	       names_meta_label(p->value, strlen(p->value));
+}
+
+static void key_lower(rkey_t *k, const char *s, bool sep)
+{
+	size_t len = strlen(s), start = k->n;
+	key_str(k, s, len, sep);
+	if (k->overflow)
+		return;
+	for (size_t i = start; i < start + len; i++)
+		if (k->b[i] >= 'A' && k->b[i] <= 'Z')
+			k->b[i] = (uint8_t)(k->b[i] - 'A' + 'a');
+}
+
+/* Set i of a Machine's AAAA sets: 0..2 'A', 'R', 'G'; then per metadata pair its 'M' set
+ * and its 'K' set. false: pair i is not queryable, no set. */
+#define MACHINE_SETS(m) (3 + 2 * (m)->nmeta)
+static bool set_key(rkey_t *k, const reg_machine_t *m, size_t i)
+{
+	static const int tags[] = {'A', 'R', 'G'};
+	int tag = i < 3 ? tags[i] : (i - 3) % 2 ? 'K' : 'M';
+	const reg_meta_t *p = i < 3 ? NULL : &m->meta[(i - 3) / 2];
+	if (p && !meta_queryable(p))
+		return false;
 	key_init(k, m->net, tag);
 	key_str(k, m->app, strlen(m->app), tag != 'A');
 	if (tag == 'R')
@@ -684,9 +774,12 @@ static void set_key(rkey_t *k, const reg_machine_t *m, int tag, size_t meta)
 	else if (tag == 'G')
 		key_str(k, m->group, strlen(m->group), false);
 	else if (tag == 'M') {
-		key_str(k, m->meta[meta].key, strlen(m->meta[meta].key), true);
-		key_str(k, m->meta[meta].value, strlen(m->meta[meta].value), false);
+		key_lower(k, p->key, true);
+		key_lower(k, p->value, false);
+	} else if (tag == 'K') {
+		key_lower(k, p->key, false);
 	}
+	return true;
 }
 
 static int set_change(reg_txn_t *t, const rkey_t *k, const uint8_t ip[16], bool add)
@@ -701,6 +794,7 @@ static int set_change(reg_txn_t *t, const rkey_t *k, const uint8_t ip[16], bool 
 
 static const int set_tags[] = {'A', 'R', 'G'};
 
+/* The started Machine's entries in idx, sets and addr. */
 static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 {
 	uint8_t v[128];
@@ -729,16 +823,56 @@ static int index_machine(reg_txn_t *t, const reg_machine_t *m, bool add)
 		if (rc && !(rc == -ENOENT && !add))
 			return rc;
 	}
-	for (size_t i = 0; i < 3 + m->nmeta; i++) {
-		set_key(&k, m, i < 3 ? set_tags[i] : 'M', i < 3 ? 0 : i - 3);
+	for (size_t i = 0; i < MACHINE_SETS(m); i++) {
+		if (!set_key(&k, m, i))
+			continue;
 		if ((rc = set_change(t, &k, m->ip, add)) && !(rc == -ENOENT && !add))
 			return rc;
 	}
 	idx_key(&k, m, 'S');
-	if ((rc = counter_add(t, &k, add ? 1 : -1)))
+	if ((rc = counter_add(t, DB_IDX, &k, add ? 1 : -1)))
 		return rc;
 	idx_key(&k, m, 'r');
-	return counter_add(t, &k, add ? 1 : -1);
+	return counter_add(t, DB_IDX, &k, add ? 1 : -1);
+}
+
+/* The entries of a Machine in any state in the all table. */
+static int index_any(reg_txn_t *t, const reg_machine_t *m, bool add)
+{
+	uint8_t v[128];
+	size_t vl = idx_value(m, v);
+	rkey_t k;
+	int rc;
+	idx_key(&k, m, 'a');
+	if ((rc = add ? kput(t, DB_ALL, &k, v, vl) : kdel(t, DB_ALL, &k)) &&
+	    !(rc == -ENOENT && !add))
+		return rc;
+	any_addr_key(&k, m);
+	if ((rc = add ? kput(t, DB_ALL, &k, m->region, strlen(m->region)) : kdel(t, DB_ALL, &k)) &&
+	    !(rc == -ENOENT && !add))
+		return rc;
+	idx_key(&k, m, 'q');
+	return counter_add(t, DB_ALL, &k, add ? 1 : -1);
+}
+
+static int unindex(reg_txn_t *t, const reg_machine_t *m)
+{
+	int rc = 0;
+	if (m->skip_dns)
+		return 0;
+	if (is_started(m) && (rc = index_machine(t, m, false)))
+		return rc;
+	return index_any(t, m, false);
+}
+
+static int reindex(reg_txn_t *t, const reg_machine_t *m)
+{
+	int rc = 0;
+	if (m->skip_dns)
+		return 0;
+	if ((rc = index_any(t, m, true)))
+		return rc;
+	return is_started(m) ? index_machine(t, m, true) : 0;
 }
 
 /* ---- write API ---------------------------------------------------------------------------- */
@@ -767,7 +901,7 @@ int reg_put_org(reg_txn_t *t, const char *slug, uint32_t net)
 		return -EEXIST;
 	if (rc != -ENOENT)
 		return rc;
-	if ((rc = raw_put(t, DB_ORGS, slug, len, nb, 4)))
+	if ((rc = raw_put(t, DB_ORGS, slug, len, nb, 4)) || (rc = touch_org(t, net)))
 		return rc;
 	return raw_put(t, DB_ORGNETS, nb, 4, slug, len);
 }
@@ -783,26 +917,38 @@ int reg_get_machine(reg_txn_t *t, const char *id, reg_machine_buf_t *out)
 
 int reg_put_machine(reg_txn_t *t, const reg_machine_t *m)
 {
-	uint8_t buf[2048];
+	uint8_t buf[MACHINE_ENC_MAX];
 	size_t len;
 	int rc;
 	if (!label_ok(m->id) || !label_ok(m->app) || !label_ok(m->region) || !label_ok(m->group))
 		return -ENAMETOOLONG;
 	for (size_t i = 0; i < m->nmeta && i < REG_META_MAX; i++)
-		if (!label_ok(m->meta[i].key) || !label_ok(m->meta[i].value))
+		if (!label_ok(m->meta[i].key) || strlen(m->meta[i].value) > REG_META_VALUE_MAX)
 			return -ENAMETOOLONG;
 	if ((rc = enc_machine(m, buf, sizeof(buf), &len)))
 		return rc;
 
-	reg_machine_buf_t old;
-	rc = reg_get_machine(t, m->id, &old);
-	if (rc == 0 && is_started(&old.m) && (rc = index_machine(t, &old.m, false)))
+	MDB_val k = {strlen(m->id), (void *)m->id}, cur;
+	rc = map_err(mdb_get(t->txn, t->reg->dbi[DB_MACHINES], &k, &cur));
+	if (rc == 0 && cur.mv_size == len && memcmp(cur.mv_data, buf, len) == 0)
+		return 0; /* unchanged: no index churn, and the org's serial stays */
+	reg_machine_buf_t *old = NULL;
+	if (rc == 0) {
+		if (!(old = malloc(sizeof(*old))))
+			return -ENOMEM;
+		if ((rc = dec_machine(&k, &cur, old)) || (rc = unindex(t, &old->m)) ||
+		    (old->m.net != m->net && (rc = touch_org(t, old->m.net)))) {
+			free(old);
+			return rc;
+		}
+		free(old);
+	} else if (rc != -ENOENT) {
 		return rc;
-	if (rc && rc != -ENOENT)
+	}
+	if ((rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)) ||
+	    (rc = touch_org(t, m->net)))
 		return rc;
-	if ((rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)))
-		return rc;
-	return is_started(m) ? index_machine(t, m, true) : 0;
+	return reindex(t, m);
 }
 
 int reg_set_state(reg_txn_t *t, const char *id, const char *state)
@@ -825,7 +971,7 @@ int reg_delete_machine(reg_txn_t *t, const char *id)
 	int rc = reg_get_machine(t, id, &b);
 	if (rc)
 		return rc;
-	if (is_started(&b.m) && (rc = index_machine(t, &b.m, false)))
+	if ((rc = unindex(t, &b.m)) || (rc = touch_org(t, b.m.net)))
 		return rc;
 	return raw_del(t, DB_MACHINES, id, strlen(id));
 }
@@ -849,6 +995,8 @@ int reg_delete_peer(reg_txn_t *t, uint32_t net, const char *name)
 	addr_key(&ak, net, v.mv_data);
 	if ((rc = kdel(t, DB_ADDR, &ak)) && rc != -ENOENT)
 		return rc;
+	if ((rc = touch_org(t, net)))
+		return rc;
 	return kdel(t, DB_PEERS, &k);
 }
 
@@ -857,26 +1005,30 @@ int reg_put_peer(reg_txn_t *t, uint32_t net, const char *name, const uint8_t ip[
 {
 	if (!label_ok(name) || !label_ok(region))
 		return -ENAMETOOLONG;
+	size_t nl = strlen(name), rl = strlen(region), n = 0;
+	uint8_t av[2 * REG_LABEL_MAX + 4], pv[16 + REG_LABEL_MAX + 1];
+	memcpy(pv, ip, 16);
+	memcpy(pv + 16, region, rl);
+	rkey_t k;
+	MDB_val cur;
+	peer_key(&k, net, name, nl);
+	if (!k.overflow && raw_get(t, DB_PEERS, k.b, k.n, &cur) == 0 && cur.mv_size == 16 + rl &&
+	    memcmp(cur.mv_data, pv, 16 + rl) == 0)
+		return 0; /* unchanged */
 	int rc = reg_delete_peer(t, net, name);
 	if (rc && rc != -ENOENT)
 		return rc;
-	rkey_t k;
 	addr_key(&k, net, ip);
-	MDB_val cur;
 	rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
 	if (rc == 0)
 		return -EADDRINUSE;
 	if (rc != -ENOENT)
 		return rc;
-	size_t nl = strlen(name), rl = strlen(region), n = 0;
-	uint8_t av[2 * REG_LABEL_MAX + 4], pv[16 + REG_LABEL_MAX + 1];
 	av[n++] = 'p';
 	memcpy(av + n, name, nl), n += nl, av[n++] = 0;
 	memcpy(av + n, region, rl), n += rl;
-	if ((rc = kput(t, DB_ADDR, &k, av, n)))
+	if ((rc = kput(t, DB_ADDR, &k, av, n)) || (rc = touch_org(t, net)))
 		return rc;
-	memcpy(pv, ip, 16);
-	memcpy(pv + 16, region, rl);
 	peer_key(&k, net, name, nl);
 	return kput(t, DB_PEERS, &k, pv, 16 + rl);
 }
@@ -894,15 +1046,20 @@ int reg_put_flycast(reg_txn_t *t, uint32_t net, const char *app, const uint8_t i
 	if (!label_ok(app))
 		return -ENAMETOOLONG;
 	rkey_t k;
+	MDB_val cur;
 	flycast_key(&k, net, app, strlen(app), ip);
-	return kput(t, DB_FLYCAST, &k, "", 0);
+	if (!k.overflow && raw_get(t, DB_FLYCAST, k.b, k.n, &cur) == 0)
+		return 0;
+	int rc = touch_org(t, net);
+	return rc ? rc : kput(t, DB_FLYCAST, &k, "", 0);
 }
 
 int reg_delete_flycast(reg_txn_t *t, uint32_t net, const char *app, const uint8_t ip[16])
 {
 	rkey_t k;
 	flycast_key(&k, net, app, strlen(app), ip);
-	return kdel(t, DB_FLYCAST, &k);
+	int rc = kdel(t, DB_FLYCAST, &k);
+	return rc ? rc : touch_org(t, net);
 }
 
 int reg_clear(reg_txn_t *t)
@@ -914,7 +1071,217 @@ int reg_clear(reg_txn_t *t)
 		if (rc)
 			return map_err(rc);
 	}
+	t->touched_any = false;
 	return 0;
+}
+
+/* code -> f64 BE lat | f64 BE lon | name */
+static uint64_t dbits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, 8);
+	return u;
+}
+
+static double bitsd(uint64_t u)
+{
+	double d;
+	memcpy(&d, &u, 8);
+	return d;
+}
+
+int reg_put_region(reg_txn_t *t, const char *code, const char *name, double lat, double lon)
+{
+	size_t nl = strlen(name);
+	if (!label_ok(code) || nl > REG_REGION_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!(lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180))
+		return -EINVAL;
+	uint8_t v[16 + REG_REGION_NAME_MAX];
+	put_u64(v, dbits(lat));
+	put_u64(v + 8, dbits(lon));
+	memcpy(v + 16, name, nl);
+	return raw_put(t, DB_REGIONS, code, strlen(code), v, 16 + nl);
+}
+
+int reg_delete_region(reg_txn_t *t, const char *code)
+{
+	if (!label_ok(code))
+		return -ENOENT;
+	return raw_del(t, DB_REGIONS, code, strlen(code));
+}
+
+static int region_from(const MDB_val *k, const MDB_val *v, reg_region_t *r)
+{
+	if (v->mv_size < 16 || k->mv_size > REG_LABEL_MAX)
+		return -EIO;
+	const uint8_t *b = v->mv_data;
+	*r = (reg_region_t){
+	        .code = k->mv_data,
+	        .code_len = (uint8_t)k->mv_size,
+	        .name = (const char *)b + 16,
+	        .name_len = (uint8_t)(v->mv_size - 16),
+	        .lat = bitsd(get_u64(b)),
+	        .lon = bitsd(get_u64(b + 8)),
+	};
+	return 0;
+}
+
+int reg_get_region(reg_txn_t *t, const char *code, size_t len, reg_region_t *out)
+{
+	if (len == 0 || len > REG_LABEL_MAX)
+		return -ENOENT;
+	/* the snapshot's cursor, not mdb_get: nearest asks once per region of the app, and
+	 * a cursor set up once per batch is cheaper than one set up per lookup */
+	MDB_cursor *c;
+	MDB_val k = {len, (void *)code}, v;
+	int rc = cursor(t, DB_REGIONS, &c);
+	if (rc)
+		return rc;
+	rc = map_err(mdb_cursor_get(c, &k, &v, MDB_SET_KEY));
+	return rc ? rc : region_from(&k, &v, out);
+}
+
+int reg_walk_regions(reg_txn_t *t, reg_region_fn fn, void *arg)
+{
+	MDB_cursor *c;
+	int n = 0, rc = cursor(t, DB_REGIONS, &c);
+	if (rc)
+		return rc;
+	MDB_val k, v;
+	reg_region_t r;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if ((rc = region_from(&k, &v, &r)))
+			return rc;
+		n++;
+		if (fn(&r, arg))
+			return n;
+	}
+	return rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+/* ---- upgrade from schema 3 ------------------------------------------------------------------ */
+
+typedef struct {
+	char *ids; /* NUL-separated */
+	size_t len, cap, n;
+} idlist_t;
+
+static int idlist_add(idlist_t *l, const void *id, size_t len)
+{
+	if (l->len + len + 1 > l->cap) {
+		size_t cap = 2 * (l->len + len + 1) + 4096;
+		char *p = realloc(l->ids, cap);
+		if (!p)
+			return -ENOMEM;
+		l->ids = p, l->cap = cap;
+	}
+	memcpy(l->ids + l->len, id, len);
+	l->ids[l->len + len] = '\0';
+	l->len += len + 1;
+	l->n++;
+	return 0;
+}
+
+static int schema_of(reg_txn_t *t)
+{
+	MDB_val v;
+	int rc = raw_get(t, DB_META, "schema", 6, &v);
+	if (rc)
+		return rc;
+	return v.mv_size == 4 ? (int)get_u32(v.mv_data) : -EIO;
+}
+
+/* A peer's address entry, rebuilt from its record (net | name -> ip16 | region). */
+static int peer_addr(reg_txn_t *t, const MDB_val *k, const MDB_val *v)
+{
+	if (k->mv_size < 5 || v->mv_size < 17 || k->mv_size > 4 + REG_LABEL_MAX)
+		return -EIO;
+	uint32_t net = get_u32(k->mv_data);
+	size_t nl = k->mv_size - 4, rl = v->mv_size - 16, n = 0;
+	uint8_t av[2 * REG_LABEL_MAX + 4];
+	if (rl > REG_LABEL_MAX)
+		return -EIO;
+	av[n++] = 'p';
+	memcpy(av + n, (const uint8_t *)k->mv_data + 4, nl), n += nl, av[n++] = 0;
+	memcpy(av + n, (const uint8_t *)v->mv_data + 16, rl), n += rl;
+	rkey_t ak;
+	addr_key(&ak, net, v->mv_data);
+	int rc = kput(t, DB_ADDR, &ak, av, n);
+	return rc ? rc : touch_org(t, net);
+}
+
+int reg_upgrade(reg_txn_t *t)
+{
+	if (!t->write)
+		return -EROFS;
+	int rc = schema_of(t);
+	if (rc < 0 || rc == SCHEMA_VERSION)
+		return rc < 0 ? rc : 0;
+	if (rc != SCHEMA_PREV)
+		return -EPROTONOSUPPORT;
+	static const int rebuilt[] = {DB_IDX, DB_ADDR, DB_SETS, DB_ALL, DB_SERIALS};
+	for (size_t i = 0; i < sizeof(rebuilt) / sizeof(rebuilt[0]); i++)
+		if ((rc = mdb_drop(t->txn, t->reg->dbi[rebuilt[i]], 0)))
+			return map_err(rc);
+	t->touched_any = false;
+	/* Machine ids are read first: rewriting the records while walking them would move
+	 * the cursor under us. Peers keep their records; only their address entries are
+	 * rebuilt (another table). */
+	idlist_t ids = {0};
+	MDB_cursor *c;
+	MDB_val k, v;
+	reg_machine_buf_t *b = NULL;
+	if ((rc = cursor(t, DB_MACHINES, &c)))
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		if ((rc = idlist_add(&ids, k.mv_data, k.mv_size)))
+			goto done;
+	if (rc != MDB_NOTFOUND)
+		goto done;
+	if (!(b = malloc(sizeof(*b)))) {
+		rc = -ENOMEM;
+		goto done;
+	}
+	rc = 0;
+	const char *id = ids.ids;
+	for (size_t i = 0; i < ids.n && !rc; i++, id += strlen(id) + 1) {
+		uint8_t buf[MACHINE_ENC_MAX];
+		size_t len;
+		if (!(rc = reg_get_machine(t, id, b)) &&
+		    !(rc = enc_machine(&b->m, buf, sizeof(buf), &len)) &&
+		    !(rc = raw_put(t, DB_MACHINES, id, strlen(id), buf, len)) &&
+		    !(rc = touch_org(t, b->m.net)))
+			rc = reindex(t, &b->m);
+	}
+	if (rc || (rc = cursor(t, DB_PEERS, &c)))
+		goto done;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		if ((rc = peer_addr(t, &k, &v)))
+			goto done;
+	if (rc != MDB_NOTFOUND)
+		goto done;
+	/* orgs without records get a serial too */
+	if ((rc = cursor(t, DB_ORGNETS, &c)))
+		goto done;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		if ((rc = k.mv_size != 4 ? -EIO : touch_org(t, get_u32(k.mv_data))))
+			goto done;
+	if (rc != MDB_NOTFOUND)
+		goto done;
+	uint8_t sb[4];
+	put_u32(sb, SCHEMA_VERSION);
+	if ((rc = raw_put(t, DB_META, "schema", 6, sb, 4)))
+		goto done;
+	rc = 1;
+done:
+	free(ids.ids);
+	free(b);
+	return rc < 0 ? map_err(rc) : rc;
 }
 
 /* ---- point reads ---------------------------------------------------------------------------- */
@@ -925,6 +1292,16 @@ uint64_t reg_generation(reg_txn_t *t)
 	if (raw_get(t, DB_META, "generation", 10, &v) || v.mv_size != 8)
 		return 0;
 	return get_u64(v.mv_data);
+}
+
+uint32_t reg_org_serial(reg_txn_t *t, uint32_t net)
+{
+	uint8_t nb[4];
+	MDB_val v;
+	put_u32(nb, net);
+	if (raw_get(t, DB_SERIALS, nb, 4, &v) || v.mv_size != 8)
+		return 0;
+	return (uint32_t)get_u64(v.mv_data);
 }
 
 uint64_t reg_written_ns(reg_txn_t *t)
@@ -1024,6 +1401,22 @@ int reg_walk_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_wal
 	key_init(&k, net, 'A');
 	key_str(&k, app, al, true);
 	return walk_idx(t, &k, fn, arg);
+}
+
+int reg_walk_all_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_walk_fn fn,
+                     void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'a');
+	key_str(&k, app, al, true);
+	return walk_prefix(t, DB_ALL, &k, hit_from_idx, fn, arg);
+}
+
+int reg_walk_all_org(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'a');
+	return walk_prefix(t, DB_ALL, &k, hit_from_idx, fn, arg);
 }
 
 int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *region,
@@ -1138,10 +1531,10 @@ int reg_walk_flycast(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg
 }
 
 /* Counters: net 'S' app, net 'r' app \0 region. */
-static int walk_names(reg_txn_t *t, const rkey_t *prefix, reg_name_fn fn, void *arg)
+static int walk_names(reg_txn_t *t, int db, const rkey_t *prefix, reg_name_fn fn, void *arg)
 {
 	MDB_cursor *c;
-	int n = 0, rc = cursor(t, DB_IDX, &c);
+	int n = 0, rc = cursor(t, db, &c);
 	if (rc)
 		return rc;
 	MDB_val k = {prefix->n, (void *)prefix->b}, v;
@@ -1150,8 +1543,8 @@ static int walk_names(reg_txn_t *t, const rkey_t *prefix, reg_name_fn fn, void *
 		if (v.mv_size != 4)
 			return -EIO;
 		n++;
-		if (fn((const char *)k.mv_data + prefix->n, k.mv_size - prefix->n,
-		       get_u32(v.mv_data), arg))
+		if (fn && fn((const char *)k.mv_data + prefix->n, k.mv_size - prefix->n,
+		             get_u32(v.mv_data), arg))
 			return n;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
@@ -1162,7 +1555,7 @@ int reg_walk_apps(reg_txn_t *t, uint32_t net, reg_name_fn fn, void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'S');
-	return walk_names(t, &k, fn, arg);
+	return walk_names(t, DB_IDX, &k, fn, arg);
 }
 
 int reg_walk_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_name_fn fn,
@@ -1171,7 +1564,36 @@ int reg_walk_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al,
 	rkey_t k;
 	key_init(&k, net, 'r');
 	key_str(&k, app, al, true);
-	return walk_names(t, &k, fn, arg);
+	return walk_names(t, DB_IDX, &k, fn, arg);
+}
+
+int reg_walk_all_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_name_fn fn,
+                             void *arg)
+{
+	rkey_t k;
+	key_init(&k, net, 'q');
+	key_str(&k, app, al, true);
+	return walk_names(t, DB_ALL, &k, fn, arg);
+}
+
+int reg_has_meta(reg_txn_t *t, uint32_t net, const char *app, size_t al)
+{
+	rkey_t k;
+	key_init(&k, net, 'K');
+	key_str(&k, app, al, true);
+	if (k.overflow)
+		return 0;
+	MDB_cursor *c;
+	int rc = cursor(t, DB_SETS, &c);
+	if (rc)
+		return rc;
+	MDB_val key = {k.n, k.b}, v;
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return map_err(rc);
+	return key.mv_size > k.n && memcmp(key.mv_data, k.b, k.n) == 0;
 }
 
 static int get_counter(reg_txn_t *t, const rkey_t *k, uint32_t *count)
@@ -1274,6 +1696,43 @@ int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit
 	return hit_from_addr(&key, &v, hit);
 }
 
+int reg_find_any_addr(reg_txn_t *t, const uint8_t ip[16], reg_hit_t *hit)
+{
+	rkey_t k;
+	key_init(&k, net_of(ip), 'i');
+	key_put(&k, ip, 16);
+	MDB_cursor *c;
+	int rc = cursor(t, DB_ALL, &c);
+	if (rc)
+		return rc;
+	for (int pass = 0; pass < 2; pass++) {
+		/* the exact address first, then the start of its /112 */
+		size_t match = pass ? k.n - 2 : k.n;
+		if (pass)
+			k.b[k.n - 2] = k.b[k.n - 1] = 0;
+		MDB_val key = {k.n, k.b}, v;
+		rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND)
+			continue;
+		if (rc)
+			return map_err(rc);
+		if (key.mv_size <= 21 || memcmp(key.mv_data, k.b, match) != 0)
+			continue;
+		const uint8_t *kb = key.mv_data;
+		*hit = (reg_hit_t){
+		        .kind = REG_HIT_MACHINE,
+		        .net = get_u32(kb),
+		        .ip = kb + 5,
+		        .id = (const char *)kb + 21,
+		        .id_len = (uint8_t)(key.mv_size - 21),
+		        .region = v.mv_data,
+		        .region_len = (uint8_t)v.mv_size,
+		};
+		return 0;
+	}
+	return -ENOENT;
+}
+
 /* ---- whole-registry walks
  * ------------------------------------------------------------------------ */
 
@@ -1339,7 +1798,7 @@ typedef struct {
 	void (*report)(const char *, void *);
 	void *arg;
 	int bad;
-	size_t expect_idx, expect_addr, expect_sets;
+	size_t expect_idx, expect_addr, expect_sets, expect_all;
 } check_t;
 
 static void bad(check_t *c, const char *fmt, const char *a, const char *b)
@@ -1354,12 +1813,23 @@ static void bad(check_t *c, const char *fmt, const char *a, const char *b)
 static int check_machine(const reg_machine_t *m, void *arg)
 {
 	check_t *c = arg;
-	if (!is_started(m))
+	if (m->skip_dns)
 		return 0;
 	uint8_t want[128];
 	size_t wl = idx_value(m, want);
 	rkey_t k;
 	MDB_val v;
+	idx_key(&k, m, 'a');
+	c->expect_all++;
+	if (raw_get(c->t, DB_ALL, k.b, k.n, &v) || v.mv_size != wl || memcmp(v.mv_data, want, wl))
+		bad(c, "machine %s: all-states entry missing or wrong%s", m->id, "");
+	any_addr_key(&k, m);
+	c->expect_all++;
+	if (raw_get(c->t, DB_ALL, k.b, k.n, &v) || v.mv_size != strlen(m->region) ||
+	    memcmp(v.mv_data, m->region, v.mv_size))
+		bad(c, "machine %s: all-states address entry missing or wrong%s", m->id, "");
+	if (!is_started(m))
+		return 0;
 	static const char *const what[] = {"app", "region", "group"};
 	for (size_t i = 0; i < 2; i++) {
 		idx_key(&k, m, set_tags[i]);
@@ -1368,8 +1838,9 @@ static int check_machine(const reg_machine_t *m, void *arg)
 		    memcmp(v.mv_data, want, wl))
 			bad(c, "machine %s: index entry %s missing or wrong", m->id, what[i]);
 	}
-	for (size_t i = 0; i < 3 + m->nmeta; i++) {
-		set_key(&k, m, i < 3 ? set_tags[i] : 'M', i < 3 ? 0 : i - 3);
+	for (size_t i = 0; i < MACHINE_SETS(m); i++) {
+		if (!set_key(&k, m, i))
+			continue;
 		c->expect_sets++;
 		MDB_val key = {k.n, k.b}, ip = {16, (void *)m->ip};
 		MDB_cursor *sets;
@@ -1451,6 +1922,55 @@ static int check_counters(check_t *c)
 	return 0;
 }
 
+typedef struct {
+	const char *region;
+	size_t len;
+	uint32_t n;
+} region_count_t;
+
+static int count_region(const reg_hit_t *h, void *arg)
+{
+	region_count_t *rc = arg;
+	if (h->region_len == rc->len && memcmp(h->region, rc->region, rc->len) == 0)
+		rc->n++;
+	return 0;
+}
+
+/* The all table: every 'q' counter equals its Machines; no entry is unaccounted for. */
+static int check_all(check_t *c)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(c->t->txn, c->t->reg->dbi[DB_ALL], &cur);
+	if (rc)
+		return map_err(rc);
+	size_t entries = 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *kb = k.mv_data;
+		if (k.mv_size < 6 || kb[4] != 'q') {
+			entries++;
+			continue;
+		}
+		const char *app = (const char *)kb + 5;
+		size_t al = strnlen(app, k.mv_size - 5);
+		region_count_t want = {app + al + 1, k.mv_size - 6 - al, 0};
+		if (al + 6 > k.mv_size || v.mv_size != 4 ||
+		    reg_walk_all_app(c->t, get_u32(kb), app, al, count_region, &want) < 0 ||
+		    want.n != get_u32(v.mv_data)) {
+			char name[2 * REG_LABEL_MAX + 2];
+			snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
+			bad(c, "all-states counter for %s does not match its Machines%s", name, "");
+		}
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return map_err(rc);
+	if (entries != c->expect_all)
+		bad(c, "all-states index holds entries no Machine accounts for%s%s", "", "");
+	return 0;
+}
+
 int reg_check(reg_txn_t *t, void (*report)(const char *, void *), void *arg)
 {
 	check_t c = {.t = t, .report = report, .arg = arg};
@@ -1459,6 +1979,8 @@ int reg_check(reg_txn_t *t, void (*report)(const char *, void *), void *arg)
 		rc = reg_walk_all_peers(t, check_peer, &c);
 	if (rc >= 0)
 		rc = check_counters(&c);
+	if (rc >= 0)
+		rc = check_all(&c);
 	return rc < 0 ? rc : c.bad;
 }
 
@@ -1491,6 +2013,8 @@ int reg_stats(reg_txn_t *t, reg_stats_t *s)
 	        .page_size = st[DB_META].ms_psize,
 	        .map_used = (info.me_last_pgno + 1) * (size_t)st[DB_META].ms_psize,
 	};
+	s->regions = st[DB_REGIONS].ms_entries;
+	s->index_entries += st[DB_ALL].ms_entries;
 	int rc = reg_walk_machines(t, count_started, &s->started);
 	return rc < 0 ? rc : 0;
 }
@@ -1535,9 +2059,20 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 
 /* ---- reverse names: is a nibble prefix an empty non-terminal? ------------------------------ */
 
+static bool has_prefix(const MDB_val *key, uint32_t net, const uint8_t start[16], unsigned nibbles)
+{
+	if (key->mv_size != 20 || get_u32(key->mv_data) != net)
+		return false;
+	const uint8_t *got = (const uint8_t *)key->mv_data + 4;
+	if (memcmp(got, start, nibbles / 2) != 0)
+		return false;
+	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
+}
+
 /* Seeks the first address of net at or after the prefix's first address and compares
- * nibble by nibble: one seek, no walk, no allocation. */
-int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned nibbles)
+ * nibble by nibble: one seek, then a step past each hidden record, no allocation. */
+int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned nibbles,
+                    bool (*hidden)(const reg_hit_t *hit))
 {
 	if (nibbles > 32)
 		return -EINVAL;
@@ -1552,17 +2087,19 @@ int reg_addr_prefix(reg_txn_t *t, uint32_t net, const uint8_t ip[16], unsigned n
 	int rc = cursor(t, DB_ADDR, &c);
 	if (rc)
 		return rc;
-	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return map_err(rc);
-	if (key.mv_size != 20 || get_u32(key.mv_data) != net)
-		return 0;
-	const uint8_t *got = (const uint8_t *)key.mv_data + 4;
-	if (memcmp(got, start, nibbles / 2) != 0)
-		return 0;
-	return nibbles % 2 == 0 || (got[nibbles / 2] & 0xf0) == start[nibbles / 2];
+	for (rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &key, &v, MDB_NEXT)) {
+		if (!has_prefix(&key, net, start, nibbles))
+			return 0;
+		reg_hit_t h;
+		if (!hidden)
+			return 1;
+		if ((rc = hit_from_addr(&key, &v, &h)))
+			return rc;
+		if (!hidden(&h))
+			return 1;
+	}
+	return rc == MDB_NOTFOUND ? 0 : map_err(rc);
 }
 
 /* ---- org deletion (the follower: a KV delete of org.<slug>) -------------------------------- */

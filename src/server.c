@@ -76,8 +76,8 @@ typedef struct conn {
 	bool closing, reading;
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
-	uint16_t sport, dport; /* for dnstap */
 	bool idled;            /* closed by the idle timer (metrics) */
+	uint16_t sport, dport; /* for dnstap */
 } conn_t;
 
 /* A UDP query waiting for its upstream answer. */
@@ -116,13 +116,14 @@ struct worker {
 	uint8_t cmsg_in[BATCH][CMSG_ROOM], cmsg_out[BATCH][CMSG_ROOM];
 	uint8_t rbuf[BATCH][RBUF], wbuf[BATCH][WBUF];
 	uint8_t tcp_out[WIRE_TCP_MAX + 2];
-	dt_worker_t *dt;         /* NULL: no dnstap */
 	met_worker_t m;          /* this worker's counters: only it writes them */
 	const snap_t *snap;      /* the configuration this worker runs with */
 	uv_timer_t beat;         /* stamps m.heartbeat_ns */
 	uv_async_t stall;        /* test hook */
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
 	fwd_stats_t fwd_last;
+	bool reg_failed; /* the last renew failed: logged once */
+	dt_worker_t *dt; /* NULL: no dnstap */
 };
 
 struct srv {
@@ -133,16 +134,16 @@ struct srv {
 	worker_t *workers;
 	uv_loop_t main;
 	uv_signal_t sigint, sigterm;
-	dt_t *dt;       /* NULL: no dnstap */
-	cache_t *cache; /* forwarded answers, shared by the workers; NULL: none */
-	snap_t *snap;   /* the newest configuration (workers load it, acquire) */
-	int state;      /* SRV_STARTING, SRV_READY, SRV_STOPPING (atomic) */
-	bool hooks;     /* INTERNALD_TEST_HOOKS is set */
+	snap_t *snap; /* the newest configuration (workers load it, acquire) */
+	int state;    /* SRV_STARTING, SRV_READY, SRV_STOPPING (atomic) */
+	bool hooks;   /* INTERNALD_TEST_HOOKS is set */
 	uv_signal_t sighup, sigusr2;
 	int (*reload)(srv_t *s, void *arg);
 	void *reload_arg;
 	uint64_t reloads, reload_failures;
 	uv_mutex_t scrape; /* a scrape against a worker closing its forwarder */
+	dt_t *dt;          /* NULL: no dnstap */
+	cache_t *cache;    /* forwarded answers, shared by the workers; NULL: none */
 };
 
 enum { SRV_STARTING, SRV_READY, SRV_STOPPING };
@@ -194,8 +195,16 @@ static bool batch_begin(worker_t *w)
 		worker_adopt(w, sn);
 	int rc = reg_txn_renew(w->txn);
 	if (rc) {
-		log_error("worker %u: cannot read the registry: %s", w->idx, reg_strerror(rc));
+		if (!w->reg_failed) /* once per state change, not once per packet */
+			log_error("event=registry-error worker=%u reason=\"cannot read the "
+			          "registry: %s\"",
+			          w->idx, reg_strerror(rc));
+		w->reg_failed = true;
 		return false;
+	}
+	if (w->reg_failed) {
+		w->reg_failed = false;
+		log_info("event=registry-reopened worker=%u", w->idx);
 	}
 	uint64_t snapshot = reg_txn_id(w->txn);
 	if (snapshot == w->snapshot)
@@ -209,7 +218,7 @@ static bool batch_begin(worker_t *w)
 		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
 		                                            &w->ans.default_net) == 0;
 		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {
-			log_warn("default org '%s' is not in the registry (generation %llu)", slug,
+			log_warn("event=default-org-missing org=%s generation=%llu", slug,
 			         (unsigned long long)gen);
 			w->default_warned = true;
 		}
@@ -220,23 +229,6 @@ static bool batch_begin(worker_t *w)
 static void batch_end(worker_t *w)
 {
 	reg_txn_reset(w->txn);
-}
-
-/* ---- dnstap (include/dnstap.h): the client's and our end of a message ---------------------- */
-
-static void tap_ends(dt_end_t *client, dt_end_t *server, const uint8_t src[16], uint16_t sport,
-                     const uint8_t dst[16], uint16_t dport)
-{
-	memcpy(client->addr, src, 16), client->port = sport;
-	memcpy(server->addr, dst, 16), server->port = dport;
-}
-
-static int srv_dnstap_start(srv_t *s, char *err);
-
-static uint16_t port_of(const struct sockaddr_storage *ss)
-{
-	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
-	                                       : ((const struct sockaddr_in *)ss)->sin_port);
 }
 
 /* ---- counters (metrics.h): a few stores into the worker's own struct, per query ---------- */
@@ -323,6 +315,23 @@ static void count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len
 	MET_INC(w->m.rcode[met_rcode_index(resp[3] & 0x0f)]);
 	if (!tcp && (resp[2] & 0x02))
 		MET_INC(w->m.truncated);
+}
+
+/* ---- dnstap (include/dnstap.h): the client's and our end of a message ---------------------- */
+
+static void tap_ends(dt_end_t *client, dt_end_t *server, const uint8_t src[16], uint16_t sport,
+                     const uint8_t dst[16], uint16_t dport)
+{
+	memcpy(client->addr, src, 16), client->port = sport;
+	memcpy(server->addr, dst, 16), server->port = dport;
+}
+
+static int srv_dnstap_start(srv_t *s, char *err);
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+	                                       : ((const struct sockaddr_in *)ss)->sin_port);
 }
 
 /* ---- UDP ------------------------------------------------------------------------------------ */
@@ -526,13 +535,13 @@ static void on_udp(uv_poll_t *h, int status, int events)
 			count_query(w, &cl);
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
 			                               w->wbuf[m], WBUF, &len);
+			count_answer(w, &cl, act, w->rbuf[i], w->in[i].msg_len, w->wbuf[m], len);
 			dt_end_t tc, ts;
 			if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
 				tap_ends(&tc, &ts, cl.src, port_of(&w->from[i]), cl.dst, s->port);
 				dt_log_client_query(w->dt, false, &tc, &ts, w->rbuf[i],
 				                    w->in[i].msg_len, &now);
 			}
-			count_answer(w, &cl, act, w->rbuf[i], w->in[i].msg_len, w->wbuf[m], len);
 			if (act == ANS_FORWARD) {
 				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
 				                  w->in[i].msg_len, w->wbuf[m]);
@@ -723,6 +732,7 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	size_t out = 0;
 	count_query(w, &cl);
 	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
+	count_answer(w, &cl, act, pkt, len, w->tcp_out + 2, out);
 	dt_end_t tc, ts;
 	struct timespec now;
 	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
@@ -730,7 +740,6 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
 		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
 	}
-	count_answer(w, &cl, act, pkt, len, w->tcp_out + 2, out);
 	wire_query_t q;
 	if (act == ANS_FORWARD && w->srv->cache && wire_parse_query(pkt, len, &q) == WIRE_OK &&
 	    (out = cache_answer(w, pkt, len, &q, WIRE_TCP_MAX, w->tcp_out + 2, WIRE_TCP_MAX))) {
@@ -1001,8 +1010,8 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 			snprintf(err, CFG_ERR_MAX, "forwarder: %s", strerror(-rc));
 			return rc;
 		}
-		fwd_set_dnstap(w->fwd, w->dt);
 		w->fwds = fwd_stats(w->fwd);
+		fwd_set_dnstap(w->fwd, w->dt);
 		w->fwd_pool = calloc(cfg->max_inflight, sizeof(*w->fwd_pool));
 		if (!w->fwd_pool)
 			return -ENOMEM;
@@ -1085,7 +1094,9 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 			else
 				((struct sockaddr_in *)&ss)->sin_port = htons(port);
-			log_info("listening on %s (udp, tcp)", addr_text(&ss, text, sizeof(text)));
+			/* the text before "(" is what every test suite parses: keep it */
+			log_info("listening on %s (udp, tcp) event=bind sockets=%u",
+			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
 		while (w-- > 0)
@@ -1096,8 +1107,8 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 	return -EADDRINUSE;
 }
 
-/* A snapshot holding copies of cfg and conf (conf's nsid pointing into the copy). */
-/* A configuration snapshot; every snapshot's forwarders share the process's cache. */
+/* A configuration snapshot: copies of cfg and conf (conf's nsid and region pointing into
+ * the copy); every snapshot's forwarders share the process's cache. */
 static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
 {
 	snap_t *sn = calloc(1, sizeof(*sn));
@@ -1107,6 +1118,7 @@ static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *ca
 	sn->conf = *conf;
 	sn->conf.nsid = conf->nsid ? sn->cfg.nsid : NULL;
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
+	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
 	sn->fwd = (fwd_conf_t){
 	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
 	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
@@ -1137,9 +1149,10 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 			goto fail;
 		}
 	}
-	rc = -ENOMEM;
-	if (!(s->snap = snap_new(cfg, conf, s->cache)))
+	if (!(s->snap = snap_new(cfg, conf, s->cache))) {
+		rc = -ENOMEM;
 		goto fail;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		if ((rc = bind_address(s, &cfg->listen[i], fds, i, err)))
 			goto fail;
@@ -1218,7 +1231,8 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
 	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
-	log_info("serving with %u workers", s->nworkers);
+	log_info("serving with %u worker%s event=serving listen=%zu", s->nworkers,
+	         s->nworkers == 1 ? "" : "s", s->cfg->nlisten);
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
@@ -1255,6 +1269,11 @@ void srv_free(srv_t *s)
 		free(w->fwd_pool);
 	}
 	free(s->workers);
+	for (snap_t *sn = s->snap, *prev; sn; sn = prev) {
+		prev = sn->prev;
+		free(sn);
+	}
+	uv_mutex_destroy(&s->scrape);
 	if (s->dt) {
 		dt_stats_t st;
 		dt_stats(s->dt, &st);
@@ -1263,11 +1282,6 @@ void srv_free(srv_t *s)
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
 	cache_free(s->cache);
-	for (snap_t *sn = s->snap, *prev; sn; sn = prev) {
-		prev = sn->prev;
-		free(sn);
-	}
-	uv_mutex_destroy(&s->scrape);
 	free(s);
 }
 
@@ -1379,8 +1393,15 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 	if (s->cache) {
 		cache_stats_t cs;
 		cache_stats(s->cache, &cs);
-		out->cache = (met_cache_t){true,          cs.hits,      cs.misses,  cs.stale,
-		                           cs.prefetches, cs.evictions, cs.entries, cs.bytes};
+		out->cache =
+		        (met_cache_t){true,       cs.hits,      cs.misses,  cs.stale, cs.prefetches,
+		                      cs.inserts, cs.evictions, cs.entries, cs.bytes};
+	}
+	if (s->dt) {
+		dt_stats_t ds;
+		dt_stats(s->dt, &ds);
+		out->dnstap.present = true;
+		out->dnstap.sent = ds.sent, out->dnstap.dropped = ds.dropped;
 	}
 	reg_txn_t *t;
 	if (reg_txn_begin(s->reg, false, &t) == 0) {

@@ -86,19 +86,27 @@ static int append(const char *item, size_t len, void *arg)
 	return 0;
 }
 
+/* An empty list is one TXT record of one empty string, as internald answers it. */
 static int txt_form(zw_t *z, const char *owner, names_form_t form, const char *app, size_t al)
 {
 	z->len = 0;
 	int n = ans_txt_items(z->txn, z->net, form, app, al, append, z);
 	if (n < 0)
 		return z->rc = n;
-	return n > 0 && !z->rc ? txt(z, owner, z->buf, z->len) : z->rc;
+	return !z->rc ? txt(z, owner, z->buf, z->len) : z->rc;
+}
+
+static void lower(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
 }
 
 static int machine(const reg_hit_t *h, void *arg)
 {
 	zw_t *z = arg;
-	reg_machine_buf_t b;
+	static reg_machine_buf_t b; /* 17 KB: internalctl is one thread */
 	char id[REG_LABEL_MAX + 1], owner[4 * (REG_LABEL_MAX + 1) + 32];
 	snprintf(id, sizeof(id), "%.*s", h->id_len, h->id);
 	if ((z->rc = reg_get_machine(z->txn, id, &b)))
@@ -115,8 +123,14 @@ static int machine(const reg_hit_t *h, void *arg)
 	snprintf(owner, sizeof(owner), "%s.vm.%s.internal.", m->id, m->app);
 	aaaa(z, owner, m->ip);
 	for (size_t i = 0; i < m->nmeta; i++) {
-		snprintf(owner, sizeof(owner), "%s.%s.kv._metadata.%s.internal.", m->meta[i].value,
-		         m->meta[i].key, m->app);
+		const char *k = m->meta[i].key, *v = m->meta[i].value;
+		if (!names_meta_label(k, strlen(k)) || !names_meta_label(v, strlen(v)))
+			continue; /* stored, but no name */
+		snprintf(owner, sizeof(owner), "%s.%s.kv._metadata.%s.internal.", v, k, m->app);
+		lower(owner);
+		aaaa(z, owner, m->ip);
+		snprintf(owner, sizeof(owner), "%s.kv._metadata.%s.internal.", k, m->app);
+		lower(owner);
 		aaaa(z, owner, m->ip);
 	}
 	return z->rc;
@@ -158,10 +172,33 @@ static int app(zw_t *z, const char *name, size_t len)
 	return z->rc;
 }
 
+/* Every app with a Machine in any state has all.vms and all.regions. */
+static int all_app(zw_t *z, const char *name, size_t len)
+{
+	char owner[REG_LABEL_MAX + 32];
+	snprintf(owner, sizeof(owner), "all.vms.%.*s.internal.", (int)len, name);
+	txt_form(z, owner, NAME_ALL_VMS, name, len);
+	snprintf(owner, sizeof(owner), "all.regions.%.*s.internal.", (int)len, name);
+	txt_form(z, owner, NAME_ALL_REGIONS, name, len);
+	return z->rc;
+}
+
+/* The apps of every state, from the all-states walk of the org (by app, then id). */
+static int collect_any_app(const reg_hit_t *h, void *arg)
+{
+	names_list_t *l = arg;
+	if (l->n && strlen(l->names[l->n - 1]) == h->app_len &&
+	    memcmp(l->names[l->n - 1], h->app, h->app_len) == 0)
+		return 0;
+	return collect_app(h->app, h->app_len, 0, arg);
+}
+
 static int peer(const reg_hit_t *h, void *arg)
 {
 	zw_t *z = arg;
 	char owner[REG_LABEL_MAX + 32];
+	if (names_peer_hidden(h->id, h->id_len))
+		return 0;
 	snprintf(owner, sizeof(owner), "%.*s._peer.internal.", h->id_len, h->id);
 	return aaaa(z, owner, h->ip);
 }
@@ -173,7 +210,7 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 	ldns_rr *rr = NULL;
 	snprintf(soa, sizeof(soa),
 	         "internal. %u IN SOA _ns.internal. hostmaster.internal. %u 3600 600 86400 %u", ttl,
-	         (uint32_t)reg_generation(txn), ttl);
+	         reg_org_serial(txn, net), ttl);
 	fprintf(out, "$ORIGIN internal.\n$TTL %u\n", ttl);
 	if (ldns_rr_new_frm_str(&rr, soa, 0, NULL, NULL) != LDNS_STATUS_OK)
 		return -EINVAL;
@@ -192,6 +229,10 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 		rc = -ENOMEM;
 	for (size_t i = 0; rc >= 0 && !z.rc && i < apps.n; i++)
 		app(&z, apps.names[i], strlen(apps.names[i]));
+	apps.n = 0;
+	if (rc >= 0 && !z.rc && (rc = reg_walk_all_org(txn, net, collect_any_app, &apps)) >= 0)
+		for (size_t i = 0; !z.rc && i < apps.n; i++)
+			all_app(&z, apps.names[i], strlen(apps.names[i]));
 	free(apps.names);
 	if (rc >= 0 && !z.rc)
 		rc = reg_walk_peers(txn, net, peer, &z);
@@ -199,6 +240,7 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 		txt_form(&z, "_apps.internal.", NAME_APPS, NULL, 0);
 		txt_form(&z, "_peer.internal.", NAME_PEERS, NULL, 0);
 		txt_form(&z, "_instances.internal.", NAME_INSTANCES, NULL, 0);
+		txt_form(&z, "all._instances.internal.", NAME_ALL_INSTANCES, NULL, 0);
 	}
 	free(z.buf);
 	if (rc < 0)

@@ -14,7 +14,6 @@ static reg_t *reg;
 static reg_txn_t *txn;
 static ans_conf_t conf;
 static ans_ctx_t ctx;
-static regions_t regions;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -22,18 +21,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
-	char err[256];
 	reg = fuzz_registry("fuzz_query");
-	if (regions_load(&regions, "zones/regions.tsv", err, sizeof(err)) ||
-	    reg_txn_begin(reg, false, &txn)) {
-		fprintf(stderr, "fuzz_query: %s\n", err);
+	if (reg_txn_begin(reg, false, &txn)) {
+		fprintf(stderr, "fuzz_query: cannot read the registry\n");
 		exit(1);
 	}
 	conf = (ans_conf_t){.ttl = 5,
 	                    .nsid = "fuzz",
 	                    .nsid_len = 4,
-	                    .regions = &regions,
-	                    .server_region = 0,
+	                    .region = "ams",
+	                    .region_len = 3,
 	                    .forward = true};
 	org_acl_default(&conf.acl);
 	ctx = (ans_ctx_t){.conf = &conf,

@@ -23,6 +23,16 @@
  *   dnsq liar ADDR PORT SECONDS
  *       an upstream that answers each UDP query first with a wrong ID, then from
  *       another port, then for another name, and only then rightly (A 192.0.2.99)
+ *   dnsq counter ADDR PORT SECONDS DELAY_MS LOG
+ *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C" to LOG for each
+ *       query it sees and answers it DELAY_MS later: names whose first label starts
+ *       with "nx": NXDOMAIN with an SOA of TTL 300 and MINIMUM 2; "t<N>-...": an A
+ *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
+ *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
+ *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
+ *   dnsq same ADDR PORT NAME TYPE COUNT
+ *       COUNT identical queries at once, each from its own socket (port); prints
+ *       "answered=N" after every answer came or 5 s passed
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -504,6 +514,185 @@ static int cmd_liar(int argc, char **argv)
 	return 0;
 }
 
+/* A name in wire form at q+12, lower-cased into text; returns the offset past it. */
+static size_t qname_text(const uint8_t *q, size_t n, char *out, size_t cap)
+{
+	size_t o = 12, w = 0;
+	while (o < n && q[o] && w + q[o] + 2 < cap) {
+		for (size_t k = 1; k <= q[o] && o + k < n; k++) {
+			char c = (char)q[o + k];
+			out[w++] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+		}
+		out[w++] = '.';
+		o += 1u + q[o];
+	}
+	out[w] = '\0';
+	return o + 1;
+}
+
+static int cmd_counter(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (target(argc, argv, 5, &ss, &sl))
+		return 2;
+	int fd = bound(&ss, sl, SOCK_DGRAM);
+	long end = now_ms() + atol(argv[2]) * 1000, delay = atol(argv[3]);
+	FILE *log = fopen(argv[4], "a");
+	if (!log) {
+		perror("dnsq: log");
+		return 2;
+	}
+	enum { PENDING = 256 };
+	static struct {
+		uint8_t a[600];
+		size_t len;
+		struct sockaddr_storage from;
+		socklen_t fl;
+		long due;
+	} pend[PENDING];
+	int npend = 0;
+	unsigned seen = 0;
+	while (now_ms() < end) {
+		struct pollfd p = {fd, POLLIN, 0};
+		long wait = 100;
+		for (int i = 0; i < npend; i++)
+			if (pend[i].due - now_ms() < wait)
+				wait = pend[i].due - now_ms() < 0 ? 0 : pend[i].due - now_ms();
+		if (poll(&p, 1, (int)wait) == 1 && npend < PENDING) {
+			uint8_t q[512];
+			struct sockaddr_storage from;
+			socklen_t fl = sizeof(from);
+			ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
+			if (n >= 17) {
+				char name[300];
+				size_t o = qname_text(q, (size_t)n, name, sizeof(name));
+				if (o + 4 > (size_t)n)
+					continue;
+				unsigned type = (unsigned)(q[o] << 8 | q[o + 1]);
+				bool edns = false, dnssec = false; /* DO: in the OPT's TTL */
+				if (q[11] >= 1 && (size_t)n >= o + 4 + 11 && q[o + 4 + 1] == 0 &&
+				    q[o + 4 + 2] == 41)
+					edns = true, dnssec = q[o + 4 + 7] & 0x80;
+				fprintf(log, "%s %u edns=%d do=%d cd=%d\n", name, type, edns,
+				        dnssec, (q[3] & 0x10) != 0);
+				fflush(log);
+				seen++;
+				uint8_t *a = pend[npend].a;
+				memcpy(a, q, o + 4);
+				a[2] = (uint8_t)(0x84 | (q[2] & 0x01)); /* QR AA, RD copied */
+				a[3] = q[3] & 0x10;
+				memset(a + 6, 0, 6);
+				size_t len = o + 4;
+				static int flips;
+				bool flip = strncmp(name, "flip", 4) == 0;
+				if (strncmp(name, "sf", 2) == 0 || (flip && flips++ > 0)) {
+					a[3] |= 2;
+				} else if (strncmp(name, "nx", 2) == 0) {
+					a[3] |= 3;
+					a[9] = 1;
+					const uint8_t soa[] = {0xc0, 12, 0,   6,  0, 1, 0, 0,  1,
+					                       44,   0,  22,  0,  0, 0, 0, 0,  1,
+					                       0,    0,  14,  16, 0, 0, 2, 88, 0,
+					                       1,    81, 128, 0,  0, 0, 2};
+					memcpy(a + len, soa, sizeof(soa));
+					len += sizeof(soa);
+				} else {
+					unsigned ttl = flip             ? 1
+					               : name[0] == 't' ? (unsigned)atoi(name + 1)
+					                                : 60;
+					a[7] = 1;
+					const uint8_t rr[] = {0xc0,
+					                      12,
+					                      0,
+					                      1,
+					                      0,
+					                      1,
+					                      (uint8_t)(ttl >> 24),
+					                      (uint8_t)(ttl >> 16),
+					                      (uint8_t)(ttl >> 8),
+					                      (uint8_t)ttl,
+					                      0,
+					                      4,
+					                      10,
+					                      0,
+					                      (uint8_t)(seen >> 8),
+					                      (uint8_t)seen};
+					memcpy(a + len, rr, sizeof(rr));
+					len += sizeof(rr);
+				}
+				pend[npend].len = len;
+				pend[npend].from = from, pend[npend].fl = fl;
+				pend[npend].due = now_ms() + delay;
+				npend++;
+			}
+		}
+		for (int i = 0; i < npend;) {
+			if (pend[i].due > now_ms()) {
+				i++;
+				continue;
+			}
+			sendto(fd, pend[i].a, pend[i].len, 0, (struct sockaddr *)&pend[i].from,
+			       pend[i].fl);
+			pend[i] = pend[--npend];
+		}
+	}
+	fclose(log);
+	return 0;
+}
+
+static int cmd_same(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (target(argc, argv, 5, &ss, &sl))
+		return 2;
+	int count = atoi(argv[4]);
+	if (count < 1 || count > 1000)
+		return 2;
+	ldns_pkt *q = NULL;
+	if (ldns_pkt_query_new_frm_str(&q, argv[2], ldns_get_rr_type_by_name(argv[3]),
+	                               LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
+		return 2;
+	uint8_t *w = NULL;
+	size_t len = 0;
+	if (ldns_pkt2wire(&w, q, &len) != LDNS_STATUS_OK)
+		return 2;
+	ldns_pkt_free(q);
+	struct pollfd *p = calloc((size_t)count, sizeof(*p));
+	for (int i = 0; i < count; i++) {
+		p[i].fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+		p[i].events = POLLIN;
+		if (p[i].fd < 0 || connect(p[i].fd, (struct sockaddr *)&ss, sl)) {
+			perror("dnsq: connect");
+			return 2;
+		}
+	}
+	for (int i = 0; i < count; i++)
+		send(p[i].fd, w, len, 0);
+	int answered = 0;
+	long end = now_ms() + 5000;
+	while (answered < count && now_ms() < end) {
+		if (poll(p, (nfds_t)count, 100) <= 0)
+			continue;
+		for (int i = 0; i < count; i++) {
+			uint8_t b[1500];
+			if ((p[i].revents & POLLIN) && recv(p[i].fd, b, sizeof(b), 0) > 0) {
+				answered++;
+				close(p[i].fd);
+				p[i].fd = -1;
+			}
+		}
+	}
+	for (int i = 0; i < count; i++)
+		if (p[i].fd >= 0)
+			close(p[i].fd);
+	free(p);
+	free(w);
+	printf("answered=%d\n", answered);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -512,12 +701,14 @@ int main(int argc, char **argv)
 	} modes[] = {
 	        {"query", cmd_query},         {"raw", cmd_raw},         {"storm", cmd_storm},
 	        {"idle", cmd_idle},           {"partial", cmd_partial}, {"noread", cmd_noread},
-	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},
+	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},       {"counter", cmd_counter},
+	        {"same", cmd_same},
 	};
 	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (strcmp(argv[1], modes[i].name) == 0)
 			return modes[i].fn(argc - 2, argv + 2);
-	fprintf(stderr, "usage: dnsq query|raw|storm|idle|partial|noread|blackhole|liar ... "
-	                "(see the source)\n");
+	fprintf(stderr,
+	        "usage: dnsq query|raw|storm|idle|partial|noread|blackhole|liar|counter|same ... "
+	        "(see the source)\n");
 	return 2;
 }

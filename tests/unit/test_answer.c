@@ -15,7 +15,6 @@ typedef struct {
 	reg_txn_t *txn;
 	ans_conf_t conf;
 	ans_ctx_t ctx;
-	regions_t regions;
 } fx_t;
 
 static char *data(void)
@@ -39,7 +38,15 @@ static char *data(void)
 	ADD(MACHINE("aa000000000001", "alpha", "geo", "ord", "fdaa:0:18:3:1:0:1:2", "started",
 	            "app", ""));
 	ADD(MACHINE("aa000000000002", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:2:2", "started",
-	            "app", ""));
+	            "app",
+	            ",\"metadata\":{\"fly_process_group\":\"app\",\"fly_release_id\":"
+	            "\"01HZRELEASE\",\"version\":\"v1.2.3\"}"));
+	ADD(MACHINE("aa000000000006", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:6:2", "started",
+	            "app", ",\"metadata\":{\"fly_process_group\":\"worker\"}"));
+	ADD(MACHINE("cc000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:c1:2", "started",
+	            "app", ",\"dns\":{\"skip_registration\":true}"));
+	ADD(MACHINE("cc000000000002", "alpha", "hidden", "ord", "fdaa:0:18:1:1:0:c2:2", "stopped",
+	            "app", ",\"dns\":{\"skip_registration\":true}"));
 	ADD(MACHINE("aa000000000004", "alpha", "geo", "ams", "fdaa:0:18:3:1:0:4:2", "started",
 	            "app", ""));
 	ADD(MACHINE("aa000000000005", "alpha", "geo", "syd", "fdaa:0:18:3:1:0:5:2", "started",
@@ -50,6 +57,8 @@ static char *data(void)
 		    0x100000 + i, i + 1);
 	ADD("{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":\"fdaa:0:18:2::2\","
 	    "\"region\":\"ams\"}\n");
+	ADD("{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"interactive-7f3a\","
+	    "\"ip\":\"fdaa:0:18:2::7\",\"region\":\"ord\"}\n");
 	ADD("{\"kind\":\"peer\",\"org\":\"beta\",\"name\":\"phone\",\"ip\":\"fdaa:0:19:2::2\","
 	    "\"region\":\"ord\"}\n");
 	ADD("{\"kind\":\"flycast\",\"org\":\"alpha\",\"app\":\"web\",\"ip\":\"fdaa:0:18:0:1::3\"}"
@@ -60,14 +69,8 @@ static char *data(void)
 static int setup(void **state)
 {
 	fx_t *fx = calloc(1, sizeof(*fx));
-	char err[JSONL_ERR_MAX];
 	fx->reg = reg_fixture(&fx->dir, data());
-	assert_int_equal(regions_load(&fx->regions, "zones/regions.tsv", err, sizeof(err)), 0);
-	fx->conf = (ans_conf_t){.ttl = 5,
-	                        .nsid = "test-1",
-	                        .nsid_len = 6,
-	                        .regions = &fx->regions,
-	                        .server_region = -1};
+	fx->conf = (ans_conf_t){.ttl = 5, .nsid = "test-1", .nsid_len = 6};
 	org_acl_default(&fx->conf.acl);
 	assert_int_equal(reg_txn_begin(fx->reg, false, &fx->txn), 0);
 	fx->ctx = (ans_ctx_t){.conf = &fx->conf,
@@ -288,10 +291,9 @@ static void test_nodata_has_soa(void **state)
 static void test_nxdomain_has_soa(void **state)
 {
 	const char *nx[] = {"nope.internal.",
+	                    "hidden.internal.",
 	                    "syd.web.internal.",
 	                    "00000000000003.vm.web.internal.",
-	                    "gone.internal.",
-	                    "vms.gone.internal.",
 	                    "top0.nearest.of.web.internal.",
 	                    "nobody._peer.internal.",
 	                    "x.y.web.internal.",
@@ -309,7 +311,8 @@ static void test_apex_soa_and_ns(void **state)
 	ldns_pkt *p = ask(*state, "internal.", LDNS_RR_TYPE_SOA);
 	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
 	char *s = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
-	assert_non_null(strstr(s, "SOA\t_ns.internal. hostmaster.internal. 1 3600 600 86400 5"));
+	/* the regions were the first write, alpha's records the second */
+	assert_non_null(strstr(s, "SOA\t_ns.internal. hostmaster.internal. 2 3600 600 86400 5"));
 	free(s);
 	ldns_pkt_free(p);
 	p = ask(*state, "internal.", LDNS_RR_TYPE_NS);
@@ -425,6 +428,21 @@ static void test_reverse_prefixes_are_empty_non_terminals_of_the_org(void **stat
 	how_t empty = {.src = "fdaa:0:77:1::2", .dst = "fdaa::3"};
 	assert_negative(ask_how(fx, "0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR, empty),
 	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	/* a peer without names (interactive-*) makes no reverse name exist; another does */
+	char err[JSONL_ERR_MAX];
+	if (import_str(fx->reg,
+	               "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"interactive-99\","
+	               "\"ip\":\"fdaa:0:18:5::9\",\"region\":\"ord\"}\n"
+	               "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"desk\","
+	               "\"ip\":\"fdaa:0:18:6::9\",\"region\":\"ord\"}\n",
+	               false, err))
+		fail_msg("%s", err);
+	reg_txn_reset(fx->txn);
+	assert_int_equal(reg_txn_renew(fx->txn), 0);
+	assert_negative(ask(fx, "5.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+	assert_negative(ask(fx, "6.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.", LDNS_RR_TYPE_PTR),
+	                LDNS_RCODE_NOERROR, "a.a.d.f.ip6.arpa.");
 }
 
 /* The names between an app and its records exist while the app has a started Machine;
@@ -504,11 +522,11 @@ static void test_nearest_orders_by_distance_then_id(void **state)
 	ldns_pkt_free(p);
 	/* more than there are: all of them, syd last from ord */
 	p = ask_how(fx, "top9.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, ord);
-	assert_int_equal(ldns_pkt_ancount(p), 5);
+	assert_int_equal(ldns_pkt_ancount(p), 6);
 	assert_non_null(strstr(addrs(p, false), ",fdaa:0:18:3:1:0:5:2"));
 	ldns_pkt_free(p);
 	/* an unknown source falls back to the server's region */
-	fx->conf.server_region = regions_find(&fx->regions, "syd", 3);
+	fx->conf.region = "syd", fx->conf.region_len = 3;
 	p = ask(fx, "top1.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA);
 	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:5:2");
 	ldns_pkt_free(p);
@@ -690,6 +708,146 @@ static void test_no_app_can_take_the_ns_target_name(void **state)
 	assert_non_null(strstr(err, "app"));
 }
 
+static void test_all_names_list_every_state(void **state)
+{
+	expect_txt(*state, "all.vms.web.internal.",
+	           "00000000000001 ord,00000000000002 iad,00000000000003 ord");
+	expect_txt(*state, "all.regions.web.internal.", "iad,ord");
+	/* an app with only stopped Machines exists under all. names only */
+	expect_txt(*state, "all.vms.gone.internal.", "00000000000004 ord");
+	expect_txt(*state, "all.regions.gone.internal.", "ord");
+	/* vms.gone and regions.gone are only the names above all.vms.gone, all.regions.gone */
+	assert_negative(ask(*state, "vms.gone.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(*state, "regions.gone.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(*state, "ord.gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	assert_negative(ask(*state, "gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+	                "internal."); /* the empty non-terminal above all.vms.gone */
+	assert_negative(ask(*state, "all.gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(*state, "all.vms.nope.internal.", LDNS_RR_TYPE_TXT),
+	                LDNS_RCODE_NXDOMAIN, "internal.");
+	ldns_pkt *p =
+	        ask_how(*state, "all._instances.internal.", LDNS_RR_TYPE_TXT, (how_t){.tcp = true});
+	const char *t = txt(p);
+	assert_non_null(strstr(t, "instance=00000000000004,app=gone,ip=fdaa:0:18:1:1:0:4:2,"
+	                          "region=ord;"));
+	assert_non_null(strstr(t, "instance=00000000000003,app=web,"));
+	assert_null(strstr(t, "fdaa:0:19")); /* another org */
+	ldns_pkt_free(p);
+}
+
+static void test_skip_registration_is_in_no_name(void **state)
+{
+	expect_addrs(*state, "web.internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+	assert_negative(ask(*state, "cc000000000001.vm.web.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NXDOMAIN, "internal.");
+	ldns_pkt *p =
+	        ask_how(*state, "all._instances.internal.", LDNS_RR_TYPE_TXT, (how_t){.tcp = true});
+	assert_null(strstr(txt(p), "cc00000000000"));
+	ldns_pkt_free(p);
+	assert_negative(ask(*state, "all.vms.hidden.internal.", LDNS_RR_TYPE_TXT),
+	                LDNS_RCODE_NXDOMAIN, "internal.");
+	assert_negative(
+	        ask(*state,
+	            "2.0.0.0.1.c.0.0.0.0.0.0.1.0.0.0.1.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	            LDNS_RR_TYPE_PTR),
+	        LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+static void test_interactive_peers_are_nowhere(void **state)
+{
+	expect_txt(*state, "_peer.internal.", "laptop");
+	assert_negative(ask(*state, "interactive-7f3a._peer.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NXDOMAIN, "internal.");
+	assert_negative(
+	        ask(*state,
+	            "7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.8.1.0.0.0.0.0.0.a.a.d.f.ip6.arpa.",
+	            LDNS_RR_TYPE_PTR),
+	        LDNS_RCODE_NXDOMAIN, "a.a.d.f.ip6.arpa.");
+}
+
+static void test_empty_lists_are_one_empty_string(void **state)
+{
+	how_t empty = {.src = "fdaa:0:77::5", .dst = "fdaa::3"};
+	const char *lists[] = {"_apps.internal.", "_peer.internal.", "_instances.internal.",
+	                       "all._instances.internal."};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		ldns_pkt *p = ask_how(*state, lists[i], LDNS_RR_TYPE_TXT, empty);
+		assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+		ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
+		assert_int_equal(ldns_rr_rd_count(rr), 1);
+		assert_int_equal(ldns_rdf_size(ldns_rr_rdf(rr, 0)), 1); /* one empty string */
+		ldns_pkt_free(p);
+	}
+}
+
+static void test_metadata_of_any_text_and_the_key_only_form(void **state)
+{
+	expect_addrs(*state, "app.fly_process_group.kv._metadata.geo.internal.",
+	             "fdaa:0:18:3:1:0:2:2");
+	expect_addrs(*state, "fly_process_group.kv._metadata.geo.internal.",
+	             "fdaa:0:18:3:1:0:2:2,fdaa:0:18:3:1:0:6:2");
+	/* indexed lower-cased: names ignore case */
+	expect_addrs(*state, "01hzrelease.FLY_RELEASE_ID.kv._metadata.geo.internal.",
+	             "fdaa:0:18:3:1:0:2:2");
+	/* v1.2.3 is stored but is no label: the pair has no name */
+	const char *nx[] = {"version.kv._metadata.geo.internal.",
+	                    "nokey.kv._metadata.geo.internal.",
+	                    "other.fly_process_group.kv._metadata.geo.internal.",
+	                    "_metadata.big.internal.",
+	                    "kv._metadata.big.internal.",
+	                    "anything.kv._metadata.big.internal."};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_negative(ask(*state, nx[i], LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+		                "internal.");
+	assert_negative(ask(*state, "_metadata.geo.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NOERROR, "internal.");
+	assert_negative(ask(*state, "kv._metadata.geo.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NOERROR, "internal.");
+}
+
+static uint32_t soa_serial(fx_t *fx, const char *src)
+{
+	ldns_pkt *p =
+	        ask_how(fx, "internal.", LDNS_RR_TYPE_SOA, (how_t){.src = src, .dst = "fdaa::3"});
+	assert_rcode(p, LDNS_RCODE_NOERROR, 1);
+	uint32_t s = ldns_rdf2native_int32(ldns_rr_rdf(ldns_rr_list_rr(ldns_pkt_answer(p), 0), 2));
+	ldns_pkt_free(p);
+	return s;
+}
+
+static int stop_beta(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	return reg_set_state(t, "0000000000000b", "stopped");
+}
+
+static void test_soa_serial_is_per_org(void **state)
+{
+	fx_t *fx = *state;
+	const char *a = "fdaa:0:18:1:1:0:1:2", *b = "fdaa:0:19:1:1:0:b:2";
+	uint32_t a0 = soa_serial(fx, a), b0 = soa_serial(fx, b);
+	assert_int_equal(reg_write(fx->reg, stop_beta, NULL), 0);
+	reg_txn_reset(fx->txn);
+	assert_int_equal(reg_txn_renew(fx->txn), 0);
+	assert_int_equal(soa_serial(fx, a), a0); /* beta's write is not alpha's business */
+	assert_true(soa_serial(fx, b) > b0);
+}
+
+static void test_nearest_from_a_stopped_querier_uses_its_region(void **state)
+{
+	fx_t *fx = *state;
+	fx->conf.region = "syd", fx->conf.region_len = 3;
+	/* 00000000000003 is stopped, in ord: its region, not the server's */
+	how_t stopped = {.src = "fdaa:0:18:1:1:0:3:2", .dst = "fdaa::3"};
+	ldns_pkt *p = ask_how(fx, "top1.nearest.of.geo.internal.", LDNS_RR_TYPE_AAAA, stopped);
+	assert_string_equal(addrs(p, false), "fdaa:0:18:3:1:0:1:2");
+	ldns_pkt_free(p);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -717,6 +875,13 @@ int main(void)
 	        T(test_no_app_can_take_the_ns_target_name),
 	        T(test_reverse_prefixes_are_empty_non_terminals_of_the_org),
 	        T(test_in_between_names_are_empty_non_terminals),
+	        T(test_all_names_list_every_state),
+	        T(test_skip_registration_is_in_no_name),
+	        T(test_interactive_peers_are_nowhere),
+	        T(test_empty_lists_are_one_empty_string),
+	        T(test_metadata_of_any_text_and_the_key_only_form),
+	        T(test_soa_serial_is_per_org),
+	        T(test_nearest_from_a_stopped_querier_uses_its_region),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* test_config.c — options, the config file and their precedence; regions.tsv. */
+/* test_config.c — options, the config file and their precedence; the region distance. */
 #include "testreg.h"
 
 #include <arpa/inet.h>
@@ -124,23 +124,62 @@ static void test_resolv_conf_skips_ourselves(void **s)
 	tmp_free(dir);
 }
 
-static void test_regions_and_distance(void **s)
+static void test_regions_option_is_gone_with_a_pointer(void **s)
 {
 	(void)s;
-	static regions_t r;
-	char err[256];
-	int rc = regions_load(&r, "zones/regions.tsv", err, sizeof(err));
-	assert_int_equal(rc, 0);
-	assert_int_equal(r.n, 35);
-	int ord = regions_find(&r, "ord", 3), iad = regions_find(&r, "iad", 3);
-	int syd = regions_find(&r, "syd", 3);
-	assert_true(ord >= 0 && iad >= 0 && syd >= 0);
-	assert_int_equal(regions_find(&r, "xyz", 3), -1);
-	double d = regions_km(&r, ord, iad);
-	assert_true(d > 900 && d < 1000); /* O'Hare to Dulles is about 950 km */
-	assert_true(regions_km(&r, ord, syd) > 14000);
-	assert_true(regions_km(&r, ord, ord) < 1e-6);
-	assert_int_equal(regions_load(&r, "/nonexistent", err, sizeof(err)), -ENOENT);
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *argv[] = {"internald", "--regions", "zones/regions.tsv", NULL};
+	assert_int_not_equal(parse(&c, argv, err), 0);
+	assert_non_null(strstr(err, "regions.jsonl"));
+}
+
+static void test_distance(void **s)
+{
+	(void)s;
+	/* O'Hare to Dulles is about 950 km; Chicago to Sydney more than 14000 */
+	double d = regions_km(41.9786, -87.9048, 38.9531, -77.4565);
+	assert_true(d > 900 && d < 1000);
+	assert_true(regions_km(41.9786, -87.9048, -33.9399, 151.1753) > 14000);
+	assert_true(regions_km(41.9786, -87.9048, 41.9786, -87.9048) < 1e-6);
+}
+
+static void test_cache_options(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *a0[] = {"internald", NULL};
+	assert_int_equal(parse(&c, a0, err), 0);
+	assert_int_equal(c.cache_size, 64u << 20);
+	assert_int_equal(c.cache_max_ttl, 86400);
+	assert_int_equal(c.cache_neg_max_ttl, 3600);
+	assert_int_equal(c.serve_stale, 86400);
+	assert_int_equal(c.client_timer_ms, 1800);
+	char *a1[] = {"internald", "--cache-size",
+	              "1G",        "--cache-max-ttl",
+	              "600",       "--serve-stale",
+	              "0",         "--client-timer",
+	              "500",       "--cache-negative-max-ttl",
+	              "60",        NULL};
+	assert_int_equal(parse(&c, a1, err), 0);
+	assert_int_equal(c.cache_size, 1u << 30);
+	assert_int_equal(c.cache_max_ttl, 600);
+	assert_int_equal(c.cache_neg_max_ttl, 60);
+	assert_int_equal(c.serve_stale, 0);
+	assert_int_equal(c.client_timer_ms, 500);
+	char *a2[] = {"internald", "--cache-size", "0", NULL};
+	assert_int_equal(parse(&c, a2, err), 0);
+	assert_int_equal(c.cache_size, 0);
+	char *a3[] = {"internald", "--cache-size", "300000", NULL};
+	assert_int_equal(parse(&c, a3, err), 0);
+	assert_int_equal(c.cache_size, 300000);
+	const char *bad[] = {"100K", "12X", "1MB", "-1", "", "5000G"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *a4[] = {"internald", "--cache-size", (char *)bad[i], NULL};
+		assert_int_equal(parse(&c, a4, err), -EINVAL);
+		assert_non_null(strstr(err, "--cache-size"));
+	}
 }
 
 int main(void)
@@ -151,7 +190,9 @@ int main(void)
 	        cmocka_unit_test(test_file_then_command_line),
 	        cmocka_unit_test(test_errors_name_the_option_or_line),
 	        cmocka_unit_test(test_resolv_conf_skips_ourselves),
-	        cmocka_unit_test(test_regions_and_distance),
+	        cmocka_unit_test(test_regions_option_is_gone_with_a_pointer),
+	        cmocka_unit_test(test_distance),
+	        cmocka_unit_test(test_cache_options),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -178,6 +181,49 @@ static void test_without_a_collector_logging_goes_on_and_counts(void **s)
 	assert_int_equal(dt_dropped(NULL), 0);
 }
 
+/*
+ * A collector that listens but never accepts nor reads: the I/O thread hangs in the
+ * Frame Streams handshake, the worker's queue fills, and every frame past it is dropped
+ * and counted at once; dt_free does not wait for it past its 2 seconds.
+ */
+static void test_a_collector_that_never_reads_gets_frames_dropped_not_waited_for(void **s)
+{
+	(void)s;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/tmp/internald-test-stuck-%d.sock",
+	         (int)getpid());
+	unlink(sun.sun_path);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	char target[sizeof(sun.sun_path) + 8], err[256] = "";
+	snprintf(target, sizeof(target), "unix:%s", sun.sun_path);
+	dt_t *d = NULL;
+	assert_int_equal(dt_create(&d, target, 1, "h", "v", err, sizeof(err)), 0);
+	usleep(200 * 1000); /* let the I/O thread connect and wait for the handshake */
+	dt_worker_t *w = dt_worker(d, 0);
+	dt_end_t a = {.addr = {[15] = 1}, .port = 1}, b = {.addr = {[15] = 1}, .port = 53};
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 4 * DT_QUEUE; i++)
+		dt_log_client_query(w, false, &a, &b, query, sizeof(query), NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	dt_stats_t st;
+	dt_stats(d, &st);
+	assert_int_equal(st.sent + st.dropped, 4 * DT_QUEUE);
+	assert_true(st.sent <= DT_QUEUE);
+	assert_true(st.dropped >= 3 * DT_QUEUE);
+	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	assert_true(ms < 500); /* no waiting: microseconds per frame, even under sanitizers */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	dt_free(d);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(t1.tv_sec - t0.tv_sec <= 3);
+	close(fd);
+	unlink(sun.sun_path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -187,6 +233,8 @@ int main(void)
 	        cmocka_unit_test(test_a_frame_that_does_not_fit_is_refused),
 	        cmocka_unit_test(test_bad_targets_are_refused_by_name),
 	        cmocka_unit_test(test_without_a_collector_logging_goes_on_and_counts),
+	        cmocka_unit_test(
+	                test_a_collector_that_never_reads_gets_frames_dropped_not_waited_for),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

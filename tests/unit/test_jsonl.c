@@ -48,7 +48,7 @@ static void refused(void **state, const char *text, const char *want)
 	free(after);
 	reg_txn_t *t;
 	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
-	assert_int_equal(reg_generation(t), 1);
+	assert_int_equal(reg_generation(t), 2); /* the regions, then base */
 	reg_txn_abort(t);
 }
 
@@ -158,12 +158,84 @@ static void test_metadata_value_not_string(void **s)
 	                "app", ",\"metadata\":{\"n\":1}"),
 	        "field 'metadata.n': must be a string");
 }
-static void test_metadata_value_not_label(void **s)
+static void test_metadata_value_with_control_character(void **s)
 {
 	refused(s,
 	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
-	                "app", ",\"metadata\":{\"v\":\"1.2\"}"),
-	        "field 'metadata.v': value '1.2' is not a DNS label");
+	                "app", ",\"metadata\":{\"v\":\"a\\tb\"}"),
+	        "field 'metadata.v': a value is at most 255 printable characters");
+}
+static void test_metadata_key_twice_ignoring_case(void **s)
+{
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ",\"metadata\":{\"Role\":\"a\",\"role\":\"b\"}"),
+	        "field 'metadata.role': the key 'Role' is given twice");
+}
+static void test_machine_in_unknown_region(void **s)
+{
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "xyz", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ""),
+	        "test.jsonl:1: field 'region': unknown region 'xyz'");
+}
+static void test_peer_in_unknown_region(void **s)
+{
+	refused(s,
+	        ORG_B "{\"kind\":\"peer\",\"org\":\"beta\",\"name\":\"p\",\"ip\":"
+	              "\"fdaa:0:19::2\",\"region\":\"nowhere\"}\n",
+	        "test.jsonl:2: field 'region': unknown region 'nowhere'");
+}
+static void test_reserved_region_code(void **s)
+{
+	refused(s, "{\"kind\":\"region\",\"code\":\"vms\",\"name\":\"X\",\"lat\":1,\"lon\":2}\n",
+	        "test.jsonl:1: field 'code': 'vms' is a reserved word");
+}
+static void test_reserved_process_group(void **s)
+{
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "all", ""),
+	        "field 'process_group': 'all' is a reserved word");
+}
+static void test_region_latitude_out_of_range(void **s)
+{
+	refused(s, "{\"kind\":\"region\",\"code\":\"zzz\",\"name\":\"X\",\"lat\":91,\"lon\":2}\n",
+	        "test.jsonl:1: field 'lat': must be a number of degrees from -90 to 90");
+}
+static void test_dns_field_unknown_key(void **s)
+{
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "app", ",\"dns\":{\"skip\":true}"),
+	        "field 'dns': unknown field 'skip'");
+}
+
+/* A region defined in the same file as the Machine that names it is known. */
+static void test_region_records_round_trip(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	const char *text =
+	        "{\"kind\":\"region\",\"code\":\"zzz\",\"name\":\"Zed, Nowhere\",\"lat\":"
+	        "-12.5,\"lon\":101.25}\n" MACHINE("00000000000009", "alpha", "web", "zzz",
+	                                          "fdaa:0:18:1:1:0:9:2", "stopped", "app",
+	                                          ",\"dns\":{\"skip_registration\":true},"
+	                                          "\"metadata\":{\"fly_release_id\":\"01HZ\",\"v\":"
+	                                          "\"v1.2.3\"}");
+	if (import_str(fx->reg, text, false, err))
+		fail_msg("%s", err);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "{\"kind\":\"region\",\"code\":\"zzz\",\"name\":\"Zed, "
+	                            "Nowhere\",\"lat\":-12.5,\"lon\":101.25}\n"));
+	assert_non_null(strstr(out, "{\"kind\":\"region\",\"code\":\"ord\",\"name\":\"Chicago, "
+	                            "Illinois (US)\",\"lat\":41.9742,\"lon\":-87.9073}\n"));
+	assert_non_null(strstr(out, "\"metadata\":{\"fly_release_id\":\"01HZ\",\"v\":\"v1.2.3\"},"
+	                            "\"dns\":{\"skip_registration\":true}}"));
+	assert_int_equal(import_str(fx->reg, out, true, err), 0);
+	char *again = export_str(fx->reg);
+	assert_string_equal(out, again);
+	free(out), free(again);
 }
 static void test_bad_state(void **s)
 {
@@ -202,7 +274,8 @@ static void test_labels_are_lower_cased(void **state)
 	        0);
 	char *out = export_str(fx->reg);
 	assert_non_null(strstr(out, "\"app\":\"api\",\"region\":\"ord\""));
-	assert_non_null(strstr(out, "\"metadata\":{\"role\":\"primary\"}"));
+	/* metadata is the Machines API's: kept as given (names ignore its case) */
+	assert_non_null(strstr(out, "\"metadata\":{\"Role\":\"Primary\"}"));
 	free(out);
 }
 
@@ -250,8 +323,12 @@ static void test_export_import_replace_round_trip(void **state)
 	if (!f)
 		f = fopen("zones/demo.jsonl", "r");
 	assert_non_null(f);
-	assert_int_equal(jsonl_import(fx->reg, f, "demo.jsonl", true, err), 0);
+	char demo[1 << 14], all[1 << 15];
+	size_t n = fread(demo, 1, sizeof(demo) - 1, f);
+	demo[n] = '\0';
 	fclose(f);
+	snprintf(all, sizeof(all), "%s%s", regions_jsonl(), demo);
+	assert_int_equal(import_str(fx->reg, all, true, err), 0);
 	char *first = export_str(fx->reg);
 	assert_null(strstr(first, "alpha")); /* --replace dropped the old org */
 	assert_non_null(strstr(first, "\"slug\":\"demo\""));
@@ -293,7 +370,15 @@ int main(void)
 	        T(test_org_network_not_a_48),
 	        T(test_org_network_taken),
 	        T(test_metadata_value_not_string),
-	        T(test_metadata_value_not_label),
+	        T(test_metadata_value_with_control_character),
+	        T(test_metadata_key_twice_ignoring_case),
+	        T(test_machine_in_unknown_region),
+	        T(test_peer_in_unknown_region),
+	        T(test_reserved_region_code),
+	        T(test_reserved_process_group),
+	        T(test_region_latitude_out_of_range),
+	        T(test_dns_field_unknown_key),
+	        T(test_region_records_round_trip),
 	        T(test_bad_state),
 	        T(test_bad_op),
 	        T(test_address_held_by_another_machine),

@@ -24,6 +24,7 @@ static met_snapshot_t full(void)
 	s.reg.present = true, s.reg.generation = 42, s.reg.written_ns = 1500000000000000000u;
 	s.reg.follows = true, s.reg.follow_seq = 99;
 	s.cache.present = true, s.cache.hits = 3;
+	s.dnstap.present = true, s.dnstap.dropped = 8;
 	s.proc.present = true, s.proc.cpu_seconds = 1.5, s.proc.open_fds = 12;
 	return s;
 }
@@ -104,6 +105,7 @@ static void test_values_and_labels(void **st)
 	assert_non_null(strstr(t, "internald_registry_last_write_timestamp_seconds 1500000000\n"));
 	assert_non_null(strstr(t, "internald_registry_follow_sequence 99\n"));
 	assert_non_null(strstr(t, "internald_cache_hits_total 3\n"));
+	assert_non_null(strstr(t, "internald_dnstap_dropped_total 8\n"));
 	assert_non_null(strstr(t, "internald_build_info{version=\"1.2.3\"} 1\n"));
 	assert_non_null(strstr(t, "process_cpu_seconds_total 1.50\n"));
 	assert_non_null(strstr(t, "process_open_fds 12\n"));
@@ -152,6 +154,7 @@ static void test_absent_parts_leave_their_families_out(void **st)
 	char *t = render(&s);
 	assert_null(strstr(t, "internald_registry_"));
 	assert_null(strstr(t, "internald_cache_"));
+	assert_null(strstr(t, "internald_dnstap_"));
 	assert_null(strstr(t, "internald_upstream_"));
 	assert_null(strstr(t, "process_"));
 	assert_non_null(strstr(t, "internald_build_info{version=\"unknown\"} 1\n"));

@@ -116,18 +116,52 @@ static void test_reserved_words_win_over_regions(void **s)
 static void test_empty_non_terminals(void **s)
 {
 	(void)s;
-	const char *ents[] = {"vm.web.internal",
-	                      "process.web.internal",
-	                      "of.web.internal",
-	                      "nearest.of.web.internal",
-	                      "_metadata.web.internal",
-	                      "kv._metadata.web.internal",
-	                      "role.kv._metadata.web.internal"};
+	const char *ents[] = {"vm.web.internal", "process.web.internal", "of.web.internal",
+	                      "nearest.of.web.internal"};
 	for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++) {
 		names_t n = classify(ents[i]);
 		assert_int_equal(n.form, NAME_ENT);
 		assert_label(n.app, "web");
 	}
+	/* these exist only while a queryable pair / a Machine does: their own forms */
+	assert_int_equal(classify("_metadata.web.internal").form, NAME_META_ENT);
+	assert_int_equal(classify("kv._metadata.web.internal").form, NAME_META_ENT);
+	assert_int_equal(classify("all.web.internal").form, NAME_ALL_ENT);
+}
+
+static void test_all_forms_and_the_metadata_key(void **s)
+{
+	(void)s;
+	names_t n = classify("all.vms.web.internal");
+	assert_int_equal(n.form, NAME_ALL_VMS);
+	assert_label(n.app, "web");
+	n = classify("all.regions.web.internal");
+	assert_int_equal(n.form, NAME_ALL_REGIONS);
+	assert_label(n.app, "web");
+	assert_int_equal(classify("all._instances.internal").form, NAME_ALL_INSTANCES);
+	assert_int_equal(classify("x._instances.internal").form, NAME_NX);
+	assert_int_equal(classify("all._apps.internal").form, NAME_NX);
+	n = classify("fly_process_group.kv._metadata.web.internal");
+	assert_int_equal(n.form, NAME_META_KEY);
+	assert_label(n.sub, "fly_process_group");
+}
+
+static void test_reserved_and_meta_labels(void **s)
+{
+	(void)s;
+	const char *words[] = {"global",  "vms", "regions", "process",   "vm",
+	                       "nearest", "of",  "kv",      "_metadata", "all"};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		assert_true(names_reserved(words[i], strlen(words[i])));
+	assert_false(names_reserved("ord", 3));
+	assert_false(names_reserved("alls", 4));
+	assert_true(names_meta_label("fly_process_group", 17));
+	assert_true(names_meta_label("01HZ", 4));
+	assert_false(names_meta_label("v1.2.3", 6));
+	assert_false(names_meta_label("", 0));
+	assert_true(names_peer_hidden("interactive-7f3a", 16));
+	assert_false(names_peer_hidden("interactive", 11));
+	assert_false(names_peer_hidden("laptop", 6));
 }
 
 static void test_too_deep_or_unknown_is_nx(void **s)
@@ -248,6 +282,8 @@ int main(void)
 	        cmocka_unit_test(test_reverse_names),
 	        cmocka_unit_test(test_other_names_are_outside),
 	        cmocka_unit_test(test_label_rules),
+	        cmocka_unit_test(test_all_forms_and_the_metadata_key),
+	        cmocka_unit_test(test_reserved_and_meta_labels),
 	};
 	return cmocka_run_group_tests_name("names", tests, NULL, NULL);
 }

@@ -141,11 +141,11 @@ static void test_generation_counts_every_write(void **state)
 	reg_txn_t *t = rd(fx);
 	uint64_t g = reg_generation(t);
 	reg_txn_abort(t);
-	assert_int_equal(g, 1);
+	assert_int_equal(g, 2); /* the regions, then base */
 	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
 	assert_int_equal(reg_write(fx->reg, stop1, "00000000000001"), 0);
 	t = rd(fx);
-	assert_int_equal(reg_generation(t), 3);
+	assert_int_equal(reg_generation(t), 4);
 	reg_txn_abort(t);
 }
 
@@ -157,7 +157,7 @@ static void test_failed_write_changes_nothing(void **state)
 	char *after = export_str(fx->reg);
 	assert_string_equal(before, after);
 	reg_txn_t *t = rd(fx);
-	assert_int_equal(reg_generation(t), 1);
+	assert_int_equal(reg_generation(t), 2);
 	reg_txn_abort(t);
 	free(before), free(after);
 }
@@ -179,7 +179,66 @@ static void test_clear_empties_every_table(void **state)
 	reg_stats_t s;
 	assert_int_equal(reg_stats(t, &s), 0);
 	assert_int_equal(s.index_entries, 0);
-	assert_int_equal(s.generation, 2);
+	assert_int_equal(s.regions, 0);
+	assert_int_equal(s.generation, 3);
+	reg_txn_abort(t);
+}
+
+static void test_all_index_holds_every_state(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_t *t = rd(fx);
+	assert_int_equal(reg_walk_all_app(t, NET_A, "web", 3, NULL, NULL), 3);
+	assert_int_equal(reg_walk_all_org(t, NET_A, NULL, NULL), 3);
+	assert_int_equal(reg_walk_all_org(t, NET_B, NULL, NULL), 1);
+	assert_int_equal(reg_walk_all_app_regions(t, NET_A, "web", 3, NULL, NULL), 2);
+	reg_hit_t h;
+	uint8_t ip3[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 3, 0, 2};
+	assert_int_equal(reg_find_addr(t, ip3, false, &h), -ENOENT); /* stopped */
+	assert_int_equal(reg_find_any_addr(t, ip3, &h), 0);
+	assert_int_equal(h.id_len, 14);
+	assert_memory_equal(h.id, "00000000000003", 14);
+	assert_memory_equal(h.region, "ord", 3);
+	ip3[15] = 9; /* another address of its /112 */
+	assert_int_equal(reg_find_any_addr(t, ip3, &h), 0);
+	ip3[13] = 9;
+	assert_int_equal(reg_find_any_addr(t, ip3, &h), -ENOENT);
+	reg_txn_abort(t);
+	assert_int_equal(reg_write(fx->reg, delete_it, "00000000000003"), 0);
+	t = rd(fx);
+	assert_int_equal(reg_walk_all_app(t, NET_A, "web", 3, NULL, NULL), 2);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
+static void test_key_only_metadata_set(void **state)
+{
+	reg_txn_t *t = rd(*state);
+	assert_int_equal(
+	        reg_ips(t, NET_A, REG_SET_META_KEY, "web", 3, "role", 4, NULL, 0, NULL, NULL), 2);
+	assert_int_equal(reg_has_meta(t, NET_A, "web", 3), 1);
+	assert_int_equal(reg_has_meta(t, NET_B, "web", 3), 0);
+	reg_txn_abort(t);
+}
+
+static void test_serial_moves_only_with_the_orgs_records(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_t *t = rd(fx);
+	uint32_t a = reg_org_serial(t, NET_A), b = reg_org_serial(t, NET_B);
+	reg_txn_abort(t);
+	assert_int_equal(a, 2);
+	assert_int_equal(reg_write(fx->reg, stop1, "00000000000004"), 0); /* beta's */
+	t = rd(fx);
+	assert_int_equal(reg_org_serial(t, NET_A), a);
+	assert_int_equal(reg_org_serial(t, NET_B), 3);
+	reg_txn_abort(t);
+	assert_int_not_equal(b, 3);
+	/* a write that changes nothing leaves the serial alone */
+	char err[JSONL_ERR_MAX];
+	assert_int_equal(import_str(fx->reg, base, false, err), 0);
+	t = rd(fx);
+	assert_int_equal(reg_org_serial(t, NET_A), a);
 	reg_txn_abort(t);
 }
 
@@ -491,9 +550,48 @@ static void test_follow_position_commits_with_the_data_and_survives_clear(void *
 	reg_txn_abort(t);
 }
 
+static bool every_peer(const reg_hit_t *h)
+{
+	return h->kind == REG_HIT_PEER;
+}
+
+static void test_addr_prefix_is_one_org_and_any_nibble_count(void **state)
+{
+	reg_txn_t *t = rd(*state);
+	/* Machine 1 fdaa:0:18:1:1:0:1:2, stopped Machine 3 fdaa:0:18:1:1:0:3:2 (not indexed),
+	 * peer fdaa:0:18:2::2, beta's Machine 4 fdaa:0:19:1:1:0:4:2 */
+	uint8_t m1[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2};
+	for (unsigned n = 0; n <= 32; n++)
+		assert_int_equal(reg_addr_prefix(t, NET_A, m1, n, NULL), 1);
+	uint8_t m3[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 3, 0, 2};
+	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 27, NULL), 1); /* shared with Machine 1 */
+	assert_int_equal(reg_addr_prefix(t, NET_A, m3, 28, NULL), 0); /* ...:0:3 only: stopped */
+	uint8_t peer[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 2, [15] = 2};
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 32, NULL), 1);
+	uint8_t odd[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 0x30}; /* fdaa:0:18:3..: nothing */
+	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 15, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_A, odd, 14, NULL), 1); /* fdaa:0:18:0... */
+	/* beta's address counts for beta only, alpha's for alpha only */
+	uint8_t b4[16] = {0xfd, 0xaa, 0, 0, 0, 0x19, 0, 1, 0, 1, 0, 0, 0, 4, 0, 2};
+	assert_int_equal(reg_addr_prefix(t, NET_B, b4, 32, NULL), 1);
+	assert_int_equal(reg_addr_prefix(t, NET_A, b4, 12, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_B, m1, 12, NULL), 0);
+	assert_int_equal(reg_addr_prefix(t, 0x77, m1, 4, NULL), 0); /* an org with nothing */
+	assert_int_equal(reg_addr_prefix(t, NET_A, m1, 33, NULL), -EINVAL);
+	/* what the caller hides does not count: the peer alone under fdaa:0:18:2 */
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 16, every_peer), 0);
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 16, NULL), 1);
+	assert_int_equal(reg_addr_prefix(t, NET_A, peer, 12, every_peer), 1); /* Machine 1 */
+	reg_txn_abort(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_setup_teardown(test_all_index_holds_every_state, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_key_only_metadata_set, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_serial_moves_only_with_the_orgs_records, setup,
+	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_started_machines_are_in_every_index, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_orgs_are_separate_key_ranges, setup, teardown),
@@ -522,6 +620,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(
 	                test_follow_position_commits_with_the_data_and_survives_clear, setup,
 	                teardown),
+	        cmocka_unit_test_setup_teardown(test_addr_prefix_is_one_org_and_any_nibble_count,
+	                                        setup, teardown),
 	};
 	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }
