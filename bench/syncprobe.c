@@ -97,58 +97,66 @@ static size_t query(uint8_t *buf, int probe, uint16_t id)
 	return n;
 }
 
-/* Asks every server until each answers probe (or 3 s pass), round after round; records
- * each one's time from the put to its first answer. */
-static void until_answered(int fd, int probe, double sent)
-{
-	bool pending[MAX_PORTS];
-	int left = P.nports;
-	uint8_t q[300], r[1500];
-	for (int s = 0; s < P.nports; s++)
-		pending[s] = true;
-	while (left && now() - sent < 3.0) {
-		for (int s = 0; s < P.nports; s++) {
-			if (!pending[s])
-				continue;
-			struct sockaddr_in6 sa = {.sin6_family = AF_INET6,
-			                          .sin6_port = htons((uint16_t)P.ports[s])};
-			sa.sin6_addr = in6addr_loopback;
-			size_t n = query(q, probe, (uint16_t)s);
-			sendto(fd, q, n, 0, (struct sockaddr *)&sa, sizeof(sa));
-		}
-		double until = now() + 0.002;
-		while (left && now() < until) {
-			ssize_t got = recv(fd, r, sizeof(r), 0);
-			if (got < 12)
-				continue;
-			int s = r[0] << 8 | r[1];
-			if (s < P.nports && pending[s] && (r[6] | r[7])) {
-				P.lat[P.nlat++] = now() - sent;
-				pending[s] = false;
-				left--;
-			}
-		}
-	}
-	P.lost += (size_t)left;
-}
-
+/* Every probe put and not yet answered by every server is asked of those servers each
+ * round (so a slow answer to one probe never delays the measurement of the next); each
+ * (probe, server) records its time from the put to the first answer, or counts as lost
+ * after 3 s. A query's id is (probe % 2048) * 32 + server. */
 static void *prober(void *arg)
 {
 	(void)arg;
 	int fd = socket(AF_INET6, SOCK_DGRAM, 0);
 	struct timeval tv = {0, 1000};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	for (int next = 0;; next++) {
+	static bool answered[MAX_PROBES][MAX_PORTS];
+	uint8_t q[300], r[1500];
+	int first = 0; /* every probe before it is done */
+	for (;;) {
 		pthread_mutex_lock(&P.mu);
-		while (next >= P.nsent && !P.done)
+		while (first >= P.nsent && !P.done)
 			pthread_cond_wait(&P.cv, &P.mu);
-		if (next >= P.nsent) {
-			pthread_mutex_unlock(&P.mu);
-			break;
-		}
-		double sent = P.sent[next];
+		int nsent = P.nsent;
+		bool done = P.done;
 		pthread_mutex_unlock(&P.mu);
-		until_answered(fd, next, sent);
+		if (first >= nsent && done)
+			break;
+		double t = now();
+		for (int p = first; p < nsent && p < first + 2048; p++) {
+			if (t - P.sent[p] > 3.0)
+				continue;
+			for (int s = 0; s < P.nports; s++) {
+				if (answered[p][s])
+					continue;
+				struct sockaddr_in6 sa = {.sin6_family = AF_INET6,
+				                          .sin6_port = htons((uint16_t)P.ports[s])};
+				sa.sin6_addr = in6addr_loopback;
+				size_t n = query(q, p, (uint16_t)((p % 2048) * 32 + s));
+				sendto(fd, q, n, 0, (struct sockaddr *)&sa, sizeof(sa));
+			}
+		}
+		double until = now() + 0.001;
+		while (now() < until) {
+			ssize_t got = recv(fd, r, sizeof(r), 0);
+			if (got < 12)
+				continue;
+			int id = r[0] << 8 | r[1], s = id % 32,
+			    p = first + ((id / 32 - first % 2048 + 2048) % 2048);
+			if (p < nsent && s < P.nports && !answered[p][s] && (r[6] | r[7])) {
+				answered[p][s] = true;
+				P.lat[P.nlat++] = now() - P.sent[p];
+			}
+		}
+		/* move past probes every server answered, or that are lost */
+		while (first < nsent) {
+			int n = 0;
+			for (int s = 0; s < P.nports; s++)
+				n += answered[first][s];
+			if (n == P.nports)
+				first++;
+			else if (now() - P.sent[first] > 3.0)
+				P.lost += (size_t)(P.nports - n), first++;
+			else
+				break;
+		}
 	}
 	close(fd);
 	return NULL;
@@ -185,11 +193,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (strcmp(argv[3], "flood") == 0) {
-		long n = atol(argv[5]);
+		long n = atol(argv[5]), i = 0;
 		double t0 = now();
-		for (long i = 0; i < n && !rc; i++)
+		for (; i < n && !rc; i++)
 			rc = kv_put(b, ch.key[i % ch.n], ch.val[i % ch.n],
 			            strlen(ch.val[i % ch.n]));
+		n = rc ? i - 1 : n; /* what was sent */
 		if (!rc)
 			rc = kv_flush(b);
 		double t = now() - t0;

@@ -50,8 +50,6 @@ typedef struct {
 	uint64_t msgs; /* messages held (values and delete markers) */
 } kv_info_t;
 int kv_info(kv_bucket_t *b, kv_info_t *out);
-/* How many keys matching filter ("org.>", ">") the bucket holds (deleted keys too). */
-int kv_count_keys(kv_bucket_t *b, const char *filter, uint64_t *out);
 
 /* Asynchronous put / delete marker: returns once sent; kv_flush waits for every
  * acknowledgement and returns -EIO if any write was refused or lost. */

@@ -28,6 +28,9 @@ enum kvkey_kind { KVKEY_ORG, KVKEY_MACHINE, KVKEY_PEER, KVKEY_FLYCAST, KVKEY_REG
  */
 int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
                     size_t idcap, char *err, size_t errcap);
+/* The lower-cased region a Machine or peer record names, into out[cap]: 0, or -ENOENT
+ * when the record names none (another kind, a delete, not JSON). */
+int kvkey_region_of(const char *line, size_t len, char *out, size_t cap);
 /* machine.<org>.<id>. -ENAMETOOLONG if it does not fit. */
 int kvkey_machine(const char *org, const char *id, char *key, size_t cap);
 /* The kind of a key of this layout, or -EINVAL. */

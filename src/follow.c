@@ -357,24 +357,41 @@ static bool org_of_key(const char *key, char org[64])
 	return true;
 }
 
-/* Full sync: a record whose org is neither in the registry yet nor in its own chunk (the
- * org's latest value comes later in the stream) goes to the spill file, read again once
- * every org is in. Bounded memory however the stream is ordered. */
+/* Whether the chunk itself puts key (an org or region record). */
+static bool chunk_puts(const batch_t *b, const char *key)
+{
+	for (size_t k = 0; k < b->n; k++)
+		if (b->e[k].op == KV_PUT && !b->e[k].bad && strcmp(key_of(b, &b->e[k]), key) == 0)
+			return true;
+	return false;
+}
+
+/* Full sync: a record whose org or region is neither in the registry yet nor in its own
+ * chunk (that org's or region's latest value comes later in the stream) goes to the
+ * spill file, read again once every org and region is in. Bounded memory however the
+ * stream is ordered. */
 static int spill_early(follow_t *fl, reg_txn_t *txn, FILE *spill)
 {
 	batch_t *b = &fl->batch;
 	for (size_t i = 0; i < b->n; i++) {
 		entry_t *e = &b->e[i];
-		char org[64], okey[80];
+		char org[64], region[64], key[80];
 		uint32_t net;
-		if (e->bad || e->op != KV_PUT || !org_of_key(key_of(b, e), org) ||
-		    reg_org_net(txn, org, strlen(org), &net) == 0)
+		reg_region_t r;
+		if (e->bad || e->superseded || e->op != KV_PUT || !org_of_key(key_of(b, e), org))
 			continue;
-		snprintf(okey, sizeof(okey), "org.%s", org);
-		bool here = false;
-		for (size_t k = 0; k < b->n && !here; k++)
-			here = b->e[k].op == KV_PUT && strcmp(key_of(b, &b->e[k]), okey) == 0;
-		if (here)
+		bool early = false;
+		if (reg_org_net(txn, org, strlen(org), &net) != 0) {
+			snprintf(key, sizeof(key), "org.%s", org);
+			early = !chunk_puts(b, key);
+		}
+		if (!early &&
+		    kvkey_region_of(b->str + e->val, e->len, region, sizeof(region)) == 0 &&
+		    reg_get_region(txn, region, strlen(region), &r) != 0) {
+			snprintf(key, sizeof(key), "region.%s", region);
+			early = !chunk_puts(b, key);
+		}
+		if (!early)
 			continue;
 		if (fprintf(spill, "%" PRIu64 " %s %.*s\n", e->seq, key_of(b, e), (int)e->len,
 		            b->str + e->val) < 0)
@@ -532,7 +549,8 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 {
 	kv_sub_t *sub = NULL;
 	kv_msg_t m;
-	size_t cap = fl->o->batch_max ? fl->o->batch_max : 10000;
+	size_t cap = fl->o->batch_max ? fl->o->batch_max
+	                              : 50000; /* a follower behind catches up in few commits */
 	double checked = mono();
 	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0;
 	*err = 0;

@@ -12,13 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
 struct kv_conn {
 	natsConnection *nc;
 	natsOptions *opts;
-	volatile int closing; /* kv_close: the disconnection it causes is not news */
+	/* kv_close: the disconnection it causes is not news, and c is freed only once the
+	 * library has called its last callback (closed), which may run on its own thread */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closing, closed;
 };
 
 struct kv_bucket {
@@ -96,8 +101,20 @@ static void on_connected(natsConnection *nc, void *arg)
 static void on_disconnected(natsConnection *nc, void *arg)
 {
 	kv_conn_t *c = arg;
-	if (!c->closing)
+	pthread_mutex_lock(&c->mu);
+	bool closing = c->closing;
+	pthread_mutex_unlock(&c->mu);
+	if (!closing)
 		log_state(nc, "disconnected");
+}
+static void on_closed(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	kv_conn_t *c = arg;
+	pthread_mutex_lock(&c->mu);
+	c->closed = true;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
 }
 static void on_reconnected(natsConnection *nc, void *arg)
 {
@@ -121,6 +138,8 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 	kv_conn_t *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
 	natsStatus s = natsOptions_Create(&c->opts);
 	if (s == NATS_OK)
 		s = natsOptions_SetServers(c->opts, (const char **)urls, (int)n);
@@ -140,6 +159,8 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 		s = natsOptions_SetDisconnectedCB(c->opts, on_disconnected, c);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(c->opts, on_closed, c);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&c->nc, c->opts);
 	if (s == NATS_NOT_YET_CONNECTED && forever) {
@@ -166,12 +187,26 @@ void kv_close(kv_conn_t *c)
 {
 	if (!c)
 		return;
-	c->closing = 1;
+	pthread_mutex_lock(&c->mu);
+	c->closing = true;
+	pthread_mutex_unlock(&c->mu);
 	if (c->nc) {
 		natsConnection_Close(c->nc);
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 5;
+		pthread_mutex_lock(&c->mu);
+		while (!c->closed && pthread_cond_timedwait(&c->cv, &c->mu, &until) == 0)
+			;
+		bool closed = c->closed;
+		pthread_mutex_unlock(&c->mu);
 		natsConnection_Destroy(c->nc);
+		if (!closed)
+			return; /* a callback may still come: leave c to it rather than free it */
 	}
 	natsOptions_Destroy(c->opts);
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
 	free(c);
 }
 
@@ -203,6 +238,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **o
 	jsOptions_Init(&o);
 	o.Wait = 5000;
 	o.PublishAsync.MaxPending = 4096;
+	o.PublishAsync.StallWait = 30000; /* a busy server slows a big publish, never fails it */
 	o.PublishAsync.ErrHandler = on_pub_error;
 	o.PublishAsync.ErrHandlerClosure = b;
 	kvStore *kv = NULL;
@@ -250,17 +286,10 @@ int kv_bucket_delete(kv_conn_t *c, const char *name)
 	return s == NATS_OK ? 0 : fail(s, "delete bucket");
 }
 
-static int stream_info(kv_bucket_t *b, const char *filter, jsStreamInfo **si)
+static int stream_info(kv_bucket_t *b, jsStreamInfo **si)
 {
-	jsOptions o;
 	jsErrCode jerr = 0;
-	char subj[256];
-	jsOptions_Init(&o);
-	if (filter) {
-		snprintf(subj, sizeof(subj), "%s%s", b->prefix, filter);
-		o.Stream.Info.SubjectsFilter = subj;
-	}
-	natsStatus s = js_GetStreamInfo(si, b->js, b->stream, &o, &jerr);
+	natsStatus s = js_GetStreamInfo(si, b->js, b->stream, NULL, &jerr);
 	if (s == NATS_OK)
 		return 0;
 	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
@@ -271,24 +300,13 @@ static int stream_info(kv_bucket_t *b, const char *filter, jsStreamInfo **si)
 int kv_info(kv_bucket_t *b, kv_info_t *out)
 {
 	jsStreamInfo *si;
-	int rc = stream_info(b, NULL, &si);
+	int rc = stream_info(b, &si);
 	if (rc)
 		return rc;
 	snprintf(out->id, sizeof(out->id), "%" PRId64, si->Created);
 	out->first = si->State.FirstSeq;
 	out->last = si->State.LastSeq;
 	out->msgs = si->State.Msgs;
-	jsStreamInfo_Destroy(si);
-	return 0;
-}
-
-int kv_count_keys(kv_bucket_t *b, const char *filter, uint64_t *out)
-{
-	jsStreamInfo *si;
-	int rc = stream_info(b, filter, &si);
-	if (rc)
-		return rc;
-	*out = si->State.Subjects ? (uint64_t)si->State.Subjects->Count : 0;
 	jsStreamInfo_Destroy(si);
 	return 0;
 }

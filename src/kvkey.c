@@ -215,3 +215,20 @@ int kvkey_delete_record(const char *key, char *buf, size_t cap)
 	}
 	return n < 0 || (size_t)n >= cap ? -ENOSPC : 0;
 }
+
+int kvkey_region_of(const char *line, size_t len, char *out, size_t cap)
+{
+	json_t *o = json_loadb(line, len, 0, NULL);
+	json_t *r = json_is_object(o) ? json_object_get(o, "region") : NULL;
+	int rc = -ENOENT;
+	if (json_is_string(r) && json_string_length(r) < cap) {
+		const char *v = json_string_value(r);
+		size_t n = json_string_length(r);
+		for (size_t i = 0; i < n; i++)
+			out[i] = (char)(v[i] >= 'A' && v[i] <= 'Z' ? v[i] - 'A' + 'a' : v[i]);
+		out[n] = '\0';
+		rc = 0;
+	}
+	json_decref(o);
+	return rc;
+}

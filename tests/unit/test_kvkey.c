@@ -120,6 +120,19 @@ static void test_delete_record_maps_back_to_its_key(void **state)
 	assert_int_equal(kvkey_delete_record("org.a", rec, 8), -ENOSPC);
 }
 
+static void test_region_of_a_machine_or_peer(void **state)
+{
+	(void)state;
+	char r[64];
+	const char *m = "{\"kind\":\"machine\",\"id\":\"x\",\"region\":\"ORD\"}";
+	assert_int_equal(kvkey_region_of(m, strlen(m), r, sizeof(r)), 0);
+	assert_string_equal(r, "ord");
+	const char *o = "{\"kind\":\"org\",\"slug\":\"a\"}";
+	assert_int_equal(kvkey_region_of(o, strlen(o), r, sizeof(r)), -ENOENT);
+	assert_int_equal(kvkey_region_of("nope", 4, r, sizeof(r)), -ENOENT);
+	assert_int_equal(kvkey_region_of(m, strlen(m), r, 3), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -128,6 +141,7 @@ int main(void)
 	        cmocka_unit_test(test_records_without_their_key_fields_are_refused),
 	        cmocka_unit_test(test_keys_of_the_layout),
 	        cmocka_unit_test(test_delete_record_maps_back_to_its_key),
+	        cmocka_unit_test(test_region_of_a_machine_or_peer),
 	};
 	return cmocka_run_group_tests_name("kvkey", tests, NULL, NULL);
 }
