@@ -36,6 +36,8 @@ VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
 CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+# each program records only the libraries it calls: internald never links libnats
+LDFLAGS  += -Wl,--as-needed
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS  += -fsanitize=address,undefined
