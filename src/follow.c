@@ -287,6 +287,20 @@ static const char *reason(const char *err)
 	return p ? p + 2 : err;
 }
 
+/* jsonl refused the batch (-EINVAL, fl->err naming a line): the record on that line is
+ * remembered as refused and -EAGAIN says to try the batch again without it; an error that
+ * names no record of the batch is logged and rc returned. */
+static int refuse_named(follow_t *fl, int rc)
+{
+	entry_t *e = entry_of_error(fl);
+	if (!e) {
+		log_error("follow: %s", fl->err);
+		return rc;
+	}
+	refuse(fl, e, reason(fl->err));
+	return -EAGAIN;
+}
+
 /* Parses the batch into fl->j, refusing each line jsonl_parse refuses. */
 static int batch_parse(follow_t *fl)
 {
@@ -302,14 +316,8 @@ static int batch_parse(follow_t *fl)
 			return -errno;
 		rc = jsonl_parse(f, BATCH_NAME, &fl->j, fl->err);
 		fclose(f);
-		if (rc != -EINVAL)
+		if (rc != -EINVAL || (rc = refuse_named(fl, rc)) != -EAGAIN)
 			return rc;
-		entry_t *e = entry_of_error(fl);
-		if (!e) {
-			log_error("follow: %s", fl->err);
-			return rc;
-		}
-		refuse(fl, e, reason(fl->err));
 	}
 }
 
@@ -318,15 +326,7 @@ static int batch_parse(follow_t *fl)
 static int batch_apply(follow_t *fl, reg_txn_t *txn)
 {
 	int rc = jsonl_apply(txn, fl->j, false, fl->err);
-	if (rc != -EINVAL)
-		return rc;
-	entry_t *e = entry_of_error(fl);
-	if (!e) {
-		log_error("follow: %s", fl->err);
-		return rc;
-	}
-	refuse(fl, e, reason(fl->err));
-	return -EAGAIN;
+	return rc == -EINVAL ? refuse_named(fl, rc) : rc;
 }
 
 static int put_position(follow_t *fl, reg_txn_t *txn)
