@@ -171,7 +171,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *url = argv[1];
-	kv_conn_t *c;
+	kv_conn_t *c = NULL;
 	kv_bucket_t *b;
 	changes_t ch = {0};
 	log_set_level(LOG_WARN);

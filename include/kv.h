@@ -76,6 +76,10 @@ typedef struct {
  * right place after a gap or a reconnect. Allocates *out (kv_sub_close).
  */
 int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out);
+/* A reader of the whole stream from start_seq (0 or 1: from the first message held),
+ * which fetches batches of messages when asked for one (memory bounded by a batch, never
+ * by the stream: a full sync). kv_sub_next and kv_sub_close as for kv_sub_open. */
+int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out);
 /* The next message within timeout_ms (0: only one already received). m is valid until
  * the next call or kv_sub_close. -ETIMEDOUT when none came. */
 int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m);

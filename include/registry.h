@@ -35,6 +35,8 @@ enum reg_open_flags {
 	REG_NOSYNC = 1 << 1, /* skip fsync at commit: bulk tests only (durability, not safety) */
 	REG_UPGRADE =
 	        1 << 2, /* writer: also open a registry of the previous schema (reg_upgrade) */
+	REG_WRITEMAP = 1 << 3, /* the writer's dirty pages go straight into the map (page cache),
+	                        * not the heap: a million-record transaction in little memory */
 };
 
 /*

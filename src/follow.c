@@ -23,7 +23,7 @@
 #include "kvkey.h"
 #include "log.h"
 
-#define FULL_CHUNK   20000 /* records parsed at once during a full sync */
+#define FULL_CHUNK   20000 /* records parsed at once during a full sync (or --batch) */
 #define IDLE_CHECK_S 2.0   /* how often an idle follower checks the stream */
 #define BATCH_NAME   "batch"
 
@@ -240,7 +240,7 @@ static void batch_dedupe(batch_t *b)
 }
 
 /* The batch as JSON Lines: one line per live entry, deletes as delete records. */
-static int batch_text(follow_t *fl, bool full)
+static int batch_text(follow_t *fl)
 {
 	batch_t *b = &fl->batch;
 	b->text_len = b->nlines = 0;
@@ -249,7 +249,7 @@ static int batch_text(follow_t *fl, bool full)
 		char del[KVKEY_MAX + 128];
 		const char *line = b->str + e->val;
 		size_t len = e->len;
-		if (e->bad || e->superseded || (full && e->op != KV_PUT))
+		if (e->bad || e->superseded)
 			continue;
 		if (e->op != KV_PUT) {
 			if (kvkey_delete_record(key_of(b, e), del, sizeof(del))) {
@@ -288,12 +288,12 @@ static const char *reason(const char *err)
 }
 
 /* Parses the batch into fl->j, refusing each line jsonl_parse refuses. */
-static int batch_parse(follow_t *fl, bool full)
+static int batch_parse(follow_t *fl)
 {
 	for (;;) {
 		jsonl_free(fl->j);
 		fl->j = NULL;
-		int rc = batch_text(fl, full);
+		int rc = batch_text(fl);
 		if (rc)
 			return rc;
 		FILE *f = fl->batch.text_len ? fmemopen(fl->batch.text, fl->batch.text_len, "r")
@@ -339,37 +339,121 @@ static int put_position(follow_t *fl, reg_txn_t *txn)
 
 /* ---- full sync ------------------------------------------------------------------------ */
 
-/* Reads the latest value of every key matching filter into txn, in chunks. *last: the
- * highest sequence seen. */
-static int sync_keys(follow_t *fl, reg_txn_t *txn, const char *filter, uint64_t *last)
+static size_t full_chunk(const follow_t *fl)
 {
-	uint64_t keys = fl->info.msgs;
+	return fl->o->batch_max && fl->o->batch_max < FULL_CHUNK ? fl->o->batch_max : FULL_CHUNK;
+}
+
+/* The org part of a key that belongs to one (machine., peer., flycast.), into org[64];
+ * false for org. and region. keys. */
+static bool org_of_key(const char *key, char org[64])
+{
+	const char *a = strchr(key, '.'), *b = a ? strchr(a + 1, '.') : NULL;
+	if (!b || strncmp(key, "org.", 4) == 0 || strncmp(key, "region.", 7) == 0 ||
+	    (size_t)(b - a - 1) >= 64)
+		return false;
+	memcpy(org, a + 1, (size_t)(b - a - 1));
+	org[b - a - 1] = '\0';
+	return true;
+}
+
+/* Full sync: a record whose org is neither in the registry yet nor in its own chunk (the
+ * org's latest value comes later in the stream) goes to the spill file, read again once
+ * every org is in. Bounded memory however the stream is ordered. */
+static int spill_early(follow_t *fl, reg_txn_t *txn, FILE *spill)
+{
+	batch_t *b = &fl->batch;
+	for (size_t i = 0; i < b->n; i++) {
+		entry_t *e = &b->e[i];
+		char org[64], okey[80];
+		uint32_t net;
+		if (e->bad || e->op != KV_PUT || !org_of_key(key_of(b, e), org) ||
+		    reg_org_net(txn, org, strlen(org), &net) == 0)
+			continue;
+		snprintf(okey, sizeof(okey), "org.%s", org);
+		bool here = false;
+		for (size_t k = 0; k < b->n && !here; k++)
+			here = b->e[k].op == KV_PUT && strcmp(key_of(b, &b->e[k]), okey) == 0;
+		if (here)
+			continue;
+		if (fprintf(spill, "%" PRIu64 " %s %.*s\n", e->seq, key_of(b, e), (int)e->len,
+		            b->str + e->val) < 0)
+			return -EIO;
+		e->superseded = true; /* applied from the spill file instead */
+	}
+	return 0;
+}
+
+static int apply_chunk(follow_t *fl, reg_txn_t *txn, FILE *spill)
+{
+	int rc;
+	batch_dedupe(&fl->batch);
+	if ((spill && (rc = spill_early(fl, txn, spill))) || (rc = batch_parse(fl)) ||
+	    (rc = batch_apply(fl, txn)))
+		return rc;
+	fl->st.applied += jsonl_count(fl->j);
+	batch_reset(&fl->batch);
+	return 0;
+}
+
+/* The spilled records, now that every org is in. */
+static int apply_spill(follow_t *fl, reg_txn_t *txn, FILE *spill)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int rc = 0;
+	rewind(spill);
+	batch_reset(&fl->batch);
+	while (!rc && (len = getline(&line, &cap, spill)) > 0) {
+		char *key = strchr(line, ' '), *val = key ? strchr(key + 1, ' ') : NULL;
+		if (!val)
+			continue;
+		*key++ = '\0', *val++ = '\0';
+		kv_msg_t m = {.key = key,
+		              .value = val,
+		              .len = (size_t)(line + len - val - 1),
+		              .op = KV_PUT,
+		              .seq = strtoull(line, NULL, 10)};
+		rc = batch_add(fl, &m);
+		if (!rc && fl->batch.n == full_chunk(fl))
+			rc = apply_chunk(fl, txn, NULL);
+	}
+	free(line);
+	if (!rc && fl->batch.n)
+		rc = apply_chunk(fl, txn, NULL);
+	return rc;
+}
+
+/* Reads every key's latest value into txn, in chunks. *last: the highest sequence seen. */
+static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
+{
 	kv_sub_t *sub = NULL;
 	kv_msg_t m;
-	/* (counting every key would make the server list them all: only the few orgs and
-	 * regions are counted; the whole bucket's count is its message count) */
-	int rc = filter ? kv_count_keys(fl->b, filter, &keys) : 0;
-	if (rc || keys == 0)
-		return rc;
-	if ((rc = kv_sub_open(fl->b, filter, 0, &sub)))
-		return rc;
+	if (fl->info.msgs == 0)
+		return 0;
+	FILE *spill = tmpfile();
+	if (!spill)
+		return -errno;
+	/* every message the stream holds, in order: with history 1 that is each key's latest
+	 * value or delete marker (a consumer of "the latest per key" would make the server
+	 * index every key first: 25 s before the first message at a million keys), pulled a
+	 * batch at a time so that memory does not depend on how fast we apply */
+	int rc = kv_sub_open_pull(fl->b, 1, &sub);
 	batch_reset(&fl->batch);
-	for (bool done = false; !done;) {
-		if ((rc = kv_sub_next(sub, 10000, &m)))
-			break;
-		if ((rc = batch_add(fl, &m)))
+	for (bool done = false; !rc && !done;) {
+		if ((rc = kv_sub_next(sub, 30000, &m)) || (rc = batch_add(fl, &m)))
 			break;
 		if (m.seq > *last)
 			*last = m.seq;
 		done = m.pending == 0;
-		if (done || fl->batch.n == FULL_CHUNK) {
-			if ((rc = batch_parse(fl, true)) || (rc = batch_apply(fl, txn)))
-				break;
-			fl->st.applied += jsonl_count(fl->j);
-			batch_reset(&fl->batch);
-		}
+		if (done || fl->batch.n == full_chunk(fl))
+			rc = apply_chunk(fl, txn, spill);
 	}
 	kv_sub_close(sub);
+	if (!rc)
+		rc = apply_spill(fl, txn, spill);
+	fclose(spill);
 	return rc;
 }
 
@@ -379,14 +463,8 @@ static int full_fn(reg_txn_t *txn, void *arg)
 	uint64_t last = 0;
 	fl->st.applied = fl->applied_base;
 	int rc = reg_clear(txn);
-	/* orgs and regions first: the records after them name them */
 	if (!rc)
-		rc = sync_keys(fl, txn, "org.>", &last);
-	if (!rc)
-		rc = sync_keys(fl, txn, "region.>", &last);
-	last = 0;
-	if (!rc)
-		rc = sync_keys(fl, txn, NULL, &last);
+		rc = sync_keys(fl, txn, &last);
 	if (rc)
 		return rc;
 	fl->seq = last > fl->info.last ? last : fl->info.last;
@@ -430,7 +508,7 @@ static int live_batch(follow_t *fl, uint64_t last)
 	batch_dedupe(&fl->batch);
 	fl->seq = last;
 	for (;;) {
-		if ((rc = batch_parse(fl, false)))
+		if ((rc = batch_parse(fl)))
 			return rc;
 		rc = reg_write(fl->reg, live_fn, fl);
 		if (rc != -EAGAIN)

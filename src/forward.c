@@ -353,6 +353,12 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
 		                          len);
 	}
+	if (f->conf->cache && (r[3] & 0x0f) == WIRE_SERVFAIL) {
+		/* with the cache an upstream's SERVFAIL is a failed try: the next upstream, and
+		 * after the last a stale answer, or SERVFAIL kept for a few seconds */
+		fail_try(q, false);
+		return;
+	}
 	flight_end(q, r, len);
 	finish(q, f->obuf, wire_relay(q->msg, &q->wq, r, len, q->max, f->obuf));
 }

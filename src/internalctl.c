@@ -835,7 +835,9 @@ static int cmd_follow(const cli_t *c)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if ((rc = open_reg(c, true, &reg)))
+	cli_t wc = *c;
+	wc.flags |= REG_WRITEMAP; /* a full sync is one transaction of the whole bucket */
+	if ((rc = open_reg(&wc, true, &reg)))
 		return rc;
 	follow_opts_t o = {a.urls, a.nurls, a.bucket, (size_t)a.batch, &follow_stop};
 	rc = follow_run(reg, &o, NULL);

@@ -34,8 +34,13 @@ struct kv_bucket {
 struct kv_sub {
 	kv_bucket_t *b;
 	natsSubscription *sub;
-	natsMsg *msg; /* the message handed out last */
+	natsMsg *msg;     /* the message handed out last */
+	bool pull;        /* kv_sub_open_pull: messages come a fetched batch at a time */
+	natsMsgList list; /* the batch being handed out */
+	int next;
 };
+
+#define PULL_BATCH 2048
 
 static __thread char last_error[256];
 
@@ -126,9 +131,9 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 	if (s == NATS_OK)
 		s = natsOptions_SetCustomReconnectDelay(c->opts, reconnect_delay, NULL);
 	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(c->opts, 2000);
+		s = natsOptions_SetPingInterval(c->opts, 5000);
 	if (s == NATS_OK)
-		s = natsOptions_SetMaxPingsOut(c->opts, 2);
+		s = natsOptions_SetMaxPingsOut(c->opts, 3);
 	if (s == NATS_OK && forever)
 		s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, NULL);
 	if (s == NATS_OK)
@@ -358,11 +363,17 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 	} else {
 		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
 	}
+	/* creating a consumer of every key's latest value makes the server index the whole
+	 * stream (seconds at a million keys): wait longer than for other requests */
+	jsOptions o;
+	jsOptions_Init(&o);
+	o.Wait = 120000;
 	jsErrCode jerr = 0;
-	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, NULL, &so, &jerr);
-	/* bounded client-side buffering: the follower's memory does not grow with the bucket */
+	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, &o, &so, &jerr);
+	/* bounded client-side buffering; past it the library reports a slow consumer and the
+	 * caller starts again from its position */
 	if (st == NATS_OK)
-		st = natsSubscription_SetPendingLimits(s->sub, 65536, 16 << 20);
+		st = natsSubscription_SetPendingLimits(s->sub, 1 << 20, 64 << 20);
 	if (st != NATS_OK) {
 		int rc = fail(st, "subscribe");
 		if (jerr == JSStreamNotFoundErr)
@@ -374,11 +385,62 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 	return 0;
 }
 
+int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
+{
+	kv_sub_t *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->b = b;
+	s->pull = true;
+	char subj[256];
+	snprintf(subj, sizeof(subj), "%s>", b->prefix);
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = b->stream;
+	so.Config.AckPolicy = js_AckNone;
+	so.Config.DeliverPolicy = js_DeliverByStartSequence;
+	so.Config.OptStartSeq = start_seq ? start_seq : 1;
+	so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000; /* if we die, it goes */
+	jsErrCode jerr = 0;
+	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, NULL, &so, &jerr);
+	if (st != NATS_OK) {
+		int rc = fail(st, "pull subscribe");
+		if (jerr == JSStreamNotFoundErr)
+			rc = -ENOENT;
+		kv_sub_close(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* The next message of a pull subscription into s->msg, fetching a batch when needed. */
+static natsStatus pull_next(kv_sub_t *s, int timeout_ms)
+{
+	if (s->next >= s->list.Count) {
+		natsMsgList_Destroy(&s->list);
+		memset(&s->list, 0, sizeof(s->list));
+		s->next = 0;
+		jsErrCode jerr = 0;
+		natsStatus st = natsSubscription_Fetch(&s->list, s->sub, PULL_BATCH,
+		                                       timeout_ms > 0 ? timeout_ms : 1, &jerr);
+		if (st != NATS_OK)
+			return st;
+		if (s->list.Count == 0)
+			return NATS_TIMEOUT;
+	}
+	s->msg = s->list.Msgs[s->next];
+	s->list.Msgs[s->next++] = NULL; /* ours now: destroyed by the next call */
+	return NATS_OK;
+}
+
 int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
 {
 	natsMsg_Destroy(s->msg);
 	s->msg = NULL;
-	natsStatus st = natsSubscription_NextMsg(&s->msg, s->sub, timeout_ms > 0 ? timeout_ms : 1);
+	natsStatus st = s->pull ? pull_next(s, timeout_ms)
+	                        : natsSubscription_NextMsg(&s->msg, s->sub,
+	                                                   timeout_ms > 0 ? timeout_ms : 1);
 	if (st != NATS_OK)
 		return fail(st, "next message");
 	jsMsgMetaData *md = NULL;
@@ -418,6 +480,7 @@ void kv_sub_close(kv_sub_t *s)
 	if (!s)
 		return;
 	natsMsg_Destroy(s->msg);
+	natsMsgList_Destroy(&s->list);
 	if (s->sub) {
 		natsSubscription_Unsubscribe(s->sub);
 		natsSubscription_Destroy(s->sub);

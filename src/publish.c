@@ -70,7 +70,8 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every key the bucket holds a value under (not deleted ones), sorted; for --replace. */
+/* Every key the bucket holds a value under (not deleted ones), sorted; for --replace.
+ * Read whole, in order: with history 1 the stream holds one message per key. */
 static int bucket_keys(kv_bucket_t *b, char ***out, size_t *n)
 {
 	kv_info_t info;
@@ -82,7 +83,7 @@ static int bucket_keys(kv_bucket_t *b, char ***out, size_t *n)
 	*n = 0;
 	if (rc || info.msgs == 0)
 		return rc;
-	if ((rc = kv_sub_open(b, NULL, 0, &sub)))
+	if ((rc = kv_sub_open_pull(b, 1, &sub)))
 		return rc;
 	do {
 		if ((rc = kv_sub_next(sub, 10000, &m)))
@@ -215,7 +216,7 @@ int publish_run(const publish_opts_t *o)
 	}
 	have_scratch = true;
 	follow_stats_t st;
-	if ((rc = reg_open(&scratch, scratch_dir, REG_NOSYNC, 0)) ||
+	if ((rc = reg_open(&scratch, scratch_dir, REG_NOSYNC | REG_WRITEMAP, 0)) ||
 	    (rc = follow_mirror(scratch, b, o->bucket, &st))) {
 		fprintf(stderr, "internalctl: publish: reading bucket %s: %s\n", o->bucket,
 		        rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO ? kv_strerror(rc)

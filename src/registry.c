@@ -234,8 +234,9 @@ static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 	    (rc = mdb_env_set_maxreaders(reg->env, 512)) ||
 	    (mapsize && (rc = mdb_env_set_mapsize(reg->env, mapsize))))
 		goto fail;
-	unsigned eflags =
-	        MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) | (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0);
+	unsigned eflags = MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) |
+	                  (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0) |
+	                  (!rdonly && reg->flags & REG_WRITEMAP ? MDB_WRITEMAP : 0);
 	if ((rc = mdb_env_open(reg->env, dir, eflags, 0644)))
 		goto fail;
 	if (!rdonly) { /* internald reads as a user of the registry's group (internald(8),

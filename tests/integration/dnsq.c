@@ -27,8 +27,9 @@
  *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C" to LOG for each
  *       query it sees and answers it DELAY_MS later: names whose first label starts
  *       with "nx": NXDOMAIN with an SOA of TTL 300 and MINIMUM 2; "t<N>-...": an A
- *       record of TTL N; otherwise TTL 60. The A record is 10.0.X.Y for its Nth query
- *       (X.Y = N), so a cached answer is told apart from a fresh one.
+ *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
+ *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
+ *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
  *   dnsq same ADDR PORT NAME TYPE COUNT
  *       COUNT identical queries at once, each from its own socket (port); prints
  *       "answered=N" after every answer came or 5 s passed
@@ -583,7 +584,11 @@ static int cmd_counter(int argc, char **argv)
 				a[3] = q[3] & 0x10;
 				memset(a + 6, 0, 6);
 				size_t len = o + 4;
-				if (strncmp(name, "nx", 2) == 0) {
+				static int flips;
+				bool flip = strncmp(name, "flip", 4) == 0;
+				if (strncmp(name, "sf", 2) == 0 || (flip && flips++ > 0)) {
+					a[3] |= 2;
+				} else if (strncmp(name, "nx", 2) == 0) {
 					a[3] |= 3;
 					a[9] = 1;
 					const uint8_t soa[] = {0xc0, 12, 0,   6,  0, 1, 0, 0,  1,
@@ -593,8 +598,9 @@ static int cmd_counter(int argc, char **argv)
 					memcpy(a + len, soa, sizeof(soa));
 					len += sizeof(soa);
 				} else {
-					unsigned ttl =
-					        name[0] == 't' ? (unsigned)atoi(name + 1) : 60;
+					unsigned ttl = flip             ? 1
+					               : name[0] == 't' ? (unsigned)atoi(name + 1)
+					                                : 60;
 					a[7] = 1;
 					const uint8_t rr[] = {0xc0,
 					                      12,

@@ -1,6 +1,6 @@
 /*
  * kvtool — the sync suite's and bench/sync's view of a bucket, through kv.h only:
- *   kvtool URL BUCKET dump            every key's latest value, "KEY VALUE", sorted by the caller
+ *   kvtool URL BUCKET dump            every key's value, "KEY VALUE" (history 1: the stream, whole)
  *   kvtool URL BUCKET put KEY VALUE   a raw value, bypassing publish's validation
  *   kvtool URL BUCKET del KEY
  *   kvtool URL BUCKET rm              delete the bucket
@@ -19,7 +19,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *url = argv[1], *bucket = argv[2], *cmd = argv[3];
-	kv_conn_t *c;
+	kv_conn_t *c = NULL;
 	kv_bucket_t *b = NULL;
 	log_set_level(LOG_WARN);
 	int rc = kv_connect(&c, &url, 1, false);
@@ -43,7 +43,7 @@ int main(int argc, char **argv)
 		kv_info_t info;
 		kv_sub_t *s;
 		kv_msg_t m;
-		if (!(rc = kv_info(b, &info)) && info.msgs && !(rc = kv_sub_open(b, NULL, 0, &s))) {
+		if (!(rc = kv_info(b, &info)) && info.msgs && !(rc = kv_sub_open_pull(b, 1, &s))) {
 			do {
 				if ((rc = kv_sub_next(s, 10000, &m)))
 					break;

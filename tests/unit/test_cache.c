@@ -410,7 +410,7 @@ static void test_prefetch_once_in_last_tenth(void **st)
 	cache_free(c);
 }
 
-static void test_bytes_stay_within_max_and_lru_keeps_the_used(void **st)
+static void test_bytes_stay_within_max_and_clock_keeps_the_used(void **st)
 {
 	(void)st;
 	size_t max = CACHE_MIN_BYTES;
@@ -504,7 +504,7 @@ int main(void)
 	        cmocka_unit_test(test_stale_answers_have_ttl_30_within_the_window),
 	        cmocka_unit_test(test_servfail_from_every_upstream),
 	        cmocka_unit_test(test_prefetch_once_in_last_tenth),
-	        cmocka_unit_test(test_bytes_stay_within_max_and_lru_keeps_the_used),
+	        cmocka_unit_test(test_bytes_stay_within_max_and_clock_keeps_the_used),
 	        cmocka_unit_test(test_identical_questions_in_flight_have_one_owner),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
