@@ -65,7 +65,8 @@ typedef struct {
  * Decodes a query. Returns WIRE_OK; WIRE_DROP (shorter than a header, QR set: no
  * answer at all); or an rcode to answer with (FORMERR, NOTIMP, BADVERS) — q says how
  * much was understood (has_question, edns). NOTIMP: an opcode other than QUERY, or a
- * QTYPE wire_qtype_notimp() refuses.
+ * QTYPE wire_qtype_notimp() refuses. With FORMERR, edns is false: a message that could
+ * not be read whole has no EDNS to answer in, so its FORMERR carries no OPT.
  */
 int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
 

@@ -109,7 +109,7 @@ static int read_opt(const uint8_t *p, size_t end, size_t o, wire_query_t *q)
 	return 0;
 }
 
-int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
+static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 {
 	q->has_question = q->edns = q->edns_do = q->edns_nsid = false;
 	q->qname_len = q->question_end = 0;
@@ -161,6 +161,16 @@ int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	if (wire_qtype_notimp(q->qtype))
 		return WIRE_NOTIMP;
 	return WIRE_OK;
+}
+
+int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
+{
+	int rc = parse_query(p, len, q);
+	/* a message we could not read whole has no EDNS to answer in: its FORMERR carries no
+	 * OPT (as Knot DNS answers) */
+	if (rc == WIRE_FORMERR)
+		q->edns = false;
+	return rc;
 }
 
 bool wire_qtype_notimp(uint16_t qtype)

@@ -147,7 +147,18 @@ static void test_two_opt_records_are_formerr(void **s)
 	memcpy(two, opt_plain, 11);
 	memcpy(two + 11, opt_plain, 11);
 	size_t n = raw(p, 1, 2, two, sizeof(two));
-	assert_int_equal(parse_raw(p, n), WIRE_FORMERR);
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_FORMERR);
+	assert_false(q.edns); /* no OPT in a FORMERR: there is no EDNS to answer in */
+	uint8_t out[512];
+	size_t len = wire_error_response(p, n, WIRE_FORMERR, out, sizeof(out));
+	assert_int_equal(out[11], 0); /* ARCOUNT */
+	assert_int_equal(len, n - sizeof(two));
+	/* an option overrunning its OPT: the same */
+	const uint8_t over[] = {0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 3, 0, 9};
+	n = raw(p, 1, 1, over, sizeof(over));
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_FORMERR);
+	assert_false(q.edns);
 	n = raw(p, 1, 1, opt_plain, sizeof(opt_plain));
 	assert_int_equal(parse_raw(p, n), WIRE_OK);
 }
