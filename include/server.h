@@ -24,8 +24,6 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 /* Runs the workers until SIGINT or SIGTERM; returns 0 once every worker has stopped. */
 int srv_run(srv_t *s);
 void srv_free(srv_t *s);
-/* The dnstap writer (for its dt_stats / dt_dropped), NULL when --dnstap is off. */
-const dt_t *srv_dnstap(const srv_t *s);
 
 /*
  * SIGHUP calls fn(s, arg) on the main loop (srv_run's thread); fn re-reads the

@@ -103,7 +103,6 @@ struct fwd {
 	uv_loop_t *loop;
 	const fwd_conf_t *conf;
 	fq_t *pool, *free;
-	unsigned inflight;
 	int handles; /* pool timers + UDP handles + connections still open */
 	bool closing;
 	uint64_t down_until[CFG_UPSTREAM_MAX];
@@ -164,7 +163,6 @@ static void release(fq_t *q)
 		return;
 	q->next_free = f->free;
 	f->free = q;
-	f->inflight--;
 	MET_ADD(f->stats.inflight, (uint64_t)-1);
 }
 
@@ -347,12 +345,8 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 		f->down_logged[q->up] = false;
 		log_info("event=upstream-up upstream=%s", f->conf->upstreams[q->up].text);
 	}
-	if (f->dt) {
-		dt_end_t up;
-		dt_end_from_sockaddr(&up, (const struct sockaddr *)&f->conf->upstreams[q->up].ss);
-		dt_log_forwarder_response(f->dt, q->use_tcp, &q->dt_local, &up, &q->dt_sent, r,
-		                          len);
-	}
+	if (f->dt)
+		tap_response(q, r, len);
 	if (f->conf->cache && (r[3] & 0x0f) == WIRE_SERVFAIL) {
 		/* with the cache an upstream's SERVFAIL is a failed try: the next upstream, and
 		 * after the last a stale answer, or SERVFAIL kept for a few seconds */
@@ -766,13 +760,12 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	if (f->closing || len > QUERY_MAX)
 		return -EINVAL;
 	if (!q) {
-		f->stats.overload++;
+		MET_INC(f->stats.overload); /* a scrape reads it */
 		return -ENOSPC;
 	}
 	if (wire_parse_query(pkt, len, &q->wq) != WIRE_OK)
 		return -EINVAL;
 	f->free = q->next_free;
-	f->inflight++;
 	MET_INC(f->stats.inflight);
 	f->stats.forwarded++;
 	q->active = true;

@@ -108,7 +108,6 @@ struct worker {
 	fwd_udp_t *fwd_pool, *fwd_free;
 	conn_t *conns;
 	unsigned nconns, max_conns;
-	uint64_t over_cap; /* UDP queries refused before forward.c: no context left */
 	/* UDP batch buffers */
 	struct mmsghdr in[BATCH], out[BATCH];
 	struct iovec iov_in[BATCH], iov_out[BATCH];
@@ -412,10 +411,10 @@ static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
 {
 	fwd_udp_t *u = arg;
 	worker_t *w = u->sock->w;
-	if (len)
+	if (len) {
 		count_relayed(w, false, resp, len);
-	if (len)
 		udp_send_one(u->sock, &u->peer, u->peer_len, u->dst, u->ifindex, resp, len);
+	}
 	if (len && w->dt) {
 		dt_end_t cl, sv;
 		dt_end_from_sockaddr(&cl, (const struct sockaddr *)&u->peer);
@@ -467,7 +466,7 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 			return 0;
 		w->fwd_free = u;
 	} else {
-		w->over_cap++; /* as many contexts as the cap: forward.c is full too */
+		/* as many contexts as the cap: forward.c is full too */
 		MET_INC(w->m.forward_over_cap);
 	}
 	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
@@ -912,14 +911,14 @@ static void on_stop(uv_async_t *a)
 		         (double)w->m.datagrams / (double)w->m.wakeups);
 	if (w->fwd) {
 		const fwd_stats_t *st = fwd_stats(w->fwd);
-		if (st->forwarded || w->over_cap)
+		if (st->forwarded || w->m.forward_over_cap)
 			log_info(
 			        "worker %u: forwarded %llu, answered %llu, SERVFAIL %llu, over the "
 			        "in-flight cap %llu, mismatched answers dropped %llu, TCP retries "
 			        "%llu, joined an identical query %llu, stale %llu, prefetches %llu",
 			        w->idx, (unsigned long long)st->forwarded,
 			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
-			        (unsigned long long)(st->overload + w->over_cap),
+			        (unsigned long long)(st->overload + w->m.forward_over_cap),
 			        (unsigned long long)st->mismatched,
 			        (unsigned long long)st->tcp_retries, (unsigned long long)st->joined,
 			        (unsigned long long)st->stale, (unsigned long long)st->prefetches);
@@ -1297,11 +1296,6 @@ static int srv_dnstap_start(srv_t *s, char *err)
 	if (rc == 0)
 		log_info("dnstap to %s (identity %s)", s->cfg->dnstap, identity);
 	return rc;
-}
-
-const dt_t *srv_dnstap(const srv_t *s)
-{
-	return s->dt;
 }
 
 /* ---- reload, metrics, health (include/server.h) -----------------------------------------------
