@@ -70,6 +70,10 @@ typedef struct {
  */
 int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
 
+/* Skips the (possibly compressed) name at *off in a message of len bytes, setting *off past
+ * it. 0, or -1 when it is malformed or longer than WIRE_NAME_MAX. */
+int wire_skip_name(const uint8_t *p, size_t len, size_t *off);
+
 /* QTYPE 0 and the meta-types 128-250 without a meaning we serve (TKEY, TSIG and the
  * unassigned ones): NOTIMP. IXFR, AXFR, MAILB, MAILA and ANY are not. */
 bool wire_qtype_notimp(uint16_t qtype);

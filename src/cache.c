@@ -332,31 +332,6 @@ out:
 
 /* ---- insert ----------------------------------------------------------------------------- */
 
-/* Skips a (possibly compressed) name at *off. */
-static int skip_name(const uint8_t *m, size_t len, size_t *off)
-{
-	size_t o = *off;
-	for (int labels = 0; labels < 128; labels++) {
-		if (o >= len)
-			return -1;
-		uint8_t l = m[o];
-		if (l == 0) {
-			*off = o + 1;
-			return 0;
-		}
-		if ((l & 0xc0) == 0xc0) {
-			if (o + 2 > len)
-				return -1;
-			*off = o + 2;
-			return 0;
-		}
-		if (l & 0xc0)
-			return -1;
-		o += 1u + l;
-	}
-	return -1;
-}
-
 typedef struct {
 	uint16_t offs[WIRE_TCP_MAX / 11 + 1];
 	unsigned n;
@@ -371,14 +346,14 @@ static int scan(const uint8_t *m, size_t len, scan_t *sc)
 	if (len < WIRE_HDR || rd16(m + 4) != 1)
 		return -EINVAL;
 	size_t off = WIRE_HDR;
-	if (skip_name(m, len, &off) || off + 4 > len)
+	if (wire_skip_name(m, len, &off) || off + 4 > len)
 		return -EINVAL;
 	off += 4;
 	unsigned count[3] = {rd16(m + 6), rd16(m + 8), rd16(m + 10)};
 	sc->n = 0, sc->min_ttl = UINT32_MAX, sc->soa = false;
 	for (int sec = 0; sec < 3; sec++)
 		for (unsigned i = 0; i < count[sec]; i++) {
-			if (skip_name(m, len, &off) || off + 10 > len)
+			if (wire_skip_name(m, len, &off) || off + 10 > len)
 				return -EINVAL;
 			uint16_t type = rd16(m + off), rdlen = rd16(m + off + 8);
 			uint32_t ttl = rd32(m + off + 4);

@@ -27,8 +27,7 @@ static void wr32(uint8_t *p, uint32_t v)
 	wr16(p + 2, (uint16_t)v);
 }
 
-/* Skips a possibly compressed name; 0 or -1 if malformed. */
-static int skip_name(const uint8_t *p, size_t len, size_t *off)
+int wire_skip_name(const uint8_t *p, size_t len, size_t *off)
 {
 	size_t o = *off, total = 0;
 	for (;;) {
@@ -135,7 +134,7 @@ static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	}
 	for (unsigned i = 0; i < (unsigned)an + ns + ar; i++) {
 		size_t owner = off;
-		if (skip_name(p, len, &off) || off + 10 > len)
+		if (wire_skip_name(p, len, &off) || off + 10 > len)
 			return WIRE_FORMERR;
 		uint16_t type = rd16(p + off), rdlen = rd16(p + off + 8);
 		size_t rdata = off + 10;
@@ -241,26 +240,27 @@ static void rr_done(wire_resp_t *r, size_t rdata, int section)
 	r->count[section]++;
 }
 
-int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[16])
+/* An address record (A or AAAA) of n bytes in the answer section. */
+static int add_addr(wire_resp_t *r, uint16_t owner, uint16_t type, uint32_t ttl, const uint8_t *ip,
+                    size_t n)
 {
-	if (r->len + 28 > r->limit)
+	if (r->len + 12 + n > r->limit)
 		return -ENOSPC;
-	size_t rd = rr_head(r, owner, WIRE_AAAA, ttl);
-	memcpy(r->buf + r->len, ip, 16);
-	r->len += 16;
+	size_t rd = rr_head(r, owner, type, ttl);
+	memcpy(r->buf + r->len, ip, n);
+	r->len += n;
 	rr_done(r, rd, WIRE_AN);
 	return 0;
 }
 
+int wire_add_aaaa(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[16])
+{
+	return add_addr(r, owner, WIRE_AAAA, ttl, ip, 16);
+}
+
 int wire_add_a(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t ip[4])
 {
-	if (r->len + 16 > r->limit)
-		return -ENOSPC;
-	size_t rd = rr_head(r, owner, WIRE_A, ttl);
-	memcpy(r->buf + r->len, ip, 4);
-	r->len += 4;
-	rr_done(r, rd, WIRE_AN);
-	return 0;
+	return add_addr(r, owner, WIRE_A, ttl, ip, 4);
 }
 
 int wire_add_ptr(wire_resp_t *r, uint16_t owner, uint32_t ttl, const uint8_t *target, size_t len)
