@@ -855,24 +855,44 @@ static int index_any(reg_txn_t *t, const reg_machine_t *m, bool add)
 	return counter_add(t, DB_ALL, &k, add ? 1 : -1);
 }
 
-static int unindex(reg_txn_t *t, const reg_machine_t *m)
+/* Whether two records of a Machine have the same entries in the all table... */
+static bool same_any(const reg_machine_t *a, const reg_machine_t *b)
 {
-	int rc = 0;
-	if (m->skip_dns)
-		return 0;
-	if (is_started(m) && (rc = index_machine(t, m, false)))
-		return rc;
-	return index_any(t, m, false);
+	return a->net == b->net && memcmp(a->ip, b->ip, 16) == 0 && strcmp(a->id, b->id) == 0 &&
+	       strcmp(a->app, b->app) == 0 && strcmp(a->region, b->region) == 0;
 }
 
-static int reindex(reg_txn_t *t, const reg_machine_t *m)
+/* ... and the same entries in idx, sets and addr while started. */
+static bool same_started(const reg_machine_t *a, const reg_machine_t *b)
 {
-	int rc = 0;
-	if (m->skip_dns)
-		return 0;
-	if ((rc = index_any(t, m, true)))
+	if (!same_any(a, b) || strcmp(a->group, b->group) != 0 || a->nmeta != b->nmeta)
+		return false;
+	for (size_t i = 0; i < a->nmeta; i++)
+		if (strcmp(a->meta[i].key, b->meta[i].key) != 0 ||
+		    strcmp(a->meta[i].value, b->meta[i].value) != 0)
+			return false;
+	return true;
+}
+
+/* Moves a Machine's index entries from record old to record m (either NULL: none),
+ * rewriting only the parts that differ: a start, a stop or a new group or metadata
+ * leaves the all table as it is, and each entry left alone is a B-tree page the commit
+ * neither copies nor writes (the follower's rate into a large registry is mostly that).
+ * Old entries go first, so m may take old's address. */
+static int reindex(reg_txn_t *t, const reg_machine_t *old, const reg_machine_t *m)
+{
+	bool old_any = old && !old->skip_dns, new_any = m && !m->skip_dns;
+	bool old_up = old_any && is_started(old), new_up = new_any && is_started(m);
+	bool keep_any = old_any && new_any && same_any(old, m);
+	bool keep_up = old_up && new_up && same_started(old, m);
+	int rc;
+	if (old_up && !keep_up && (rc = index_machine(t, old, false)))
 		return rc;
-	return is_started(m) ? index_machine(t, m, true) : 0;
+	if (old_any && !keep_any && (rc = index_any(t, old, false)))
+		return rc;
+	if (new_any && !keep_any && (rc = index_any(t, m, true)))
+		return rc;
+	return new_up && !keep_up ? index_machine(t, m, true) : 0;
 }
 
 /* ---- write API ---------------------------------------------------------------------------- */
@@ -936,19 +956,18 @@ int reg_put_machine(reg_txn_t *t, const reg_machine_t *m)
 	if (rc == 0) {
 		if (!(old = malloc(sizeof(*old))))
 			return -ENOMEM;
-		if ((rc = dec_machine(&k, &cur, old)) || (rc = unindex(t, &old->m)) ||
-		    (old->m.net != m->net && (rc = touch_org(t, old->m.net)))) {
-			free(old);
-			return rc;
-		}
-		free(old);
+		if ((rc = dec_machine(&k, &cur, old)) ||
+		    (old->m.net != m->net && (rc = touch_org(t, old->m.net))))
+			goto out;
 	} else if (rc != -ENOENT) {
 		return rc;
 	}
-	if ((rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)) ||
-	    (rc = touch_org(t, m->net)))
-		return rc;
-	return reindex(t, m);
+	if (!(rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)) &&
+	    !(rc = touch_org(t, m->net)))
+		rc = reindex(t, old ? &old->m : NULL, m);
+out:
+	free(old);
+	return rc;
 }
 
 int reg_set_state(reg_txn_t *t, const char *id, const char *state)
@@ -971,7 +990,7 @@ int reg_delete_machine(reg_txn_t *t, const char *id)
 	int rc = reg_get_machine(t, id, &b);
 	if (rc)
 		return rc;
-	if ((rc = unindex(t, &b.m)) || (rc = touch_org(t, b.m.net)))
+	if ((rc = reindex(t, &b.m, NULL)) || (rc = touch_org(t, b.m.net)))
 		return rc;
 	return raw_del(t, DB_MACHINES, id, strlen(id));
 }
@@ -1254,7 +1273,7 @@ int reg_upgrade(reg_txn_t *t)
 		    !(rc = enc_machine(&b->m, buf, sizeof(buf), &len)) &&
 		    !(rc = raw_put(t, DB_MACHINES, id, strlen(id), buf, len)) &&
 		    !(rc = touch_org(t, b->m.net)))
-			rc = reindex(t, &b->m);
+			rc = reindex(t, NULL, &b->m);
 	}
 	if (rc || (rc = cursor(t, DB_PEERS, &c)))
 		goto done;

@@ -2,6 +2,7 @@
  * start, stop, delete and replace; the generation; map growth; check. */
 #include "testreg.h"
 
+#include <arpa/inet.h>
 #include <lmdb.h>
 
 typedef struct {
@@ -182,6 +183,83 @@ static void test_clear_empties_every_table(void **state)
 	assert_int_equal(s.regions, 0);
 	assert_int_equal(s.generation, 3);
 	reg_txn_abort(t);
+}
+
+/* Upserts Machine 1 of the fixture as given (the import path the follower takes). */
+static void upsert1(fx_t *fx, const char *region, const char *ip, const char *state,
+                    const char *group, const char *extra)
+{
+	char rec[512], err[JSONL_ERR_MAX];
+	snprintf(rec, sizeof(rec),
+	         "{\"kind\":\"machine\",\"id\":\"00000000000001\",\"org\":\"alpha\","
+	         "\"app\":\"web\",\"region\":\"%s\",\"private_ip\":\"%s\",\"state\":"
+	         "\"%s\",\"process_group\":\"%s\"%s}\n",
+	         region, ip, state, group, extra);
+	assert_int_equal(import_str(fx->reg, rec, false, err), 0);
+}
+
+static void assert_any(fx_t *fx, int all_vms, int all_regions, const char *ip1, const char *region)
+{
+	reg_txn_t *t = rd(fx);
+	assert_int_equal(reg_walk_all_app(t, NET_A, "web", 3, NULL, NULL), all_vms);
+	assert_int_equal(reg_walk_all_app_regions(t, NET_A, "web", 3, NULL, NULL), all_regions);
+	uint8_t ip[16];
+	reg_hit_t h;
+	assert_int_equal(inet_pton(AF_INET6, ip1, ip), 1);
+	if (region) {
+		assert_int_equal(reg_find_any_addr(t, ip, &h), 0);
+		assert_memory_equal(h.id, "00000000000001", 14);
+		assert_int_equal(h.region_len, strlen(region));
+		assert_memory_equal(h.region, region, h.region_len);
+	} else {
+		assert_int_equal(reg_find_any_addr(t, ip, &h), -ENOENT);
+	}
+	reg_txn_abort(t);
+}
+
+/* An update rewrites only the index entries that differ (a start or stop leaves the all
+ * table alone): every kind of change, one at a time, leaves each index right. */
+static void test_each_kind_of_change_moves_exactly_its_entries(void **state)
+{
+	fx_t *fx = *state;
+	const char *ip1 = "fdaa:0:18:1:1:0:1:2", *ip9 = "fdaa:0:18:1:1:0:9:2";
+	const char *primary = ",\"metadata\":{\"role\":\"primary\"}";
+	const char *replica = ",\"metadata\":{\"role\":\"replica\"}";
+	upsert1(fx, "ord", ip1, "started", "app", primary); /* unchanged */
+	assert_indexes(fx, 2, 1, 1, 1, 1);
+	upsert1(fx, "ord", ip1, "started", "worker", primary); /* group */
+	assert_indexes(fx, 2, 1, 1, 0, 1);
+	upsert1(fx, "ord", ip1, "started", "worker", replica); /* metadata */
+	assert_indexes(fx, 2, 1, 1, 0, 0);
+	upsert1(fx, "iad", ip1, "started", "worker", replica); /* region, started */
+	assert_indexes(fx, 2, 0, 2, 0, 0);
+	assert_any(fx, 3, 2, ip1, "iad");
+	upsert1(fx, "iad", ip1, "stopped", "worker", replica); /* stop */
+	assert_indexes(fx, 1, 0, 1, 0, 0);
+	assert_any(fx, 3, 2, ip1, "iad");
+	upsert1(fx, "ord", ip1, "stopped", "worker", primary); /* region and metadata, stopped */
+	assert_indexes(fx, 1, 0, 1, 0, 0);
+	assert_any(fx, 3, 2, ip1, "ord");
+	upsert1(fx, "ord", ip9, "stopped", "worker", primary); /* address, stopped */
+	assert_any(fx, 3, 2, ip1, NULL);
+	assert_any(fx, 3, 2, ip9, "ord");
+	upsert1(fx, "ord", ip9, "started", "app", primary); /* start with a new group */
+	assert_indexes(fx, 2, 1, 1, 1, 1);
+	reg_txn_t *t = rd(fx);
+	uint8_t ip[16];
+	reg_hit_t h;
+	assert_int_equal(inet_pton(AF_INET6, ip9, ip), 1);
+	assert_int_equal(reg_find_addr(t, ip, true, &h), 0);
+	assert_int_equal(inet_pton(AF_INET6, ip1, ip), 1);
+	assert_int_equal(reg_find_addr(t, ip, true, &h), -ENOENT);
+	reg_txn_abort(t);
+	upsert1(fx, "ord", ip9, "started", "app",
+	        ",\"dns\":{\"skip_registration\":true}"); /* out of DNS, started */
+	assert_indexes(fx, 1, 0, 1, 0, 0);
+	assert_any(fx, 2, 2, ip9, NULL);
+	upsert1(fx, "ord", ip1, "started", "app", primary); /* back in, the old address */
+	assert_indexes(fx, 2, 1, 1, 1, 1);
+	assert_any(fx, 3, 2, ip1, "ord");
 }
 
 static void test_all_index_holds_every_state(void **state)
@@ -610,6 +688,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup_teardown(test_all_index_holds_every_state, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_each_kind_of_change_moves_exactly_its_entries,
+	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_key_only_metadata_set, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_serial_moves_only_with_the_orgs_records, setup,
 	                                        teardown),
