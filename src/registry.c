@@ -14,19 +14,23 @@
  *   serials   net -> u64 BE: the generation of the last write that changed the org
  *   peers     net | name -> ip16 | region
  *   flycast   net | app \0 | ip16 -> ""
- *   idx       started Machines only (values: ip16 | u8 app len | u8 id len | u8 region
- *             len | region, so a hit decodes without scanning its key):
- *               net 'A' app \0 id                 (vms., _instances, <id>.vm.)
- *               net 'R' app \0 region \0 id       (nearest: by region, then id)
+ *   idx       started Machines only, every key of an app side by side (net app \0 tag),
+ *             so a start or stop rewrites one leaf of idx, not four (values: ip16 | u8
+ *             app len | u8 id len | u8 region len | region: a hit decodes without
+ *             scanning its key):
+ *               net app \0 'A' id                 (vms., _instances, <id>.vm.)
+ *               net app \0 'R' region \0 id       (nearest: by region, then id)
  *             and counters (u32 BE):
- *               net 'S' app             started Machines of the app
- *               net 'r' app \0 region   started Machines of the app in the region
+ *               net app \0 'S'                    started Machines of the app
+ *               net app \0 'r' region             ... of the app in the region
+ *             ('A' sorts first: an org's Machines by app then id are each app's 'A'
+ *             run, the walk seeking from one app to the next)
  *   sets      DUPSORT|DUPFIXED: one key per AAAA answer, 16-byte addresses as its values
  *             (read a page at a time with MDB_GET_MULTIPLE, counted with
- *             mdb_cursor_count), started Machines only:
- *               net 'A' app | net 'R' app \0 region | net 'G' app \0 group
- *               net 'M' app \0 key \0 value
- *               net 'K' app \0 key   (queryable metadata pairs only, lower-cased)
+ *             mdb_cursor_count), started Machines only, an app's sets side by side:
+ *               net app \0 'A' | net app \0 'R' region | net app \0 'G' group
+ *               net app \0 'M' key \0 value
+ *               net app \0 'K' key   (queryable metadata pairs only, lower-cased)
  *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines)
  *                        -> 'p' name \0 region         (peers)
  *   all       Machines in every state (the all. names, the querier of nearest):
@@ -53,9 +57,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-/* 4: regions, serials and all tables; machine records v2 (flags, metadata of any text) */
-#define SCHEMA_VERSION 4
-#define SCHEMA_PREV    3
+/* 4: regions, serials and all tables; machine records v2 (flags, metadata of any text).
+ * 5: idx and sets keyed app first (net app \0 tag ...). reg_upgrade converts 3 and 4. */
+#define SCHEMA_VERSION 5
+#define SCHEMA_OLDEST  3
 #define KEY_MAX        511
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
  * the writer grows the file. Smaller windows are tried where address space is limited
@@ -140,6 +145,14 @@ static void key_str(rkey_t *k, const char *s, size_t len, bool sep)
 		key_put(k, "", 1);
 }
 
+/* The start of every idx and sets key of an app: net app \0 tag. */
+static void app_key(rkey_t *k, uint32_t net, const char *app, size_t len, int tag)
+{
+	key_init(k, net, 0);
+	key_str(k, app, len, true);
+	key_put(k, (uint8_t[]){(uint8_t)tag}, 1);
+}
+
 static uint32_t get_u32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -172,8 +185,8 @@ const char *reg_strerror(int err)
 	if (err == -EEXIST)
 		return "conflicts with an existing record";
 	if (err == -EPROTO)
-		return "the registry was written by an older release (schema 3); convert it in "
-		       "place with 'internalctl --db DIR upgrade zones/regions.jsonl' (see "
+		return "the registry was written by an older release (schema 3 or 4); convert it "
+		       "in place with 'internalctl --db DIR upgrade zones/regions.jsonl' (see "
 		       "internalctl(8)), or export it with the old release and 'import --replace' "
 		       "the export together with zones/regions.jsonl";
 	if (err == -EPROTONOSUPPORT)
@@ -184,6 +197,12 @@ const char *reg_strerror(int err)
 }
 
 /* ---- environment -------------------------------------------------------------------- */
+
+/* A schema reg_upgrade converts. */
+static bool older(uint32_t schema)
+{
+	return schema >= SCHEMA_OLDEST && schema < SCHEMA_VERSION;
+}
 
 /* The meta table first: its schema decides whether the others may be opened. */
 static int open_dbis(reg_t *reg, bool create, bool upgrade)
@@ -206,8 +225,8 @@ static int open_dbis(reg_t *reg, bool create, bool upgrade)
 	} else if (rc) {
 		goto fail;
 	} else if (v.mv_size != 4 || (get_u32(v.mv_data) != SCHEMA_VERSION &&
-	                              !(upgrade && get_u32(v.mv_data) == SCHEMA_PREV))) {
-		bool prev = v.mv_size == 4 && get_u32(v.mv_data) == SCHEMA_PREV;
+	                              !(upgrade && older(get_u32(v.mv_data))))) {
+		bool prev = v.mv_size == 4 && older(get_u32(v.mv_data));
 		mdb_txn_abort(txn);
 		return prev ? -EPROTO : -EPROTONOSUPPORT;
 	}
@@ -711,12 +730,16 @@ static size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
 	return n;
 }
 
-/* Index keys of a Machine: 'A', 'R' entries, 'S' and 'r' counters (idx, started);
- * 'a' entries and 'q' counters (all, every state). */
+/* Index keys of a Machine: 'A', 'R' entries, 'S' and 'r' counters (idx, started, app
+ * first); 'a' entries and 'q' counters (all, every state: net tag app \0 ...). */
 static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 {
-	key_init(k, m->net, tag);
-	key_str(k, m->app, strlen(m->app), true);
+	if (tag == 'a' || tag == 'q') {
+		key_init(k, m->net, tag);
+		key_str(k, m->app, strlen(m->app), true);
+	} else {
+		app_key(k, m->net, m->app, strlen(m->app), tag);
+	}
 	switch (tag) {
 	case 'R':
 		key_str(k, m->region, strlen(m->region), true);
@@ -726,7 +749,6 @@ static void idx_key(rkey_t *k, const reg_machine_t *m, int tag)
 		key_str(k, m->region, strlen(m->region), false);
 		return;
 	case 'S':
-		k->n--; /* the app alone, no separator */
 		return;
 	}
 	key_str(k, m->id, strlen(m->id), false);
@@ -767,8 +789,7 @@ static bool set_key(rkey_t *k, const reg_machine_t *m, size_t i)
 	const reg_meta_t *p = i < 3 ? NULL : &m->meta[(i - 3) / 2];
 	if (p && !meta_queryable(p))
 		return false;
-	key_init(k, m->net, tag);
-	key_str(k, m->app, strlen(m->app), tag != 'A');
+	app_key(k, m->net, m->app, strlen(m->app), tag);
 	if (tag == 'R')
 		key_str(k, m->region, strlen(m->region), false);
 	else if (tag == 'G')
@@ -1238,7 +1259,7 @@ int reg_upgrade(reg_txn_t *t)
 	int rc = schema_of(t);
 	if (rc < 0 || rc == SCHEMA_VERSION)
 		return rc < 0 ? rc : 0;
-	if (rc != SCHEMA_PREV)
+	if (!older((uint32_t)rc))
 		return -EPROTONOSUPPORT;
 	static const int rebuilt[] = {DB_IDX, DB_ADDR, DB_SETS, DB_ALL, DB_SERIALS};
 	for (size_t i = 0; i < sizeof(rebuilt) / sizeof(rebuilt[0]); i++)
@@ -1365,22 +1386,34 @@ int reg_org_slug(reg_txn_t *t, uint32_t net, char *buf, size_t cap)
 
 /* Fills hit from an idx entry (net tag app \0 ... \0 id -> see idx_value): the
  * lengths in the value place app and id in the key without scanning it. */
-static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+/* An idx 'A'/'R' entry (net app \0 tag ...: the app at 4) or an all 'a' entry (net tag
+ * app \0 id: at 5); both keys hold at least 6 bytes beside the app and the id. */
+static int hit_at(const MDB_val *k, const MDB_val *v, reg_hit_t *h, size_t app_at)
 {
 	const uint8_t *kb = k->mv_data, *vb = v->mv_data;
 	if (v->mv_size < IDX_VAL_HDR || v->mv_size != (size_t)IDX_VAL_HDR + vb[18] ||
-	    k->mv_size < 5u + vb[16] + 1 + vb[17])
+	    k->mv_size < 6u + vb[16] + vb[17])
 		return -EIO;
 	h->kind = REG_HIT_MACHINE;
 	h->net = get_u32(kb);
 	h->ip = vb;
-	h->app = (const char *)kb + 5;
+	h->app = (const char *)kb + app_at;
 	h->app_len = vb[16];
 	h->id = (const char *)kb + k->mv_size - vb[17];
 	h->id_len = vb[17];
 	h->region = (const char *)vb + IDX_VAL_HDR;
 	h->region_len = vb[18];
 	return 0;
+}
+
+static int hit_from_idx(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	return hit_at(k, v, h, 4);
+}
+
+static int hit_from_all(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
+{
+	return hit_at(k, v, h, 5);
 }
 
 typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
@@ -1417,8 +1450,7 @@ static int walk_idx(reg_txn_t *t, const rkey_t *k, reg_walk_fn fn, void *arg)
 int reg_walk_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
-	key_init(&k, net, 'A');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'A');
 	return walk_idx(t, &k, fn, arg);
 }
 
@@ -1428,22 +1460,21 @@ int reg_walk_all_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg
 	rkey_t k;
 	key_init(&k, net, 'a');
 	key_str(&k, app, al, true);
-	return walk_prefix(t, DB_ALL, &k, hit_from_idx, fn, arg);
+	return walk_prefix(t, DB_ALL, &k, hit_from_all, fn, arg);
 }
 
 int reg_walk_all_org(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
 	key_init(&k, net, 'a');
-	return walk_prefix(t, DB_ALL, &k, hit_from_idx, fn, arg);
+	return walk_prefix(t, DB_ALL, &k, hit_from_all, fn, arg);
 }
 
 int reg_walk_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al, const char *region,
                         size_t rl, reg_walk_fn fn, void *arg)
 {
 	rkey_t k;
-	key_init(&k, net, 'R');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'R');
 	key_str(&k, region, rl, true);
 	return walk_idx(t, &k, fn, arg);
 }
@@ -1452,8 +1483,7 @@ int reg_ips(reg_txn_t *t, uint32_t net, int kind, const char *app, size_t al, co
             size_t sl, const char *val, size_t vl, reg_ips_fn fn, void *arg)
 {
 	rkey_t k;
-	key_init(&k, net, kind);
-	key_str(&k, app, al, kind != REG_SET_APP);
+	app_key(&k, net, app, al, kind);
 	if (kind != REG_SET_APP)
 		key_str(&k, sub, sl, kind == REG_SET_META);
 	if (kind == REG_SET_META)
@@ -1480,11 +1510,81 @@ int reg_ips(reg_txn_t *t, uint32_t net, int kind, const char *app, size_t al, co
 	return rc == MDB_NOTFOUND ? (int)count : map_err(rc);
 }
 
+/* The app of an idx key of org net (net app \0 tag ...): its length, or -1 when the key
+ * is another org's or malformed. */
+static int idx_app(const MDB_val *k, uint32_t net)
+{
+	const uint8_t *kb = k->mv_data;
+	if (k->mv_size < 7 || get_u32(kb) != net)
+		return -1;
+	const uint8_t *nul = memchr(kb + 4, 0, k->mv_size - 5);
+	return nul && nul > kb + 4 ? (int)(nul - kb - 4) : -1;
+}
+
+/* Walks the apps of org net in idx: at each, fn(app, len, c, k, v, arg) with the cursor
+ * on the app's first key (k, v); fn leaves the cursor anywhere inside the app's keys and
+ * returns 0 to go on to the next app (one seek past "app \0"), > 0 to stop (the walk
+ * returns n), < 0 an error. */
+typedef int (*app_fn)(const char *app, size_t len, MDB_cursor *c, MDB_val *k, MDB_val *v,
+                      int *n, void *arg);
+static int walk_idx_apps(reg_txn_t *t, uint32_t net, app_fn fn, void *arg)
+{
+	MDB_cursor *c;
+	int n = 0, rc = cursor(t, DB_IDX, &c);
+	if (rc)
+		return rc;
+	rkey_t at;
+	key_init(&at, net, 0);
+	MDB_val k = {at.n, at.b}, v;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0) {
+		int al = idx_app(&k, net);
+		if (al < 0)
+			break;
+		/* fn may move the cursor: the app is copied into the next seek's key first */
+		key_init(&at, net, 0);
+		key_put(&at, (const uint8_t *)k.mv_data + 4, (size_t)al);
+		key_put(&at, "\1", 1); /* past every "app \0 ..." key, before the next app */
+		int r = fn((const char *)at.b + 4, (size_t)al, c, &k, &v, &n, arg);
+		if (r)
+			return r < 0 ? r : n;
+		k = (MDB_val){at.n, at.b};
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	}
+	return rc == 0 || rc == MDB_NOTFOUND ? n : map_err(rc);
+}
+
+typedef struct {
+	uint32_t net;
+	reg_walk_fn fn;
+	void *arg;
+} org_walk_t;
+
+/* Every 'A' entry of the app, the cursor on its first key ('A' sorts first). */
+static int org_app(const char *app, size_t al, MDB_cursor *c, MDB_val *k, MDB_val *v, int *n,
+                   void *arg)
+{
+	org_walk_t *w = arg;
+	int rc = 0;
+	(void)app;
+	while (rc == 0 && idx_app(k, w->net) == (int)al &&
+	       ((const uint8_t *)k->mv_data)[5 + al] == 'A' &&
+	       memcmp((const uint8_t *)k->mv_data + 4, app, al) == 0) {
+		reg_hit_t h;
+		if ((rc = hit_from_idx(k, v, &h)))
+			return rc;
+		(*n)++;
+		if (w->fn && w->fn(&h, w->arg))
+			return 1;
+		rc = mdb_cursor_get(c, k, v, MDB_NEXT);
+	}
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
 int reg_walk_org(reg_txn_t *t, uint32_t net, reg_walk_fn fn, void *arg)
 {
-	rkey_t k;
-	key_init(&k, net, 'A');
-	return walk_idx(t, &k, fn, arg);
+	org_walk_t w = {net, fn, arg};
+	return walk_idx_apps(t, net, org_app, &w);
 }
 
 /* peers: net | name -> ip16 | region */
@@ -1570,19 +1670,44 @@ static int walk_names(reg_txn_t *t, int db, const rkey_t *prefix, reg_name_fn fn
 	return rc == 0 || rc == MDB_NOTFOUND ? n : map_err(rc);
 }
 
+typedef struct {
+	reg_txn_t *t;
+	uint32_t net;
+	reg_name_fn fn;
+	void *arg;
+} apps_walk_t;
+
+/* The app and its 'S' counter (a point read beside the walk's cursor). */
+static int apps_app(const char *app, size_t al, MDB_cursor *c, MDB_val *k, MDB_val *v, int *n,
+                    void *arg)
+{
+	apps_walk_t *w = arg;
+	(void)c, (void)k, (void)v;
+	uint32_t count;
+	rkey_t ck;
+	app_key(&ck, w->net, app, al, 'S');
+	MDB_val cv;
+	int rc = raw_get(w->t, DB_IDX, ck.b, ck.n, &cv);
+	if (rc == -ENOENT)
+		return 0; /* keys without a counter: reg_check reports them */
+	if (rc || cv.mv_size != 4)
+		return rc ? rc : -EIO;
+	count = get_u32(cv.mv_data);
+	(*n)++;
+	return w->fn && w->fn(app, al, count, w->arg) ? 1 : 0;
+}
+
 int reg_walk_apps(reg_txn_t *t, uint32_t net, reg_name_fn fn, void *arg)
 {
-	rkey_t k;
-	key_init(&k, net, 'S');
-	return walk_names(t, DB_IDX, &k, fn, arg);
+	apps_walk_t w = {t, net, fn, arg};
+	return walk_idx_apps(t, net, apps_app, &w);
 }
 
 int reg_walk_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t al, reg_name_fn fn,
                          void *arg)
 {
 	rkey_t k;
-	key_init(&k, net, 'r');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'r');
 	return walk_names(t, DB_IDX, &k, fn, arg);
 }
 
@@ -1598,8 +1723,7 @@ int reg_walk_all_app_regions(reg_txn_t *t, uint32_t net, const char *app, size_t
 int reg_has_meta(reg_txn_t *t, uint32_t net, const char *app, size_t al)
 {
 	rkey_t k;
-	key_init(&k, net, 'K');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'K');
 	if (k.overflow)
 		return 0;
 	MDB_cursor *c;
@@ -1633,8 +1757,7 @@ static int get_counter(reg_txn_t *t, const rkey_t *k, uint32_t *count)
 int reg_count_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, uint32_t *count)
 {
 	rkey_t k;
-	key_init(&k, net, 'S');
-	key_str(&k, app, al, false);
+	app_key(&k, net, app, al, 'S');
 	return get_counter(t, &k, count);
 }
 
@@ -1642,8 +1765,7 @@ int reg_count_app_region(reg_txn_t *t, uint32_t net, const char *app, size_t al,
                          size_t rl, uint32_t *count)
 {
 	rkey_t k;
-	key_init(&k, net, 'r');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'r');
 	key_str(&k, region, rl, false);
 	return get_counter(t, &k, count);
 }
@@ -1652,8 +1774,7 @@ int reg_find_vm(reg_txn_t *t, uint32_t net, const char *app, size_t al, const ch
                 reg_hit_t *hit)
 {
 	rkey_t k;
-	key_init(&k, net, 'A');
-	key_str(&k, app, al, true);
+	app_key(&k, net, app, al, 'A');
 	key_str(&k, id, il, false);
 	if (k.overflow || il == 0)
 		return -ENOENT;
@@ -1903,23 +2024,25 @@ static int check_counters(check_t *c)
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		const uint8_t *kb = k.mv_data;
-		if (k.mv_size < 6) {
+		int sal = k.mv_size >= 4 ? idx_app(&k, get_u32(kb)) : -1;
+		if (sal < 0) {
 			bad(c, "index: malformed key%s%s", "", "");
 			continue;
 		}
-		int tag = kb[4];
+		size_t al = (size_t)sal;
+		int tag = kb[5 + al];
 		if (tag != 'S' && tag != 'r') {
 			entries++;
 			continue;
 		}
 		uint32_t net = get_u32(kb), want = v.mv_size == 4 ? get_u32(v.mv_data) : 0;
-		const char *app = (const char *)kb + 5;
-		size_t al = tag == 'S' ? k.mv_size - 5 : strnlen(app, k.mv_size - 5);
+		const char *app = (const char *)kb + 4, *region = app + al + 2;
+		size_t rl = k.mv_size - 6 - al;
 		int got = tag == 'S' ? reg_walk_app(c->t, net, app, al, NULL, NULL)
-		                     : reg_walk_app_region(c->t, net, app, al, app + al + 1,
-		                                           k.mv_size - 6 - al, NULL, NULL);
+		                     : reg_walk_app_region(c->t, net, app, al, region, rl, NULL, NULL);
 		char name[2 * REG_LABEL_MAX + 2];
-		snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
+		snprintf(name, sizeof(name), "%.*s%s%.*s", (int)al, app, tag == 'r' ? " " : "",
+		         tag == 'r' ? (int)rl : 0, region);
 		if (got < 0 || (uint32_t)got != want)
 			bad(c, "counter for %s does not match its Machines%s", name, "");
 		/* the walk moved the shared idx cursor; ours is separate, so go on */
