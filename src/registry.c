@@ -1525,8 +1525,8 @@ static int idx_app(const MDB_val *k, uint32_t net)
  * on the app's first key (k, v); fn leaves the cursor anywhere inside the app's keys and
  * returns 0 to go on to the next app (one seek past "app \0"), > 0 to stop (the walk
  * returns n), < 0 an error. */
-typedef int (*app_fn)(const char *app, size_t len, MDB_cursor *c, MDB_val *k, MDB_val *v,
-                      int *n, void *arg);
+typedef int (*app_fn)(const char *app, size_t len, MDB_cursor *c, MDB_val *k, MDB_val *v, int *n,
+                      void *arg);
 static int walk_idx_apps(reg_txn_t *t, uint32_t net, app_fn fn, void *arg)
 {
 	MDB_cursor *c;
@@ -2038,8 +2038,9 @@ static int check_counters(check_t *c)
 		uint32_t net = get_u32(kb), want = v.mv_size == 4 ? get_u32(v.mv_data) : 0;
 		const char *app = (const char *)kb + 4, *region = app + al + 2;
 		size_t rl = k.mv_size - 6 - al;
-		int got = tag == 'S' ? reg_walk_app(c->t, net, app, al, NULL, NULL)
-		                     : reg_walk_app_region(c->t, net, app, al, region, rl, NULL, NULL);
+		int got = tag == 'S'
+		                  ? reg_walk_app(c->t, net, app, al, NULL, NULL)
+		                  : reg_walk_app_region(c->t, net, app, al, region, rl, NULL, NULL);
 		char name[2 * REG_LABEL_MAX + 2];
 		snprintf(name, sizeof(name), "%.*s%s%.*s", (int)al, app, tag == 'r' ? " " : "",
 		         tag == 'r' ? (int)rl : 0, region);
