@@ -3,13 +3,17 @@
  * long-running writer (the replication agent) pays it: one process, the registry
  * opened once, N transactions each stopping or starting one Machine picked at random.
  * Reports the median and p99 of the index work (inside the transaction) and of the
- * commit, without fsync (REG_NOSYNC) and, for a few, with it.
+ * commit, without fsync (REG_NOSYNC) and, for a few, with it. With BATCH, then as the
+ * follower writes (the write map, fsync, BATCH changes a transaction, each a whole
+ * record through reg_put_machine): N random start/stops in random order, the rate and
+ * the CPU a change.
  *
- *   build/startstop DB N
+ *   build/startstop DB N [BATCH]
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "registry.h"
@@ -90,10 +94,63 @@ static void run(const char *db, unsigned flags, size_t n, const ids_t *ids, cons
 	reg_close(reg);
 }
 
+typedef struct {
+	const ids_t *ids;
+	size_t k;
+	unsigned seed;
+} batch_t;
+
+/* k random Machines each flipped (stopped <-> started), as a record put. */
+static int flip_batch(reg_txn_t *t, void *arg)
+{
+	batch_t *b = arg;
+	unsigned seed = b->seed; /* reg_write may run this again: the same Machines */
+	for (size_t i = 0; i < b->k; i++) {
+		reg_machine_buf_t m;
+		int rc = reg_get_machine(t, b->ids->ids[(size_t)rand_r(&seed) % b->ids->n], &m);
+		if (rc)
+			return rc;
+		m.m.state = strcmp(m.state, "started") == 0 ? "stopped" : "started";
+		if ((rc = reg_put_machine(t, &m.m)))
+			return rc;
+	}
+	return 0;
+}
+
+static double cpu_s(void)
+{
+	struct rusage r;
+	getrusage(RUSAGE_SELF, &r);
+	return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+	       (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+}
+
+static void run_batches(const char *db, size_t n, size_t k, const ids_t *ids)
+{
+	reg_t *reg;
+	if (reg_open(&reg, db, REG_WRITEMAP, 0)) {
+		fprintf(stderr, "startstop: cannot open %s\n", db);
+		exit(1);
+	}
+	batch_t b = {ids, k, 11};
+	double t0 = now(), c0 = cpu_s();
+	for (size_t done = 0; done < n; done += k, b.seed++)
+		if (reg_write(reg, flip_batch, &b)) {
+			fprintf(stderr, "startstop: write failed\n");
+			exit(1);
+		}
+	double wall = now() - t0, cpu = cpu_s() - c0;
+	size_t total = (n + k - 1) / k * k;
+	printf("batches:     %zu start/stops in transactions of %zu, with fsync: %.0f changes/s, "
+	       "%.1f us of CPU a change\n",
+	       total, k, (double)total / wall, cpu * 1e6 / (double)total);
+	reg_close(reg);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3)
-		return fprintf(stderr, "usage: startstop DB N\n"), 2;
+	if (argc != 3 && argc != 4)
+		return fprintf(stderr, "usage: startstop DB N [BATCH]\n"), 2;
 	reg_t *reg;
 	reg_txn_t *t;
 	ids_t ids = {0};
@@ -106,6 +163,8 @@ int main(int argc, char **argv)
 	size_t n = (size_t)atol(argv[2]);
 	run(argv[1], REG_NOSYNC, n, &ids, "no fsync:");
 	run(argv[1], 0, n / 10 ? n / 10 : 1, &ids, "with fsync:");
+	if (argc == 4 && atol(argv[3]) > 0)
+		run_batches(argv[1], n, (size_t)atol(argv[3]), &ids);
 	free(ids.ids);
 	return 0;
 }
