@@ -1566,7 +1566,6 @@ static int org_app(const char *app, size_t al, MDB_cursor *c, MDB_val *k, MDB_va
 {
 	org_walk_t *w = arg;
 	int rc = 0;
-	(void)app;
 	while (rc == 0 && idx_app(k, w->net) == (int)al &&
 	       ((const uint8_t *)k->mv_data)[5 + al] == 'A' &&
 	       memcmp((const uint8_t *)k->mv_data + 4, app, al) == 0) {
