@@ -48,7 +48,7 @@ typedef struct {
 	uint64_t inserts;    /* answers stored */
 	uint64_t evictions;  /* entries dropped to stay within max_bytes */
 	uint64_t entries;    /* stored now */
-	uint64_t bytes;      /* allocated now, tables included */
+	uint64_t bytes;      /* allocated now, the tables counted at their largest */
 } cache_stats_t;
 
 /*

@@ -20,7 +20,8 @@
 
 #define SHARDS_MAX     64
 #define SHARD_MIN      (64 * 1024) /* bytes a shard gets at least */
-#define BUCKET_BYTES   512         /* one bucket per this many bytes of budget */
+#define BUCKET_BYTES   512         /* one bucket per this many bytes of budget: the most */
+#define BUCKETS_MIN    16          /* a shard's table at first; it doubles as entries come */
 #define FLIGHT_BUCKETS 1024
 
 #define BIT_EDNS 1
@@ -47,8 +48,8 @@ typedef struct {
 	_Alignas(64) pthread_mutex_t lock;
 	uint64_t hits, misses, stale, prefetches;
 	_Alignas(64) entry_t **buckets;
-	size_t mask;
-	entry_t *head, *tail; /* newest / oldest inserted: the CLOCK's ring, hand at tail */
+	size_t mask, max_mask; /* the table grows to max_mask + 1 buckets */
+	entry_t *head, *tail;  /* newest / oldest inserted: the CLOCK's ring, hand at tail */
 	size_t bytes, max;
 	uint64_t entries, inserts, evictions;
 } shard_t;
@@ -57,7 +58,7 @@ struct cache {
 	cache_conf_t conf;
 	uint64_t seed;
 	unsigned nshards;
-	size_t fixed; /* bytes of the cache struct, shards and tables */
+	size_t fixed; /* bytes of the cache struct, shards and tables (at their largest) */
 	shard_t *shards;
 	pthread_mutex_t flock;
 	cache_waiter_t *flights[FLIGHT_BUCKETS];
@@ -154,12 +155,14 @@ int cache_create(cache_t **out, const cache_conf_t *conf)
 	for (unsigned i = 0; i < n; i++) {
 		shard_t *s = &c->shards[i];
 		pthread_mutex_init(&s->lock, NULL);
-		s->buckets = calloc(nb, sizeof(entry_t *));
+		size_t first = nb < BUCKETS_MIN ? nb : BUCKETS_MIN;
+		s->buckets = calloc(first, sizeof(entry_t *));
 		if (!s->buckets) {
 			cache_free(c);
 			return -ENOMEM;
 		}
-		s->mask = nb - 1;
+		s->mask = first - 1;
+		s->max_mask = nb - 1;
 		s->max = conf->max_bytes > c->fixed ? (conf->max_bytes - c->fixed) / n : 0;
 	}
 	*out = c;
@@ -218,6 +221,31 @@ static void lru_front(shard_t *s, entry_t *e)
 	s->head = e;
 	if (!s->tail)
 		s->tail = e;
+}
+
+/* Doubles the shard's table (its lock held) once it holds more entries than buckets: a
+ * table sized for the whole budget would be mostly empty, and each lookup would miss the
+ * cache on a bucket of it (the kernel's path between two queries evicts it). Counted in
+ * c->fixed at its largest from the start, so the byte bound holds as it grows. Without
+ * memory it stays as it is: longer chains, still right. */
+static void grow(shard_t *s)
+{
+	if (s->entries <= s->mask + 1 || s->mask >= s->max_mask)
+		return;
+	size_t nb = (s->mask + 1) * 2;
+	entry_t **b = calloc(nb, sizeof(*b));
+	if (!b)
+		return;
+	for (size_t i = 0; i <= s->mask; i++)
+		for (entry_t *e = s->buckets[i], *next; e; e = next) {
+			next = e->hnext;
+			entry_t **d = &b[e->hash & (nb - 1)];
+			e->hnext = *d;
+			*d = e;
+		}
+	free(s->buckets);
+	s->buckets = b;
+	s->mask = nb - 1;
 }
 
 /* Takes e out of the shard; the caller frees it (after unlocking: free touches cold
@@ -419,6 +447,7 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	s->bytes += charged;
 	s->entries++;
 	s->inserts++;
+	grow(s);
 	while (s->bytes > s->max && s->tail && s->tail != e) {
 		entry_t *x = s->tail;
 		if (x->ref) { /* CLOCK: a second chance for an entry used since the last pass */

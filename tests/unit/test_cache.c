@@ -453,6 +453,50 @@ static void test_bytes_stay_within_max_and_clock_keeps_the_used(void **st)
 	assert_int_equal(cache_create(&c, &small), -EINVAL);
 }
 
+/* The shards' tables start small and double as entries come: every one of thousands of
+ * names is still found after the growth, and the byte bound holds throughout. */
+static void test_every_entry_is_found_as_the_tables_grow(void **st)
+{
+	(void)st;
+	size_t max = 16u << 20;
+	cache_t *c = mk(max);
+	enum { N = 5000 };
+	for (int i = 0; i < N; i++) {
+		char name[64], rr[128];
+		snprintf(name, sizeof(name), "g%d.example.test.", i);
+		snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.%d", name, i % 250 + 1);
+		const char *const an[] = {rr, NULL};
+		query_t a = ask_a(name);
+		msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
+		assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+		free(m.wire);
+	}
+	cache_stats_t s;
+	cache_stats(c, &s);
+	assert_int_equal(s.entries, N);
+	assert_int_equal(s.evictions, 0);
+	assert_true(s.bytes <= max);
+	for (int i = 0; i < N; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "G%d.Example.TEST.", i); /* any case */
+		query_t a = ask_a(name);
+		ldns_pkt *p;
+		assert_int_equal(look(c, &a, T0 + S, false, &p), CACHE_HIT);
+		ldns_rr_list *an = ldns_pkt_answer(p);
+		assert_int_equal(ldns_rr_list_rr_count(an), 1);
+		char *txt = ldns_rdf2str(ldns_rr_rdf(ldns_rr_list_rr(an, 0), 0));
+		char want[32];
+		snprintf(want, sizeof(want), "192.0.2.%d", i % 250 + 1);
+		assert_string_equal(txt, want);
+		free(txt);
+		ldns_pkt_free(p);
+	}
+	query_t none = ask_a("g5000.example.test.");
+	ldns_pkt *p;
+	assert_int_equal(look(c, &none, T0 + S, false, &p), CACHE_MISS);
+	cache_free(c);
+}
+
 static int woken;
 static cache_waiter_t *woke[8];
 
@@ -505,6 +549,7 @@ int main(void)
 	        cmocka_unit_test(test_servfail_from_every_upstream),
 	        cmocka_unit_test(test_prefetch_once_in_last_tenth),
 	        cmocka_unit_test(test_bytes_stay_within_max_and_clock_keeps_the_used),
+	        cmocka_unit_test(test_every_entry_is_found_as_the_tables_grow),
 	        cmocka_unit_test(test_identical_questions_in_flight_have_one_owner),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
