@@ -382,10 +382,13 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
 	}
 	/* creating a consumer of every key's latest value makes the server index the whole
-	 * stream (seconds at a million keys): wait longer than for other requests */
+	 * stream (seconds at a million keys): wait longer than for other requests. One from a
+	 * sequence is answered at once, or not at all by a cluster that is electing a new
+	 * stream leader: then the caller's back-off asks again, seconds later, not minutes
+	 * (a follower waited out 120 s here after a node of an R3 cluster died) */
 	jsOptions o;
 	jsOptions_Init(&o);
-	o.Wait = 120000;
+	o.Wait = start_seq ? 5000 : 120000;
 	jsErrCode jerr = 0;
 	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, &o, &so, &jerr);
 	/* bounded client-side buffering; past it the library reports a slow consumer and the
