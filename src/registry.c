@@ -266,7 +266,15 @@ static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 			errno = 0; /* not its owner: the mode stays as the owner made it */
 	}
 	MDB_envinfo info;
+	MDB_stat st;
 	mdb_env_info(reg->env, &info);
+	mdb_env_stat(reg->env, &st);
+	/* LMDB maps an existing registry as large as its data: a writer's first large
+	 * transaction (a follower's batch copies most of the pages it touches) would fill
+	 * it and have to be written again. Room for as much again. */
+	size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	if (!rdonly && info.me_mapsize < 2 * used && mdb_env_set_mapsize(reg->env, 2 * used) == 0)
+		mdb_env_info(reg->env, &info);
 	reg->mapsize = info.me_mapsize;
 	return 0;
 fail:
@@ -895,6 +903,23 @@ static bool same_started(const reg_machine_t *a, const reg_machine_t *b)
 	return true;
 }
 
+/* -EADDRINUSE when record m would be started at an address another Machine or a peer
+ * holds, checked before anything is written: a refused record leaves the transaction as
+ * it was (jsonl tries it again once the rest of its file has moved addresses). */
+static int address_free(reg_txn_t *t, const reg_machine_t *old, const reg_machine_t *m)
+{
+	if (m->skip_dns || !is_started(m))
+		return 0;
+	if (old && !old->skip_dns && is_started(old) && old->net == m->net &&
+	    memcmp(old->ip, m->ip, 16) == 0)
+		return 0; /* its own address already */
+	rkey_t k;
+	MDB_val cur;
+	addr_key(&k, m->net, m->ip);
+	int rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
+	return rc == -ENOENT ? 0 : rc ? rc : -EADDRINUSE;
+}
+
 /* Moves a Machine's index entries from record old to record m (either NULL: none),
  * rewriting only the parts that differ: a start, a stop or a new group or metadata
  * leaves the all table as it is, and each entry left alone is a B-tree page the commit
@@ -977,12 +1002,14 @@ int reg_put_machine(reg_txn_t *t, const reg_machine_t *m)
 	if (rc == 0) {
 		if (!(old = malloc(sizeof(*old))))
 			return -ENOMEM;
-		if ((rc = dec_machine(&k, &cur, old)) ||
-		    (old->m.net != m->net && (rc = touch_org(t, old->m.net))))
+		if ((rc = dec_machine(&k, &cur, old)))
 			goto out;
 	} else if (rc != -ENOENT) {
 		return rc;
 	}
+	if ((rc = address_free(t, old ? &old->m : NULL, m)) ||
+	    (old && old->m.net != m->net && (rc = touch_org(t, old->m.net))))
+		goto out;
 	if (!(rc = raw_put(t, DB_MACHINES, m->id, strlen(m->id), buf, len)) &&
 	    !(rc = touch_org(t, m->net)))
 		rc = reindex(t, old ? &old->m : NULL, m);

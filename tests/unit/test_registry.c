@@ -351,7 +351,16 @@ static int put_conflict(reg_txn_t *t, void *arg)
 	                   .state = "started",
 	                   .net = NET_A,
 	                   .ip = {0xfd, 0xaa, 0, 0, 0, 0x18, 0, 1, 0, 1, 0, 0, 0, 1, 0, 2}};
-	return reg_put_machine(t, &m);
+	int rc = reg_put_machine(t, &m);
+	/* refused before anything is written: the transaction holds no trace of it (jsonl
+	 * tries such a record again later in the same transaction) */
+	reg_machine_buf_t b;
+	assert_int_equal(reg_get_machine(t, "00000000000009", &b), -ENOENT);
+	uint32_t n = 1;
+	assert_int_equal(reg_count_app(t, NET_A, "api", 3, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	return rc;
 }
 
 static void test_started_address_cannot_be_taken_twice(void **state)
