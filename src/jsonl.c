@@ -567,7 +567,9 @@ static int known_region(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 	return rc;
 }
 
-static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
+/* Applies record r. defer: a Machine whose address is still held returns -EADDRINUSE
+ * (nothing written: the caller tries it again later) instead of refusing the file. */
+static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r, bool defer)
 {
 	uint32_t net = 0;
 	int rc;
@@ -608,9 +610,146 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 	}
 	if (rc == -ENOENT && r->del)
 		return 0;
+	if (rc == -EADDRINUSE && defer && r->kind == K_MACHINE)
+		return rc;
 	if (rc == -EADDRINUSE)
 		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
 		            "address already held by another started Machine or peer");
+	return rc;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* ---- the records after orgs and regions --------------------------------------------- */
+
+/* An address of the file: how many of its Machine and peer records name it. */
+typedef struct {
+	const uint8_t *ip;
+	size_t n;
+} ipcount_t;
+
+static size_t ip_hash(const uint8_t ip[16], size_t mask)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ ip[i]) * 1099511628211ULL;
+	return (size_t)h & mask;
+}
+
+/* Marks in sortable[i] the Machine puts whose address no other Machine or peer record of
+ * the file names. false: out of memory (then nothing is sorted). */
+static bool mark_sortable(const jsonl_t *j, bool *sortable)
+{
+	size_t cap = 16;
+	while (cap < 2 * j->n)
+		cap *= 2;
+	ipcount_t *t = calloc(cap, sizeof(*t));
+	if (!t)
+		return false;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < j->n; i++) {
+			const rec_t *r = &j->recs[i];
+			if (r->del || (r->kind != K_MACHINE && r->kind != K_PEER))
+				continue;
+			size_t s = ip_hash(r->ip, cap - 1);
+			while (t[s].ip && memcmp(t[s].ip, r->ip, 16) != 0)
+				s = (s + 1) & (cap - 1);
+			if (pass == 0) {
+				t[s].ip = r->ip;
+				t[s].n++;
+			} else {
+				sortable[i] = r->kind == K_MACHINE && t[s].n == 1;
+			}
+		}
+	free(t);
+	return true;
+}
+
+static int by_app(const void *a, const void *b)
+{
+	const rec_t *x = *(const rec_t *const *)a, *y = *(const rec_t *const *)b;
+	int d = strcmp(x->org, y->org);
+	if (!d)
+		d = strcmp(x->app, y->app);
+	return d ? d : strcmp(x->id, y->id);
+}
+
+#define DEFER_ROUNDS 8 /* rounds over the Machines that wait for an address */
+
+/*
+ * Machines, peers, Flycast addresses and deletes. The Machines are written sorted by org
+ * and app, so that consecutive writes land on the same index pages: a batch of random
+ * start/stops in file order touches a random page of each index per record, and in a
+ * large registry that is most of a batch's cost. File order matters only between records
+ * that name the same address, so a Machine whose address another record names keeps its
+ * place among the rest (file order). A Machine whose address is still held is tried
+ * again after them, in file order, while that frees addresses: the file is judged by its
+ * end state (an address may move from one Machine to another in either order).
+ */
+static int apply_rest(reg_txn_t *txn, ctx_t *c)
+{
+	const jsonl_t *j = c->j;
+	bool *sortable = calloc(j->n ? j->n : 1, sizeof(*sortable));
+	const rec_t **order = malloc((j->n ? j->n : 1) * sizeof(*order));
+	size_t *wait = malloc((j->n ? j->n : 1) * sizeof(*wait)), nsorted = 0, nwait = 0;
+	int rc = 0;
+	if (!sortable || !order || !wait) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (!mark_sortable(j, sortable))
+		memset(sortable, 0, j->n * sizeof(*sortable));
+	for (size_t i = 0; i < j->n; i++)
+		if (sortable[i])
+			order[nsorted++] = &j->recs[i];
+	qsort(order, nsorted, sizeof(*order), by_app);
+	for (size_t k = 0; k < nsorted && !rc; k++) {
+		c->line = order[k]->line;
+		if ((rc = apply_one(txn, c, order[k], true)) == -EADDRINUSE) {
+			wait[nwait++] = (size_t)(order[k] - j->recs);
+			rc = 0;
+		}
+	}
+	for (size_t i = 0; i < j->n && !rc; i++) {
+		const rec_t *r = &j->recs[i];
+		if (r->kind == K_ORG || r->kind == K_REGION || sortable[i])
+			continue;
+		c->line = r->line;
+		if ((rc = apply_one(txn, c, r, true)) == -EADDRINUSE) {
+			wait[nwait++] = i;
+			rc = 0;
+		}
+	}
+	if (rc || !nwait)
+		goto out;
+	/* the waiting in file order, round after round while a round frees an address; then
+	 * the first one still waiting refuses the file */
+	qsort(wait, nwait, sizeof(*wait), cmp_size);
+	for (int round = 0; round < DEFER_ROUNDS && nwait && !rc; round++) {
+		size_t left = 0;
+		for (size_t k = 0; k < nwait && !rc; k++) {
+			c->line = j->recs[wait[k]].line;
+			if ((rc = apply_one(txn, c, &j->recs[wait[k]], true)) == -EADDRINUSE) {
+				wait[left++] = wait[k];
+				rc = 0;
+			}
+		}
+		if (left == nwait)
+			break;
+		nwait = left;
+	}
+	for (size_t k = 0; k < nwait && !rc; k++) {
+		c->line = j->recs[wait[k]].line;
+		rc = apply_one(txn, c, &j->recs[wait[k]], false);
+	}
+out:
+	free(sortable);
+	free(order);
+	free(wait);
 	return rc;
 }
 
@@ -646,14 +785,8 @@ int jsonl_apply(reg_txn_t *txn, const jsonl_t *j, bool replace, char *err)
 		if (rc)
 			return rc;
 	}
-	for (size_t i = 0; i < j->n; i++) {
-		const rec_t *r = &j->recs[i];
-		if (r->kind == K_ORG || r->kind == K_REGION)
-			continue;
-		c.line = r->line;
-		if ((rc = apply_one(txn, &c, r)))
-			return rc;
-	}
+	if ((rc = apply_rest(txn, &c)))
+		return rc;
 	/* org deletes last: the deletes of the org's records in the same file come first */
 	for (size_t i = 0; i < j->n; i++) {
 		const rec_t *r = &j->recs[i];

@@ -1,6 +1,8 @@
 /* test_jsonl.c — the import format: every validation refuses the whole file with a
  * message naming file, line and field, and leaves the registry exactly as it was;
  * export -> import --replace -> export is the identity. */
+#include <arpa/inet.h>
+
 #include "testreg.h"
 
 typedef struct {
@@ -256,6 +258,73 @@ static void test_address_held_by_another_machine(void **s)
 	                "app", ""),
 	        "field 'private_ip': address already held");
 }
+/* An address moves from Machine 1 (started at :1:2 in base) to Machine 9 in one file:
+ * the file is judged by its end state, so 9 may come first. */
+static void test_address_moves_within_one_file_in_either_order(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	if (import_str(fx->reg,
+	               MACHINE("00000000000009", "alpha", "api", "ord", "fdaa:0:18:1:1:0:1:2",
+	                       "started", "app", "")
+	                       MACHINE("00000000000001", "alpha", "web", "ord",
+	                               "fdaa:0:18:1:1:0:5:2", "started", "app", ""),
+	               false, err))
+		fail_msg("%s", err);
+	reg_txn_t *t;
+	reg_hit_t h;
+	uint8_t ip[16];
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	inet_pton(AF_INET6, "fdaa:0:18:1:1:0:1:2", ip);
+	assert_int_equal(reg_find_addr(t, ip, true, &h), 0);
+	assert_memory_equal(h.id, "00000000000009", 14);
+	inet_pton(AF_INET6, "fdaa:0:18:1:1:0:5:2", ip);
+	assert_int_equal(reg_find_addr(t, ip, true, &h), 0);
+	assert_memory_equal(h.id, "00000000000001", 14);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+/* Two Machines of one file want the same free address: the first in the file has it. */
+static void test_two_machines_one_address_the_later_is_refused(void **s)
+{
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "zzz", "ord", "fdaa:0:18:1:1:0:7:2", "started",
+	                "app", "") MACHINE("00000000000008", "alpha", "aaa", "ord",
+	                                   "fdaa:0:18:1:1:0:7:2", "started", "app", ""),
+	        "test.jsonl:2: field 'private_ip': address already held");
+}
+/* Machines are written sorted by app, not in file order: the registry is the same. */
+static void test_many_machines_in_any_order_give_one_registry(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX], line[512];
+	size_t cap = 64 * 512;
+	char *fwd = calloc(1, cap), *rev = calloc(1, cap);
+	for (int i = 0; i < 60; i++) {
+		int k = (i * 37) % 60; /* apps and ids out of order */
+		snprintf(line, sizeof(line),
+		         MACHINE("%014x", "alpha", "app%d", "ord", "fdaa:0:18:1:1:0:%x:2", "%s",
+		                 "app", ""),
+		         100 + k, k % 7, 100 + k, k % 3 ? "started" : "stopped");
+		size_t len = strlen(line), have = strlen(fwd);
+		assert_true(have + len < cap);
+		memcpy(fwd + have, line, len + 1);
+		memmove(rev + len, rev, have + 1);
+		memcpy(rev, line, len);
+	}
+	if (import_str(fx->reg, fwd, false, err))
+		fail_msg("%s", err);
+	char *a = export_str(fx->reg);
+	if (import_str(fx->reg, fx->before, true, err) || import_str(fx->reg, rev, false, err))
+		fail_msg("%s", err);
+	char *b = export_str(fx->reg);
+	assert_string_equal(a, b);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+	free(a), free(b), free(fwd), free(rev);
+}
 static void test_error_after_good_lines_keeps_nothing(void **s)
 {
 	refused(s, GOOD_M("00000000000009") ORG_B "{\"kind\":\"peer\",\"org\":\"beta\"}\n",
@@ -382,6 +451,9 @@ int main(void)
 	        T(test_bad_state),
 	        T(test_bad_op),
 	        T(test_address_held_by_another_machine),
+	        T(test_address_moves_within_one_file_in_either_order),
+	        T(test_two_machines_one_address_the_later_is_refused),
+	        T(test_many_machines_in_any_order_give_one_registry),
 	        T(test_error_after_good_lines_keeps_nothing),
 	        T(test_labels_are_lower_cased),
 	        T(test_defaults_group_app_and_state_started),
