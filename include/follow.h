@@ -23,7 +23,7 @@ typedef struct {
 	const char *const *urls; /* NATS servers, tried in order */
 	size_t nurls;
 	const char *bucket;
-	size_t batch_max;            /* changes per live transaction (0: 50000) */
+	size_t batch_max;            /* changes per live transaction (0: 100000) */
 	volatile sig_atomic_t *stop; /* set by a signal handler: finish the batch, return */
 } follow_opts_t;
 

@@ -23,6 +23,10 @@ typedef struct jsonl jsonl_t;
  * name in messages. Allocates *out (jsonl_free). -EINVAL with err set on bad input,
  * -ENOMEM, -EIO. */
 int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err);
+/* The next line (len bytes, its newline optional, no NUL needed) or NULL at the end. */
+typedef const char *(*jsonl_next_fn)(void *arg, size_t *len);
+/* jsonl_parse of the lines next gives (a line stays valid until the next call). */
+int jsonl_parse_lines(jsonl_next_fn next, void *arg, const char *name, jsonl_t **out, char *err);
 void jsonl_free(jsonl_t *j);
 /* Records in a parsed file. */
 size_t jsonl_count(const jsonl_t *j);

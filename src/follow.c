@@ -1,17 +1,24 @@
 /*
  * follow.c — the follower: the fleet's KV bucket into this host's registry.
  *
- * Changes are gathered into a batch (copied out of NATS), turned into one JSON Lines
- * text — a put is its value, a delete the delete record of its key — and handed to
- * jsonl_parse/jsonl_apply inside reg_write(), together with reg_put_follow(). A value
+ * Changes are gathered into a batch (copied out of NATS), handed to jsonl as JSON Lines
+ * — a put is its value, a delete the delete record of its key — and written with
+ * jsonl_apply inside reg_write(), together with reg_put_follow(). A value
  * that jsonl refuses is remembered by its stream sequence and the batch is parsed or
  * applied again without it: a transaction is never committed half-applied. This file
  * must never learn the registry's key layout nor call NATS other than through kv.h.
+ *
+ * Live, a second thread gathers and parses the next batch while this one writes the
+ * current one (its transaction's commit waits for the disk): a batch owns everything it
+ * needs (its parse, its error text, the reasons its entries were refused), and only
+ * the writing thread logs and counts refusals, keeps the sequences refused and the
+ * statistics.
  */
 #include "follow.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,26 +30,34 @@
 #include "kvkey.h"
 #include "log.h"
 
-#define FULL_CHUNK   20000 /* records parsed at once during a full sync (or --batch) */
-#define IDLE_CHECK_S 2.0   /* how often an idle follower checks the stream */
-#define BATCH_NAME   "batch"
+#define FULL_CHUNK 20000 /* records parsed at once during a full sync (or --batch) */
+/* changes per live transaction: a follower behind catches up in few commits, and each
+ * commit writes most of the pages a large registry's start/stops touch however many
+ * changes it holds */
+#define FOLLOW_BATCH_DEFAULT 100000
+#define IDLE_CHECK_S         2.0 /* how often an idle follower checks the stream */
+#define BATCH_NAME           "batch"
 
 typedef struct {
 	size_t key, val, len; /* offsets into the batch's strings */
+	size_t why;           /* 1 + the offset of why it was refused; 0: not refused here */
 	uint64_t seq;
 	int op;
-	bool bad, superseded;
+	bool bad, superseded, told;
 } entry_t;
 
 typedef struct {
 	entry_t *e;
 	size_t n, cap;
-	char *str; /* keys and values */
+	char *str; /* keys and values (and the reasons entries were refused) */
 	size_t used, str_cap;
-	char *text; /* the JSON Lines handed to jsonl */
-	size_t text_len, text_cap;
 	size_t *line; /* line (from 0) -> entry */
 	size_t nlines, line_cap;
+	jsonl_t *j;    /* the batch parsed (batch_parse) */
+	uint64_t last; /* the highest stream sequence in it */
+	int rc;        /* live: how waiting for its first change ended (-ETIMEDOUT: idle) */
+	int prep_rc;   /* live: an error gathering or parsing it (the registry is not safe) */
+	char err[JSONL_ERR_MAX];
 } batch_t;
 
 typedef struct {
@@ -52,14 +67,12 @@ typedef struct {
 	kv_conn_t *conn;
 	kv_bucket_t *b;
 	kv_info_t info;
-	batch_t batch;
-	jsonl_t *j;
+	batch_t batch;  /* the full sync's */
 	uint64_t *skip; /* sequences refused (kept until the transaction holding them commits) */
 	size_t nskip, skip_cap;
 	uint64_t seq;          /* the position the transaction being written stores */
 	uint64_t applied_base; /* st.applied when the full sync began (reg_write may rerun it) */
-	char err[JSONL_ERR_MAX];
-	char state[64]; /* the last state logged */
+	char state[64];        /* the last state logged */
 } follow_t;
 
 static double mono(void)
@@ -111,12 +124,15 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 
 static void batch_reset(batch_t *b)
 {
-	b->n = b->used = b->text_len = b->nlines = 0;
+	b->n = b->used = b->nlines = 0;
+	b->last = 0;
+	b->rc = b->prep_rc = 0;
 }
 
 static void batch_free(batch_t *b)
 {
-	free(b->e), free(b->str), free(b->text), free(b->line);
+	free(b->e), free(b->str), free(b->line);
+	jsonl_free(b->j);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -133,24 +149,42 @@ static bool skipped(const follow_t *fl, uint64_t seq)
 	return false;
 }
 
-/* Refuses entry e: logged and counted once, however often its batch is tried again. */
-static void refuse(follow_t *fl, entry_t *e, const char *why)
+/* Refuses entry e of b, keeping why in the batch for report() (which may run on another
+ * thread, later). Its first reason is the one told. */
+static void refuse(batch_t *b, entry_t *e, const char *why)
 {
 	e->bad = true;
-	if (skipped(fl, e->seq))
+	if (e->why)
 		return;
-	if (grow((void **)&fl->skip, &fl->skip_cap, fl->nskip + 1, sizeof(*fl->skip)) == 0)
-		fl->skip[fl->nskip++] = e->seq;
-	fl->st.skipped++;
-	log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"", key_of(&fl->batch, e),
-	         e->seq, why);
+	size_t len = strlen(why);
+	if (grow((void **)&b->str, &b->str_cap, b->used + len + 1, 1) == 0) {
+		memcpy(b->str + b->used, why, len + 1);
+		e->why = 1 + b->used;
+		b->used += len + 1;
+	}
 }
 
-/* Copies a message into the batch and checks what jsonl cannot: that the value is one
- * line and is the record its key names. */
-static int batch_add(follow_t *fl, const kv_msg_t *m)
+/* The refusals of b not told yet: each logged and counted once, however often its batch
+ * is tried again, and remembered by its sequence (a full sync tried again skips it). */
+static void report(follow_t *fl, batch_t *b)
 {
-	batch_t *b = &fl->batch;
+	for (size_t i = 0; i < b->n; i++) {
+		entry_t *e = &b->e[i];
+		if (!e->bad || e->told || skipped(fl, e->seq))
+			continue;
+		e->told = true;
+		if (grow((void **)&fl->skip, &fl->skip_cap, fl->nskip + 1, sizeof(*fl->skip)) == 0)
+			fl->skip[fl->nskip++] = e->seq;
+		fl->st.skipped++;
+		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"", key_of(b, e),
+		         e->seq, e->why ? b->str + e->why - 1 : "out of memory");
+	}
+}
+
+/* Copies a message into batch b and checks what jsonl cannot: that the value is one line
+ * and is the record its key names. */
+static int batch_add(batch_t *b, const kv_msg_t *m)
+{
 	size_t klen = strlen(m->key);
 	int rc;
 	if ((rc = grow((void **)&b->e, &b->cap, b->n + 1, sizeof(*b->e))) ||
@@ -164,13 +198,11 @@ static int batch_add(follow_t *fl, const kv_msg_t *m)
 	memcpy(b->str + b->used, m->value, m->len);
 	b->used += m->len;
 	b->str[b->used++] = '\0';
-	if (skipped(fl, e->seq)) {
-		e->bad = true;
-		return 0;
-	}
+	if (m->seq > b->last)
+		b->last = m->seq;
 	int kind = kvkey_kind(key_of(b, e));
 	if (kind < 0) {
-		refuse(fl, e, "not a key of the registry's layout");
+		refuse(b, e, "not a key of the registry's layout");
 		return 0;
 	}
 	if (m->op != KV_PUT)
@@ -179,7 +211,7 @@ static int batch_add(follow_t *fl, const kv_msg_t *m)
 	while (e->len && (v[e->len - 1] == '\n' || v[e->len - 1] == '\r'))
 		e->len--;
 	if (e->len == 0 || memchr(v, '\n', e->len) || memchr(v, '\0', e->len)) {
-		refuse(fl, e, "the value must be one JSON Lines record on one line");
+		refuse(b, e, "the value must be one JSON Lines record on one line");
 		return 0;
 	}
 	char key[KVKEY_MAX], id[64], why[200];
@@ -187,14 +219,24 @@ static int batch_add(follow_t *fl, const kv_msg_t *m)
 	int vkind = kvkey_of_record(v, e->len, key, sizeof(key), &del, id, sizeof(id), why,
 	                            sizeof(why));
 	if (vkind < 0) {
-		refuse(fl, e, why);
+		refuse(b, e, why);
 	} else if (del) {
-		refuse(fl, e, "a value is a record, not a delete (delete the key instead)");
+		refuse(b, e, "a value is a record, not a delete (delete the key instead)");
 	} else if (vkind != kind || strcmp(key, key_of(b, e)) != 0) {
 		snprintf(why, sizeof(why), "the record belongs under key %.100s", key);
-		refuse(fl, e, why);
+		refuse(b, e, why);
 	}
 	return 0;
+}
+
+/* batch_add for a full sync: a sequence refused before (the sync is being tried again)
+ * is skipped, not told again. */
+static int sync_add(follow_t *fl, const kv_msg_t *m)
+{
+	int rc = batch_add(&fl->batch, m);
+	if (!rc && skipped(fl, m->seq))
+		fl->batch.e[fl->batch.n - 1].bad = fl->batch.e[fl->batch.n - 1].told = true;
+	return rc;
 }
 
 /* Live batches: the latest change of a key wins; a Machine's delete gives way to a put
@@ -239,44 +281,49 @@ static void batch_dedupe(batch_t *b)
 	}
 }
 
-/* The batch as JSON Lines: one line per live entry, deletes as delete records. */
-static int batch_text(follow_t *fl)
+/* The batch as JSON Lines for jsonl: one line per live entry, a delete as the delete
+ * record of its key; b->line maps the lines back to entries. */
+typedef struct {
+	batch_t *b;
+	size_t next; /* the entry to look at next */
+	int rc;      /* -ENOMEM: the lines were cut short */
+	char del[KVKEY_MAX + 128];
+} lines_t;
+
+static const char *next_line(void *arg, size_t *len)
 {
-	batch_t *b = &fl->batch;
-	b->text_len = b->nlines = 0;
-	for (size_t i = 0; i < b->n; i++) {
+	lines_t *l = arg;
+	batch_t *b = l->b;
+	while (l->next < b->n) {
+		size_t i = l->next++;
 		entry_t *e = &b->e[i];
-		char del[KVKEY_MAX + 128];
-		const char *line = b->str + e->val;
-		size_t len = e->len;
 		if (e->bad || e->superseded)
 			continue;
+		const char *line = b->str + e->val;
+		*len = e->len;
 		if (e->op != KV_PUT) {
-			if (kvkey_delete_record(key_of(b, e), del, sizeof(del))) {
-				refuse(fl, e, "not a key of the registry's layout");
+			if (kvkey_delete_record(key_of(b, e), l->del, sizeof(l->del))) {
+				refuse(b, e, "not a key of the registry's layout");
 				continue;
 			}
-			line = del, len = strlen(del);
+			line = l->del, *len = strlen(l->del);
 		}
-		int rc;
-		if ((rc = grow((void **)&b->text, &b->text_cap, b->text_len + len + 1, 1)) ||
-		    (rc = grow((void **)&b->line, &b->line_cap, b->nlines + 1, sizeof(*b->line))))
-			return rc;
-		memcpy(b->text + b->text_len, line, len);
-		b->text_len += len;
-		b->text[b->text_len++] = '\n';
+		if ((l->rc = grow((void **)&b->line, &b->line_cap, b->nlines + 1,
+		                  sizeof(*b->line))))
+			return NULL;
 		b->line[b->nlines++] = i;
+		return line;
 	}
-	return 0;
+	return NULL;
 }
 
-/* The entry jsonl's message in err is about ("batch:LINE: ..."), or NULL. */
-static entry_t *entry_of_error(follow_t *fl)
+/* The entry jsonl's message in b->err is about ("batch:LINE: ..."), or NULL. */
+static entry_t *entry_of_error(batch_t *b)
 {
 	unsigned line = 0;
-	if (sscanf(fl->err, BATCH_NAME ":%u:", &line) != 1 || line == 0 || line > fl->batch.nlines)
+	if (sscanf(b->err, BATCH_NAME ":%u:", &line) != 1 || line == 0 || line > b->nlines)
 		return NULL;
-	return &fl->batch.e[fl->batch.line[line - 1]];
+	return &b->e[b->line[line - 1]];
 }
 
 /* The reason in jsonl's message, without the "batch:LINE: " it starts with. */
@@ -287,46 +334,45 @@ static const char *reason(const char *err)
 	return p ? p + 2 : err;
 }
 
-/* jsonl refused the batch (-EINVAL, fl->err naming a line): the record on that line is
- * remembered as refused and -EAGAIN says to try the batch again without it; an error that
- * names no record of the batch is logged and rc returned. */
-static int refuse_named(follow_t *fl, int rc)
+/* jsonl refused the batch (-EINVAL, b->err naming a line): the record on that line is
+ * refused and -EAGAIN says to try the batch again without it; an error that names no
+ * record of the batch is logged and rc returned. */
+static int refuse_named(batch_t *b, int rc)
 {
-	entry_t *e = entry_of_error(fl);
+	entry_t *e = entry_of_error(b);
 	if (!e) {
-		log_error("follow: %s", fl->err);
+		log_error("follow: %s", b->err);
 		return rc;
 	}
-	refuse(fl, e, reason(fl->err));
+	refuse(b, e, reason(b->err));
 	return -EAGAIN;
 }
 
-/* Parses the batch into fl->j, refusing each line jsonl_parse refuses. */
-static int batch_parse(follow_t *fl)
+/* Parses batch b into b->j, refusing each line jsonl_parse refuses. */
+static int batch_parse(batch_t *b)
 {
 	for (;;) {
-		jsonl_free(fl->j);
-		fl->j = NULL;
-		int rc = batch_text(fl);
-		if (rc)
-			return rc;
-		FILE *f = fl->batch.text_len ? fmemopen(fl->batch.text, fl->batch.text_len, "r")
-		                             : fopen("/dev/null", "r");
-		if (!f)
-			return -errno;
-		rc = jsonl_parse(f, BATCH_NAME, &fl->j, fl->err);
-		fclose(f);
-		if (rc != -EINVAL || (rc = refuse_named(fl, rc)) != -EAGAIN)
+		jsonl_free(b->j);
+		b->j = NULL;
+		b->nlines = 0;
+		lines_t l = {.b = b};
+		int rc = jsonl_parse_lines(next_line, &l, BATCH_NAME, &b->j, b->err);
+		if (!rc && l.rc) {
+			jsonl_free(b->j);
+			b->j = NULL;
+			return l.rc;
+		}
+		if (rc != -EINVAL || (rc = refuse_named(b, rc)) != -EAGAIN)
 			return rc;
 	}
 }
 
-/* Applies the parsed batch in txn. -EAGAIN: a record was refused (and remembered), the
- * transaction must be thrown away and the batch tried again. */
-static int batch_apply(follow_t *fl, reg_txn_t *txn)
+/* Applies the parsed batch b in txn. -EAGAIN: a record was refused, the transaction
+ * must be thrown away and the batch tried again. */
+static int batch_apply(batch_t *b, reg_txn_t *txn)
 {
-	int rc = jsonl_apply(txn, fl->j, false, fl->err);
-	return rc == -EINVAL ? refuse_named(fl, rc) : rc;
+	int rc = jsonl_apply(txn, b->j, false, b->err);
+	return rc == -EINVAL ? refuse_named(b, rc) : rc;
 }
 
 static int put_position(follow_t *fl, reg_txn_t *txn)
@@ -403,13 +449,16 @@ static int spill_early(follow_t *fl, reg_txn_t *txn, FILE *spill)
 
 static int apply_chunk(follow_t *fl, reg_txn_t *txn, FILE *spill)
 {
-	int rc;
-	batch_dedupe(&fl->batch);
-	if ((spill && (rc = spill_early(fl, txn, spill))) || (rc = batch_parse(fl)) ||
-	    (rc = batch_apply(fl, txn)))
+	batch_t *b = &fl->batch;
+	int rc = 0;
+	batch_dedupe(b);
+	if ((!spill || !(rc = spill_early(fl, txn, spill))) && !(rc = batch_parse(b)))
+		rc = batch_apply(b, txn);
+	report(fl, b); /* before the batch goes: a sync tried again must skip them */
+	if (rc)
 		return rc;
-	fl->st.applied += jsonl_count(fl->j);
-	batch_reset(&fl->batch);
+	fl->st.applied += jsonl_count(b->j);
+	batch_reset(b);
 	return 0;
 }
 
@@ -432,7 +481,7 @@ static int apply_spill(follow_t *fl, reg_txn_t *txn, FILE *spill)
 		              .len = (size_t)(line + len - val - 1),
 		              .op = KV_PUT,
 		              .seq = strtoull(line, NULL, 10)};
-		rc = batch_add(fl, &m);
+		rc = sync_add(fl, &m);
 		if (!rc && fl->batch.n == full_chunk(fl))
 			rc = apply_chunk(fl, txn, NULL);
 	}
@@ -459,7 +508,7 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	int rc = kv_sub_open_pull(fl->b, 1, &sub);
 	batch_reset(&fl->batch);
 	for (bool done = false; !rc && !done;) {
-		if ((rc = kv_sub_next(sub, 30000, &m)) || (rc = batch_add(fl, &m)))
+		if ((rc = kv_sub_next(sub, 30000, &m)) || (rc = sync_add(fl, &m)))
 			break;
 		if (m.seq > *last)
 			*last = m.seq;
@@ -512,109 +561,227 @@ static int full_sync(follow_t *fl)
 
 /* ---- live ------------------------------------------------------------------------------- */
 
+typedef struct {
+	follow_t *fl;
+	batch_t *b;
+} live_arg_t;
+
 static int live_fn(reg_txn_t *txn, void *arg)
 {
-	follow_t *fl = arg;
-	int rc = batch_apply(fl, txn);
-	return rc ? rc : put_position(fl, txn);
+	live_arg_t *a = arg;
+	int rc = batch_apply(a->b, txn);
+	return rc ? rc : put_position(a->fl, txn);
 }
 
-static int live_batch(follow_t *fl, uint64_t last)
+/* Writes the gathered and parsed batch b in one transaction with its position. */
+static int live_batch(follow_t *fl, batch_t *b)
 {
+	live_arg_t arg = {fl, b};
 	int rc;
-	batch_dedupe(&fl->batch);
-	fl->seq = last;
+	fl->seq = b->last;
 	for (;;) {
-		if ((rc = batch_parse(fl)))
-			return rc;
-		rc = reg_write(fl->reg, live_fn, fl);
+		report(fl, b);
+		rc = reg_write(fl->reg, live_fn, &arg);
 		if (rc != -EAGAIN)
 			break;
+		report(fl, b);
+		if ((rc = batch_parse(b)))
+			break;
 	}
+	report(fl, b);
 	if (rc)
 		return rc;
 	fl->nskip = 0;
 	fl->st.batches++;
-	fl->st.applied += jsonl_count(fl->j);
-	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu", last, fl->batch.n,
-	          jsonl_count(fl->j));
+	fl->st.applied += jsonl_count(b->j);
+	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu", b->last, b->n,
+	          jsonl_count(b->j));
 	return 0;
 }
 
+/*
+ * The gatherer: a thread one batch ahead of the writer. While the writer applies and
+ * commits batch i, it gathers batch 1 - i from the subscription (every change already
+ * received, at most cap) and parses it. It touches nothing of the follower but the
+ * subscription and its own batch; the writer tells and counts what it refused.
+ */
+typedef struct {
+	kv_sub_t *sub;
+	size_t cap;
+	uint64_t seq; /* the last sequence gathered (the gatherer's own) */
+	volatile sig_atomic_t *stop;
+	batch_t b[2];
+	int want, done; /* the batch to gather next, the one gathered (-1: none) */
+	bool quit;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t th;
+} ahead_t;
+
+static void gather(ahead_t *a, batch_t *b)
+{
+	kv_msg_t m;
+	batch_reset(b);
+	b->rc = kv_sub_next(a->sub, 500, &m);
+	if (b->rc == 0 && m.seq <= a->seq)
+		b->rc = -ETIMEDOUT; /* a redelivery after the consumer was re-created */
+	if (b->rc)
+		return;
+	a->seq = m.seq;
+	int rc = batch_add(b, &m);
+	while (!rc && b->n < a->cap && !*a->stop && kv_sub_queued(a->sub) > 0 &&
+	       kv_sub_next(a->sub, 1, &m) == 0) {
+		if (m.seq <= a->seq)
+			continue;
+		a->seq = m.seq;
+		rc = batch_add(b, &m);
+	}
+	if (!rc) {
+		batch_dedupe(b);
+		rc = batch_parse(b);
+	}
+	b->prep_rc = rc;
+}
+
+static void *ahead_main(void *arg)
+{
+	ahead_t *a = arg;
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		while (a->want < 0 && !a->quit)
+			pthread_cond_wait(&a->cv, &a->mu);
+		if (a->quit)
+			break;
+		int i = a->want;
+		a->want = -1;
+		pthread_mutex_unlock(&a->mu);
+		gather(a, &a->b[i]);
+		pthread_mutex_lock(&a->mu);
+		a->done = i;
+		pthread_cond_broadcast(&a->cv);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static int ahead_start(ahead_t *a, kv_sub_t *sub, size_t cap, uint64_t seq,
+                       volatile sig_atomic_t *stop)
+{
+	*a = (ahead_t){.sub = sub, .cap = cap, .seq = seq, .stop = stop, .want = 0, .done = -1};
+	int rc = pthread_mutex_init(&a->mu, NULL);
+	if (rc)
+		return -rc;
+	if ((rc = pthread_cond_init(&a->cv, NULL))) {
+		pthread_mutex_destroy(&a->mu);
+		return -rc;
+	}
+	if ((rc = pthread_create(&a->th, NULL, ahead_main, a))) {
+		pthread_cond_destroy(&a->cv);
+		pthread_mutex_destroy(&a->mu);
+		return -rc;
+	}
+	return 0;
+}
+
+/* The batch gathered next. The writer owns it until its next call, which hands it back
+ * to be gathered into again; the gatherer starts on the other batch at once. */
+static batch_t *ahead_take(ahead_t *a)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->done < 0)
+		pthread_cond_wait(&a->cv, &a->mu);
+	int i = a->done;
+	a->done = -1;
+	a->want = 1 - i;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	return &a->b[i];
+}
+
+/* Stops the gatherer (after the message it waits for, at most half a second). */
+static void ahead_stop(ahead_t *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->quit = true;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->th, NULL);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
+	batch_free(&a->b[0]);
+	batch_free(&a->b[1]);
+}
+
 enum { LIVE_STOP, LIVE_RESYNC, LIVE_RETRY };
+
+/* While idle: whether the stream is still the one followed and the consumer keeps up
+ * (-1: go on; LIVE_RESYNC or LIVE_RETRY with *err otherwise). */
+static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
+{
+	kv_info_t now;
+	int rc = kv_info(fl->b, &now);
+	if (rc) {
+		*err = rc;
+		return rc == -ENOENT ? LIVE_RESYNC : LIVE_RETRY;
+	}
+	if (strcmp(now.id, fl->info.id) != 0 || now.last < seq)
+		return LIVE_RESYNC;
+	/* idle while the stream is ahead twice in a row: the consumer is stuck (a server
+	 * lost it); take a new one from where we are */
+	*lagging = now.last > seq ? *lagging + 1 : 0;
+	return *lagging >= 2 ? LIVE_RETRY : -1;
+}
 
 /* Applies changes after position seq until asked to stop (LIVE_STOP), until the stream
  * is another one or lost what we need (LIVE_RESYNC), or until NATS fails (LIVE_RETRY). */
 static int live(follow_t *fl, uint64_t seq, int *err)
 {
 	kv_sub_t *sub = NULL;
-	kv_msg_t m;
-	size_t cap = fl->o->batch_max ? fl->o->batch_max
-	                              : 50000; /* a follower behind catches up in few commits */
+	ahead_t a;
+	size_t cap = fl->o->batch_max ? fl->o->batch_max : FOLLOW_BATCH_DEFAULT;
 	double checked = mono();
-	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0;
+	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0, how = LIVE_STOP;
 	*err = 0;
 	if (rc) {
 		*err = rc;
 		return LIVE_RETRY;
 	}
+	if ((rc = ahead_start(&a, sub, cap, seq, fl->o->stop))) {
+		kv_sub_close(sub);
+		*err = rc;
+		return LIVE_STOP;
+	}
 	char detail[64];
 	snprintf(detail, sizeof(detail), "seq=%" PRIu64, seq);
 	set_state(fl, "live", detail);
 	while (!*fl->o->stop) {
-		rc = kv_sub_next(sub, 500, &m);
-		if (rc == -ETIMEDOUT || (rc == 0 && m.seq <= seq)) {
+		batch_t *b = ahead_take(&a);
+		if (b->rc == -ETIMEDOUT) {
 			if (mono() - checked < IDLE_CHECK_S)
 				continue;
 			checked = mono();
-			kv_info_t now;
-			if ((rc = kv_info(fl->b, &now))) {
-				kv_sub_close(sub);
-				*err = rc;
-				return rc == -ENOENT ? LIVE_RESYNC : LIVE_RETRY;
-			}
+			if ((how = idle_check(fl, seq, &lagging, err)) >= 0)
+				break;
+			how = LIVE_STOP;
 			set_state(fl, "live", detail);
-			if (strcmp(now.id, fl->info.id) != 0 || now.last < seq) {
-				kv_sub_close(sub);
-				return LIVE_RESYNC;
-			}
-			/* idle while the stream is ahead twice in a row: the consumer is stuck
-			 * (a server lost it); take a new one from where we are */
-			lagging = now.last > seq ? lagging + 1 : 0;
-			if (lagging >= 2) {
-				kv_sub_close(sub);
-				return LIVE_RETRY;
-			}
 			continue;
 		}
-		if (rc) {
-			kv_sub_close(sub);
-			*err = rc;
-			return LIVE_RETRY;
+		if (b->rc) {
+			*err = b->rc;
+			how = LIVE_RETRY;
+			break;
 		}
 		lagging = 0;
-		batch_reset(&fl->batch);
-		uint64_t last = m.seq;
-		rc = batch_add(fl, &m);
-		while (!rc && fl->batch.n < cap && kv_sub_queued(sub) > 0 &&
-		       kv_sub_next(sub, 1, &m) == 0) {
-			if (m.seq <= last)
-				continue; /* a redelivery after the consumer was re-created */
-			last = m.seq;
-			rc = batch_add(fl, &m);
-		}
-		if (!rc)
-			rc = live_batch(fl, last);
-		if (rc) {
-			kv_sub_close(sub);
+		if ((rc = b->prep_rc) || (rc = live_batch(fl, b))) {
 			*err = rc;
-			return LIVE_STOP;
+			break;
 		}
-		seq = last;
+		seq = b->last;
 		snprintf(detail, sizeof(detail), "seq=%" PRIu64, seq);
 	}
+	ahead_stop(&a);
 	kv_sub_close(sub);
-	return LIVE_STOP;
+	return how;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -655,7 +822,6 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t
 		rc = full_sync(&fl);
 	if (stats)
 		*stats = fl.st;
-	jsonl_free(fl.j);
 	batch_free(&fl.batch);
 	free(fl.skip);
 	return rc;
@@ -729,7 +895,6 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		         o->bucket, fl.st.applied, fl.st.skipped, fl.st.batches);
 	if (stats)
 		*stats = fl.st;
-	jsonl_free(fl.j);
 	batch_free(&fl.batch);
 	free(fl.skip);
 	kv_bucket_close(fl.b);

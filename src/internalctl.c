@@ -74,7 +74,7 @@ static const char *const help_text[][2] = {
          "1) applies when the bucket is created.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
-                   "when needed, then batches of at most N changes (default 50000), each one\n"
+                   "when needed, then batches of at most N changes (default 100000), each one\n"
                    "transaction that also stores the stream position.\n"},
 };
 

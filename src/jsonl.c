@@ -452,56 +452,72 @@ static int parse_record(ctx_t *c, json_t *o, rec_t *r)
 	return rc;
 }
 
-int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err)
+/* Parses one line (len bytes, not necessarily NUL-terminated) into the next record. */
+static int parse_line(ctx_t *c, const char *line, size_t len)
+{
+	jsonl_t *j = c->j;
+	size_t blank = 0;
+	while (blank < len && line[blank] && strchr(" \t\r\n", line[blank]))
+		blank++;
+	if (blank == len)
+		return 0; /* blank lines are allowed */
+	json_error_t jerr;
+	json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o)
+		return fail(c, NULL, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return fail(c, NULL, "each line must be one JSON object");
+	}
+	if (j->n == j->cap) {
+		size_t ncap = j->cap ? 2 * j->cap : 1024;
+		rec_t *recs = realloc(j->recs, ncap * sizeof(*recs));
+		if (!recs) {
+			json_decref(o);
+			return -ENOMEM;
+		}
+		j->recs = recs, j->cap = ncap;
+	}
+	rec_t *r = &j->recs[j->n];
+	memset(r, 0, sizeof(*r));
+	int rc = parse_record(c, o, r);
+	json_decref(o);
+	if (!rc)
+		j->n++;
+	return rc;
+}
+
+/* The lines of a FILE, for jsonl_parse_lines. */
+typedef struct {
+	FILE *f;
+	char *line;
+	size_t cap;
+} file_lines_t;
+
+static const char *next_file_line(void *arg, size_t *len)
+{
+	file_lines_t *fl = arg;
+	ssize_t n = getline(&fl->line, &fl->cap, fl->f);
+	if (n < 0)
+		return NULL;
+	*len = (size_t)n;
+	return fl->line;
+}
+
+int jsonl_parse_lines(jsonl_next_fn next, void *arg, const char *name, jsonl_t **out, char *err)
 {
 	jsonl_t *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	ctx_t c = {.j = j, .err = err};
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
+	const char *line;
+	size_t len;
 	int rc = 0;
 	err[0] = '\0';
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	while (!rc && (line = next(arg, &len))) {
 		c.line++;
-		if (strspn(line, " \t\r\n") == (size_t)len)
-			continue; /* blank lines are allowed */
-		json_error_t jerr;
-		json_t *o = json_loadb(line, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
-		if (!o) {
-			rc = fail(&c, NULL, "malformed JSON at column %d: %s", jerr.column,
-			          jerr.text);
-			break;
-		}
-		if (!json_is_object(o)) {
-			json_decref(o);
-			rc = fail(&c, NULL, "each line must be one JSON object");
-			break;
-		}
-		if (j->n == j->cap) {
-			size_t ncap = j->cap ? 2 * j->cap : 1024;
-			rec_t *recs = realloc(j->recs, ncap * sizeof(*recs));
-			if (!recs) {
-				json_decref(o);
-				rc = -ENOMEM;
-				break;
-			}
-			j->recs = recs, j->cap = ncap;
-		}
-		rec_t *r = &j->recs[j->n];
-		memset(r, 0, sizeof(*r));
-		rc = parse_record(&c, o, r);
-		json_decref(o);
-		if (rc)
-			break;
-		j->n++;
-	}
-	free(line);
-	if (!rc && ferror(f)) {
-		snprintf(err, JSONL_ERR_MAX, "%s: read error", name);
-		rc = -EIO;
+		rc = parse_line(&c, line, len);
 	}
 	if (rc == -ENOMEM && !err[0])
 		snprintf(err, JSONL_ERR_MAX, "%s:%u: out of memory", name, c.line);
@@ -511,6 +527,20 @@ int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err)
 	}
 	*out = j;
 	return 0;
+}
+
+int jsonl_parse(FILE *f, const char *name, jsonl_t **out, char *err)
+{
+	file_lines_t fl = {.f = f};
+	int rc = jsonl_parse_lines(next_file_line, &fl, name, out, err);
+	free(fl.line);
+	if (!rc && ferror(f)) {
+		jsonl_free(*out);
+		*out = NULL;
+		snprintf(err, JSONL_ERR_MAX, "%s: read error", name);
+		rc = -EIO;
+	}
+	return rc;
 }
 
 void jsonl_free(jsonl_t *j)
