@@ -662,14 +662,6 @@ typedef struct {
 	size_t n;
 } ipcount_t;
 
-static size_t ip_hash(const uint8_t ip[16], size_t mask)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (int i = 0; i < 16; i++)
-		h = (h ^ ip[i]) * 1099511628211ULL;
-	return (size_t)h & mask;
-}
-
 /* Marks in sortable[i] the Machine puts whose address no other Machine or peer record of
  * the file names. false: out of memory (then nothing is sorted). */
 static bool mark_sortable(const jsonl_t *j, bool *sortable)
@@ -685,7 +677,7 @@ static bool mark_sortable(const jsonl_t *j, bool *sortable)
 			const rec_t *r = &j->recs[i];
 			if (r->del || (r->kind != K_MACHINE && r->kind != K_PEER))
 				continue;
-			size_t s = ip_hash(r->ip, cap - 1);
+			size_t s = (size_t)hash((const char *)r->ip, 16) & (cap - 1);
 			while (t[s].ip && memcmp(t[s].ip, r->ip, 16) != 0)
 				s = (s + 1) & (cap - 1);
 			if (pass == 0) {
