@@ -35,7 +35,8 @@
  * commit writes most of the pages a large registry's start/stops touch however many
  * changes it holds */
 #define FOLLOW_BATCH_DEFAULT 100000
-#define IDLE_CHECK_S         2.0 /* how often an idle follower checks the stream */
+#define IDLE_CHECK_S         2.0   /* how often an idle follower checks the stream */
+#define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
 
 typedef struct {
@@ -629,7 +630,13 @@ static void gather(ahead_t *a, batch_t *b)
 		return;
 	a->seq = m.seq;
 	int rc = batch_add(b, &m);
-	while (!rc && b->n < a->cap && !*a->stop && kv_sub_queued(a->sub) > 0 &&
+	/* every change already received, and for GATHER_LINGER_S after the first one also
+	 * what arrives meanwhile: a burst that NATS's thread is still handing over (changes
+	 * written together, an org and its Machines) is one batch, not cut after its first
+	 * change because this thread woke before the rest was queued */
+	double first = mono();
+	while (!rc && b->n < a->cap && !*a->stop &&
+	       (kv_sub_queued(a->sub) > 0 || mono() - first < GATHER_LINGER_S) &&
 	       kv_sub_next(a->sub, 1, &m) == 0) {
 		if (m.seq <= a->seq)
 			continue;
