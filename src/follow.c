@@ -583,10 +583,7 @@ static int live_batch(follow_t *fl, batch_t *b)
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
-		if (rc != -EAGAIN)
-			break;
-		report(fl, b);
-		if ((rc = batch_parse(b)))
+		if (rc != -EAGAIN || (rc = batch_parse(b)))
 			break;
 	}
 	report(fl, b);

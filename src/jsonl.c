@@ -702,6 +702,18 @@ static int by_app(const void *a, const void *b)
 
 #define DEFER_ROUNDS 8 /* rounds over the Machines that wait for an address */
 
+/* apply_one of record i; one whose address is still held goes to wait[*nwait] instead. */
+static int apply_or_wait(reg_txn_t *txn, ctx_t *c, size_t i, size_t *wait, size_t *nwait)
+{
+	const rec_t *r = &c->j->recs[i];
+	c->line = r->line;
+	int rc = apply_one(txn, c, r, true);
+	if (rc != -EADDRINUSE)
+		return rc;
+	wait[(*nwait)++] = i;
+	return 0;
+}
+
 /*
  * Machines, peers, Flycast addresses and deletes. The Machines are written sorted by org
  * and app, so that consecutive writes land on the same index pages: a batch of random
@@ -729,23 +741,11 @@ static int apply_rest(reg_txn_t *txn, ctx_t *c)
 		if (sortable[i])
 			order[nsorted++] = &j->recs[i];
 	qsort(order, nsorted, sizeof(*order), by_app);
-	for (size_t k = 0; k < nsorted && !rc; k++) {
-		c->line = order[k]->line;
-		if ((rc = apply_one(txn, c, order[k], true)) == -EADDRINUSE) {
-			wait[nwait++] = (size_t)(order[k] - j->recs);
-			rc = 0;
-		}
-	}
-	for (size_t i = 0; i < j->n && !rc; i++) {
-		const rec_t *r = &j->recs[i];
-		if (r->kind == K_ORG || r->kind == K_REGION || sortable[i])
-			continue;
-		c->line = r->line;
-		if ((rc = apply_one(txn, c, r, true)) == -EADDRINUSE) {
-			wait[nwait++] = i;
-			rc = 0;
-		}
-	}
+	for (size_t k = 0; k < nsorted && !rc; k++)
+		rc = apply_or_wait(txn, c, (size_t)(order[k] - j->recs), wait, &nwait);
+	for (size_t i = 0; i < j->n && !rc; i++)
+		if (j->recs[i].kind != K_ORG && j->recs[i].kind != K_REGION && !sortable[i])
+			rc = apply_or_wait(txn, c, i, wait, &nwait);
 	if (rc || !nwait)
 		goto out;
 	/* the waiting in file order, round after round while a round frees an address; then
@@ -753,13 +753,8 @@ static int apply_rest(reg_txn_t *txn, ctx_t *c)
 	qsort(wait, nwait, sizeof(*wait), cmp_size);
 	for (int round = 0; round < DEFER_ROUNDS && nwait && !rc; round++) {
 		size_t left = 0;
-		for (size_t k = 0; k < nwait && !rc; k++) {
-			c->line = j->recs[wait[k]].line;
-			if ((rc = apply_one(txn, c, &j->recs[wait[k]], true)) == -EADDRINUSE) {
-				wait[left++] = wait[k];
-				rc = 0;
-			}
-		}
+		for (size_t k = 0; k < nwait && !rc; k++) /* writes wait[left], left <= k */
+			rc = apply_or_wait(txn, c, wait[k], wait, &left);
 		if (left == nwait)
 			break;
 		nwait = left;
