@@ -14,6 +14,7 @@
 #include "org.h"
 #include "regions.h"
 #include "registry.h"
+#include "wire.h"
 
 #define ANS_NEAREST_MAX 4096 /* more than any response can hold */
 
@@ -46,6 +47,7 @@ typedef struct {
 	int last_rcode;   /* the rcode answered (WIRE_BADVERS included); -1: none */
 	int last_form;    /* names_form_t answered from the registry, -1: none */
 	int last_refused; /* ANS_REFUSED_*, -1: not refused for a policy reason */
+	wire_query_t q;   /* the last query parsed; after ANS_FORWARD, the one to forward */
 } ans_ctx_t;
 
 /* Why a query was REFUSED (last_refused). */

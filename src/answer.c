@@ -645,23 +645,23 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
                          uint8_t *out, size_t cap, size_t *outlen)
 {
 	const ans_conf_t *conf = ctx->conf;
-	wire_query_t q;
-	int rcode = wire_parse_query(pkt, len, &q);
+	wire_query_t *q = &ctx->q;
+	int rcode = wire_parse_query(pkt, len, q);
 	ctx->last_rcode = ctx->last_form = ctx->last_refused = -1;
 	if (rcode == WIRE_DROP)
 		return ANS_DROP;
 
 	size_t size = WIRE_TCP_MAX;
 	if (!cl->tcp) {
-		size = q.edns ? q.edns_udp : WIRE_UDP_MIN;
+		size = q->edns ? q->edns_udp : WIRE_UDP_MIN;
 		size = size < WIRE_UDP_MIN     ? WIRE_UDP_MIN
 		       : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE
 		                               : size;
 	}
-	const char *nsid = q.edns_nsid ? conf->nsid : NULL;
+	const char *nsid = q->edns_nsid ? conf->nsid : NULL;
 	size_t nsid_len = nsid ? conf->nsid_len : 0;
 	wire_resp_t r;
-	if (wire_resp_begin(&r, out, cap, size, q.edns ? wire_opt_size(nsid_len) : 0, pkt, &q))
+	if (wire_resp_begin(&r, out, cap, size, q->edns ? wire_opt_size(nsid_len) : 0, pkt, q))
 		return ANS_DROP;
 
 	bool aa = false;
@@ -671,15 +671,15 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		goto done;
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
 	                               ctx->default_net, &net);
-	if (v == ORG_REFUSED || q.qclass != WIRE_CLASS_IN || q.qtype == WIRE_AXFR ||
-	    q.qtype == WIRE_IXFR) {
-		ctx->last_refused = v == ORG_REFUSED            ? ANS_REFUSED_ORG
-		                    : q.qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS
-		                                                : ANS_REFUSED_TRANSFER;
+	if (v == ORG_REFUSED || q->qclass != WIRE_CLASS_IN || q->qtype == WIRE_AXFR ||
+	    q->qtype == WIRE_IXFR) {
+		ctx->last_refused = v == ORG_REFUSED             ? ANS_REFUSED_ORG
+		                    : q->qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS
+		                                                 : ANS_REFUSED_TRANSFER;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
-	names_classify(q.qname, q.qname_len, &n);
+	names_classify(q->qname, q->qname_len, &n);
 	if (n.form == NAME_OUTSIDE) {
 		if (conf->forward)
 			return ANS_FORWARD;
@@ -695,7 +695,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	req_t rq = {
 	        .ctx = ctx,
 	        .r = &r,
-	        .q = &q,
+	        .q = q,
 	        .n = &n,
 	        .cl = cl,
 	        .net = net,
@@ -709,9 +709,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 done:
 	ctx->last_rcode = rcode;
 	wire_resp_rcode(&r, rcode);
-	wire_resp_flags(&r, aa, conf->forward && q.opcode == 0); /* RA only on QUERY */
-	if (q.edns)
-		wire_add_opt(&r, q.edns_do, nsid, nsid_len);
+	wire_resp_flags(&r, aa, conf->forward && q->opcode == 0); /* RA only on QUERY */
+	if (q->edns)
+		wire_add_opt(&r, q->edns_do, nsid, nsid_len);
 	*outlen = wire_resp_end(&r);
 	return ANS_REPLY;
 }

@@ -444,13 +444,12 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
                           uint8_t *out)
 {
 	fwd_udp_t *u = w->fwd_free;
-	wire_query_t q;
-	wire_parse_query(pkt, len, &q);
+	const wire_query_t *q = &w->ans.q; /* ans_process's parse of pkt */
 	size_t max =
-	        q.edns ? (q.edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q.edns_udp) : WIRE_UDP_MIN;
+	        q->edns ? (q->edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q->edns_udp) : WIRE_UDP_MIN;
 	if (max > WIRE_EDNS_SIZE)
 		max = WIRE_EDNS_SIZE;
-	size_t hit = w->srv->cache ? cache_answer(w, pkt, len, &q, max, out, WBUF) : 0;
+	size_t hit = w->srv->cache ? cache_answer(w, pkt, len, q, max, out, WBUF) : 0;
 	if (hit)
 		return hit;
 	if (u) {
@@ -739,9 +738,9 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
 		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
 	}
-	wire_query_t q;
-	if (act == ANS_FORWARD && w->srv->cache && wire_parse_query(pkt, len, &q) == WIRE_OK &&
-	    (out = cache_answer(w, pkt, len, &q, WIRE_TCP_MAX, w->tcp_out + 2, WIRE_TCP_MAX))) {
+	if (act == ANS_FORWARD && w->srv->cache &&
+	    (out = cache_answer(w, pkt, len, &w->ans.q, WIRE_TCP_MAX, w->tcp_out + 2,
+	                        WIRE_TCP_MAX))) {
 		count_relayed(w, true, w->tcp_out + 2, out);
 		conn_send(c, w->tcp_out, out);
 		if (w->dt)

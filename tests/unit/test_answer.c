@@ -556,12 +556,22 @@ static void test_refusals(void **state)
 	uint8_t q[64];
 	size_t outlen;
 	ldns_pkt *qp = NULL;
-	ldns_pkt_query_new_frm_str(&qp, "example.com.", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0);
+	ldns_pkt_query_new_frm_str(&qp, "Example.COM.", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0);
 	size_t len = pkt_wire(qp, q);
 	ans_client_t cl = {.src = {[15] = 1}, .dst = {[15] = 1}};
 	uint8_t out[512];
 	assert_int_equal(ans_process(&fx->ctx, &cl, q, len, out, sizeof(out), &outlen),
 	                 ANS_FORWARD);
+	/* the question to forward, parsed once: the server and the cache use this parse */
+	assert_int_equal(fx->ctx.q.qtype, LDNS_RR_TYPE_A);
+	assert_int_equal(fx->ctx.q.qname_len, 13);
+	assert_memory_equal(fx->ctx.q.qname,
+	                    "\x07"
+	                    "example"
+	                    "\x03"
+	                    "com",
+	                    13);
+	assert_int_equal(fx->ctx.q.question_end, len);
 }
 
 static void test_edns_answers(void **state)
