@@ -140,7 +140,15 @@ summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's 
 	echo "== summary (median of the rounds; ratios $1 / other)"
 	awk -F, -v names="$*" -v cap="${CAPCG:+$CAP}" -v plot="$OUT/plot.dat" '
 	'"$AWK_MED"'
-	NR > 1 { for (f = 3; f <= 14; f++) v[$1, f] = v[$1, f] " " $f }
+	NR > 1 { for (f = 3; f <= 14; f++) { v[$1, f] = v[$1, f] " " $f; r[$1, $2, f] = $f }
+		if (!($2 in seen)) { seen[$2] = 1; rounds[++nr] = $2 } }
+	function spread(a, s, f,   i, x, lo, hi, l) { # the ratios a/s of field f, round by round
+		l = ""; lo = hi = ""
+		for (i = 1; i <= nr; i++) { if (!((a, rounds[i], f) in r) || !((s, rounds[i], f) in r) || r[s, rounds[i], f] == 0) continue
+			x = r[a, rounds[i], f] / r[s, rounds[i], f]; l = l " " x
+			if (lo == "" || x < lo) lo = x; if (hi == "" || x > hi) hi = x }
+		return l == "" ? "-" : sprintf("%.2f-%.2fx (median %.2fx)", lo, hi, med(l))
+	}
 	END {
 		split(names, order, " ")
 		for (i = 1; i <= 3; i++) { s = order[i]; for (f = 3; f <= 14; f++) m[s, f] = med(v[s, f])
@@ -159,7 +167,9 @@ summary() { # summary FIRST SECOND THIRD: the median of the rounds, and FIRST's 
 		for (i = 2; i <= 3; i++) { s = order[i]
 			if (cap != "")
 				printf "  %s/%s at saturation: throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 11] / m[s, 11], m[a, 12] / m[s, 12], m[a, 13] / m[s, 13]
-			printf "  %s/%s uncapped:      throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 3] / m[s, 3], m[a, 4] / m[s, 4], m[a, 9] / m[s, 9] }
+			printf "  %s/%s uncapped:      throughput %.2fx, CPU per query %.2fx (user %.2fx)\n", a, s, m[a, 3] / m[s, 3], m[a, 4] / m[s, 4], m[a, 9] / m[s, 9]
+			if (nr > 1)
+				printf "  %s/%s ratios per round: CPU per query %s %s; p50 %s\n", a, s, cap != "" ? "at saturation" : "uncapped", spread(a, s, cap != "" ? 12 : 4), spread(a, s, 5) }
 	}' "$OUT/results.csv"
 }
 
