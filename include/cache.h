@@ -68,9 +68,10 @@ enum cache_result {
 
 /*
  * Answers the client's query pkt (q: its parse, wire_parse_query() == WIRE_OK) from the
- * cache into out (cap bytes): the stored message with the client's ID, RD and CD, its
- * question bytes (its letter case), RA set and every TTL counted down to now_ms (in
- * stale mode TTL 30); longer than max: header and question only, with TC.
+ * cache into out (cap bytes): the stored message made the client's (wire_answer_for: its
+ * ID, RD, CD, AD rule and letter case, RA set) with every TTL counted down to now_ms (in
+ * stale mode TTL 30); longer than max: header and question only, with TC. A SERVFAIL
+ * entry is never stale: past its seconds it is dropped.
  * stale_ok: an expired entry no older than stale_ttl answers too (the client response
  * timer ran out). Without it, an expired entry answers stale only within
  * CACHE_SERVFAIL_TTL of a refresh that failed at every upstream (cache_insert_servfail),
@@ -81,10 +82,12 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
                  bool stale_ok, uint8_t *out, size_t cap, size_t *len);
 
 /*
- * Stores an upstream's answer resp (len bytes) to q: NOERROR with answers for its
- * smallest TTL (clamped by max_ttl); NXDOMAIN and NODATA for min(SOA TTL, SOA MINIMUM)
- * of the SOA in its authority section (RFC 2308, clamped by neg_max_ttl). It replaces
- * an entry of the same key. Returns 0; -EINVAL when the message is not stored: not an
+ * Stores an upstream's answer resp (len bytes) to q, its OPT record without options
+ * (wire_strip_options): NOERROR with records of q's type, or a CNAME chain without SOA,
+ * for the smallest TTL of its records (clamped by max_ttl); NXDOMAIN and NODATA, after a
+ * CNAME chain too, for min(SOA TTL, SOA MINIMUM) of the SOA in its authority section
+ * (RFC 2308) and no longer than the chain's records (clamped by neg_max_ttl). It
+ * replaces an entry of the same key. Returns 0; -EINVAL when the message is not stored: not an
  * answer to q, malformed, TC set, another rcode (extended ones too), a negative answer
  * without SOA, a TTL of 0; -ENOSPC when it is larger than a quarter of a shard;
  * -ENOMEM.

@@ -150,13 +150,28 @@ size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *o
 bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *resp, size_t len);
 
 /*
+ * Makes an answer written for one client (out: at least its header and question) the
+ * answer to the client whose query was pkt/q: that client's ID, RD and CD and question
+ * bytes (its letter case), RA set, and AD kept only when that client set AD or DO
+ * (RFC 6840 section 5.8).
+ */
+void wire_answer_for(uint8_t *out, const uint8_t *pkt, const wire_query_t *q);
+
+/*
  * Relays an upstream's answer resp (len bytes, wire_answers() true) to the client whose
- * query was pkt/q: the client's ID, RD and CD and question bytes (its case), RA set;
- * longer than max: header and question only, with TC. Writes out (cap >= len); returns
- * the length.
+ * query was pkt/q (wire_answer_for); longer than max: header and question only, with TC.
+ * Writes out (cap >= len); returns the length.
  */
 size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
                   size_t max, uint8_t *out);
+
+/*
+ * Cuts the options out of the OPT record of the message msg (len bytes), in place, and
+ * returns its new length: an answer kept or shared for other clients must not carry
+ * the first asker's cookie (RFC 7873), client subnet or padding. A message without
+ * options, or one that cannot be walked, is left as it is (its length returned).
+ */
+size_t wire_strip_options(uint8_t *msg, size_t len);
 
 /* The bytes an OPT record takes with nsid_len bytes of NSID (0: none). */
 size_t wire_opt_size(size_t nsid_len);

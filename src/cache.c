@@ -273,6 +273,12 @@ static void free_list(entry_t *e)
 
 /* ---- lookup ---------------------------------------------------------------------------- */
 
+/* A SERVFAIL kept by cache_insert_servfail (cache_insert stores no SERVFAIL). */
+static bool is_servfail(entry_t *e)
+{
+	return (msg_of(e)[3] & 0x0f) == WIRE_SERVFAIL;
+}
+
 /* Writes e as the answer to pkt/q; stale: every TTL 30. */
 static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q, size_t max,
                            uint64_t now_ms, bool stale, uint8_t *out, size_t cap)
@@ -285,11 +291,7 @@ static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q
 	if (n > cap || q->question_end > e->len)
 		return 0;
 	memcpy(out, m, n);
-	out[0] = (uint8_t)(q->id >> 8), out[1] = (uint8_t)q->id;
-	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01)); /* RD */
-	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10)); /* CD */
-	out[3] |= 0x80;                                         /* RA */
-	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);   /* the client's case */
+	wire_answer_for(out, pkt, q);
 	if (tc) {
 		out[2] |= 0x02;
 		memset(out + 6, 0, 6);
@@ -333,7 +335,7 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 			rc = CACHE_HIT_PREFETCH;
 			s->prefetches++;
 		}
-	} else if (now_ms >= stale_end) {
+	} else if (now_ms >= stale_end || is_servfail(e)) { /* a SERVFAIL is never stale */
 		dead = unlink_entry(s, e);
 		if (!stale_ok)
 			s->misses++;
@@ -363,13 +365,14 @@ out:
 typedef struct {
 	uint16_t offs[WIRE_TCP_MAX / 11 + 1];
 	unsigned n;
-	uint32_t min_ttl;
-	bool soa;
-	uint32_t soa_ttl, soa_min;
+	uint32_t min_ttl; /* of every record but OPT, in every section */
+	bool soa;         /* an SOA in the authority section */
+	bool has_qtype;   /* the answer section has a record of the question's type */
+	uint32_t soa_min;
 } scan_t;
 
 /* Walks every record; the TTL offsets of all but OPT. */
-static int scan(const uint8_t *m, size_t len, scan_t *sc)
+static int scan(const uint8_t *m, size_t len, uint16_t qtype, scan_t *sc)
 {
 	if (len < WIRE_HDR || rd16(m + 4) != 1)
 		return -EINVAL;
@@ -378,7 +381,7 @@ static int scan(const uint8_t *m, size_t len, scan_t *sc)
 		return -EINVAL;
 	off += 4;
 	unsigned count[3] = {rd16(m + 6), rd16(m + 8), rd16(m + 10)};
-	sc->n = 0, sc->min_ttl = UINT32_MAX, sc->soa = false;
+	sc->n = 0, sc->min_ttl = UINT32_MAX, sc->soa = sc->has_qtype = false;
 	for (int sec = 0; sec < 3; sec++)
 		for (unsigned i = 0; i < count[sec]; i++) {
 			if (wire_skip_name(m, len, &off) || off + 10 > len)
@@ -399,9 +402,10 @@ static int scan(const uint8_t *m, size_t len, scan_t *sc)
 				sc->offs[sc->n++] = (uint16_t)toff;
 				if (ttl < sc->min_ttl)
 					sc->min_ttl = ttl;
+				if (sec == 0 && (type == qtype || qtype == WIRE_ANY))
+					sc->has_qtype = true;
 				if (sec == 1 && type == WIRE_SOA && rdlen >= 22 && !sc->soa) {
 					sc->soa = true;
-					sc->soa_ttl = ttl;
 					sc->soa_min = rd32(m + off + rdlen - 4);
 				}
 			}
@@ -448,9 +452,12 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	s->entries++;
 	s->inserts++;
 	grow(s);
-	while (s->bytes > s->max && s->tail && s->tail != e) {
+	/* CLOCK, the hand at the tail: an entry used since the hand last passed gets a second
+	 * chance at the front, its bit cleared; so does the one just stored, so that the hand
+	 * goes on to those it put in front of it. The others go. */
+	while (s->bytes > s->max && s->entries > 1) {
 		entry_t *x = s->tail;
-		if (x->ref) { /* CLOCK: a second chance for an entry used since the last pass */
+		if (x->ref || x == e) {
 			x->ref = false;
 			lru_unlink(s, x);
 			lru_front(s, x);
@@ -470,22 +477,27 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
                  uint64_t now_ms)
 {
 	static _Thread_local scan_t sc;
-	if (len < WIRE_HDR || !wire_answers(q, rd16(resp), resp, len))
+	static _Thread_local uint8_t msg[WIRE_TCP_MAX];
+	if (len < WIRE_HDR || len > sizeof(msg) || !wire_answers(q, rd16(resp), resp, len))
 		return -EINVAL;
 	if (resp[2] & 0x02) /* TC: the TCP retry's answer is the one to keep */
 		return -EINVAL;
-	if (scan(resp, len, &sc))
+	memcpy(msg, resp, len); /* kept without the first asker's EDNS options */
+	len = wire_strip_options(msg, len);
+	if (scan(msg, len, q->qtype, &sc))
 		return -EINVAL;
-	int rcode = resp[3] & 0x0f;
-	unsigned an = rd16(resp + 6);
-	uint32_t ttl, cap;
-	if (rcode == WIRE_NOERROR && an > 0) {
-		ttl = sc.min_ttl;
-		cap = c->conf.max_ttl;
+	int rcode = msg[3] & 0x0f;
+	unsigned an = rd16(msg + 6);
+	uint32_t ttl = sc.min_ttl, cap;
+	if (rcode == WIRE_NOERROR && an > 0 && (sc.has_qtype || !sc.soa)) {
+		cap = c->conf.max_ttl; /* a CNAME chain without its end and no SOA too */
 	} else if (rcode == WIRE_NXDOMAIN || rcode == WIRE_NOERROR) {
 		if (!sc.soa)
 			return -EINVAL; /* RFC 2308 section 5: no SOA, no negative caching */
-		ttl = sc.soa_ttl < sc.soa_min ? sc.soa_ttl : sc.soa_min;
+		/* RFC 2308 section 5: min(SOA TTL, SOA MINIMUM); sc.min_ttl holds the SOA's
+		 * TTL and a CNAME chain's, whose records must not outlive theirs */
+		if (sc.soa_min < ttl)
+			ttl = sc.soa_min;
 		cap = c->conf.neg_max_ttl < ttl ? c->conf.neg_max_ttl : ttl;
 	} else {
 		return -EINVAL;
@@ -494,7 +506,7 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
 		ttl = cap;
 	if (ttl == 0)
 		return -EINVAL;
-	return store(c, q, resp, len, sc.offs, sc.n, ttl, cap, now_ms);
+	return store(c, q, msg, len, sc.offs, sc.n, ttl, cap, now_ms);
 }
 
 int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire_query_t *q,
@@ -505,8 +517,7 @@ int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire
 	shard_t *s = shard_of(c, h);
 	pthread_mutex_lock(&s->lock);
 	entry_t *e = find(s, h, q, bits);
-	if (e && now_ms < e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000 &&
-	    (msg_of(e)[3] & 0x0f) != WIRE_SERVFAIL) {
+	if (e && now_ms < e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000 && !is_servfail(e)) {
 		e->recheck_ms = now_ms + CACHE_SERVFAIL_TTL * 1000;
 		pthread_mutex_unlock(&s->lock);
 		return 0;

@@ -281,10 +281,10 @@ static void flight_end(fq_t *q, const uint8_t *raw, size_t len)
 	fresult_t *r = NULL;
 	if (raw) {
 		cache_insert(c, &q->wq, raw, len, now); /* what it does not keep is only relayed */
-		if ((r = malloc(sizeof(*r) + len))) {
+		if ((r = malloc(sizeof(*r) + len))) {   /* for other clients: no EDNS options */
 			atomic_init(&r->refs, 1);
-			r->len = len;
 			memcpy(r->data, raw, len);
+			r->len = wire_strip_options(r->data, len);
 		}
 	} else {
 		cache_insert_servfail(c, q->msg, q->len, &q->wq, now);

@@ -456,19 +456,50 @@ bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *r, size_
 	return rd16(t) == q->qtype && rd16(t + 2) == q->qclass;
 }
 
-size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
-                  size_t max, uint8_t *out)
+void wire_answer_for(uint8_t *out, const uint8_t *pkt, const wire_query_t *q)
 {
-	memcpy(out, resp, len);
 	wr16(out, q->id);
 	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01)); /* RD */
 	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10)); /* CD */
 	out[3] |= 0x80;                                         /* RA: we recurse for it */
-	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len);   /* the client's case */
+	if (!(pkt[3] & 0x20) && !q->edns_do)
+		out[3] &= (uint8_t)~0x20;                     /* AD only to who asks for it */
+	memcpy(out + WIRE_HDR, pkt + WIRE_HDR, q->qname_len); /* the client's case */
+}
+
+size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
+                  size_t max, uint8_t *out)
+{
+	memcpy(out, resp, len);
+	wire_answer_for(out, pkt, q);
 	if (len > max) {
 		len = q->question_end;
 		out[2] |= 0x02;
 		memset(out + 6, 0, 6);
+	}
+	return len;
+}
+
+size_t wire_strip_options(uint8_t *msg, size_t len)
+{
+	size_t off = WIRE_HDR;
+	if (len < WIRE_HDR || rd16(msg + 4) != 1 || wire_skip_name(msg, len, &off) || off + 4 > len)
+		return len;
+	off += 4;
+	unsigned records = (unsigned)rd16(msg + 6) + rd16(msg + 8) + rd16(msg + 10);
+	for (unsigned i = 0; i < records; i++) {
+		if (wire_skip_name(msg, len, &off) || off + 10 > len)
+			return len;
+		uint16_t type = rd16(msg + off), rdlen = rd16(msg + off + 8);
+		off += 10;
+		if (off + rdlen > len)
+			return len;
+		if (type == WIRE_OPT && rdlen > 0) {
+			memmove(msg + off, msg + off + rdlen, len - off - rdlen);
+			wr16(msg + off - 2, 0);
+			return len - rdlen; /* one OPT at most (RFC 6891 section 6.1.1) */
+		}
+		off += rdlen;
 	}
 	return len;
 }

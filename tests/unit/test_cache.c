@@ -453,6 +453,143 @@ static void test_bytes_stay_within_max_and_clock_keeps_the_used(void **st)
 	assert_int_equal(cache_create(&c, &small), -EINVAL);
 }
 
+/* Every entry used between two inserts: the hand gives each its second chance and
+ * then evicts, rather than stopping at the entry just stored (it used to, and the
+ * cache grew without bound). */
+static void test_bytes_stay_within_max_when_every_entry_is_used(void **st)
+{
+	(void)st;
+	size_t max = CACHE_MIN_BYTES;
+	cache_t *c = mk(max);
+	enum { N = 2000 };
+	static query_t qs[N];
+	cache_stats_t s;
+	for (int i = 0; i < N; i++) {
+		char name[64], rr[128];
+		snprintf(name, sizeof(name), "u%d.example.test.", i);
+		snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.1", name);
+		const char *const an[] = {rr, NULL};
+		qs[i] = ask_a(name);
+		msg_t m = reply(&qs[i], LDNS_RCODE_NOERROR, an, NULL, false);
+		assert_int_equal(cache_insert(c, &qs[i].q, m.wire, m.len, T0), 0);
+		free(m.wire);
+		for (int j = 0; j <= i; j++) { /* every entry still there is used */
+			uint8_t buf[512];
+			size_t len;
+			cache_lookup(c, qs[j].pkt, &qs[j].q, 1232, T0, false, buf, sizeof(buf),
+			             &len);
+		}
+		cache_stats(c, &s);
+		assert_true(s.bytes <= max);
+	}
+	assert_true(s.evictions > 0);
+	cache_free(c);
+}
+
+/* A SERVFAIL is kept for its few seconds only: never answered stale afterwards, even
+ * when the client response timer asks for anything the cache has. */
+static void test_servfail_is_never_stale(void **st)
+{
+	(void)st;
+	cache_t *c = mk(1 << 20); /* stale_ttl one day */
+	query_t a = ask_a("down.example.test.");
+	assert_int_equal(cache_insert_servfail(c, a.pkt, a.len, &a.q, T0), 0);
+	ldns_pkt *p;
+	assert_int_equal(look(c, &a, T0 + (CACHE_SERVFAIL_TTL + 1) * S, true, &p), CACHE_MISS);
+	assert_int_equal(look(c, &a, T0 + 3600 * S, true, &p), CACHE_MISS);
+	cache_stats_t s;
+	cache_stats(c, &s);
+	assert_int_equal(s.entries, 0);
+	cache_free(c);
+}
+
+/* RFC 2308 with a CNAME: the negative part lives for min(SOA TTL, SOA MINIMUM) and the
+ * chain's records no longer than their own TTLs. */
+static void test_negative_after_a_cname(void **st)
+{
+	(void)st;
+	cache_t *c = mk(1 << 20);
+	/* NODATA at the end of a chain: NOERROR, a CNAME, the SOA (TTL 3600, MINIMUM 60) */
+	query_t a = ask("alias.example.test.", LDNS_RR_TYPE_AAAA, 1, true, false, false);
+	const char *const an[] = {"alias.example.test. 3600 IN CNAME end.example.test.", NULL};
+	const char *const soa[] = {"example.test. 3600 IN SOA ns.example.test. h.example.test. "
+	                           "1 3600 600 86400 60",
+	                           NULL};
+	msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, soa, false);
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	ldns_pkt *p;
+	assert_int_equal(look(c, &a, T0 + 30 * S, false, &p), CACHE_HIT);
+	assert_int_equal(ttl_of(p, LDNS_SECTION_AUTHORITY, 0), 30);
+	ldns_pkt_free(p);
+	assert_int_equal(look(c, &a, T0 + 60 * S, false, &p), CACHE_MISS);
+	/* NXDOMAIN at the end of a chain whose CNAME has TTL 10, SOA MINIMUM 3600 */
+	query_t b = ask_a("short.example.test.");
+	const char *const an2[] = {"short.example.test. 10 IN CNAME gone.example.test.", NULL};
+	const char *const soa2[] = {"example.test. 3600 IN SOA ns.example.test. h.example.test. "
+	                            "1 3600 600 86400 3600",
+	                            NULL};
+	m = reply(&b, LDNS_RCODE_NXDOMAIN, an2, soa2, false);
+	assert_int_equal(cache_insert(c, &b.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	assert_int_equal(look(c, &b, T0 + 9 * S, false, &p), CACHE_HIT);
+	assert_int_equal(ttl_of(p, LDNS_SECTION_ANSWER, 0), 1);
+	ldns_pkt_free(p);
+	assert_int_equal(look(c, &b, T0 + 10 * S, false, &p), CACHE_MISS);
+	/* a chain without its end and without SOA stays a positive answer */
+	query_t d = ask_a("out.example.test.");
+	const char *const an3[] = {"out.example.test. 300 IN CNAME www.elsewhere.test.", NULL};
+	m = reply(&d, LDNS_RCODE_NOERROR, an3, NULL, false);
+	assert_int_equal(cache_insert(c, &d.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	assert_int_equal(look(c, &d, T0 + 299 * S, false, &p), CACHE_HIT_PREFETCH);
+	ldns_pkt_free(p);
+	cache_free(c);
+}
+
+/* The first asker's EDNS options (here a DNS COOKIE the upstream echoed) are not kept:
+ * the next client gets the OPT record without them. AD goes only to a client that set
+ * AD or DO (RFC 6840 section 5.8). */
+static void test_askers_options_and_ad_are_not_shared(void **st)
+{
+	(void)st;
+	cache_t *c = mk(1 << 20);
+	query_t a = ask_a("www.example.test.");
+	const char *const an[] = {"www.example.test. 300 IN A 192.0.2.1", NULL};
+	msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
+	ldns_pkt *up = NULL;
+	assert_int_equal(ldns_wire2pkt(&up, m.wire, m.len), LDNS_STATUS_OK);
+	free(m.wire);
+	/* COOKIE (option 10): the client's 8 bytes and the server's 8 */
+	ldns_pkt_set_edns_data(up,
+	                       ldns_rdf_new_frm_str(LDNS_RDF_TYPE_HEX,
+	                                            "000a00100102030405060708a1a2a3a4a5a6a7a8"));
+	ldns_pkt_set_ad(up, true);
+	assert_int_equal(ldns_pkt2wire(&m.wire, up, &m.len), LDNS_STATUS_OK);
+	ldns_pkt_free(up);
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	query_t b = ask("www.example.test.", LDNS_RR_TYPE_A, 0x5555, true, false, false);
+	uint8_t buf[512];
+	size_t len = 0;
+	assert_int_equal(cache_lookup(c, b.pkt, &b.q, 1232, T0, false, buf, sizeof(buf), &len),
+	                 CACHE_HIT);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, buf, len), LDNS_STATUS_OK);
+	assert_true(ldns_pkt_edns(p));
+	assert_int_equal(ldns_pkt_ancount(p), 1);
+	ldns_rdf *opts = ldns_pkt_edns_data(p);
+	assert_true(!opts || ldns_rdf_size(opts) == 0); /* no cookie of the first asker */
+	assert_false(ldns_pkt_ad(p));                   /* b asked with neither AD nor DO */
+	ldns_pkt_free(p);
+	buf[0] = 0;
+	b.pkt[3] |= 0x20; /* the same client, now with AD */
+	assert_int_equal(cache_lookup(c, b.pkt, &b.q, 1232, T0, false, buf, sizeof(buf), &len),
+	                 CACHE_HIT);
+	assert_true(buf[3] & 0x20);
+	cache_free(c);
+}
+
 /* The shards' tables start small and double as entries come: every one of thousands of
  * names is still found after the growth, and the byte bound holds throughout. */
 static void test_every_entry_is_found_as_the_tables_grow(void **st)
@@ -550,6 +687,10 @@ int main(void)
 	        cmocka_unit_test(test_prefetch_once_in_last_tenth),
 	        cmocka_unit_test(test_bytes_stay_within_max_and_clock_keeps_the_used),
 	        cmocka_unit_test(test_every_entry_is_found_as_the_tables_grow),
+	        cmocka_unit_test(test_bytes_stay_within_max_when_every_entry_is_used),
+	        cmocka_unit_test(test_servfail_is_never_stale),
+	        cmocka_unit_test(test_negative_after_a_cname),
+	        cmocka_unit_test(test_askers_options_and_ad_are_not_shared),
 	        cmocka_unit_test(test_identical_questions_in_flight_have_one_owner),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);

@@ -433,6 +433,47 @@ static void test_relay_restores_the_client_view(void **s)
 	ldns_pkt_free(p);
 }
 
+/* The OPT record loses its options and nothing else; a message without any, or one that
+ * cannot be walked, is left as it is. */
+static void test_strip_options_keeps_the_rest(void **s)
+{
+	(void)s;
+	uint8_t r[2048];
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&p, "www.example.com.", LDNS_RR_TYPE_A,
+	                                            LDNS_RR_CLASS_IN, 0),
+	                 LDNS_STATUS_OK);
+	ldns_pkt_set_qr(p, true);
+	ldns_rr *rr = NULL;
+	assert_int_equal(
+	        ldns_rr_new_frm_str(&rr, "www.example.com. 60 IN A 192.0.2.1", 0, NULL, NULL),
+	        LDNS_STATUS_OK);
+	ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
+	ldns_pkt_set_edns_udp_size(p, 1232);
+	ldns_pkt_set_edns_do(p, true);
+	/* COOKIE (10) with 16 bytes, then PADDING (12) with 4 */
+	ldns_pkt_set_edns_data(p, ldns_rdf_new_frm_str(LDNS_RDF_TYPE_HEX,
+	                                               "000a00100102030405060708a1a2a3a4a5a6a7a8"
+	                                               "000c000400000000"));
+	size_t len = pkt_wire(p, r);
+	size_t cut = wire_strip_options(r, len);
+	assert_int_equal(cut, len - 28);
+	ldns_pkt *q = NULL;
+	assert_int_equal(ldns_wire2pkt(&q, r, cut), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_ancount(q), 1);
+	assert_true(ldns_pkt_edns(q));
+	assert_true(ldns_pkt_edns_do(q));
+	assert_int_equal(ldns_pkt_edns_udp_size(q), 1232);
+	ldns_rdf *opts = ldns_pkt_edns_data(q);
+	assert_true(!opts || ldns_rdf_size(opts) == 0);
+	ldns_pkt_free(q);
+	assert_int_equal(wire_strip_options(r, cut), cut); /* nothing left to cut */
+	len = upstream_answer(0x4242, "www.example.com.", 2, r);
+	assert_int_equal(wire_strip_options(r, len), len); /* no OPT at all */
+	r[7] = 5;                                          /* five answers claimed, two there */
+	assert_int_equal(wire_strip_options(r, len), len);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -454,6 +495,7 @@ int main(void)
 	        cmocka_unit_test(test_error_response_keeps_question_and_edns),
 	        cmocka_unit_test(test_upstream_answer_must_match_id_and_question),
 	        cmocka_unit_test(test_relay_restores_the_client_view),
+	        cmocka_unit_test(test_strip_options_keeps_the_rest),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
