@@ -57,6 +57,7 @@ struct fq {
 	fwd_done_fn done;
 	void *arg;
 	bool active, retry_now, use_tcp, client_tcp;
+	bool cut_short; /* this try waits only what is left of the budget */
 	size_t max;
 	uint8_t msg[QUERY_MAX]; /* the client's query; our ID in bytes 0-1 during a try */
 	size_t len;
@@ -307,18 +308,18 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 	if (q->client_done) {
 		/* the client has a stale answer, or there is none (prefetch) */
 	} else if (resp) {
-		f->stats.answered++;
+		MET_INC(f->stats.answered);
 		q->done(q->arg, resp, len);
 	} else {
 		size_t n = 0;
 		if (f->conf->cache &&
 		    cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
 		                 f->obuf, sizeof(f->obuf), &n) != CACHE_MISS) {
-			f->stats.stale++;
+			MET_INC(f->stats.stale);
 		} else {
 			n = wire_error_response(q->msg, q->len, WIRE_SERVFAIL, f->obuf,
 			                        sizeof(f->obuf));
-			f->stats.servfail++;
+			MET_INC(f->stats.servfail);
 		}
 		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
 		q->done(q->arg, f->obuf, n);
@@ -360,14 +361,14 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 static void on_answer(fq_t *q, const uint8_t *r, size_t len)
 {
 	if (!matches(q, r, len)) {
-		q->f->stats.mismatched++;
+		MET_INC(q->f->stats.mismatched);
 		MET_INC(q->f->stats.up[q->up].mismatched);
 		return;
 	}
 	if ((r[2] & 0x02) && !q->use_tcp) { /* truncated: the same try over TCP */
 		if (q->f->dt)
 			tap_response(q, r, len);
-		q->f->stats.tcp_retries++;
+		MET_INC(q->f->stats.tcp_retries);
 		MET_INC(q->f->stats.up[q->up].tcp_retries);
 		q->use_tcp = true;
 		udp_stop(q);
@@ -535,7 +536,7 @@ static void on_tconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			tconn_detach(q);
 			deliver(q, m, mlen);
 		} else {
-			tc->f->stats.mismatched++;
+			MET_INC(tc->f->stats.mismatched);
 			MET_INC(tc->f->stats.up[tc->up].mismatched);
 		}
 		off += 2 + mlen;
@@ -593,12 +594,15 @@ static void tcp_send(fq_t *q)
 		return;
 	}
 	uv_timer_stop(&tc->idle);
-	for (fq_t *o = tc->inflight; o; o = o->tnext) /* IDs are unique on a connection */
-		if (o->up_id == q->up_id) {
-			q->up_id = random_id(q->f);
-			q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
-			o = tc->inflight;
+	for (fq_t *o = tc->inflight; o;) { /* IDs are unique on a connection */
+		if (o->up_id != q->up_id) {
+			o = o->tnext;
+			continue;
 		}
+		q->up_id = random_id(q->f);
+		q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
+		o = tc->inflight; /* from the first again */
+	}
 	q->tc = tc;
 	q->tnext = tc->inflight;
 	if (tc->inflight)
@@ -618,10 +622,17 @@ static void on_q_timer(uv_timer_t *t)
 		return;
 	if (q->retry_now) {
 		q->retry_now = false;
+	} else if (q->cut_short) { /* the budget ran out, not the upstream's time */
+		transport_stop(q);
 	} else { /* the try timed out */
 		MET_INC(q->f->stats.up[q->up].timeouts);
 		mark_down(q->f, q->up, "timeout");
+		tconn_t *tc = q->tc;
 		transport_stop(q);
+		/* a connection a try timed out on may be dead (a silent upstream, a NAT that
+		 * forgot it, a connect that hangs): the next tries get a new one */
+		if (tc)
+			tconn_close(tc, false);
 	}
 	start_try(q);
 }
@@ -652,7 +663,8 @@ static void start_try(fq_t *q)
 	q->sent_ns = uv_hrtime();
 	MET_INC(f->stats.up[pick].queries);
 	uint64_t wait = f->conf->timeout_ms;
-	if (now + wait > q->deadline)
+	q->cut_short = now + wait > q->deadline;
+	if (q->cut_short)
 		wait = q->deadline - now;
 	uv_timer_start(&q->timer, on_q_timer, wait, 0);
 	if (q->use_tcp) {
@@ -708,7 +720,7 @@ static void on_client_timer(uv_timer_t *t)
 	                 sizeof(f->obuf), &n) == CACHE_MISS)
 		return;
 	f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
-	f->stats.stale++;
+	MET_INC(f->stats.stale);
 	q->client_done = true;
 	q->done(q->arg, f->obuf, n);
 	if (q->waiting && cache_flight_leave(f->conf->cache, &q->cw)) {
@@ -767,7 +779,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 		return -EINVAL;
 	f->free = q->next_free;
 	MET_INC(f->stats.inflight);
-	f->stats.forwarded++;
+	MET_INC(f->stats.forwarded);
 	q->active = true;
 	q->retry_now = false;
 	q->done = done, q->arg = arg;
@@ -786,13 +798,17 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	if (c) {
 		if (!cache_flight_join(c, &q->wq, &q->cw)) {
 			if (!done) { /* a prefetch of a question in flight: nothing to do */
-				cache_flight_leave(c, &q->cw);
+				if (!cache_flight_leave(c, &q->cw)) {
+					q->waiting =
+					        true; /* handed over already: on_wake ends it */
+					return 0;
+				}
 				q->active = false;
 				release(q);
 				return 0;
 			}
 			q->waiting = true;
-			f->stats.joined++;
+			MET_INC(f->stats.joined);
 			uv_timer_start(&q->timer, on_wait_timer, f->conf->budget_ms, 0);
 		} else {
 			q->owner = true;
@@ -810,7 +826,7 @@ int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len)
 {
 	int rc = fwd_query(f, pkt, len, WIRE_TCP_MAX, false, NULL, NULL);
 	if (rc == 0)
-		f->stats.prefetches++;
+		MET_INC(f->stats.prefetches);
 	return rc;
 }
 

@@ -35,6 +35,7 @@
 #define WBUF           WIRE_EDNS_SIZE /* the largest UDP answer we send */
 #define CMSG_ROOM      CMSG_SPACE(sizeof(struct in6_pktinfo))
 #define TCP_WRITE_HIGH (256 * 1024) /* stop reading a client that does not read */
+#define TCP_FWD_MAX    16           /* forwarded queries in flight per TCP connection */
 #define ROUNDS         8            /* recvmmsg rounds per readable event */
 #define BEAT_MS        1000         /* a worker's heartbeat (the watchdog's /health) */
 #define STALL_MS       3000         /* a heartbeat older than this: the worker is stalled */
@@ -73,7 +74,9 @@ typedef struct conn {
 	size_t len, cap;
 	size_t pending; /* bytes written but not yet flushed */
 	int refs;       /* handles not yet closed + forwarded queries in flight */
+	unsigned fwds;  /* forwarded queries in flight (at most TCP_FWD_MAX) */
 	bool closing, reading;
+	bool eof; /* the client closed its side: answer what it sent, then close */
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
 	bool idled;            /* closed by the idle timer (metrics) */
@@ -568,11 +571,14 @@ static void on_udp(uv_poll_t *h, int status, int events)
 		}
 		for (unsigned sent = 0; sent < m;) {
 			int k = sendmmsg(s->fd, w->out + sent, m - sent, MSG_DONTWAIT);
-			if (k <= 0) {
-				log_debug("udp send: %s", strerror(errno));
-				break; /* the socket buffer is full: UDP may drop */
+			if (k > 0) {
+				sent += (unsigned)k;
+				continue;
 			}
-			sent += (unsigned)k;
+			log_debug("udp send: %s", strerror(errno));
+			if (k == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+				break; /* the socket buffer is full: UDP may drop */
+			sent++;        /* this one reply cannot go (to port 0, say): the rest can */
 		}
 		in_rearm(w, (unsigned)n);
 		if (n < BATCH)
@@ -646,18 +652,37 @@ typedef struct {
 static void conn_read_start(conn_t *c);
 static void conn_process(conn_t *c);
 
+/* Room again (the client read, a forwarded answer came back): the frames that waited are
+ * answered and reading goes on, unless the client has closed its side. */
+static void conn_resume(conn_t *c)
+{
+	if (c->reading || c->closing || c->pending >= TCP_WRITE_HIGH / 2 || c->fwds >= TCP_FWD_MAX)
+		return;
+	conn_process(c);
+	if (!c->closing && !c->eof && !c->reading && c->pending < TCP_WRITE_HIGH / 2 &&
+	    c->fwds < TCP_FWD_MAX)
+		conn_read_start(c);
+}
+
+/* After the client's EOF: closes once every answer is out and no whole frame waits. */
+static void conn_finish_if_done(conn_t *c)
+{
+	if (!c->eof || c->closing || c->fwds || c->pending)
+		return;
+	if (c->len >= 2 && c->len - 2 >= ((size_t)c->buf[0] << 8 | c->buf[1]))
+		return; /* a frame still to answer (conn_resume will) */
+	conn_close(c);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
 	wreq_t *r = (wreq_t *)req;
 	conn_t *c = r->c;
 	c->pending -= r->len;
-	if (status < 0) {
+	if (status < 0)
 		conn_close(c);
-	} else if (!c->reading && !c->closing && c->pending < TCP_WRITE_HIGH / 2) {
-		conn_process(c); /* frames that waited for the client to read */
-		if (!c->closing && c->pending < TCP_WRITE_HIGH / 2)
-			conn_read_start(c);
-	}
+	conn_resume(c);
+	conn_finish_if_done(c);
 	free(r);
 	conn_release(c);
 }
@@ -706,6 +731,7 @@ static void conn_send(conn_t *c, uint8_t *framed, size_t len)
 static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 {
 	conn_t *c = arg;
+	c->fwds--;
 	if (len)
 		count_relayed(c->w, true, resp, len);
 	if (len && !c->closing) {
@@ -717,6 +743,8 @@ static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 			tap_ends(&cl, &sv, c->src, c->sport, c->dst, c->dport);
 			dt_log_client_response(c->w->dt, true, &cl, &sv, NULL, resp, len);
 		}
+		conn_resume(c); /* len 0: the forwarder is closing, and so is the server */
+		conn_finish_if_done(c);
 	}
 	conn_release(c);
 }
@@ -750,6 +778,7 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	if (act == ANS_FORWARD) {
 		if (fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, c) == 0) {
 			c->refs++;
+			c->fwds++;
 			return;
 		}
 		out = wire_error_response(pkt, len, WIRE_SERVFAIL, w->tcp_out + 2, WIRE_TCP_MAX);
@@ -766,9 +795,10 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 
 /*
  * Answers the complete frames in the buffer while the client takes its answers: past the
- * high-water mark of unsent bytes the rest waits in the buffer (and reading stops) until
- * the writes drain, so a client that pipelines and never reads holds at most the buffer
- * and the high-water mark, whatever the size of each answer.
+ * high-water mark of unsent bytes, or with TCP_FWD_MAX of its queries forwarded and not
+ * yet answered, the rest waits in the buffer (and reading stops) until the writes drain
+ * or the answers come, so a client that pipelines and never reads holds at most the
+ * buffer, the high-water mark and TCP_FWD_MAX answers, whatever the size of each.
  */
 static void conn_process(conn_t *c)
 {
@@ -779,7 +809,8 @@ static void conn_process(conn_t *c)
 		return;
 	}
 	size_t off = 0;
-	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->len - off >= 2) {
+	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
+	       c->len - off >= 2) {
 		size_t mlen = (size_t)c->buf[off] << 8 | c->buf[off + 1];
 		if (mlen < WIRE_HDR) {
 			conn_close(c); /* zero or header-less frames: not DNS */
@@ -795,12 +826,22 @@ static void conn_process(conn_t *c)
 		memmove(c->buf, c->buf + off, c->len - off);
 		c->len -= off;
 	}
+	if (c->fwds >= TCP_FWD_MAX && c->reading) { /* fwd_tcp_done resumes */
+		uv_read_stop((uv_stream_t *)&c->h);
+		c->reading = false;
+	}
 }
 
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 {
 	conn_t *c = h->data;
 	(void)buf;
+	if (n == UV_EOF) { /* a half-close (RFC 7766 section 6.2.4): answer what came first */
+		c->eof = true;
+		c->reading = false; /* libuv stops reading at EOF */
+		conn_finish_if_done(c);
+		return;
+	}
 	if (n < 0) {
 		conn_close(c);
 		return;
@@ -823,6 +864,18 @@ static void on_rejected_closed(uv_handle_t *h)
 	free(h);
 }
 
+/* Accepts and closes at once, so the client knows (over the cap, out of memory). */
+static void conn_reject(uv_stream_t *server, worker_t *w)
+{
+	uv_tcp_t *t = malloc(sizeof(*t));
+	if (t && uv_tcp_init(&w->loop, t) == 0) {
+		uv_accept(server, (uv_stream_t *)t);
+		uv_close((uv_handle_t *)t, on_rejected_closed);
+	} else {
+		free(t);
+	}
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
 	tcp_listener_t *l = server->data;
@@ -830,15 +883,8 @@ static void on_connection(uv_stream_t *server, int status)
 	if (status < 0)
 		return;
 	if (w->nconns >= w->max_conns) {
-		/* over the cap: accept and close at once, so the client knows */
 		MET_INC(w->m.tcp_closed_cap);
-		uv_tcp_t *t = malloc(sizeof(*t));
-		if (t && uv_tcp_init(&w->loop, t) == 0) {
-			uv_accept(server, (uv_stream_t *)t);
-			uv_close((uv_handle_t *)t, on_rejected_closed);
-		} else {
-			free(t);
-		}
+		conn_reject(server, w);
 		return;
 	}
 	conn_t *c = calloc(1, sizeof(*c));
@@ -846,6 +892,7 @@ static void on_connection(uv_stream_t *server, int status)
 		if (c)
 			free(c->buf);
 		free(c);
+		conn_reject(server, w); /* without uv_accept libuv would stop listening */
 		return;
 	}
 	c->w = w, c->cap = 1024, c->refs = 2;

@@ -30,9 +30,20 @@
  *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
  *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
  *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
- *   dnsq same ADDR PORT NAME TYPE COUNT
+ *   dnsq same ADDR PORT NAME TYPE COUNT [WAIT_MS]
  *       COUNT identical queries at once, each from its own socket (port); prints
- *       "answered=N" after every answer came or 5 s passed
+ *       "answered=N" after every answer came or WAIT_MS (5000) passed
+ *   dnsq tcpstall ADDR PORT SECONDS LOG
+ *       a TCP upstream whose first connection is accepted and never answered (a silent
+ *       peer); every later one answers each query with A 192.0.2.7. Appends "accept"
+ *       to LOG for each connection
+ *   dnsq pipeline [--halfclose|--noread] ADDR PORT COUNT NAME_FMT SECONDS
+ *       TCP: COUNT A queries in one write, the names NAME_FMT with %d the query's number;
+ *       --halfclose then shuts its sending side; reads answers for up to SECONDS (with
+ *       --noread holds the connection that long, reading nothing); prints "answered=N"
+ *   dnsq zeroport ADDR PORT NAME TYPE
+ *       one UDP query over IPv4 from source port 0, through a raw socket (root): a
+ *       client the server's reply cannot go to
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -645,9 +656,10 @@ static int cmd_same(int argc, char **argv)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	if (target(argc, argv, 5, &ss, &sl))
+	if ((argc != 5 && argc != 6) || addr_of(argv[0], argv[1], &ss, &sl))
 		return 2;
 	int count = atoi(argv[4]);
+	long wait_ms = argc == 6 ? atol(argv[5]) : 5000;
 	if (count < 1 || count > 1000)
 		return 2;
 	ldns_pkt *q = NULL;
@@ -671,7 +683,7 @@ static int cmd_same(int argc, char **argv)
 	for (int i = 0; i < count; i++)
 		send(p[i].fd, w, len, 0);
 	int answered = 0;
-	long end = now_ms() + 5000;
+	long end = now_ms() + wait_ms;
 	while (answered < count && now_ms() < end) {
 		if (poll(p, (nfds_t)count, 100) <= 0)
 			continue;
@@ -693,22 +705,189 @@ static int cmd_same(int argc, char **argv)
 	return 0;
 }
 
+/* The wire form of an A query for name (RD set), into out; its length, 0 on error. */
+static size_t query_wire(const char *name, uint16_t id, uint8_t *out, size_t cap)
+{
+	ldns_pkt *q = NULL;
+	if (ldns_pkt_query_new_frm_str(&q, name, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD) !=
+	    LDNS_STATUS_OK)
+		return 0;
+	ldns_pkt_set_id(q, id);
+	uint8_t *w = NULL;
+	size_t len = 0;
+	if (ldns_pkt2wire(&w, q, &len) != LDNS_STATUS_OK || len > cap)
+		len = 0;
+	else
+		memcpy(out, w, len);
+	free(w);
+	ldns_pkt_free(q);
+	return len;
+}
+
+static int cmd_tcpstall(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (target(argc, argv, 4, &ss, &sl))
+		return 2;
+	struct pollfd p[17] = {{bound(&ss, sl, SOCK_STREAM), POLLIN, 0}};
+	static uint8_t buf[16][4096];
+	size_t have[17] = {0};
+	int n = 1, accepted = 0;
+	time_t end = time(NULL) + atoi(argv[2]);
+	while (time(NULL) < end) {
+		if (poll(p, (nfds_t)n, 200) <= 0)
+			continue;
+		if ((p[0].revents & POLLIN) && n < 17) {
+			int fd = accept(p[0].fd, NULL, NULL);
+			FILE *log = fopen(argv[3], "a");
+			if (log)
+				fprintf(log, "accept\n"), fclose(log);
+			if (fd >= 0 && accepted++ > 0) /* the first is held, never read */
+				p[n].fd = fd, p[n].events = POLLIN, have[n] = 0, n++;
+		}
+		for (int i = 1; i < n; i++) {
+			if (!(p[i].revents & POLLIN))
+				continue;
+			ssize_t r =
+			        recv(p[i].fd, buf[i - 1] + have[i], sizeof(buf[0]) - have[i], 0);
+			if (r <= 0) {
+				close(p[i].fd);
+				p[i] = p[n - 1], memcpy(buf[i - 1], buf[n - 2], have[n - 1]);
+				have[i] = have[n - 1], n--, i--;
+				continue;
+			}
+			have[i] += (size_t)r;
+			while (have[i] >= 2) {
+				size_t m = (size_t)buf[i - 1][0] << 8 | buf[i - 1][1];
+				if (have[i] < 2 + m || m < 17 || m > 512)
+					break;
+				uint8_t a[600];
+				size_t len = answer_a(buf[i - 1] + 2, m, a + 2, 7);
+				a[0] = (uint8_t)(len >> 8), a[1] = (uint8_t)len;
+				send(p[i].fd, a, len + 2, MSG_NOSIGNAL);
+				memmove(buf[i - 1], buf[i - 1] + 2 + m, have[i] - 2 - m);
+				have[i] -= 2 + m;
+			}
+		}
+	}
+	return 0;
+}
+
+static int cmd_pipeline(int argc, char **argv)
+{
+	bool halfclose = argc > 0 && strcmp(argv[0], "--halfclose") == 0;
+	bool noread = argc > 0 && strcmp(argv[0], "--noread") == 0;
+	if (halfclose || noread)
+		argc--, argv++;
+	if (argc != 5)
+		return 2;
+	int count = atoi(argv[2]);
+	if (count < 1 || count > 1000)
+		return 2;
+	int fd = tcp_connect(argv[0], argv[1]);
+	static uint8_t out[1000 * 300];
+	size_t n = 0;
+	for (int i = 0; i < count; i++) {
+		char name[256];
+		snprintf(name, sizeof(name), argv[3], i);
+		size_t len = query_wire(name, (uint16_t)i, out + n + 2, sizeof(out) - n - 2);
+		if (!len)
+			return 2;
+		out[n] = (uint8_t)(len >> 8), out[n + 1] = (uint8_t)len;
+		n += 2 + len;
+	}
+	if (send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n) {
+		perror("dnsq: send");
+		return 2;
+	}
+	if (halfclose)
+		shutdown(fd, SHUT_WR);
+	long end = now_ms() + atol(argv[4]) * 1000;
+	int answered = 0;
+	size_t got = 0;
+	static uint8_t in[65537 * 2];
+	struct pollfd p = {fd, POLLIN, 0};
+	while (now_ms() < end && answered < count) {
+		if (noread) {
+			struct timespec ts = {0, 50000000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		ssize_t r = recv(fd, in + got, sizeof(in) - got, 0);
+		if (r <= 0)
+			break; /* the server closed */
+		got += (size_t)r;
+		while (got >= 2 && got >= 2 + (size_t)(in[0] << 8 | in[1])) {
+			size_t m = (size_t)(in[0] << 8 | in[1]);
+			answered++;
+			memmove(in, in + 2 + m, got - 2 - m);
+			got -= 2 + m;
+		}
+	}
+	printf("answered=%d\n", answered);
+	close(fd);
+	return 0;
+}
+
+static int cmd_zeroport(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (target(argc, argv, 4, &ss, &sl) || ss.ss_family != AF_INET)
+		return 2;
+	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_UDP);
+	if (fd < 0) {
+		perror("dnsq: raw socket (root needed)");
+		return 2;
+	}
+	uint8_t pkt[8 + 512];
+	ldns_pkt *q = NULL;
+	if (ldns_pkt_query_new_frm_str(&q, argv[2], ldns_get_rr_type_by_name(argv[3]),
+	                               LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
+		return 2;
+	uint8_t *w = NULL;
+	size_t len = 0;
+	if (ldns_pkt2wire(&w, q, &len) != LDNS_STATUS_OK || len > 512)
+		return 2;
+	ldns_pkt_free(q);
+	uint16_t dport = ((struct sockaddr_in *)&ss)->sin_port;
+	memset(pkt, 0, 8); /* source port 0, checksum 0 (none, allowed over IPv4) */
+	memcpy(pkt + 2, &dport, 2);
+	pkt[4] = (uint8_t)((8 + len) >> 8), pkt[5] = (uint8_t)(8 + len);
+	memcpy(pkt + 8, w, len);
+	free(w);
+	((struct sockaddr_in *)&ss)->sin_port = 0;
+	if (sendto(fd, pkt, 8 + len, 0, (struct sockaddr *)&ss, sl) < 0) {
+		perror("dnsq: sendto");
+		return 2;
+	}
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
 		const char *name;
 		int (*fn)(int, char **);
 	} modes[] = {
-	        {"query", cmd_query},         {"raw", cmd_raw},         {"storm", cmd_storm},
-	        {"idle", cmd_idle},           {"partial", cmd_partial}, {"noread", cmd_noread},
-	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},       {"counter", cmd_counter},
-	        {"same", cmd_same},
+	        {"query", cmd_query},         {"raw", cmd_raw},
+	        {"storm", cmd_storm},         {"idle", cmd_idle},
+	        {"partial", cmd_partial},     {"noread", cmd_noread},
+	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},
+	        {"counter", cmd_counter},     {"same", cmd_same},
+	        {"tcpstall", cmd_tcpstall},   {"pipeline", cmd_pipeline},
+	        {"zeroport", cmd_zeroport},
 	};
 	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (strcmp(argv[1], modes[i].name) == 0)
 			return modes[i].fn(argc - 2, argv + 2);
-	fprintf(stderr,
-	        "usage: dnsq query|raw|storm|idle|partial|noread|blackhole|liar|counter|same ... "
-	        "(see the source)\n");
+	fprintf(stderr, "usage: dnsq "
+	                "query|raw|storm|idle|partial|noread|blackhole|liar|counter|same|tcpstall|"
+	                "pipeline|zeroport ... "
+	                "(see the source)\n");
 	return 2;
 }
