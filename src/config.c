@@ -172,6 +172,12 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 		cfg_addr_t *dst = listen ? &c->listen[*cnt] : &c->upstream[*cnt];
 		if (config_parse_addr(v, 53, dst))
 			return -EINVAL;
+		for (size_t i = 0; i < *cnt; i++) /* one upstream, one set of counters */
+			if (!listen && c->upstream[i].len == dst->len &&
+			    memcmp(&c->upstream[i].ss, &dst->ss, dst->len) == 0) {
+				*why = "this upstream is given twice";
+				return -EINVAL;
+			}
 		(*cnt)++;
 		return 0;
 	}
@@ -245,10 +251,11 @@ static int parse_file(config_t *c, apply_t *a, const char *path, char *err)
 		snprintf(err, CFG_ERR_MAX, "%s: %s", path, strerror(errno));
 		return -EINVAL;
 	}
-	char line[1024];
+	char *line = NULL; /* a line of any length: a long comment is one line */
+	size_t cap = 0;
 	unsigned no = 0;
 	int rc = 0;
-	while (!rc && fgets(line, sizeof(line), f)) {
+	while (!rc && getline(&line, &cap, f) >= 0) {
 		no++;
 		char *hash = strchr(line, '#');
 		if (hash)
@@ -267,6 +274,7 @@ static int parse_file(config_t *c, apply_t *a, const char *path, char *err)
 		snprintf(err, CFG_ERR_MAX, "%s:%u: %s", path, no, why);
 		rc = -EINVAL;
 	}
+	free(line);
 	fclose(f);
 	return rc;
 }

@@ -887,6 +887,20 @@ void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
 {
 	if (f->closing || conf->max_inflight != f->conf->max_inflight || conf->n == 0)
 		return;
+	/* the counters are kept by position in the list: a position that now names another
+	 * upstream starts from zero (a counter reset, as a scrape can tell), so that no
+	 * upstream is labelled with another's numbers */
+	for (unsigned i = 0; i < CFG_UPSTREAM_MAX; i++) {
+		bool same = i < conf->n && i < f->conf->n &&
+		            f->conf->upstreams[i].len == conf->upstreams[i].len &&
+		            memcmp(&f->conf->upstreams[i].ss, &conf->upstreams[i].ss,
+		                   conf->upstreams[i].len) == 0;
+		if (same)
+			continue;
+		uint64_t *c = (uint64_t *)&f->stats.up[i];
+		for (size_t k = 0; k < sizeof(f->stats.up[i]) / sizeof(*c); k++)
+			__atomic_store_n(&c[k], 0, __ATOMIC_RELAXED);
+	}
 	f->conf = conf;
 	for (int i = 0; i < CFG_UPSTREAM_MAX; i++) {
 		if (f->tconn[i])

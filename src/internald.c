@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,7 @@ int main(int argc, char **argv)
 {
 	char err[CFG_ERR_MAX] = "";
 	g_argc = argc, g_argv = argv;
+	signal(SIGHUP, SIG_IGN); /* a reload asked for before the loop runs is not fatal */
 	config_defaults(&cfg);
 	int rc = config_parse_args(&cfg, argc, argv, err);
 	if (rc == 1)

@@ -13,7 +13,7 @@ static const char *const names[] = {"error", "warn", "info", "debug"};
 
 void log_set_level(log_level_t level)
 {
-	current = level;
+	__atomic_store_n(&current, level, __ATOMIC_RELAXED); /* read by every thread */
 }
 
 int log_parse_level(const char *s)
@@ -26,12 +26,12 @@ int log_parse_level(const char *s)
 
 int log_enabled(log_level_t level)
 {
-	return level <= current;
+	return level <= __atomic_load_n(&current, __ATOMIC_RELAXED);
 }
 
 void log_msg(log_level_t level, const char *fmt, ...)
 {
-	if (level > current)
+	if (level > __atomic_load_n(&current, __ATOMIC_RELAXED))
 		return;
 	char line[1024];
 	va_list ap;

@@ -212,7 +212,6 @@ void met_http_stop(met_http_t *h)
 {
 	if (!h)
 		return;
-	MHD_stop_daemon(h->d);
-	close(h->fd);
+	MHD_stop_daemon(h->d); /* it closes the listening socket it was given */
 	free(h);
 }

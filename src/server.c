@@ -1231,6 +1231,7 @@ static void on_signal(uv_signal_t *h, int sig)
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	uv_close((uv_handle_t *)&s->sighup, NULL);
+	signal(SIGHUP, SIG_IGN); /* libuv put back the default, which would kill us mid-stop */
 	if (s->hooks)
 		uv_close((uv_handle_t *)&s->sigusr2, NULL);
 }

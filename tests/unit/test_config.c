@@ -107,6 +107,41 @@ static void test_errors_name_the_option_or_line(void **s)
 	tmp_free(dir);
 }
 
+/* A line is a line however long: a long comment is not cut into a second "line" whose
+ * tail would be read as a setting. */
+static void test_a_long_line_is_one_line(void **s)
+{
+	(void)s;
+	static char text[4096];
+	size_t n = (size_t)snprintf(text, sizeof(text), "# ");
+	while (n < 1100)
+		text[n++] = 'x';
+	snprintf(text + n, sizeof(text) - n, " ttl = 7\nttl = 9\n");
+	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
+	write_file(dir, "long.conf", text, path, sizeof(path));
+	config_t c;
+	char *argv[] = {"internald", "-c", path, NULL};
+	assert_int_equal(parse(&c, argv, err), 0);
+	assert_int_equal(c.ttl, 9); /* the ttl inside the comment was not applied */
+	tmp_free(dir);
+}
+
+/* Each upstream has its own counters: the same one twice is refused. */
+static void test_an_upstream_given_twice_is_refused(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *argv[] = {"internald", "--upstream", "127.0.0.1:5399", "--upstream",
+	                "[::1]:53",  "--upstream", "127.0.0.1:5399", NULL};
+	assert_int_equal(parse(&c, argv, err), -EINVAL);
+	assert_non_null(strstr(err, "given twice"));
+	char *ok[] = {"internald",  "--upstream",     "127.0.0.1:5399",
+	              "--upstream", "127.0.0.1:5398", NULL};
+	assert_int_equal(parse(&c, ok, err), 0);
+	assert_int_equal(c.nupstream, 2);
+}
+
 static void test_resolv_conf_skips_ourselves(void **s)
 {
 	(void)s;
@@ -193,6 +228,8 @@ int main(void)
 	        cmocka_unit_test(test_regions_option_is_gone_with_a_pointer),
 	        cmocka_unit_test(test_distance),
 	        cmocka_unit_test(test_cache_options),
+	        cmocka_unit_test(test_a_long_line_is_one_line),
+	        cmocka_unit_test(test_an_upstream_given_twice_is_refused),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
