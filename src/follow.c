@@ -235,6 +235,10 @@ static int batch_add(batch_t *b, const kv_msg_t *m)
 static int sync_add(follow_t *fl, const kv_msg_t *m)
 {
 	int rc = batch_add(&fl->batch, m);
+	/* the registry was cleared: a delete changes nothing, and its record would collide
+	 * with the put of the same Machine id under its new key (a Machine that moved org) */
+	if (!rc && m->op != KV_PUT)
+		fl->batch.e[fl->batch.n - 1].superseded = true;
 	if (!rc && skipped(fl, m->seq))
 		fl->batch.e[fl->batch.n - 1].bad = fl->batch.e[fl->batch.n - 1].told = true;
 	return rc;

@@ -674,9 +674,20 @@ static int do_zone(const cli_t *c, reg_txn_t *txn)
 {
 	const char *org = opt_org(c, 1);
 	uint32_t net = 0, ttl = 5;
-	for (int i = 1; i + 1 < c->argc; i++)
-		if (strcmp(c->argv[i], "--ttl") == 0)
-			ttl = (uint32_t)strtoul(c->argv[i + 1], NULL, 10);
+	for (int i = 1; i + 1 < c->argc; i++) {
+		if (strcmp(c->argv[i], "--ttl") != 0)
+			continue;
+		const char *v = c->argv[i + 1];
+		char *end;
+		errno = 0;
+		unsigned long t = strtoul(v, &end, 10);
+		if (!*v || *end || v[0] == '-' || errno || t > 2147483647UL) { /* RFC 2181 §8 */
+			fprintf(stderr,
+			        "internalctl: zone: --ttl %s: want seconds, 0 to 2147483647\n", v);
+			return EXIT_USAGE;
+		}
+		ttl = (uint32_t)t;
+	}
 	if (org) {
 		if (resolve_org(txn, org, &net))
 			return EXIT_REFUSED;

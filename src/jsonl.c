@@ -352,8 +352,8 @@ static int parse_machine(ctx_t *c, json_t *o, rec_t *r)
 	if (!names_machine_id(id, strlen(id)) && !names_label_valid(id, strlen(id)))
 		return fail(c, "id", "'%s' is neither 14 hex digits nor a DNS label", id);
 	r->id = id;
-	if (r->del)
-		return 0;
+	if (r->del) /* with an org, only that org's Machine of the id goes */
+		return get_label(c, o, "org", false, &r->org);
 	if ((rc = get_label(c, o, "org", true, &r->org)) ||
 	    (rc = get_label(c, o, "app", true, &r->app)) ||
 	    (rc = get_label(c, o, "region", true, &r->region)) ||
@@ -607,6 +607,16 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r, bool defer)
 	    (rc = known_region(txn, c, r)))
 		return rc;
 	if (r->kind == K_MACHINE && r->del) {
+		if (r->org) { /* the Machine has moved to another org since: not this one's */
+			reg_machine_buf_t b;
+			uint32_t onet;
+			if ((rc = reg_get_machine(txn, r->id, &b)))
+				return rc == -ENOENT ? 0 : rc;
+			if ((rc = reg_org_net(txn, r->org, strlen(r->org), &onet)))
+				return rc == -ENOENT ? 0 : rc;
+			if (onet != b.m.net)
+				return 0;
+		}
 		rc = reg_delete_machine(txn, r->id);
 		return rc == -ENOENT ? 0 : rc; /* deleting what is gone is done */
 	}

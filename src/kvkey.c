@@ -191,8 +191,11 @@ int kvkey_delete_record(const char *key, char *buf, size_t cap)
 		             p[1]);
 		break;
 	case KVKEY_MACHINE:
-		n = snprintf(buf, cap, "{\"kind\":\"machine\",\"id\":\"%s\",\"op\":\"delete\"}",
-		             p[2]);
+		/* with its org: the id may be another org's Machine by now */
+		n = snprintf(buf, cap,
+		             "{\"kind\":\"machine\",\"org\":\"%s\",\"id\":\"%s\",\"op\":"
+		             "\"delete\"}",
+		             p[1], p[2]);
 		break;
 	case KVKEY_PEER:
 		n = snprintf(buf, cap,

@@ -2314,5 +2314,7 @@ int reg_delete_org(reg_txn_t *t, const char *slug)
 	/* its serial goes too: a network with no org answers serial 0, as one never written */
 	if ((rc = raw_del(t, DB_SERIALS, nb, 4)) && rc != -ENOENT)
 		return rc;
+	if (t->touched_any && t->touched == f.net)
+		t->touched_any = false; /* an org made again in this transaction gets a serial */
 	return raw_del(t, DB_ORGNETS, nb, 4);
 }

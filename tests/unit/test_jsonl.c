@@ -384,6 +384,83 @@ static void test_delete_op_removes_and_is_idempotent(void **state)
 	free(out);
 }
 
+/* A delete that names an org removes that org's Machine only: the id may have moved to
+ * another org since (the follower's delete of an old key must not remove the new one). */
+static void test_delete_with_an_org_is_that_orgs_only(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	/* the Machine moves from alpha to beta */
+	assert_int_equal(import_str(fx->reg,
+	                            ORG_B MACHINE("00000000000001", "beta", "web", "ord",
+	                                          "fdaa:0:19:1:1:0:1:2", "started", "app", ""),
+	                            false, err),
+	                 0);
+	const char *old = "{\"kind\":\"machine\",\"org\":\"alpha\",\"id\":\"00000000000001\","
+	                  "\"op\":\"delete\"}\n";
+	assert_int_equal(import_str(fx->reg, old, false, err), 0);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "fdaa:0:19:1:1:0:1:2")); /* beta's Machine stays */
+	free(out);
+	const char *now = "{\"kind\":\"machine\",\"org\":\"beta\",\"id\":\"00000000000001\","
+	                  "\"op\":\"delete\"}\n";
+	assert_int_equal(import_str(fx->reg, now, false, err), 0);
+	out = export_str(fx->reg);
+	assert_null(strstr(out, "00000000000001"));
+	free(out);
+}
+
+/* An org deleted and made again in one transaction (two files of one import) still has
+ * a serial: an org that exists never answers serial 0. */
+typedef struct {
+	jsonl_t *j[2];
+	char *err;
+} two_t;
+
+static int apply_two(reg_txn_t *txn, void *arg)
+{
+	two_t *t = arg;
+	int rc = jsonl_apply(txn, t->j[0], false, t->err);
+	return rc ? rc : jsonl_apply(txn, t->j[1], false, t->err);
+}
+
+static jsonl_t *parse_str(const char *text, const char *name)
+{
+	char err[JSONL_ERR_MAX];
+	jsonl_t *j = NULL;
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	assert_non_null(f);
+	assert_int_equal(jsonl_parse(f, name, &j, err), 0);
+	fclose(f);
+	return j;
+}
+
+static void test_an_org_made_again_keeps_a_serial(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	two_t two = {
+	        {parse_str("{\"kind\":\"machine\",\"id\":\"00000000000001\",\"op\":\"delete\"}\n"
+	                   "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"op\":"
+	                   "\"delete\"}\n"
+	                   "{\"kind\":\"org\",\"slug\":\"alpha\",\"op\":\"delete\"}\n",
+	                   "o2.jsonl"),
+	         parse_str(ORG_A MACHINE("00000000000001", "alpha", "web", "ord",
+	                                 "fdaa:0:18:1:1:0:1:2", "started", "app", ""),
+	                   "o3.jsonl")},
+	        err};
+	assert_int_equal(reg_write(fx->reg, apply_two, &two), 0);
+	jsonl_free(two.j[0]);
+	jsonl_free(two.j[1]);
+	reg_txn_t *t;
+	uint32_t net;
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	assert_int_equal(reg_org_net(t, "alpha", 5, &net), 0);
+	assert_true(reg_org_serial(t, net) > 0);
+	assert_int_equal(reg_org_serial(t, net), reg_generation(t));
+	reg_txn_abort(t);
+}
+
 static void test_export_import_replace_round_trip(void **state)
 {
 	fx_t *fx = *state;
@@ -458,6 +535,8 @@ int main(void)
 	        T(test_labels_are_lower_cased),
 	        T(test_defaults_group_app_and_state_started),
 	        T(test_delete_op_removes_and_is_idempotent),
+	        T(test_delete_with_an_org_is_that_orgs_only),
+	        T(test_an_org_made_again_keeps_a_serial),
 	        T(test_export_import_replace_round_trip),
 	        T(test_replace_with_bad_file_keeps_old_registry),
 	};
