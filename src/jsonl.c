@@ -710,8 +710,6 @@ static int by_app(const void *a, const void *b)
 	return d ? d : strcmp(x->id, y->id);
 }
 
-#define DEFER_ROUNDS 8 /* rounds over the Machines that wait for an address */
-
 /* apply_one of record i; one whose address is still held goes to wait[*nwait] instead. */
 static int apply_or_wait(reg_txn_t *txn, ctx_t *c, size_t i, size_t *wait, size_t *nwait)
 {
@@ -758,10 +756,11 @@ static int apply_rest(reg_txn_t *txn, ctx_t *c)
 			rc = apply_or_wait(txn, c, i, wait, &nwait);
 	if (rc || !nwait)
 		goto out;
-	/* the waiting in file order, round after round while a round frees an address; then
-	 * the first one still waiting refuses the file */
+	/* the waiting in file order, round after round while a round frees an address (a
+	 * chain of moves takes a round a link at worst); then the first one still waiting
+	 * refuses the file (a cycle: two Machines that swap addresses) */
 	qsort(wait, nwait, sizeof(*wait), cmp_size);
-	for (int round = 0; round < DEFER_ROUNDS && nwait && !rc; round++) {
+	while (nwait && !rc) {
 		size_t left = 0;
 		for (size_t k = 0; k < nwait && !rc; k++) /* writes wait[left], left <= k */
 			rc = apply_or_wait(txn, c, wait[k], wait, &left);

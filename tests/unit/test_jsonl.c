@@ -461,6 +461,42 @@ static void test_an_org_made_again_keeps_a_serial(void **state)
 	reg_txn_abort(t);
 }
 
+/* A chain of address moves, each Machine taking the next one's address, in the worst
+ * order (one link freed a round): applied whatever its length. A swap is a cycle and is
+ * refused, naming a line. */
+static void test_a_long_chain_of_moves_applies(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX], first[4096] = "", moves[4096] = "", m[512];
+	for (int i = 1; i <= 12; i++) {
+		char id[8], ip[64], next[64];
+		snprintf(id, sizeof(id), "m%02d", i);
+		snprintf(ip, sizeof(ip), "fdaa:0:18:1:1:0:%x:2", 0x100 + i);
+		snprintf(next, sizeof(next), "fdaa:0:18:1:1:0:%x:2", 0x100 + i + 1);
+		snprintf(m, sizeof(m),
+		         MACHINE("%s", "alpha", "chain", "ord", "%s", "started", "app", ""), id,
+		         ip);
+		strcat(first, m);
+		snprintf(m, sizeof(m),
+		         MACHINE("%s", "alpha", "chain", "ord", "%s", "started", "app", ""), id,
+		         next);
+		strcat(moves, m);
+	}
+	assert_int_equal(import_str(fx->reg, first, false, err), 0);
+	if (import_str(fx->reg, moves, false, err) != 0)
+		fail_msg("the chain was refused: %s", err);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "fdaa:0:18:1:1:0:10d:2")); /* m12's new, free address */
+	assert_null(strstr(out, "fdaa:0:18:1:1:0:101:2"));     /* m01's old one, left free */
+	free(out);
+	const char *swap =
+	        MACHINE("m01", "alpha", "chain", "ord", "fdaa:0:18:1:1:0:103:2", "started", "app",
+	                "") MACHINE("m02", "alpha", "chain", "ord", "fdaa:0:18:1:1:0:102:2",
+	                            "started", "app", "");
+	assert_int_not_equal(import_str(fx->reg, swap, false, err), 0);
+	assert_non_null(strstr(err, "test.jsonl:"));
+}
+
 static void test_export_import_replace_round_trip(void **state)
 {
 	fx_t *fx = *state;
@@ -537,6 +573,7 @@ int main(void)
 	        T(test_delete_op_removes_and_is_idempotent),
 	        T(test_delete_with_an_org_is_that_orgs_only),
 	        T(test_an_org_made_again_keeps_a_serial),
+	        T(test_a_long_chain_of_moves_applies),
 	        T(test_export_import_replace_round_trip),
 	        T(test_replace_with_bad_file_keeps_old_registry),
 	};
