@@ -705,12 +705,11 @@ static int cmd_same(int argc, char **argv)
 	return 0;
 }
 
-/* The wire form of an A query for name (RD set), into out; its length, 0 on error. */
-static size_t query_wire(const char *name, uint16_t id, uint8_t *out, size_t cap)
+/* The wire form of a query for name and type (RD set), into out; its length, 0 on error. */
+static size_t query_wire(const char *name, ldns_rr_type type, uint16_t id, uint8_t *out, size_t cap)
 {
 	ldns_pkt *q = NULL;
-	if (ldns_pkt_query_new_frm_str(&q, name, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD) !=
-	    LDNS_STATUS_OK)
+	if (ldns_pkt_query_new_frm_str(&q, name, type, LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
 		return 0;
 	ldns_pkt_set_id(q, id);
 	uint8_t *w = NULL;
@@ -791,7 +790,8 @@ static int cmd_pipeline(int argc, char **argv)
 	for (int i = 0; i < count; i++) {
 		char name[256];
 		snprintf(name, sizeof(name), argv[3], i);
-		size_t len = query_wire(name, (uint16_t)i, out + n + 2, sizeof(out) - n - 2);
+		size_t len = query_wire(name, LDNS_RR_TYPE_A, (uint16_t)i, out + n + 2,
+		                        sizeof(out) - n - 2);
 		if (!len)
 			return 2;
 		out[n] = (uint8_t)(len >> 8), out[n + 1] = (uint8_t)len;
@@ -844,21 +844,13 @@ static int cmd_zeroport(int argc, char **argv)
 		return 2;
 	}
 	uint8_t pkt[8 + 512];
-	ldns_pkt *q = NULL;
-	if (ldns_pkt_query_new_frm_str(&q, argv[2], ldns_get_rr_type_by_name(argv[3]),
-	                               LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
+	size_t len = query_wire(argv[2], ldns_get_rr_type_by_name(argv[3]), 0x2b2b, pkt + 8, 512);
+	if (!len)
 		return 2;
-	uint8_t *w = NULL;
-	size_t len = 0;
-	if (ldns_pkt2wire(&w, q, &len) != LDNS_STATUS_OK || len > 512)
-		return 2;
-	ldns_pkt_free(q);
 	uint16_t dport = ((struct sockaddr_in *)&ss)->sin_port;
 	memset(pkt, 0, 8); /* source port 0, checksum 0 (none, allowed over IPv4) */
 	memcpy(pkt + 2, &dport, 2);
 	pkt[4] = (uint8_t)((8 + len) >> 8), pkt[5] = (uint8_t)(8 + len);
-	memcpy(pkt + 8, w, len);
-	free(w);
 	((struct sockaddr_in *)&ss)->sin_port = 0;
 	if (sendto(fd, pkt, 8 + len, 0, (struct sockaddr *)&ss, sl) < 0) {
 		perror("dnsq: sendto");
