@@ -110,6 +110,21 @@ static int look(cache_t *c, const query_t *qu, uint64_t now, bool stale_ok, ldns
 	return r;
 }
 
+/* Stores the upstream's answer to <prefix><i>.example.test. A (one record, TTL 300,
+ * 192.0.2.octet) at T0; returns the query. */
+static query_t store_a(cache_t *c, const char *prefix, int i, int octet)
+{
+	char name[64], rr[128];
+	snprintf(name, sizeof(name), "%s%d.example.test.", prefix, i);
+	snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.%d", name, octet);
+	const char *const an[] = {rr, NULL};
+	query_t a = ask_a(name);
+	msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	return a;
+}
+
 static uint32_t ttl_of(ldns_pkt *p, ldns_pkt_section sec, size_t i)
 {
 	ldns_rr_list *l = ldns_pkt_get_section_clone(p, sec);
@@ -422,14 +437,7 @@ static void test_bytes_stay_within_max_and_clock_keeps_the_used(void **st)
 	free(hm.wire);
 	cache_stats_t s;
 	for (int i = 0; i < 20000; i++) {
-		char name[64], rr[128];
-		snprintf(name, sizeof(name), "n%d.example.test.", i);
-		snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.1", name);
-		const char *const an[] = {rr, NULL};
-		query_t a = ask_a(name);
-		msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
-		assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
-		free(m.wire);
+		store_a(c, "n", i, 1);
 		ldns_pkt *p;
 		if (i % 50 == 0) {
 			assert_int_equal(look(c, &hot, T0, false, &p), CACHE_HIT);
@@ -465,14 +473,7 @@ static void test_bytes_stay_within_max_when_every_entry_is_used(void **st)
 	static query_t qs[N];
 	cache_stats_t s;
 	for (int i = 0; i < N; i++) {
-		char name[64], rr[128];
-		snprintf(name, sizeof(name), "u%d.example.test.", i);
-		snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.1", name);
-		const char *const an[] = {rr, NULL};
-		qs[i] = ask_a(name);
-		msg_t m = reply(&qs[i], LDNS_RCODE_NOERROR, an, NULL, false);
-		assert_int_equal(cache_insert(c, &qs[i].q, m.wire, m.len, T0), 0);
-		free(m.wire);
+		qs[i] = store_a(c, "u", i, 1);
 		for (int j = 0; j <= i; j++) { /* every entry still there is used */
 			uint8_t buf[512];
 			size_t len;
@@ -598,16 +599,8 @@ static void test_every_entry_is_found_as_the_tables_grow(void **st)
 	size_t max = 16u << 20;
 	cache_t *c = mk(max);
 	enum { N = 5000 };
-	for (int i = 0; i < N; i++) {
-		char name[64], rr[128];
-		snprintf(name, sizeof(name), "g%d.example.test.", i);
-		snprintf(rr, sizeof(rr), "%s 300 IN A 192.0.2.%d", name, i % 250 + 1);
-		const char *const an[] = {rr, NULL};
-		query_t a = ask_a(name);
-		msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
-		assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
-		free(m.wire);
-	}
+	for (int i = 0; i < N; i++)
+		store_a(c, "g", i, i % 250 + 1);
 	cache_stats_t s;
 	cache_stats(c, &s);
 	assert_int_equal(s.entries, N);
