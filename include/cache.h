@@ -27,9 +27,10 @@
 
 #include "wire.h"
 
-#define CACHE_STALE_TTL    30 /* the TTL of a stale answer (RFC 8767 section 4) */
-#define CACHE_SERVFAIL_TTL 5  /* seconds a SERVFAIL (every upstream failed) is kept */
-#define CACHE_MIN_BYTES    (256 * 1024)
+#define CACHE_STALE_TTL      30 /* the TTL of a stale answer (RFC 8767 section 4) */
+#define CACHE_SERVFAIL_TTL   5  /* seconds a SERVFAIL (every upstream failed) is kept */
+#define CACHE_PREFETCH_RETRY 5  /* seconds before a refresh not yet stored is asked again */
+#define CACHE_MIN_BYTES      (256 * 1024)
 
 typedef struct cache cache_t;
 
@@ -62,7 +63,9 @@ enum cache_result {
 	CACHE_MISS = 0,
 	CACHE_HIT = 1,          /* a fresh answer was written */
 	CACHE_HIT_PREFETCH = 2, /* a fresh answer in the last 10% of its TTL: refresh it in
-	                           the background (returned once per stored answer) */
+	                           the background (returned once per stored answer, and
+	                           again every CACHE_PREFETCH_RETRY s until a refresh is
+	                           stored: the first could not start, or failed) */
 	CACHE_STALE = 3,        /* an expired answer was written with TTL 30 */
 };
 

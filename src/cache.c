@@ -36,9 +36,9 @@ typedef struct entry {
 	size_t charged;
 	uint16_t len, nttl, qtype, qclass;
 	uint8_t bits, keylen;
-	bool prefetched;
-	bool ref;           /* CLOCK: used since the hand last passed */
-	uint16_t ttl_off[]; /* [nttl], then key[keylen], then msg[len] */
+	uint64_t prefetch_ms; /* when a hit last asked for a refresh; 0: never */
+	bool ref;             /* CLOCK: used since the hand last passed */
+	uint16_t ttl_off[];   /* [nttl], then key[keylen], then msg[len] */
 } entry_t;
 
 /* What a lookup writes (the lock, its counters) shares one cache line; what only
@@ -329,9 +329,12 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 	if (now_ms < e->expire_ms) {
 		rc = CACHE_HIT;
 		s->hits++;
-		/* the last 10% of its TTL: one background refresh */
-		if (!e->prefetched && (e->expire_ms - now_ms) * 10 < (uint64_t)e->ttl * 1000) {
-			e->prefetched = true;
+		/* the last 10% of its TTL: one background refresh; asked again after
+		 * CACHE_PREFETCH_RETRY s if no fresher answer replaced this one (the refresh
+		 * could not start, or no upstream answered it) */
+		if ((e->expire_ms - now_ms) * 10 < (uint64_t)e->ttl * 1000 &&
+		    (!e->prefetch_ms || now_ms >= e->prefetch_ms + CACHE_PREFETCH_RETRY * 1000)) {
+			e->prefetch_ms = now_ms ? now_ms : 1;
 			rc = CACHE_HIT_PREFETCH;
 			s->prefetches++;
 		}

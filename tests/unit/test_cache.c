@@ -398,7 +398,7 @@ static void test_servfail_from_every_upstream(void **st)
 	cache_free(c);
 }
 
-static void test_prefetch_once_in_last_tenth(void **st)
+static void test_prefetch_in_last_tenth_and_retried(void **st)
 {
 	(void)st;
 	cache_t *c = mk(1 << 20);
@@ -413,13 +413,23 @@ static void test_prefetch_once_in_last_tenth(void **st)
 	ldns_pkt_free(p);
 	assert_int_equal(look(c, &a, T0 + 92 * S, false, &p), CACHE_HIT);
 	ldns_pkt_free(p);
-	/* the refreshed answer may prefetch again */
-	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0 + 92 * S), 0);
-	assert_int_equal(look(c, &a, T0 + 183 * S, false, &p), CACHE_HIT_PREFETCH);
+	/* no refresh stored (it could not start, or no upstream answered it): asked again
+	 * CACHE_PREFETCH_RETRY s later, not before */
+	assert_int_equal(look(c, &a, T0 + (91 + CACHE_PREFETCH_RETRY) * S - 1, false, &p),
+	                 CACHE_HIT);
+	ldns_pkt_free(p);
+	assert_int_equal(look(c, &a, T0 + (91 + CACHE_PREFETCH_RETRY) * S, false, &p),
+	                 CACHE_HIT_PREFETCH);
+	ldns_pkt_free(p);
+	/* the refreshed answer may prefetch again, at once in its own last tenth */
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0 + 97 * S), 0);
+	assert_int_equal(look(c, &a, T0 + 187 * S, false, &p), CACHE_HIT);
+	ldns_pkt_free(p);
+	assert_int_equal(look(c, &a, T0 + 188 * S, false, &p), CACHE_HIT_PREFETCH);
 	ldns_pkt_free(p);
 	cache_stats_t s;
 	cache_stats(c, &s);
-	assert_int_equal(s.prefetches, 2);
+	assert_int_equal(s.prefetches, 3);
 	assert_int_equal(s.entries, 1);
 	free(m.wire);
 	cache_free(c);
@@ -677,7 +687,7 @@ int main(void)
 	        cmocka_unit_test(test_larger_than_client_takes_is_tc),
 	        cmocka_unit_test(test_stale_answers_have_ttl_30_within_the_window),
 	        cmocka_unit_test(test_servfail_from_every_upstream),
-	        cmocka_unit_test(test_prefetch_once_in_last_tenth),
+	        cmocka_unit_test(test_prefetch_in_last_tenth_and_retried),
 	        cmocka_unit_test(test_bytes_stay_within_max_and_clock_keeps_the_used),
 	        cmocka_unit_test(test_every_entry_is_found_as_the_tables_grow),
 	        cmocka_unit_test(test_bytes_stay_within_max_when_every_entry_is_used),
