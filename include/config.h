@@ -19,11 +19,12 @@
 #define CFG_LISTEN_MAX   16
 #define CFG_UPSTREAM_MAX 8
 #define CFG_ERR_MAX      512
+#define CFG_ADDR_TEXT    (INET6_ADDRSTRLEN + 10) /* an address as written, "[...]:port" */
 
 typedef struct {
 	struct sockaddr_storage ss; /* AF_INET6 or AF_INET, port set */
 	socklen_t len;
-	char text[INET6_ADDRSTRLEN + 10]; /* as the user wrote it, for messages */
+	char text[CFG_ADDR_TEXT]; /* as the user wrote it, for messages */
 } cfg_addr_t;
 
 typedef struct {

@@ -81,7 +81,7 @@ typedef struct {
 
 /* One upstream's forwarding counters, summed over the workers. */
 typedef struct {
-	const char *addr; /* as configured */
+	char addr[CFG_ADDR_TEXT]; /* as configured (a copy) */
 	uint64_t queries, timeouts, mismatched, tcp_retries;
 	uint64_t rcode[MET_RCODES + 1];
 	uint64_t lat_bucket[MET_LAT_BUCKETS + 1]; /* not cumulative: (bound[i-1], bound[i]], +Inf */

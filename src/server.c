@@ -42,11 +42,14 @@
 #define HOOK_STALL_S   6            /* INTERNALD_TEST_HOOKS: SIGUSR2 stalls worker 0 so long */
 
 /* One configuration the workers run with: immutable once published (SIGHUP publishes
- * a new one; a worker adopts it at the start of its next batch). Freed with the server. */
+ * a new one; a worker adopts it at the start of its next batch, or at its next heartbeat
+ * when idle). Freed by a later reload once every worker has adopted a newer one
+ * (snap_reclaim), or with the server. */
 typedef struct snap {
 	config_t cfg;
 	ans_conf_t conf;
 	fwd_conf_t fwd;
+	uint64_t seq; /* 0 for the first; each reload's is one more */
 	struct snap *prev;
 } snap_t;
 
@@ -120,6 +123,7 @@ struct worker {
 	uint8_t tcp_out[WIRE_TCP_MAX + 2];
 	met_worker_t m;          /* this worker's counters: only it writes them */
 	const snap_t *snap;      /* the configuration this worker runs with */
+	uint64_t held;           /* snap->seq, published (atomic) once adopted: snap_reclaim */
 	uv_timer_t beat;         /* stamps m.heartbeat_ns */
 	uv_async_t stall;        /* test hook */
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
@@ -190,11 +194,17 @@ static const char *addr_text(const struct sockaddr_storage *ss, char *buf, size_
 
 /* ---- the registry snapshot of a batch ---------------------------------------------------- */
 
-static bool batch_begin(worker_t *w)
+/* The newest configuration, if this worker does not run with it yet. */
+static void adopt_newest(worker_t *w)
 {
 	const snap_t *sn = __atomic_load_n(&w->srv->snap, __ATOMIC_ACQUIRE);
 	if (sn != w->snap)
 		worker_adopt(w, sn);
+}
+
+static bool batch_begin(worker_t *w)
+{
+	adopt_newest(w);
 	int rc = reg_txn_renew(w->txn);
 	if (rc) {
 		if (!w->reg_failed) /* once per state change, not once per packet */
@@ -976,6 +986,7 @@ static void on_beat(uv_timer_t *t)
 {
 	worker_t *w = t->data;
 	__atomic_store_n(&w->m.heartbeat_ns, mono_ns(), __ATOMIC_RELAXED);
+	adopt_newest(w); /* an idle worker lets the previous configuration go too */
 }
 
 /* The test hook behind INTERNALD_TEST_HOOKS (internald(8)): a stuck event loop. */
@@ -1002,6 +1013,7 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[2], char *err)
 	}
 	w->srv = s;
 	w->snap = s->snap;
+	w->held = s->snap->seq;
 	in_init(w);
 	w->ans.conf = &s->snap->conf;
 	if (getrandom(&w->ans.rng, sizeof(w->ans.rng), 0) != sizeof(w->ans.rng) || !w->ans.rng)
@@ -1348,7 +1360,8 @@ static int srv_dnstap_start(srv_t *s, char *err)
 /* ---- reload, metrics, health (include/server.h) -----------------------------------------------
  */
 
-/* On the worker's thread, at the start of a batch: run with sn from now on. */
+/* On the worker's thread, at the start of a batch or a heartbeat: run with sn from now
+ * on. Nothing of the previous configuration is read after held says sn. */
 static void worker_adopt(worker_t *w, const snap_t *sn)
 {
 	w->snap = sn;
@@ -1359,6 +1372,35 @@ static void worker_adopt(worker_t *w, const snap_t *sn)
 	w->max_conns = per ? per : 1;
 	w->gen = UINT64_MAX; /* resolve the default org again */
 	w->snapshot = UINT64_MAX;
+	__atomic_store_n(&w->held, sn->seq, __ATOMIC_RELEASE);
+}
+
+/*
+ * Frees the configurations no one can run with again: those older than the oldest a
+ * worker has adopted. A worker only ever moves to the newest (adopt_newest), so one that
+ * holds seq k never takes one below k; the newest is never freed. The scrape lock keeps
+ * srv_metrics, which reads the newest under it, out while they go. Main thread.
+ */
+static void snap_reclaim(srv_t *s)
+{
+	uint64_t oldest = s->snap->seq;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		uint64_t h = __atomic_load_n(&s->workers[i].held, __ATOMIC_ACQUIRE);
+		if (h < oldest)
+			oldest = h;
+	}
+	uv_mutex_lock(&s->scrape);
+	snap_t *keep = s->snap;
+	while (keep->prev && keep->prev->seq >= oldest)
+		keep = keep->prev;
+	snap_t *dead = keep->prev;
+	keep->prev = NULL;
+	uv_mutex_unlock(&s->scrape);
+	while (dead) {
+		snap_t *p = dead->prev;
+		free(dead);
+		dead = p;
+	}
 }
 
 void srv_on_reload(srv_t *s, int (*fn)(srv_t *s, void *arg), void *arg)
@@ -1385,8 +1427,10 @@ int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err)
 		snprintf(err, CFG_ERR_MAX, "out of memory");
 		return -ENOMEM;
 	}
+	sn->seq = s->snap->seq + 1;
 	sn->prev = s->snap; /* a worker may still run with it until its next batch */
 	__atomic_store_n(&s->snap, sn, __ATOMIC_RELEASE);
+	snap_reclaim(s);
 	return 0;
 }
 
@@ -1397,15 +1441,15 @@ const config_t *srv_config(const srv_t *s)
 
 int srv_metrics(srv_t *s, met_snapshot_t *out)
 {
-	const snap_t *sn = __atomic_load_n(&s->snap, __ATOMIC_ACQUIRE);
 	memset(out, 0, sizeof(*out));
 	out->workers = s->nworkers;
-	out->nup = sn->cfg.nupstream;
-	for (size_t i = 0; i < out->nup; i++)
-		out->up[i].addr = sn->cfg.upstream[i].text;
 	out->reloads = MET_LOAD(s->reloads);
 	out->reload_failures = MET_LOAD(s->reload_failures);
-	uv_mutex_lock(&s->scrape);
+	uv_mutex_lock(&s->scrape); /* also keeps snap_reclaim from freeing sn */
+	const snap_t *sn = __atomic_load_n(&s->snap, __ATOMIC_ACQUIRE);
+	out->nup = sn->cfg.nupstream;
+	for (size_t i = 0; i < out->nup; i++)
+		snprintf(out->up[i].addr, sizeof(out->up[i].addr), "%s", sn->cfg.upstream[i].text);
 	for (unsigned i = 0; i < s->nworkers; i++) {
 		worker_t *w = &s->workers[i];
 		met_worker_add(&out->sum, &w->m);

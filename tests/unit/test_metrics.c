@@ -17,8 +17,8 @@ static met_snapshot_t full(void)
 	s.sum.form[MET_FORM_VMS] = 5;
 	s.sum.wakeups = 2, s.sum.datagrams = 9;
 	s.nup = 2;
-	s.up[0].addr = "[2001:db8::1]:53";
-	s.up[1].addr = "we\"ird\\";
+	snprintf(s.up[0].addr, sizeof(s.up[0].addr), "%s", "[2001:db8::1]:53");
+	snprintf(s.up[1].addr, sizeof(s.up[1].addr), "%s", "we\"ird\\");
 	s.up[0].lat_bucket[0] = 1, s.up[0].lat_bucket[3] = 2, s.up[0].lat_bucket[12] = 1;
 	s.up[0].lat_count = 4, s.up[0].lat_sum_ns = 3000000000u;
 	s.reg.present = true, s.reg.generation = 42, s.reg.written_ns = 1500000000000000000u;
