@@ -121,6 +121,8 @@ int reg_put_machine(reg_txn_t *txn, const reg_machine_t *m);
 int reg_set_state(reg_txn_t *txn, const char *id, const char *state);
 /* -ENOENT if there is no such Machine. */
 int reg_delete_machine(reg_txn_t *txn, const char *id);
+/* Upserts a peer. -EADDRINUSE: a started Machine or another peer holds that address
+ * (checked before anything is written: the peer stays as it was). */
 int reg_put_peer(reg_txn_t *txn, uint32_t net, const char *name, const uint8_t ip[16],
                  const char *region);
 int reg_delete_peer(reg_txn_t *txn, uint32_t net, const char *name);

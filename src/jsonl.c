@@ -597,8 +597,9 @@ static int known_region(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 	return rc;
 }
 
-/* Applies record r. defer: a Machine whose address is still held returns -EADDRINUSE
- * (nothing written: the caller tries it again later) instead of refusing the file. */
+/* Applies record r. defer: a Machine or peer whose address is still held returns
+ * -EADDRINUSE (nothing written: the caller tries it again later) instead of refusing the
+ * file. */
 static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r, bool defer)
 {
 	uint32_t net = 0;
@@ -650,7 +651,7 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r, bool defer)
 	}
 	if (rc == -ENOENT && r->del)
 		return 0;
-	if (rc == -EADDRINUSE && defer && r->kind == K_MACHINE)
+	if (rc == -EADDRINUSE && defer && (r->kind == K_MACHINE || r->kind == K_PEER))
 		return rc;
 	if (rc == -EADDRINUSE)
 		return fail(c, r->kind == K_MACHINE ? "private_ip" : "ip",
@@ -728,9 +729,10 @@ static int apply_or_wait(reg_txn_t *txn, ctx_t *c, size_t i, size_t *wait, size_
  * start/stops in file order touches a random page of each index per record, and in a
  * large registry that is most of a batch's cost. File order matters only between records
  * that name the same address, so a Machine whose address another record names keeps its
- * place among the rest (file order). A Machine whose address is still held is tried
- * again after them, in file order, while that frees addresses: the file is judged by its
- * end state (an address may move from one Machine to another in either order).
+ * place among the rest (file order). A Machine or peer whose address is still held is
+ * tried again after them, in file order, while that frees addresses: the file is judged
+ * by its end state (an address may move from one Machine or peer to another in either
+ * order).
  */
 static int apply_rest(reg_txn_t *txn, ctx_t *c)
 {

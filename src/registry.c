@@ -1082,14 +1082,17 @@ int reg_put_peer(reg_txn_t *t, uint32_t net, const char *name, const uint8_t ip[
 	if (!k.overflow && raw_get(t, DB_PEERS, k.b, k.n, &cur) == 0 && cur.mv_size == 16 + rl &&
 	    memcmp(cur.mv_data, pv, 16 + rl) == 0)
 		return 0; /* unchanged */
-	int rc = reg_delete_peer(t, net, name);
+	/* the address free or this peer's own, checked before anything is written: a refused
+	 * peer leaves the transaction as it was (jsonl tries it again, as a Machine) */
+	addr_key(&k, net, ip);
+	int rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
+	if (rc == 0 && !(cur.mv_size > nl + 1 && ((const uint8_t *)cur.mv_data)[0] == 'p' &&
+	                 memcmp((const uint8_t *)cur.mv_data + 1, name, nl) == 0 &&
+	                 ((const uint8_t *)cur.mv_data)[1 + nl] == 0))
+		return -EADDRINUSE;
 	if (rc && rc != -ENOENT)
 		return rc;
-	addr_key(&k, net, ip);
-	rc = raw_get(t, DB_ADDR, k.b, k.n, &cur);
-	if (rc == 0)
-		return -EADDRINUSE;
-	if (rc != -ENOENT)
+	if ((rc = reg_delete_peer(t, net, name)) && rc != -ENOENT)
 		return rc;
 	av[n++] = 'p';
 	memcpy(av + n, name, nl), n += nl, av[n++] = 0;

@@ -497,6 +497,39 @@ static void test_a_long_chain_of_moves_applies(void **state)
 	assert_non_null(strstr(err, "test.jsonl:"));
 }
 
+/* A peer may take the address a Machine of the same file gives up later in the file, and
+ * a Machine the one a peer gives up: the end state counts for peers too. */
+static void test_a_peer_takes_an_address_freed_later(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	/* the peer takes Machine 1's address, which Machine 1 gives up (it stops) on the next
+	 * line, and a new Machine the peer's old one: a chain, in the worst order */
+	const char *moves =
+	        "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":"
+	        "\"fdaa:0:18:1:1:0:1:2\",\"region\":\"ams\"}\n" MACHINE(
+	                "00000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:1:2", "stopped",
+	                "app", "") MACHINE("00000000000002", "alpha", "web", "ord",
+	                                   "fdaa:0:18:2::2", "started", "app", "");
+	if (import_str(fx->reg, moves, false, err) != 0)
+		fail_msg("the moves were refused: %s", err);
+	char *out = export_str(fx->reg);
+	assert_non_null(strstr(out, "\"name\":\"laptop\",\"ip\":\"fdaa:0:18:1:1:0:1:2\""));
+	assert_non_null(strstr(out, "\"state\":\"stopped\""));
+	assert_non_null(strstr(out, "\"private_ip\":\"fdaa:0:18:2::2\""));
+	free(out);
+	/* a peer that takes a started Machine's address for good: refused, nothing changed */
+	char *before = export_str(fx->reg);
+	const char *taken = "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":"
+	                    "\"fdaa:0:18:2::2\",\"region\":\"ams\"}\n";
+	assert_int_not_equal(import_str(fx->reg, taken, false, err), 0);
+	assert_non_null(strstr(err, "address already held"));
+	char *after = export_str(fx->reg);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+}
+
 static void test_export_import_replace_round_trip(void **state)
 {
 	fx_t *fx = *state;
@@ -574,6 +607,7 @@ int main(void)
 	        T(test_delete_with_an_org_is_that_orgs_only),
 	        T(test_an_org_made_again_keeps_a_serial),
 	        T(test_a_long_chain_of_moves_applies),
+	        T(test_a_peer_takes_an_address_freed_later),
 	        T(test_export_import_replace_round_trip),
 	        T(test_replace_with_bad_file_keeps_old_registry),
 	};

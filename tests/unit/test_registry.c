@@ -407,6 +407,31 @@ static void test_peers_and_flycast(void **state)
 	reg_txn_abort(t);
 }
 
+/* A peer refused for an address a started Machine holds is left as it was, in the same
+ * transaction (an importer tries it again later); its own address with a new region is
+ * no conflict. */
+static int peer_onto_machine(reg_txn_t *t, void *arg)
+{
+	(void)arg;
+	uint8_t taken[16], own[16];
+	reg_hit_t h;
+	inet_pton(AF_INET6, "fdaa:0:18:1:1:0:1:2", taken);
+	inet_pton(AF_INET6, "fdaa:0:18:2::2", own);
+	assert_int_equal(reg_put_peer(t, NET_A, "laptop", taken, "ams"), -EADDRINUSE);
+	assert_int_equal(reg_find_peer(t, NET_A, "laptop", 6, &h), 0);
+	assert_memory_equal(h.region, "ams", 3);
+	assert_int_equal(reg_put_peer(t, NET_A, "laptop", own, "ord"), 0);
+	assert_int_equal(reg_find_peer(t, NET_A, "laptop", 6, &h), 0);
+	assert_memory_equal(h.region, "ord", 3);
+	return 0;
+}
+
+static void test_a_refused_peer_is_left_as_it_was(void **state)
+{
+	fx_t *fx = *state;
+	assert_int_equal(reg_write(fx->reg, peer_onto_machine, NULL), 0);
+}
+
 static void test_app_prefix_does_not_leak(void **state)
 {
 	/* "we" must not see "web"'s Machines: the separator bounds the range */
@@ -719,6 +744,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_find_addr_exact_then_slash112, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_peers_and_flycast, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_a_refused_peer_is_left_as_it_was, setup,
+	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_app_prefix_does_not_leak, setup, teardown),
 	        cmocka_unit_test(test_map_grows_when_full),
 	        cmocka_unit_test(test_reader_adopts_a_map_the_writer_grew),
