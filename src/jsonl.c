@@ -584,10 +584,30 @@ static int org_of(reg_txn_t *txn, ctx_t *c, const rec_t *r, uint32_t *net)
 	return 0;
 }
 
+/* The registry's record of the same Machine or peer names r's region already. */
+static bool kept_region(reg_txn_t *txn, const rec_t *r)
+{
+	size_t rl = strlen(r->region);
+	if (r->kind == K_MACHINE) {
+		reg_machine_buf_t b;
+		return reg_get_machine(txn, r->id, &b) == 0 && strcmp(b.m.region, r->region) == 0;
+	}
+	uint32_t net;
+	reg_hit_t h;
+	return r->org && reg_org_net(txn, r->org, strlen(r->org), &net) == 0 &&
+	       reg_find_peer(txn, net, r->id, strlen(r->id), &h) == 0 && h.region_len == rl &&
+	       memcmp(h.region, r->region, rl) == 0;
+}
+
+/* r's region is a record of the file or the registry; or a deleted one that the
+ * registry's record of this Machine or peer still names (they keep it: an update of them,
+ * a follower's start or stop say, still applies). */
 static int known_region(reg_txn_t *txn, ctx_t *c, const rec_t *r)
 {
 	reg_region_t reg;
 	int rc = reg_get_region(txn, r->region, strlen(r->region), &reg);
+	if (rc == -ENOENT && kept_region(txn, r))
+		return 0;
 	if (rc == -ENOENT)
 		return fail(c, "region",
 		            "unknown region '%s' (not in this file nor in the registry: add a "

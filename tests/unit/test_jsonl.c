@@ -239,6 +239,50 @@ static void test_region_records_round_trip(void **state)
 	assert_string_equal(out, again);
 	free(out), free(again);
 }
+/* A deleted region's Machines and peers keep it, and an update of one that names it still
+ * applies (a follower's stop, say); a new record naming it is refused. */
+static void test_a_deleted_region_is_kept_by_its_records(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	const char *setup =
+	        "{\"kind\":\"region\",\"code\":\"zzz\",\"name\":\"Zed\",\"lat\":1,\"lon\":2}"
+	        "\n" MACHINE("00000000000009", "alpha", "web", "zzz", "fdaa:0:18:1:1:0:9:2",
+	                     "started", "app",
+	                     "") "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"pz\",\"ip\":"
+	                         "\"fdaa:0:18:3::2\",\"region\":\"zzz\"}\n";
+	if (import_str(fx->reg, setup, false, err))
+		fail_msg("%s", err);
+	if (import_str(fx->reg, "{\"kind\":\"region\",\"code\":\"zzz\",\"op\":\"delete\"}\n", false,
+	               err))
+		fail_msg("%s", err);
+	const char *update =
+	        MACHINE("00000000000009", "alpha", "web", "zzz", "fdaa:0:18:1:1:0:9:2", "stopped",
+	                "app", "") "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"pz\",\"ip\":"
+	                           "\"fdaa:0:18:3::3\",\"region\":\"zzz\"}\n";
+	if (import_str(fx->reg, update, false, err))
+		fail_msg("an update of a deleted region's Machine and peer was refused: %s", err);
+	char *out = export_str(fx->reg);
+	assert_null(strstr(out, "\"code\":\"zzz\""));
+	assert_non_null(strstr(out, "\"region\":\"zzz\",\"private_ip\":\"fdaa:0:18:1:1:0:9:2\","
+	                            "\"state\":\"stopped\""));
+	assert_non_null(strstr(out, "\"ip\":\"fdaa:0:18:3::3\",\"region\":\"zzz\""));
+	free(out);
+	/* a Machine new to it, or one moving into it, is refused */
+	assert_int_not_equal(import_str(fx->reg,
+	                                MACHINE("0000000000000a", "alpha", "web", "zzz",
+	                                        "fdaa:0:18:1:1:0:a:2", "started", "app", ""),
+	                                false, err),
+	                     0);
+	assert_non_null(strstr(err, "unknown region 'zzz'"));
+	assert_int_not_equal(import_str(fx->reg,
+	                                MACHINE("00000000000001", "alpha", "web", "zzz",
+	                                        "fdaa:0:18:1:1:0:1:2", "started", "app", ""),
+	                                false, err),
+	                     0);
+	assert_non_null(strstr(err, "unknown region 'zzz'"));
+}
+
 static void test_bad_state(void **s)
 {
 	refused(s,
@@ -608,6 +652,7 @@ int main(void)
 	        T(test_an_org_made_again_keeps_a_serial),
 	        T(test_a_long_chain_of_moves_applies),
 	        T(test_a_peer_takes_an_address_freed_later),
+	        T(test_a_deleted_region_is_kept_by_its_records),
 	        T(test_export_import_replace_round_trip),
 	        T(test_replace_with_bad_file_keeps_old_registry),
 	};
