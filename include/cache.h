@@ -63,9 +63,9 @@ enum cache_result {
 	CACHE_MISS = 0,
 	CACHE_HIT = 1,          /* a fresh answer was written */
 	CACHE_HIT_PREFETCH = 2, /* a fresh answer in the last 10% of its TTL: refresh it in
-	                           the background (returned once per stored answer, and
-	                           again every CACHE_PREFETCH_RETRY s until a refresh is
-	                           stored: the first could not start, or failed) */
+	                           the background (returned once per stored answer; again
+	                           CACHE_PREFETCH_RETRY s after cache_prefetch_again or a
+	                           cache_insert_servfail of it) */
 	CACHE_STALE = 3,        /* an expired answer was written with TTL 30 */
 };
 
@@ -99,13 +99,19 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
                  uint64_t now_ms);
 
 /*
- * Every upstream failed for q (pkt, len: the client's query). An entry that exists (expired,
- * still within stale_ttl) stays and answers stale for CACHE_SERVFAIL_TTL seconds even to
- * fresh lookups; otherwise a SERVFAIL answer is stored for CACHE_SERVFAIL_TTL seconds.
- * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL as cache_insert does.
+ * Every upstream failed for q (pkt, len: the client's query). An entry that exists (fresh,
+ * or expired still within stale_ttl) stays; expired, it answers stale for
+ * CACHE_SERVFAIL_TTL seconds even to fresh lookups, and a hit may ask for its refresh
+ * again after CACHE_PREFETCH_RETRY seconds. Otherwise a SERVFAIL answer is stored for
+ * CACHE_SERVFAIL_TTL seconds. Returns 0, or -ENOMEM / -ENOSPC / -EINVAL as cache_insert
+ * does.
  */
 int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire_query_t *q,
                           uint64_t now_ms);
+
+/* The refresh that a CACHE_HIT_PREFETCH asked for could not start (the forwarder is
+ * full): a hit may ask again CACHE_PREFETCH_RETRY seconds from now_ms. */
+void cache_prefetch_again(cache_t *c, const wire_query_t *q, uint64_t now_ms);
 
 /* Sums the shards' counters into *out (takes each shard's lock in turn). */
 void cache_stats(cache_t *c, cache_stats_t *out);

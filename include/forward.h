@@ -84,10 +84,12 @@ void fwd_close(fwd_t *f);
 void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt);
 
 /*
- * Switches f to conf (a reload: new upstreams or timeouts). conf must outlive f, and its
- * max_inflight must equal the one f was created with (the pool is fixed). Connections
- * to upstreams close (their tries go on with the next upstream), back-offs are forgotten.
+ * Switches f to conf (a reload: new upstreams or timeouts). conf must stay until the next
+ * fwd_set_conf or fwd_close. Connections to upstreams close (their tries go on with the
+ * next upstream), back-offs are forgotten. Returns 0, or -EINVAL (f keeps its conf: the
+ * caller must keep that one) when f is closing, conf has no upstream, or its max_inflight
+ * is not the one f was created with (the pool is fixed).
  */
-void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf);
+int fwd_set_conf(fwd_t *f, const fwd_conf_t *conf);
 
 #endif

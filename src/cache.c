@@ -23,6 +23,7 @@
 #define BUCKET_BYTES   512         /* one bucket per this many bytes of budget: the most */
 #define BUCKETS_MIN    16          /* a shard's table at first; it doubles as entries come */
 #define FLIGHT_BUCKETS 1024
+#define NEVER          UINT64_MAX /* entry_t.prefetch_ms: the refresh was asked for */
 
 #define BIT_EDNS 1
 #define BIT_DO   2
@@ -36,7 +37,7 @@ typedef struct entry {
 	size_t charged;
 	uint16_t len, nttl, qtype, qclass;
 	uint8_t bits, keylen;
-	uint64_t prefetch_ms; /* when a hit last asked for a refresh; 0: never */
+	uint64_t prefetch_ms; /* a hit may ask for a refresh from then on; NEVER once asked */
 	bool ref;             /* CLOCK: used since the hand last passed */
 	uint16_t ttl_off[];   /* [nttl], then key[keylen], then msg[len] */
 } entry_t;
@@ -326,18 +327,14 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		goto out;
 	}
 	uint64_t stale_end = e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000;
+	bool prefetch = false;
 	if (now_ms < e->expire_ms) {
 		rc = CACHE_HIT;
 		s->hits++;
-		/* the last 10% of its TTL: one background refresh; asked again after
-		 * CACHE_PREFETCH_RETRY s if no fresher answer replaced this one (the refresh
-		 * could not start, or no upstream answered it) */
-		if ((e->expire_ms - now_ms) * 10 < (uint64_t)e->ttl * 1000 &&
-		    (!e->prefetch_ms || now_ms >= e->prefetch_ms + CACHE_PREFETCH_RETRY * 1000)) {
-			e->prefetch_ms = now_ms ? now_ms : 1;
-			rc = CACHE_HIT_PREFETCH;
-			s->prefetches++;
-		}
+		/* the last 10% of its TTL: one background refresh, asked for by a client's
+		 * lookup (a stale-mode one has no client of its own and starts none) */
+		prefetch = !stale_ok && now_ms >= e->prefetch_ms &&
+		           (e->expire_ms - now_ms) * 10 < (uint64_t)e->ttl * 1000;
 	} else if (now_ms >= stale_end || is_servfail(e)) { /* a SERVFAIL is never stale */
 		dead = unlink_entry(s, e);
 		if (!stale_ok)
@@ -354,6 +351,11 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 	if (!*len) {
 		rc = CACHE_MISS;
 		goto out;
+	}
+	if (prefetch) {
+		e->prefetch_ms = NEVER;
+		rc = CACHE_HIT_PREFETCH;
+		s->prefetches++;
 	}
 	if (!e->ref)
 		e->ref = true;
@@ -512,6 +514,18 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
 	return store(c, q, msg, len, sc.offs, sc.n, ttl, cap, now_ms);
 }
 
+void cache_prefetch_again(cache_t *c, const wire_query_t *q, uint64_t now_ms)
+{
+	uint8_t bits = query_bits(q);
+	uint64_t h = key_hash(c, q, bits);
+	shard_t *s = shard_of(c, h);
+	pthread_mutex_lock(&s->lock);
+	entry_t *e = find(s, h, q, bits);
+	if (e)
+		e->prefetch_ms = now_ms + CACHE_PREFETCH_RETRY * 1000;
+	pthread_mutex_unlock(&s->lock);
+}
+
 int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire_query_t *q,
                           uint64_t now_ms)
 {
@@ -522,6 +536,7 @@ int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire
 	entry_t *e = find(s, h, q, bits);
 	if (e && now_ms < e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000 && !is_servfail(e)) {
 		e->recheck_ms = now_ms + CACHE_SERVFAIL_TTL * 1000;
+		e->prefetch_ms = now_ms + CACHE_PREFETCH_RETRY * 1000; /* the refresh failed */
 		pthread_mutex_unlock(&s->lock);
 		return 0;
 	}

@@ -883,10 +883,10 @@ static void mark_down(fwd_t *f, int up, const char *why)
 	}
 }
 
-void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
+int fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
 {
 	if (f->closing || conf->max_inflight != f->conf->max_inflight || conf->n == 0)
-		return;
+		return -EINVAL;
 	/* the counters are kept by position in the list: a position that now names another
 	 * upstream starts from zero (a counter reset, as a scrape can tell), so that no
 	 * upstream is labelled with another's numbers */
@@ -908,6 +908,7 @@ void fwd_set_conf(fwd_t *f, const fwd_conf_t *conf)
 		f->down_until[i] = 0;
 		f->down_logged[i] = false;
 	}
+	return 0;
 }
 
 void fwd_set_dnstap(fwd_t *f, dt_worker_t *dt)

@@ -445,8 +445,8 @@ static size_t cache_answer(worker_t *w, const uint8_t *pkt, size_t len, const wi
 {
 	size_t n = 0;
 	int r = cache_lookup(w->srv->cache, pkt, q, max, uv_now(&w->loop), false, out, cap, &n);
-	if (r == CACHE_HIT_PREFETCH)
-		fwd_prefetch(w->fwd, pkt, len);
+	if (r == CACHE_HIT_PREFETCH && fwd_prefetch(w->fwd, pkt, len) == -ENOSPC)
+		cache_prefetch_again(w->srv->cache, q, uv_now(&w->loop));
 	return r == CACHE_MISS ? 0 : n;
 }
 
@@ -1361,13 +1361,15 @@ static int srv_dnstap_start(srv_t *s, char *err)
  */
 
 /* On the worker's thread, at the start of a batch or a heartbeat: run with sn from now
- * on. Nothing of the previous configuration is read after held says sn. */
+ * on. Nothing of the previous configuration is read after held says sn. A forwarder that
+ * refuses sn (srv_reload lets no such configuration through) keeps the worker on the
+ * one it has, and held with it. */
 static void worker_adopt(worker_t *w, const snap_t *sn)
 {
+	if (w->fwd && fwd_set_conf(w->fwd, &sn->fwd))
+		return;
 	w->snap = sn;
 	w->ans.conf = &sn->conf;
-	if (w->fwd)
-		fwd_set_conf(w->fwd, &sn->fwd);
 	unsigned per = sn->cfg.tcp_max_conns / w->srv->nworkers;
 	w->max_conns = per ? per : 1;
 	w->gen = UINT64_MAX; /* resolve the default org again */

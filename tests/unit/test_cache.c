@@ -403,33 +403,51 @@ static void test_prefetch_in_last_tenth_and_retried(void **st)
 	(void)st;
 	cache_t *c = mk(1 << 20);
 	query_t a = ask_a("pop.example.test.");
-	const char *const an[] = {"pop.example.test. 100 IN A 192.0.2.1", NULL};
+	const char *const an[] = {"pop.example.test. 200 IN A 192.0.2.1", NULL};
 	msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
 	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+	/* the expected result of a lookup at T0 + ms, one after the other */
+	const struct {
+		uint64_t ms;
+		bool stale_ok;
+		int want;
+	} steps[] = {
+	        {179 * S, false, CACHE_HIT},
+	        {181 * S, true, CACHE_HIT}, /* a stale-mode lookup has no client: no refresh */
+	        {181 * S, false, CACHE_HIT_PREFETCH},
+	        {182 * S, false, CACHE_HIT},
+	        /* once: an answer the cache did not keep (REFUSED, TTL 0) is not asked for again */
+	        {(181 + 2 * CACHE_PREFETCH_RETRY) * S, false, CACHE_HIT},
+	};
 	ldns_pkt *p;
-	assert_int_equal(look(c, &a, T0 + 89 * S, false, &p), CACHE_HIT);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		assert_int_equal(look(c, &a, T0 + steps[i].ms, steps[i].stale_ok, &p),
+		                 steps[i].want);
+		ldns_pkt_free(p);
+	}
+	/* every upstream failed the refresh: asked again CACHE_PREFETCH_RETRY s later */
+	uint64_t t = T0 + 185 * S;
+	assert_int_equal(cache_insert_servfail(c, a.pkt, a.len, &a.q, t), 0);
+	assert_int_equal(look(c, &a, t + CACHE_PREFETCH_RETRY * S - 1, false, &p), CACHE_HIT);
 	ldns_pkt_free(p);
-	assert_int_equal(look(c, &a, T0 + 91 * S, false, &p), CACHE_HIT_PREFETCH);
+	assert_int_equal(look(c, &a, t + CACHE_PREFETCH_RETRY * S, false, &p), CACHE_HIT_PREFETCH);
 	ldns_pkt_free(p);
-	assert_int_equal(look(c, &a, T0 + 92 * S, false, &p), CACHE_HIT);
+	/* the refresh could not start (the forwarder full): the same */
+	t += CACHE_PREFETCH_RETRY * S;
+	cache_prefetch_again(c, &a.q, t);
+	assert_int_equal(look(c, &a, t + CACHE_PREFETCH_RETRY * S - 1, false, &p), CACHE_HIT);
 	ldns_pkt_free(p);
-	/* no refresh stored (it could not start, or no upstream answered it): asked again
-	 * CACHE_PREFETCH_RETRY s later, not before */
-	assert_int_equal(look(c, &a, T0 + (91 + CACHE_PREFETCH_RETRY) * S - 1, false, &p),
-	                 CACHE_HIT);
+	assert_int_equal(look(c, &a, t + CACHE_PREFETCH_RETRY * S, false, &p), CACHE_HIT_PREFETCH);
 	ldns_pkt_free(p);
-	assert_int_equal(look(c, &a, T0 + (91 + CACHE_PREFETCH_RETRY) * S, false, &p),
-	                 CACHE_HIT_PREFETCH);
+	/* the refreshed answer may prefetch again, in its own last tenth */
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0 + 197 * S), 0);
+	assert_int_equal(look(c, &a, T0 + 377 * S, false, &p), CACHE_HIT);
 	ldns_pkt_free(p);
-	/* the refreshed answer may prefetch again, at once in its own last tenth */
-	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0 + 97 * S), 0);
-	assert_int_equal(look(c, &a, T0 + 187 * S, false, &p), CACHE_HIT);
-	ldns_pkt_free(p);
-	assert_int_equal(look(c, &a, T0 + 188 * S, false, &p), CACHE_HIT_PREFETCH);
+	assert_int_equal(look(c, &a, T0 + 378 * S, false, &p), CACHE_HIT_PREFETCH);
 	ldns_pkt_free(p);
 	cache_stats_t s;
 	cache_stats(c, &s);
-	assert_int_equal(s.prefetches, 3);
+	assert_int_equal(s.prefetches, 4);
 	assert_int_equal(s.entries, 1);
 	free(m.wire);
 	cache_free(c);

@@ -558,16 +558,12 @@ static void test_a_peer_takes_an_address_freed_later(void **state)
 	assert_non_null(strstr(out, "\"state\":\"stopped\""));
 	assert_non_null(strstr(out, "\"private_ip\":\"fdaa:0:18:2::2\""));
 	free(out);
-	/* a peer that takes a started Machine's address for good: refused, nothing changed */
-	char *before = export_str(fx->reg);
+	/* a peer that takes a started Machine's address for good: refused, and the message
+	 * says why (waiting for the address to be freed ends at the end of the file) */
 	const char *taken = "{\"kind\":\"peer\",\"org\":\"alpha\",\"name\":\"laptop\",\"ip\":"
 	                    "\"fdaa:0:18:2::2\",\"region\":\"ams\"}\n";
 	assert_int_not_equal(import_str(fx->reg, taken, false, err), 0);
-	assert_non_null(strstr(err, "address already held"));
-	char *after = export_str(fx->reg);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	assert_non_null(strstr(err, "test.jsonl:1: field 'ip': address already held"));
 }
 
 static void test_export_import_replace_round_trip(void **state)

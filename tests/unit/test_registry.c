@@ -417,9 +417,13 @@ static int peer_onto_machine(reg_txn_t *t, void *arg)
 	reg_hit_t h;
 	inet_pton(AF_INET6, "fdaa:0:18:1:1:0:1:2", taken);
 	inet_pton(AF_INET6, "fdaa:0:18:2::2", own);
-	assert_int_equal(reg_put_peer(t, NET_A, "laptop", taken, "ams"), -EADDRINUSE);
+	assert_int_equal(reg_put_peer(t, NET_A, "laptop", taken, "iad"), -EADDRINUSE);
 	assert_int_equal(reg_find_peer(t, NET_A, "laptop", 6, &h), 0);
+	assert_memory_equal(h.ip, own, 16);
 	assert_memory_equal(h.region, "ams", 3);
+	/* its address still its own: another peer cannot have it */
+	assert_int_equal(reg_put_peer(t, NET_A, "phone", own, "ams"), -EADDRINUSE);
+	assert_int_equal(reg_find_peer(t, NET_A, "phone", 5, &h), -ENOENT);
 	assert_int_equal(reg_put_peer(t, NET_A, "laptop", own, "ord"), 0);
 	assert_int_equal(reg_find_peer(t, NET_A, "laptop", 6, &h), 0);
 	assert_memory_equal(h.region, "ord", 3);
