@@ -159,17 +159,27 @@ void wire_answer_for(uint8_t *out, const uint8_t *pkt, const wire_query_t *q);
 
 /*
  * Relays an upstream's answer resp (len bytes, wire_answers() true) to the client whose
- * query was pkt/q (wire_answer_for); longer than max: header and question only, with TC.
+ * query was pkt/q (wire_answer_for); longer than max: wire_truncate.
  * Writes out (cap >= len); returns the length.
  */
 size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp, size_t len,
                   size_t max, uint8_t *out);
 
 /*
+ * Cuts the answer in out (cap bytes, its header and question the client's) to a TC
+ * answer: header and question, and for a client that sent an OPT an OPT of ours with
+ * its DO bit (RFC 6891 section 6.1.1), so the client retries over TCP knowing EDNS
+ * works. Returns the new length.
+ */
+size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q);
+
+/*
  * Cuts the options out of the OPT record of the message msg (len bytes), in place, and
  * returns its new length: an answer kept or shared for other clients must not carry
- * the first asker's cookie (RFC 7873), client subnet or padding. A message without
- * options, or one that cannot be walked, is left as it is (its length returned).
+ * the first asker's cookie (RFC 7873), client subnet or padding. An OPT that other
+ * records follow (their names may point past it) keeps its length, its options
+ * overwritten by one all-zero Padding option (RFC 7830). A message without options, or
+ * one that cannot be walked, is left as it is (its length returned).
  */
 size_t wire_strip_options(uint8_t *msg, size_t len);
 

@@ -293,11 +293,8 @@ static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q
 		return 0;
 	memcpy(out, m, n);
 	wire_answer_for(out, pkt, q);
-	if (tc) {
-		out[2] |= 0x02;
-		memset(out + 6, 0, 6);
-		return n;
-	}
+	if (tc)
+		return wire_truncate(out, cap, q);
 	/* workers' clocks are read at different moments: one may be behind the writer's */
 	uint32_t elapsed = now_ms > e->stored_ms ? (uint32_t)((now_ms - e->stored_ms) / 1000) : 0;
 	const uint16_t *off = ttl_offs(e);

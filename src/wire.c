@@ -108,6 +108,34 @@ static int read_opt(const uint8_t *p, size_t end, size_t o, wire_query_t *q)
 	return 0;
 }
 
+/* The an + ns + ar records after the question (off: their start): the OPT read into q. */
+static int read_records(const uint8_t *p, size_t len, size_t off, unsigned an, unsigned ns,
+                        unsigned ar, wire_query_t *q)
+{
+	for (unsigned i = 0; i < an + ns + ar; i++) {
+		size_t owner = off;
+		if (wire_skip_name(p, len, &off) || off + 10 > len)
+			return WIRE_FORMERR;
+		uint16_t type = rd16(p + off), rdlen = rd16(p + off + 8);
+		size_t rdata = off + 10;
+		if (rdata + rdlen > len)
+			return WIRE_FORMERR;
+		if (type == WIRE_OPT) {
+			/* one OPT, in the additional section, owned by the root */
+			if (i < an + ns || q->edns || p[owner] != 0 || owner + 1 != off)
+				return WIRE_FORMERR;
+			q->edns = true;
+			q->edns_udp = rd16(p + off + 2);
+			q->edns_version = p[off + 5];
+			q->edns_do = p[off + 6] & 0x80;
+			if (read_opt(p, rdata + rdlen, rdata, q))
+				return WIRE_FORMERR;
+		}
+		off = rdata + rdlen;
+	}
+	return off == len ? WIRE_OK : WIRE_FORMERR; /* no trailing bytes past the records */
+}
+
 static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 {
 	q->has_question = q->edns = q->edns_do = q->edns_nsid = false;
@@ -124,37 +152,21 @@ static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	size_t off = WIRE_HDR;
 
 	if (q->opcode != 0) {
+		/* NOTIMP, with an OPT when the records can be read and hold one (RFC 6891
+		 * section 6.1.1: a request with an OPT gets a response with one) */
 		if (qd == 1 && read_question(p, len, &off, q))
 			q->has_question = false;
+		if (!q->has_question || read_records(p, len, off, an, ns, ar, q) != WIRE_OK)
+			q->edns = q->edns_do = q->edns_nsid = false;
 		return WIRE_NOTIMP;
 	}
 	if (qd != 1 || read_question(p, len, &off, q)) {
 		q->has_question = false;
 		return WIRE_FORMERR;
 	}
-	for (unsigned i = 0; i < (unsigned)an + ns + ar; i++) {
-		size_t owner = off;
-		if (wire_skip_name(p, len, &off) || off + 10 > len)
-			return WIRE_FORMERR;
-		uint16_t type = rd16(p + off), rdlen = rd16(p + off + 8);
-		size_t rdata = off + 10;
-		if (rdata + rdlen > len)
-			return WIRE_FORMERR;
-		if (type == WIRE_OPT) {
-			/* one OPT, in the additional section, owned by the root */
-			if (i < (unsigned)an + ns || q->edns || p[owner] != 0 || owner + 1 != off)
-				return WIRE_FORMERR;
-			q->edns = true;
-			q->edns_udp = rd16(p + off + 2);
-			q->edns_version = p[off + 5];
-			q->edns_do = p[off + 6] & 0x80;
-			if (read_opt(p, rdata + rdlen, rdata, q))
-				return WIRE_FORMERR;
-		}
-		off = rdata + rdlen;
-	}
-	if (off != len)
-		return WIRE_FORMERR; /* trailing bytes past the records */
+	int rc = read_records(p, len, off, an, ns, ar, q);
+	if (rc != WIRE_OK)
+		return rc;
 	if (q->edns && q->edns_version > 0)
 		return WIRE_BADVERS;
 	if (wire_qtype_notimp(q->qtype))
@@ -390,6 +402,19 @@ void wire_txt_abort(wire_resp_t *r)
 	r->len = r->txt_start;
 }
 
+/* An OPT record at p without its RDATA (rdlen bytes, to follow): 11 bytes. */
+static void put_opt(uint8_t *p, int rcode, bool dnssec_ok, uint16_t rdlen)
+{
+	p[0] = 0; /* root */
+	wr16(p + 1, WIRE_OPT);
+	wr16(p + 3, WIRE_EDNS_SIZE);
+	p[5] = (uint8_t)(rcode >> 4); /* extended rcode */
+	p[6] = 0;                     /* version */
+	p[7] = dnssec_ok ? 0x80 : 0;
+	p[8] = 0;
+	wr16(p + 9, rdlen);
+}
+
 int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len)
 {
 	r->limit += r->reserve;
@@ -397,14 +422,7 @@ int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_l
 	if (r->len + wire_opt_size(nsid_len) > r->limit)
 		return -ENOSPC;
 	uint8_t *p = r->buf + r->len;
-	p[0] = 0; /* root */
-	wr16(p + 1, WIRE_OPT);
-	wr16(p + 3, WIRE_EDNS_SIZE);
-	p[5] = (uint8_t)(r->rcode >> 4); /* extended rcode */
-	p[6] = 0;                        /* version */
-	p[7] = dnssec_ok ? 0x80 : 0;
-	p[8] = 0;
-	wr16(p + 9, (uint16_t)(nsid_len ? 4 + nsid_len : 0));
+	put_opt(p, r->rcode, dnssec_ok, (uint16_t)(nsid_len ? 4 + nsid_len : 0));
 	r->len += 11;
 	if (nsid_len) {
 		wr16(p + 11, 3);
@@ -472,12 +490,20 @@ size_t wire_relay(const uint8_t *pkt, const wire_query_t *q, const uint8_t *resp
 {
 	memcpy(out, resp, len);
 	wire_answer_for(out, pkt, q);
-	if (len > max) {
-		len = q->question_end;
-		out[2] |= 0x02;
-		memset(out + 6, 0, 6);
+	return len > max ? wire_truncate(out, len, q) : len;
+}
+
+size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q)
+{
+	size_t n = q->question_end;
+	out[2] |= 0x02;
+	memset(out + 6, 0, 6);
+	if (q->edns && n + wire_opt_size(0) <= cap) {
+		put_opt(out + n, 0, q->edns_do, 0);
+		wr16(out + 10, 1);
+		n += wire_opt_size(0);
 	}
-	return len;
+	return n;
 }
 
 size_t wire_strip_options(uint8_t *msg, size_t len)
@@ -494,10 +520,16 @@ size_t wire_strip_options(uint8_t *msg, size_t len)
 		off += 10;
 		if (off + rdlen > len)
 			return len;
-		if (type == WIRE_OPT && rdlen > 0) {
-			memmove(msg + off, msg + off + rdlen, len - off - rdlen);
-			wr16(msg + off - 2, 0);
-			return len - rdlen; /* one OPT at most (RFC 6891 section 6.1.1) */
+		if (type == WIRE_OPT && rdlen > 0 && off + rdlen == len) {
+			wr16(msg + off - 2, 0); /* the last record: its options cut off */
+			return off;
+		}
+		if (type == WIRE_OPT && rdlen >= 4) {
+			/* records follow, and their names may point past the OPT (compression):
+			 * nothing moves, the options become one Padding option (RFC 7830) */
+			wr16(msg + off, 12);
+			wr16(msg + off + 2, (uint16_t)(rdlen - 4));
+			memset(msg + off + 4, 0, rdlen - 4u);
 		}
 		off += rdlen;
 	}

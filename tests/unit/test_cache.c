@@ -338,8 +338,16 @@ static void test_larger_than_client_takes_is_tc(void **st)
 	size_t len = 0;
 	assert_int_equal(cache_lookup(c, a.pkt, &a.q, 512, T0, false, buf, sizeof(buf), &len),
 	                 CACHE_HIT);
-	assert_int_equal(len, a.q.question_end);
-	assert_true(buf[2] & 0x02);
+	/* header, question and, the query having EDNS, an OPT (RFC 6891 section 6.1.1) */
+	assert_true(a.q.edns);
+	assert_int_equal(len, a.q.question_end + wire_opt_size(0));
+	ldns_pkt *p;
+	assert_int_equal(ldns_wire2pkt(&p, buf, len), LDNS_STATUS_OK);
+	assert_true(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), 0);
+	assert_true(ldns_pkt_edns(p));
+	assert_int_equal(ldns_pkt_edns_udp_size(p), WIRE_EDNS_SIZE);
+	ldns_pkt_free(p);
 	assert_int_equal(cache_lookup(c, a.pkt, &a.q, 1232, T0, false, buf, sizeof(buf), &len),
 	                 CACHE_HIT);
 	assert_int_equal(len, m.len);

@@ -206,6 +206,29 @@ static void test_opcode_other_than_query_is_notimp(void **s)
 	assert_true(q.has_question);
 }
 
+/* A request with an OPT gets a response with one (RFC 6891 section 6.1.1), NOTIMP too;
+ * records that cannot be read leave it without. */
+static void test_notimp_keeps_the_opt(void **s)
+{
+	(void)s;
+	uint8_t p[512], out[512];
+	size_t n = ldns_query("www.example.com.", LDNS_RR_TYPE_A, 1232, true, p);
+	p[2] = (uint8_t)((p[2] & 0x87) | 4 << 3); /* NOTIFY */
+	wire_query_t q;
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_NOTIMP);
+	assert_true(q.edns && q.edns_do);
+	size_t len = wire_error_response(p, n, WIRE_NOTIMP, out, sizeof(out));
+	ldns_pkt *r = NULL;
+	assert_int_equal(ldns_wire2pkt(&r, out, len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_get_rcode(r), LDNS_RCODE_NOTIMPL);
+	assert_true(ldns_pkt_edns(r));
+	assert_true(ldns_pkt_edns_do(r));
+	ldns_pkt_free(r);
+	p[11] = 2; /* two additional records claimed, one there */
+	assert_int_equal(wire_parse_query(p, n, &q), WIRE_NOTIMP);
+	assert_false(q.edns);
+}
+
 static void test_qtype_zero_and_unserved_meta_types_are_notimp(void **s)
 {
 	(void)s;
@@ -430,6 +453,19 @@ static void test_relay_restores_the_client_view(void **s)
 	assert_int_equal(ldns_wire2pkt(&p, out, out_len), LDNS_STATUS_OK);
 	assert_true(ldns_pkt_tc(p));
 	assert_int_equal(ldns_pkt_ancount(p), 0);
+	assert_false(ldns_pkt_edns(p));
+	ldns_pkt_free(p);
+	/* a client that sent an OPT: the TC answer has one, with its DO bit */
+	n = ldns_query("Www.Example.Com.", LDNS_RR_TYPE_A, 1232, true, pkt);
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	out_len = wire_relay(pkt, &q, r, len, 512, out);
+	assert_int_equal(out_len, q.question_end + wire_opt_size(0));
+	assert_int_equal(ldns_wire2pkt(&p, out, out_len), LDNS_STATUS_OK);
+	assert_true(ldns_pkt_tc(p));
+	assert_int_equal(ldns_pkt_ancount(p), 0);
+	assert_true(ldns_pkt_edns(p));
+	assert_true(ldns_pkt_edns_do(p));
+	assert_int_equal(ldns_pkt_edns_udp_size(p), WIRE_EDNS_SIZE);
 	ldns_pkt_free(p);
 }
 
@@ -474,6 +510,54 @@ static void test_strip_options_keeps_the_rest(void **s)
 	assert_int_equal(wire_strip_options(r, len), len);
 }
 
+/* Records after the OPT whose names point past it (compression): the options become
+ * padding of the same length, so every name still reads. */
+static void test_strip_options_before_compressed_names_moves_nothing(void **s)
+{
+	(void)s;
+	static const uint8_t name[] = "\3www\7example\3com", ns1[] = "\3ns1\7example\3com";
+	uint8_t m[256];
+	size_t n = 0;
+	const uint8_t hdr[12] = {0x42, 0x42, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 3};
+	memcpy(m, hdr, 12), n = 12;
+	memcpy(m + n, name, sizeof(name)), n += sizeof(name); /* the trailing NUL: the root */
+	const uint8_t qt[4] = {0, 1, 0, 1};
+	memcpy(m + n, qt, 4), n += 4;
+	/* OPT: root, type 41, size 1232, TTL 0, a COOKIE of 16 bytes */
+	const uint8_t opt[11] = {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 20};
+	memcpy(m + n, opt, 11), n += 11;
+	const uint8_t cookie[4] = {0, 10, 0, 16};
+	memcpy(m + n, cookie, 4), n += 4;
+	memset(m + n, 0xab, 16), n += 16;
+	size_t a_owner = n;
+	memcpy(m + n, ns1, sizeof(ns1)), n += sizeof(ns1);
+	const uint8_t a[14] = {0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1};
+	memcpy(m + n, a, 14), n += 14;
+	m[n++] = 0xc0, m[n++] = (uint8_t)a_owner; /* the AAAA's owner: a pointer past the OPT */
+	const uint8_t aaaa[10] = {0, 28, 0, 1, 0, 0, 0, 60, 0, 16};
+	memcpy(m + n, aaaa, 10), n += 10;
+	memset(m + n, 0, 16), m[n] = 0x20, m[n + 1] = 0x01, n += 16;
+	assert_int_equal(wire_strip_options(m, n), n);
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, m, n), LDNS_STATUS_OK);
+	ldns_rr_list *ar = ldns_pkt_additional(p);
+	assert_int_equal(ldns_rr_list_rr_count(ar), 2);
+	for (size_t i = 0; i < 2; i++) {
+		char *o = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ar, i)));
+		assert_string_equal(o, "ns1.example.com.");
+		free(o);
+	}
+	ldns_rdf *opts = ldns_pkt_edns_data(p);
+	assert_non_null(opts);
+	assert_int_equal(ldns_rdf_size(opts), 20);
+	const uint8_t *d = ldns_rdf_data(opts);
+	assert_int_equal(d[0] << 8 | d[1], 12); /* Padding */
+	assert_int_equal(d[2] << 8 | d[3], 16);
+	for (size_t i = 4; i < 20; i++)
+		assert_int_equal(d[i], 0);
+	ldns_pkt_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -496,6 +580,8 @@ int main(void)
 	        cmocka_unit_test(test_upstream_answer_must_match_id_and_question),
 	        cmocka_unit_test(test_relay_restores_the_client_view),
 	        cmocka_unit_test(test_strip_options_keeps_the_rest),
+	        cmocka_unit_test(test_strip_options_before_compressed_names_moves_nothing),
+	        cmocka_unit_test(test_notimp_keeps_the_opt),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
