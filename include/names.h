@@ -57,6 +57,7 @@ typedef struct {
 	names_label_t sub; /* region, group, Machine id, peer name, metadata key */
 	names_label_t val; /* metadata value */
 	uint32_t top;      /* N of topN */
+	bool global;       /* NAME_APP as global.<app>: nothing below it, never a non-terminal */
 	uint8_t addr[16];  /* NAME_PTR; NAME_PTR_ENT: its first nibbles, the rest 0 */
 	unsigned nibbles;  /* NAME_PTR_ENT: nibbles of addr the name gives, fdaa included */
 } names_t;

@@ -150,8 +150,9 @@ static int answer_set(req_t *rq, int kind)
 	                    n->val.p, n->val.len, aaaa ? put_ips : NULL, &a);
 	if (count < 0)
 		return WIRE_SERVFAIL;
-	if (count == 0 && kind == REG_SET_APP) {
-		/* <app> with only stopped Machines: an empty non-terminal (all.vms.<app>) */
+	if (count == 0 && kind == REG_SET_APP && !n->global) {
+		/* <app> with only stopped Machines: an empty non-terminal (all.vms.<app>);
+		 * global.<app> has nothing below it */
 		int any = reg_walk_all_app(rq->ctx->txn, rq->net, n->app.p, n->app.len,
 		                           stop_at_first, NULL);
 		if (any < 0)
@@ -667,15 +668,19 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	bool aa = false;
 	uint32_t net = 0;
 	names_t n;
-	if (rcode != WIRE_OK)
-		goto done;
+	/* a source refused is refused for everything: no FORMERR, NOTIMP or BADVERS either */
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
 	                               ctx->default_net, &net);
-	if (v == ORG_REFUSED || q->qclass != WIRE_CLASS_IN || q->qtype == WIRE_AXFR ||
-	    q->qtype == WIRE_IXFR) {
-		ctx->last_refused = v == ORG_REFUSED             ? ANS_REFUSED_ORG
-		                    : q->qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS
-		                                                 : ANS_REFUSED_TRANSFER;
+	if (v == ORG_REFUSED) {
+		ctx->last_refused = ANS_REFUSED_ORG;
+		rcode = WIRE_REFUSED;
+		goto done;
+	}
+	if (rcode != WIRE_OK)
+		goto done;
+	if (q->qclass != WIRE_CLASS_IN || q->qtype == WIRE_AXFR || q->qtype == WIRE_IXFR) {
+		ctx->last_refused =
+		        q->qclass != WIRE_CLASS_IN ? ANS_REFUSED_CLASS : ANS_REFUSED_TRANSFER;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}

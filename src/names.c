@@ -77,7 +77,7 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		return;
 	case 1:
 		if (is(y, "global"))
-			o->form = NAME_APP;
+			o->form = NAME_APP, o->global = true;
 		else if (is(y, "vms"))
 			o->form = NAME_VMS;
 		else if (is(y, "regions"))

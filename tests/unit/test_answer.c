@@ -542,6 +542,13 @@ static void test_refusals(void **state)
 	p = ask_how(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){.src = "2001:db8::1"});
 	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
 	ldns_pkt_free(p);
+	/* refused for everything: a question it would get NOTIMP for too */
+	p = ask_how(fx, "web.internal.", (ldns_rr_type)200, (how_t){.src = "2001:db8::1"});
+	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
+	ldns_pkt_free(p);
+	p = ask(fx, "web.internal.", (ldns_rr_type)200);
+	assert_rcode(p, LDNS_RCODE_NOTIMPL, 0);
+	ldns_pkt_free(p);
 	p = ask(fx, "example.com.", LDNS_RR_TYPE_A); /* no forwarding configured */
 	assert_rcode(p, LDNS_RCODE_REFUSED, 0);
 	ldns_pkt_free(p);
@@ -735,6 +742,8 @@ static void test_all_names_list_every_state(void **state)
 	                "internal.");
 	assert_negative(ask(*state, "gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
 	                "internal."); /* the empty non-terminal above all.vms.gone */
+	assert_negative(ask(*state, "global.gone.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NXDOMAIN, "internal."); /* nothing below it */
 	assert_negative(ask(*state, "all.gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
 	                "internal.");
 	assert_negative(ask(*state, "all.vms.nope.internal.", LDNS_RR_TYPE_TXT),

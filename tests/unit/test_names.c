@@ -43,8 +43,10 @@ static void test_app_forms(void **s)
 	assert_int_equal(n.zone, ZONE_INTERNAL);
 	assert_int_equal(n.apex_off, 4);
 	assert_label(n.app, "web");
+	assert_false(n.global);
 	n = classify("global.web.internal");
 	assert_int_equal(n.form, NAME_APP);
+	assert_true(n.global);
 	assert_label(n.app, "web");
 	n = classify("ord.web.internal");
 	assert_int_equal(n.form, NAME_REGION);
