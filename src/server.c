@@ -69,7 +69,16 @@ typedef struct {
 	uv_tcp_t h;
 } tcp_listener_t;
 
-typedef struct conn {
+typedef struct conn conn_t;
+
+/* One of a connection's forwarded queries: the forwarder's callback argument. */
+typedef struct {
+	conn_t *c;
+	struct timespec qtime; /* when the query came, for dnstap */
+	bool used;
+} tcp_fwd_t;
+
+struct conn {
 	worker_t *w;
 	uv_tcp_t h;
 	uv_timer_t idle;
@@ -82,9 +91,10 @@ typedef struct conn {
 	bool eof; /* the client closed its side: answer what it sent, then close */
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
-	bool idled;            /* closed by the idle timer (metrics) */
-	uint16_t sport, dport; /* for dnstap */
-} conn_t;
+	bool idled;                /* closed by the idle timer (metrics) */
+	uint16_t sport, dport;     /* for dnstap */
+	tcp_fwd_t fq[TCP_FWD_MAX]; /* its forwarded queries in flight (fwds of them used) */
+};
 
 /* A UDP query waiting for its upstream answer. */
 typedef struct fwd_udp {
@@ -740,7 +750,9 @@ static void conn_send(conn_t *c, uint8_t *framed, size_t len)
 
 static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 {
-	conn_t *c = arg;
+	tcp_fwd_t *fq = arg;
+	conn_t *c = fq->c;
+	fq->used = false;
 	c->fwds--;
 	if (len)
 		count_relayed(c->w, true, resp, len);
@@ -751,7 +763,7 @@ static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
 		if (c->w->dt) {
 			dt_end_t cl, sv;
 			tap_ends(&cl, &sv, c->src, c->sport, c->dst, c->dport);
-			dt_log_client_response(c->w->dt, true, &cl, &sv, NULL, resp, len);
+			dt_log_client_response(c->w->dt, true, &cl, &sv, &fq->qtime, resp, len);
 		}
 		conn_resume(c); /* len 0: the forwarder is closing, and so is the server */
 		conn_finish_if_done(c);
@@ -786,7 +798,17 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		return;
 	}
 	if (act == ANS_FORWARD) {
-		if (fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, c) == 0) {
+		tcp_fwd_t *fq = NULL; /* conn_process keeps fwds below TCP_FWD_MAX: one is free */
+		for (size_t i = 0; i < TCP_FWD_MAX && !fq; i++)
+			if (!c->fq[i].used)
+				fq = &c->fq[i];
+		if (fq) {
+			fq->c = c;
+			if (w->dt)
+				fq->qtime = now;
+		}
+		if (fq && fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, fq) == 0) {
+			fq->used = true;
 			c->refs++;
 			c->fwds++;
 			return;
