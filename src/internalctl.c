@@ -43,7 +43,8 @@ static const char *const usage_text =
         "  follow [--nats URL]... [--bucket NAME] [--batch N]\n"
         "                              mirror the fleet's bucket into this registry (a daemon)\n"
         "\n"
-        "--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
+        "--db DIR (or --db=DIR) defaults to /var/lib/internald; it and --no-sync may also\n"
+        "follow the command. 'internalctl COMMAND --help' for one command.\n";
 
 static const char *const help_text[][2] = {
         {"import", "usage: internalctl import [--replace] FILE...\n"
@@ -93,6 +94,44 @@ static int usage(const char *msg)
 	return EXIT_USAGE;
 }
 
+static const char *help_of(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
+		if (strcmp(help_text[i][0], cmd) == 0)
+			return help_text[i][1];
+	return NULL;
+}
+
+/* A usage error of one command: the message, then that command's usage line. */
+static int cmd_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cmd_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	const char *h = help_of(cmd);
+	fprintf(stderr, "internalctl: %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (h)
+		fprintf(stderr, "%.*s\n", (int)strcspn(h, "\n"), h);
+	return EXIT_USAGE;
+}
+
+/* An argument the command does not take: a usage error naming it. */
+static int stray(const char *cmd, const char *arg)
+{
+	if (arg[0] == '-' && arg[1])
+		return cmd_usage(cmd, "unknown option '%s'", arg);
+	return cmd_usage(cmd, "unexpected argument '%s'", arg);
+}
+
+/* export, check, stats: no arguments (a stray one may be a misplaced option). */
+static int no_args(const cli_t *c)
+{
+	return c->argc > 1 ? stray(c->argv[0], c->argv[1]) : 0;
+}
+
 static bool wants_help(const cli_t *c)
 {
 	for (int i = 1; i < c->argc; i++)
@@ -103,12 +142,8 @@ static bool wants_help(const cli_t *c)
 
 static int print_help(const char *cmd)
 {
-	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
-		if (strcmp(help_text[i][0], cmd) == 0) {
-			fputs(help_text[i][1], stdout);
-			return 0;
-		}
-	fputs(usage_text, stdout);
+	const char *h = help_of(cmd);
+	fputs(h ? h : usage_text, stdout);
 	return 0;
 }
 
@@ -859,39 +894,38 @@ static int cmd_follow(const cli_t *c)
 int main(int argc, char **argv)
 {
 	cli_t c = {.db = "/var/lib/internald"};
-	int i = 1;
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
-			c.db = argv[++i];
-		else if (strncmp(argv[i], "--db=", 5) == 0)
-			c.db = argv[i] + 5;
-		else if (strcmp(argv[i], "--no-sync") == 0)
+	int n = 0; /* the command and its arguments, moved to argv[1..n] */
+	/* the global options, before the command or after it: they are taken out, so a
+	 * command never mistakes one for its own argument nor ignores one */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--db") == 0 || strncmp(a, "--db=", 5) == 0) {
+			const char *v = a[4] == '=' ? a + 5 : i + 1 < argc ? argv[++i] : NULL;
+			if (!v || !*v)
+				return usage("--db needs a directory (--db DIR or --db=DIR)");
+			c.db = v;
+		} else if (strcmp(a, "--no-sync") == 0) {
 			c.flags |= REG_NOSYNC;
-		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return fputs(usage_text, stdout), 0;
-		else
-			return usage("unknown option");
-	}
-	if (i == argc)
-		return usage(NULL);
-	c.argc = argc - i;
-	c.argv = argv + i;
-	/* --db may also follow the command */
-	for (int j = 1; j + 1 < c.argc; j++)
-		if (strcmp(c.argv[j], "--db") == 0) {
-			c.db = c.argv[j + 1];
-			memmove(&c.argv[j], &c.argv[j + 2],
-			        (size_t)(c.argc - j - 2) * sizeof(char *));
-			c.argc -= 2;
-			j--;
+		} else if (n == 0 && a[0] == '-') {
+			if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+				return fputs(usage_text, stdout), 0;
+			fprintf(stderr, "internalctl: unknown option '%s'\n", a);
+			return usage(NULL);
+		} else {
+			argv[++n] = argv[i]; /* n < i: nothing unread is overwritten */
 		}
+	}
+	if (n == 0)
+		return usage(NULL);
+	c.argc = n;
+	c.argv = argv + 1;
 	const char *cmd = c.argv[0];
 	if (wants_help(&c))
 		return print_help(cmd);
 	if (strcmp(cmd, "import") == 0)
 		return cmd_import(&c);
 	if (strcmp(cmd, "export") == 0)
-		return with_read_txn(&c, do_export);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_export);
 	if (strcmp(cmd, "upgrade") == 0)
 		return cmd_upgrade(&c);
 	if (strcmp(cmd, "machine") == 0)
@@ -901,12 +935,13 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "zone") == 0)
 		return with_read_txn(&c, do_zone);
 	if (strcmp(cmd, "check") == 0)
-		return with_read_txn(&c, do_check);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_check);
 	if (strcmp(cmd, "stats") == 0)
-		return with_read_txn(&c, do_stats);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_stats);
 	if (strcmp(cmd, "publish") == 0)
 		return cmd_publish(&c);
 	if (strcmp(cmd, "follow") == 0)
 		return cmd_follow(&c);
-	return usage("unknown command");
+	fprintf(stderr, "internalctl: unknown command '%s'\n", cmd);
+	return usage(NULL);
 }
