@@ -84,6 +84,9 @@ typedef struct {
 	unsigned flags;
 	int argc;
 	char **argv;
+	/* ls and zone's arguments, parsed before the registry is opened */
+	const char *what, *org;
+	uint32_t ttl;
 } cli_t;
 
 static int usage(const char *msg)
@@ -256,6 +259,12 @@ static void free_files(import_t *im)
 	free(im->files);
 }
 
+/* A FILE argument: - (standard input) or a name that is not an option. */
+static bool is_file_arg(const char *arg)
+{
+	return arg[0] != '-' || strcmp(arg, "-") == 0;
+}
+
 static int cmd_import(const cli_t *c)
 {
 	int first = 1, files = 0;
@@ -263,10 +272,12 @@ static int cmd_import(const cli_t *c)
 	for (int i = first; i < c->argc; i++)
 		if (strcmp(c->argv[i], "--replace") == 0)
 			replace = true;
-		else
+		else if (is_file_arg(c->argv[i]))
 			files++;
+		else
+			return stray("import", c->argv[i]);
 	if (files == 0)
-		return usage("import needs a file (or - for standard input)");
+		return cmd_usage("import", "needs a file (or - for standard input)");
 	char err[JSONL_ERR_MAX] = "";
 	import_t im = {.replace = replace, .err = err};
 	double t0 = now();
@@ -309,6 +320,9 @@ static int cmd_import(const cli_t *c)
  * transaction with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
 static int cmd_upgrade(const cli_t *c)
 {
+	for (int i = 1; i < c->argc; i++)
+		if (!is_file_arg(c->argv[i]))
+			return stray("upgrade", c->argv[i]);
 	char err[JSONL_ERR_MAX] = "";
 	import_t im = {.upgrade = true, .err = err};
 	int rc = parse_files(c, 1, &im, err);
@@ -394,11 +408,16 @@ static int machine_fn(reg_txn_t *txn, void *arg)
 
 static int cmd_machine(const cli_t *c)
 {
-	if (c->argc != 3)
-		return usage("machine takes start|stop|delete and an id");
+	for (int i = 1; i < c->argc; i++)
+		if (c->argv[i][0] == '-') /* no id starts with '-' */
+			return stray("machine", c->argv[i]);
+	if (c->argc < 3)
+		return cmd_usage("machine", "takes start, stop or delete and a Machine id");
+	if (c->argc > 3)
+		return stray("machine", c->argv[3]);
 	machine_op_t m = {c->argv[1], c->argv[2], 0};
 	if (strcmp(m.op, "start") && strcmp(m.op, "stop") && strcmp(m.op, "delete"))
-		return usage("machine takes start, stop or delete");
+		return cmd_usage("machine", "takes start, stop or delete, not '%s'", m.op);
 	reg_t *reg;
 	int rc = open_reg(c, true, &reg);
 	if (rc)
@@ -628,12 +647,48 @@ static int ls_apps(ls_t *l)
 	return 0;
 }
 
-static const char *opt_org(const cli_t *c, int from)
+static const char *const ls_kinds[] = {"orgs", "apps", "machines", "peers", "regions"};
+
+/* ls WHAT [--org SLUG], zone [--org SLUG] [--ttl N]: every argument is understood or a
+ * usage error, before the registry is opened. 0, or an exit code. */
+static int parse_view(cli_t *c)
 {
-	for (int i = from; i + 1 < c->argc; i++)
-		if (strcmp(c->argv[i], "--org") == 0)
-			return c->argv[i + 1];
-	return NULL;
+	const char *cmd = c->argv[0];
+	bool ls = strcmp(cmd, "ls") == 0;
+	c->ttl = 5;
+	for (int i = 1; i < c->argc; i++) {
+		const char *a = c->argv[i];
+		bool org = strcmp(a, "--org") == 0, ttl = !ls && strcmp(a, "--ttl") == 0;
+		if (org || ttl) {
+			if (i + 1 == c->argc)
+				return cmd_usage(cmd, "%s needs a value (%s)", a,
+				                 org ? "an org's slug" : "seconds");
+			const char *v = c->argv[++i];
+			if (org) {
+				c->org = v;
+				continue;
+			}
+			char *end;
+			errno = 0;
+			unsigned long t = strtoul(v, &end, 10);
+			if (!*v || *end || v[0] == '-' || errno ||
+			    t > 2147483647UL) /* RFC 2181 §8 */
+				return cmd_usage(cmd, "--ttl %s: want seconds, 0 to 2147483647", v);
+			c->ttl = (uint32_t)t;
+		} else if (ls && !c->what && a[0] != '-') {
+			c->what = a;
+		} else {
+			return stray(cmd, a);
+		}
+	}
+	if (!ls)
+		return 0;
+	if (!c->what)
+		return cmd_usage(cmd, "takes orgs, apps, machines, peers or regions");
+	for (size_t i = 0; i < sizeof(ls_kinds) / sizeof(ls_kinds[0]); i++)
+		if (strcmp(c->what, ls_kinds[i]) == 0)
+			return 0;
+	return cmd_usage(cmd, "takes orgs, apps, machines, peers or regions, not '%s'", c->what);
 }
 
 static int resolve_org(reg_txn_t *txn, const char *slug, uint32_t *net)
@@ -658,9 +713,7 @@ static int ls_region(const reg_region_t *r, void *arg)
 
 static int do_ls(const cli_t *c, reg_txn_t *txn)
 {
-	if (c->argc < 2)
-		return usage("ls takes orgs, apps, machines, peers or regions");
-	const char *what = c->argv[1], *org = opt_org(c, 2);
+	const char *what = c->what, *org = c->org;
 	ls_t l = {.txn = txn, .has_org = org != NULL};
 	if (org && resolve_org(txn, org, &l.org))
 		return EXIT_REFUSED;
@@ -685,7 +738,7 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 		row(&l.t, "REGION", "LAT", "LON", "NAME");
 		rc = reg_walk_regions(txn, ls_region, &l);
 	} else {
-		return usage("ls takes orgs, apps, machines, peers or regions");
+		return EXIT_USAGE; /* parse_view let no other through */
 	}
 	table_print(&l.t);
 	if (rc < 0 || l.t.oom) {
@@ -707,22 +760,8 @@ static int only_org(const char *slug, size_t len, uint32_t net, void *arg)
 
 static int do_zone(const cli_t *c, reg_txn_t *txn)
 {
-	const char *org = opt_org(c, 1);
-	uint32_t net = 0, ttl = 5;
-	for (int i = 1; i + 1 < c->argc; i++) {
-		if (strcmp(c->argv[i], "--ttl") != 0)
-			continue;
-		const char *v = c->argv[i + 1];
-		char *end;
-		errno = 0;
-		unsigned long t = strtoul(v, &end, 10);
-		if (!*v || *end || v[0] == '-' || errno || t > 2147483647UL) { /* RFC 2181 §8 */
-			fprintf(stderr,
-			        "internalctl: zone: --ttl %s: want seconds, 0 to 2147483647\n", v);
-			return EXIT_USAGE;
-		}
-		ttl = (uint32_t)t;
-	}
+	const char *org = c->org;
+	uint32_t net = 0, ttl = c->ttl;
 	if (org) {
 		if (resolve_org(txn, org, &net))
 			return EXIT_REFUSED;
@@ -930,10 +969,9 @@ int main(int argc, char **argv)
 		return cmd_upgrade(&c);
 	if (strcmp(cmd, "machine") == 0)
 		return cmd_machine(&c);
-	if (strcmp(cmd, "ls") == 0)
-		return with_read_txn(&c, do_ls);
-	if (strcmp(cmd, "zone") == 0)
-		return with_read_txn(&c, do_zone);
+	if (strcmp(cmd, "ls") == 0 || strcmp(cmd, "zone") == 0)
+		return parse_view(&c) ? EXIT_USAGE
+		                      : with_read_txn(&c, strcmp(cmd, "ls") == 0 ? do_ls : do_zone);
 	if (strcmp(cmd, "check") == 0)
 		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_check);
 	if (strcmp(cmd, "stats") == 0)
