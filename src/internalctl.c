@@ -58,7 +58,8 @@ static const char *const help_text[][2] = {
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
-        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"},
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"
+               "--org SLUG: only that org's rows (not for regions, which belong to no org).\n"},
         {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
                  "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
                  "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
@@ -685,6 +686,8 @@ static int parse_view(cli_t *c)
 		return 0;
 	if (!c->what)
 		return cmd_usage(cmd, "takes orgs, apps, machines, peers or regions");
+	if (c->org && strcmp(c->what, "regions") == 0) /* a flag that would do nothing */
+		return cmd_usage(cmd, "--org does not apply to regions: they belong to no org");
 	for (size_t i = 0; i < sizeof(ls_kinds) / sizeof(ls_kinds[0]); i++)
 		if (strcmp(c->what, ls_kinds[i]) == 0)
 			return 0;
