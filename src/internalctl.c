@@ -72,8 +72,8 @@ static const char *const help_text[][2] = {
          "Validates the whole file as import does, against the bucket's content, then puts\n"
          "every record under its key; \"op\":\"delete\" records become KV deletes.\n"
          "--replace: also delete every key the file lacks. Refused input writes nothing.\n"
-         "--nats defaults to nats://127.0.0.1:4222, --bucket to internal; --replicas (default\n"
-         "1) applies when the bucket is created.\n"},
+         "--nats defaults to nats://127.0.0.1:4222, --bucket to internal (1 to 63 letters,\n"
+         "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
@@ -855,38 +855,83 @@ typedef struct {
 	bool replace;
 } fleet_args_t;
 
+/* A JetStream KV bucket name: letters, digits, '-' and '_' (NATS refuses any other, and
+ * follow would retry it for ever), at most what the registry stores of the followed
+ * bucket's name (a longer one would never match it again: a full sync at every start). */
+#define BUCKET_MAX (sizeof(((reg_follow_t *)0)->bucket) - 1)
+
+static bool bucket_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > BUCKET_MAX)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+			return false;
+	return true;
+}
+
+/* A number of min..max; false if v is anything else. */
+static bool parse_range(const char *v, long min, long max, long *res)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (!*v || *end || errno || n < min || n > max)
+		return false;
+	*res = n;
+	return true;
+}
+
 /* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
 static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 {
+	const char *cmd = c->argv[0];
 	*a = (fleet_args_t){.bucket = "internal", .replicas = 1};
 	for (int i = 1; i < c->argc; i++) {
-		const char *arg = c->argv[i], *val = i + 1 < c->argc ? c->argv[i + 1] : NULL;
-		char *end;
-		if (strcmp(arg, "--nats") == 0 && val) {
+		const char *arg = c->argv[i], *val = NULL;
+		bool nats = strcmp(arg, "--nats") == 0, bucket = strcmp(arg, "--bucket") == 0;
+		bool replicas = file && strcmp(arg, "--replicas") == 0;
+		bool batch = !file && strcmp(arg, "--batch") == 0;
+		long n;
+		if (nats || bucket || replicas || batch) {
+			if (i + 1 == c->argc)
+				return cmd_usage(cmd, "%s needs a value", arg);
+			val = c->argv[++i];
+		}
+		if (nats) {
 			if (a->nurls == FLEET_URLS_MAX)
-				return usage("at most 16 --nats URLs");
-			a->urls[a->nurls++] = val, i++;
-		} else if (strcmp(arg, "--bucket") == 0 && val) {
-			a->bucket = val, i++;
-		} else if (file && strcmp(arg, "--replicas") == 0 && val) {
-			a->replicas = (int)strtol(val, &end, 10), i++;
-			if (*end || a->replicas < 1 || a->replicas > 5)
-				return usage("--replicas takes 1 to 5");
+				return cmd_usage(cmd, "at most %d --nats URLs", FLEET_URLS_MAX);
+			a->urls[a->nurls++] = val;
+		} else if (bucket) {
+			if (!bucket_valid(val))
+				return cmd_usage(
+				        cmd,
+				        "--bucket '%s': a bucket name is 1 to %zu letters, "
+				        "digits, '-' and '_' only",
+				        val, BUCKET_MAX);
+			a->bucket = val;
+		} else if (replicas) {
+			if (!parse_range(val, 1, 5, &n))
+				return cmd_usage(cmd, "--replicas takes 1 to 5, not '%s'", val);
+			a->replicas = (int)n;
+		} else if (batch) {
+			if (!parse_range(val, 1, 1000000, &n))
+				return cmd_usage(cmd, "--batch takes 1 to 1000000, not '%s'", val);
+			a->batch = n;
 		} else if (file && strcmp(arg, "--replace") == 0) {
 			a->replace = true;
-		} else if (!file && strcmp(arg, "--batch") == 0 && val) {
-			a->batch = strtol(val, &end, 10), i++;
-			if (*end || a->batch < 1 || a->batch > 1000000)
-				return usage("--batch takes 1 to 1000000");
-		} else if (file && !a->file && (arg[0] != '-' || strcmp(arg, "-") == 0)) {
+		} else if (file && is_file_arg(arg)) {
+			if (a->file)
+				return cmd_usage(cmd, "takes one file: '%s' is a second", arg);
 			a->file = arg;
 		} else {
-			return usage(file ? "publish: unknown option or a second file"
-			                  : "follow: unknown option");
+			return stray(cmd, arg);
 		}
 	}
 	if (file && !a->file)
-		return usage("publish needs a file (or - for standard input)");
+		return cmd_usage(cmd, "needs a file (or - for standard input)");
 	if (a->nurls == 0)
 		a->urls[a->nurls++] = "nats://127.0.0.1:4222";
 	return 0;
