@@ -98,6 +98,21 @@ static int usage(const char *msg)
 	return EXIT_USAGE;
 }
 
+/* errno of the first write to standard output that failed, 0 if none did: stdio keeps
+ * only an error flag, and a later fflush may even succeed (the failed buffer dropped). */
+static int out_errno;
+
+/* printf, remembering why the first failed write failed (finish_output reports it). */
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (vprintf(fmt, ap) < 0 && !out_errno)
+		out_errno = errno ? errno : EIO;
+	va_end(ap);
+}
+
 static const char *help_of(const char *cmd)
 {
 	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
@@ -147,7 +162,7 @@ static bool wants_help(const cli_t *c)
 static int print_help(const char *cmd)
 {
 	const char *h = help_of(cmd);
-	fputs(h ? h : usage_text, stdout);
+	out("%s", h ? h : usage_text);
 	return 0;
 }
 
@@ -488,9 +503,9 @@ static void table_print(table_t *t)
 		for (size_t i = 0; i < t->ncols; i++) {
 			const char *s = t->cell[r][i] ? t->cell[r][i] : "?";
 			if (i + 1 < t->ncols)
-				printf("%-*s  ", (int)w[i], s);
+				out("%-*s  ", (int)w[i], s);
 			else
-				printf("%s\n", s);
+				out("%s\n", s);
 			free(t->cell[r][i]);
 		}
 	}
@@ -806,7 +821,7 @@ static int do_check(const cli_t *c, reg_txn_t *txn)
 		fprintf(stderr, "internalctl: check: %d mismatches\n", rc);
 		return EXIT_REFUSED;
 	}
-	printf("ok: every index matches the records (%.2f s)\n", now() - t0);
+	out("ok: every index matches the records (%.2f s)\n", now() - t0);
 	return 0;
 }
 
@@ -819,15 +834,15 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 		fprintf(stderr, "internalctl: stats: %s\n", reg_strerror(rc));
 		return EXIT_REFUSED;
 	}
-	printf("generation     %llu\n", (unsigned long long)s.generation);
-	printf("orgs           %zu\n", s.orgs);
-	printf("machines       %zu (%zu started)\n", s.machines, s.started);
-	printf("peers          %zu\n", s.peers);
-	printf("flycast        %zu\n", s.flycast);
-	printf("regions        %zu\n", s.regions);
-	printf("index entries  %zu\n", s.index_entries);
-	printf("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
-	       s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
+	out("generation     %llu\n", (unsigned long long)s.generation);
+	out("orgs           %zu\n", s.orgs);
+	out("machines       %zu (%zu started)\n", s.machines, s.started);
+	out("peers          %zu\n", s.peers);
+	out("flycast        %zu\n", s.flycast);
+	out("regions        %zu\n", s.regions);
+	out("index entries  %zu\n", s.index_entries);
+	out("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
+	    s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
 	reg_follow_t f;
 	if (reg_get_follow(txn, &f) == 0) {
 		char when[64] = "never";
@@ -835,9 +850,9 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 		struct tm tm;
 		if (f.applied_ns && gmtime_r(&t, &tm))
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("follows        bucket %s (stream %s)\n", f.bucket,
-		       f.stream[0] ? f.stream : "-");
-		printf("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
+		out("follows        bucket %s (stream %s)\n", f.bucket,
+		    f.stream[0] ? f.stream : "-");
+		out("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
 	}
 	return 0;
 }
@@ -978,7 +993,23 @@ static int cmd_follow(const cli_t *c)
 	return rc ? EXIT_REFUSED : 0;
 }
 
-int main(int argc, char **argv)
+/* What a command wrote on standard output must have reached it: ls, stats, check, the
+ * help texts print with stdio, whose errors (a full disk, a closed pipe's EPIPE when
+ * SIGPIPE is ignored) would otherwise be lost at exit. */
+static int finish_output(int rc)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	int e = out_errno ? out_errno : errno ? errno : EIO;
+	if (rc == 0) { /* a failed command has said why already */
+		fprintf(stderr, "internalctl: writing the output: %s\n", strerror(e));
+		rc = EXIT_REFUSED;
+	}
+	return rc;
+}
+
+static int run(int argc, char **argv)
 {
 	cli_t c = {.db = "/var/lib/internald"};
 	int n = 0; /* the command and its arguments, moved to argv[1..n] */
@@ -995,7 +1026,7 @@ int main(int argc, char **argv)
 			c.flags |= REG_NOSYNC;
 		} else if (n == 0 && a[0] == '-') {
 			if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-				return fputs(usage_text, stdout), 0;
+				return out("%s", usage_text), 0;
 			fprintf(stderr, "internalctl: unknown option '%s'\n", a);
 			return usage(NULL);
 		} else {
@@ -1030,4 +1061,9 @@ int main(int argc, char **argv)
 		return cmd_follow(&c);
 	fprintf(stderr, "internalctl: unknown command '%s'\n", cmd);
 	return usage(NULL);
+}
+
+int main(int argc, char **argv)
+{
+	return finish_output(run(argc, argv));
 }
