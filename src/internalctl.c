@@ -431,6 +431,10 @@ static int cmd_machine(const cli_t *c)
 		return cmd_usage("machine", "takes start, stop or delete and a Machine id");
 	if (c->argc > 3)
 		return stray("machine", c->argv[3]);
+	/* ids are stored lower-cased, as import lower-cases them: 148E1D0A2C5D89 is one */
+	for (char *p = c->argv[2]; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
 	machine_op_t m = {c->argv[1], c->argv[2], 0};
 	if (strcmp(m.op, "start") && strcmp(m.op, "stop") && strcmp(m.op, "delete"))
 		return cmd_usage("machine", "takes start, stop or delete, not '%s'", m.op);
