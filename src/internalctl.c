@@ -32,7 +32,7 @@ static const char *const usage_text =
         "  import [--replace] FILE...  upsert every record of JSON Lines files (- is stdin;\n"
         "                              one transaction)\n"
         "  export                      the whole registry as JSON Lines on stdout\n"
-        "  upgrade [FILE...]           convert a registry of the previous release in place\n"
+        "  upgrade [FILE...]           convert a registry of schema 3 or 4 in place\n"
         "  machine start|stop|delete ID\n"
         "  ls orgs|apps|machines|peers|regions [--org SLUG]\n"
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
@@ -52,9 +52,10 @@ static const char *const help_text[][2] = {
                    "transaction, in order: all or nothing; a refused import creates nothing.\n"
                    "--replace: the files become the whole registry.\n"},
         {"upgrade", "usage: internalctl upgrade [FILE...]\n"
-                    "Converts a registry written by the previous release (schema 3) in place,\n"
-                    "in one transaction with FILE... (give zones/regions.jsonl: every Machine\n"
-                    "and peer must name a region record). Exit 0 also when already current.\n"},
+                    "Converts a registry written by an earlier release (schema 3 or 4) in\n"
+                    "place, in one transaction with FILE... Schema 4 needs no file; schema 3\n"
+                    "held no regions: give zones/regions.jsonl (every Machine and peer must\n"
+                    "name a region record). Exit 0 also when already current.\n"},
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
@@ -332,8 +333,8 @@ static int cmd_import(const cli_t *c)
 	return rc ? EXIT_REFUSED : 0;
 }
 
-/* upgrade [FILE...]: a registry of the previous schema converted in place, in one
- * transaction with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
+/* upgrade [FILE...]: a registry of schema 3 or 4 converted in place, in one transaction
+ * with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
 static int cmd_upgrade(const cli_t *c)
 {
 	for (int i = 1; i < c->argc; i++)
