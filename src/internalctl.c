@@ -32,7 +32,7 @@ static const char *const usage_text =
         "  import [--replace] FILE...  upsert every record of JSON Lines files (- is stdin;\n"
         "                              one transaction)\n"
         "  export                      the whole registry as JSON Lines on stdout\n"
-        "  upgrade [FILE...]           convert a registry of the previous release in place\n"
+        "  upgrade [FILE...]           convert a registry of schema 3 or 4 in place\n"
         "  machine start|stop|delete ID\n"
         "  ls orgs|apps|machines|peers|regions [--org SLUG]\n"
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
@@ -43,7 +43,8 @@ static const char *const usage_text =
         "  follow [--nats URL]... [--bucket NAME] [--batch N]\n"
         "                              mirror the fleet's bucket into this registry (a daemon)\n"
         "\n"
-        "--db DIR defaults to /var/lib/internald. 'internalctl COMMAND --help' for one command.\n";
+        "--db DIR (or --db=DIR) defaults to /var/lib/internald; it and --no-sync may also\n"
+        "follow the command. 'internalctl COMMAND --help' for one command.\n";
 
 static const char *const help_text[][2] = {
         {"import", "usage: internalctl import [--replace] FILE...\n"
@@ -51,13 +52,15 @@ static const char *const help_text[][2] = {
                    "transaction, in order: all or nothing; a refused import creates nothing.\n"
                    "--replace: the files become the whole registry.\n"},
         {"upgrade", "usage: internalctl upgrade [FILE...]\n"
-                    "Converts a registry written by the previous release (schema 3) in place,\n"
-                    "in one transaction with FILE... (give zones/regions.jsonl: every Machine\n"
-                    "and peer must name a region record). Exit 0 also when already current.\n"},
+                    "Converts a registry written by an earlier release (schema 3 or 4) in\n"
+                    "place, in one transaction with FILE... Schema 4 needs no file; schema 3\n"
+                    "held no regions: give zones/regions.jsonl (every Machine and peer must\n"
+                    "name a region record). Exit 0 also when already current.\n"},
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
-        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"},
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"
+               "--org SLUG: only that org's rows (not for regions, which belong to no org).\n"},
         {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
                  "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
                  "--org may be left out when the registry holds one org. TTL defaults to 5.\n"},
@@ -70,8 +73,8 @@ static const char *const help_text[][2] = {
          "Validates the whole file as import does, against the bucket's content, then puts\n"
          "every record under its key; \"op\":\"delete\" records become KV deletes.\n"
          "--replace: also delete every key the file lacks. Refused input writes nothing.\n"
-         "--nats defaults to nats://127.0.0.1:4222, --bucket to internal; --replicas (default\n"
-         "1) applies when the bucket is created.\n"},
+         "--nats defaults to nats://127.0.0.1:4222, --bucket to internal (1 to 63 letters,\n"
+         "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
@@ -83,6 +86,9 @@ typedef struct {
 	unsigned flags;
 	int argc;
 	char **argv;
+	/* ls and zone's arguments, parsed before the registry is opened */
+	const char *what, *org;
+	uint32_t ttl;
 } cli_t;
 
 static int usage(const char *msg)
@@ -91,6 +97,59 @@ static int usage(const char *msg)
 		fprintf(stderr, "internalctl: %s\n", msg);
 	fputs(usage_text, stderr);
 	return EXIT_USAGE;
+}
+
+/* errno of the first write to standard output that failed, 0 if none did: stdio keeps
+ * only an error flag, and a later fflush may even succeed (the failed buffer dropped). */
+static int out_errno;
+
+/* printf, remembering why the first failed write failed (finish_output reports it). */
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (vprintf(fmt, ap) < 0 && !out_errno)
+		out_errno = errno ? errno : EIO;
+	va_end(ap);
+}
+
+static const char *help_of(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
+		if (strcmp(help_text[i][0], cmd) == 0)
+			return help_text[i][1];
+	return NULL;
+}
+
+/* A usage error of one command: the message, then that command's usage line. */
+static int cmd_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cmd_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	const char *h = help_of(cmd);
+	fprintf(stderr, "internalctl: %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (h)
+		fprintf(stderr, "%.*s\n", (int)strcspn(h, "\n"), h);
+	return EXIT_USAGE;
+}
+
+/* An argument the command does not take: a usage error naming it. */
+static int stray(const char *cmd, const char *arg)
+{
+	if (arg[0] == '-' && arg[1])
+		return cmd_usage(cmd, "unknown option '%s'", arg);
+	return cmd_usage(cmd, "unexpected argument '%s'", arg);
+}
+
+/* export, check, stats: no arguments (a stray one may be a misplaced option). */
+static int no_args(const cli_t *c)
+{
+	return c->argc > 1 ? stray(c->argv[0], c->argv[1]) : 0;
 }
 
 static bool wants_help(const cli_t *c)
@@ -103,12 +162,8 @@ static bool wants_help(const cli_t *c)
 
 static int print_help(const char *cmd)
 {
-	for (size_t i = 0; i < sizeof(help_text) / sizeof(help_text[0]); i++)
-		if (strcmp(help_text[i][0], cmd) == 0) {
-			fputs(help_text[i][1], stdout);
-			return 0;
-		}
-	fputs(usage_text, stdout);
+	const char *h = help_of(cmd);
+	out("%s", h ? h : usage_text);
 	return 0;
 }
 
@@ -221,6 +276,12 @@ static void free_files(import_t *im)
 	free(im->files);
 }
 
+/* A FILE argument: - (standard input) or a name that is not an option. */
+static bool is_file_arg(const char *arg)
+{
+	return arg[0] != '-' || strcmp(arg, "-") == 0;
+}
+
 static int cmd_import(const cli_t *c)
 {
 	int first = 1, files = 0;
@@ -228,10 +289,12 @@ static int cmd_import(const cli_t *c)
 	for (int i = first; i < c->argc; i++)
 		if (strcmp(c->argv[i], "--replace") == 0)
 			replace = true;
-		else
+		else if (is_file_arg(c->argv[i]))
 			files++;
+		else
+			return stray("import", c->argv[i]);
 	if (files == 0)
-		return usage("import needs a file (or - for standard input)");
+		return cmd_usage("import", "needs a file (or - for standard input)");
 	char err[JSONL_ERR_MAX] = "";
 	import_t im = {.replace = replace, .err = err};
 	double t0 = now();
@@ -270,10 +333,13 @@ static int cmd_import(const cli_t *c)
 	return rc ? EXIT_REFUSED : 0;
 }
 
-/* upgrade [FILE...]: a registry of the previous schema converted in place, in one
- * transaction with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
+/* upgrade [FILE...]: a registry of schema 3 or 4 converted in place, in one transaction
+ * with FILE... (schema 3 had no regions: give zones/regions.jsonl). */
 static int cmd_upgrade(const cli_t *c)
 {
+	for (int i = 1; i < c->argc; i++)
+		if (!is_file_arg(c->argv[i]))
+			return stray("upgrade", c->argv[i]);
 	char err[JSONL_ERR_MAX] = "";
 	import_t im = {.upgrade = true, .err = err};
 	int rc = parse_files(c, 1, &im, err);
@@ -359,11 +425,20 @@ static int machine_fn(reg_txn_t *txn, void *arg)
 
 static int cmd_machine(const cli_t *c)
 {
-	if (c->argc != 3)
-		return usage("machine takes start|stop|delete and an id");
+	for (int i = 1; i < c->argc; i++)
+		if (c->argv[i][0] == '-') /* no id starts with '-' */
+			return stray("machine", c->argv[i]);
+	if (c->argc < 3)
+		return cmd_usage("machine", "takes start, stop or delete and a Machine id");
+	if (c->argc > 3)
+		return stray("machine", c->argv[3]);
+	/* ids are stored lower-cased, as import lower-cases them: 148E1D0A2C5D89 is one */
+	for (char *p = c->argv[2]; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
 	machine_op_t m = {c->argv[1], c->argv[2], 0};
 	if (strcmp(m.op, "start") && strcmp(m.op, "stop") && strcmp(m.op, "delete"))
-		return usage("machine takes start, stop or delete");
+		return cmd_usage("machine", "takes start, stop or delete, not '%s'", m.op);
 	reg_t *reg;
 	int rc = open_reg(c, true, &reg);
 	if (rc)
@@ -433,9 +508,9 @@ static void table_print(table_t *t)
 		for (size_t i = 0; i < t->ncols; i++) {
 			const char *s = t->cell[r][i] ? t->cell[r][i] : "?";
 			if (i + 1 < t->ncols)
-				printf("%-*s  ", (int)w[i], s);
+				out("%-*s  ", (int)w[i], s);
 			else
-				printf("%s\n", s);
+				out("%s\n", s);
 			free(t->cell[r][i]);
 		}
 	}
@@ -593,12 +668,50 @@ static int ls_apps(ls_t *l)
 	return 0;
 }
 
-static const char *opt_org(const cli_t *c, int from)
+static const char *const ls_kinds[] = {"orgs", "apps", "machines", "peers", "regions"};
+
+/* ls WHAT [--org SLUG], zone [--org SLUG] [--ttl N]: every argument is understood or a
+ * usage error, before the registry is opened. 0, or an exit code. */
+static int parse_view(cli_t *c)
 {
-	for (int i = from; i + 1 < c->argc; i++)
-		if (strcmp(c->argv[i], "--org") == 0)
-			return c->argv[i + 1];
-	return NULL;
+	const char *cmd = c->argv[0];
+	bool ls = strcmp(cmd, "ls") == 0;
+	c->ttl = 5;
+	for (int i = 1; i < c->argc; i++) {
+		const char *a = c->argv[i];
+		bool org = strcmp(a, "--org") == 0, ttl = !ls && strcmp(a, "--ttl") == 0;
+		if (org || ttl) {
+			if (i + 1 == c->argc)
+				return cmd_usage(cmd, "%s needs a value (%s)", a,
+				                 org ? "an org's slug" : "seconds");
+			const char *v = c->argv[++i];
+			if (org) {
+				c->org = v;
+				continue;
+			}
+			char *end;
+			errno = 0;
+			unsigned long t = strtoul(v, &end, 10);
+			if (!*v || *end || v[0] == '-' || errno ||
+			    t > 2147483647UL) /* RFC 2181 §8 */
+				return cmd_usage(cmd, "--ttl %s: want seconds, 0 to 2147483647", v);
+			c->ttl = (uint32_t)t;
+		} else if (ls && !c->what && a[0] != '-') {
+			c->what = a;
+		} else {
+			return stray(cmd, a);
+		}
+	}
+	if (!ls)
+		return 0;
+	if (!c->what)
+		return cmd_usage(cmd, "takes orgs, apps, machines, peers or regions");
+	if (c->org && strcmp(c->what, "regions") == 0) /* a flag that would do nothing */
+		return cmd_usage(cmd, "--org does not apply to regions: they belong to no org");
+	for (size_t i = 0; i < sizeof(ls_kinds) / sizeof(ls_kinds[0]); i++)
+		if (strcmp(c->what, ls_kinds[i]) == 0)
+			return 0;
+	return cmd_usage(cmd, "takes orgs, apps, machines, peers or regions, not '%s'", c->what);
 }
 
 static int resolve_org(reg_txn_t *txn, const char *slug, uint32_t *net)
@@ -623,9 +736,7 @@ static int ls_region(const reg_region_t *r, void *arg)
 
 static int do_ls(const cli_t *c, reg_txn_t *txn)
 {
-	if (c->argc < 2)
-		return usage("ls takes orgs, apps, machines, peers or regions");
-	const char *what = c->argv[1], *org = opt_org(c, 2);
+	const char *what = c->what, *org = c->org;
 	ls_t l = {.txn = txn, .has_org = org != NULL};
 	if (org && resolve_org(txn, org, &l.org))
 		return EXIT_REFUSED;
@@ -650,7 +761,7 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 		row(&l.t, "REGION", "LAT", "LON", "NAME");
 		rc = reg_walk_regions(txn, ls_region, &l);
 	} else {
-		return usage("ls takes orgs, apps, machines, peers or regions");
+		return EXIT_USAGE; /* parse_view let no other through */
 	}
 	table_print(&l.t);
 	if (rc < 0 || l.t.oom) {
@@ -672,22 +783,8 @@ static int only_org(const char *slug, size_t len, uint32_t net, void *arg)
 
 static int do_zone(const cli_t *c, reg_txn_t *txn)
 {
-	const char *org = opt_org(c, 1);
-	uint32_t net = 0, ttl = 5;
-	for (int i = 1; i + 1 < c->argc; i++) {
-		if (strcmp(c->argv[i], "--ttl") != 0)
-			continue;
-		const char *v = c->argv[i + 1];
-		char *end;
-		errno = 0;
-		unsigned long t = strtoul(v, &end, 10);
-		if (!*v || *end || v[0] == '-' || errno || t > 2147483647UL) { /* RFC 2181 §8 */
-			fprintf(stderr,
-			        "internalctl: zone: --ttl %s: want seconds, 0 to 2147483647\n", v);
-			return EXIT_USAGE;
-		}
-		ttl = (uint32_t)t;
-	}
+	const char *org = c->org;
+	uint32_t net = 0, ttl = c->ttl;
 	if (org) {
 		if (resolve_org(txn, org, &net))
 			return EXIT_REFUSED;
@@ -729,7 +826,7 @@ static int do_check(const cli_t *c, reg_txn_t *txn)
 		fprintf(stderr, "internalctl: check: %d mismatches\n", rc);
 		return EXIT_REFUSED;
 	}
-	printf("ok: every index matches the records (%.2f s)\n", now() - t0);
+	out("ok: every index matches the records (%.2f s)\n", now() - t0);
 	return 0;
 }
 
@@ -742,15 +839,15 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 		fprintf(stderr, "internalctl: stats: %s\n", reg_strerror(rc));
 		return EXIT_REFUSED;
 	}
-	printf("generation     %llu\n", (unsigned long long)s.generation);
-	printf("orgs           %zu\n", s.orgs);
-	printf("machines       %zu (%zu started)\n", s.machines, s.started);
-	printf("peers          %zu\n", s.peers);
-	printf("flycast        %zu\n", s.flycast);
-	printf("regions        %zu\n", s.regions);
-	printf("index entries  %zu\n", s.index_entries);
-	printf("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
-	       s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
+	out("generation     %llu\n", (unsigned long long)s.generation);
+	out("orgs           %zu\n", s.orgs);
+	out("machines       %zu (%zu started)\n", s.machines, s.started);
+	out("peers          %zu\n", s.peers);
+	out("flycast        %zu\n", s.flycast);
+	out("regions        %zu\n", s.regions);
+	out("index entries  %zu\n", s.index_entries);
+	out("map used       %.1f MiB (%zu pages of %zu bytes)\n", s.map_used / 1048576.0,
+	    s.map_used / (s.page_size ? s.page_size : 1), s.page_size);
 	reg_follow_t f;
 	if (reg_get_follow(txn, &f) == 0) {
 		char when[64] = "never";
@@ -758,9 +855,9 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 		struct tm tm;
 		if (f.applied_ns && gmtime_r(&t, &tm))
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("follows        bucket %s (stream %s)\n", f.bucket,
-		       f.stream[0] ? f.stream : "-");
-		printf("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
+		out("follows        bucket %s (stream %s)\n", f.bucket,
+		    f.stream[0] ? f.stream : "-");
+		out("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
 	}
 	return 0;
 }
@@ -778,38 +875,83 @@ typedef struct {
 	bool replace;
 } fleet_args_t;
 
+/* A JetStream KV bucket name: letters, digits, '-' and '_' (NATS refuses any other, and
+ * follow would retry it for ever), at most what the registry stores of the followed
+ * bucket's name (a longer one would never match it again: a full sync at every start). */
+#define BUCKET_MAX (sizeof(((reg_follow_t *)0)->bucket) - 1)
+
+static bool bucket_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > BUCKET_MAX)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+			return false;
+	return true;
+}
+
+/* A number of min..max; false if v is anything else. */
+static bool parse_range(const char *v, long min, long max, long *res)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (!*v || *end || errno || n < min || n > max)
+		return false;
+	*res = n;
+	return true;
+}
+
 /* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
 static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 {
+	const char *cmd = c->argv[0];
 	*a = (fleet_args_t){.bucket = "internal", .replicas = 1};
 	for (int i = 1; i < c->argc; i++) {
-		const char *arg = c->argv[i], *val = i + 1 < c->argc ? c->argv[i + 1] : NULL;
-		char *end;
-		if (strcmp(arg, "--nats") == 0 && val) {
+		const char *arg = c->argv[i], *val = NULL;
+		bool nats = strcmp(arg, "--nats") == 0, bucket = strcmp(arg, "--bucket") == 0;
+		bool replicas = file && strcmp(arg, "--replicas") == 0;
+		bool batch = !file && strcmp(arg, "--batch") == 0;
+		long n;
+		if (nats || bucket || replicas || batch) {
+			if (i + 1 == c->argc)
+				return cmd_usage(cmd, "%s needs a value", arg);
+			val = c->argv[++i];
+		}
+		if (nats) {
 			if (a->nurls == FLEET_URLS_MAX)
-				return usage("at most 16 --nats URLs");
-			a->urls[a->nurls++] = val, i++;
-		} else if (strcmp(arg, "--bucket") == 0 && val) {
-			a->bucket = val, i++;
-		} else if (file && strcmp(arg, "--replicas") == 0 && val) {
-			a->replicas = (int)strtol(val, &end, 10), i++;
-			if (*end || a->replicas < 1 || a->replicas > 5)
-				return usage("--replicas takes 1 to 5");
+				return cmd_usage(cmd, "at most %d --nats URLs", FLEET_URLS_MAX);
+			a->urls[a->nurls++] = val;
+		} else if (bucket) {
+			if (!bucket_valid(val))
+				return cmd_usage(
+				        cmd,
+				        "--bucket '%s': a bucket name is 1 to %zu letters, "
+				        "digits, '-' and '_' only",
+				        val, BUCKET_MAX);
+			a->bucket = val;
+		} else if (replicas) {
+			if (!parse_range(val, 1, 5, &n))
+				return cmd_usage(cmd, "--replicas takes 1 to 5, not '%s'", val);
+			a->replicas = (int)n;
+		} else if (batch) {
+			if (!parse_range(val, 1, 1000000, &n))
+				return cmd_usage(cmd, "--batch takes 1 to 1000000, not '%s'", val);
+			a->batch = n;
 		} else if (file && strcmp(arg, "--replace") == 0) {
 			a->replace = true;
-		} else if (!file && strcmp(arg, "--batch") == 0 && val) {
-			a->batch = strtol(val, &end, 10), i++;
-			if (*end || a->batch < 1 || a->batch > 1000000)
-				return usage("--batch takes 1 to 1000000");
-		} else if (file && !a->file && (arg[0] != '-' || strcmp(arg, "-") == 0)) {
+		} else if (file && is_file_arg(arg)) {
+			if (a->file)
+				return cmd_usage(cmd, "takes one file: '%s' is a second", arg);
 			a->file = arg;
 		} else {
-			return usage(file ? "publish: unknown option or a second file"
-			                  : "follow: unknown option");
+			return stray(cmd, arg);
 		}
 	}
 	if (file && !a->file)
-		return usage("publish needs a file (or - for standard input)");
+		return cmd_usage(cmd, "needs a file (or - for standard input)");
 	if (a->nurls == 0)
 		a->urls[a->nurls++] = "nats://127.0.0.1:4222";
 	return 0;
@@ -856,57 +998,77 @@ static int cmd_follow(const cli_t *c)
 	return rc ? EXIT_REFUSED : 0;
 }
 
-int main(int argc, char **argv)
+/* What a command wrote on standard output must have reached it: ls, stats, check, the
+ * help texts print with stdio, whose errors (a full disk, a closed pipe's EPIPE when
+ * SIGPIPE is ignored) would otherwise be lost at exit. */
+static int finish_output(int rc)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	int e = out_errno ? out_errno : errno ? errno : EIO;
+	if (rc == 0) { /* a failed command has said why already */
+		fprintf(stderr, "internalctl: writing the output: %s\n", strerror(e));
+		rc = EXIT_REFUSED;
+	}
+	return rc;
+}
+
+static int run(int argc, char **argv)
 {
 	cli_t c = {.db = "/var/lib/internald"};
-	int i = 1;
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
-			c.db = argv[++i];
-		else if (strncmp(argv[i], "--db=", 5) == 0)
-			c.db = argv[i] + 5;
-		else if (strcmp(argv[i], "--no-sync") == 0)
+	int n = 0; /* the command and its arguments, moved to argv[1..n] */
+	/* the global options, before the command or after it: they are taken out, so a
+	 * command never mistakes one for its own argument nor ignores one */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--db") == 0 || strncmp(a, "--db=", 5) == 0) {
+			const char *v = a[4] == '=' ? a + 5 : i + 1 < argc ? argv[++i] : NULL;
+			if (!v || !*v)
+				return usage("--db needs a directory (--db DIR or --db=DIR)");
+			c.db = v;
+		} else if (strcmp(a, "--no-sync") == 0) {
 			c.flags |= REG_NOSYNC;
-		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return fputs(usage_text, stdout), 0;
-		else
-			return usage("unknown option");
-	}
-	if (i == argc)
-		return usage(NULL);
-	c.argc = argc - i;
-	c.argv = argv + i;
-	/* --db may also follow the command */
-	for (int j = 1; j + 1 < c.argc; j++)
-		if (strcmp(c.argv[j], "--db") == 0) {
-			c.db = c.argv[j + 1];
-			memmove(&c.argv[j], &c.argv[j + 2],
-			        (size_t)(c.argc - j - 2) * sizeof(char *));
-			c.argc -= 2;
-			j--;
+		} else if (n == 0 && a[0] == '-') {
+			if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+				return out("%s", usage_text), 0;
+			fprintf(stderr, "internalctl: unknown option '%s'\n", a);
+			return usage(NULL);
+		} else {
+			argv[++n] = argv[i]; /* n < i: nothing unread is overwritten */
 		}
+	}
+	if (n == 0)
+		return usage(NULL);
+	c.argc = n;
+	c.argv = argv + 1;
 	const char *cmd = c.argv[0];
 	if (wants_help(&c))
 		return print_help(cmd);
 	if (strcmp(cmd, "import") == 0)
 		return cmd_import(&c);
 	if (strcmp(cmd, "export") == 0)
-		return with_read_txn(&c, do_export);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_export);
 	if (strcmp(cmd, "upgrade") == 0)
 		return cmd_upgrade(&c);
 	if (strcmp(cmd, "machine") == 0)
 		return cmd_machine(&c);
-	if (strcmp(cmd, "ls") == 0)
-		return with_read_txn(&c, do_ls);
-	if (strcmp(cmd, "zone") == 0)
-		return with_read_txn(&c, do_zone);
+	if (strcmp(cmd, "ls") == 0 || strcmp(cmd, "zone") == 0)
+		return parse_view(&c) ? EXIT_USAGE
+		                      : with_read_txn(&c, strcmp(cmd, "ls") == 0 ? do_ls : do_zone);
 	if (strcmp(cmd, "check") == 0)
-		return with_read_txn(&c, do_check);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_check);
 	if (strcmp(cmd, "stats") == 0)
-		return with_read_txn(&c, do_stats);
+		return no_args(&c) ? EXIT_USAGE : with_read_txn(&c, do_stats);
 	if (strcmp(cmd, "publish") == 0)
 		return cmd_publish(&c);
 	if (strcmp(cmd, "follow") == 0)
 		return cmd_follow(&c);
-	return usage("unknown command");
+	fprintf(stderr, "internalctl: unknown command '%s'\n", cmd);
+	return usage(NULL);
+}
+
+int main(int argc, char **argv)
+{
+	return finish_output(run(argc, argv));
 }
