@@ -904,7 +904,7 @@ static int emit(export_t *e, json_t *o)
 	if (!s)
 		return e->rc = -ENOMEM;
 	if (fprintf(e->out, "%s\n", s) < 0)
-		e->rc = -EIO;
+		e->rc = errno ? -errno : -EIO; /* a full disk says so */
 	free(s);
 	return e->rc;
 }
@@ -986,7 +986,9 @@ int jsonl_export(reg_txn_t *txn, FILE *out)
 	    (rc = reg_walk_all_peers(txn, export_peer, &e)) < 0 || e.rc ||
 	    (rc = reg_walk_all_flycast(txn, export_flycast, &e)) < 0 || e.rc)
 		return e.rc ? e.rc : rc;
-	return fflush(out) ? -EIO : 0;
+	if (fflush(out))
+		return errno ? -errno : -EIO; /* a full disk says so */
+	return ferror(out) ? -EIO : 0;
 }
 
 /* ---- regions every record names ------------------------------------------------------------ */

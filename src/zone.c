@@ -247,5 +247,8 @@ int zone_write(reg_txn_t *txn, uint32_t net, uint32_t ttl, FILE *out)
 		return rc;
 	if (z.rc)
 		return z.rc;
-	return fflush(out) ? -EIO : 0;
+	/* ldns prints without telling of a failed write: the stream keeps the error */
+	if (fflush(out))
+		return errno ? -errno : -EIO; /* a full disk says so */
+	return ferror(out) ? -EIO : 0;
 }
