@@ -29,16 +29,25 @@ static bool part_ok(const char *s, size_t n)
 	return true;
 }
 
-/* Lower-cased copy of the string field f of o into buf[64]; 0, or -EINVAL with err. */
-static int field(json_t *o, const char *f, char buf[64], char *err, size_t errcap)
+/* The string field f of o; NULL with err when missing or not a string. */
+static const char *string_field(json_t *o, const char *f, size_t *n, char *err, size_t errcap)
 {
 	json_t *v = json_object_get(o, f);
 	if (!v || !json_is_string(v)) {
 		snprintf(err, errcap, "field '%s': missing or not a string", f);
-		return -EINVAL;
+		return NULL;
 	}
-	const char *s = json_string_value(v);
-	size_t n = json_string_length(v);
+	*n = json_string_length(v);
+	return json_string_value(v);
+}
+
+/* Lower-cased copy of the string field f of o into buf[64]; 0, or -EINVAL with err. */
+static int field(json_t *o, const char *f, char buf[64], char *err, size_t errcap)
+{
+	size_t n;
+	const char *s = string_field(o, f, &n, err, errcap);
+	if (!s)
+		return -EINVAL;
 	if (!part_ok(s, n)) {
 		snprintf(err, errcap, "field '%s': '%.64s' cannot be part of a key", f, s);
 		return -EINVAL;
@@ -67,7 +76,7 @@ int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *d
 {
 	json_error_t jerr;
 	json_t *o = json_loadb(line, len, 0, &jerr);
-	char a[64], b[64], c[64];
+	char a[64], b[64];
 	int rc = -EINVAL, kind = -1;
 	err[0] = '\0';
 	key[0] = '\0';
@@ -114,14 +123,21 @@ int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *d
 			rc = put_key(key, cap, "peer", a, b, NULL);
 		break;
 	default: {
+		/* the address is in the key as its 32 hex nibbles: any form inet_pton reads
+		 * (as jsonl reads it), dots of an embedded IPv4 part included */
 		uint8_t ip[16];
 		char hex[33];
+		const char *s;
+		size_t n;
 		if ((rc = field(o, "org", a, err, errcap)) ||
-		    (rc = field(o, "app", b, err, errcap)) || (rc = field(o, "ip", c, err, errcap)))
+		    (rc = field(o, "app", b, err, errcap)))
 			break;
-		if (inet_pton(AF_INET6, c, ip) != 1) {
-			snprintf(err, errcap, "field 'ip': '%s' is not an IPv6 address", c);
-			rc = -EINVAL;
+		rc = -EINVAL;
+		if (!(s = string_field(o, "ip", &n, err, errcap)))
+			break;
+		if (n >= INET6_ADDRSTRLEN || memchr(s, '\0', n) ||
+		    inet_pton(AF_INET6, s, ip) != 1) {
+			snprintf(err, errcap, "field 'ip': '%.64s' is not an IPv6 address", s);
 			break;
 		}
 		for (int i = 0; i < 16; i++)

@@ -43,6 +43,37 @@ static void test_every_kind_has_its_key(void **state)
 	assert_string_equal(key, "region.ord");
 }
 
+/* The key holds the address as hex nibbles: every form import reads is fine, an embedded
+ * IPv4 part's dots included (they never reach the key). */
+static void test_flycast_address_in_any_form_import_reads(void **state)
+{
+	(void)state;
+	char key[KVKEY_MAX], id[64];
+	bool del;
+	assert_int_equal(key_of("{\"kind\":\"flycast\",\"org\":\"personal\",\"app\":\"my-app\","
+	                        "\"ip\":\"fdaa:0:18::1.2.3.4\"}",
+	                        key, &del, id),
+	                 KVKEY_FLYCAST);
+	assert_string_equal(key, "flycast.personal.my-app.fdaa0000001800000000000001020304");
+	assert_int_equal(key_of("{\"kind\":\"flycast\",\"org\":\"personal\",\"app\":\"my-app\","
+	                        "\"ip\":\"FDAA:0:18:0:1:0:0:3\",\"op\":\"delete\"}",
+	                        key, &del, id),
+	                 KVKEY_FLYCAST);
+	assert_true(del);
+	assert_string_equal(key, "flycast.personal.my-app.fdaa0000001800000001000000000003");
+	assert_int_equal(key_of("{\"kind\":\"flycast\",\"org\":\"o\",\"app\":\"a\","
+	                        "\"ip\":\"fdaa:0:18::1.2.3\"}",
+	                        key, &del, id),
+	                 -EINVAL);
+	assert_int_equal(key_of("{\"kind\":\"flycast\",\"org\":\"o\",\"app\":\"a\","
+	                        "\"ip\":\"fdaa:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:1\"}",
+	                        key, &del, id),
+	                 -EINVAL);
+	assert_int_equal(key_of("{\"kind\":\"flycast\",\"org\":\"o\",\"app\":\"a\",\"ip\":7}", key,
+	                        &del, id),
+	                 -EINVAL);
+}
+
 static void test_machine_delete_by_id_leaves_the_org_to_the_caller(void **state)
 {
 	(void)state;
@@ -138,6 +169,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_every_kind_has_its_key),
+	        cmocka_unit_test(test_flycast_address_in_any_form_import_reads),
 	        cmocka_unit_test(test_machine_delete_by_id_leaves_the_org_to_the_caller),
 	        cmocka_unit_test(test_records_without_their_key_fields_are_refused),
 	        cmocka_unit_test(test_keys_of_the_layout),
