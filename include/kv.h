@@ -7,7 +7,9 @@
  * stream sequence of a message is the position a follower stores.
  *
  * Errors: 0 or a negative code: -ENOENT (no such bucket), -ENOTCONN (NATS unreachable
- * now), -ETIMEDOUT, -EIO (any other NATS failure; kv_strerror says which), -ENOMEM,
+ * now), -ETIMEDOUT, -EIO (any other NATS failure; kv_strerror says which), -EREMOTEIO
+ * (kv_flush: the server refused a write itself, e.g. a value past the bucket's size
+ * limit; sending it again gets the same answer; kv_strerror says which and why), -ENOMEM,
  * -EINVAL. Nothing here retries on its own except the connection itself.
  */
 #ifndef INTERNALD_KV_H
@@ -21,7 +23,7 @@ typedef struct kv_conn kv_conn_t;
 typedef struct kv_bucket kv_bucket_t;
 typedef struct kv_sub kv_sub_t;
 
-/* The text of the last NATS failure of this thread (after -EIO), or of err. */
+/* The text of the last NATS failure of this thread (after -EIO or -EREMOTEIO), or of err. */
 const char *kv_strerror(int err);
 
 /*
@@ -52,10 +54,14 @@ typedef struct {
 int kv_info(kv_bucket_t *b, kv_info_t *out);
 
 /* Asynchronous put / delete marker: returns once sent; kv_flush waits for every
- * acknowledgement and returns -EIO if any write was refused or lost. */
+ * acknowledgement and returns -EREMOTEIO if the server refused a write, -EIO if an
+ * answer said it was lost (kv_strerror names the first such write's key and the reason),
+ * -ETIMEDOUT if some never came. */
 int kv_put(kv_bucket_t *b, const char *key, const char *value, size_t len);
 int kv_delete(kv_bucket_t *b, const char *key);
 int kv_flush(kv_bucket_t *b);
+/* Puts and deletes the server has acknowledged (stored) since kv_bucket_open. */
+void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes);
 
 enum kv_op { KV_PUT, KV_DELETE, KV_PURGE };
 typedef struct {

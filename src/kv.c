@@ -30,10 +30,13 @@ struct kv_bucket {
 	kv_conn_t *c;
 	jsCtx *js;
 	char name[64];
-	char stream[72];       /* KV_<name> */
-	char prefix[80];       /* $KV.<name>. */
-	int failed;            /* asynchronous writes refused since the last kv_flush */
-	pthread_mutex_t mutex; /* guards failed (the error handler runs on NATS's thread) */
+	char stream[72];        /* KV_<name> */
+	char prefix[80];        /* $KV.<name>. */
+	pthread_mutex_t mutex;  /* guards the rest (the ack handler runs on NATS's thread) */
+	int failed;             /* asynchronous writes refused since the last kv_flush */
+	bool refused;           /* the first of them was the server's answer, not a lost ack */
+	char error[256];        /* the first of them, for the caller's kv_strerror */
+	uint64_t puts, deletes; /* acknowledged since kv_bucket_open */
 };
 
 struct kv_sub {
@@ -47,6 +50,8 @@ struct kv_sub {
 
 #define PULL_BATCH 2048
 
+/* The caller's thread's: NATS's own threads (the ack handler) write into the bucket,
+ * which kv_flush copies here. */
 static __thread char last_error[256];
 
 /* Maps a NATS status to our codes, keeping its text for kv_strerror. */
@@ -77,7 +82,7 @@ static int fail(natsStatus s, const char *what)
 
 const char *kv_strerror(int err)
 {
-	if (err == -EIO && last_error[0])
+	if ((err == -EIO || err == -EREMOTEIO) && last_error[0])
 		return last_error;
 	if (err == -ENOTCONN)
 		return "NATS is unreachable";
@@ -212,15 +217,38 @@ void kv_close(kv_conn_t *c)
 
 /* ---- bucket ---------------------------------------------------------------------------- */
 
-static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *arg)
+static bool is_delete(natsMsg *m)
+{
+	const char *op = NULL;
+	return natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op;
+}
+
+/* Every asynchronous write's answer, on NATS's thread: counts the acknowledged ones and
+ * keeps the first failure's reason in the bucket (the caller's thread reads it in
+ * kv_flush). A JetStream error code is the server refusing the write itself (a value
+ * past the bucket's size limit, say): sending it again gets the same answer, unlike a
+ * lost answer (no responders, a stream leader being elected). */
+static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *arg)
 {
 	(void)js;
 	kv_bucket_t *b = arg;
 	pthread_mutex_lock(&b->mutex);
-	if (b->failed++ == 0)
-		snprintf(last_error, sizeof(last_error), "a write was refused: %s",
-		         pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+	if (pa) {
+		is_delete(m) ? b->deletes++ : b->puts++;
+	} else if (pae && b->failed++ == 0) {
+		const char *subj = natsMsg_GetSubject(m), *key = subj ? subj : "?";
+		size_t plen = strlen(b->prefix);
+		if (subj && strncmp(subj, b->prefix, plen) == 0)
+			key = subj + plen;
+		b->refused = pae->ErrCode != 0 && pae->ErrCode != JSClusterNotAvailErr;
+		snprintf(b->error, sizeof(b->error), "the %s of key %.100s was %s: %s",
+		         is_delete(m) ? "delete" : "put", key,
+		         b->refused ? "refused" : "not stored",
+		         pae->ErrText && *pae->ErrText ? pae->ErrText
+		                                       : natsStatus_GetText(pae->Err));
+	}
 	pthread_mutex_unlock(&b->mutex);
+	natsMsg_Destroy(m);
 }
 
 int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **out)
@@ -239,8 +267,8 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **o
 	o.Wait = 5000;
 	o.PublishAsync.MaxPending = 4096;
 	o.PublishAsync.StallWait = 30000; /* a busy server slows a big publish, never fails it */
-	o.PublishAsync.ErrHandler = on_pub_error;
-	o.PublishAsync.ErrHandlerClosure = b;
+	o.PublishAsync.AckHandler = on_pub_ack;
+	o.PublishAsync.AckHandlerClosure = b;
 	kvStore *kv = NULL;
 	pthread_mutex_init(&b->mutex, NULL);
 	natsStatus s = natsConnection_JetStream(&b->js, c->nc, &o);
@@ -351,13 +379,28 @@ int kv_flush(kv_bucket_t *b)
 	jsPubOptions_Init(&po);
 	po.MaxWait = 30000;
 	natsStatus s = js_PublishAsyncComplete(b->js, &po);
-	if (s != NATS_OK)
-		return fail(s, "waiting for acknowledgements");
 	pthread_mutex_lock(&b->mutex);
 	int failed = b->failed;
+	bool refused = b->refused;
+	if (failed == 1)
+		snprintf(last_error, sizeof(last_error), "%s", b->error);
+	else if (failed)
+		snprintf(last_error, sizeof(last_error), "%.200s (%d writes failed in all)",
+		         b->error, failed);
 	b->failed = 0;
+	b->refused = false;
 	pthread_mutex_unlock(&b->mutex);
-	return failed ? -EIO : 0;
+	if (failed) /* the server's answer says more than a timeout waiting for the rest */
+		return refused ? -EREMOTEIO : -EIO;
+	return s == NATS_OK ? 0 : fail(s, "waiting for acknowledgements");
+}
+
+void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes)
+{
+	pthread_mutex_lock(&b->mutex);
+	*puts = b->puts;
+	*deletes = b->deletes;
+	pthread_mutex_unlock(&b->mutex);
 }
 
 /* ---- ordered consumer --------------------------------------------------------------------- */

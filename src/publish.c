@@ -181,7 +181,8 @@ int publish_run(const publish_opts_t *o)
 	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
 	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, err[JSONL_ERR_MAX] = "";
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t len = 0, nlines = 0, nbkeys = 0, nputs = 0, ndels = 0;
+	size_t len = 0, nlines = 0, nbkeys = 0;
+	uint64_t nputs = 0, ndels = 0;
 	line_t *lines = NULL;
 	kv_conn_t *conn = NULL;
 	kv_bucket_t *b = NULL;
@@ -286,7 +287,6 @@ int publish_run(const publish_opts_t *o)
 			             : kv_put(b, ln->key, buf + ln->off, ln->len);
 			if (rc)
 				goto write_failed;
-			ln->del ? ndels++ : nputs++;
 		}
 		for (size_t i = 0; (pass == 1 || pass == 3) && i < nbkeys; i++) {
 			int kind = bkeys[i] ? kvkey_kind(bkeys[i]) : -1;
@@ -295,19 +295,26 @@ int publish_run(const publish_opts_t *o)
 				continue;
 			if ((rc = kv_delete(b, bkeys[i])))
 				goto write_failed;
-			ndels++;
 		}
 	}
 	if ((rc = kv_flush(b)))
 		goto write_failed;
-	fprintf(stderr, "internalctl: published %zu records and %zu deletes to bucket %s\n", nputs,
-	        ndels, o->bucket);
+	kv_acked(b, &nputs, &ndels);
+	fprintf(stderr, "internalctl: published %llu records and %llu deletes to bucket %s\n",
+	        (unsigned long long)nputs, (unsigned long long)ndels, o->bucket);
 	goto out;
 write_failed:
+	/* what the server has stored, not what was sent: a refused write is not counted, nor
+	 * one whose answer never came */
+	kv_acked(b, &nputs, &ndels);
 	fprintf(stderr,
-	        "internalctl: publish: writing bucket %s failed after %zu puts and %zu deletes: "
-	        "%s (publish the file again: puts and deletes are idempotent)\n",
-	        o->bucket, nputs, ndels, kv_strerror(rc));
+	        "internalctl: publish: writing bucket %s failed after %llu acknowledged puts and "
+	        "%llu deletes: %s (%s)\n",
+	        o->bucket, (unsigned long long)nputs, (unsigned long long)ndels, kv_strerror(rc),
+	        rc == -EREMOTEIO
+	                ? "the server refuses that write, and will refuse it again: fix the record "
+	                  "or the bucket's limits, then publish the file again"
+	                : "publish the file again: puts and deletes are idempotent");
 out:
 	jsonl_free(j);
 	for (size_t i = 0; i < nlines; i++)
