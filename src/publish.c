@@ -70,6 +70,17 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Sorts keys[0..n) and drops repeats; returns how many are left. */
+static size_t sort_unique(char **keys, size_t n)
+{
+	size_t m = 0;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	for (size_t i = 0; i < n; i++)
+		if (m == 0 || strcmp(keys[m - 1], keys[i]) != 0)
+			keys[m++] = keys[i];
+	return m;
+}
+
 /* Every key the bucket holds a value under (not deleted ones), sorted; for --replace.
  * Read whole, in order: with history 1 the stream holds one message per key. */
 static int bucket_keys(kv_bucket_t *b, char ***out, size_t *n)
@@ -179,9 +190,9 @@ static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, li
 int publish_run(const publish_opts_t *o)
 {
 	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
-	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, err[JSONL_ERR_MAX] = "";
+	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t len = 0, nlines = 0, nbkeys = 0;
+	size_t len = 0, nlines = 0, nbkeys = 0, ndel = 0;
 	uint64_t nputs = 0, ndels = 0;
 	line_t *lines = NULL;
 	kv_conn_t *conn = NULL;
@@ -255,45 +266,43 @@ int publish_run(const publish_opts_t *o)
 		rc = -EINVAL;
 		goto out;
 	}
-	if (o->replace) { /* the bucket's keys the file lacks: deleted with the file's deletes */
-		if ((rc = bucket_keys(b, &bkeys, &nbkeys)))
-			goto write_failed;
-		fkeys = calloc(nlines + 1, sizeof(*fkeys));
-		if (!fkeys) {
-			rc = -ENOMEM;
-			goto write_failed;
-		}
-		size_t nf = 0;
-		for (size_t i = 0; i < nlines; i++)
-			if (lines[i].key && !lines[i].del)
-				fkeys[nf++] = lines[i].key;
-		qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
-		for (size_t i = 0; i < nbkeys; i++)
-			if (bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str)) {
-				free(bkeys[i]);
-				bkeys[i] = NULL;
-			}
+	/* the keys to delete, each once: the file's deletes and, with --replace, the bucket's
+	 * keys the file puts nothing under (a key the file deletes itself is both) */
+	if (o->replace && (rc = bucket_keys(b, &bkeys, &nbkeys)))
+		goto write_failed;
+	fkeys = calloc(nlines + 1, sizeof(*fkeys));
+	dels = calloc(nlines + nbkeys + 1, sizeof(*dels));
+	if (!fkeys || !dels) {
+		rc = -ENOMEM;
+		goto write_failed;
 	}
+	size_t nf = 0;
+	for (size_t i = 0; i < nlines; i++)
+		if (lines[i].key)
+			*(lines[i].del ? &dels[ndel++] : &fkeys[nf++]) = lines[i].key;
+	qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
+	for (size_t i = 0; i < nbkeys; i++)
+		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
+			dels[ndel++] = bkeys[i];
+	ndel = sort_unique(dels, ndel);
 	/* orgs and regions, deletes, the other records, then deletes of orgs and regions:
 	 * a follower that gets them in separate batches never sees a record before its org,
 	 * nor an org deleted before its records */
 	for (int pass = 0; pass < 4; pass++) {
-		for (size_t i = 0; i < nlines; i++) {
+		for (size_t i = 0; (pass == 0 || pass == 2) && i < nlines; i++) {
 			line_t *ln = &lines[i];
 			bool first = ln->kind == KVKEY_ORG || ln->kind == KVKEY_REGION;
-			if (!ln->key || pass != (ln->del ? (first ? 3 : 1) : (first ? 0 : 2)))
+			if (!ln->key || ln->del || (pass == 0) != first)
 				continue;
-			rc = ln->del ? kv_delete(b, ln->key)
-			             : kv_put(b, ln->key, buf + ln->off, ln->len);
-			if (rc)
+			if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
 				goto write_failed;
 		}
-		for (size_t i = 0; (pass == 1 || pass == 3) && i < nbkeys; i++) {
-			int kind = bkeys[i] ? kvkey_kind(bkeys[i]) : -1;
+		for (size_t i = 0; (pass == 1 || pass == 3) && i < ndel; i++) {
+			int kind = kvkey_kind(dels[i]);
 			bool first = kind == KVKEY_ORG || kind == KVKEY_REGION;
-			if (!bkeys[i] || (pass == 3) != first)
+			if ((pass == 3) != first)
 				continue;
-			if ((rc = kv_delete(b, bkeys[i])))
+			if ((rc = kv_delete(b, dels[i])))
 				goto write_failed;
 		}
 	}
@@ -324,6 +333,7 @@ out:
 		free(bkeys[i]);
 	free(bkeys);
 	free(fkeys);
+	free(dels);
 	if (scratch)
 		reg_close(scratch);
 	if (have_scratch)
