@@ -4,7 +4,8 @@
  * The file is validated whole as import validates it, against the bucket's content
  * (mirrored into a scratch registry), before anything is written: refused input writes
  * nothing. Then every record is put under its key (kvkey.h), every "op":"delete" record
- * becomes a KV delete, and with replace every key the file lacks is deleted too. Order:
+ * becomes a KV delete, a Machine the bucket holds under another org has that old key
+ * deleted, and with replace every key the file lacks is deleted too (each key once). Order:
  * orgs and regions, then deletes, then the other records, so that a follower applying
  * them in separate batches never meets a record before its org.
  */

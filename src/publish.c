@@ -20,8 +20,9 @@
 #include "registry.h"
 
 typedef struct {
-	char *key;  /* NULL: a delete of something the bucket does not hold */
-	size_t off; /* the line in the input */
+	char *key;    /* NULL: a delete of something the bucket does not hold */
+	char *oldkey; /* a Machine's put: its key in the bucket when under another org */
+	size_t off;   /* the line in the input */
 	size_t len;
 	int kind;
 	bool del;
@@ -132,7 +133,9 @@ static void remove_scratch(char *dir)
 	rmdir(dir);
 }
 
-/* The key of every line, a Machine's delete by id found in the bucket's content. */
+/* The key of every line, a Machine's delete by id found in the bucket's content; and of a
+ * Machine's put, the key the bucket holds it under when that is another org's (a move:
+ * the old key is deleted with the deletes, so that no follower ever sees two copies). */
 static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, line_t **out,
                      size_t *nout)
 {
@@ -181,6 +184,16 @@ static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, li
 		}
 		if (!(ln->key = strdup(key)))
 			rc = -ENOMEM;
+		if (!rc && ln->kind == KVKEY_MACHINE && !ln->del) {
+			const char *mid = strrchr(key, '.') + 1;
+			reg_machine_buf_t mb;
+			char org[REG_LABEL_MAX + 1], old[KVKEY_MAX];
+			if (!reg_get_machine(txn, mid, &mb) &&
+			    !reg_org_slug(txn, mb.m.net, org, sizeof(org)) &&
+			    !kvkey_machine(org, mid, old, sizeof(old)) && strcmp(old, key) != 0 &&
+			    !(ln->oldkey = strdup(old)))
+				rc = -ENOMEM;
+		}
 	}
 	reg_txn_abort(txn);
 	*out = lines, *nout = n;
@@ -266,20 +279,24 @@ int publish_run(const publish_opts_t *o)
 		rc = -EINVAL;
 		goto out;
 	}
-	/* the keys to delete, each once: the file's deletes and, with --replace, the bucket's
-	 * keys the file puts nothing under (a key the file deletes itself is both) */
+	/* the keys to delete, each once: the file's deletes, the old keys of the Machines it
+	 * moves to another org and, with --replace, the bucket's keys the file puts nothing
+	 * under (a key the file deletes itself, or a moved Machine's old key, is both) */
 	if (o->replace && (rc = bucket_keys(b, &bkeys, &nbkeys)))
 		goto write_failed;
 	fkeys = calloc(nlines + 1, sizeof(*fkeys));
-	dels = calloc(nlines + nbkeys + 1, sizeof(*dels));
+	dels = calloc(2 * nlines + nbkeys + 1, sizeof(*dels));
 	if (!fkeys || !dels) {
 		rc = -ENOMEM;
 		goto write_failed;
 	}
 	size_t nf = 0;
-	for (size_t i = 0; i < nlines; i++)
+	for (size_t i = 0; i < nlines; i++) {
 		if (lines[i].key)
 			*(lines[i].del ? &dels[ndel++] : &fkeys[nf++]) = lines[i].key;
+		if (lines[i].oldkey)
+			dels[ndel++] = lines[i].oldkey;
+	}
 	qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
 	for (size_t i = 0; i < nbkeys; i++)
 		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
@@ -326,8 +343,10 @@ write_failed:
 	                : "publish the file again: puts and deletes are idempotent");
 out:
 	jsonl_free(j);
-	for (size_t i = 0; i < nlines; i++)
+	for (size_t i = 0; i < nlines; i++) {
 		free(lines[i].key);
+		free(lines[i].oldkey);
+	}
 	free(lines);
 	for (size_t i = 0; i < nbkeys; i++)
 		free(bkeys[i]);
