@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define KVKEY_MAX 256
 
@@ -28,6 +29,18 @@ enum kvkey_kind { KVKEY_ORG, KVKEY_MACHINE, KVKEY_PEER, KVKEY_FLYCAST, KVKEY_REG
  */
 int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
                     size_t idcap, char *err, size_t errcap);
+/* The address a Machine's (private_ip) or peer's (ip) put names, and whether the record
+ * holds it once written, as the registry counts holders: a peer always, a Machine when
+ * started (the default) and not "dns":{"skip_registration":true}. */
+typedef struct {
+	bool set; /* false: another kind, a delete, or no IPv6 address */
+	bool holds;
+	uint8_t ip[16];
+} kvkey_addr_t;
+/* kvkey_of_record, and the record's address into *addr, from one parse of the line
+ * (publish reads every line of a file of any size with it; it orders address handovers). */
+int kvkey_of_record_addr(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
+                         size_t idcap, kvkey_addr_t *addr, char *err, size_t errcap);
 /* The lower-cased region a Machine or peer record names, into out[cap]: 0, or -ENOENT
  * when the record names none (another kind, a delete, not JSON). */
 int kvkey_region_of(const char *line, size_t len, char *out, size_t cap);

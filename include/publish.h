@@ -6,8 +6,10 @@
  * nothing. Then every record is put under its key (kvkey.h), every "op":"delete" record
  * becomes a KV delete, a Machine the bucket holds under another org has that old key
  * deleted, and with replace every key the file lacks is deleted too (each key once). Order:
- * orgs and regions, then deletes, then the other records, so that a follower applying
- * them in separate batches never meets a record before its org.
+ * orgs and regions, then deletes, then the other records (in file order, but each
+ * Machine or peer after the record that holds its address in the bucket), so that a
+ * follower applying them in separate batches never meets a record before its org, nor an
+ * address still held.
  */
 #ifndef INTERNALD_PUBLISH_H
 #define INTERNALD_PUBLISH_H

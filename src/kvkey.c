@@ -71,8 +71,26 @@ int kvkey_machine(const char *org, const char *id, char *key, size_t cap)
 	return put_key(key, cap, "machine", org, id, NULL);
 }
 
+/* The address of a Machine's or peer's put o (kvkey_addr_t). */
+static void addr_of(json_t *o, bool machine, kvkey_addr_t *out)
+{
+	json_t *a = json_object_get(o, machine ? "private_ip" : "ip");
+	json_t *st = json_object_get(o, "state"), *dns = json_object_get(o, "dns");
+	out->set = json_is_string(a) && inet_pton(AF_INET6, json_string_value(a), out->ip) == 1;
+	out->holds =
+	        !machine ||
+	        ((!st || (json_is_string(st) && strcmp(json_string_value(st), "started") == 0)) &&
+	         !json_is_true(json_object_get(dns, "skip_registration")));
+}
+
 int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
                     size_t idcap, char *err, size_t errcap)
+{
+	return kvkey_of_record_addr(line, len, key, cap, del, id, idcap, NULL, err, errcap);
+}
+
+int kvkey_of_record_addr(const char *line, size_t len, char *key, size_t cap, bool *del, char *id,
+                         size_t idcap, kvkey_addr_t *addr, char *err, size_t errcap)
 {
 	json_error_t jerr;
 	json_t *o = json_loadb(line, len, 0, &jerr);
@@ -81,6 +99,8 @@ int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *d
 	err[0] = '\0';
 	key[0] = '\0';
 	*del = false;
+	if (addr)
+		*addr = (kvkey_addr_t){0};
 	if (!o) {
 		snprintf(err, errcap, "malformed JSON at column %d: %s", jerr.column, jerr.text);
 		return -EINVAL;
@@ -148,6 +168,8 @@ int kvkey_of_record(const char *line, size_t len, char *key, size_t cap, bool *d
 	}
 	if (rc == -ENAMETOOLONG)
 		snprintf(err, errcap, "the key would be longer than %zu bytes", cap - 1);
+	if (!rc && addr && !*del && (kind == KVKEY_MACHINE || kind == KVKEY_PEER))
+		addr_of(o, kind == KVKEY_MACHINE, addr);
 out:
 	json_decref(o);
 	return rc ? (rc == -ENAMETOOLONG ? -EINVAL : rc) : kind;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "follow.h"
@@ -26,6 +27,7 @@ typedef struct {
 	size_t len;
 	int kind;
 	bool del;
+	kvkey_addr_t addr; /* a Machine's or peer's put: the address it takes */
 } line_t;
 
 typedef struct {
@@ -167,8 +169,8 @@ static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, li
 		line_t *ln = &lines[n++];
 		char key[KVKEY_MAX], id[64], err[256];
 		*ln = (line_t){.off = start, .len = l};
-		ln->kind = kvkey_of_record(buf + start, l, key, sizeof(key), &ln->del, id,
-		                           sizeof(id), err, sizeof(err));
+		ln->kind = kvkey_of_record_addr(buf + start, l, key, sizeof(key), &ln->del, id,
+		                                sizeof(id), &ln->addr, err, sizeof(err));
 		if (ln->kind < 0) {
 			fprintf(stderr, "internalctl: %s:%zu: %s\n", name, lineno, err);
 			rc = -EINVAL;
@@ -200,12 +202,95 @@ static int line_keys(reg_t *scratch, const char *name, char *buf, size_t len, li
 	return rc;
 }
 
+/* A put after orgs and regions (the third pass). */
+static bool rest_put(const line_t *ln)
+{
+	return ln->key && !ln->del && ln->kind != KVKEY_ORG && ln->kind != KVKEY_REGION;
+}
+
+/* Who a put is, to find it as the holder of an address: a Machine's id, a peer's key. */
+typedef struct {
+	const char *s;
+	size_t line;
+} who_t;
+
+static int cmp_who(const void *a, const void *b)
+{
+	return strcasecmp(((const who_t *)a)->s, ((const who_t *)b)->s);
+}
+
+/*
+ * The order of the puts after orgs and regions, into order[0..*n): file order, except
+ * that a Machine or peer that takes an address which another record of the file holds in
+ * the bucket comes after that record (which moves away, stops or goes: the checks refused
+ * the file otherwise), and that one after the holder of its own new address, along a
+ * chain of handovers of any length. A follower that applies them in separate
+ * transactions (--batch 1, or a batch boundary between two of them) then never meets an
+ * address still held, as import's rounds never do. A holder the file deletes is deleted
+ * before every put; a cycle (two records that swap addresses) was refused by the checks.
+ */
+static int order_puts(reg_t *scratch, const line_t *lines, size_t n, size_t *order, size_t *norder)
+{
+	size_t *dep = malloc((n + 1) * sizeof(*dep)), *path = malloc((n + 1) * sizeof(*path));
+	who_t *who = malloc((n + 1) * sizeof(*who));
+	bool *done = calloc(n + 1, sizeof(*done));
+	size_t nwho = 0, m = 0;
+	reg_txn_t *txn = NULL;
+	int rc = !dep || !path || !who || !done ? -ENOMEM : reg_txn_begin(scratch, false, &txn);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		dep[i] = SIZE_MAX;
+		if (rest_put(&lines[i]) && lines[i].kind == KVKEY_MACHINE)
+			who[nwho++] = (who_t){strrchr(lines[i].key, '.') + 1, i};
+		else if (rest_put(&lines[i]) && lines[i].kind == KVKEY_PEER)
+			who[nwho++] = (who_t){lines[i].key, i};
+	}
+	qsort(who, nwho, sizeof(*who), cmp_who);
+	for (size_t i = 0; i < n; i++) {
+		const line_t *ln = &lines[i];
+		reg_hit_t h;
+		char id[KVKEY_MAX], org[REG_LABEL_MAX + 1];
+		if (!rest_put(ln) || !ln->addr.set || !ln->addr.holds ||
+		    reg_find_addr(txn, ln->addr.ip, true, &h))
+			continue; /* it needs no free address, or its address is free */
+		if (h.kind == REG_HIT_MACHINE)
+			snprintf(id, sizeof(id), "%.*s", (int)h.id_len, h.id);
+		else if (!reg_org_slug(txn, h.net, org, sizeof(org)))
+			snprintf(id, sizeof(id), "peer.%s.%.*s", org, (int)h.id_len, h.id);
+		else
+			continue;
+		who_t k = {id, 0}, *f = bsearch(&k, who, nwho, sizeof(*who), cmp_who);
+		if (f && f->line != i)
+			dep[i] = f->line;
+	}
+	for (size_t i = 0; i < n; i++) { /* each put after the chain of holders before it */
+		size_t np = 0;
+		if (!rest_put(&lines[i]))
+			continue;
+		for (size_t j = i; j != SIZE_MAX && !done[j]; j = dep[j]) {
+			done[j] = true;
+			path[np++] = j;
+		}
+		while (np)
+			order[m++] = path[--np];
+	}
+out:
+	reg_txn_abort(txn);
+	free(dep);
+	free(path);
+	free(who);
+	free(done);
+	*norder = m;
+	return rc;
+}
+
 int publish_run(const publish_opts_t *o)
 {
 	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
 	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t len = 0, nlines = 0, nbkeys = 0, ndel = 0;
+	size_t len = 0, nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
 	uint64_t nputs = 0, ndels = 0;
 	line_t *lines = NULL;
 	kv_conn_t *conn = NULL;
@@ -302,15 +387,26 @@ int publish_run(const publish_opts_t *o)
 		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
 			dels[ndel++] = bkeys[i];
 	ndel = sort_unique(dels, ndel);
+	if (!(puts = malloc((nlines + 1) * sizeof(*puts)))) {
+		rc = -ENOMEM;
+		goto write_failed;
+	}
+	if ((rc = order_puts(scratch, lines, nlines, puts, &nput)))
+		goto write_failed;
 	/* orgs and regions, deletes, the other records, then deletes of orgs and regions:
 	 * a follower that gets them in separate batches never sees a record before its org,
 	 * nor an org deleted before its records */
 	for (int pass = 0; pass < 4; pass++) {
-		for (size_t i = 0; (pass == 0 || pass == 2) && i < nlines; i++) {
+		for (size_t i = 0; pass == 0 && i < nlines; i++) {
 			line_t *ln = &lines[i];
-			bool first = ln->kind == KVKEY_ORG || ln->kind == KVKEY_REGION;
-			if (!ln->key || ln->del || (pass == 0) != first)
+			if (!ln->key || ln->del ||
+			    (ln->kind != KVKEY_ORG && ln->kind != KVKEY_REGION))
 				continue;
+			if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
+				goto write_failed;
+		}
+		for (size_t k = 0; pass == 2 && k < nput; k++) {
+			line_t *ln = &lines[puts[k]];
 			if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
 				goto write_failed;
 		}
@@ -353,6 +449,7 @@ out:
 	free(bkeys);
 	free(fkeys);
 	free(dels);
+	free(puts);
 	if (scratch)
 		reg_close(scratch);
 	if (have_scratch)

@@ -165,6 +165,51 @@ static void test_region_of_a_machine_or_peer(void **state)
 	assert_int_equal(kvkey_region_of(m, strlen(m), r, 3), -ENOENT);
 }
 
+/* The address a put takes, and whether it holds it as the registry counts holders. */
+static void test_addr_of_a_machine_or_peer(void **state)
+{
+	(void)state;
+	uint8_t want[16] = {0xfd, 0xaa, 0, 0, 0, 0x18, [15] = 2};
+	char key[KVKEY_MAX], id[64], err[200];
+	bool del;
+	kvkey_addr_t a;
+	const char *recs[] = {
+	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"fdaa:0:18::2\"}",
+	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"fdaa:0:18::2\","
+	        "\"state\":\"started\",\"dns\":{\"skip_registration\":false}}",
+	        "{\"kind\":\"peer\",\"org\":\"o\",\"name\":\"n\",\"ip\":\"fdaa:0:18::0.0.0.2\"}",
+	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"fdaa:0:18::2\","
+	        "\"state\":\"stopped\"}",
+	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"fdaa:0:18::2\","
+	        "\"dns\":{\"skip_registration\":true}}",
+	};
+	for (size_t i = 0; i < 5; i++) {
+		assert_true(kvkey_of_record_addr(recs[i], strlen(recs[i]), key, sizeof(key), &del,
+		                                 id, sizeof(id), &a, err, sizeof(err)) >= 0);
+		assert_true(a.set);
+		assert_memory_equal(a.ip, want, 16);
+		assert_true(a.holds == (i < 3));
+	}
+	const char *none[] = {
+	        "{\"kind\":\"flycast\",\"org\":\"o\",\"app\":\"a\",\"ip\":\"fdaa:0:18::2\"}",
+	        "{\"kind\":\"peer\",\"org\":\"o\",\"name\":\"n\",\"ip\":\"fdaa:0:18::2\","
+	        "\"op\":\"delete\"}",
+	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"nope\"}",
+	        "{\"kind\":\"org\",\"slug\":\"o\"}",
+	};
+	for (size_t i = 0; i < 4; i++) {
+		a.set = true;
+		assert_true(kvkey_of_record_addr(none[i], strlen(none[i]), key, sizeof(key), &del,
+		                                 id, sizeof(id), &a, err, sizeof(err)) >= 0);
+		assert_false(a.set);
+	}
+	a.set = true;
+	assert_int_equal(kvkey_of_record_addr("nope", 4, key, sizeof(key), &del, id, sizeof(id), &a,
+	                                      err, sizeof(err)),
+	                 -EINVAL);
+	assert_false(a.set);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +220,7 @@ int main(void)
 	        cmocka_unit_test(test_keys_of_the_layout),
 	        cmocka_unit_test(test_delete_record_maps_back_to_its_key),
 	        cmocka_unit_test(test_region_of_a_machine_or_peer),
+	        cmocka_unit_test(test_addr_of_a_machine_or_peer),
 	};
 	return cmocka_run_group_tests_name("kvkey", tests, NULL, NULL);
 }
