@@ -190,10 +190,12 @@ static void test_addr_of_a_machine_or_peer(void **state)
 		assert_memory_equal(a.ip, want, 16);
 		assert_true(a.holds == (i < 3));
 	}
+	static const char peer_delete[] =
+	        "{\"kind\":\"peer\",\"org\":\"o\",\"name\":\"n\",\"ip\":\"fdaa:0:18::2\","
+	        "\"op\":\"delete\"}";
 	const char *none[] = {
 	        "{\"kind\":\"flycast\",\"org\":\"o\",\"app\":\"a\",\"ip\":\"fdaa:0:18::2\"}",
-	        "{\"kind\":\"peer\",\"org\":\"o\",\"name\":\"n\",\"ip\":\"fdaa:0:18::2\","
-	        "\"op\":\"delete\"}",
+	        peer_delete,
 	        "{\"kind\":\"machine\",\"id\":\"x\",\"org\":\"o\",\"private_ip\":\"nope\"}",
 	        "{\"kind\":\"org\",\"slug\":\"o\"}",
 	};
