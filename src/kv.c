@@ -299,7 +299,16 @@ void kv_bucket_close(kv_bucket_t *b)
 {
 	if (!b)
 		return;
+	/* answers to asynchronous writes still outstanding (a failed publish stops early) run
+	 * on_pub_ack with b on NATS's thread: wait for them, and if some never come, leave b
+	 * to a late one rather than free it under it (as kv_close leaves c) */
+	jsPubOptions po;
+	jsPubOptions_Init(&po);
+	po.MaxWait = 5000;
+	bool idle = !b->js || js_PublishAsyncComplete(b->js, &po) == NATS_OK;
 	jsCtx_Destroy(b->js);
+	if (!idle)
+		return;
 	pthread_mutex_destroy(&b->mutex);
 	free(b);
 }
