@@ -308,16 +308,23 @@ static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q
 	return n;
 }
 
-int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t max, uint64_t now_ms,
-                 bool stale_ok, uint8_t *out, size_t cap, size_t *len)
+/* q's entry, or NULL, with its shard's lock taken (*sp: the shard, to unlock). */
+static entry_t *find_locked(cache_t *c, const wire_query_t *q, shard_t **sp)
 {
 	uint8_t bits = query_bits(q);
 	uint64_t h = key_hash(c, q, bits);
-	shard_t *s = shard_of(c, h);
+	shard_t *s = *sp = shard_of(c, h);
+	pthread_mutex_lock(&s->lock);
+	return find(s, h, q, bits);
+}
+
+int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t max, uint64_t now_ms,
+                 bool stale_ok, uint8_t *out, size_t cap, size_t *len)
+{
 	int rc = CACHE_MISS;
 	entry_t *dead = NULL;
-	pthread_mutex_lock(&s->lock);
-	entry_t *e = find(s, h, q, bits);
+	shard_t *s;
+	entry_t *e = find_locked(c, q, &s);
 	if (!e) {
 		if (!stale_ok)
 			s->misses++;
@@ -513,11 +520,8 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
 
 void cache_prefetch_again(cache_t *c, const wire_query_t *q, uint64_t now_ms)
 {
-	uint8_t bits = query_bits(q);
-	uint64_t h = key_hash(c, q, bits);
-	shard_t *s = shard_of(c, h);
-	pthread_mutex_lock(&s->lock);
-	entry_t *e = find(s, h, q, bits);
+	shard_t *s;
+	entry_t *e = find_locked(c, q, &s);
 	if (e)
 		e->prefetch_ms = now_ms + CACHE_PREFETCH_RETRY * 1000;
 	pthread_mutex_unlock(&s->lock);
@@ -526,11 +530,8 @@ void cache_prefetch_again(cache_t *c, const wire_query_t *q, uint64_t now_ms)
 int cache_insert_servfail(cache_t *c, const uint8_t *pkt, size_t len, const wire_query_t *q,
                           uint64_t now_ms)
 {
-	uint8_t bits = query_bits(q);
-	uint64_t h = key_hash(c, q, bits);
-	shard_t *s = shard_of(c, h);
-	pthread_mutex_lock(&s->lock);
-	entry_t *e = find(s, h, q, bits);
+	shard_t *s;
+	entry_t *e = find_locked(c, q, &s);
 	if (e && now_ms < e->expire_ms + (uint64_t)c->conf.stale_ttl * 1000 && !is_servfail(e)) {
 		e->recheck_ms = now_ms + CACHE_SERVFAIL_TTL * 1000;
 		e->prefetch_ms = now_ms + CACHE_PREFETCH_RETRY * 1000; /* the refresh failed */
