@@ -34,7 +34,7 @@ static const char *const usage_text =
         "  export                      the whole registry as JSON Lines on stdout\n"
         "  upgrade [FILE...]           convert a registry of schema 3 or 4 in place\n"
         "  machine start|stop|delete ID\n"
-        "  ls orgs|apps|machines|peers|regions [--org SLUG]\n"
+        "  ls orgs|apps|machines|peers [--org SLUG] | ls regions\n"
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
         "  check                       verify every index against the records (exit 1 if not)\n"
         "  stats                       record counts, generation, map use\n"
@@ -59,7 +59,8 @@ static const char *const help_text[][2] = {
         {"export", "usage: internalctl export\nWrites every record as JSON Lines; "
                    "import --replace of it gives the same registry.\n"},
         {"machine", "usage: internalctl machine start|stop|delete ID\n"},
-        {"ls", "usage: internalctl ls orgs|apps|machines|peers|regions [--org SLUG]\n"
+        {"ls", "usage: internalctl ls orgs|apps|machines|peers [--org SLUG]\n"
+               "       internalctl ls regions\n"
                "--org SLUG: only that org's rows (not for regions, which belong to no org).\n"},
         {"zone", "usage: internalctl zone [--org SLUG] [--ttl SECONDS]\n"
                  "Prints the org's .internal names (no nearest, PTR or .flycast) as a zone file.\n"
