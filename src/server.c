@@ -3,8 +3,9 @@
  * what to answer is answer.c's; this file moves bytes.
  *
  * Per worker: a uv_loop in its own thread; per listen address a SO_REUSEPORT UDP socket
- * (read with recvmmsg, answered with sendmmsg, replies from the address the query came
- * to via IPV6_PKTINFO/IP_PKTINFO) and a SO_REUSEPORT TCP listener; one registry read
+ * (read with recvmmsg; answered with sendmmsg by a reply socket of the same address, or
+ * on a wildcard by itself from the address the query came to via IPV6_PKTINFO/IP_PKTINFO)
+ * and a SO_REUSEPORT TCP listener; one registry read
  * transaction renewed at the start of each batch and reset at its end. It must never
  * allocate per UDP query nor block the loop.
  */
@@ -1063,7 +1064,8 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
 	}
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		udp_sock_t *u = &w->udp[i];
-		u->w = w, u->fd = fds[i][0], u->sfd = fds[i][2], u->family = cfg->listen[i].ss.ss_family;
+		u->w = w, u->fd = fds[i][0], u->sfd = fds[i][2],
+		u->family = cfg->listen[i].ss.ss_family;
 		addr16(&cfg->listen[i].ss, u->local);
 		u->wildcard = is_wildcard(&cfg->listen[i].ss);
 		struct sockaddr_storage bound;
@@ -1153,7 +1155,9 @@ fail:;
 	int e = errno;
 	snprintf(err, CFG_ERR_MAX, "cannot bind %s (%s) %s: %s", a->text,
 	         addr_text(&ss, text, sizeof(text)),
-	         kind == SOCK_TCP ? "tcp" : kind == SOCK_QUERIES ? "udp" : "udp replies",
+	         kind == SOCK_TCP       ? "tcp"
+	         : kind == SOCK_QUERIES ? "udp"
+	                                : "udp replies",
 	         strerror(e));
 	if (fd >= 0)
 		close(fd);
