@@ -1107,26 +1107,26 @@ static int worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
 
 enum { SOCK_QUERIES, SOCK_TCP, SOCK_REPLIES };
 
-/*
- * A bound socket on a (port 0: *port, learned on the first bind). SOCK_QUERIES: a worker's
- * UDP socket of the address's SO_REUSEPORT group. SOCK_REPLIES: the UDP socket its replies
- * leave by — the same address and port (SO_REUSEADDR, outside the group) and connected to
- * itself, so no query ever scores it (a connected socket matches only its peer). The
- * socket epoll watches is then never sent on: sending on it wakes its wait queue (epoll's
- * entry) for write space each time a reply is freed, about 3% of a cached answer's CPU.
- */
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+}
+
+/* A bound socket on a (port 0: *port, learned on the first bind): SOCK_QUERIES, a
+ * worker's UDP socket of the address's SO_REUSEPORT group; SOCK_TCP its listener;
+ * SOCK_REPLIES, see reply_socket. */
 static int bind_socket(const cfg_addr_t *a, int kind, uint16_t *port, char *err)
 {
 	int type = kind == SOCK_TCP ? SOCK_STREAM : SOCK_DGRAM;
 	int one = 1, fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	char text[80];
+	struct sockaddr_storage ss = a->ss;
+	set_port(&ss, *port);
 	if (fd < 0)
 		goto fail;
-	struct sockaddr_storage ss = a->ss;
-	if (ss.ss_family == AF_INET6)
-		((struct sockaddr_in6 *)&ss)->sin6_port = htons(*port);
-	else
-		((struct sockaddr_in *)&ss)->sin_port = htons(*port);
 	if ((kind != SOCK_REPLIES && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
 		goto fail;
@@ -1142,13 +1142,10 @@ static int bind_socket(const cfg_addr_t *a, int kind, uint16_t *port, char *err)
 	}
 	if (bind(fd, (struct sockaddr *)&ss, a->len))
 		goto fail;
-	if (kind == SOCK_REPLIES && connect(fd, (struct sockaddr *)&ss, a->len))
-		goto fail;
 	if (*port == 0) {
 		socklen_t len = sizeof(ss);
 		getsockname(fd, (struct sockaddr *)&ss, &len);
-		*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-		                                       : ((struct sockaddr_in *)&ss)->sin_port);
+		*port = port_of(&ss);
 	}
 	return fd;
 fail:;
@@ -1164,52 +1161,74 @@ fail:;
 	return -e;
 }
 
-/* Every worker's UDP and TCP socket on one address; with port 0 the kernel's pick for
- * UDP is used for every other socket (retried if TCP has it taken). */
+/*
+ * The UDP socket a worker's replies leave by: the same address and port as its query
+ * socket (SO_REUSEADDR, outside the SO_REUSEPORT group), connected to itself, so no
+ * query ever scores it (a connected socket matches only its peer). The socket epoll
+ * watches is then never sent on: sending on it wakes its wait queue (epoll's entry) for
+ * write space each time a reply is freed, about 3% of a cached answer's CPU. Made before
+ * the query sockets, so no query can reach it in the moment between its bind and its
+ * connect. *fd -1 when the connect fails (an address bound by ip_nonlocal_bind before
+ * it is configured has no route yet): the query socket sends, as on a wildcard.
+ */
+static int reply_socket(const cfg_addr_t *a, uint16_t *port, int *fd, char *err)
+{
+	int rc = *fd = bind_socket(a, SOCK_REPLIES, port, err);
+	if (rc < 0)
+		return rc;
+	struct sockaddr_storage ss = a->ss;
+	set_port(&ss, *port);
+	if (connect(*fd, (struct sockaddr *)&ss, a->len)) {
+		char text[80];
+		log_info("replies on %s leave by the listening socket event=reply-socket "
+		         "connect=\"%s\"",
+		         addr_text(&ss, text, sizeof(text)), strerror(errno));
+		close(*fd);
+		*fd = -1;
+	}
+	return 0;
+}
+
+static void close_address(srv_t *s, int (*fds)[CFG_LISTEN_MAX][3], size_t i)
+{
+	for (unsigned w = 0; w < s->nworkers; w++)
+		for (int k = 0; k < 3; k++)
+			if (fds[w][i][k] >= 0 && (k != 2 || fds[w][i][2] != fds[w][i][0]))
+				close(fds[w][i][k]);
+}
+
+/* Every worker's reply socket (see reply_socket; a wildcard answers from its query
+ * socket: only that carries the address asked, by PKTINFO), UDP and TCP socket on one
+ * address; with port 0 the kernel's pick for the first is used for every other socket
+ * (retried if TCP has it taken). */
 static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX][3], size_t i,
                         char *err)
 {
-	uint16_t want =
-	        ntohs(a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
-	                                          : ((const struct sockaddr_in *)&a->ss)->sin_port);
+	uint16_t want = port_of(&a->ss);
+	bool wildcard = is_wildcard(&a->ss);
 	for (int attempt = 0; attempt < 16; attempt++) {
 		uint16_t port = want;
-		unsigned w = 0;
 		int rc = 0;
-		for (; w < s->nworkers; w++) {
-			if ((rc = fds[w][i][0] = bind_socket(a, SOCK_QUERIES, &port, err)) < 0)
-				break;
-			if ((rc = fds[w][i][1] = bind_socket(a, SOCK_TCP, &port, err)) < 0) {
-				close(fds[w][i][0]);
-				break;
-			}
+		for (unsigned w = 0; w < s->nworkers; w++)
+			fds[w][i][0] = fds[w][i][1] = fds[w][i][2] = -1;
+		for (unsigned w = 0; rc >= 0 && !wildcard && w < s->nworkers; w++)
+			rc = reply_socket(a, &port, &fds[w][i][2], err);
+		for (unsigned w = 0; rc >= 0 && w < s->nworkers; w++) {
+			if ((rc = fds[w][i][0] = bind_socket(a, SOCK_QUERIES, &port, err)) >= 0)
+				rc = fds[w][i][1] = bind_socket(a, SOCK_TCP, &port, err);
+			if (fds[w][i][2] < 0)
+				fds[w][i][2] = fds[w][i][0];
 		}
-		/* the reply sockets once the port is known (a wildcard answers from fd: only it
-		 * carries the address asked, by PKTINFO) */
-		unsigned r = 0;
-		for (; rc >= 0 && r < s->nworkers; r++)
-			if (is_wildcard(&a->ss))
-				fds[r][i][2] = fds[r][i][0];
-			else if ((rc = fds[r][i][2] = bind_socket(a, SOCK_REPLIES, &port, err)) < 0)
-				break;
-		if (rc < 0)
-			while (r-- > 0)
-				if (fds[r][i][2] != fds[r][i][0])
-					close(fds[r][i][2]);
 		if (rc >= 0) {
 			char text[80];
 			struct sockaddr_storage ss = a->ss;
-			if (ss.ss_family == AF_INET6)
-				((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-			else
-				((struct sockaddr_in *)&ss)->sin_port = htons(port);
+			set_port(&ss, port);
 			/* the text before "(" is what every test suite parses: keep it */
 			log_info("listening on %s (udp, tcp) event=bind sockets=%u",
 			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
-		while (w-- > 0)
-			close(fds[w][i][0]), close(fds[w][i][1]);
+		close_address(s, fds, i);
 		if (want != 0 || rc != -EADDRINUSE)
 			return rc;
 	}
