@@ -188,7 +188,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "syncprobe: %s: %s\n", argv[4], strerror(-rc));
 		return 1;
 	}
-	if ((rc = kv_connect(&c, &url, 1, false)) || (rc = kv_bucket_open(c, argv[2], 0, &b))) {
+	if ((rc = kv_connect(&c, &url, 1, false)) || (rc = kv_bucket_open(c, argv[2], 0, 0, &b))) {
 		fprintf(stderr, "syncprobe: %s\n", kv_strerror(rc));
 		return 1;
 	}

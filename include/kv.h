@@ -39,8 +39,13 @@ bool kv_connected(kv_conn_t *c);
 void kv_close(kv_conn_t *c);
 
 /* Looks the bucket up; replicas > 0: creates it with that many replicas if missing
- * (history 1, file storage). Allocates *out (kv_bucket_close). -ENOENT when missing. */
-int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **out);
+ * (history 1, file storage). ack_wait_ms (0: KV_ACK_WAIT_MS) bounds each wait for the
+ * server's acknowledgements of asynchronous writes: for room when as many are pending
+ * as the client holds, and kv_flush's for the last ones. Allocates *out
+ * (kv_bucket_close). -ENOENT when missing. */
+#define KV_ACK_WAIT_MS 30000
+int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_ms,
+                   kv_bucket_t **out);
 void kv_bucket_close(kv_bucket_t *b);
 /* Deletes the bucket and everything in it (tests, operators). -ENOENT when missing. */
 int kv_bucket_delete(kv_conn_t *c, const char *name);

@@ -22,6 +22,7 @@ typedef struct {
 	size_t nurls;
 	const char *bucket;
 	int replicas;     /* when the bucket must be created */
+	long ack_wait_ms; /* each wait for the server's acknowledgements (0: 30 s) */
 	bool replace;     /* the file becomes the bucket's whole content */
 	const char *file; /* "-": standard input */
 } publish_opts_t;

@@ -846,7 +846,7 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	double backoff = 0.1;
 	rc = 0;
 	while (!*o->stop) {
-		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, &fl.b))) {
+		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, 0, &fl.b))) {
 			unreachable(&fl, rc);
 			nap(&fl, backoff);
 			backoff = backoff < 2.5 ? backoff * 2 : 5;

@@ -38,7 +38,8 @@ static const char *const usage_text =
         "  zone [--org SLUG] [--ttl N] the org's .internal names as a zone file\n"
         "  check                       verify every index against the records (exit 1 if not)\n"
         "  stats                       record counts, generation, map use\n"
-        "  publish [--nats URL]... [--bucket NAME] [--replicas N] [--replace] FILE|-\n"
+        "  publish [--nats URL]... [--bucket NAME] [--replicas N] [--ack-wait S] [--replace]\n"
+        "          FILE|-\n"
         "                              validate a file against the fleet's bucket, then write it\n"
         "  follow [--nats URL]... [--bucket NAME] [--batch N]\n"
         "                              mirror the fleet's bucket into this registry (a daemon)\n"
@@ -69,13 +70,15 @@ static const char *const help_text[][2] = {
          "usage: internalctl check\nExit 0 if every index matches the records, 1 if not.\n"},
         {"stats", "usage: internalctl stats\n"},
         {"publish",
-         "usage: internalctl publish [--nats URL]... [--bucket NAME] [--replicas N] [--replace] "
-         "FILE|-\n"
+         "usage: internalctl publish [--nats URL]... [--bucket NAME] [--replicas N]\n"
+         "                          [--ack-wait SECONDS] [--replace] FILE|-\n"
          "Validates the whole file as import does, against the bucket's content, then puts\n"
          "every record under its key; \"op\":\"delete\" records become KV deletes.\n"
          "--replace: also delete every key the file lacks. Refused input writes nothing.\n"
          "--nats defaults to nats://127.0.0.1:4222, --bucket to internal (1 to 63 letters,\n"
-         "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"},
+         "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"
+         "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
+         "acknowledgements.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
@@ -872,7 +875,7 @@ typedef struct {
 	size_t nurls;
 	const char *bucket, *file;
 	int replicas;
-	long batch;
+	long batch, ack_wait;
 	bool replace;
 } fleet_args_t;
 
@@ -915,8 +918,9 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 		bool nats = strcmp(arg, "--nats") == 0, bucket = strcmp(arg, "--bucket") == 0;
 		bool replicas = file && strcmp(arg, "--replicas") == 0;
 		bool batch = !file && strcmp(arg, "--batch") == 0;
+		bool ack_wait = file && strcmp(arg, "--ack-wait") == 0;
 		long n;
-		if (nats || bucket || replicas || batch) {
+		if (nats || bucket || replicas || batch || ack_wait) {
 			if (i + 1 == c->argc)
 				return cmd_usage(cmd, "%s needs a value", arg);
 			val = c->argv[++i];
@@ -941,6 +945,11 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 			if (!parse_range(val, 1, 1000000, &n))
 				return cmd_usage(cmd, "--batch takes 1 to 1000000, not '%s'", val);
 			a->batch = n;
+		} else if (ack_wait) {
+			if (!parse_range(val, 1, 3600, &n))
+				return cmd_usage(
+				        cmd, "--ack-wait takes 1 to 3600 seconds, not '%s'", val);
+			a->ack_wait = n;
 		} else if (file && strcmp(arg, "--replace") == 0) {
 			a->replace = true;
 		} else if (file && is_file_arg(arg)) {
@@ -965,7 +974,13 @@ static int cmd_publish(const cli_t *c)
 	if (rc)
 		return rc;
 	log_set_level(LOG_WARN); /* the scratch mirror's progress is not the user's news */
-	publish_opts_t o = {a.urls, a.nurls, a.bucket, a.replicas, a.replace, a.file};
+	publish_opts_t o = {.urls = a.urls,
+	                    .nurls = a.nurls,
+	                    .bucket = a.bucket,
+	                    .replicas = a.replicas,
+	                    .ack_wait_ms = a.ack_wait * 1000,
+	                    .replace = a.replace,
+	                    .file = a.file};
 	return publish_run(&o) ? EXIT_REFUSED : 0;
 }
 

@@ -37,6 +37,7 @@ struct kv_bucket {
 	bool refused;           /* the first of them was the server's answer, not a lost ack */
 	char error[256];        /* the first of them, for the caller's kv_strerror */
 	uint64_t puts, deletes; /* acknowledged since kv_bucket_open */
+	long ack_wait_ms;
 };
 
 struct kv_sub {
@@ -251,7 +252,8 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
 	natsMsg_Destroy(m);
 }
 
-int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **out)
+int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_ms,
+                   kv_bucket_t **out)
 {
 	if (strlen(name) == 0 || strlen(name) >= 64 || strpbrk(name, ".*> \t"))
 		return -EINVAL;
@@ -259,6 +261,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **o
 	if (!b)
 		return -ENOMEM;
 	b->c = c;
+	b->ack_wait_ms = ack_wait_ms > 0 ? ack_wait_ms : KV_ACK_WAIT_MS;
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	snprintf(b->stream, sizeof(b->stream), "KV_%s", name);
 	snprintf(b->prefix, sizeof(b->prefix), "$KV.%s.", name);
@@ -266,7 +269,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, kv_bucket_t **o
 	jsOptions_Init(&o);
 	o.Wait = 5000;
 	o.PublishAsync.MaxPending = 4096;
-	o.PublishAsync.StallWait = 30000; /* a busy server slows a big publish, never fails it */
+	o.PublishAsync.StallWait = b->ack_wait_ms; /* a busy server slows a big publish */
 	o.PublishAsync.AckHandler = on_pub_ack;
 	o.PublishAsync.AckHandlerClosure = b;
 	kvStore *kv = NULL;
@@ -386,7 +389,7 @@ int kv_flush(kv_bucket_t *b)
 {
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
-	po.MaxWait = 30000;
+	po.MaxWait = b->ack_wait_ms;
 	natsStatus s = js_PublishAsyncComplete(b->js, &po);
 	pthread_mutex_lock(&b->mutex);
 	int failed = b->failed;

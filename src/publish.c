@@ -313,7 +313,7 @@ int publish_run(const publish_opts_t *o)
 		return rc;
 	}
 	if ((rc = kv_connect(&conn, o->urls, o->nurls, false)) ||
-	    (rc = kv_bucket_open(conn, o->bucket, o->replicas, &b))) {
+	    (rc = kv_bucket_open(conn, o->bucket, o->replicas, o->ack_wait_ms, &b))) {
 		fprintf(stderr, "internalctl: publish: NATS at %s, bucket %s: %s\n", o->urls[0],
 		        o->bucket, kv_strerror(rc));
 		goto out;

@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 	if (!rc && strcmp(cmd, "rm") == 0)
 		rc = kv_bucket_delete(c, bucket);
 	else if (!rc)
-		rc = kv_bucket_open(c, bucket, strcmp(cmd, "put") == 0 ? 1 : 0, &b);
+		rc = kv_bucket_open(c, bucket, strcmp(cmd, "put") == 0 ? 1 : 0, 0, &b);
 	if (!rc && strcmp(cmd, "put") == 0 && argc == 6) {
 		rc = kv_put(b, argv[4], argv[5], strlen(argv[5]));
 		if (!rc)
