@@ -472,53 +472,33 @@ static int cmd_machine(const cli_t *c)
 
 /* ---- ls ------------------------------------------------------------------------------------ */
 
-/* A table printed with aligned columns: rows are collected, then widths measured. */
+/* A table printed with aligned columns in two passes over the same rows (one read
+ * transaction): the first measures each column, the second prints. No row is held, so a
+ * million Machines are listed in the memory of one. */
 #define COLS 8
 typedef struct {
-	char *(*cell)[COLS];
-	size_t n, cap, ncols;
-	bool oom;
+	size_t w[COLS], ncols;
+	bool printing;
 } table_t;
 
 static void row(table_t *t, ...)
 {
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 64;
-		void *p = realloc(t->cell, cap * sizeof(*t->cell));
-		if (!p) {
-			t->oom = true;
-			return;
-		}
-		t->cell = p, t->cap = cap;
-	}
 	va_list ap;
 	va_start(ap, t);
 	for (size_t i = 0; i < t->ncols; i++) {
 		const char *s = va_arg(ap, const char *);
-		t->cell[t->n][i] = strdup(s ? s : "");
-	}
-	va_end(ap);
-	t->n++;
-}
-
-static void table_print(table_t *t)
-{
-	size_t w[COLS] = {0};
-	for (size_t r = 0; r < t->n; r++)
-		for (size_t i = 0; i < t->ncols; i++)
-			if (t->cell[r][i] && strlen(t->cell[r][i]) > w[i])
-				w[i] = strlen(t->cell[r][i]);
-	for (size_t r = 0; r < t->n; r++) {
-		for (size_t i = 0; i < t->ncols; i++) {
-			const char *s = t->cell[r][i] ? t->cell[r][i] : "?";
-			if (i + 1 < t->ncols)
-				out("%-*s  ", (int)w[i], s);
-			else
-				out("%s\n", s);
-			free(t->cell[r][i]);
+		if (!s)
+			s = "";
+		if (!t->printing) {
+			size_t n = strlen(s);
+			t->w[i] = n > t->w[i] ? n : t->w[i];
+		} else if (i + 1 < t->ncols) {
+			out("%-*s  ", (int)t->w[i], s);
+		} else {
+			out("%s\n", s);
 		}
 	}
-	free(t->cell);
+	va_end(ap);
 }
 
 typedef struct {
@@ -586,7 +566,7 @@ typedef struct {
 typedef struct {
 	app_row_t *rows;
 	size_t n, cap;
-	bool has_org;
+	bool has_org, oom; /* oom: a walk stopped short (a callback's 1 ends it quietly) */
 	uint32_t org;
 } apps_t;
 
@@ -615,8 +595,10 @@ static int apps_machine(const reg_machine_t *m, void *arg)
 	if (a->has_org && m->net != a->org)
 		return 0;
 	app_row_t *r = app_row(a, m->net, m->app, strlen(m->app));
-	if (!r)
+	if (!r) {
+		a->oom = true;
 		return 1;
+	}
 	r->machines++;
 	r->started += strcmp(m->state, "started") == 0;
 	return 0;
@@ -628,8 +610,10 @@ static int apps_flycast(const reg_hit_t *h, void *arg)
 	if (a->has_org && h->net != a->org)
 		return 0;
 	app_row_t *r = app_row(a, h->net, h->app, h->app_len);
-	if (!r)
+	if (!r) {
+		a->oom = true;
 		return 1;
+	}
 	r->flycast++;
 	return 0;
 }
@@ -645,28 +629,37 @@ static int cmp_app_row(const void *x, const void *y)
 static int ls_apps(ls_t *l)
 {
 	apps_t a = {.has_org = l->has_org, .org = l->org};
-	if (reg_walk_machines(l->txn, apps_machine, &a) < 0 ||
-	    reg_walk_all_flycast(l->txn, apps_flycast, &a) < 0) {
+	int rc = reg_walk_machines(l->txn, apps_machine, &a);
+	if (rc >= 0 && !a.oom)
+		rc = reg_walk_all_flycast(l->txn, apps_flycast, &a);
+	if (rc < 0 || a.oom) {
 		free(a.rows);
-		return -EIO;
+		return rc < 0 ? rc : -ENOMEM;
 	}
 	qsort(a.rows, a.n, sizeof(*a.rows), cmp_app_row);
-	row(&l->t, "ORG", "APP", "MACHINES", "STARTED", "FLYCAST");
+	/* rows of one app may be split (Machines, then Flycast): merge neighbours */
+	size_t n = 0;
 	for (size_t i = 0; i < a.n; i++) {
-		app_row_t *r = &a.rows[i];
-		/* rows of one app may be split (Machines, then Flycast): merge neighbours */
-		while (i + 1 < a.n && a.rows[i + 1].net == r->net &&
-		       strcmp(a.rows[i + 1].app, r->app) == 0) {
-			r->machines += a.rows[i + 1].machines, r->started += a.rows[i + 1].started;
-			r->flycast += a.rows[i + 1].flycast;
-			i++;
+		app_row_t *last = n ? &a.rows[n - 1] : NULL;
+		if (last && last->net == a.rows[i].net && strcmp(last->app, a.rows[i].app) == 0) {
+			last->machines += a.rows[i].machines, last->started += a.rows[i].started;
+			last->flycast += a.rows[i].flycast;
+		} else {
+			a.rows[n++] = a.rows[i];
 		}
-		char org[REG_LABEL_MAX + 1], m[16], s[16], f[16];
-		slug_of(l->txn, r->net, org);
-		snprintf(m, sizeof(m), "%u", r->machines);
-		snprintf(s, sizeof(s), "%u", r->started);
-		snprintf(f, sizeof(f), "%u", r->flycast);
-		row(&l->t, org, r->app, m, s, f);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		l->t.printing = pass == 1;
+		row(&l->t, "ORG", "APP", "MACHINES", "STARTED", "FLYCAST");
+		for (size_t i = 0; i < n; i++) {
+			const app_row_t *r = &a.rows[i];
+			char org[REG_LABEL_MAX + 1], m[16], st[16], f[16];
+			slug_of(l->txn, r->net, org);
+			snprintf(m, sizeof(m), "%u", r->machines);
+			snprintf(st, sizeof(st), "%u", r->started);
+			snprintf(f, sizeof(f), "%u", r->flycast);
+			row(&l->t, org, r->app, m, st, f);
+		}
 	}
 	free(a.rows);
 	return 0;
@@ -744,33 +737,35 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 	ls_t l = {.txn = txn, .has_org = org != NULL};
 	if (org && resolve_org(txn, org, &l.org))
 		return EXIT_REFUSED;
-	int rc;
-	if (strcmp(what, "orgs") == 0) {
-		l.t.ncols = 2;
-		row(&l.t, "ORG", "NETWORK");
-		rc = reg_walk_orgs(txn, ls_org, &l);
-	} else if (strcmp(what, "apps") == 0) {
+	int rc = 0;
+	if (strcmp(what, "apps") == 0) {
 		l.t.ncols = 5;
 		rc = ls_apps(&l);
-	} else if (strcmp(what, "machines") == 0) {
-		l.t.ncols = 7;
-		row(&l.t, "ID", "ORG", "APP", "REGION", "GROUP", "STATE", "PRIVATE_IP");
-		rc = reg_walk_machines(txn, ls_machine, &l);
-	} else if (strcmp(what, "peers") == 0) {
-		l.t.ncols = 4;
-		row(&l.t, "ORG", "NAME", "REGION", "IP");
-		rc = reg_walk_all_peers(txn, ls_peer, &l);
-	} else if (strcmp(what, "regions") == 0) {
-		l.t.ncols = 4;
-		row(&l.t, "REGION", "LAT", "LON", "NAME");
-		rc = reg_walk_regions(txn, ls_region, &l);
-	} else {
-		return EXIT_USAGE; /* parse_view let no other through */
 	}
-	table_print(&l.t);
-	if (rc < 0 || l.t.oom) {
-		fprintf(stderr, "internalctl: ls %s: %s\n", what,
-		        reg_strerror(rc < 0 ? rc : -ENOMEM));
+	for (int pass = 0; pass < 2 && rc >= 0 && strcmp(what, "apps") != 0; pass++) {
+		l.t.printing = pass == 1;
+		if (strcmp(what, "orgs") == 0) {
+			l.t.ncols = 2;
+			row(&l.t, "ORG", "NETWORK");
+			rc = reg_walk_orgs(txn, ls_org, &l);
+		} else if (strcmp(what, "machines") == 0) {
+			l.t.ncols = 7;
+			row(&l.t, "ID", "ORG", "APP", "REGION", "GROUP", "STATE", "PRIVATE_IP");
+			rc = reg_walk_machines(txn, ls_machine, &l);
+		} else if (strcmp(what, "peers") == 0) {
+			l.t.ncols = 4;
+			row(&l.t, "ORG", "NAME", "REGION", "IP");
+			rc = reg_walk_all_peers(txn, ls_peer, &l);
+		} else if (strcmp(what, "regions") == 0) {
+			l.t.ncols = 4;
+			row(&l.t, "REGION", "LAT", "LON", "NAME");
+			rc = reg_walk_regions(txn, ls_region, &l);
+		} else {
+			return EXIT_USAGE; /* parse_view let no other through */
+		}
+	}
+	if (rc < 0) {
+		fprintf(stderr, "internalctl: ls %s: %s\n", what, reg_strerror(rc));
 		return EXIT_REFUSED;
 	}
 	return 0;
