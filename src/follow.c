@@ -726,6 +726,10 @@ enum { LIVE_STOP, LIVE_RESYNC, LIVE_RETRY };
  * (-1: go on; LIVE_RESYNC or LIVE_RETRY with *err otherwise). */
 static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 {
+	/* no request while the connection is down: it would wait out its timeout (5 s) and
+	 * keep a SIGTERM waiting that long; the consumer resumes once NATS is back */
+	if (!kv_connected(fl->conn))
+		return -1;
 	kv_info_t now;
 	int rc = kv_info(fl->b, &now);
 	if (rc) {
@@ -846,6 +850,12 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	double backoff = 0.1;
 	rc = 0;
 	while (!*o->stop) {
+		if (!kv_connected(fl.conn)) { /* as in idle_check: no request to wait out */
+			unreachable(&fl, -ENOTCONN);
+			nap(&fl, backoff);
+			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			continue;
+		}
 		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, 0, &fl.b))) {
 			unreachable(&fl, rc);
 			nap(&fl, backoff);

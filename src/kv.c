@@ -558,7 +558,12 @@ void kv_sub_close(kv_sub_t *s)
 	natsMsg_Destroy(s->msg);
 	natsMsgList_Destroy(&s->list);
 	if (s->sub) {
-		natsSubscription_Unsubscribe(s->sub);
+		/* Unsubscribe also deletes the consumer: a request that, with NATS down, waits
+		 * out its 5 s (a SIGTERM with it). Destroy alone drops our interest (libnats
+		 * 3.4 and later), and the server removes an ephemeral consumer itself once it
+		 * has been inactive for its threshold. */
+		if (kv_connected(s->b->c))
+			natsSubscription_Unsubscribe(s->sub);
 		natsSubscription_Destroy(s->sub);
 	}
 	free(s);
