@@ -38,6 +38,7 @@ struct kv_bucket {
 	char error[256];        /* the first of them, for the caller's kv_strerror */
 	uint64_t puts, deletes; /* acknowledged since kv_bucket_open */
 	long ack_wait_ms;
+	struct kv_bucket *left_next; /* on the list of buckets left to late answers */
 };
 
 struct kv_sub {
@@ -298,20 +299,31 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_m
 	return 0;
 }
 
+/* Buckets whose writes' answers never all came (kv_bucket_close): kept, and reachable, for
+ * the life of the process, since a late answer may still run on_pub_ack with one. */
+static pthread_mutex_t left_mu = PTHREAD_MUTEX_INITIALIZER;
+static kv_bucket_t *left;
+
 void kv_bucket_close(kv_bucket_t *b)
 {
 	if (!b)
 		return;
 	/* answers to asynchronous writes still outstanding (a failed publish stops early) run
-	 * on_pub_ack with b on NATS's thread: wait for them, and if some never come, leave b
-	 * to a late one rather than free it under it (as kv_close leaves c) */
+	 * on_pub_ack with b on NATS's thread: wait for them (at most 5 s, and no longer than
+	 * --ack-wait), and if some never come, leave b to a late one rather than free it
+	 * under it (as kv_close leaves c) */
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
-	po.MaxWait = 5000;
+	po.MaxWait = b->ack_wait_ms < 5000 ? b->ack_wait_ms : 5000;
 	bool idle = !b->js || js_PublishAsyncComplete(b->js, &po) == NATS_OK;
 	jsCtx_Destroy(b->js);
-	if (!idle)
+	if (!idle) {
+		pthread_mutex_lock(&left_mu);
+		b->left_next = left;
+		left = b;
+		pthread_mutex_unlock(&left_mu);
 		return;
+	}
 	pthread_mutex_destroy(&b->mutex);
 	free(b);
 }
