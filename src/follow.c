@@ -817,11 +817,15 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 	       f.seq <= fl->info.last && (fl->info.first == 0 || fl->info.first <= f.seq + 1);
 }
 
-static void unreachable(follow_t *fl, int rc)
+/* Says why NATS cannot be followed now (state waiting or bucket-missing), then waits the
+ * back-off, doubled for the next time (up to 5 s). */
+static void retry_later(follow_t *fl, int rc, double *backoff)
 {
 	char detail[160];
 	snprintf(detail, sizeof(detail), "error=\"%s\"", kv_strerror(rc));
 	set_state(fl, rc == -ENOENT ? "bucket-missing" : "waiting", detail);
+	nap(fl, *backoff);
+	*backoff = *backoff < 2.5 ? *backoff * 2 : 5;
 }
 
 int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats)
@@ -851,32 +855,24 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	rc = 0;
 	while (!*o->stop) {
 		if (!kv_connected(fl.conn)) { /* as in idle_check: no request to wait out */
-			unreachable(&fl, -ENOTCONN);
-			nap(&fl, backoff);
-			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			retry_later(&fl, -ENOTCONN, &backoff);
 			continue;
 		}
 		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, 0, &fl.b))) {
-			unreachable(&fl, rc);
-			nap(&fl, backoff);
-			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			retry_later(&fl, rc, &backoff);
 			continue;
 		}
 		if ((rc = kv_info(fl.b, &fl.info))) {
-			unreachable(&fl, rc);
 			if (rc == -ENOENT)
 				kv_bucket_close(fl.b), fl.b = NULL;
-			nap(&fl, backoff);
-			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			retry_later(&fl, rc, &backoff);
 			continue;
 		}
 		uint64_t seq = 0;
 		if (!resumable(&fl, &seq)) {
 			rc = full_sync(&fl);
 			if (rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO || rc == -ENOENT) {
-				unreachable(&fl, rc);
-				nap(&fl, backoff);
-				backoff = backoff < 2.5 ? backoff * 2 : 5;
+				retry_later(&fl, rc, &backoff);
 				continue;
 			}
 			if (rc) {
@@ -900,9 +896,7 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 			fl.b = NULL;
 		}
 		if (err) {
-			unreachable(&fl, err);
-			nap(&fl, backoff);
-			backoff = backoff < 2.5 ? backoff * 2 : 5;
+			retry_later(&fl, err, &backoff);
 		} else {
 			backoff = 0.1;
 		}
