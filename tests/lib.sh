@@ -94,6 +94,32 @@ free_port() {
 	return 1
 }
 
+# start_knot CONF_FN LOG NAME: knotd with the configuration `CONF_FN PORT` prints, on a
+# free port, until it answers NAME's SOA on [::1]; on a new port (three tries) when knotd
+# cannot bind the one free_port saw free a moment before (it then exits at once). Sets
+# KPORT and KNOT; 1, with knotd's log, if it never answers.
+start_knot() {
+	local fn=$1 log=$2 name=$3 conf
+	for _ in 1 2 3; do
+		KPORT=$(free_port)
+		conf=$(dirname "$log")/knot-$KPORT.conf
+		"$fn" "$KPORT" >"$conf"
+		knotd -c "$conf" 2>>"$log" &
+		KNOT=$!
+		CLEANUP+=("kill -CONT $KNOT 2>/dev/null; kill $KNOT 2>/dev/null")
+		for _ in $(seq 50); do
+			dig @::1 -p "$KPORT" +short +time=1 +tries=1 SOA "$name" 2>/dev/null | grep -q "^[^;]" && return 0
+			kill -0 "$KNOT" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill "$KNOT" 2>/dev/null
+		wait "$KNOT" 2>/dev/null
+	done
+	echo "knotd does not answer for $name:"
+	cat "$log"
+	return 1
+}
+
 # ms CMD...: runs CMD, prints how long it took in milliseconds
 ms() {
 	local t0 t1
