@@ -740,28 +740,30 @@ static int do_ls(const cli_t *c, reg_txn_t *txn)
 	int rc = 0;
 	if (strcmp(what, "apps") == 0) {
 		l.t.ncols = 5;
-		rc = ls_apps(&l);
-	}
-	for (int pass = 0; pass < 2 && rc >= 0 && strcmp(what, "apps") != 0; pass++) {
-		l.t.printing = pass == 1;
-		if (strcmp(what, "orgs") == 0) {
-			l.t.ncols = 2;
-			row(&l.t, "ORG", "NETWORK");
-			rc = reg_walk_orgs(txn, ls_org, &l);
-		} else if (strcmp(what, "machines") == 0) {
-			l.t.ncols = 7;
-			row(&l.t, "ID", "ORG", "APP", "REGION", "GROUP", "STATE", "PRIVATE_IP");
-			rc = reg_walk_machines(txn, ls_machine, &l);
-		} else if (strcmp(what, "peers") == 0) {
-			l.t.ncols = 4;
-			row(&l.t, "ORG", "NAME", "REGION", "IP");
-			rc = reg_walk_all_peers(txn, ls_peer, &l);
-		} else if (strcmp(what, "regions") == 0) {
-			l.t.ncols = 4;
-			row(&l.t, "REGION", "LAT", "LON", "NAME");
-			rc = reg_walk_regions(txn, ls_region, &l);
-		} else {
-			return EXIT_USAGE; /* parse_view let no other through */
+		rc = ls_apps(&l); /* its two passes are over its own per-app counts */
+	} else {
+		for (int pass = 0; pass < 2 && rc >= 0; pass++) {
+			l.t.printing = pass == 1;
+			if (strcmp(what, "orgs") == 0) {
+				l.t.ncols = 2;
+				row(&l.t, "ORG", "NETWORK");
+				rc = reg_walk_orgs(txn, ls_org, &l);
+			} else if (strcmp(what, "machines") == 0) {
+				l.t.ncols = 7;
+				row(&l.t, "ID", "ORG", "APP", "REGION", "GROUP", "STATE",
+				    "PRIVATE_IP");
+				rc = reg_walk_machines(txn, ls_machine, &l);
+			} else if (strcmp(what, "peers") == 0) {
+				l.t.ncols = 4;
+				row(&l.t, "ORG", "NAME", "REGION", "IP");
+				rc = reg_walk_all_peers(txn, ls_peer, &l);
+			} else if (strcmp(what, "regions") == 0) {
+				l.t.ncols = 4;
+				row(&l.t, "REGION", "LAT", "LON", "NAME");
+				rc = reg_walk_regions(txn, ls_region, &l);
+			} else {
+				return EXIT_USAGE; /* parse_view let no other through */
+			}
 		}
 	}
 	if (rc < 0) {
