@@ -120,6 +120,34 @@ start_knot() {
 	return 1
 }
 
+# now_ms: the wall clock in milliseconds
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# sleep_until MS: sleeps until now_ms reaches MS (returns at once when it has): a wait
+# measured from the event it waits on, not from wherever the script happens to be
+sleep_until() {
+	local d=$(($1 - $(now_ms)))
+	[ "$d" -gt 0 ] && sleep "$(awk -v d="$d" 'BEGIN { printf "%.3f", d / 1000 }')"
+	return 0
+}
+
+# wait_for TRIES CMD...: runs CMD every 50 ms until it succeeds, at most TRIES times (a
+# condition polled with a bound instead of a fixed sleep); 1 when it never did
+wait_for() {
+	local n=$1
+	shift
+	for _ in $(seq "$n"); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# listening PROTO PORT: a socket (udp or tcp) is bound to PORT
+listening() {
+	if [ "$1" = udp ]; then ss -Hlnu "sport = :$2" | grep -q .; else ss -Hlnt "sport = :$2" | grep -q .; fi
+}
+
 # ms CMD...: runs CMD, prints how long it took in milliseconds
 ms() {
 	local t0 t1
