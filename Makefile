@@ -134,7 +134,8 @@ run: deps-run
 # directory each, ports from free_port or port 0, their own network namespaces); the
 # netns suites hold /tmp/netns.lock shared, so that another checkout's netns run waits.
 # The sanitizer build (build/san, clang) is built by one make of its own beside the
-# plain build, and its suites run from it with O=build/san.
+# plain build, and its suites run from it with O=build/san; it is the longest chain, so
+# it is asked for first.
 INT_SUITES   := run forward cache robust dnstap diff ops examples sync
 NETNS_SUITES := run user
 TEST_SUITES  := unit $(INT_SUITES:%=int-%) $(NETNS_SUITES:%=netns-%) fuzz-replay \
@@ -150,7 +151,7 @@ UNIT_BINS    := $(UNITS:%=$(O)/tests/%)
 
 test: deps-test
 	@rm -rf $(TEST_LOGS) && mkdir -p $(TEST_LOGS) && date +%s%N >$(TEST_LOGS)/.start
-	@$(MAKE) -k -j$(TEST_JOBS) $(BENCH_TOOLS) $(TEST_SUITES:%=test-%); rc=$$?; \
+	@$(MAKE) -k -j$(TEST_JOBS) test-san-build $(TEST_SUITES:%=test-%) $(BENCH_TOOLS); rc=$$?; \
 	 tests/summary $(TEST_LOGS) $(TEST_SUITES) && exit $$rc
 
 # what the integration suites run: both programs and the test clients

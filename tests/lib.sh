@@ -82,11 +82,15 @@ summary() {
 	[ "$FAIL" -eq 0 ]
 }
 
-# free_port: a loopback port no UDP or TCP socket holds now
+# free_port: a loopback port no UDP or TCP socket holds now, below the kernel's range of
+# ephemeral ports (ip_local_port_range), so that no client socket and no daemon bound to
+# port 0, of this suite or of one running beside it, takes it before its daemon binds it
 free_port() {
-	local p
+	local p lo=32768
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	[ "$lo" -gt 12000 ] || lo=60000
 	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000)))
 		if ! ss -Hlnu "sport = :$p" | grep -q . && ! ss -Hlnt "sport = :$p" | grep -q .; then
 			echo "$p"; return 0
 		fi
