@@ -152,6 +152,10 @@ listening() {
 	if [ "$1" = udp ]; then ss -Hlnu "sport = :$2" | grep -q .; else ss -Hlnt "sport = :$2" | grep -q .; fi
 }
 
+# qtime CMD...: the query time dig's CMD printed (";; Query time: N msec"): the round trip
+# alone, not dig's own start, which takes hundreds of milliseconds on a busy machine
+qtime() { "$@" | sed -n 's/;; Query time: \([0-9]*\) msec/\1/p'; }
+
 # ms CMD...: runs CMD, prints how long it took in milliseconds
 ms() {
 	local t0 t1
