@@ -134,13 +134,18 @@ run: deps-run
 # directory each, ports from free_port or port 0, their own network namespaces); the
 # netns suites hold /tmp/netns.lock shared, so that another checkout's netns run waits.
 # The sanitizer build (build/san, clang) is built by one make of its own beside the
-# plain build, and its suites run from it with O=build/san; it is the longest chain, so
-# it is asked for first.
-INT_SUITES   := run forward cache robust dnstap diff ops examples sync
+# plain build, and its suites run from it with O=build/san; it heads the longest chain
+# (it, then the sanitizer sync suite), so it is asked for first.
+# (the longest first: make starts the first of those ready when a job slot frees)
+INT_SUITES   := sync ops run robust diff cache examples dnstap forward
 NETNS_SUITES := run user
-TEST_SUITES  := unit $(INT_SUITES:%=int-%) $(NETNS_SUITES:%=netns-%) fuzz-replay \
-		san-unit $(INT_SUITES:%=san-int-%) format-check
-TEST_JOBS    ?= 8
+TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
+		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check
+# two suites per core: most of a suite waits on servers and clocks, but more than that
+# slows every suite's timed checks on a small machine (and the sanitizer build compiles
+# with its own -j, not waiting for a slot among running suites)
+NPROC        := $(shell nproc 2>/dev/null || echo 2)
+TEST_JOBS    ?= $(shell echo $$(($(NPROC) * 2)))
 TEST_LOGS    ?= build/test-logs
 SAN_O        := build/san
 SAN_ENV      := O=$(SAN_O) SAN=1 CC=clang
@@ -176,7 +181,7 @@ test-fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	@$(SUITE) fuzz-replay sh -c '$(FUZZ_REPLAY)'
 
 test-san-build:
-	+$(MAKE) O=$(SAN_O) SAN=1 CC=clang test-build
+	$(MAKE) -j$(NPROC) O=$(SAN_O) SAN=1 CC=clang test-build
 test-san-unit: test-san-build
 	@$(SUITE) san-unit sh -c '$(call RUN_UNITS,$(SAN_O))'
 $(INT_SUITES:%=test-san-int-%): test-san-int-%: test-san-build
