@@ -190,10 +190,12 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/internald.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \

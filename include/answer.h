@@ -40,7 +40,6 @@ typedef struct {
 	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
 	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint32_t serial;  /* the registry's generation (SOA serials are per org) */
 	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
 	/* What the last ans_process decided, for the server's counters (metrics.h). */

@@ -1,6 +1,6 @@
 /*
  * follow — internalctl follow: mirrors the fleet's KV bucket into this host's registry
- * (DESIGN.md section 7). The registry's second writer: every change goes through
+ * (internald(7), FLEET). The registry's second writer: every change goes through
  * reg_write() and jsonl, never around them, and nothing here knows LMDB's key layout.
  *
  * A full sync (no stored position, another bucket or stream identity, or a stored

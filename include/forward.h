@@ -1,6 +1,6 @@
 /*
  * forward — the upstream client of one worker (libuv): every name outside our zones
- * goes to the upstream resolvers (DESIGN.md section 5).
+ * goes to the upstream resolvers (internald(7), FORWARDING).
  *
  * UDP from a random port with a fresh random ID per try (getrandom); an answer counts
  * only when its source address and port, ID and question match; TC -> the same query

@@ -1,5 +1,5 @@
 /*
- * answer.c — the query's answer: DESIGN.md sections 1 and 3 as code.
+ * answer.c — the query's answer: internald(7) ORGANISATIONS, NAMES and ANSWERS as code.
  *
  * A small state machine over the parsed query: refuse what is not ours to answer, find
  * the name form, ask the registry, write records straight into the response buffer.

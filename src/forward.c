@@ -1,5 +1,5 @@
 /*
- * forward.c — the upstream client of one worker (DESIGN.md section 5), on the worker's
+ * forward.c — the upstream client of one worker (internald(7), FORWARDING), on the worker's
  * own uv_loop.
  *
  * A query is an entry of a fixed pool (the in-flight cap). Each try goes to one upstream:

@@ -863,7 +863,7 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 	return 0;
 }
 
-/* ---- publish / follow (the fleet, DESIGN.md section 7) ----------------------------------- */
+/* ---- publish / follow (the fleet, internald(7) FLEET) ------------------------------------ */
 
 #define FLEET_URLS_MAX 16
 

@@ -1,5 +1,5 @@
 /*
- * org.c — the organisation of a query (DESIGN.md section 1) and address parsing.
+ * org.c — the organisation of a query (internald(7), ORGANISATIONS) and address parsing.
  *
  * Pure. It must never let a query see another org: a source inside fdaa::/16 always
  * wins over --default-org, and an org resolver address (<prefix>::3) of another

@@ -238,7 +238,6 @@ static bool batch_begin(worker_t *w)
 	if (gen != w->gen || gen == 0) {
 		const char *slug = w->snap->cfg.default_org;
 		w->gen = gen;
-		w->ans.serial = (uint32_t)gen;
 		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
 		                                            &w->ans.default_net) == 0;
 		if (slug[0] && !w->ans.has_default && !w->default_warned && w->idx == 0) {

@@ -1,4 +1,4 @@
-/* test_org.c — which org a query belongs to (DESIGN.md section 1), and the address and
+/* test_org.c — which org a query belongs to (internald(7), ORGANISATIONS), and the address and
  * prefix parsers the importer and the config share. */
 #include "testreg.h"
 
