@@ -4,6 +4,7 @@
  */
 #include "reg_impl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 
 /* ---- check
@@ -17,10 +18,13 @@ typedef struct {
 	size_t expect_idx, expect_addr, expect_sets, expect_all;
 } check_t;
 
-static void bad(check_t *c, const char *fmt, const char *a, const char *b)
+__attribute__((format(printf, 2, 3))) static void bad(check_t *c, const char *fmt, ...)
 {
 	char msg[512];
-	snprintf(msg, sizeof(msg), fmt, a, b);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	c->bad++;
 	if (c->report)
 		c->report(msg, c->arg);
@@ -38,12 +42,12 @@ static int check_machine(const reg_machine_t *m, void *arg)
 	idx_key(&k, m, 'a');
 	c->expect_all++;
 	if (raw_get(c->t, DB_ALL, k.b, k.n, &v) || v.mv_size != wl || memcmp(v.mv_data, want, wl))
-		bad(c, "machine %s: all-states entry missing or wrong%s", m->id, "");
+		bad(c, "machine %s: all-states entry missing or wrong", m->id);
 	any_addr_key(&k, m);
 	c->expect_all++;
 	if (raw_get(c->t, DB_ALL, k.b, k.n, &v) || v.mv_size != strlen(m->region) ||
 	    memcmp(v.mv_data, m->region, v.mv_size))
-		bad(c, "machine %s: all-states address entry missing or wrong%s", m->id, "");
+		bad(c, "machine %s: all-states address entry missing or wrong", m->id);
 	if (!is_started(m))
 		return 0;
 	static const char *const what[] = {"app", "region", "group"};
@@ -69,7 +73,7 @@ static int check_machine(const reg_machine_t *m, void *arg)
 	size_t al = addr_value_machine(m, av);
 	c->expect_addr++;
 	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size != al || memcmp(v.mv_data, av, al))
-		bad(c, "machine %s: address entry missing or wrong%s", m->id, "");
+		bad(c, "machine %s: address entry missing or wrong", m->id);
 	return 0;
 }
 
@@ -84,7 +88,7 @@ static int check_peer(const reg_hit_t *h, void *arg)
 	snprintf(name, sizeof(name), "%.*s", h->id_len, h->id);
 	if (raw_get(c->t, DB_ADDR, k.b, k.n, &v) || v.mv_size < 1 ||
 	    ((uint8_t *)v.mv_data)[0] != 'p')
-		bad(c, "peer %s: address entry missing or wrong%s", name, "");
+		bad(c, "peer %s: address entry missing or wrong", name);
 	return 0;
 }
 
@@ -102,7 +106,7 @@ static int check_counters(check_t *c)
 		const uint8_t *kb = k.mv_data;
 		int sal = k.mv_size >= 4 ? idx_app(&k, get_u32(kb)) : -1;
 		if (sal < 0) {
-			bad(c, "index: malformed key%s%s", "", "");
+			bad(c, "index: malformed key");
 			continue;
 		}
 		size_t al = (size_t)sal;
@@ -121,23 +125,23 @@ static int check_counters(check_t *c)
 		snprintf(name, sizeof(name), "%.*s%s%.*s", (int)al, app, tag == 'r' ? " " : "",
 		         tag == 'r' ? (int)rl : 0, region);
 		if (got < 0 || (uint32_t)got != want)
-			bad(c, "counter for %s does not match its Machines%s", name, "");
+			bad(c, "counter for %s does not match its Machines", name);
 		/* the walk moved the shared idx cursor; ours is separate, so go on */
 	}
 	mdb_cursor_close(cur);
 	if (rc != MDB_NOTFOUND)
 		return map_err(rc);
 	if (entries != c->expect_idx)
-		bad(c, "index holds entries no started Machine accounts for%s%s", "", "");
+		bad(c, "index holds entries no started Machine accounts for");
 	MDB_stat st;
 	if ((rc = mdb_stat(c->t->txn, c->t->reg->dbi[DB_ADDR], &st)))
 		return map_err(rc);
 	if (st.ms_entries != c->expect_addr)
-		bad(c, "address index holds entries no Machine or peer accounts for%s%s", "", "");
+		bad(c, "address index holds entries no Machine or peer accounts for");
 	if ((rc = mdb_stat(c->t->txn, c->t->reg->dbi[DB_SETS], &st)))
 		return map_err(rc);
 	if (st.ms_entries != c->expect_sets)
-		bad(c, "address sets hold addresses no started Machine accounts for%s%s", "", "");
+		bad(c, "address sets hold addresses no started Machine accounts for");
 	return 0;
 }
 
@@ -179,14 +183,14 @@ static int check_all(check_t *c)
 		    want.n != get_u32(v.mv_data)) {
 			char name[2 * REG_LABEL_MAX + 2];
 			snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
-			bad(c, "all-states counter for %s does not match its Machines%s", name, "");
+			bad(c, "all-states counter for %s does not match its Machines", name);
 		}
 	}
 	mdb_cursor_close(cur);
 	if (rc != MDB_NOTFOUND)
 		return map_err(rc);
 	if (entries != c->expect_all)
-		bad(c, "all-states index holds entries no Machine accounts for%s%s", "", "");
+		bad(c, "all-states index holds entries no Machine accounts for");
 	return 0;
 }
 
