@@ -155,7 +155,7 @@ test: deps-test
 	$(MAKE) format-check
 	@echo "make test: every suite passed"
 
-SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
+SOURCES := $(wildcard src/*.c src/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
 	     tests/fuzz/*.c tests/fuzz/*.h bench/*.c)
 format:
 	clang-format -i $(SOURCES)

@@ -55,7 +55,6 @@
  * seek plus a range walk over the records it returns. The registry must never be
  * the one place that decides what DNS says: it stores and walks, answer.c decides.
  */
-#include "registry.h"
 #ifndef REG_IMPL_H
 #define REG_IMPL_H
 
@@ -195,7 +194,8 @@ static inline void peer_key(rkey_t *k, uint32_t net, const char *name, size_t le
 	key_str(k, name, len, false);
 }
 
-static inline void flycast_key(rkey_t *k, uint32_t net, const char *app, size_t len, const uint8_t *ip)
+static inline void flycast_key(rkey_t *k, uint32_t net, const char *app, size_t len,
+                               const uint8_t *ip)
 {
 	key_init(k, net, 0);
 	key_str(k, app, len, true);
@@ -267,16 +267,22 @@ static inline bool is_started(const reg_machine_t *m)
 	return strcmp(m->state, "started") == 0;
 }
 
+/* A Machine's record (enc_machine): its largest encoding, its version, its flags. */
 #define MACHINE_ENC_MAX                                                                            \
 	(32 + 4 * (REG_LABEL_MAX + 1) + REG_META_MAX * (REG_LABEL_MAX + REG_META_VALUE_MAX + 2))
 #define REC_V2        2
 #define FLAG_SKIP_DNS 0x01
 
+/* The AAAA sets of a Machine, counted as set_key numbers them. */
 #define MACHINE_SETS(m) (3 + 2 * (m)->nmeta)
 
+/* Turns a table entry into a hit (reg_codec.c hit_from_*); walk_prefix calls one. */
 typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 
 /* ---- reg_codec.c: records and index entries ------------------------------------------- */
+
+/* A Machine's record; its entries' values and keys in idx, addr, all and sets; a region's
+ * record; hits decoded from idx, all, peers, flycast and addr entries. */
 
 int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len);
 int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t *o);
@@ -293,16 +299,19 @@ int hit_from_peer(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 int hit_from_flycast(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 int hit_from_addr(const MDB_val *k, const MDB_val *v, reg_hit_t *h);
 
-/* ---- reg_read.c --------------------------------------------------------------------------- */
+/* ---- reg_read.c: what the write path, check and upgrade read too ------------------------ */
 
 /* Walks every key of db starting with prefix; decode turns entries into hits. */
 int walk_prefix(reg_txn_t *t, int db, const rkey_t *prefix, decode_fn decode, reg_walk_fn fn,
-                       void *arg);
+                void *arg);
+/* The length of the app of an idx key of org net, or -1. */
 int idx_app(const MDB_val *k, uint32_t net);
 
-/* ---- reg_write.c -------------------------------------------------------------------------- */
+/* ---- reg_write.c: what upgrade rebuilds with ----------------------------------------------- */
 
+/* The org's serial becomes the generation this transaction will commit. */
 int touch_org(reg_txn_t *t, uint32_t net);
+/* Moves a Machine's index entries from record old to record m (either NULL: none). */
 int reindex(reg_txn_t *t, const reg_machine_t *old, const reg_machine_t *m);
 
 #endif
