@@ -43,10 +43,14 @@ CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-# Pure modules and the registry: shared by both programs and by every unit test.
-CORE     := wire names org regions answer registry jsonl config log cache metrics kvkey
+# Pure modules and the registry's read side: shared by both programs and by every unit test.
+CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics \
+	    kvkey
+# The registry's write side and JSON Lines: internalctl and the tests, never internald.
+WRITE    := reg_write reg_check reg_upgrade jsonl
 SERVER   := server forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
+WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
@@ -54,7 +58,7 @@ UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 	fuzz-replay install clean
 all: $(O)/internald $(O)/internalctl
 
-$(O)/%.o: src/%.c $(wildcard include/*.h) | $(O)
+$(O)/%.o: src/%.c $(wildcard include/*.h) src/reg_impl.h | $(O)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(O):
 	mkdir -p $(O)/tests
@@ -71,12 +75,13 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
+$(O)/tests/%: tests/unit/%.c $(CORE_O) $(WRITE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(WRITE_O) $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) \
+		-lcmocka
 DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
 $(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
 	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
@@ -150,15 +155,15 @@ test: deps-test
 	$(MAKE) format-check
 	@echo "make test: every suite passed"
 
-SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
+SOURCES := $(wildcard src/*.c src/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
 	     tests/fuzz/*.c tests/fuzz/*.h bench/*.c)
 format:
 	clang-format -i $(SOURCES)
 format-check:
 	clang-format --dry-run -Werror $(SOURCES)
 
-$(O)/startstop: bench/startstop.c $(CORE_O)
-	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+$(O)/startstop: bench/startstop.c $(WRITE_O) $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(WRITE_O) $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
@@ -177,9 +182,10 @@ bench: deps-bench all $(BENCH_TOOLS)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fsanitize=fuzzer,address,undefined \
 	       $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-$(O)/fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/fuzzreg.h $(CORE:%=src/%.c) $(wildcard include/*.h)
+FUZZ_SRC := $(CORE:%=src/%.c) $(WRITE:%=src/%.c)
+$(O)/fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/fuzzreg.h $(FUZZ_SRC) $(wildcard include/*.h) src/reg_impl.h
 	mkdir -p $(O)/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE:%=src/%.c) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LDLIBS)
 fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus $$t"; \
 	  $(O)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t; done
