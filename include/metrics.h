@@ -2,8 +2,8 @@
  * metrics — internald's counters and their Prometheus text exposition (format 0.0.4).
  *
  * Pure: structs of numbers in, text out. It never touches a socket, a thread or a file;
- * src/metrics_http.c serves the text (the only file that includes microhttpd.h) and
- * server.c fills the structs by summing its workers' counters.
+ * src/metrics_http.c (include/metrics_http.h) serves the text and server.c fills the
+ * structs by summing its workers' counters.
  *
  * The counters a worker bumps on its hot path live in its own met_worker_t, written by
  * that worker only with MET_ADD (a relaxed store of the old value plus n: no lock, no
@@ -151,23 +151,5 @@ unsigned met_lat_bucket(uint64_t ns);
 int met_render(met_buf_t *b, const met_snapshot_t *s);
 /* Frees b's text. */
 void met_buf_free(met_buf_t *b);
-
-/* ---- the HTTP endpoint (src/metrics_http.c, libmicrohttpd, its own thread) -------------------
- * GET /metrics (the exposition above), /health (server.h's srv_health), /ready
- * (srv_ready); anything else 404. */
-struct srv;
-typedef struct met_http met_http_t;
-/*
- * Binds addr (port 0: the kernel picks; the bound address is logged) and starts serving
- * on a thread of its own. Until met_http_attach, /ready and /health say "starting".
- * Allocates *out (met_http_stop). Returns 0 or < 0 with err naming the address.
- */
-int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err);
-/* Serves s from now on (NULL: starting again, before s is freed). */
-void met_http_attach(met_http_t *h, struct srv *s);
-/* Stops the thread, closes the socket, frees h. NULL is a no-op. */
-void met_http_stop(met_http_t *h);
-/* The process_* numbers of this process, from /proc/self. 0 or -errno. */
-int met_process_read(met_process_t *out);
 
 #endif
