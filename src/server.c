@@ -179,9 +179,9 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 
 /* A configuration snapshot: copies of cfg and conf (conf's nsid and region pointing into
  * the copy); every snapshot's forwarders share the process's cache. */
-static snap_t *snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
+static cfg_snap_t *cfg_snap_new(const config_t *cfg, const ans_conf_t *conf, cache_t *cache)
 {
-	snap_t *sn = calloc(1, sizeof(*sn));
+	cfg_snap_t *sn = calloc(1, sizeof(*sn));
 	if (!sn)
 		return NULL;
 	sn->cfg = *cfg;
@@ -219,7 +219,7 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 			goto fail;
 		}
 	}
-	if (!(s->snap = snap_new(cfg, conf, s->cache))) {
+	if (!(s->cfg_snap = cfg_snap_new(cfg, conf, s->cache))) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -328,7 +328,7 @@ void srv_free(srv_t *s)
 	for (unsigned i = 0; s->workers && i < s->nworkers; i++)
 		srv_worker_free(&s->workers[i]);
 	free(s->workers);
-	for (snap_t *sn = s->snap, *prev; sn; sn = prev) {
+	for (cfg_snap_t *sn = s->cfg_snap, *prev; sn; sn = prev) {
 		prev = sn->prev;
 		free(sn);
 	}
@@ -367,23 +367,23 @@ static int srv_dnstap_start(srv_t *s, char *err)
  * holds seq k never takes one below k; the newest is never freed. The scrape lock keeps
  * srv_metrics, which reads the newest under it, out while they go. Main thread.
  */
-static void snap_reclaim(srv_t *s)
+static void cfg_snap_reclaim(srv_t *s)
 {
-	uint64_t oldest = s->snap->seq;
+	uint64_t oldest = s->cfg_snap->seq;
 	for (unsigned i = 0; i < s->nworkers; i++) {
 		uint64_t h = __atomic_load_n(&s->workers[i].held, __ATOMIC_ACQUIRE);
 		if (h < oldest)
 			oldest = h;
 	}
 	uv_mutex_lock(&s->scrape);
-	snap_t *keep = s->snap;
+	cfg_snap_t *keep = s->cfg_snap;
 	while (keep->prev && keep->prev->seq >= oldest)
 		keep = keep->prev;
-	snap_t *dead = keep->prev;
+	cfg_snap_t *dead = keep->prev;
 	keep->prev = NULL;
 	uv_mutex_unlock(&s->scrape);
 	while (dead) {
-		snap_t *p = dead->prev;
+		cfg_snap_t *p = dead->prev;
 		free(dead);
 		dead = p;
 	}
@@ -397,7 +397,7 @@ void srv_on_reload(srv_t *s, int (*fn)(srv_t *s, void *arg), void *arg)
 
 int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err)
 {
-	const snap_t *cur = s->snap;
+	const cfg_snap_t *cur = s->cfg_snap;
 	if (conf->forward != cur->conf.forward) {
 		snprintf(err, CFG_ERR_MAX, "%s",
 		         conf->forward ? "upstreams where there were none need a restart"
@@ -408,21 +408,21 @@ int srv_reload(srv_t *s, const config_t *cfg, const ans_conf_t *conf, char *err)
 		snprintf(err, CFG_ERR_MAX, "max-inflight needs a restart");
 		return -EINVAL;
 	}
-	snap_t *sn = snap_new(cfg, conf, s->cache);
+	cfg_snap_t *sn = cfg_snap_new(cfg, conf, s->cache);
 	if (!sn) {
 		snprintf(err, CFG_ERR_MAX, "out of memory");
 		return -ENOMEM;
 	}
-	sn->seq = s->snap->seq + 1;
-	sn->prev = s->snap; /* a worker may still run with it until its next batch */
-	__atomic_store_n(&s->snap, sn, __ATOMIC_RELEASE);
-	snap_reclaim(s);
+	sn->seq = s->cfg_snap->seq + 1;
+	sn->prev = s->cfg_snap; /* a worker may still run with it until its next batch */
+	__atomic_store_n(&s->cfg_snap, sn, __ATOMIC_RELEASE);
+	cfg_snap_reclaim(s);
 	return 0;
 }
 
 const config_t *srv_config(const srv_t *s)
 {
-	return &s->snap->cfg;
+	return &s->cfg_snap->cfg;
 }
 
 int srv_metrics(srv_t *s, met_snapshot_t *out)
@@ -431,8 +431,8 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 	out->workers = s->nworkers;
 	out->reloads = MET_LOAD(s->reloads);
 	out->reload_failures = MET_LOAD(s->reload_failures);
-	uv_mutex_lock(&s->scrape); /* also keeps snap_reclaim from freeing sn */
-	const snap_t *sn = __atomic_load_n(&s->snap, __ATOMIC_ACQUIRE);
+	uv_mutex_lock(&s->scrape); /* also keeps cfg_snap_reclaim from freeing sn */
+	const cfg_snap_t *sn = __atomic_load_n(&s->cfg_snap, __ATOMIC_ACQUIRE);
 	out->nup = sn->cfg.nupstream;
 	for (size_t i = 0; i < out->nup; i++)
 		snprintf(out->up[i].addr, sizeof(out->up[i].addr), "%s", sn->cfg.upstream[i].text);

@@ -37,14 +37,14 @@
 /* One configuration the workers run with: immutable once published (SIGHUP publishes
  * a new one; a worker adopts it at the start of its next batch, or at its next heartbeat
  * when idle). Freed by a later reload once every worker has adopted a newer one
- * (snap_reclaim), or with the server. */
-typedef struct snap {
+ * (cfg_snap_reclaim), or with the server. */
+typedef struct cfg_snap {
 	config_t cfg;
 	ans_conf_t conf;
 	fwd_conf_t fwd;
 	uint64_t seq; /* 0 for the first; each reload's is one more */
-	struct snap *prev;
-} snap_t;
+	struct cfg_snap *prev;
+} cfg_snap_t;
 
 typedef struct worker worker_t;
 
@@ -112,7 +112,8 @@ struct worker {
 	int tcp_fd[CFG_LISTEN_MAX];
 	reg_txn_t *txn;
 	ans_ctx_t ans;
-	uint64_t gen, snapshot;
+	uint64_t gen;
+	uint64_t txn_id; /* the registry transaction the last batch read (reg_txn_id) */
 	bool default_warned;
 	fwd_t *fwd;
 	fwd_udp_t *fwd_pool, *fwd_free;
@@ -125,11 +126,11 @@ struct worker {
 	uint8_t cmsg_in[BATCH][CMSG_ROOM], cmsg_out[BATCH][CMSG_ROOM];
 	uint8_t rbuf[BATCH][RBUF], wbuf[BATCH][WBUF];
 	uint8_t tcp_out[WIRE_TCP_MAX + 2];
-	met_worker_t m;          /* this worker's counters: only it writes them */
-	const snap_t *snap;      /* the configuration this worker runs with */
-	uint64_t held;           /* snap->seq, published (atomic) once adopted: snap_reclaim */
-	uv_timer_t beat;         /* stamps m.heartbeat_ns */
-	uv_async_t stall;        /* test hook */
+	met_worker_t m;             /* this worker's counters: only it writes them */
+	const cfg_snap_t *cfg_snap; /* the configuration this worker runs with */
+	uint64_t held;    /* cfg_snap->seq, published (atomic) once adopted: cfg_snap_reclaim */
+	uv_timer_t beat;  /* stamps m.heartbeat_ns */
+	uv_async_t stall; /* test hook */
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
 	fwd_stats_t fwd_last;
 	bool reg_failed; /* the last renew failed: logged once */
@@ -144,9 +145,9 @@ struct srv {
 	worker_t *workers;
 	uv_loop_t main;
 	uv_signal_t sigint, sigterm;
-	snap_t *snap; /* the newest configuration (workers load it, acquire) */
-	int state;    /* SRV_STARTING, SRV_READY, SRV_STOPPING (atomic) */
-	bool hooks;   /* INTERNALD_TEST_HOOKS is set */
+	cfg_snap_t *cfg_snap; /* the newest configuration (workers load it, acquire) */
+	int state;            /* SRV_STARTING, SRV_READY, SRV_STOPPING (atomic) */
+	bool hooks;           /* INTERNALD_TEST_HOOKS is set */
 	uv_signal_t sighup, sigusr2;
 	int (*reload)(srv_t *s, void *arg);
 	void *reload_arg;

@@ -351,6 +351,7 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 	len = sizeof(ss);
 	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
 		srv_addr16(&ss, c->dst), c->dport = srv_port_of(&ss);
-	uv_timer_start(&c->idle, on_idle, w->snap->cfg.tcp_idle_ms, w->snap->cfg.tcp_idle_ms);
+	uv_timer_start(&c->idle, on_idle, w->cfg_snap->cfg.tcp_idle_ms,
+	               w->cfg_snap->cfg.tcp_idle_ms);
 	conn_read_start(c);
 }

@@ -14,7 +14,7 @@
 #include "metrics.h"
 #include "srv_impl.h"
 
-static void worker_adopt(worker_t *w, const snap_t *sn);
+static void worker_adopt(worker_t *w, const cfg_snap_t *sn);
 
 uint64_t srv_mono_ns(void)
 {
@@ -55,8 +55,8 @@ bool srv_is_wildcard(const struct sockaddr_storage *ss)
 /* The newest configuration, if this worker does not run with it yet. */
 static void adopt_newest(worker_t *w)
 {
-	const snap_t *sn = __atomic_load_n(&w->srv->snap, __ATOMIC_ACQUIRE);
-	if (sn != w->snap)
+	const cfg_snap_t *sn = __atomic_load_n(&w->srv->cfg_snap, __ATOMIC_ACQUIRE);
+	if (sn != w->cfg_snap)
 		worker_adopt(w, sn);
 }
 
@@ -76,13 +76,13 @@ bool srv_batch_begin(worker_t *w)
 		w->reg_failed = false;
 		log_info("event=registry-reopened worker=%u", w->idx);
 	}
-	uint64_t snapshot = reg_txn_id(w->txn);
-	if (snapshot == w->snapshot)
+	uint64_t txn_id = reg_txn_id(w->txn);
+	if (txn_id == w->txn_id)
 		return true; /* nothing was committed since the last batch */
-	w->snapshot = snapshot;
+	w->txn_id = txn_id;
 	uint64_t gen = reg_generation(w->txn);
 	if (gen != w->gen || gen == 0) {
-		const char *slug = w->snap->cfg.default_org;
+		const char *slug = w->cfg_snap->cfg.default_org;
 		w->gen = gen;
 		w->ans.has_default = slug[0] && reg_org_net(w->txn, slug, strlen(slug),
 		                                            &w->ans.default_net) == 0;
@@ -290,10 +290,10 @@ int srv_worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
 		return -EIO;
 	}
 	w->srv = s;
-	w->snap = s->snap;
-	w->held = s->snap->seq;
+	w->cfg_snap = s->cfg_snap;
+	w->held = s->cfg_snap->seq;
 	srv_udp_init(w);
-	w->ans.conf = &s->snap->conf;
+	w->ans.conf = &s->cfg_snap->conf;
 	if (getrandom(&w->ans.rng, sizeof(w->ans.rng), 0) != sizeof(w->ans.rng) || !w->ans.rng)
 		w->ans.rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)w;
 	w->ans.cand = calloc(ANS_NEAREST_MAX, sizeof(*w->ans.cand));
@@ -342,7 +342,7 @@ int srv_worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
 	}
 	w->dt = dt_worker(s->dt, w->idx);
 	if (s->conf->forward) {
-		if ((rc = fwd_create(&w->fwd, &w->loop, &s->snap->fwd))) {
+		if ((rc = fwd_create(&w->fwd, &w->loop, &s->cfg_snap->fwd))) {
 			snprintf(err, CFG_ERR_MAX, "forwarder: %s", strerror(-rc));
 			return rc;
 		}
@@ -363,16 +363,16 @@ int srv_worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
  * on. Nothing of the previous configuration is read after held says sn. A forwarder that
  * refuses sn (srv_reload lets no such configuration through) keeps the worker on the
  * one it has, and held with it. */
-static void worker_adopt(worker_t *w, const snap_t *sn)
+static void worker_adopt(worker_t *w, const cfg_snap_t *sn)
 {
 	if (w->fwd && fwd_set_conf(w->fwd, &sn->fwd))
 		return;
-	w->snap = sn;
+	w->cfg_snap = sn;
 	w->ans.conf = &sn->conf;
 	unsigned per = sn->cfg.tcp_max_conns / w->srv->nworkers;
 	w->max_conns = per ? per : 1;
 	w->gen = UINT64_MAX; /* resolve the default org again */
-	w->snapshot = UINT64_MAX;
+	w->txn_id = UINT64_MAX;
 	__atomic_store_n(&w->held, sn->seq, __ATOMIC_RELEASE);
 }
 
