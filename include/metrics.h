@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "answer.h"
 #include "config.h"
 
 #define MET_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
@@ -134,6 +135,14 @@ typedef struct {
 	bool failed; /* out of memory: the text is incomplete */
 } met_buf_t;
 
+/*
+ * Counts what ans_process decided for one query into m: act and a's last_* fields (the
+ * rcode, the name form, the REFUSED reason), TC on a UDP answer (out, outlen bytes;
+ * nothing is counted for an empty one), a drop's reason from the query (pkt, len bytes).
+ * Pure: it stores into m and reads nothing else.
+ */
+void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_t act,
+                      const uint8_t *pkt, size_t len, const uint8_t *out, size_t outlen);
 /* Adds w's counters to sum. */
 void met_worker_add(met_worker_t *sum, const met_worker_t *w);
 /* The rcode index of a response (header rcode, BADVERS when ext says so). */

@@ -183,8 +183,6 @@ void srv_batch_end(worker_t *w);
 
 /* The counters (metrics.h): a few stores into the worker's own struct, per query. */
 void srv_count_query(worker_t *w, const ans_client_t *cl);
-void srv_count_answer(worker_t *w, const ans_client_t *cl, ans_action_t act, const uint8_t *pkt,
-                      size_t len, const uint8_t *out, size_t outlen);
 /* A response relayed from upstream (or the SERVFAIL of a failed forward). */
 void srv_count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len);
 

@@ -182,7 +182,7 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 	size_t out = 0;
 	srv_count_query(w, &cl);
 	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
-	srv_count_answer(w, &cl, act, pkt, len, w->tcp_out + 2, out);
+	met_count_answer(&w->m, &w->ans, cl.tcp, act, pkt, len, w->tcp_out + 2, out);
 	dt_end_t tc, ts;
 	struct timespec now;
 	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {

@@ -191,8 +191,8 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 			srv_count_query(w, &cl);
 			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
 			                               w->wbuf[m], WBUF, &len);
-			srv_count_answer(w, &cl, act, w->rbuf[i], w->in[i].msg_len, w->wbuf[m],
-			                 len);
+			met_count_answer(&w->m, &w->ans, cl.tcp, act, w->rbuf[i], w->in[i].msg_len,
+			                 w->wbuf[m], len);
 			dt_end_t tc, ts;
 			if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
 				srv_tap_ends(&tc, &ts, cl.src, srv_port_of(&w->from[i]), cl.dst,

@@ -102,26 +102,6 @@ void srv_batch_end(worker_t *w)
 
 /* ---- counters (metrics.h): a few stores into the worker's own struct, per query ---------- */
 
-static const uint8_t form_index[] = {
-        [NAME_NX] = MET_FORM_OTHER,
-        [NAME_APEX] = MET_FORM_APEX,
-        [NAME_ENT] = MET_FORM_OTHER,
-        [NAME_APP] = MET_FORM_APP,
-        [NAME_REGION] = MET_FORM_REGION,
-        [NAME_GROUP] = MET_FORM_GROUP,
-        [NAME_VM] = MET_FORM_VM,
-        [NAME_NEAREST] = MET_FORM_NEAREST,
-        [NAME_META] = MET_FORM_METADATA,
-        [NAME_VMS] = MET_FORM_VMS,
-        [NAME_REGIONS] = MET_FORM_REGIONS,
-        [NAME_APPS] = MET_FORM_APPS,
-        [NAME_PEERS] = MET_FORM_PEERS,
-        [NAME_PEER] = MET_FORM_PEER,
-        [NAME_INSTANCES] = MET_FORM_INSTANCES,
-        [NAME_FLYCAST] = MET_FORM_FLYCAST,
-        [NAME_PTR] = MET_FORM_PTR,
-};
-
 static bool is_v4mapped(const uint8_t a[16])
 {
 	static const uint8_t prefix[12] = {[10] = 0xff, [11] = 0xff};
@@ -132,48 +112,6 @@ void srv_count_query(worker_t *w, const ans_client_t *cl)
 {
 	MET_INC(w->m.queries[cl->tcp ? MET_TCP : MET_UDP]
 	                    [is_v4mapped(cl->src) ? MET_IPV4 : MET_IPV6]);
-}
-
-/* What ans_process decided (its last_* fields) into the counters. */
-void srv_count_answer(worker_t *w, const ans_client_t *cl, ans_action_t act, const uint8_t *pkt,
-                      size_t len, const uint8_t *out, size_t outlen)
-{
-	const ans_ctx_t *a = &w->ans;
-	if (act == ANS_DROP) {
-		MET_INC(w->m.dropped[len < WIRE_HDR         ? MET_DROP_SHORT
-		                     : (pkt[2] & 0x80) != 0 ? MET_DROP_QR
-		                                            : MET_DROP_UNPARSEABLE]);
-		return;
-	}
-	if (act != ANS_REPLY || !outlen)
-		return;
-	MET_INC(w->m.rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
-	                                                     : (unsigned)a->last_rcode)]);
-	if (a->last_form > NAME_OUTSIDE && (size_t)a->last_form < sizeof(form_index))
-		MET_INC(w->m.form[form_index[a->last_form]]);
-	if (!cl->tcp && (out[2] & 0x02))
-		MET_INC(w->m.truncated);
-	if (a->last_refused < 0)
-		return;
-	int why = MET_REFUSED_NO_UPSTREAM;
-	switch (a->last_refused) {
-	case ANS_REFUSED_ORG: /* the one verdict covers two reasons: the allow list tells */
-		why = MET_REFUSED_NOT_ALLOWED;
-		for (size_t i = 0; i < a->conf->acl.nallow; i++)
-			if (org_prefix_contains(&a->conf->acl.allow[i], cl->src))
-				why = MET_REFUSED_OTHER_ORG;
-		break;
-	case ANS_REFUSED_CLASS:
-		why = MET_REFUSED_CLASS;
-		break;
-	case ANS_REFUSED_TRANSFER:
-		why = MET_REFUSED_TRANSFER;
-		break;
-	case ANS_REFUSED_NO_ORG:
-		why = MET_REFUSED_NO_ORG;
-		break;
-	}
-	MET_INC(w->m.refused[why]);
 }
 
 /* A response relayed from upstream (or the SERVFAIL of a failed forward). */
