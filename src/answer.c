@@ -652,13 +652,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (rcode == WIRE_DROP)
 		return ANS_DROP;
 
-	size_t size = WIRE_TCP_MAX;
-	if (!cl->tcp) {
-		size = q->edns ? q->edns_udp : WIRE_UDP_MIN;
-		size = size < WIRE_UDP_MIN     ? WIRE_UDP_MIN
-		       : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE
-		                               : size;
-	}
+	size_t size = cl->tcp ? WIRE_TCP_MAX : wire_udp_size(q);
 	const char *nsid = q->edns_nsid ? conf->nsid : NULL;
 	size_t nsid_len = nsid ? conf->nsid_len : 0;
 	wire_resp_t r;

@@ -103,10 +103,7 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 {
 	fwd_udp_t *u = w->fwd_free;
 	const wire_query_t *q = &w->ans.q; /* ans_process's parse of pkt */
-	size_t max =
-	        q->edns ? (q->edns_udp < WIRE_UDP_MIN ? WIRE_UDP_MIN : q->edns_udp) : WIRE_UDP_MIN;
-	if (max > WIRE_EDNS_SIZE)
-		max = WIRE_EDNS_SIZE;
+	size_t max = wire_udp_size(q);
 	size_t hit = w->srv->cache ? srv_cache_answer(w, pkt, len, q, max, out, WBUF) : 0;
 	if (hit)
 		return hit;
