@@ -190,10 +190,6 @@ void srv_count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len);
 void srv_tap_ends(dt_end_t *client, dt_end_t *server, const uint8_t src[16], uint16_t sport,
                   const uint8_t dst[16], uint16_t dport);
 
-/* The answer from the shared cache into out (its length), or 0: ask upstream. */
-size_t srv_cache_answer(worker_t *w, const uint8_t *pkt, size_t len, const wire_query_t *q,
-                        size_t max, uint8_t *out, size_t cap);
-
 /* ---- srv_udp.c --------------------------------------------------------------------------- */
 
 /* Sets the worker's receive headers once. */

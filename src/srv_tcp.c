@@ -190,33 +190,22 @@ static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
 		srv_tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
 		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
 	}
-	if (act == ANS_FORWARD && w->srv->cache &&
-	    (out = srv_cache_answer(w, pkt, len, &w->ans.q, WIRE_TCP_MAX, w->tcp_out + 2,
-	                            WIRE_TCP_MAX))) {
-		srv_count_relayed(w, true, w->tcp_out + 2, out);
-		conn_send(c, w->tcp_out, out);
-		if (w->dt)
-			dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
-		return;
-	}
 	if (act == ANS_FORWARD) {
 		tcp_fwd_t *fq = NULL; /* conn_process keeps fwds below TCP_FWD_MAX: one is free */
 		for (size_t i = 0; i < TCP_FWD_MAX && !fq; i++)
 			if (!c->fq[i].used)
 				fq = &c->fq[i];
-		if (fq) {
+		if (fwd_resolve(w->fwd, pkt, len, &w->ans.q, WIRE_TCP_MAX, true, w->tcp_out + 2,
+		                WIRE_TCP_MAX, &out, fq ? fwd_tcp_done : NULL, fq) == FWD_PENDING) {
 			fq->c = c;
 			if (w->dt)
 				fq->qtime = now;
-		}
-		if (fq && fwd_query(w->fwd, pkt, len, WIRE_TCP_MAX, true, fwd_tcp_done, fq) == 0) {
 			fq->used = true;
 			c->refs++;
 			c->fwds++;
 			return;
 		}
-		out = wire_error_response(pkt, len, WIRE_SERVFAIL, w->tcp_out + 2, WIRE_TCP_MAX);
-		srv_count_relayed(w, true, w->tcp_out + 2, out);
+		srv_count_relayed(w, true, w->tcp_out + 2, out); /* cached, or SERVFAIL */
 	} else if (act != ANS_REPLY) {
 		srv_conn_close(c); /* a message we would not answer on UDP ends a TCP session */
 		return;

@@ -103,11 +103,10 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 {
 	fwd_udp_t *u = w->fwd_free;
 	const wire_query_t *q = &w->ans.q; /* ans_process's parse of pkt */
-	size_t max = wire_udp_size(q);
-	size_t hit = w->srv->cache ? srv_cache_answer(w, pkt, len, q, max, out, WBUF) : 0;
-	if (hit)
-		return hit;
-	if (u) {
+	size_t n = 0;
+	fwd_result_t r = fwd_resolve(w->fwd, pkt, len, q, wire_udp_size(q), false, out, WBUF, &n,
+	                             u ? fwd_udp_done : NULL, u);
+	if (r == FWD_PENDING) { /* no callback before we return: u is filled in time */
 		memcpy(&u->peer, m->msg_hdr.msg_name, m->msg_hdr.msg_namelen);
 		u->peer_len = m->msg_hdr.msg_namelen;
 		memcpy(u->dst, dst, 16);
@@ -116,14 +115,11 @@ static size_t udp_forward(worker_t *w, udp_sock_t *s, const struct mmsghdr *m,
 		if (w->dt)
 			clock_gettime(CLOCK_REALTIME, &u->qtime);
 		w->fwd_free = u->next;
-		if (fwd_query(w->fwd, pkt, len, max, false, fwd_udp_done, u) == 0)
-			return 0;
-		w->fwd_free = u;
-	} else {
-		/* as many contexts as the cap: forward.c is full too */
-		MET_INC(w->m.forward_over_cap);
+		return 0;
 	}
-	return wire_error_response(pkt, len, WIRE_SERVFAIL, out, WBUF);
+	if (r == FWD_SERVFAIL && !u) /* as many contexts as the cap: forward.c is full too */
+		MET_INC(w->m.forward_over_cap);
+	return n;
 }
 
 /*

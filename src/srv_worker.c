@@ -133,20 +133,6 @@ void srv_tap_ends(dt_end_t *client, dt_end_t *server, const uint8_t src[16], uin
 	memcpy(server->addr, dst, 16), server->port = dport;
 }
 
-/* ---- the forwarding cache ----------------------------------------------------------------- */
-
-/* The answer from the shared cache into out (its length), or 0: ask upstream. A hit in
- * the last tenth of its TTL also starts a background refresh. Never allocates. */
-size_t srv_cache_answer(worker_t *w, const uint8_t *pkt, size_t len, const wire_query_t *q,
-                        size_t max, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int r = cache_lookup(w->srv->cache, pkt, q, max, uv_now(&w->loop), false, out, cap, &n);
-	if (r == CACHE_HIT_PREFETCH && fwd_prefetch(w->fwd, pkt, len) == -ENOSPC)
-		cache_prefetch_again(w->srv->cache, q, uv_now(&w->loop));
-	return r == CACHE_MISS ? 0 : n;
-}
-
 /* ---- workers ------------------------------------------------------------------------------------
  */
 
