@@ -149,6 +149,105 @@ static void in_rearm(worker_t *w, unsigned n)
 	}
 }
 
+/* The address a datagram came to (and its interface): PKTINFO on a wildcard socket,
+ * else the bound address. */
+static void udp_dst(const udp_sock_t *s, const struct msghdr *mh, uint8_t dst[16],
+                    unsigned *ifindex)
+{
+	if (s->wildcard) {
+		pktinfo_in(mh, dst, ifindex);
+	} else {
+		memcpy(dst, s->local, 16);
+		*ifindex = 0;
+	}
+}
+
+/* recv: one recvmmsg into the worker's batch buffers. The number read, or <= 0. */
+static int udp_recv(udp_sock_t *s)
+{
+	worker_t *w = s->w;
+	int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
+	MET_INC(w->m.recv_calls);
+	if (n > 0)
+		MET_ADD(w->m.datagrams, (uint64_t)n);
+	return n;
+}
+
+/* The reply in wbuf[m] (len bytes) to datagram i as out[m], from the address it came to. */
+static void udp_queue(udp_sock_t *s, int i, unsigned m, size_t len, const uint8_t dst[16],
+                      unsigned ifindex)
+{
+	worker_t *w = s->w;
+	w->iov_out[m] = (struct iovec){w->wbuf[m], len};
+	w->out[m].msg_hdr = (struct msghdr){
+	        .msg_name = &w->from[i],
+	        .msg_namelen = w->in[i].msg_hdr.msg_namelen,
+	        .msg_iov = &w->iov_out[m],
+	        .msg_iovlen = 1,
+	};
+	if (s->wildcard) {
+		w->out[m].msg_hdr.msg_control = w->cmsg_out[m];
+		w->out[m].msg_hdr.msg_controllen =
+		        pktinfo_out(s->family, w->cmsg_out[m], dst, ifindex);
+	}
+}
+
+/* handle: datagram i answered (answer.c, or the cache and forward.c) into wbuf[m]. True
+ * when a reply is queued as out[m]; now: the batch's time, for dnstap. */
+static bool udp_handle(udp_sock_t *s, int i, unsigned m, const struct timespec *now)
+{
+	worker_t *w = s->w;
+	struct msghdr *mh = &w->in[i].msg_hdr;
+	const uint8_t *pkt = w->rbuf[i];
+	size_t plen = w->in[i].msg_len;
+	if (mh->msg_flags & MSG_TRUNC) {
+		MET_INC(w->m.dropped[MET_DROP_OVERSIZE]);
+		return false; /* larger than any query: drop */
+	}
+	ans_client_t cl = {.tcp = false};
+	unsigned ifindex;
+	srv_addr16(&w->from[i], cl.src);
+	udp_dst(s, mh, cl.dst, &ifindex);
+	size_t len = 0;
+	srv_count_query(w, &cl);
+	ans_action_t act = ans_process(&w->ans, &cl, pkt, plen, w->wbuf[m], WBUF, &len);
+	met_count_answer(&w->m, &w->ans, cl.tcp, act, pkt, plen, w->wbuf[m], len);
+	dt_end_t tc, ts;
+	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
+		srv_tap_ends(&tc, &ts, cl.src, srv_port_of(&w->from[i]), cl.dst, s->port);
+		dt_log_client_query(w->dt, false, &tc, &ts, pkt, plen, now);
+	}
+	if (act == ANS_FORWARD) {
+		len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, pkt, plen, w->wbuf[m]);
+		srv_count_relayed(w, false, w->wbuf[m], len);
+	} else if (act != ANS_REPLY) {
+		return false;
+	}
+	if (!len)
+		return false;
+	if (w->dt)
+		dt_log_client_response(w->dt, false, &tc, &ts, now, w->wbuf[m], len);
+	udp_queue(s, i, m, len, cl.dst, ifindex);
+	return true;
+}
+
+/* send: the m replies queued, with as few sendmmsg calls as the socket takes. */
+static void udp_send(udp_sock_t *s, unsigned m)
+{
+	worker_t *w = s->w;
+	for (unsigned sent = 0; sent < m;) {
+		int k = sendmmsg(s->sfd, w->out + sent, m - sent, MSG_DONTWAIT);
+		if (k > 0) {
+			sent += (unsigned)k;
+			continue;
+		}
+		log_debug("udp send: %s", strerror(errno));
+		if (k == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+			break; /* the socket buffer is full: UDP may drop */
+		sent++;        /* this one reply cannot go (to port 0, say): the rest can */
+	}
+}
+
 void srv_udp_readable(uv_poll_t *h, int status, int events)
 {
 	udp_sock_t *s = h->data;
@@ -158,78 +257,17 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 		return;
 	MET_INC(w->m.wakeups);
 	for (int round = 0; round < ROUNDS; round++) {
-		int n = recvmmsg(s->fd, w->in, BATCH, MSG_DONTWAIT, NULL);
-		MET_INC(w->m.recv_calls);
+		int n = udp_recv(s);
 		if (n <= 0)
 			break;
-		MET_ADD(w->m.datagrams, (uint64_t)n);
 		unsigned m = 0;
 		struct timespec now;
 		if (w->dt)
 			clock_gettime(CLOCK_REALTIME, &now);
-		for (int i = 0; i < n; i++) {
-			struct msghdr *mh = &w->in[i].msg_hdr;
-			if (mh->msg_flags & MSG_TRUNC) {
-				MET_INC(w->m.dropped[MET_DROP_OVERSIZE]);
-				continue; /* larger than any query: drop */
-			}
-			ans_client_t cl = {.tcp = false};
-			unsigned ifindex;
-			srv_addr16(&w->from[i], cl.src);
-			if (s->wildcard)
-				pktinfo_in(mh, cl.dst, &ifindex);
-			else
-				memcpy(cl.dst, s->local, 16), ifindex = 0;
-			size_t len = 0;
-			srv_count_query(w, &cl);
-			ans_action_t act = ans_process(&w->ans, &cl, w->rbuf[i], w->in[i].msg_len,
-			                               w->wbuf[m], WBUF, &len);
-			met_count_answer(&w->m, &w->ans, cl.tcp, act, w->rbuf[i], w->in[i].msg_len,
-			                 w->wbuf[m], len);
-			dt_end_t tc, ts;
-			if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
-				srv_tap_ends(&tc, &ts, cl.src, srv_port_of(&w->from[i]), cl.dst,
-				             s->port);
-				dt_log_client_query(w->dt, false, &tc, &ts, w->rbuf[i],
-				                    w->in[i].msg_len, &now);
-			}
-			if (act == ANS_FORWARD) {
-				len = udp_forward(w, s, &w->in[i], cl.dst, ifindex, w->rbuf[i],
-				                  w->in[i].msg_len, w->wbuf[m]);
-				srv_count_relayed(w, false, w->wbuf[m], len);
-			} else if (act != ANS_REPLY) {
-				continue;
-			}
-			if (!len)
-				continue;
-			if (w->dt)
-				dt_log_client_response(w->dt, false, &tc, &ts, &now, w->wbuf[m],
-				                       len);
-			w->iov_out[m] = (struct iovec){w->wbuf[m], len};
-			w->out[m].msg_hdr = (struct msghdr){
-			        .msg_name = &w->from[i],
-			        .msg_namelen = mh->msg_namelen,
-			        .msg_iov = &w->iov_out[m],
-			        .msg_iovlen = 1,
-			};
-			if (s->wildcard) {
-				w->out[m].msg_hdr.msg_control = w->cmsg_out[m];
-				w->out[m].msg_hdr.msg_controllen =
-				        pktinfo_out(s->family, w->cmsg_out[m], cl.dst, ifindex);
-			}
-			m++;
-		}
-		for (unsigned sent = 0; sent < m;) {
-			int k = sendmmsg(s->sfd, w->out + sent, m - sent, MSG_DONTWAIT);
-			if (k > 0) {
-				sent += (unsigned)k;
-				continue;
-			}
-			log_debug("udp send: %s", strerror(errno));
-			if (k == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
-				break; /* the socket buffer is full: UDP may drop */
-			sent++;        /* this one reply cannot go (to port 0, say): the rest can */
-		}
+		for (int i = 0; i < n; i++)
+			if (udp_handle(s, i, m, &now))
+				m++;
+		udp_send(s, m);
 		in_rearm(w, (unsigned)n);
 		if (n < BATCH)
 			break;
