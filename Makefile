@@ -48,7 +48,7 @@ CORE     := wire names org regions answer reg_core reg_codec reg_read config log
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl
-SERVER   := server forward dnstap metrics_http
+SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
@@ -58,7 +58,7 @@ UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 	fuzz-replay install clean
 all: $(O)/internald $(O)/internalctl
 
-$(O)/%.o: src/%.c $(wildcard include/*.h) src/reg_impl.h | $(O)
+$(O)/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(O)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(O):
 	mkdir -p $(O)/tests
