@@ -132,6 +132,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/ops
 	O=$(O) tests/integration/examples
 	O=$(O) tests/integration/sync
+	O=$(O) tests/integration/fleet
 
 netns: all
 	O=$(O) tests/netns/run
