@@ -526,7 +526,14 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 			break;
 		if (m.seq > *last)
 			*last = m.seq;
-		done = m.pending == 0;
+		/* the stream's last message when the sync began, or a later one (it may
+		 * have been superseded since): writes arriving meanwhile are the live
+		 * part's. The count of messages pending is not enough: with writes going
+		 * on it may never read 0 (nats-server 2.9 counts a message superseded
+		 * ahead of the consumer until it passes), and the next fetch then waited
+		 * for a full batch, out to its timeout, and the sync started again: for
+		 * minutes, while the hub took one write a second */
+		done = m.pending == 0 || m.seq >= fl->info.last;
 		if (done || fl->batch.n == full_chunk(fl))
 			rc = apply_chunk(fl, txn, spill);
 	}
