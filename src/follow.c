@@ -39,6 +39,8 @@
 #define IDLE_CHECK_S         2.0   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
+#define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
+#define TAIL_S               2.0
 
 typedef struct {
 	size_t key, val, len; /* offsets into the batch's strings */
@@ -521,19 +523,31 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	 * batch at a time so that memory does not depend on how fast we apply */
 	int rc = kv_sub_open_pull(fl->b, 1, &sub);
 	batch_reset(&fl->batch);
+	/* The end: the server's count of messages pending reads 0, or, once past the
+	 * stream's last message as of the start (or a later one: it may have been
+	 * superseded since), nothing more comes at once (TAIL_WAIT_MS) or TAIL_S have
+	 * passed. The count alone is not enough: with writes going on it may never read 0
+	 * (nats-server 2.9 counts a message superseded ahead of the consumer until it
+	 * passes), and the next fetch then waited for a full batch, out to its timeout,
+	 * and the sync started again: for minutes, while the hub took one write a second.
+	 * Reading on past the start's last message takes in the writes made meanwhile
+	 * that superseded a key's earlier value (otherwise the key would be missing until
+	 * the first live batch). */
+	double tail = 0;
 	for (bool done = false; !rc && !done;) {
-		if ((rc = kv_sub_next(sub, 30000, &m)) || (rc = sync_add(fl, &m)))
+		bool past = *last >= fl->info.last;
+		if (past && tail == 0)
+			tail = mono() + TAIL_S;
+		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : 30000, &m);
+		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
+			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
+			break;
+		}
+		if (rc || (rc = sync_add(fl, &m)))
 			break;
 		if (m.seq > *last)
 			*last = m.seq;
-		/* the stream's last message when the sync began, or a later one (it may
-		 * have been superseded since): writes arriving meanwhile are the live
-		 * part's. The count of messages pending is not enough: with writes going
-		 * on it may never read 0 (nats-server 2.9 counts a message superseded
-		 * ahead of the consumer until it passes), and the next fetch then waited
-		 * for a full batch, out to its timeout, and the sync started again: for
-		 * minutes, while the hub took one write a second */
-		done = m.pending == 0 || m.seq >= fl->info.last;
+		done = m.pending == 0 || (past && mono() > tail);
 		if (done || fl->batch.n == full_chunk(fl))
 			rc = apply_chunk(fl, txn, spill);
 	}

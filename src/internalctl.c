@@ -83,6 +83,7 @@ static const char *const help_text[][2] = {
          "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
          "acknowledgements.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+                   "                         [--js-domain D] [--sync-spread SECONDS]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
                    "transaction that also stores the stream position.\n"
