@@ -137,6 +137,7 @@ integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
 	O=$(O) tests/integration/ops
 	O=$(O) tests/integration/examples
 	O=$(O) tests/integration/sync
+	O=$(O) tests/integration/fleet
 
 netns: all
 	O=$(O) tests/netns/run
@@ -171,10 +172,13 @@ $(O)/burst: bench/burst.c | $(O)
 $(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
+$(O)/fleetprobe: bench/fleetprobe.c $(O)/kv.o $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
 $(O)/cachebench: bench/cachebench.c $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench $(O)/fleetprobe
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
