@@ -47,12 +47,16 @@ CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-# Pure modules and the registry: shared by both programs, every unit test and the fuzz
-# targets. The object lists below all come from these names: a module split in two files
-# is one edit here.
-CORE     := wire names org regions answer registry jsonl config log cache metrics kvkey
-SERVER   := server forward dnstap metrics_http
+# Pure modules and the registry's read side: shared by both programs, every unit test and
+# the fuzz targets. The object lists below all come from these names: a module split in
+# two files is one edit here.
+CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics \
+	    kvkey
+# The registry's write side and JSON Lines: internalctl and the tests, never internald.
+WRITE    := reg_write reg_check reg_upgrade jsonl
+SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http
 CORE_O   := $(CORE:%=$(O)/%.o)
+WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -78,12 +82,13 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(CORE_O)
+$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: tests/unit/%.c $(CORE_O) $(O)/zone.o | $(O)
+$(O)/tests/%: tests/unit/%.c $(CORE_O) $(WRITE_O) $(O)/zone.o | $(O)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(WRITE_O) $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) \
+		-lcmocka
 DNSTAP_O := $(O)/dnstap.o $(O)/dnstap.pb-c.o $(O)/log.o
 $(O)/tests/test_dnstap: tests/unit/test_dnstap.c $(DNSTAP_O) | $(O)
 	$(CC) $(CFLAGS) -I$(O) -o $@ $< $(DNSTAP_O) $(LDFLAGS) $(LDLIBS) -lcmocka
@@ -137,7 +142,7 @@ run: deps-run
 # plain build, and its suites run from it with O=build/san; it heads the longest chain
 # (it, then the sanitizer sync suite), so it is asked for first.
 # (the longest first: make starts the first of those ready when a job slot frees)
-INT_SUITES   := sync ops run robust diff cache examples dnstap forward
+INT_SUITES   := sync ops run robust diff fleet cache examples dnstap forward
 NETNS_SUITES := run user
 TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
 		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check
@@ -191,7 +196,7 @@ sanitize: test-san-unit $(INT_SUITES:%=test-san-int-%)
 test-format-check:
 	@$(SUITE) format-check $(FORMAT_CHECK)
 
-SOURCES := $(wildcard src/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
+SOURCES := $(wildcard src/*.c src/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
 	     tests/fuzz/*.c tests/fuzz/*.h bench/*.c)
 format:
 	clang-format -i $(SOURCES)
@@ -199,8 +204,8 @@ FORMAT_CHECK = clang-format --dry-run -Werror $(SOURCES)
 format-check:
 	$(FORMAT_CHECK)
 
-$(O)/startstop: bench/startstop.c $(CORE_O)
-	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
+$(O)/startstop: bench/startstop.c $(WRITE_O) $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(WRITE_O) $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
@@ -208,10 +213,13 @@ $(O)/burst: bench/burst.c | $(O)
 $(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
+$(O)/fleetprobe: bench/fleetprobe.c $(O)/kv.o $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(CORE_O) $(LDFLAGS) $(LDLIBS)
+
 $(O)/cachebench: bench/cachebench.c $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
-BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench
+BENCH_TOOLS := $(O)/startstop $(O)/burst $(O)/syncprobe $(O)/cachebench $(O)/fleetprobe
 bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
@@ -221,7 +229,7 @@ bench: deps-bench all $(BENCH_TOOLS)
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -MMD -MP \
 	       $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_SAN    := address,undefined
-FUZZ_CORE_O := $(CORE:%=$(O)/fuzz/obj/%.o)
+FUZZ_CORE_O := $(CORE:%=$(O)/fuzz/obj/%.o) $(WRITE:%=$(O)/fuzz/obj/%.o)
 $(O)/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c -o $@ $<
@@ -243,10 +251,12 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/internald.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \

@@ -40,7 +40,6 @@ typedef struct {
 	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
 	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint32_t serial;  /* the registry's generation (SOA serials are per org) */
 	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
 	/* What the last ans_process decided, for the server's counters (metrics.h). */
@@ -52,10 +51,11 @@ typedef struct {
 
 /* Why a query was REFUSED (last_refused). */
 enum {
-	ANS_REFUSED_ORG,      /* org_classify said ORG_REFUSED (not allowed, or another org's) */
-	ANS_REFUSED_CLASS,    /* class other than IN */
-	ANS_REFUSED_TRANSFER, /* AXFR, IXFR */
-	ANS_REFUSED_NO_ORG,   /* .internal from an allowed source of no org */
+	ANS_REFUSED_NOT_ALLOWED, /* org_classify: ORG_REFUSED, a source outside the allow list */
+	ANS_REFUSED_OTHER_ORG,   /* org_classify: ORG_OTHER_ORG, another org's resolver address */
+	ANS_REFUSED_CLASS,       /* class other than IN */
+	ANS_REFUSED_TRANSFER,    /* AXFR, IXFR */
+	ANS_REFUSED_NO_ORG,      /* .internal from an allowed source of no org */
 	ANS_REFUSED_NO_FORWARD,
 };
 

@@ -1,6 +1,6 @@
 /*
  * cache — the answers of forwarded names, shared by every worker of the process
- * (DESIGN.md section 5), and the table of questions in flight upstream.
+ * (internald(7), FORWARDING), and the table of questions in flight upstream.
  *
  * Pure: it stores and rewrites DNS messages in memory; it never touches a socket nor an
  * event loop, and it reads no clock (every call takes the time, in milliseconds of a

@@ -1,6 +1,6 @@
 /*
  * follow — internalctl follow: mirrors the fleet's KV bucket into this host's registry
- * (DESIGN.md section 7). The registry's second writer: every change goes through
+ * (internald(7), FLEET). The registry's second writer: every change goes through
  * reg_write() and jsonl, never around them, and nothing here knows LMDB's key layout.
  *
  * A full sync (no stored position, another bucket or stream identity, or a stored
@@ -25,7 +25,16 @@ typedef struct {
 	const char *bucket;
 	size_t batch_max;            /* changes per live transaction (0: 100000) */
 	volatile sig_atomic_t *stop; /* set by a signal handler: finish the batch, return */
+	const char *js_domain;       /* the JetStream domain of the bucket (NULL: the server's) */
+	/* a full sync starts after a random delay of up to this many seconds, so that a
+	 * fleet told to sync at once (a new bucket, a fleet's restart) spreads its reads of
+	 * the whole stream; 0: the stream's messages / FOLLOW_SPREAD_RATE, at most
+	 * FOLLOW_SPREAD_MAX_S; < 0: none */
+	double sync_spread_s;
 } follow_opts_t;
+
+#define FOLLOW_SPREAD_RATE  20000.0 /* messages per second of delay window */
+#define FOLLOW_SPREAD_MAX_S 30.0
 
 typedef struct {
 	uint64_t applied; /* changes committed (records and deletes, after deduplication) */

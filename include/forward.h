@@ -1,6 +1,6 @@
 /*
  * forward — the upstream client of one worker (libuv): every name outside our zones
- * goes to the upstream resolvers (DESIGN.md section 5).
+ * goes to the upstream resolvers (internald(7), FORWARDING).
  *
  * UDP from a random port with a fresh random ID per try (getrandom); an answer counts
  * only when its source address and port, ID and question match; TC -> the same query
@@ -47,7 +47,7 @@ typedef struct {
 	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
 	uint64_t joined;     /* waited for an identical question another query asked */
 	uint64_t stale;      /* answered stale: the client response timer ran out */
-	uint64_t prefetches; /* background refreshes started (fwd_prefetch) */
+	uint64_t prefetches; /* background refreshes started (fwd_resolve) */
 	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
 	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;
@@ -55,28 +55,32 @@ typedef struct {
 /*
  * The answer for the client: the upstream's message with the client's ID, question case
  * and RD restored, cut to max bytes with TC set when larger; or a SERVFAIL. Called
- * exactly once per accepted query, always from the loop (never inside fwd_query).
+ * exactly once per FWD_PENDING query, always from the loop (never inside fwd_resolve).
  * len == 0: the query was dropped (shutdown); nothing to send.
  */
 typedef void (*fwd_done_fn)(void *arg, const uint8_t *resp, size_t len);
 
 /* Allocates *out on loop; conf (and its upstreams) must outlive it. */
 int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf);
+typedef enum {
+	FWD_CACHED,   /* answered from the cache: *outlen bytes in out */
+	FWD_PENDING,  /* asked upstream: done(arg, ...) will be called, never inside the call */
+	FWD_SERVFAIL, /* it cannot go (the in-flight cap, closing): a SERVFAIL in out */
+} fwd_result_t;
 /*
- * Forwards the client's query pkt (len bytes, a well-formed query). max: the largest
- * answer the client takes (its UDP size, or 65535 on TCP); tcp: the client came over
- * TCP, so go upstream over TCP. Returns 0 (done will be called), or -ENOSPC when the
- * in-flight cap is reached / -EINVAL (the caller answers SERVFAIL itself).
+ * The one call for a query answer.c handed over (ANS_FORWARD): pkt (len bytes) and q,
+ * answer.c's parse of it (not parsed again). With the process's cache (conf->cache) a
+ * hit is written into out (cap bytes) at once, and a hit late in its TTL is also
+ * refreshed in the background; otherwise the query goes upstream. max: the largest
+ * answer the client takes (wire_udp_size, or WIRE_TCP_MAX over TCP); tcp: the client
+ * came over TCP, so go upstream over TCP. done NULL: the caller has no context left to
+ * wait with, so a miss is SERVFAIL. FWD_CACHED and FWD_SERVFAIL set *outlen (0: pkt
+ * cannot carry a SERVFAIL); nothing on this path allocates.
  */
-int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
-              void *arg);
+fwd_result_t fwd_resolve(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *q,
+                         size_t max, bool tcp, uint8_t *out, size_t cap, size_t *outlen,
+                         fwd_done_fn done, void *arg);
 const fwd_stats_t *fwd_stats(const fwd_t *f);
-/*
- * Refreshes the cache's answer to pkt (len bytes, a well-formed query) in the
- * background: a query with no client, asked only when no identical one is in flight.
- * Returns 0, or -ENOSPC / -EINVAL as fwd_query (nothing is asked).
- */
-int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len);
 /* Cancels what is in flight (done(arg, NULL, 0) for each), closes every handle; the
  * loop must run once more to finish closing. Frees f when closed. */
 void fwd_close(fwd_t *f);

@@ -1,6 +1,6 @@
 /*
  * jsonl — the registry's input and output format: JSON Lines, one object a line,
- * `kind` first (DESIGN.md section 2). Import is all or nothing: a file is parsed and
+ * `kind` first (internald(7), REGISTRY). Import is all or nothing: a file is parsed and
  * validated whole before the registry is touched, then written in one transaction.
  *
  * Errors reach people: each names the file, the line and the field, and says what is

@@ -37,6 +37,12 @@ const char *kv_strerror(int err);
 int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever);
 bool kv_connected(kv_conn_t *c);
 void kv_close(kv_conn_t *c);
+/* The JetStream domain every bucket opened on c after this call is looked up in
+ * (NULL or "": the domain of the server connected to). A fleet's region runs a leaf
+ * node with a JetStream domain of its own holding a mirror of the hub's bucket; a
+ * client connected elsewhere reaches that mirror with its domain. -EINVAL if longer
+ * than 63 bytes or not a plain name. */
+int kv_set_domain(kv_conn_t *c, const char *domain);
 
 /* Looks the bucket up; replicas > 0: creates it with that many replicas if missing
  * (history 1, file storage). ack_wait_ms (0: KV_ACK_WAIT_MS) bounds each wait for the
@@ -47,6 +53,15 @@ void kv_close(kv_conn_t *c);
 int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_ms,
                    kv_bucket_t **out);
 void kv_bucket_close(kv_bucket_t *b);
+/*
+ * Creates bucket name, in the domain of c (kv_set_domain), as a mirror of the bucket of
+ * the same name in JetStream domain from (the hub): the stream KV_<name> with no
+ * subjects of its own, fed by the server from the hub over the leaf node connection
+ * and keeping the hub's stream sequences. Idempotent: 0 when it exists as such a
+ * mirror already; -EIO when a bucket of that name exists and is not (kv_strerror
+ * says what it is). replicas: 1 to 5, within the domain.
+ */
+int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int replicas);
 /* Deletes the bucket and everything in it (tests, operators). -ENOENT when missing. */
 int kv_bucket_delete(kv_conn_t *c, const char *name);
 
@@ -55,6 +70,12 @@ typedef struct {
 	uint64_t first; /* first and last stream sequence held (0 0 when never written) */
 	uint64_t last;
 	uint64_t msgs; /* messages held (values and delete markers) */
+	/* a mirror (a region's copy of the hub's bucket): the identity of the stream it
+	 * mirrors, whose sequences it keeps, so that a position in one mirror is one in
+	 * every mirror of the same stream; "" when the stream is no mirror, or the stream
+	 * it mirrors did not answer when the bucket was opened (looked up once per
+	 * kv_bucket_open, so it does not change under a caller) */
+	char origin[32];
 } kv_info_t;
 int kv_info(kv_bucket_t *b, kv_info_t *out);
 

@@ -1,5 +1,5 @@
 /*
- * kvkey — the fleet bucket's key layout (DESIGN.md section 7), pure: one JSON Lines
+ * kvkey — the fleet bucket's key layout (internald(7), FLEET), pure: one JSON Lines
  * record <-> the key it lives under.
  *
  *   org.<slug>   machine.<org>.<id>   peer.<org>.<name>   region.<code>

@@ -2,8 +2,8 @@
  * metrics — internald's counters and their Prometheus text exposition (format 0.0.4).
  *
  * Pure: structs of numbers in, text out. It never touches a socket, a thread or a file;
- * src/metrics_http.c serves the text (the only file that includes microhttpd.h) and
- * server.c fills the structs by summing its workers' counters.
+ * src/metrics_http.c (include/metrics_http.h) serves the text and server.c fills the
+ * structs by summing its workers' counters.
  *
  * The counters a worker bumps on its hot path live in its own met_worker_t, written by
  * that worker only with MET_ADD (a relaxed store of the old value plus n: no lock, no
@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "answer.h"
 #include "config.h"
 
 #define MET_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
@@ -134,6 +135,14 @@ typedef struct {
 	bool failed; /* out of memory: the text is incomplete */
 } met_buf_t;
 
+/*
+ * Counts what ans_process decided for one query into m: act and a's last_* fields (the
+ * rcode, the name form, the REFUSED reason), TC on a UDP answer (out, outlen bytes;
+ * nothing is counted for an empty one), a drop's reason from the query (pkt, len bytes).
+ * Pure: it stores into m and reads nothing else.
+ */
+void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_t act,
+                      const uint8_t *pkt, size_t len, const uint8_t *out, size_t outlen);
 /* Adds w's counters to sum. */
 void met_worker_add(met_worker_t *sum, const met_worker_t *w);
 /* The rcode index of a response (header rcode, BADVERS when ext says so). */
@@ -151,23 +160,5 @@ unsigned met_lat_bucket(uint64_t ns);
 int met_render(met_buf_t *b, const met_snapshot_t *s);
 /* Frees b's text. */
 void met_buf_free(met_buf_t *b);
-
-/* ---- the HTTP endpoint (src/metrics_http.c, libmicrohttpd, its own thread) -------------------
- * GET /metrics (the exposition above), /health (server.h's srv_health), /ready
- * (srv_ready); anything else 404. */
-struct srv;
-typedef struct met_http met_http_t;
-/*
- * Binds addr (port 0: the kernel picks; the bound address is logged) and starts serving
- * on a thread of its own. Until met_http_attach, /ready and /health say "starting".
- * Allocates *out (met_http_stop). Returns 0 or < 0 with err naming the address.
- */
-int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err);
-/* Serves s from now on (NULL: starting again, before s is freed). */
-void met_http_attach(met_http_t *h, struct srv *s);
-/* Stops the thread, closes the socket, frees h. NULL is a no-op. */
-void met_http_stop(met_http_t *h);
-/* The process_* numbers of this process, from /proc/self. 0 or -errno. */
-int met_process_read(met_process_t *out);
 
 #endif

@@ -24,9 +24,10 @@ typedef struct {
 } org_acl_t;
 
 typedef enum {
-	ORG_REFUSED, /* source outside allow, or an org resolver address of another org */
-	ORG_NONE,    /* allowed, but no org: .internal is REFUSED, forwarding is fine */
-	ORG_OK,      /* *net is the org */
+	ORG_REFUSED,   /* source outside the allow list */
+	ORG_OTHER_ORG, /* an allowed source asking another org's resolver address: refused */
+	ORG_NONE,      /* allowed, but no org: .internal is REFUSED, forwarding is fine */
+	ORG_OK,        /* *net is the org */
 } org_verdict_t;
 
 /*

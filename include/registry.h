@@ -1,7 +1,9 @@
 /*
  * registry — the LMDB registry of orgs, Machines, peers and Flycast addresses.
  *
- * This header is the whole contract: nothing outside registry.c knows the key layout.
+ * This header is the whole contract: nothing outside the registry's own files
+ * (src/reg_*.c, which share src/reg_impl.h) knows the key layout. internald links the
+ * read side only (reg_core.c, reg_codec.c, reg_read.c).
  * internalctl (and later the replication agent) writes through reg_write(); internald
  * reads through a read-only reg_txn_t per worker, renewed once per batch of packets.
  *

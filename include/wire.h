@@ -69,6 +69,9 @@ typedef struct {
  * not be read whole has no EDNS to answer in, so its FORMERR carries no OPT.
  */
 int wire_parse_query(const uint8_t *pkt, size_t len, wire_query_t *q);
+/* The largest UDP response q's querier takes: its EDNS payload size clamped to
+ * [WIRE_UDP_MIN, WIRE_EDNS_SIZE]; WIRE_UDP_MIN without EDNS. */
+size_t wire_udp_size(const wire_query_t *q);
 
 /* Skips the (possibly compressed) name at *off in a message of len bytes, setting *off past
  * it. 0, or -1 when it is malformed or longer than WIRE_NAME_MAX. */

@@ -1,5 +1,5 @@
 /*
- * answer.c — the query's answer: DESIGN.md sections 1 and 3 as code.
+ * answer.c — the query's answer: internald(7) ORGANISATIONS, NAMES and ANSWERS as code.
  *
  * A small state machine over the parsed query: refuse what is not ours to answer, find
  * the name form, ask the registry, write records straight into the response buffer.
@@ -652,13 +652,7 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	if (rcode == WIRE_DROP)
 		return ANS_DROP;
 
-	size_t size = WIRE_TCP_MAX;
-	if (!cl->tcp) {
-		size = q->edns ? q->edns_udp : WIRE_UDP_MIN;
-		size = size < WIRE_UDP_MIN     ? WIRE_UDP_MIN
-		       : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE
-		                               : size;
-	}
+	size_t size = cl->tcp ? WIRE_TCP_MAX : wire_udp_size(q);
 	const char *nsid = q->edns_nsid ? conf->nsid : NULL;
 	size_t nsid_len = nsid ? conf->nsid_len : 0;
 	wire_resp_t r;
@@ -671,8 +665,9 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	/* a source refused is refused for everything: no FORMERR, NOTIMP or BADVERS either */
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
 	                               ctx->default_net, &net);
-	if (v == ORG_REFUSED) {
-		ctx->last_refused = ANS_REFUSED_ORG;
+	if (v == ORG_REFUSED || v == ORG_OTHER_ORG) {
+		ctx->last_refused =
+		        v == ORG_REFUSED ? ANS_REFUSED_NOT_ALLOWED : ANS_REFUSED_OTHER_ORG;
 		rcode = WIRE_REFUSED;
 		goto done;
 	}

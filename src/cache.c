@@ -200,7 +200,9 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
 	return NULL;
 }
 
-static void lru_unlink(shard_t *s, entry_t *e)
+/* The CLOCK's ring is a list, head the newest, the hand at the tail: ring_take takes an
+ * entry out of it, ring_push puts one at the head (stored, or given its second chance). */
+static void ring_take(shard_t *s, entry_t *e)
 {
 	if (e->prev)
 		e->prev->next = e->next;
@@ -213,7 +215,7 @@ static void lru_unlink(shard_t *s, entry_t *e)
 	e->prev = e->next = NULL;
 }
 
-static void lru_front(shard_t *s, entry_t *e)
+static void ring_push(shard_t *s, entry_t *e)
 {
 	e->next = s->head;
 	e->prev = NULL;
@@ -257,7 +259,7 @@ static entry_t *unlink_entry(shard_t *s, entry_t *e)
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
-	lru_unlink(s, e);
+	ring_take(s, e);
 	s->bytes -= e->charged;
 	s->entries--;
 	return e;
@@ -456,7 +458,7 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	entry_t **b = &s->buckets[h & s->mask];
 	e->hnext = *b;
 	*b = e;
-	lru_front(s, e);
+	ring_push(s, e);
 	s->bytes += charged;
 	s->entries++;
 	s->inserts++;
@@ -468,8 +470,8 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 		entry_t *x = s->tail;
 		if (x->ref || x == e) {
 			x->ref = false;
-			lru_unlink(s, x);
-			lru_front(s, x);
+			ring_take(s, x);
+			ring_push(s, x);
 			continue;
 		}
 		unlink_entry(s, x);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jsonl.h"
 #include "kv.h"
@@ -38,6 +39,8 @@
 #define IDLE_CHECK_S         2.0   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
+#define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
+#define TAIL_S               2.0
 
 typedef struct {
 	size_t key, val, len; /* offsets into the batch's strings */
@@ -380,11 +383,19 @@ static int batch_apply(batch_t *b, reg_txn_t *txn)
 	return rc == -EINVAL ? refuse_named(b, rc) : rc;
 }
 
+/* The identity the position is stored with: a regional mirror's is the identity of the
+ * hub's stream it mirrors (when the hub answered), since it keeps that stream's
+ * sequences: a host that moves to another region's mirror resumes where it was. */
+static const char *stream_ident(const follow_t *fl)
+{
+	return fl->info.origin[0] ? fl->info.origin : fl->info.id;
+}
+
 static int put_position(follow_t *fl, reg_txn_t *txn)
 {
 	reg_follow_t f = {.seq = fl->seq, .applied_ns = wall_ns()};
 	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
-	snprintf(f.stream, sizeof(f.stream), "%s", fl->info.id);
+	snprintf(f.stream, sizeof(f.stream), "%s", stream_ident(fl));
 	return reg_put_follow(txn, &f);
 }
 
@@ -512,12 +523,31 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	 * batch at a time so that memory does not depend on how fast we apply */
 	int rc = kv_sub_open_pull(fl->b, 1, &sub);
 	batch_reset(&fl->batch);
+	/* The end: the server's count of messages pending reads 0, or, once past the
+	 * stream's last message as of the start (or a later one: it may have been
+	 * superseded since), nothing more comes at once (TAIL_WAIT_MS) or TAIL_S have
+	 * passed. The count alone is not enough: with writes going on it may never read 0
+	 * (nats-server 2.9 counts a message superseded ahead of the consumer until it
+	 * passes), and the next fetch then waited for a full batch, out to its timeout,
+	 * and the sync started again: for minutes, while the hub took one write a second.
+	 * Reading on past the start's last message takes in the writes made meanwhile
+	 * that superseded a key's earlier value (otherwise the key would be missing until
+	 * the first live batch). */
+	double tail = 0;
 	for (bool done = false; !rc && !done;) {
-		if ((rc = kv_sub_next(sub, 30000, &m)) || (rc = sync_add(fl, &m)))
+		bool past = *last >= fl->info.last;
+		if (past && tail == 0)
+			tail = mono() + TAIL_S;
+		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : 30000, &m);
+		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
+			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
+			break;
+		}
+		if (rc || (rc = sync_add(fl, &m)))
 			break;
 		if (m.seq > *last)
 			*last = m.seq;
-		done = m.pending == 0;
+		done = m.pending == 0 || (past && mono() > tail);
 		if (done || fl->batch.n == full_chunk(fl))
 			rc = apply_chunk(fl, txn, spill);
 	}
@@ -813,8 +843,10 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 	/* history 1: a stream drops older messages of a key; one that dropped messages past
 	 * our position may have dropped a delete marker too, so only a stream that still
 	 * holds everything after seq is resumed */
-	return strcmp(f.bucket, fl->o->bucket) == 0 && strcmp(f.stream, fl->info.id) == 0 &&
-	       f.seq <= fl->info.last && (fl->info.first == 0 || fl->info.first <= f.seq + 1);
+	bool same = strcmp(f.stream, fl->info.id) == 0 ||
+	            (fl->info.origin[0] && strcmp(f.stream, fl->info.origin) == 0);
+	return strcmp(f.bucket, fl->o->bucket) == 0 && same && f.seq <= fl->info.last &&
+	       (fl->info.first == 0 || fl->info.first <= f.seq + 1);
 }
 
 /* Says why NATS cannot be followed now (state waiting or bucket-missing), then waits the
@@ -826,6 +858,26 @@ static void retry_later(follow_t *fl, int rc, double *backoff)
 	set_state(fl, rc == -ENOENT ? "bucket-missing" : "waiting", detail);
 	nap(fl, *backoff);
 	*backoff = *backoff < 2.5 ? *backoff * 2 : 5;
+}
+
+/* Before a full sync: waits a random part of the spread window (follow_opts_t), the
+ * registry answering as it is meanwhile. False when asked to stop while waiting. */
+static bool spread_wait(follow_t *fl)
+{
+	double window = fl->o->sync_spread_s;
+	if (window == 0) {
+		window = (double)fl->info.msgs / FOLLOW_SPREAD_RATE;
+		if (window > FOLLOW_SPREAD_MAX_S)
+			window = FOLLOW_SPREAD_MAX_S;
+	}
+	if (window < 0.1) /* a small stream: not worth a wait */
+		return true;
+	unsigned seed = (unsigned)(wall_ns() ^ ((uint64_t)getpid() * 2654435761u));
+	double delay = window * ((double)rand_r(&seed) / ((double)RAND_MAX + 1));
+	log_info("follow: full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
+	         delay, window);
+	nap(fl, delay);
+	return !*fl->o->stop;
 }
 
 int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats)
@@ -851,7 +903,13 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
 		return rc;
 	}
+	if (o->js_domain && (rc = kv_set_domain(fl.conn, o->js_domain))) {
+		log_error("follow: --js-domain '%s': not a JetStream domain name", o->js_domain);
+		kv_close(fl.conn);
+		return rc;
+	}
 	double backoff = 0.1;
+	bool spread = false; /* the delay before this full sync was waited already */
 	rc = 0;
 	while (!*o->stop) {
 		if (!kv_connected(fl.conn)) { /* as in idle_check: no request to wait out */
@@ -870,6 +928,13 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		}
 		uint64_t seq = 0;
 		if (!resumable(&fl, &seq)) {
+			if (!spread) {
+				spread = true; /* then look at the stream again: it moved on */
+				if (!spread_wait(&fl))
+					break;
+				continue;
+			}
+			spread = false;
 			rc = full_sync(&fl);
 			if (rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO || rc == -ENOENT) {
 				retry_later(&fl, rc, &backoff);

@@ -1,5 +1,5 @@
 /*
- * forward.c — the upstream client of one worker (DESIGN.md section 5), on the worker's
+ * forward.c — the upstream client of one worker (internald(7), FORWARDING), on the worker's
  * own uv_loop.
  *
  * A query is an entry of a fixed pool (the in-flight cap). Each try goes to one upstream:
@@ -8,7 +8,11 @@
  * connection to that upstream. An answer counts only when its ID and question match;
  * TC moves the try to TCP. A try that times out marks its upstream down for a back-off
  * period and the next upstream is tried, until the tries or the budget run out: then
- * SERVFAIL. It must never block the loop nor call back inside fwd_query.
+ * SERVFAIL. It must never block the loop nor call back inside fwd_resolve.
+ *
+ * fwd_resolve is the one way in: the cache's answer (a hit late in its TTL also starts a
+ * background refresh), else a query upstream, else SERVFAIL; the query is the parse
+ * answer.c made, not parsed again. The server never reads the cache itself.
  *
  * With the process's cache (conf->cache) a query first joins the cache's table of
  * questions in flight: the first of a key (in any worker) is its owner and asks
@@ -765,8 +769,13 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	return 0;
 }
 
-int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fwd_done_fn done,
-              void *arg)
+/*
+ * Asks upstream for the client's query pkt (len bytes; wq its parse, copied). done NULL:
+ * a prefetch, no client. Returns 0 (done will be called), or -ENOSPC when the in-flight
+ * cap is reached / -EINVAL (nothing is asked).
+ */
+static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq, size_t max,
+                       bool tcp, fwd_done_fn done, void *arg)
 {
 	fq_t *q = f->free;
 	if (f->closing || len > QUERY_MAX)
@@ -775,8 +784,7 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 		MET_INC(f->stats.overload); /* a scrape reads it */
 		return -ENOSPC;
 	}
-	if (wire_parse_query(pkt, len, &q->wq) != WIRE_OK)
-		return -EINVAL;
+	q->wq = *wq;
 	f->free = q->next_free;
 	MET_INC(f->stats.inflight);
 	MET_INC(f->stats.forwarded);
@@ -822,12 +830,39 @@ int fwd_query(fwd_t *f, const uint8_t *pkt, size_t len, size_t max, bool tcp, fw
 	return 0;
 }
 
-int fwd_prefetch(fwd_t *f, const uint8_t *pkt, size_t len)
+/* Refreshes the cache's answer to pkt in the background: a query with no client, asked
+ * only when no identical one is in flight. 0, or as query_start (nothing is asked). */
+static int prefetch(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq)
 {
-	int rc = fwd_query(f, pkt, len, WIRE_TCP_MAX, false, NULL, NULL);
+	int rc = query_start(f, pkt, len, wq, WIRE_TCP_MAX, false, NULL, NULL);
 	if (rc == 0)
 		MET_INC(f->stats.prefetches);
 	return rc;
+}
+
+/* The cache's answer to pkt into out (its length), or 0: ask upstream. A hit in the last
+ * tenth of its TTL also starts a refresh (retried later when the cap is reached). */
+static size_t cache_answer(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq,
+                           size_t max, uint8_t *out, size_t cap)
+{
+	cache_t *c = f->conf->cache;
+	size_t n = 0;
+	int r = cache_lookup(c, pkt, wq, max, uv_now(f->loop), false, out, cap, &n);
+	if (r == CACHE_HIT_PREFETCH && prefetch(f, pkt, len, wq) == -ENOSPC)
+		cache_prefetch_again(c, wq, uv_now(f->loop));
+	return r == CACHE_MISS ? 0 : n;
+}
+
+fwd_result_t fwd_resolve(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *q,
+                         size_t max, bool tcp, uint8_t *out, size_t cap, size_t *outlen,
+                         fwd_done_fn done, void *arg)
+{
+	if (f->conf->cache && (*outlen = cache_answer(f, pkt, len, q, max, out, cap)))
+		return FWD_CACHED;
+	if (done && query_start(f, pkt, len, q, max, tcp, done, arg) == 0)
+		return FWD_PENDING;
+	*outlen = wire_error_response(pkt, len, WIRE_SERVFAIL, out, cap);
+	return FWD_SERVFAIL;
 }
 
 const fwd_stats_t *fwd_stats(const fwd_t *f)

@@ -41,8 +41,11 @@ static const char *const usage_text =
         "  publish [--nats URL]... [--bucket NAME] [--replicas N] [--ack-wait S] [--replace]\n"
         "          FILE|-\n"
         "                              validate a file against the fleet's bucket, then write it\n"
-        "  follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+        "  follow [--nats URL]... [--bucket NAME] [--batch N] [--js-domain D]\n"
+        "         [--sync-spread S]\n"
         "                              mirror the fleet's bucket into this registry (a daemon)\n"
+        "  mirror [--nats URL]... [--js-domain D] [--bucket NAME] [--replicas N]\n"
+        "         --from-domain HUB    create a region's mirror of the hub's bucket\n"
         "\n"
         "--db DIR (or --db=DIR) defaults to /var/lib/internald; it and --no-sync may also\n"
         "follow the command. 'internalctl COMMAND --help' for one command.\n";
@@ -80,9 +83,22 @@ static const char *const help_text[][2] = {
          "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
          "acknowledgements.\n"},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+                   "                         [--js-domain D] [--sync-spread SECONDS]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
-                   "transaction that also stores the stream position.\n"},
+                   "transaction that also stores the stream position.\n"
+                   "--js-domain D: the bucket of JetStream domain D (a region's mirror) rather\n"
+                   "than the connected server's. --sync-spread S: a full sync starts after a\n"
+                   "random delay of up to S seconds (0: none; default 1 s per 20000 messages,\n"
+                   "at most 30), so that followers syncing at once spread their reads.\n"},
+        {"mirror",
+         "usage: internalctl mirror [--nats URL]... [--js-domain D] [--bucket NAME]\n"
+         "                          [--replicas N] --from-domain HUB\n"
+         "Creates the bucket (default internal) in the JetStream domain of the server\n"
+         "connected to (or D) as a mirror of the bucket of the same name in domain HUB,\n"
+         "which the server fills over its leaf node connection, keeping the hub's stream\n"
+         "sequences. Exit 0 also when that mirror exists; 1 when the bucket exists and\n"
+         "is not that mirror. --replicas (1 to 5, default 1) within the domain.\n"},
 };
 
 typedef struct {
@@ -863,7 +879,7 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 	return 0;
 }
 
-/* ---- publish / follow (the fleet, DESIGN.md section 7) ----------------------------------- */
+/* ---- publish / follow (the fleet, internald(7) FLEET) ------------------------------------ */
 
 #define FLEET_URLS_MAX 16
 
@@ -874,6 +890,8 @@ typedef struct {
 	int replicas;
 	long batch, ack_wait;
 	bool replace;
+	const char *js_domain;
+	long spread; /* --sync-spread, -1 when not given */
 } fleet_args_t;
 
 /* A JetStream KV bucket name: letters, digits, '-' and '_' (NATS refuses any other, and
@@ -905,19 +923,28 @@ static bool parse_range(const char *v, long min, long max, long *res)
 	return true;
 }
 
+/* A JetStream domain: one subject token, as a bucket name. */
+#define DOMAIN_RULE "a JetStream domain is 1 to 63 letters, digits, '-' and '_'"
+static bool domain_valid(const char *s)
+{
+	return strlen(s) < 64 && bucket_valid(s);
+}
+
 /* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
 static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 {
 	const char *cmd = c->argv[0];
-	*a = (fleet_args_t){.bucket = "internal", .replicas = 1};
+	*a = (fleet_args_t){.bucket = "internal", .replicas = 1, .spread = -1};
 	for (int i = 1; i < c->argc; i++) {
 		const char *arg = c->argv[i], *val = NULL;
 		bool nats = strcmp(arg, "--nats") == 0, bucket = strcmp(arg, "--bucket") == 0;
 		bool replicas = file && strcmp(arg, "--replicas") == 0;
 		bool batch = !file && strcmp(arg, "--batch") == 0;
 		bool ack_wait = file && strcmp(arg, "--ack-wait") == 0;
+		bool domain = !file && strcmp(arg, "--js-domain") == 0;
+		bool spread = !file && strcmp(arg, "--sync-spread") == 0;
 		long n;
-		if (nats || bucket || replicas || batch || ack_wait) {
+		if (nats || bucket || replicas || batch || ack_wait || domain || spread) {
 			if (i + 1 == c->argc)
 				return cmd_usage(cmd, "%s needs a value", arg);
 			val = c->argv[++i];
@@ -947,6 +974,15 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 				return cmd_usage(
 				        cmd, "--ack-wait takes 1 to 3600 seconds, not '%s'", val);
 			a->ack_wait = n;
+		} else if (domain) {
+			if (!domain_valid(val))
+				return cmd_usage(cmd, "--js-domain '%s': %s", val, DOMAIN_RULE);
+			a->js_domain = val;
+		} else if (spread) {
+			if (!parse_range(val, 0, 3600, &a->spread))
+				return cmd_usage(cmd,
+				                 "--sync-spread takes 0 to 3600 seconds, not '%s'",
+				                 val);
 		} else if (file && strcmp(arg, "--replace") == 0) {
 			a->replace = true;
 		} else if (file && is_file_arg(arg)) {
@@ -1005,9 +1041,69 @@ static int cmd_follow(const cli_t *c)
 	wc.flags |= REG_WRITEMAP; /* a full sync is one transaction of the whole bucket */
 	if ((rc = open_reg(&wc, true, &reg)))
 		return rc;
-	follow_opts_t o = {a.urls, a.nurls, a.bucket, (size_t)a.batch, &follow_stop};
+	/* --sync-spread 0 is none (-1 here); without it, the default (0 here) */
+	double spread = a.spread < 0 ? 0 : a.spread == 0 ? -1 : (double)a.spread;
+	follow_opts_t o = {a.urls,       a.nurls,     a.bucket, (size_t)a.batch,
+	                   &follow_stop, a.js_domain, spread};
 	rc = follow_run(reg, &o, NULL);
 	reg_close(reg);
+	return rc ? EXIT_REFUSED : 0;
+}
+
+/* internalctl mirror: a region's leaf node gets its mirror of the hub's bucket. */
+static int cmd_mirror(const cli_t *c)
+{
+	const char *cmd = c->argv[0], *urls[FLEET_URLS_MAX], *bucket = "internal";
+	const char *domain = NULL, *from = NULL;
+	size_t nurls = 0;
+	long replicas = 1;
+	for (int i = 1; i < c->argc; i++) {
+		const char *arg = c->argv[i], *val = i + 1 < c->argc ? c->argv[i + 1] : NULL;
+		if (strcmp(arg, "--nats") && strcmp(arg, "--bucket") &&
+		    strcmp(arg, "--js-domain") && strcmp(arg, "--from-domain") &&
+		    strcmp(arg, "--replicas"))
+			return stray(cmd, arg);
+		if (!val)
+			return cmd_usage(cmd, "%s needs a value", arg);
+		i++;
+		if (strcmp(arg, "--nats") == 0) {
+			if (nurls == FLEET_URLS_MAX)
+				return cmd_usage(cmd, "at most %d --nats URLs", FLEET_URLS_MAX);
+			urls[nurls++] = val;
+		} else if (strcmp(arg, "--bucket") == 0) {
+			if (!bucket_valid(val))
+				return cmd_usage(
+				        cmd,
+				        "--bucket '%s': a bucket name is 1 to %zu letters, "
+				        "digits, '-' and '_' only",
+				        val, BUCKET_MAX);
+			bucket = val;
+		} else if (strcmp(arg, "--replicas") == 0) {
+			if (!parse_range(val, 1, 5, &replicas))
+				return cmd_usage(cmd, "--replicas takes 1 to 5, not '%s'", val);
+		} else if (!domain_valid(val)) {
+			return cmd_usage(cmd, "%s '%s': %s", arg, val, DOMAIN_RULE);
+		} else if (strcmp(arg, "--js-domain") == 0) {
+			domain = val;
+		} else {
+			from = val;
+		}
+	}
+	if (!from)
+		return cmd_usage(cmd, "needs --from-domain (the hub's JetStream domain)");
+	if (nurls == 0)
+		urls[nurls++] = "nats://127.0.0.1:4222";
+	kv_conn_t *conn = NULL;
+	int rc = kv_connect(&conn, urls, nurls, false);
+	if (!rc && !(rc = kv_set_domain(conn, domain)))
+		rc = kv_mirror_create(conn, bucket, from, (int)replicas);
+	if (rc)
+		fprintf(stderr, "internalctl: mirror of bucket %s from domain %s: %s\n", bucket,
+		        from, kv_strerror(rc));
+	else
+		out("internalctl: bucket %s mirrors domain %s's\n", bucket, from);
+	if (conn)
+		kv_close(conn);
 	return rc ? EXIT_REFUSED : 0;
 }
 
@@ -1077,6 +1173,8 @@ static int run(int argc, char **argv)
 		return cmd_publish(&c);
 	if (strcmp(cmd, "follow") == 0)
 		return cmd_follow(&c);
+	if (strcmp(cmd, "mirror") == 0)
+		return cmd_mirror(&c);
 	fprintf(stderr, "internalctl: unknown command '%s'\n", cmd);
 	return usage(NULL);
 }

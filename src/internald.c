@@ -17,6 +17,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_http.h"
 #include "registry.h"
 #include "server.h"
 

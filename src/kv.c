@@ -24,6 +24,7 @@ struct kv_conn {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool closing, closed;
+	char domain[64]; /* kv_set_domain: the JetStream domain buckets are opened in */
 };
 
 struct kv_bucket {
@@ -39,6 +40,8 @@ struct kv_bucket {
 	uint64_t puts, deletes; /* acknowledged since kv_bucket_open */
 	long ack_wait_ms;
 	struct kv_bucket *left_next; /* on the list of buckets left to late answers */
+	char origin[32];             /* a mirror's origin's identity (kv_info_t), once asked */
+	bool origin_asked;
 };
 
 struct kv_sub {
@@ -273,6 +276,8 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_m
 	o.PublishAsync.StallWait = b->ack_wait_ms; /* a busy server slows a big publish */
 	o.PublishAsync.AckHandler = on_pub_ack;
 	o.PublishAsync.AckHandlerClosure = b;
+	if (c->domain[0])
+		o.Domain = c->domain;
 	kvStore *kv = NULL;
 	pthread_mutex_init(&b->mutex, NULL);
 	natsStatus s = natsConnection_JetStream(&b->js, c->nc, &o);
@@ -349,6 +354,124 @@ static int stream_info(kv_bucket_t *b, jsStreamInfo **si)
 	return fail(s, "stream info");
 }
 
+/* ---- regional mirrors -------------------------------------------------------------------- */
+
+/* A JetStream domain or bucket name: what NATS takes as one subject token. */
+static bool plain_name(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+			return false;
+	return true;
+}
+
+int kv_set_domain(kv_conn_t *c, const char *domain)
+{
+	if (!domain || !*domain) {
+		c->domain[0] = '\0';
+		return 0;
+	}
+	if (!plain_name(domain, sizeof(c->domain) - 1))
+		return -EINVAL;
+	snprintf(c->domain, sizeof(c->domain), "%s", domain);
+	return 0;
+}
+
+/* The identity (creation time) of the stream that si, a mirror, mirrors: asked once per
+ * bucket, through the API prefix the mirror itself reaches it by (the hub's domain). A
+ * hub out of reach leaves it unknown for this bucket's life rather than waiting for it
+ * at every kv_info. */
+static void mirror_origin(kv_bucket_t *b, const jsStreamInfo *si)
+{
+	const jsStreamSource *m = si->Config ? si->Config->Mirror : NULL;
+	if (b->origin_asked || !m || !m->Name)
+		return;
+	b->origin_asked = true;
+	jsOptions o;
+	jsOptions_Init(&o);
+	o.Wait = 2000;
+	if (m->External && m->External->APIPrefix && *m->External->APIPrefix)
+		o.Prefix = m->External->APIPrefix;
+	else if (b->c->domain[0])
+		o.Domain = b->c->domain;
+	jsCtx *js = NULL;
+	jsStreamInfo *osi = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = natsConnection_JetStream(&js, b->c->nc, &o);
+	if (s == NATS_OK)
+		s = js_GetStreamInfo(&osi, js, m->Name, NULL, &jerr);
+	if (s == NATS_OK)
+		snprintf(b->origin, sizeof(b->origin), "%" PRId64, osi->Created);
+	log_info("kv: mirror=%s of=%s api=%s origin=%s", b->stream, m->Name,
+	         o.Prefix ? o.Prefix : "-", b->origin[0] ? b->origin : "unreachable");
+	jsStreamInfo_Destroy(osi);
+	jsCtx_Destroy(js);
+}
+
+int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int replicas)
+{
+	if (!plain_name(name, 63) || !plain_name(from, 63) || replicas < 1 || replicas > 5)
+		return -EINVAL;
+	char stream[72], api[96];
+	snprintf(stream, sizeof(stream), "KV_%s", name);
+	snprintf(api, sizeof(api), "$JS.%s.API", from);
+	jsOptions o;
+	jsOptions_Init(&o);
+	o.Wait = 5000;
+	if (c->domain[0])
+		o.Domain = c->domain;
+	jsExternalStream ext = {.APIPrefix = api, .DeliverPrefix = ""}; /* libnats: not NULL */
+	jsStreamSource src = {.Name = stream, .External = &ext};
+	jsStreamConfig cfg;
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = stream;
+	cfg.Mirror = &src;
+	cfg.MaxMsgsPerSubject = 1; /* as the hub's: history 1 */
+	cfg.Storage = js_FileStorage;
+	cfg.Replicas = replicas;
+	cfg.Discard = js_DiscardNew;
+	cfg.AllowRollup = true;
+	cfg.DenyDelete = true;
+	cfg.AllowDirect = true;
+	jsCtx *js = NULL;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = natsConnection_JetStream(&js, c->nc, &o);
+	if (s == NATS_OK)
+		s = js_AddStream(&si, js, &cfg, NULL, &jerr);
+	int rc = 0;
+	if (s == NATS_OK) {
+		log_info("kv: mirror=created name=%s from=%s replicas=%d", name, from, replicas);
+	} else if (jerr == JSStreamNameExistErr &&
+	           js_GetStreamInfo(&si, js, stream, NULL, NULL) == NATS_OK) {
+		const jsStreamSource *m = si->Config ? si->Config->Mirror : NULL;
+		const char *p = m && m->External ? m->External->APIPrefix : NULL;
+		if (!m || !m->Name || strcmp(m->Name, stream) != 0 || !p || strcmp(p, api) != 0) {
+			if (!m)
+				snprintf(
+				        last_error, sizeof(last_error),
+				        "bucket %s exists here and is no mirror (is this the hub?)",
+				        name);
+			else
+				snprintf(last_error, sizeof(last_error),
+				         "bucket %s exists and mirrors %s through %s, not domain "
+				         "%s's",
+				         name, m->Name ? m->Name : "?", p ? p : "its own domain",
+				         from);
+			rc = -EIO;
+		} /* else the mirror is there, only configured otherwise (replicas): keep it */
+	} else {
+		rc = fail(s, "create mirror");
+	}
+	jsStreamInfo_Destroy(si);
+	jsCtx_Destroy(js);
+	return rc;
+}
+
 int kv_info(kv_bucket_t *b, kv_info_t *out)
 {
 	jsStreamInfo *si;
@@ -359,6 +482,8 @@ int kv_info(kv_bucket_t *b, kv_info_t *out)
 	out->first = si->State.FirstSeq;
 	out->last = si->State.LastSeq;
 	out->msgs = si->State.Msgs;
+	mirror_origin(b, si);
+	snprintf(out->origin, sizeof(out->origin), "%s", b->origin);
 	jsStreamInfo_Destroy(si);
 	return 0;
 }

@@ -26,6 +26,59 @@ static const char *const refused[MET_REFUSED_REASONS] = {"other_org", "not_allow
                                                          "transfer",  "no_org",      "no_upstream"};
 static const char *const dropped[MET_DROP_REASONS] = {"short", "qr_set", "unparseable", "oversize"};
 
+/* ---- one query's outcome into a worker's counters ----------------------------------------- */
+
+static const uint8_t form_index[] = {
+        [NAME_NX] = MET_FORM_OTHER,
+        [NAME_APEX] = MET_FORM_APEX,
+        [NAME_ENT] = MET_FORM_OTHER,
+        [NAME_APP] = MET_FORM_APP,
+        [NAME_REGION] = MET_FORM_REGION,
+        [NAME_GROUP] = MET_FORM_GROUP,
+        [NAME_VM] = MET_FORM_VM,
+        [NAME_NEAREST] = MET_FORM_NEAREST,
+        [NAME_META] = MET_FORM_METADATA,
+        [NAME_VMS] = MET_FORM_VMS,
+        [NAME_REGIONS] = MET_FORM_REGIONS,
+        [NAME_APPS] = MET_FORM_APPS,
+        [NAME_PEERS] = MET_FORM_PEERS,
+        [NAME_PEER] = MET_FORM_PEER,
+        [NAME_INSTANCES] = MET_FORM_INSTANCES,
+        [NAME_FLYCAST] = MET_FORM_FLYCAST,
+        [NAME_PTR] = MET_FORM_PTR,
+};
+
+/* answer.c's REFUSED reasons as the counter's labels (ANS_REFUSED_NO_FORWARD: no upstream). */
+static const uint8_t refused_index[] = {
+        [ANS_REFUSED_NOT_ALLOWED] = MET_REFUSED_NOT_ALLOWED,
+        [ANS_REFUSED_OTHER_ORG] = MET_REFUSED_OTHER_ORG,
+        [ANS_REFUSED_CLASS] = MET_REFUSED_CLASS,
+        [ANS_REFUSED_TRANSFER] = MET_REFUSED_TRANSFER,
+        [ANS_REFUSED_NO_ORG] = MET_REFUSED_NO_ORG,
+        [ANS_REFUSED_NO_FORWARD] = MET_REFUSED_NO_UPSTREAM,
+};
+
+void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_t act,
+                      const uint8_t *pkt, size_t len, const uint8_t *out, size_t outlen)
+{
+	if (act == ANS_DROP) {
+		MET_INC(m->dropped[len < WIRE_HDR         ? MET_DROP_SHORT
+		                   : (pkt[2] & 0x80) != 0 ? MET_DROP_QR
+		                                          : MET_DROP_UNPARSEABLE]);
+		return;
+	}
+	if (act != ANS_REPLY || !outlen)
+		return;
+	MET_INC(m->rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
+	                                                   : (unsigned)a->last_rcode)]);
+	if (a->last_form > NAME_OUTSIDE && (size_t)a->last_form < sizeof(form_index))
+		MET_INC(m->form[form_index[a->last_form]]);
+	if (!tcp && (out[2] & 0x02))
+		MET_INC(m->truncated);
+	if (a->last_refused >= 0 && (size_t)a->last_refused < sizeof(refused_index))
+		MET_INC(m->refused[refused_index[a->last_refused]]);
+}
+
 void met_worker_add(met_worker_t *sum, const met_worker_t *w)
 {
 	/* every field is a uint64_t: add them as an array, read each once, relaxed */

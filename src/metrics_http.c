@@ -18,8 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "metrics.h"
-#include "server.h"
+#include "metrics_http.h"
 
 struct met_http {
 	struct MHD_Daemon *d;

@@ -1,5 +1,5 @@
 /*
- * org.c — the organisation of a query (DESIGN.md section 1) and address parsing.
+ * org.c — the organisation of a query (internald(7), ORGANISATIONS) and address parsing.
  *
  * Pure. It must never let a query see another org: a source inside fdaa::/16 always
  * wins over --default-org, and an org resolver address (<prefix>::3) of another
@@ -64,7 +64,7 @@ org_verdict_t org_classify(const org_acl_t *acl, const uint8_t src[16], const ui
 	if (org_is_6pn(src)) {
 		*net = org_net_of(src);
 		if (dst && is_org_resolver(dst) && org_net_of(dst) != *net)
-			return ORG_REFUSED;
+			return ORG_OTHER_ORG;
 		return ORG_OK;
 	}
 	if (!has_default)

@@ -184,6 +184,12 @@ int wire_parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	return rc;
 }
 
+size_t wire_udp_size(const wire_query_t *q)
+{
+	size_t size = q->edns ? q->edns_udp : WIRE_UDP_MIN;
+	return size < WIRE_UDP_MIN ? WIRE_UDP_MIN : size > WIRE_EDNS_SIZE ? WIRE_EDNS_SIZE : size;
+}
+
 bool wire_qtype_notimp(uint16_t qtype)
 {
 	/* RFC 6895 3.1: 128-255 are meta-types, meaningful only in a question. Of them we

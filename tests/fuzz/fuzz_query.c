@@ -33,12 +33,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	                    .region_len = 3,
 	                    .forward = true};
 	org_acl_default(&conf.acl);
-	ctx = (ans_ctx_t){.conf = &conf,
-	                  .txn = txn,
-	                  .has_default = true,
-	                  .default_net = 0x18,
-	                  .serial = 1,
-	                  .rng = 1};
+	ctx = (ans_ctx_t){
+	        .conf = &conf, .txn = txn, .has_default = true, .default_net = 0x18, .rng = 1};
 	ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*ctx.cand));
 	return 0;
 }

@@ -77,7 +77,6 @@ static int setup(void **state)
 	                      .txn = fx->txn,
 	                      .has_default = true,
 	                      .default_net = NET_A,
-	                      .serial = 1,
 	                      .rng = 42};
 	fx->ctx.cand = calloc(ANS_NEAREST_MAX, sizeof(*fx->ctx.cand));
 	*state = fx;

@@ -1,6 +1,6 @@
 /* test_metrics.c — the Prometheus text of internald's counters: every family once with
  * one HELP and one TYPE, its samples together, histograms cumulative, labels escaped,
- * the workers' counters summed. */
+ * the workers' counters summed, and one query's outcome (answer.c's) into the counters. */
 #include "testreg.h"
 
 #include "metrics.h"
@@ -179,6 +179,95 @@ static void test_worker_counters_are_summed(void **st)
 	assert_int_equal(sum.tcp_closed_cap, 1);
 }
 
+/* ---- met_count_answer: what answer.c decided, into the counters -------------------------- */
+
+/* An answer header (12 bytes) with TC set or not. */
+static void header(uint8_t out[12], bool tc)
+{
+	memset(out, 0, 12);
+	out[2] = (uint8_t)(0x80 | (tc ? 0x02 : 0));
+}
+
+static ans_ctx_t decided(int rcode, int form, int refused)
+{
+	ans_ctx_t a;
+	memset(&a, 0, sizeof(a));
+	a.last_rcode = rcode, a.last_form = form, a.last_refused = refused;
+	return a;
+}
+
+static void test_each_refused_reason_of_answer_has_its_label(void **st)
+{
+	(void)st;
+	static const struct {
+		int ans, met;
+	} cases[] = {
+	        {ANS_REFUSED_NOT_ALLOWED, MET_REFUSED_NOT_ALLOWED},
+	        {ANS_REFUSED_OTHER_ORG, MET_REFUSED_OTHER_ORG},
+	        {ANS_REFUSED_CLASS, MET_REFUSED_CLASS},
+	        {ANS_REFUSED_TRANSFER, MET_REFUSED_TRANSFER},
+	        {ANS_REFUSED_NO_ORG, MET_REFUSED_NO_ORG},
+	        {ANS_REFUSED_NO_FORWARD, MET_REFUSED_NO_UPSTREAM},
+	};
+	uint8_t q[12] = {0}, out[12];
+	header(out, false);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		met_worker_t m;
+		memset(&m, 0, sizeof(m));
+		ans_ctx_t a = decided(WIRE_REFUSED, -1, cases[i].ans);
+		met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+		for (int k = 0; k < MET_REFUSED_REASONS; k++)
+			assert_int_equal(m.refused[k], k == cases[i].met ? 1 : 0);
+		assert_int_equal(m.rcode[WIRE_REFUSED], 1);
+	}
+}
+
+static void test_an_answer_counts_its_rcode_and_form_and_tc_over_udp_only(void **st)
+{
+	(void)st;
+	met_worker_t m;
+	memset(&m, 0, sizeof(m));
+	uint8_t q[12] = {0}, out[12];
+	header(out, true);
+	ans_ctx_t a = decided(WIRE_NOERROR, NAME_VMS, -1);
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	met_count_answer(&m, &a, true, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	assert_int_equal(m.rcode[WIRE_NOERROR], 2);
+	assert_int_equal(m.form[MET_FORM_VMS], 2);
+	assert_int_equal(m.truncated, 1);
+	for (int k = 0; k < MET_REFUSED_REASONS; k++)
+		assert_int_equal(m.refused[k], 0);
+	a = decided(WIRE_NXDOMAIN, NAME_NX, -1);
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	assert_int_equal(m.form[MET_FORM_OTHER], 1);
+	a = decided(WIRE_FORMERR, -1, -1); /* no form: none counted */
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	assert_int_equal(m.rcode[WIRE_FORMERR], 1);
+	assert_int_equal(m.form[MET_FORM_VMS] + m.form[MET_FORM_OTHER], 3);
+}
+
+static void test_drops_say_why_and_forwards_and_empty_answers_count_nothing(void **st)
+{
+	(void)st;
+	met_worker_t m, zero;
+	memset(&m, 0, sizeof(m)), memset(&zero, 0, sizeof(zero));
+	ans_ctx_t a = decided(-1, -1, -1);
+	uint8_t q[12] = {0}, out[12];
+	header(out, false);
+	met_count_answer(&m, &a, false, ANS_FORWARD, q, sizeof(q), out, 0);
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, 0);
+	assert_memory_equal(&m, &zero, sizeof(m));
+	met_count_answer(&m, &a, false, ANS_DROP, q, 5, NULL, 0);
+	q[2] = 0x80;
+	met_count_answer(&m, &a, false, ANS_DROP, q, sizeof(q), NULL, 0);
+	q[2] = 0;
+	met_count_answer(&m, &a, true, ANS_DROP, q, sizeof(q), NULL, 0);
+	assert_int_equal(m.dropped[MET_DROP_SHORT], 1);
+	assert_int_equal(m.dropped[MET_DROP_QR], 1);
+	assert_int_equal(m.dropped[MET_DROP_UNPARSEABLE], 1);
+	assert_int_equal(m.dropped[MET_DROP_OVERSIZE], 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -188,6 +277,9 @@ int main(void)
 	        cmocka_unit_test(test_latency_bucket_bounds),
 	        cmocka_unit_test(test_absent_parts_leave_their_families_out),
 	        cmocka_unit_test(test_worker_counters_are_summed),
+	        cmocka_unit_test(test_each_refused_reason_of_answer_has_its_label),
+	        cmocka_unit_test(test_an_answer_counts_its_rcode_and_form_and_tc_over_udp_only),
+	        cmocka_unit_test(test_drops_say_why_and_forwards_and_empty_answers_count_nothing),
 	};
 	return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }

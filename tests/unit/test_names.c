@@ -1,4 +1,4 @@
-/* test_names.c — every name form of DESIGN.md section 3, reserved words, malformed
+/* test_names.c — every name form of internald(7), NAMES, reserved words, malformed
  * names, and the label rules the importer shares. */
 #include "testreg.h"
 

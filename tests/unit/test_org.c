@@ -1,4 +1,4 @@
-/* test_org.c — which org a query belongs to (DESIGN.md section 1), and the address and
+/* test_org.c — which org a query belongs to (internald(7), ORGANISATIONS), and the address and
  * prefix parsers the importer and the config share. */
 #include "testreg.h"
 
@@ -46,7 +46,7 @@ static void test_other_orgs_resolver_address_is_refused(void **s)
 	uint32_t net;
 	ip("fdaa:0:18:a7b:d6b:0:a:2", src);
 	ip("fdaa:0:19::3", dst);
-	assert_int_equal(org_classify(&a, src, dst, true, 0x19, &net), ORG_REFUSED);
+	assert_int_equal(org_classify(&a, src, dst, true, 0x19, &net), ORG_OTHER_ORG);
 	ip("fdaa:0:19::4", dst); /* not a resolver address: source decides */
 	assert_int_equal(org_classify(&a, src, dst, true, 0x19, &net), ORG_OK);
 	assert_int_equal(net, 0x18);

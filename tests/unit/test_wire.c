@@ -558,6 +558,19 @@ static void test_strip_options_before_compressed_names_moves_nothing(void **s)
 	ldns_pkt_free(p);
 }
 
+static void test_udp_size_is_the_edns_payload_clamped(void **st)
+{
+	(void)st;
+	wire_query_t q = {.edns = false, .edns_udp = 4096};
+	assert_int_equal(wire_udp_size(&q), WIRE_UDP_MIN); /* no EDNS: 512 whatever was read */
+	q.edns = true;
+	assert_int_equal(wire_udp_size(&q), WIRE_EDNS_SIZE);
+	q.edns_udp = 1000;
+	assert_int_equal(wire_udp_size(&q), 1000);
+	q.edns_udp = 100;
+	assert_int_equal(wire_udp_size(&q), WIRE_UDP_MIN);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -582,6 +595,7 @@ int main(void)
 	        cmocka_unit_test(test_strip_options_keeps_the_rest),
 	        cmocka_unit_test(test_strip_options_before_compressed_names_moves_nothing),
 	        cmocka_unit_test(test_notimp_keeps_the_opt),
+	        cmocka_unit_test(test_udp_size_is_the_edns_payload_clamped),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }

@@ -1,0 +1,346 @@
+/*
+ * srv_tcp.c — the TCP path of a worker (RFC 7766): accept under the connection cap,
+ * read frames, answer them in order, write with back-pressure (a client that does not
+ * read stops being read), forward at most TCP_FWD_MAX queries per connection, close on
+ * idle. A connection's buffer grows to one frame at most.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "srv_impl.h"
+
+static void conn_release(conn_t *c)
+{
+	if (--c->refs > 0)
+		return;
+	worker_t *w = c->w;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	MET_ADD(w->m.tcp_open, (uint64_t)-1);
+	if (c->idled)
+		MET_INC(w->m.tcp_closed_idle);
+	free(c->buf);
+	free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	conn_release(h->data);
+}
+
+void srv_conn_close(conn_t *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	uv_close((uv_handle_t *)&c->h, on_conn_closed);
+	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+	conn_t *c = t->data;
+	c->idled = !c->closing;
+	srv_conn_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+	(void)hint;
+	if (c->cap - c->len < 512 && c->cap < WIRE_TCP_MAX + 2) {
+		size_t cap = c->cap * 2 > WIRE_TCP_MAX + 2 ? WIRE_TCP_MAX + 2 : c->cap * 2;
+		uint8_t *b = realloc(c->buf, cap);
+		if (b)
+			c->buf = b, c->cap = cap;
+	}
+	*buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+typedef struct {
+	uv_write_t req;
+	conn_t *c;
+	size_t len;
+	uint8_t data[];
+} wreq_t;
+
+static void conn_read_start(conn_t *c);
+static void conn_process(conn_t *c);
+
+/* Room again (the client read, a forwarded answer came back): the frames that waited are
+ * answered and reading goes on, unless the client has closed its side. */
+static void conn_resume(conn_t *c)
+{
+	if (c->reading || c->closing || c->pending >= TCP_WRITE_HIGH / 2 || c->fwds >= TCP_FWD_MAX)
+		return;
+	conn_process(c);
+	if (!c->closing && !c->eof && !c->reading && c->pending < TCP_WRITE_HIGH / 2 &&
+	    c->fwds < TCP_FWD_MAX)
+		conn_read_start(c);
+}
+
+/* After the client's EOF: closes once every answer is out and no whole frame waits. */
+static void conn_finish_if_done(conn_t *c)
+{
+	if (!c->eof || c->closing || c->fwds || c->pending)
+		return;
+	if (c->len >= 2 && c->len - 2 >= ((size_t)c->buf[0] << 8 | c->buf[1]))
+		return; /* a frame still to answer (conn_resume will) */
+	srv_conn_close(c);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	wreq_t *r = (wreq_t *)req;
+	conn_t *c = r->c;
+	c->pending -= r->len;
+	if (status < 0)
+		srv_conn_close(c);
+	conn_resume(c);
+	conn_finish_if_done(c);
+	free(r);
+	conn_release(c);
+}
+
+/* Writes one framed message (msg[-2..] has room for the length). */
+static void conn_send(conn_t *c, uint8_t *framed, size_t len)
+{
+	if (c->closing)
+		return;
+	framed[0] = (uint8_t)(len >> 8);
+	framed[1] = (uint8_t)len;
+	size_t total = len + 2, done = 0;
+	if (c->pending == 0) {
+		uv_buf_t b = uv_buf_init((char *)framed, (unsigned)total);
+		int n = uv_try_write((uv_stream_t *)&c->h, &b, 1);
+		if (n > 0)
+			done = (size_t)n;
+		else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+			srv_conn_close(c);
+			return;
+		}
+	}
+	if (done == total)
+		return;
+	wreq_t *r = malloc(sizeof(*r) + total - done);
+	if (!r) {
+		srv_conn_close(c);
+		return;
+	}
+	r->c = c, r->len = total - done;
+	memcpy(r->data, framed + done, r->len);
+	uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+	if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_written)) {
+		free(r);
+		srv_conn_close(c);
+		return;
+	}
+	c->refs++;
+	c->pending += r->len;
+	if (c->pending > TCP_WRITE_HIGH && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->h);
+		c->reading = false;
+	}
+}
+
+static void fwd_tcp_done(void *arg, const uint8_t *resp, size_t len)
+{
+	tcp_fwd_t *fq = arg;
+	conn_t *c = fq->c;
+	fq->used = false;
+	c->fwds--;
+	if (len)
+		srv_count_relayed(c->w, true, resp, len);
+	if (len && !c->closing) {
+		uint8_t *out = c->w->tcp_out;
+		memcpy(out + 2, resp, len);
+		conn_send(c, out, len);
+		if (c->w->dt) {
+			dt_end_t cl, sv;
+			srv_tap_ends(&cl, &sv, c->src, c->sport, c->dst, c->dport);
+			dt_log_client_response(c->w->dt, true, &cl, &sv, &fq->qtime, resp, len);
+		}
+		conn_resume(c); /* len 0: the forwarder is closing, and so is the server */
+		conn_finish_if_done(c);
+	}
+	conn_release(c);
+}
+
+static void conn_query(conn_t *c, const uint8_t *pkt, size_t len)
+{
+	worker_t *w = c->w;
+	ans_client_t cl = {.tcp = true};
+	memcpy(cl.src, c->src, 16);
+	memcpy(cl.dst, c->dst, 16);
+	size_t out = 0;
+	srv_count_query(w, &cl);
+	ans_action_t act = ans_process(&w->ans, &cl, pkt, len, w->tcp_out + 2, WIRE_TCP_MAX, &out);
+	met_count_answer(&w->m, &w->ans, cl.tcp, act, pkt, len, w->tcp_out + 2, out);
+	dt_end_t tc, ts;
+	struct timespec now;
+	if (w->dt && (act == ANS_REPLY || act == ANS_FORWARD)) {
+		clock_gettime(CLOCK_REALTIME, &now);
+		srv_tap_ends(&tc, &ts, c->src, c->sport, c->dst, c->dport);
+		dt_log_client_query(w->dt, true, &tc, &ts, pkt, len, &now);
+	}
+	if (act == ANS_FORWARD) {
+		tcp_fwd_t *fq = NULL; /* conn_process keeps fwds below TCP_FWD_MAX: one is free */
+		for (size_t i = 0; i < TCP_FWD_MAX && !fq; i++)
+			if (!c->fq[i].used)
+				fq = &c->fq[i];
+		if (fwd_resolve(w->fwd, pkt, len, &w->ans.q, WIRE_TCP_MAX, true, w->tcp_out + 2,
+		                WIRE_TCP_MAX, &out, fq ? fwd_tcp_done : NULL, fq) == FWD_PENDING) {
+			fq->c = c;
+			if (w->dt)
+				fq->qtime = now;
+			fq->used = true;
+			c->refs++;
+			c->fwds++;
+			return;
+		}
+		srv_count_relayed(w, true, w->tcp_out + 2, out); /* cached, or SERVFAIL */
+	} else if (act != ANS_REPLY) {
+		srv_conn_close(c); /* a message we would not answer on UDP ends a TCP session */
+		return;
+	}
+	if (out)
+		conn_send(c, w->tcp_out, out);
+	if (out && w->dt)
+		dt_log_client_response(w->dt, true, &tc, &ts, &now, w->tcp_out + 2, out);
+}
+
+/*
+ * Answers the complete frames in the buffer while the client takes its answers: past the
+ * high-water mark of unsent bytes, or with TCP_FWD_MAX of its queries forwarded and not
+ * yet answered, the rest waits in the buffer (and reading stops) until the writes drain
+ * or the answers come, so a client that pipelines and never reads holds at most the
+ * buffer, the high-water mark and TCP_FWD_MAX answers, whatever the size of each.
+ */
+static void conn_process(conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (!srv_batch_begin(c->w)) {
+		srv_conn_close(c);
+		return;
+	}
+	size_t off = 0;
+	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
+	       c->len - off >= 2) {
+		size_t mlen = (size_t)c->buf[off] << 8 | c->buf[off + 1];
+		if (mlen < WIRE_HDR) {
+			srv_conn_close(c); /* zero or header-less frames: not DNS */
+			break;
+		}
+		if (c->len - off - 2 < mlen)
+			break;
+		conn_query(c, c->buf + off + 2, mlen);
+		off += 2 + mlen;
+	}
+	srv_batch_end(c->w);
+	if (off) {
+		memmove(c->buf, c->buf + off, c->len - off);
+		c->len -= off;
+	}
+	if (c->fwds >= TCP_FWD_MAX && c->reading) { /* fwd_tcp_done resumes */
+		uv_read_stop((uv_stream_t *)&c->h);
+		c->reading = false;
+	}
+}
+
+static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+	(void)buf;
+	if (n == UV_EOF) { /* a half-close (RFC 7766 section 6.2.4): answer what came first */
+		c->eof = true;
+		c->reading = false; /* libuv stops reading at EOF */
+		conn_finish_if_done(c);
+		return;
+	}
+	if (n < 0) {
+		srv_conn_close(c);
+		return;
+	}
+	if (n == 0)
+		return;
+	c->len += (size_t)n;
+	uv_timer_again(&c->idle);
+	conn_process(c);
+}
+
+static void conn_read_start(conn_t *c)
+{
+	if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) == 0)
+		c->reading = true;
+}
+
+static void on_rejected_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+/* Accepts and closes at once, so the client knows (over the cap, out of memory). */
+static void conn_reject(uv_stream_t *server, worker_t *w)
+{
+	uv_tcp_t *t = malloc(sizeof(*t));
+	if (t && uv_tcp_init(&w->loop, t) == 0) {
+		uv_accept(server, (uv_stream_t *)t);
+		uv_close((uv_handle_t *)t, on_rejected_closed);
+	} else {
+		free(t);
+	}
+}
+
+void srv_tcp_accept(uv_stream_t *server, int status)
+{
+	tcp_listener_t *l = server->data;
+	worker_t *w = l->w;
+	if (status < 0)
+		return;
+	if (w->nconns >= w->max_conns) {
+		MET_INC(w->m.tcp_closed_cap);
+		conn_reject(server, w);
+		return;
+	}
+	conn_t *c = calloc(1, sizeof(*c));
+	if (!c || !(c->buf = malloc(1024)) || uv_tcp_init(&w->loop, &c->h)) {
+		if (c)
+			free(c->buf);
+		free(c);
+		conn_reject(server, w); /* without uv_accept libuv would stop listening */
+		return;
+	}
+	c->w = w, c->cap = 1024, c->refs = 2;
+	c->h.data = c, c->idle.data = c;
+	uv_timer_init(&w->loop, &c->idle);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	MET_INC(w->m.tcp_accepted);
+	MET_INC(w->m.tcp_open);
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	if (uv_accept(server, (uv_stream_t *)&c->h) ||
+	    uv_tcp_getpeername(&c->h, (struct sockaddr *)&ss, &len)) {
+		srv_conn_close(c);
+		return;
+	}
+	srv_addr16(&ss, c->src);
+	c->sport = srv_port_of(&ss);
+	len = sizeof(ss);
+	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
+		srv_addr16(&ss, c->dst), c->dport = srv_port_of(&ss);
+	uv_timer_start(&c->idle, on_idle, w->cfg_snap->cfg.tcp_idle_ms,
+	               w->cfg_snap->cfg.tcp_idle_ms);
+	conn_read_start(c);
+}
