@@ -20,8 +20,7 @@
 #include "registry.h"
 
 typedef struct {
-	const char *const *urls; /* NATS servers, tried in order */
-	size_t nurls;
+	const kv_opts_t *nats; /* the servers, TLS and credentials */
 	const char *bucket;
 	size_t batch_max;            /* changes per live transaction (0: 100000) */
 	volatile sig_atomic_t *stop; /* set by a signal handler: finish the batch, return */
@@ -47,8 +46,14 @@ typedef struct {
  * the follower waits and retries, the registry stays as it is. stats may be NULL. */
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats);
 
+/* Called with every message a full sync reads (each key's latest value or delete
+ * marker, in stream order; a sync tried again reads them again). */
+typedef void (*follow_seen_fn)(void *arg, const kv_msg_t *m);
+
 /* One full sync of bucket b (named bucket) into reg, then returns (internalctl publish
- * mirrors the bucket into a scratch registry to validate against it). */
-int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats);
+ * mirrors the bucket into a scratch registry to validate against it, and sees the raw
+ * values through seen, which may be NULL). */
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn seen,
+                  void *seen_arg, follow_stats_t *stats);
 
 #endif

@@ -76,7 +76,9 @@ typedef struct {
 	size_t nskip, skip_cap;
 	uint64_t seq;          /* the position the transaction being written stores */
 	uint64_t applied_base; /* st.applied when the full sync began (reg_write may rerun it) */
-	char state[64];        /* the last state logged */
+	follow_seen_fn seen;   /* follow_mirror's caller's look at each message */
+	void *seen_arg;
+	char state[64]; /* the last state logged */
 } follow_t;
 
 static double mono(void)
@@ -545,6 +547,8 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		}
 		if (rc || (rc = sync_add(fl, &m)))
 			break;
+		if (fl->seen)
+			fl->seen(fl->seen_arg, &m);
 		if (m.seq > *last)
 			*last = m.seq;
 		done = m.pending == 0 || (past && mono() > tail);
@@ -880,11 +884,17 @@ static bool spread_wait(follow_t *fl)
 	return !*fl->o->stop;
 }
 
-int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats)
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn seen,
+                  void *seen_arg, follow_stats_t *stats)
 {
 	static volatile sig_atomic_t never;
 	follow_opts_t o = {.bucket = bucket, .stop = &never};
-	follow_t fl = {.reg = reg, .o = &o, .b = b, .state = "full-sync"};
+	follow_t fl = {.reg = reg,
+	               .o = &o,
+	               .b = b,
+	               .state = "full-sync",
+	               .seen = seen,
+	               .seen_arg = seen_arg};
 	int rc = kv_info(b, &fl.info);
 	if (!rc)
 		rc = full_sync(&fl);
@@ -898,7 +908,7 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
 	follow_t fl = {.reg = reg, .o = o};
-	int rc = kv_connect(&fl.conn, o->urls, o->nurls, true);
+	int rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
 		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
 		return rc;
