@@ -7,7 +7,11 @@
  * sequence the stream no longer holds) replaces the registry with every key's latest
  * value in ONE transaction; then live batches, each one transaction that also stores
  * the stream sequence, so a restart resumes exactly after the last commit. Values that
- * do not parse or validate are logged (key, sequence, reason), counted and skipped.
+ * do not parse or validate are logged (key, sequence, reason), counted and skipped; a
+ * change refused by the registry's checks (an org's delete while it has Machines, a
+ * record before its org) is also kept and tried again after each batch, until it
+ * applies or a later change of its key supersedes it, so that once the stream's last
+ * change is applied the registry equals the bucket whatever order it was written in.
  */
 #ifndef INTERNALD_FOLLOW_H
 #define INTERNALD_FOLLOW_H
@@ -30,6 +34,8 @@ typedef struct {
 	 * the whole stream; 0: the stream's messages / FOLLOW_SPREAD_RATE, at most
 	 * FOLLOW_SPREAD_MAX_S; < 0: none */
 	double sync_spread_s;
+	const char *pending_path; /* where changes kept for later outlive a restart (NULL:
+	                             in memory only) */
 } follow_opts_t;
 
 #define FOLLOW_SPREAD_RATE  20000.0 /* messages per second of delay window */

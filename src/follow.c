@@ -48,6 +48,7 @@ typedef struct {
 	uint64_t seq;
 	int op;
 	bool bad, superseded, told;
+	bool retry; /* refused by the registry's checks: may apply once later changes have */
 } entry_t;
 
 typedef struct {
@@ -64,6 +65,15 @@ typedef struct {
 	char err[JSONL_ERR_MAX];
 } batch_t;
 
+/* A change refused for now (an org's delete while it has Machines, a record before its
+ * org): kept until it applies or a later change of its key supersedes it. */
+typedef struct {
+	char *key, *val; /* val: len bytes and a NUL (a put's value; "" for a delete) */
+	size_t len;
+	uint64_t seq;
+	int op;
+} pend_t;
+
 typedef struct {
 	reg_t *reg;
 	const follow_opts_t *o;
@@ -79,6 +89,10 @@ typedef struct {
 	follow_seen_fn seen;   /* follow_mirror's caller's look at each message */
 	void *seen_arg;
 	char state[64]; /* the last state logged */
+	pend_t *pend;   /* changes refused for now, kept to be tried again */
+	size_t npend, pend_cap;
+	bool pend_saved; /* the pending file exists */
+	uint64_t tag_ns; /* the applied_ns the transaction being written stores */
 } follow_t;
 
 static double mono(void)
@@ -170,6 +184,135 @@ static void refuse(batch_t *b, entry_t *e, const char *why)
 	}
 }
 
+/* ---- changes kept for later ---------------------------------------------------------- */
+
+static void pend_drop(follow_t *fl, size_t i)
+{
+	free(fl->pend[i].key);
+	free(fl->pend[i].val);
+	fl->pend[i] = fl->pend[--fl->npend];
+}
+
+/* A change of key at seq supersedes every kept change of key before it. */
+static void pend_supersede(follow_t *fl, const char *key, uint64_t seq)
+{
+	for (size_t i = fl->npend; i-- > 0;)
+		if (fl->pend[i].seq < seq && strcmp(fl->pend[i].key, key) == 0)
+			pend_drop(fl, i);
+}
+
+/* Keeps a refused change (once: a batch tried again refuses it again). */
+static int pend_add(follow_t *fl, const char *key, int op, const char *val, size_t len,
+                    uint64_t seq)
+{
+	pend_supersede(fl, key, seq);
+	for (size_t i = 0; i < fl->npend; i++)
+		if (strcmp(fl->pend[i].key, key) == 0)
+			return 0; /* this one, or a later one, is kept already */
+	int rc = grow((void **)&fl->pend, &fl->pend_cap, fl->npend + 1, sizeof(*fl->pend));
+	if (rc)
+		return rc;
+	pend_t *p = &fl->pend[fl->npend];
+	*p = (pend_t){.key = strdup(key), .val = malloc(len + 1), .len = len, .seq = seq, .op = op};
+	if (!p->key || !p->val) {
+		free(p->key), free(p->val);
+		return -ENOMEM;
+	}
+	memcpy(p->val, val, len);
+	p->val[len] = '\0';
+	fl->npend++;
+	return 0;
+}
+
+static void pend_clear(follow_t *fl)
+{
+	while (fl->npend)
+		pend_drop(fl, fl->npend - 1);
+}
+
+/*
+ * The kept changes outlive the process in a file beside the registry: its first line is
+ * the tag of the commit it was written for (stream sequence and applied_ns), then one
+ * change a line, "SEQ OP KEY VALUE". It is written (atomically) before each commit that
+ * leaves changes kept, and removed after a commit that leaves none; a file whose tag is
+ * not the registry's (a crash between the two) makes the next start sync in full, which
+ * converges whatever was kept.
+ */
+static int pend_save(follow_t *fl)
+{
+	const char *path = fl->o->pending_path;
+	char tmp[4200];
+	if (!path || fl->npend == 0)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	int bad = fprintf(f, "%" PRIu64 " %" PRIu64 "\n", fl->seq, fl->tag_ns) < 0;
+	for (size_t i = 0; i < fl->npend && !bad; i++) {
+		const pend_t *p = &fl->pend[i];
+		bad = fprintf(f, "%" PRIu64 " %d %s %s\n", p->seq, p->op, p->key, p->val) < 0;
+	}
+	bad = bad || fflush(f) != 0 || fsync(fileno(f)) != 0;
+	int e = errno;
+	if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+		e = bad ? e : errno;
+		unlink(tmp);
+		return -(e ? e : EIO);
+	}
+	fl->pend_saved = true;
+	return 0;
+}
+
+/* After a commit: no file when nothing is kept. */
+static void pend_forget(follow_t *fl)
+{
+	if (fl->npend == 0 && fl->pend_saved && fl->o->pending_path) {
+		unlink(fl->o->pending_path);
+		fl->pend_saved = false;
+	}
+}
+
+/* Reads the file written for the registry's commit f. false: a file for another commit
+ * (sync in full). No file: nothing kept. */
+static bool pend_load(follow_t *fl, const reg_follow_t *f)
+{
+	pend_clear(fl);
+	fl->pend_saved = false;
+	const char *path = fl->o->pending_path;
+	FILE *in = path ? fopen(path, "r") : NULL;
+	if (!in)
+		return true;
+	char *line = NULL;
+	size_t cap = 0;
+	uint64_t seq = 0, ns = 0;
+	bool ok = getline(&line, &cap, in) > 0 &&
+	          sscanf(line, "%" SCNu64 " %" SCNu64, &seq, &ns) == 2 && seq == f->seq &&
+	          ns == f->applied_ns;
+	ssize_t len;
+	while (ok && (len = getline(&line, &cap, in)) > 0) {
+		char *k = strchr(line, ' '), *o = k, *v;
+		k = k ? strchr(k + 1, ' ') : NULL;
+		v = k ? strchr(k + 1, ' ') : NULL;
+		if (!v) {
+			ok = false;
+			break;
+		}
+		*k++ = '\0', *v++ = '\0';
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		ok = pend_add(fl, k, atoi(o + 1), v, strlen(v), strtoull(line, NULL, 10)) == 0;
+	}
+	free(line);
+	fclose(in);
+	fl->pend_saved = true;
+	if (!ok) {
+		log_warn("follow: %s is not of the registry's last commit: syncing in full", path);
+		pend_clear(fl);
+	}
+	return ok;
+}
+
 /* The refusals of b not told yet: each logged and counted once, however often its batch
  * is tried again, and remembered by its sequence (a full sync tried again skips it). */
 static void report(follow_t *fl, batch_t *b)
@@ -182,8 +325,11 @@ static void report(follow_t *fl, batch_t *b)
 		if (grow((void **)&fl->skip, &fl->skip_cap, fl->nskip + 1, sizeof(*fl->skip)) == 0)
 			fl->skip[fl->nskip++] = e->seq;
 		fl->st.skipped++;
-		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"", key_of(b, e),
-		         e->seq, e->why ? b->str + e->why - 1 : "out of memory");
+		bool kept = e->retry && !e->superseded &&
+		            pend_add(fl, key_of(b, e), e->op, b->str + e->val, e->len, e->seq) == 0;
+		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"%s", key_of(b, e),
+		         e->seq, e->why ? b->str + e->why - 1 : "out of memory",
+		         kept ? " kept=yes" : "");
 	}
 }
 
@@ -355,6 +501,7 @@ static int refuse_named(batch_t *b, int rc)
 		return rc;
 	}
 	refuse(b, e, reason(b->err));
+	e->retry = true;
 	return -EAGAIN;
 }
 
@@ -395,7 +542,7 @@ static const char *stream_ident(const follow_t *fl)
 
 static int put_position(follow_t *fl, reg_txn_t *txn)
 {
-	reg_follow_t f = {.seq = fl->seq, .applied_ns = wall_ns()};
+	reg_follow_t f = {.seq = fl->seq, .applied_ns = fl->tag_ns};
 	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
 	snprintf(f.stream, sizeof(f.stream), "%s", stream_ident(fl));
 	return reg_put_follow(txn, &f);
@@ -573,7 +720,9 @@ static int full_fn(reg_txn_t *txn, void *arg)
 	if (rc)
 		return rc;
 	fl->seq = last > fl->info.last ? last : fl->info.last;
-	return put_position(fl, txn);
+	if ((rc = put_position(fl, txn)))
+		return rc;
+	return pend_save(fl);
 }
 
 static int full_sync(follow_t *fl)
@@ -584,17 +733,21 @@ static int full_sync(follow_t *fl)
 	snprintf(detail, sizeof(detail), "stream=%s last_seq=%" PRIu64, fl->info.id, fl->info.last);
 	set_state(fl, "full-sync", detail);
 	fl->applied_base = fl->st.applied;
+	pend_clear(fl); /* what was kept is in the bucket's content, or superseded */
+	fl->pend_saved = fl->o->pending_path != NULL; /* an old file goes after the commit */
+	fl->tag_ns = wall_ns();
 	do
 		rc = reg_write(fl->reg, full_fn, fl);
 	while (rc == -EAGAIN);
 	if (rc)
 		return rc;
+	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.full_syncs++;
 	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
-	         " skipped=%" PRIu64 " seconds=%.2f",
+	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
-	         mono() - t0);
+	         fl->npend, mono() - t0);
 	return 0;
 }
 
@@ -609,15 +762,74 @@ static int live_fn(reg_txn_t *txn, void *arg)
 {
 	live_arg_t *a = arg;
 	int rc = batch_apply(a->b, txn);
-	return rc ? rc : put_position(a->fl, txn);
+	if (rc || (rc = put_position(a->fl, txn)))
+		return rc;
+	/* every change of the batch supersedes what was kept of its key before it (the
+	 * batch's own refusals were kept by report) */
+	for (size_t i = 0; i < a->b->n; i++)
+		pend_supersede(a->fl, key_of(a->b, &a->b->e[i]), a->b->e[i].seq);
+	return pend_save(a->fl);
 }
 
-/* Writes the gathered and parsed batch b in one transaction with its position. */
+static int retry_fn(reg_txn_t *txn, void *arg)
+{
+	live_arg_t *a = arg;
+	int rc = batch_apply(a->b, txn);
+	if (rc || (rc = put_position(a->fl, txn)))
+		return rc;
+	pend_clear(a->fl); /* kept: what is refused again */
+	for (size_t i = 0; i < a->b->n && !rc; i++) {
+		entry_t *e = &a->b->e[i];
+		if (e->bad && !e->superseded)
+			rc = pend_add(a->fl, key_of(a->b, e), e->op, a->b->str + e->val, e->len,
+			              e->seq);
+	}
+	return rc ? rc : pend_save(a->fl);
+}
+
+/* Tries the kept changes again, together, in one transaction (judged at their end
+ * state, as a batch is). Those refused again stay kept, and are not logged again; when
+ * none applies, nothing is written. */
+static int pend_retry(follow_t *fl)
+{
+	batch_t b = {0};
+	live_arg_t arg = {fl, &b};
+	int rc = 0;
+	for (size_t i = 0; i < fl->npend && !rc; i++) {
+		const pend_t *p = &fl->pend[i];
+		kv_msg_t m = {
+		        .key = p->key, .value = p->val, .len = p->len, .op = p->op, .seq = p->seq};
+		rc = batch_add(&b, &m);
+	}
+	for (size_t i = 0; i < b.n; i++)
+		b.e[i].told = true;
+	if (!rc) {
+		batch_dedupe(&b);
+		rc = batch_parse(&b);
+	}
+	fl->tag_ns = wall_ns();
+	while (!rc && jsonl_count(b.j) > 0 && (rc = reg_write(fl->reg, retry_fn, &arg)) == -EAGAIN)
+		rc = batch_parse(&b);
+	if (!rc && jsonl_count(b.j) > 0) {
+		pend_forget(fl);
+		fl->st.applied += jsonl_count(b.j);
+		for (size_t i = 0; i < b.n; i++)
+			if (!b.e[i].bad && !b.e[i].superseded)
+				log_info("follow: applied key=%s seq=%" PRIu64 " kept=%zu",
+				         key_of(&b, &b.e[i]), b.e[i].seq, fl->npend);
+	}
+	batch_free(&b);
+	return rc;
+}
+
+/* Writes the gathered and parsed batch b in one transaction with its position, then
+ * tries the changes kept from earlier batches again. */
 static int live_batch(follow_t *fl, batch_t *b)
 {
 	live_arg_t arg = {fl, b};
 	int rc;
 	fl->seq = b->last;
+	fl->tag_ns = wall_ns();
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
@@ -627,12 +839,15 @@ static int live_batch(follow_t *fl, batch_t *b)
 	report(fl, b);
 	if (rc)
 		return rc;
+	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.batches++;
 	fl->st.applied += jsonl_count(b->j);
-	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu", b->last, b->n,
-	          jsonl_count(b->j));
-	return 0;
+	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu", b->last, b->n,
+	          jsonl_count(b->j), fl->npend);
+	if (fl->npend && jsonl_count(b->j))
+		rc = pend_retry(fl);
+	return rc;
 }
 
 /*
@@ -844,13 +1059,14 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 	if (rc)
 		return false;
 	*seq = f.seq;
+	fl->seq = f.seq;
 	/* history 1: a stream drops older messages of a key; one that dropped messages past
 	 * our position may have dropped a delete marker too, so only a stream that still
 	 * holds everything after seq is resumed */
 	bool same = strcmp(f.stream, fl->info.id) == 0 ||
 	            (fl->info.origin[0] && strcmp(f.stream, fl->info.origin) == 0);
 	return strcmp(f.bucket, fl->o->bucket) == 0 && same && f.seq <= fl->info.last &&
-	       (fl->info.first == 0 || fl->info.first <= f.seq + 1);
+	       (fl->info.first == 0 || fl->info.first <= f.seq + 1) && pend_load(fl, &f);
 }
 
 /* Says why NATS cannot be followed now (state waiting or bucket-missing), then waits the
@@ -902,6 +1118,8 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	pend_clear(&fl);
+	free(fl.pend);
 	return rc;
 }
 
@@ -984,6 +1202,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	pend_clear(&fl);
+	free(fl.pend);
 	kv_bucket_close(fl.b);
 	kv_close(fl.conn);
 	return rc;

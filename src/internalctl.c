@@ -1113,12 +1113,15 @@ static int cmd_follow(const cli_t *c)
 		return rc;
 	/* --sync-spread 0 is none (-1 here); without it, the default (0 here) */
 	double spread = a.spread < 0 ? 0 : a.spread == 0 ? -1 : (double)a.spread;
+	char pending[4096];
+	snprintf(pending, sizeof(pending), "%s/follow-pending", c->db);
 	follow_opts_t o = {.nats = &a.nats,
 	                   .bucket = a.bucket,
 	                   .batch_max = (size_t)a.batch,
 	                   .stop = &follow_stop,
 	                   .js_domain = a.js_domain,
-	                   .sync_spread_s = spread};
+	                   .sync_spread_s = spread,
+	                   .pending_path = pending};
 	rc = follow_run(reg, &o, NULL);
 	reg_close(reg);
 	return rc ? EXIT_REFUSED : 0;
