@@ -46,16 +46,17 @@ typedef struct {
 } kv_opts_t;
 
 /*
- * Connects to the first reachable of o->urls[0..nurls). TLS is on when a URL says
- * tls:// or o->tls_ca or o->tls_cert is set, and the server's certificate is always
- * verified (against tls_ca, else the system's CAs), host name included. forever: never
- * give up — a connection that cannot be made now goes on being tried in the background
- * with back-off, and a lost one is re-established (followers); otherwise fail within
- * about two seconds (publish). Every change of the connection's state is logged as one
- * line "kv: nats=<state> url=<url>", the URL without its userinfo; no text this module
- * logs or returns holds a password or token. A server's asynchronous error (a
- * permissions violation) is logged once per distinct text. -EINVAL when a file cannot
- * be read or the options contradict (kv_strerror says which). Allocates *out (kv_close).
+ * Connects to the first reachable of o->urls[0..nurls) (in that order when !forever;
+ * followers take them in the library's random order, which spreads a fleet). TLS is on when a URL
+ * says tls:// or o->tls_ca or o->tls_cert is set, and the server's certificate is always verified
+ * (against tls_ca, else the system's CAs), host name included. forever: never give up — a
+ * connection that cannot be made now goes on being tried in the background with back-off, and a
+ * lost one is re-established (followers); otherwise fail within about two seconds (publish). Every
+ * change of the connection's state is logged as one line "kv: nats=<state> url=<url>", the URL
+ * without its userinfo; no text this module logs or returns holds a password or token. A server's
+ * asynchronous error (a permissions violation) is logged once per distinct text. -EINVAL when a
+ * file cannot be read or the options contradict (kv_strerror says which). Allocates *out
+ * (kv_close).
  */
 int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever);
 /* kv_connect_opts with urls only. */

@@ -341,6 +341,10 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		s = natsOptions_SetServers(c->opts, (const char **)o->urls, (int)o->nurls);
 	if (s == NATS_OK && (rc = set_identity(c->opts, o)))
 		goto refused;
+	/* publish tries the servers in the order given (after a node is lost, the next
+	 * one); followers spread over them as the library picks */
+	if (s == NATS_OK && !forever)
+		s = natsOptions_SetNoRandomize(c->opts, true);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(c->opts, 2000);
 	if (s == NATS_OK)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "follow.h"
@@ -37,7 +38,8 @@ typedef struct {
 	char *err;
 } check_t;
 
-#define CHECKED 1 /* check_fn's "valid, now throw the transaction away" */
+#define CHECKED          1
+#define PUBLISH_ATTEMPTS 5 /* check_fn's "valid, now throw the transaction away" */
 
 static int check_fn(reg_txn_t *txn, void *arg)
 {
@@ -360,12 +362,16 @@ out:
 	return rc;
 }
 
-int publish_run(const publish_opts_t *o)
+/* One attempt: connect, mirror and validate, write what differs. *state: what the
+ * failure was (ATTEMPT_*), for publish_run to decide whether to try again. */
+enum { ATTEMPT_DONE, ATTEMPT_REFUSED, ATTEMPT_NATS };
+
+static int publish_once(const publish_opts_t *o, char *buf, size_t len, const char *name,
+                        int *state)
 {
-	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
-	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
+	char **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t len = 0, nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
+	size_t nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
 	uint64_t nputs = 0, ndels = 0, nsame = 0;
 	bucket_map_t held_map = {0};
 	line_t *lines = NULL;
@@ -376,18 +382,7 @@ int publish_run(const publish_opts_t *o)
 	bool have_scratch = false;
 	int rc;
 
-	FILE *f = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
-	if (!f) {
-		fprintf(stderr, "internalctl: %s: %s\n", o->file, strerror(errno));
-		return -errno;
-	}
-	rc = read_all(f, &buf, &len);
-	if (f != stdin)
-		fclose(f);
-	if (rc) {
-		fprintf(stderr, "internalctl: %s: %s\n", name, strerror(-rc));
-		return rc;
-	}
+	*state = ATTEMPT_NATS;
 	if ((rc = kv_connect_opts(&conn, o->nats, false)) ||
 	    (rc = kv_bucket_open(conn, o->bucket, o->replicas, o->ack_wait_ms, &b))) {
 		char url[256];
@@ -440,6 +435,7 @@ int publish_run(const publish_opts_t *o)
 		fprintf(stderr, "internalctl: nothing was published; bucket %s is unchanged\n",
 		        o->bucket);
 		rc = -EINVAL;
+		*state = ATTEMPT_REFUSED;
 		goto out;
 	}
 	/* the keys to delete, each once: the file's deletes, the old keys of the Machines it
@@ -509,6 +505,7 @@ int publish_run(const publish_opts_t *o)
 	if ((rc = kv_flush(b)))
 		goto write_failed;
 	kv_acked(b, &nputs, &ndels);
+	*state = ATTEMPT_DONE;
 	fprintf(stderr,
 	        "internalctl: published %llu records and %llu deletes to bucket %s; %llu records "
 	        "unchanged\n",
@@ -548,6 +545,64 @@ out:
 		remove_scratch(scratch_dir);
 	kv_bucket_close(b);
 	kv_close(conn);
+	if (rc == -EREMOTEIO || rc == -EACCES || rc == -ENOMEM)
+		*state = ATTEMPT_REFUSED; /* the same again would fail the same way */
+	return rc;
+}
+
+/* Whether a failure is NATS's for now (a node lost, a leader being elected). */
+static bool transient(int rc)
+{
+	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int publish_run(const publish_opts_t *o)
+{
+	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
+	if (!f) {
+		fprintf(stderr, "internalctl: %s: %s\n", o->file, strerror(errno));
+		return -errno;
+	}
+	int rc = read_all(f, &buf, &len), state = ATTEMPT_NATS;
+	if (f != stdin)
+		fclose(f);
+	if (rc) {
+		fprintf(stderr, "internalctl: %s: %s\n", name, strerror(-rc));
+		return rc;
+	}
+	/* NATS failing for now (a node of the cluster lost mid-publish, its streams electing
+	 * new leaders) is tried again, through the next live server, for up to twice
+	 * --ack-wait after the first failure: each attempt mirrors the bucket again, so what
+	 * an earlier one stored is not written twice, and what it lost is */
+	double t0 = 0, budget = 2.0 * (o->ack_wait_ms > 0 ? o->ack_wait_ms : KV_ACK_WAIT_MS) / 1000;
+	for (int attempt = 1;; attempt++) {
+		rc = publish_once(o, buf, len, name, &state);
+		if (!rc && attempt > 1)
+			fprintf(stderr,
+			        "internalctl: publish: done at attempt %d (records an earlier "
+			        "attempt "
+			        "stored count as unchanged)\n",
+			        attempt);
+		if (!rc || state != ATTEMPT_NATS || !transient(rc) || attempt == PUBLISH_ATTEMPTS)
+			break;
+		if (attempt == 1)
+			t0 = mono_now();
+		else if (mono_now() - t0 >= budget)
+			break;
+		fprintf(stderr, "internalctl: publish: trying again (attempt %d of at most %d)\n",
+		        attempt + 1, PUBLISH_ATTEMPTS);
+		nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+	}
 	free(buf);
 	return rc;
 }
