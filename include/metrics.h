@@ -101,6 +101,8 @@ typedef struct {
 	uint64_t written_ns; /* 0: never written */
 	bool follows;        /* a follower's position is stored */
 	uint64_t follow_seq, follow_applied_ns;
+	uint64_t follow_head, follow_contact_ns; /* the bucket's head, the last contact with NATS */
+	bool follow_synced;                      /* its first full sync has committed */
 } met_registry_t;
 
 typedef struct {

@@ -36,7 +36,7 @@
  * commit writes most of the pages a large registry's start/stops touch however many
  * changes it holds */
 #define FOLLOW_BATCH_DEFAULT 100000
-#define IDLE_CHECK_S         2.0   /* how often an idle follower checks the stream */
+#define IDLE_CHECK_S         0.9   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
 #define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
@@ -58,10 +58,12 @@ typedef struct {
 	size_t used, str_cap;
 	size_t *line; /* line (from 0) -> entry */
 	size_t nlines, line_cap;
-	jsonl_t *j;    /* the batch parsed (batch_parse) */
-	uint64_t last; /* the highest stream sequence in it */
-	int rc;        /* live: how waiting for its first change ended (-ETIMEDOUT: idle) */
-	int prep_rc;   /* live: an error gathering or parsing it (the registry is not safe) */
+	jsonl_t *j;          /* the batch parsed (batch_parse) */
+	uint64_t last;       /* the highest stream sequence in it */
+	uint64_t head;       /* the stream\'s last sequence, as its last message told */
+	uint64_t contact_ns; /* when that message came */
+	int rc;              /* live: how waiting for its first change ended (-ETIMEDOUT: idle) */
+	int prep_rc;         /* live: an error gathering or parsing it (the registry is not safe) */
 	char err[JSONL_ERR_MAX];
 } batch_t;
 
@@ -91,8 +93,10 @@ typedef struct {
 	char state[64]; /* the last state logged */
 	pend_t *pend;   /* changes refused for now, kept to be tried again */
 	size_t npend, pend_cap;
-	bool pend_saved; /* the pending file exists */
-	uint64_t tag_ns; /* the applied_ns the transaction being written stores */
+	bool pend_saved;     /* the pending file exists */
+	uint64_t tag_ns;     /* the applied_ns the transaction being written stores */
+	uint64_t head;       /* the stream\'s last sequence, as NATS last told */
+	uint64_t contact_ns; /* when NATS last answered (wall clock, ns) */
 } follow_t;
 
 static double mono(void)
@@ -542,7 +546,11 @@ static const char *stream_ident(const follow_t *fl)
 
 static int put_position(follow_t *fl, reg_txn_t *txn)
 {
-	reg_follow_t f = {.seq = fl->seq, .applied_ns = fl->tag_ns};
+	reg_follow_t f = {.seq = fl->seq,
+	                  .applied_ns = fl->tag_ns,
+	                  .head = fl->head > fl->seq ? fl->head : fl->seq,
+	                  .contact_ns = fl->contact_ns,
+	                  .synced = true};
 	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
 	snprintf(f.stream, sizeof(f.stream), "%s", stream_ident(fl));
 	return reg_put_follow(txn, &f);
@@ -720,6 +728,8 @@ static int full_fn(reg_txn_t *txn, void *arg)
 	if (rc)
 		return rc;
 	fl->seq = last > fl->info.last ? last : fl->info.last;
+	fl->head = fl->seq;
+	fl->contact_ns = wall_ns();
 	if ((rc = put_position(fl, txn)))
 		return rc;
 	return pend_save(fl);
@@ -830,6 +840,9 @@ static int live_batch(follow_t *fl, batch_t *b)
 	int rc;
 	fl->seq = b->last;
 	fl->tag_ns = wall_ns();
+	if (b->head > fl->head)
+		fl->head = b->head;
+	fl->contact_ns = b->contact_ns;
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
@@ -879,6 +892,7 @@ static void gather(ahead_t *a, batch_t *b)
 	if (b->rc)
 		return;
 	a->seq = m.seq;
+	b->head = m.seq + m.pending;
 	int rc = batch_add(b, &m);
 	/* every change already received, and for GATHER_LINGER_S after the first one also
 	 * what arrives meanwhile: a burst that NATS's thread is still handing over (changes
@@ -891,8 +905,10 @@ static void gather(ahead_t *a, batch_t *b)
 		if (m.seq <= a->seq)
 			continue;
 		a->seq = m.seq;
+		b->head = m.seq + m.pending;
 		rc = batch_add(b, &m);
 	}
+	b->contact_ns = wall_ns();
 	if (!rc) {
 		batch_dedupe(b);
 		rc = batch_parse(b);
@@ -971,6 +987,13 @@ static void ahead_stop(ahead_t *a)
 
 enum { LIVE_STOP, LIVE_RESYNC, LIVE_RETRY };
 
+/* A transaction of the position alone: the head and the last contact, once a second
+ * while the bucket is quiet (applied_ns unchanged: it still tags the kept changes). */
+static int beat_fn(reg_txn_t *txn, void *arg)
+{
+	return put_position(arg, txn);
+}
+
 /* While idle: whether the stream is still the one followed and the consumer keeps up
  * (-1: go on; LIVE_RESYNC or LIVE_RETRY with *err otherwise). */
 static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
@@ -987,6 +1010,14 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 	}
 	if (strcmp(now.id, fl->info.id) != 0 || now.last < seq)
 		return LIVE_RESYNC;
+	/* NATS answered: the registry says so (and what the head is), so that a quiet bucket
+	 * and a follower cut off or stuck look different to whoever reads it */
+	fl->head = now.last;
+	fl->contact_ns = wall_ns();
+	if ((rc = reg_write(fl->reg, beat_fn, fl))) {
+		*err = rc;
+		return LIVE_STOP;
+	}
 	/* idle while the stream is ahead twice in a row: the consumer is stuck (a server
 	 * lost it); take a new one from where we are */
 	*lagging = now.last > seq ? *lagging + 1 : 0;
@@ -1060,6 +1091,8 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 		return false;
 	*seq = f.seq;
 	fl->seq = f.seq;
+	fl->tag_ns = f.applied_ns;
+	fl->head = f.head;
 	/* history 1: a stream drops older messages of a key; one that dropped messages past
 	 * our position may have dropped a delete marker too, so only a stream that still
 	 * holds everything after seq is resumed */
@@ -1123,10 +1156,27 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn
 	return rc;
 }
 
+/* A registry the follower starts on says so before anything is synced into it, so that
+ * internald knows not to answer from it yet (no position: nothing synced). */
+static int mark_fn(reg_txn_t *txn, void *arg)
+{
+	const follow_t *fl = arg;
+	reg_follow_t f = {.synced = false};
+	if (reg_get_follow(txn, &f) == 0)
+		return 0;
+	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
+	return reg_put_follow(txn, &f);
+}
+
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
 	follow_t fl = {.reg = reg, .o = o};
-	int rc = kv_connect_opts(&fl.conn, o->nats, true);
+	int rc = reg_write(reg, mark_fn, &fl);
+	if (rc) {
+		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
+		return rc;
+	}
+	rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
 		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
 		return rc;

@@ -884,7 +884,24 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		out("follows        bucket %s (stream %s)\n", f.bucket,
 		    f.stream[0] ? f.stream : "-");
+		if (!f.synced) {
+			out("synced         no: waiting for the first full sync\n");
+			return 0;
+		}
 		out("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
+		out("bucket head    seq %llu (lag %llu changes)\n", (unsigned long long)f.head,
+		    (unsigned long long)(f.head > f.seq ? f.head - f.seq : 0));
+		char contact[64] = "never";
+		t = (time_t)(f.contact_ns / 1000000000ULL);
+		if (f.contact_ns && gmtime_r(&t, &tm))
+			strftime(contact, sizeof(contact), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		double ago = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)f.contact_ns / 1e9;
+		if (f.contact_ns)
+			out("last contact   %s (%.1f s ago)\n", contact, ago);
+		else
+			out("last contact   never\n");
 	}
 	return 0;
 }

@@ -341,6 +341,18 @@ static void render_registry(met_buf_t *b, const met_snapshot_t *s)
 	      (double)r->written_ns / 1e9);
 	if (!r->follows)
 		return;
+	gauge(b, "internald_registry_follow_synced",
+	      "1 once the follower's first full sync has committed; 0: internald is not ready "
+	      "and answers its zones SERVFAIL.",
+	      r->follow_synced ? 1 : 0);
+	gauge(b, "internald_registry_follow_head_sequence",
+	      "The bucket's last stream sequence as the follower last heard of it; lag in "
+	      "changes is this minus internald_registry_follow_sequence.",
+	      (double)r->follow_head);
+	gauge(b, "internald_registry_follow_last_contact_timestamp_seconds",
+	      "The follower's last contact with NATS (Unix time; written at least once a second "
+	      "while connected; 0: never).",
+	      (double)r->follow_contact_ns / 1e9);
 	gauge(b, "internald_registry_follow_sequence",
 	      "The last stream sequence the follower applied to this host's registry.",
 	      (double)r->follow_seq);
