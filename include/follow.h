@@ -36,6 +36,10 @@ typedef struct {
 	double sync_spread_s;
 	const char *pending_path; /* where changes kept for later outlive a restart (NULL:
 	                             in memory only) */
+	struct met_http *http;    /* serve /metrics, /health, /ready there (NULL: none);
+	                             follow_run stops it (met_http_stop) before it returns */
+	double stale_after;       /* /health: 503 past this many seconds without contact
+	                             with NATS, or with the head ahead and nothing applied */
 } follow_opts_t;
 
 #define FOLLOW_SPREAD_RATE  20000.0 /* messages per second of delay window */

@@ -66,7 +66,9 @@ const char *kv_url_public(const char *url, char *buf, size_t cap);
 /* Whether NATS has refused this connection a publish or subscribe since it was made
  * (the server's "Permissions Violation"); its text into buf when so. */
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
+/* Both safe from any thread. */
 bool kv_connected(kv_conn_t *c);
+uint64_t kv_reconnects(kv_conn_t *c); /* connections lost and re-established */
 void kv_close(kv_conn_t *c);
 /* The JetStream domain every bucket opened on c after this call is looked up in
  * (NULL or "": the domain of the server connected to). A fleet's region runs a leaf

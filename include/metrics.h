@@ -163,4 +163,11 @@ int met_render(met_buf_t *b, const met_snapshot_t *s);
 /* Frees b's text. */
 void met_buf_free(met_buf_t *b);
 
+/* The families of a program other than internald (the follower's): one HELP and TYPE
+ * each, then the sample. */
+void met_put_counter(met_buf_t *b, const char *name, const char *help, uint64_t v);
+void met_put_gauge(met_buf_t *b, const char *name, const char *help, double v);
+/* The process_* families (met_process_read's). */
+void met_put_process(met_buf_t *b, const met_process_t *p);
+
 #endif

@@ -30,6 +30,7 @@
 #include "kv.h"
 #include "kvkey.h"
 #include "log.h"
+#include "metrics_http.h"
 
 #define FULL_CHUNK 20000 /* records parsed at once during a full sync (or --batch) */
 /* changes per live transaction: a follower behind catches up in few commits, and each
@@ -93,11 +94,25 @@ typedef struct {
 	char state[64]; /* the last state logged */
 	pend_t *pend;   /* changes refused for now, kept to be tried again */
 	size_t npend, pend_cap;
-	bool pend_saved;     /* the pending file exists */
-	uint64_t tag_ns;     /* the applied_ns the transaction being written stores */
-	uint64_t head;       /* the stream\'s last sequence, as NATS last told */
-	uint64_t contact_ns; /* when NATS last answered (wall clock, ns) */
+	bool pend_saved;            /* the pending file exists */
+	uint64_t tag_ns;            /* the applied_ns the transaction being written stores */
+	uint64_t head;              /* the stream\'s last sequence, as NATS last told */
+	uint64_t contact_ns;        /* when NATS last answered (wall clock, ns) */
+	uint64_t changes, apply_ns; /* live batches' changes and time in their transactions */
+	uint64_t start_ns;
+	bool synced;
+	/* what /metrics, /health and /ready show: a copy taken after each commit, under mu
+	 * (the HTTP thread reads it) */
+	pthread_mutex_t mu;
+	struct {
+		follow_stats_t st;
+		uint64_t seq, head, contact_ns, applied_ns, changes, apply_ns;
+		size_t kept;
+		bool synced;
+	} shown;
 } follow_t;
+
+static void show(follow_t *fl);
 
 static double mono(void)
 {
@@ -754,6 +769,8 @@ static int full_sync(follow_t *fl)
 	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.full_syncs++;
+	fl->synced = true;
+	show(fl);
 	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
 	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
@@ -843,12 +860,15 @@ static int live_batch(follow_t *fl, batch_t *b)
 	if (b->head > fl->head)
 		fl->head = b->head;
 	fl->contact_ns = b->contact_ns;
+	uint64_t t0 = wall_ns();
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
 		if (rc != -EAGAIN || (rc = batch_parse(b)))
 			break;
 	}
+	fl->apply_ns += wall_ns() - t0;
+	fl->changes += b->n;
 	report(fl, b);
 	if (rc)
 		return rc;
@@ -860,6 +880,7 @@ static int live_batch(follow_t *fl, batch_t *b)
 	          jsonl_count(b->j), fl->npend);
 	if (fl->npend && jsonl_count(b->j))
 		rc = pend_retry(fl);
+	show(fl);
 	return rc;
 }
 
@@ -1018,6 +1039,7 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 		*err = rc;
 		return LIVE_STOP;
 	}
+	show(fl);
 	/* idle while the stream is ahead twice in a row: the consumer is stuck (a server
 	 * lost it); take a new one from where we are */
 	*lagging = now.last > seq ? *lagging + 1 : 0;
@@ -1074,6 +1096,108 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 	ahead_stop(&a);
 	kv_sub_close(sub);
 	return how;
+}
+
+/* ---- what the follower shows (--metrics) ------------------------------------------------ */
+
+/* After a commit: the numbers the HTTP thread may read. */
+static void show(follow_t *fl)
+{
+	pthread_mutex_lock(&fl->mu);
+	fl->shown.st = fl->st;
+	fl->shown.seq = fl->seq;
+	fl->shown.head = fl->head > fl->seq ? fl->head : fl->seq;
+	fl->shown.contact_ns = fl->contact_ns;
+	fl->shown.applied_ns = fl->tag_ns;
+	fl->shown.changes = fl->changes;
+	fl->shown.apply_ns = fl->apply_ns;
+	fl->shown.kept = fl->npend;
+	fl->shown.synced = fl->synced;
+	pthread_mutex_unlock(&fl->mu);
+}
+
+static int src_ready(void *arg, char *msg, size_t cap)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	bool synced = fl->shown.synced;
+	pthread_mutex_unlock(&fl->mu);
+	if (synced)
+		snprintf(msg, cap, "ready\n");
+	else
+		snprintf(msg, cap, "waiting for the first full sync of bucket %s\n", fl->o->bucket);
+	return synced ? 200 : 503;
+}
+
+/* 503 while cut off from NATS for longer than --stale-after, or while the head is ahead
+ * and nothing has been applied for that long (stuck). */
+static int src_health(void *arg, char *msg, size_t cap)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	uint64_t contact = fl->shown.contact_ns, applied = fl->shown.applied_ns;
+	uint64_t seq = fl->shown.seq, head = fl->shown.head;
+	pthread_mutex_unlock(&fl->mu);
+	double now = (double)wall_ns() / 1e9;
+	double stale = fl->o->stale_after > 0 ? fl->o->stale_after : 10;
+	double since = now - (double)(contact ? contact : fl->start_ns) / 1e9;
+	if (since > stale) {
+		snprintf(msg, cap, "no contact with NATS for %.1f s (%s; --stale-after %.0f)\n",
+		         since, kv_connected(fl->conn) ? "connected" : "disconnected", stale);
+		return 503;
+	}
+	if (head > seq && applied && now - (double)applied / 1e9 > stale) {
+		snprintf(msg, cap, "stuck: %llu changes behind, nothing applied for %.1f s\n",
+		         (unsigned long long)(head - seq), now - (double)applied / 1e9);
+		return 503;
+	}
+	snprintf(msg, cap, "ok: seq %llu, head %llu, last contact %.1f s ago\n",
+	         (unsigned long long)seq, (unsigned long long)head, since);
+	return 200;
+}
+
+static int src_render(void *arg, met_buf_t *b)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	follow_stats_t st = fl->shown.st;
+	uint64_t seq = fl->shown.seq, head = fl->shown.head, contact = fl->shown.contact_ns;
+	uint64_t changes = fl->shown.changes, apply_ns = fl->shown.apply_ns;
+	size_t kept = fl->shown.kept;
+	bool synced = fl->shown.synced;
+	pthread_mutex_unlock(&fl->mu);
+	met_put_gauge(b, "internalctl_follow_nats_connected", "1 while connected to NATS.",
+	              kv_connected(fl->conn) ? 1 : 0);
+	met_put_counter(b, "internalctl_follow_nats_reconnects_total",
+	                "Connections to NATS lost and re-established.", kv_reconnects(fl->conn));
+	met_put_gauge(b, "internalctl_follow_synced", "1 once the first full sync has committed.",
+	              synced ? 1 : 0);
+	met_put_gauge(b, "internalctl_follow_sequence", "The last stream sequence applied.",
+	              (double)seq);
+	met_put_gauge(b, "internalctl_follow_head_sequence",
+	              "The bucket's last stream sequence as NATS last told.", (double)head);
+	met_put_gauge(b, "internalctl_follow_last_contact_timestamp_seconds",
+	              "When NATS last answered (Unix time; 0: never).", (double)contact / 1e9);
+	met_put_counter(b, "internalctl_follow_changes_applied_total",
+	                "Changes committed (records and deletes, after deduplication).",
+	                st.applied);
+	met_put_counter(b, "internalctl_follow_values_refused_total",
+	                "Values refused (each logged once as skipped).", st.skipped);
+	met_put_gauge(b, "internalctl_follow_kept_changes",
+	              "Changes refused for now, kept and tried again after each batch.",
+	              (double)kept);
+	met_put_counter(b, "internalctl_follow_batches_total", "Live batches committed.",
+	                st.batches);
+	met_put_counter(b, "internalctl_follow_batch_changes_total",
+	                "Changes in those batches (over batches_total: the mean batch size).",
+	                changes);
+	met_put_counter(b, "internalctl_follow_full_syncs_total", "Full syncs committed.",
+	                st.full_syncs);
+	met_put_gauge(b, "internalctl_follow_apply_seconds_total",
+	              "Time in live batches' transactions (over batches_total: the mean apply "
+	              "time).",
+	              (double)apply_ns / 1e9);
+	return b->failed ? -ENOMEM : 0;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -1144,6 +1268,7 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn
 	               .state = "full-sync",
 	               .seen = seen,
 	               .seen_arg = seen_arg};
+	pthread_mutex_init(&fl.mu, NULL);
 	int rc = kv_info(b, &fl.info);
 	if (!rc)
 		rc = full_sync(&fl);
@@ -1151,6 +1276,7 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	pthread_mutex_destroy(&fl.mu);
 	pend_clear(&fl);
 	free(fl.pend);
 	return rc;
@@ -1170,11 +1296,21 @@ static int mark_fn(reg_txn_t *txn, void *arg)
 
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
-	follow_t fl = {.reg = reg, .o = o};
+	follow_t fl = {.reg = reg, .o = o, .start_ns = wall_ns()};
 	int rc = reg_write(reg, mark_fn, &fl);
 	if (rc) {
 		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
 		return rc;
+	}
+	reg_txn_t *txn;
+	reg_follow_t f;
+	if (reg_txn_begin(reg, false, &txn) ==
+	    0) { /* what a restart shows before its first commit */
+		if (reg_get_follow(txn, &f) == 0 && f.synced) {
+			fl.synced = true;
+			fl.seq = f.seq, fl.head = f.head, fl.tag_ns = f.applied_ns;
+		}
+		reg_txn_abort(txn);
 	}
 	rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
@@ -1186,6 +1322,11 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		kv_close(fl.conn);
 		return rc;
 	}
+	pthread_mutex_init(&fl.mu, NULL);
+	show(&fl);
+	const met_source_t src = {
+	        .arg = &fl, .ready = src_ready, .health = src_health, .render = src_render};
+	met_http_attach(o->http, &src);
 	double backoff = 0.1;
 	bool spread = false; /* the delay before this full sync was waited already */
 	rc = 0;
@@ -1252,6 +1393,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	met_http_stop(o->http); /* joins its thread: no request reads fl after this */
+	pthread_mutex_destroy(&fl.mu);
 	pend_clear(&fl);
 	free(fl.pend);
 	kv_bucket_close(fl.b);

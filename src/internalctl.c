@@ -18,6 +18,7 @@
 #include "follow.h"
 #include "jsonl.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "org.h"
 #include "publish.h"
 #include "registry.h"
@@ -91,16 +92,19 @@ static const char *const help_text[][2] = {
          "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"
          "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
          "acknowledgements.\n" NATS_HELP},
-        {"follow",
-         "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
-         "                         [--js-domain D] [--sync-spread SECONDS]\n"
-         "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
-         "when needed, then batches of at most N changes (default 100000), each one\n"
-         "transaction that also stores the stream position.\n"
-         "--js-domain D: the bucket of JetStream domain D (a region's mirror) rather\n"
-         "than the connected server's. --sync-spread S: a full sync starts after a\n"
-         "random delay of up to S seconds (0: none; default 1 s per 20000 messages,\n"
-         "at most 30), so that followers syncing at once spread their reads.\n" NATS_HELP},
+        {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
+                   "                         [--js-domain D] [--sync-spread SECONDS]\n"
+                   "                         [--metrics ADDR] [--stale-after SECONDS]\n"
+                   "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
+                   "when needed, then batches of at most N changes (default 100000), each one\n"
+                   "transaction that also stores the stream position.\n"
+                   "--js-domain D: the bucket of JetStream domain D (a region's mirror) rather\n"
+                   "than the connected server's. --sync-spread S: a full sync starts after a\n"
+                   "random delay of up to S seconds (0: none; default 1 s per 20000 messages,\n"
+                   "at most 30), so that followers syncing at once spread their reads.\n"
+                   "--metrics: serve /metrics, /health (503 past --stale-after, default 10 s,\n"
+                   "without NATS or progress) and /ready (503 before the first full sync) on "
+                   "ADDR.\n" NATS_HELP},
         {"mirror",
          "usage: internalctl mirror [--nats URL]... [--js-domain D] [--bucket NAME]\n"
          "                          [--replicas N] --from-domain HUB\n"
@@ -915,8 +919,9 @@ typedef struct {
 	kv_opts_t nats;
 	const char *bucket, *file;
 	int replicas;
-	long batch, ack_wait;
-	bool replace;
+	long batch, ack_wait, stale_after;
+	bool replace, has_metrics;
+	cfg_addr_t metrics;
 	const char *js_domain;
 	long spread; /* --sync-spread, -1 when not given */
 } fleet_args_t;
@@ -1016,9 +1021,12 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 		bool ack_wait = file && strcmp(arg, "--ack-wait") == 0;
 		bool domain = !file && strcmp(arg, "--js-domain") == 0;
 		bool spread = !file && strcmp(arg, "--sync-spread") == 0;
+		bool metrics = !file && strcmp(arg, "--metrics") == 0;
+		bool stale = !file && strcmp(arg, "--stale-after") == 0;
 		const char **conn = nats_option(a, arg);
 		long n;
-		if (nats || bucket || replicas || batch || ack_wait || domain || spread || conn) {
+		if (nats || bucket || replicas || batch || ack_wait || domain || spread || conn ||
+		    metrics || stale) {
 			if (i + 1 == c->argc)
 				return cmd_usage(cmd, "%s needs a value", arg);
 			val = c->argv[++i];
@@ -1031,6 +1039,19 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 			a->urls[a->nats.nurls++] = val;
 		} else if (conn) {
 			*conn = val;
+		} else if (metrics) {
+			if (config_parse_addr(val, 9154, &a->metrics))
+				return cmd_usage(
+				        cmd,
+				        "--metrics '%s': not an address (HOST:PORT, [V6]:PORT)",
+				        val);
+			a->has_metrics = true;
+		} else if (stale) {
+			if (!parse_range(val, 1, 86400, &n))
+				return cmd_usage(cmd,
+				                 "--stale-after takes 1 to 86400 seconds, not '%s'",
+				                 val);
+			a->stale_after = n;
 		} else if (bucket) {
 			if (!bucket_valid(val))
 				return cmd_usage(
@@ -1138,7 +1159,15 @@ static int cmd_follow(const cli_t *c)
 	                   .stop = &follow_stop,
 	                   .js_domain = a.js_domain,
 	                   .sync_spread_s = spread,
-	                   .pending_path = pending};
+	                   .pending_path = pending,
+	                   .stale_after = (double)a.stale_after};
+
+	char err[CFG_ERR_MAX];
+	if (a.has_metrics && met_http_start(&o.http, &a.metrics, INTERNALD_VERSION, err)) {
+		fprintf(stderr, "internalctl: follow: %s\n", err);
+		reg_close(reg);
+		return EXIT_REFUSED;
+	}
 	rc = follow_run(reg, &o, NULL);
 	reg_close(reg);
 	return rc ? EXIT_REFUSED : 0;

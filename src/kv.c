@@ -24,8 +24,9 @@ struct kv_conn {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool closing, closed;
-	char domain[64];  /* kv_set_domain: the JetStream domain buckets are opened in */
-	char denied[256]; /* the server's last permissions violation ("" none) */
+	char domain[64];     /* kv_set_domain: the JetStream domain buckets are opened in */
+	char denied[256];    /* the server's last permissions violation ("" none) */
+	uint64_t reconnects; /* atomic: connections re-established */
 };
 
 struct kv_bucket {
@@ -153,7 +154,8 @@ static void on_closed(natsConnection *nc, void *arg)
 }
 static void on_reconnected(natsConnection *nc, void *arg)
 {
-	(void)arg;
+	kv_conn_t *c = arg;
+	__atomic_add_fetch(&c->reconnects, 1, __ATOMIC_RELAXED);
 	log_state(nc, "reconnected");
 }
 
@@ -360,7 +362,7 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 	if (s == NATS_OK)
 		s = natsOptions_SetDisconnectedCB(c->opts, on_disconnected, c);
 	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, NULL);
+		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, c);
 	if (s == NATS_OK)
 		s = natsOptions_SetClosedCB(c->opts, on_closed, c);
 	if (s == NATS_OK)
@@ -389,6 +391,11 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 {
 	kv_opts_t o = {.urls = urls, .nurls = n};
 	return kv_connect_opts(out, &o, forever);
+}
+
+uint64_t kv_reconnects(kv_conn_t *c)
+{
+	return __atomic_load_n(&c->reconnects, __ATOMIC_RELAXED);
 }
 
 bool kv_connected(kv_conn_t *c)

@@ -403,6 +403,11 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	gauge(b, "internald_scrape_duration_seconds",
 	      "How long the previous scrape took inside internald (summing, rendering).",
 	      s->scrape_seconds);
+	met_put_process(b, p);
+}
+
+void met_put_process(met_buf_t *b, const met_process_t *p)
+{
 	if (!p->present)
 		return;
 	family(b, "process_cpu_seconds_total", "counter",
@@ -416,6 +421,16 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	gauge(b, "process_max_fds", "Maximum number of open file descriptors.", (double)p->max_fds);
 	gauge(b, "process_start_time_seconds",
 	      "Start time of the process since unix epoch in seconds.", p->start_time_seconds);
+}
+
+void met_put_counter(met_buf_t *b, const char *name, const char *help, uint64_t v)
+{
+	counter(b, name, help, v);
+}
+
+void met_put_gauge(met_buf_t *b, const char *name, const char *help, double v)
+{
+	gauge(b, name, help, v);
 }
 
 int met_render(met_buf_t *b, const met_snapshot_t *s)
