@@ -71,8 +71,10 @@ void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_
 		return;
 	MET_INC(m->rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
 	                                                   : (unsigned)a->last_rcode)]);
+	/* an NXDOMAIN is of no form, whatever the name looked like (internald(8)) */
 	if (a->last_form > NAME_OUTSIDE && (size_t)a->last_form < sizeof(form_index))
-		MET_INC(m->form[form_index[a->last_form]]);
+		MET_INC(m->form[a->last_rcode == WIRE_NXDOMAIN ? MET_FORM_OTHER
+		                                               : form_index[a->last_form]]);
 	if (!tcp && (out[2] & 0x02))
 		MET_INC(m->truncated);
 	if (a->last_refused >= 0 && (size_t)a->last_refused < sizeof(refused_index))
