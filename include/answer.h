@@ -40,7 +40,10 @@ typedef struct {
 	reg_txn_t *txn;   /* a renewed read snapshot (the caller renews per batch) */
 	bool has_default; /* --default-org resolved in this snapshot */
 	uint32_t default_net;
-	uint64_t rng;     /* xorshift state for shuffling; seed it non-zero */
+	uint64_t rng; /* xorshift state for shuffling; seed it non-zero */
+	/* The registry cannot answer yet (never synced): every name of our zones is SERVFAIL
+	 * with EDE 14 Not Ready; set and cleared by the caller per batch. */
+	bool not_ready;
 	ans_cand_t *cand; /* ANS_NEAREST_MAX scratch entries, owned by the caller */
 	/* What the last ans_process decided, for the server's counters (metrics.h). */
 	int last_rcode;   /* the rcode answered (WIRE_BADVERS included); -1: none */

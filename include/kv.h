@@ -10,7 +10,8 @@
  * now), -ETIMEDOUT, -EIO (any other NATS failure; kv_strerror says which), -EREMOTEIO
  * (kv_flush: the server refused a write itself, e.g. a value past the bucket's size
  * limit; sending it again gets the same answer; kv_strerror says which and why), -ENOMEM,
- * -EINVAL. Nothing here retries on its own except the connection itself.
+ * -EINVAL, -EACCES (kv_flush: NATS refused this user the publish). Nothing here retries
+ * on its own except the connection itself.
  */
 #ifndef INTERNALD_KV_H
 #define INTERNALD_KV_H
@@ -27,15 +28,47 @@ typedef struct kv_sub kv_sub_t;
 const char *kv_strerror(int err);
 
 /*
- * Connects to the first reachable of urls[0..n) (each "nats://host:port", a comma list
- * is fine too). forever: never give up — a connection that cannot be made now goes on
- * being tried in the background with back-off, and a lost one is re-established
- * (followers); otherwise fail within about two seconds (publish). Every change of the
- * connection's state is logged as one line "kv: nats=<state> url=<url>". Allocates *out
+ * How to reach NATS and who to be there. Every member but urls may be NULL. Secrets are
+ * read from files (never taken as strings, so they are in no argument list) when
+ * kv_connect_opts runs; the client library keeps its copy, ours is wiped.
+ */
+typedef struct {
+	const char *const *urls; /* "nats://host:port" or "tls://host:port"; userinfo allowed */
+	size_t nurls;
+	const char *tls_ca;   /* PEM file of the CAs that sign the servers' certificates */
+	const char *tls_cert; /* PEM client certificate (chain) and its key: mutual TLS */
+	const char *tls_key;
+	const char *user;          /* with password_file */
+	const char *password_file; /* the password, one line */
+	const char *token_file;    /* an authorization token, one line */
+	const char *creds;         /* a .creds file: user JWT and nkey seed */
+	const char *nkey; /* an nkey seed file (the "SU..." seed, as nk -gen user writes) */
+} kv_opts_t;
+
+/*
+ * Connects to the first reachable of o->urls[0..nurls) (in that order when !forever;
+ * followers take them in the library's random order, which spreads a fleet). TLS is on when a URL
+ * says tls:// or o->tls_ca or o->tls_cert is set, and the server's certificate is always verified
+ * (against tls_ca, else the system's CAs), host name included. forever: never give up — a
+ * connection that cannot be made now goes on being tried in the background with back-off, and a
+ * lost one is re-established (followers); otherwise fail within about two seconds (publish). Every
+ * change of the connection's state is logged as one line "kv: nats=<state> url=<url>", the URL
+ * without its userinfo; no text this module logs or returns holds a password or token. A server's
+ * asynchronous error (a permissions violation) is logged once per distinct text. -EINVAL when a
+ * file cannot be read or the options contradict (kv_strerror says which). Allocates *out
  * (kv_close).
  */
+int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever);
+/* kv_connect_opts with urls only. */
 int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever);
+/* url without its userinfo ("nats://u:p@h:1" -> "nats://h:1") into buf[cap]. */
+const char *kv_url_public(const char *url, char *buf, size_t cap);
+/* Whether NATS has refused this connection a publish or subscribe since it was made
+ * (the server's "Permissions Violation"); its text into buf when so. */
+bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
+/* Both safe from any thread. */
 bool kv_connected(kv_conn_t *c);
+uint64_t kv_reconnects(kv_conn_t *c); /* connections lost and re-established */
 void kv_close(kv_conn_t *c);
 /* The JetStream domain every bucket opened on c after this call is looked up in
  * (NULL or "": the domain of the server connected to). A fleet's region runs a leaf
@@ -82,7 +115,8 @@ int kv_info(kv_bucket_t *b, kv_info_t *out);
 /* Asynchronous put / delete marker: returns once sent; kv_flush waits for every
  * acknowledgement and returns -EREMOTEIO if the server refused a write, -EIO if an
  * answer said it was lost (kv_strerror names the first such write's key and the reason),
- * -ETIMEDOUT if some never came. */
+ * -EACCES if some never came and NATS denied this user the publish, -ETIMEDOUT if some
+ * never came otherwise. */
 int kv_put(kv_bucket_t *b, const char *key, const char *value, size_t len);
 int kv_delete(kv_bucket_t *b, const char *key);
 int kv_flush(kv_bucket_t *b);

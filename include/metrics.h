@@ -101,6 +101,8 @@ typedef struct {
 	uint64_t written_ns; /* 0: never written */
 	bool follows;        /* a follower's position is stored */
 	uint64_t follow_seq, follow_applied_ns;
+	uint64_t follow_head, follow_contact_ns; /* the bucket's head, the last contact with NATS */
+	bool follow_synced;                      /* its first full sync has committed */
 } met_registry_t;
 
 typedef struct {
@@ -160,5 +162,12 @@ unsigned met_lat_bucket(uint64_t ns);
 int met_render(met_buf_t *b, const met_snapshot_t *s);
 /* Frees b's text. */
 void met_buf_free(met_buf_t *b);
+
+/* The families of a program other than internald (the follower's): one HELP and TYPE
+ * each, then the sample. */
+void met_put_counter(met_buf_t *b, const char *name, const char *help, uint64_t v);
+void met_put_gauge(met_buf_t *b, const char *name, const char *help, double v);
+/* The process_* families (met_process_read's). */
+void met_put_process(met_buf_t *b, const met_process_t *p);
 
 #endif

@@ -17,9 +17,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "kv.h"
+
 typedef struct {
-	const char *const *urls;
-	size_t nurls;
+	const kv_opts_t *nats; /* the servers, TLS and credentials */
 	const char *bucket;
 	int replicas;     /* when the bucket must be created */
 	long ack_wait_ms; /* each wait for the server's acknowledgements (0: 30 s) */

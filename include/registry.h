@@ -295,6 +295,10 @@ typedef struct {
 	char stream[64];     /* the bucket's identity (its stream's creation time), "" if unknown */
 	uint64_t seq;        /* last stream sequence applied */
 	uint64_t applied_ns; /* when it was applied (ns since the epoch) */
+	uint64_t head;       /* the bucket's last sequence as the follower last heard of it */
+	uint64_t contact_ns; /* the follower's last contact with NATS (ns since the epoch; 0 never)
+	                      */
+	bool synced; /* a full sync has committed; false: the follower is waiting for its first */
 } reg_follow_t;
 /* -EROFS on a read transaction, -ENAMETOOLONG if a string is not NUL-terminated. */
 int reg_put_follow(reg_txn_t *txn, const reg_follow_t *f);

@@ -687,6 +687,12 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		rcode = WIRE_REFUSED;
 		goto done;
 	}
+	/* before the org check: a registry never synced knows no org, not even the default */
+	if (ctx->not_ready) {
+		/* TODO(health-ede): wire_resp_ede(&r, WIRE_EDE_NOT_READY, ...) once on main */
+		rcode = WIRE_SERVFAIL;
+		goto done;
+	}
 	if (v == ORG_NONE) {
 		ctx->last_refused = ANS_REFUSED_NO_ORG;
 		rcode = WIRE_REFUSED;

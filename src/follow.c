@@ -30,13 +30,14 @@
 #include "kv.h"
 #include "kvkey.h"
 #include "log.h"
+#include "metrics_http.h"
 
 #define FULL_CHUNK 20000 /* records parsed at once during a full sync (or --batch) */
 /* changes per live transaction: a follower behind catches up in few commits, and each
  * commit writes most of the pages a large registry's start/stops touch however many
  * changes it holds */
 #define FOLLOW_BATCH_DEFAULT 100000
-#define IDLE_CHECK_S         2.0   /* how often an idle follower checks the stream */
+#define IDLE_CHECK_S         0.9   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
 #define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
@@ -48,6 +49,7 @@ typedef struct {
 	uint64_t seq;
 	int op;
 	bool bad, superseded, told;
+	bool retry; /* refused by the registry's checks: may apply once later changes have */
 } entry_t;
 
 typedef struct {
@@ -57,12 +59,23 @@ typedef struct {
 	size_t used, str_cap;
 	size_t *line; /* line (from 0) -> entry */
 	size_t nlines, line_cap;
-	jsonl_t *j;    /* the batch parsed (batch_parse) */
-	uint64_t last; /* the highest stream sequence in it */
-	int rc;        /* live: how waiting for its first change ended (-ETIMEDOUT: idle) */
-	int prep_rc;   /* live: an error gathering or parsing it (the registry is not safe) */
+	jsonl_t *j;          /* the batch parsed (batch_parse) */
+	uint64_t last;       /* the highest stream sequence in it */
+	uint64_t head;       /* the stream\'s last sequence, as its last message told */
+	uint64_t contact_ns; /* when that message came */
+	int rc;              /* live: how waiting for its first change ended (-ETIMEDOUT: idle) */
+	int prep_rc;         /* live: an error gathering or parsing it (the registry is not safe) */
 	char err[JSONL_ERR_MAX];
 } batch_t;
+
+/* A change refused for now (an org's delete while it has Machines, a record before its
+ * org): kept until it applies or a later change of its key supersedes it. */
+typedef struct {
+	char *key, *val; /* val: len bytes and a NUL (a put's value; "" for a delete) */
+	size_t len;
+	uint64_t seq;
+	int op;
+} pend_t;
 
 typedef struct {
 	reg_t *reg;
@@ -76,8 +89,30 @@ typedef struct {
 	size_t nskip, skip_cap;
 	uint64_t seq;          /* the position the transaction being written stores */
 	uint64_t applied_base; /* st.applied when the full sync began (reg_write may rerun it) */
-	char state[64];        /* the last state logged */
+	follow_seen_fn seen;   /* follow_mirror's caller's look at each message */
+	void *seen_arg;
+	char state[64]; /* the last state logged */
+	pend_t *pend;   /* changes refused for now, kept to be tried again */
+	size_t npend, pend_cap;
+	bool pend_saved;            /* the pending file exists */
+	uint64_t tag_ns;            /* the applied_ns the transaction being written stores */
+	uint64_t head;              /* the stream\'s last sequence, as NATS last told */
+	uint64_t contact_ns;        /* when NATS last answered (wall clock, ns) */
+	uint64_t changes, apply_ns; /* live batches' changes and time in their transactions */
+	uint64_t start_ns;
+	bool synced;
+	/* what /metrics, /health and /ready show: a copy taken after each commit, under mu
+	 * (the HTTP thread reads it) */
+	pthread_mutex_t mu;
+	struct {
+		follow_stats_t st;
+		uint64_t seq, head, contact_ns, applied_ns, changes, apply_ns;
+		size_t kept;
+		bool synced;
+	} shown;
 } follow_t;
+
+static void show(follow_t *fl);
 
 static double mono(void)
 {
@@ -168,6 +203,135 @@ static void refuse(batch_t *b, entry_t *e, const char *why)
 	}
 }
 
+/* ---- changes kept for later ---------------------------------------------------------- */
+
+static void pend_drop(follow_t *fl, size_t i)
+{
+	free(fl->pend[i].key);
+	free(fl->pend[i].val);
+	fl->pend[i] = fl->pend[--fl->npend];
+}
+
+/* A change of key at seq supersedes every kept change of key before it. */
+static void pend_supersede(follow_t *fl, const char *key, uint64_t seq)
+{
+	for (size_t i = fl->npend; i-- > 0;)
+		if (fl->pend[i].seq < seq && strcmp(fl->pend[i].key, key) == 0)
+			pend_drop(fl, i);
+}
+
+/* Keeps a refused change (once: a batch tried again refuses it again). */
+static int pend_add(follow_t *fl, const char *key, int op, const char *val, size_t len,
+                    uint64_t seq)
+{
+	pend_supersede(fl, key, seq);
+	for (size_t i = 0; i < fl->npend; i++)
+		if (strcmp(fl->pend[i].key, key) == 0)
+			return 0; /* this one, or a later one, is kept already */
+	int rc = grow((void **)&fl->pend, &fl->pend_cap, fl->npend + 1, sizeof(*fl->pend));
+	if (rc)
+		return rc;
+	pend_t *p = &fl->pend[fl->npend];
+	*p = (pend_t){.key = strdup(key), .val = malloc(len + 1), .len = len, .seq = seq, .op = op};
+	if (!p->key || !p->val) {
+		free(p->key), free(p->val);
+		return -ENOMEM;
+	}
+	memcpy(p->val, val, len);
+	p->val[len] = '\0';
+	fl->npend++;
+	return 0;
+}
+
+static void pend_clear(follow_t *fl)
+{
+	while (fl->npend)
+		pend_drop(fl, fl->npend - 1);
+}
+
+/*
+ * The kept changes outlive the process in a file beside the registry: its first line is
+ * the tag of the commit it was written for (stream sequence and applied_ns), then one
+ * change a line, "SEQ OP KEY VALUE". It is written (atomically) before each commit that
+ * leaves changes kept, and removed after a commit that leaves none; a file whose tag is
+ * not the registry's (a crash between the two) makes the next start sync in full, which
+ * converges whatever was kept.
+ */
+static int pend_save(follow_t *fl)
+{
+	const char *path = fl->o->pending_path;
+	char tmp[4200];
+	if (!path || fl->npend == 0)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	int bad = fprintf(f, "%" PRIu64 " %" PRIu64 "\n", fl->seq, fl->tag_ns) < 0;
+	for (size_t i = 0; i < fl->npend && !bad; i++) {
+		const pend_t *p = &fl->pend[i];
+		bad = fprintf(f, "%" PRIu64 " %d %s %s\n", p->seq, p->op, p->key, p->val) < 0;
+	}
+	bad = bad || fflush(f) != 0 || fsync(fileno(f)) != 0;
+	int e = errno;
+	if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+		e = bad ? e : errno;
+		unlink(tmp);
+		return -(e ? e : EIO);
+	}
+	fl->pend_saved = true;
+	return 0;
+}
+
+/* After a commit: no file when nothing is kept. */
+static void pend_forget(follow_t *fl)
+{
+	if (fl->npend == 0 && fl->pend_saved && fl->o->pending_path) {
+		unlink(fl->o->pending_path);
+		fl->pend_saved = false;
+	}
+}
+
+/* Reads the file written for the registry's commit f. false: a file for another commit
+ * (sync in full). No file: nothing kept. */
+static bool pend_load(follow_t *fl, const reg_follow_t *f)
+{
+	pend_clear(fl);
+	fl->pend_saved = false;
+	const char *path = fl->o->pending_path;
+	FILE *in = path ? fopen(path, "r") : NULL;
+	if (!in)
+		return true;
+	char *line = NULL;
+	size_t cap = 0;
+	uint64_t seq = 0, ns = 0;
+	bool ok = getline(&line, &cap, in) > 0 &&
+	          sscanf(line, "%" SCNu64 " %" SCNu64, &seq, &ns) == 2 && seq == f->seq &&
+	          ns == f->applied_ns;
+	ssize_t len;
+	while (ok && (len = getline(&line, &cap, in)) > 0) {
+		char *k = strchr(line, ' '), *o = k, *v;
+		k = k ? strchr(k + 1, ' ') : NULL;
+		v = k ? strchr(k + 1, ' ') : NULL;
+		if (!v) {
+			ok = false;
+			break;
+		}
+		*k++ = '\0', *v++ = '\0';
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		ok = pend_add(fl, k, atoi(o + 1), v, strlen(v), strtoull(line, NULL, 10)) == 0;
+	}
+	free(line);
+	fclose(in);
+	fl->pend_saved = true;
+	if (!ok) {
+		log_warn("follow: %s is not of the registry's last commit: syncing in full", path);
+		pend_clear(fl);
+	}
+	return ok;
+}
+
 /* The refusals of b not told yet: each logged and counted once, however often its batch
  * is tried again, and remembered by its sequence (a full sync tried again skips it). */
 static void report(follow_t *fl, batch_t *b)
@@ -180,8 +344,11 @@ static void report(follow_t *fl, batch_t *b)
 		if (grow((void **)&fl->skip, &fl->skip_cap, fl->nskip + 1, sizeof(*fl->skip)) == 0)
 			fl->skip[fl->nskip++] = e->seq;
 		fl->st.skipped++;
-		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"", key_of(b, e),
-		         e->seq, e->why ? b->str + e->why - 1 : "out of memory");
+		bool kept = e->retry && !e->superseded &&
+		            pend_add(fl, key_of(b, e), e->op, b->str + e->val, e->len, e->seq) == 0;
+		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"%s", key_of(b, e),
+		         e->seq, e->why ? b->str + e->why - 1 : "out of memory",
+		         kept ? " kept=yes" : "");
 	}
 }
 
@@ -353,6 +520,7 @@ static int refuse_named(batch_t *b, int rc)
 		return rc;
 	}
 	refuse(b, e, reason(b->err));
+	e->retry = true;
 	return -EAGAIN;
 }
 
@@ -393,7 +561,11 @@ static const char *stream_ident(const follow_t *fl)
 
 static int put_position(follow_t *fl, reg_txn_t *txn)
 {
-	reg_follow_t f = {.seq = fl->seq, .applied_ns = wall_ns()};
+	reg_follow_t f = {.seq = fl->seq,
+	                  .applied_ns = fl->tag_ns,
+	                  .head = fl->head > fl->seq ? fl->head : fl->seq,
+	                  .contact_ns = fl->contact_ns,
+	                  .synced = true};
 	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
 	snprintf(f.stream, sizeof(f.stream), "%s", stream_ident(fl));
 	return reg_put_follow(txn, &f);
@@ -545,6 +717,8 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		}
 		if (rc || (rc = sync_add(fl, &m)))
 			break;
+		if (fl->seen)
+			fl->seen(fl->seen_arg, &m);
 		if (m.seq > *last)
 			*last = m.seq;
 		done = m.pending == 0 || (past && mono() > tail);
@@ -569,7 +743,11 @@ static int full_fn(reg_txn_t *txn, void *arg)
 	if (rc)
 		return rc;
 	fl->seq = last > fl->info.last ? last : fl->info.last;
-	return put_position(fl, txn);
+	fl->head = fl->seq;
+	fl->contact_ns = wall_ns();
+	if ((rc = put_position(fl, txn)))
+		return rc;
+	return pend_save(fl);
 }
 
 static int full_sync(follow_t *fl)
@@ -580,17 +758,23 @@ static int full_sync(follow_t *fl)
 	snprintf(detail, sizeof(detail), "stream=%s last_seq=%" PRIu64, fl->info.id, fl->info.last);
 	set_state(fl, "full-sync", detail);
 	fl->applied_base = fl->st.applied;
+	pend_clear(fl); /* what was kept is in the bucket's content, or superseded */
+	fl->pend_saved = fl->o->pending_path != NULL; /* an old file goes after the commit */
+	fl->tag_ns = wall_ns();
 	do
 		rc = reg_write(fl->reg, full_fn, fl);
 	while (rc == -EAGAIN);
 	if (rc)
 		return rc;
+	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.full_syncs++;
+	fl->synced = true;
+	show(fl);
 	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
-	         " skipped=%" PRIu64 " seconds=%.2f",
+	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
-	         mono() - t0);
+	         fl->npend, mono() - t0);
 	return 0;
 }
 
@@ -605,30 +789,99 @@ static int live_fn(reg_txn_t *txn, void *arg)
 {
 	live_arg_t *a = arg;
 	int rc = batch_apply(a->b, txn);
-	return rc ? rc : put_position(a->fl, txn);
+	if (rc || (rc = put_position(a->fl, txn)))
+		return rc;
+	/* every change of the batch supersedes what was kept of its key before it (the
+	 * batch's own refusals were kept by report) */
+	for (size_t i = 0; i < a->b->n; i++)
+		pend_supersede(a->fl, key_of(a->b, &a->b->e[i]), a->b->e[i].seq);
+	return pend_save(a->fl);
 }
 
-/* Writes the gathered and parsed batch b in one transaction with its position. */
+static int retry_fn(reg_txn_t *txn, void *arg)
+{
+	live_arg_t *a = arg;
+	int rc = batch_apply(a->b, txn);
+	if (rc || (rc = put_position(a->fl, txn)))
+		return rc;
+	pend_clear(a->fl); /* kept: what is refused again */
+	for (size_t i = 0; i < a->b->n && !rc; i++) {
+		entry_t *e = &a->b->e[i];
+		if (e->bad && !e->superseded)
+			rc = pend_add(a->fl, key_of(a->b, e), e->op, a->b->str + e->val, e->len,
+			              e->seq);
+	}
+	return rc ? rc : pend_save(a->fl);
+}
+
+/* Tries the kept changes again, together, in one transaction (judged at their end
+ * state, as a batch is). Those refused again stay kept, and are not logged again; when
+ * none applies, nothing is written. */
+static int pend_retry(follow_t *fl)
+{
+	batch_t b = {0};
+	live_arg_t arg = {fl, &b};
+	int rc = 0;
+	for (size_t i = 0; i < fl->npend && !rc; i++) {
+		const pend_t *p = &fl->pend[i];
+		kv_msg_t m = {
+		        .key = p->key, .value = p->val, .len = p->len, .op = p->op, .seq = p->seq};
+		rc = batch_add(&b, &m);
+	}
+	for (size_t i = 0; i < b.n; i++)
+		b.e[i].told = true;
+	if (!rc) {
+		batch_dedupe(&b);
+		rc = batch_parse(&b);
+	}
+	fl->tag_ns = wall_ns();
+	while (!rc && jsonl_count(b.j) > 0 && (rc = reg_write(fl->reg, retry_fn, &arg)) == -EAGAIN)
+		rc = batch_parse(&b);
+	if (!rc && jsonl_count(b.j) > 0) {
+		pend_forget(fl);
+		fl->st.applied += jsonl_count(b.j);
+		for (size_t i = 0; i < b.n; i++)
+			if (!b.e[i].bad && !b.e[i].superseded)
+				log_info("follow: applied key=%s seq=%" PRIu64 " kept=%zu",
+				         key_of(&b, &b.e[i]), b.e[i].seq, fl->npend);
+	}
+	batch_free(&b);
+	return rc;
+}
+
+/* Writes the gathered and parsed batch b in one transaction with its position, then
+ * tries the changes kept from earlier batches again. */
 static int live_batch(follow_t *fl, batch_t *b)
 {
 	live_arg_t arg = {fl, b};
 	int rc;
 	fl->seq = b->last;
+	fl->tag_ns = wall_ns();
+	if (b->head > fl->head)
+		fl->head = b->head;
+	fl->contact_ns = b->contact_ns;
+	uint64_t t0 = wall_ns();
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
 		if (rc != -EAGAIN || (rc = batch_parse(b)))
 			break;
 	}
+	fl->apply_ns += wall_ns() - t0;
+	fl->changes += b->n;
 	report(fl, b);
 	if (rc)
 		return rc;
+	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.batches++;
 	fl->st.applied += jsonl_count(b->j);
-	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu", b->last, b->n,
-	          jsonl_count(b->j));
-	return 0;
+	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu", b->last, b->n,
+	          jsonl_count(b->j), fl->npend);
+	if (fl->npend && jsonl_count(b->j))
+		rc = pend_retry(fl);
+	show(fl);
+	return rc;
 }
 
 /*
@@ -660,6 +913,7 @@ static void gather(ahead_t *a, batch_t *b)
 	if (b->rc)
 		return;
 	a->seq = m.seq;
+	b->head = m.seq + m.pending;
 	int rc = batch_add(b, &m);
 	/* every change already received, and for GATHER_LINGER_S after the first one also
 	 * what arrives meanwhile: a burst that NATS's thread is still handing over (changes
@@ -672,8 +926,10 @@ static void gather(ahead_t *a, batch_t *b)
 		if (m.seq <= a->seq)
 			continue;
 		a->seq = m.seq;
+		b->head = m.seq + m.pending;
 		rc = batch_add(b, &m);
 	}
+	b->contact_ns = wall_ns();
 	if (!rc) {
 		batch_dedupe(b);
 		rc = batch_parse(b);
@@ -752,6 +1008,13 @@ static void ahead_stop(ahead_t *a)
 
 enum { LIVE_STOP, LIVE_RESYNC, LIVE_RETRY };
 
+/* A transaction of the position alone: the head and the last contact, once a second
+ * while the bucket is quiet (applied_ns unchanged: it still tags the kept changes). */
+static int beat_fn(reg_txn_t *txn, void *arg)
+{
+	return put_position(arg, txn);
+}
+
 /* While idle: whether the stream is still the one followed and the consumer keeps up
  * (-1: go on; LIVE_RESYNC or LIVE_RETRY with *err otherwise). */
 static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
@@ -768,6 +1031,15 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 	}
 	if (strcmp(now.id, fl->info.id) != 0 || now.last < seq)
 		return LIVE_RESYNC;
+	/* NATS answered: the registry says so (and what the head is), so that a quiet bucket
+	 * and a follower cut off or stuck look different to whoever reads it */
+	fl->head = now.last;
+	fl->contact_ns = wall_ns();
+	if ((rc = reg_write(fl->reg, beat_fn, fl))) {
+		*err = rc;
+		return LIVE_STOP;
+	}
+	show(fl);
 	/* idle while the stream is ahead twice in a row: the consumer is stuck (a server
 	 * lost it); take a new one from where we are */
 	*lagging = now.last > seq ? *lagging + 1 : 0;
@@ -826,6 +1098,108 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 	return how;
 }
 
+/* ---- what the follower shows (--metrics) ------------------------------------------------ */
+
+/* After a commit: the numbers the HTTP thread may read. */
+static void show(follow_t *fl)
+{
+	pthread_mutex_lock(&fl->mu);
+	fl->shown.st = fl->st;
+	fl->shown.seq = fl->seq;
+	fl->shown.head = fl->head > fl->seq ? fl->head : fl->seq;
+	fl->shown.contact_ns = fl->contact_ns;
+	fl->shown.applied_ns = fl->tag_ns;
+	fl->shown.changes = fl->changes;
+	fl->shown.apply_ns = fl->apply_ns;
+	fl->shown.kept = fl->npend;
+	fl->shown.synced = fl->synced;
+	pthread_mutex_unlock(&fl->mu);
+}
+
+static int src_ready(void *arg, char *msg, size_t cap)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	bool synced = fl->shown.synced;
+	pthread_mutex_unlock(&fl->mu);
+	if (synced)
+		snprintf(msg, cap, "ready\n");
+	else
+		snprintf(msg, cap, "waiting for the first full sync of bucket %s\n", fl->o->bucket);
+	return synced ? 200 : 503;
+}
+
+/* 503 while cut off from NATS for longer than --stale-after, or while the head is ahead
+ * and nothing has been applied for that long (stuck). */
+static int src_health(void *arg, char *msg, size_t cap)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	uint64_t contact = fl->shown.contact_ns, applied = fl->shown.applied_ns;
+	uint64_t seq = fl->shown.seq, head = fl->shown.head;
+	pthread_mutex_unlock(&fl->mu);
+	double now = (double)wall_ns() / 1e9;
+	double stale = fl->o->stale_after > 0 ? fl->o->stale_after : 10;
+	double since = now - (double)(contact ? contact : fl->start_ns) / 1e9;
+	if (since > stale) {
+		snprintf(msg, cap, "no contact with NATS for %.1f s (%s; --stale-after %.0f)\n",
+		         since, kv_connected(fl->conn) ? "connected" : "disconnected", stale);
+		return 503;
+	}
+	if (head > seq && applied && now - (double)applied / 1e9 > stale) {
+		snprintf(msg, cap, "stuck: %llu changes behind, nothing applied for %.1f s\n",
+		         (unsigned long long)(head - seq), now - (double)applied / 1e9);
+		return 503;
+	}
+	snprintf(msg, cap, "ok: seq %llu, head %llu, last contact %.1f s ago\n",
+	         (unsigned long long)seq, (unsigned long long)head, since);
+	return 200;
+}
+
+static int src_render(void *arg, met_buf_t *b)
+{
+	follow_t *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	follow_stats_t st = fl->shown.st;
+	uint64_t seq = fl->shown.seq, head = fl->shown.head, contact = fl->shown.contact_ns;
+	uint64_t changes = fl->shown.changes, apply_ns = fl->shown.apply_ns;
+	size_t kept = fl->shown.kept;
+	bool synced = fl->shown.synced;
+	pthread_mutex_unlock(&fl->mu);
+	met_put_gauge(b, "internalctl_follow_nats_connected", "1 while connected to NATS.",
+	              kv_connected(fl->conn) ? 1 : 0);
+	met_put_counter(b, "internalctl_follow_nats_reconnects_total",
+	                "Connections to NATS lost and re-established.", kv_reconnects(fl->conn));
+	met_put_gauge(b, "internalctl_follow_synced", "1 once the first full sync has committed.",
+	              synced ? 1 : 0);
+	met_put_gauge(b, "internalctl_follow_sequence", "The last stream sequence applied.",
+	              (double)seq);
+	met_put_gauge(b, "internalctl_follow_head_sequence",
+	              "The bucket's last stream sequence as NATS last told.", (double)head);
+	met_put_gauge(b, "internalctl_follow_last_contact_timestamp_seconds",
+	              "When NATS last answered (Unix time; 0: never).", (double)contact / 1e9);
+	met_put_counter(b, "internalctl_follow_changes_applied_total",
+	                "Changes committed (records and deletes, after deduplication).",
+	                st.applied);
+	met_put_counter(b, "internalctl_follow_values_refused_total",
+	                "Values refused (each logged once as skipped).", st.skipped);
+	met_put_gauge(b, "internalctl_follow_kept_changes",
+	              "Changes refused for now, kept and tried again after each batch.",
+	              (double)kept);
+	met_put_counter(b, "internalctl_follow_batches_total", "Live batches committed.",
+	                st.batches);
+	met_put_counter(b, "internalctl_follow_batch_changes_total",
+	                "Changes in those batches (over batches_total: the mean batch size).",
+	                changes);
+	met_put_counter(b, "internalctl_follow_full_syncs_total", "Full syncs committed.",
+	                st.full_syncs);
+	met_put_gauge(b, "internalctl_follow_apply_seconds_total",
+	              "Time in live batches' transactions (over batches_total: the mean apply "
+	              "time).",
+	              (double)apply_ns / 1e9);
+	return b->failed ? -ENOMEM : 0;
+}
+
 /* ---- the loop ---------------------------------------------------------------------------- */
 
 /* Whether the registry's position can be resumed from in the stream now known. */
@@ -840,13 +1214,16 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 	if (rc)
 		return false;
 	*seq = f.seq;
+	fl->seq = f.seq;
+	fl->tag_ns = f.applied_ns;
+	fl->head = f.head;
 	/* history 1: a stream drops older messages of a key; one that dropped messages past
 	 * our position may have dropped a delete marker too, so only a stream that still
 	 * holds everything after seq is resumed */
 	bool same = strcmp(f.stream, fl->info.id) == 0 ||
 	            (fl->info.origin[0] && strcmp(f.stream, fl->info.origin) == 0);
 	return strcmp(f.bucket, fl->o->bucket) == 0 && same && f.seq <= fl->info.last &&
-	       (fl->info.first == 0 || fl->info.first <= f.seq + 1);
+	       (fl->info.first == 0 || fl->info.first <= f.seq + 1) && pend_load(fl, &f);
 }
 
 /* Says why NATS cannot be followed now (state waiting or bucket-missing), then waits the
@@ -880,11 +1257,18 @@ static bool spread_wait(follow_t *fl)
 	return !*fl->o->stop;
 }
 
-int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t *stats)
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn seen,
+                  void *seen_arg, follow_stats_t *stats)
 {
 	static volatile sig_atomic_t never;
 	follow_opts_t o = {.bucket = bucket, .stop = &never};
-	follow_t fl = {.reg = reg, .o = &o, .b = b, .state = "full-sync"};
+	follow_t fl = {.reg = reg,
+	               .o = &o,
+	               .b = b,
+	               .state = "full-sync",
+	               .seen = seen,
+	               .seen_arg = seen_arg};
+	pthread_mutex_init(&fl.mu, NULL);
 	int rc = kv_info(b, &fl.info);
 	if (!rc)
 		rc = full_sync(&fl);
@@ -892,13 +1276,43 @@ int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_stats_t
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	pthread_mutex_destroy(&fl.mu);
+	pend_clear(&fl);
+	free(fl.pend);
 	return rc;
+}
+
+/* A registry the follower starts on says so before anything is synced into it, so that
+ * internald knows not to answer from it yet (no position: nothing synced). */
+static int mark_fn(reg_txn_t *txn, void *arg)
+{
+	const follow_t *fl = arg;
+	reg_follow_t f = {.synced = false};
+	if (reg_get_follow(txn, &f) == 0)
+		return 0;
+	snprintf(f.bucket, sizeof(f.bucket), "%s", fl->o->bucket);
+	return reg_put_follow(txn, &f);
 }
 
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
-	follow_t fl = {.reg = reg, .o = o};
-	int rc = kv_connect(&fl.conn, o->urls, o->nurls, true);
+	follow_t fl = {.reg = reg, .o = o, .start_ns = wall_ns()};
+	int rc = reg_write(reg, mark_fn, &fl);
+	if (rc) {
+		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
+		return rc;
+	}
+	reg_txn_t *txn;
+	reg_follow_t f;
+	if (reg_txn_begin(reg, false, &txn) ==
+	    0) { /* what a restart shows before its first commit */
+		if (reg_get_follow(txn, &f) == 0 && f.synced) {
+			fl.synced = true;
+			fl.seq = f.seq, fl.head = f.head, fl.tag_ns = f.applied_ns;
+		}
+		reg_txn_abort(txn);
+	}
+	rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
 		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
 		return rc;
@@ -908,6 +1322,11 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		kv_close(fl.conn);
 		return rc;
 	}
+	pthread_mutex_init(&fl.mu, NULL);
+	show(&fl);
+	const met_source_t src = {
+	        .arg = &fl, .ready = src_ready, .health = src_health, .render = src_render};
+	met_http_attach(o->http, &src);
 	double backoff = 0.1;
 	bool spread = false; /* the delay before this full sync was waited already */
 	rc = 0;
@@ -974,6 +1393,10 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		*stats = fl.st;
 	batch_free(&fl.batch);
 	free(fl.skip);
+	met_http_stop(o->http); /* joins its thread: no request reads fl after this */
+	pthread_mutex_destroy(&fl.mu);
+	pend_clear(&fl);
+	free(fl.pend);
 	kv_bucket_close(fl.b);
 	kv_close(fl.conn);
 	return rc;

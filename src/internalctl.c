@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "follow.h"
 #include "jsonl.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "org.h"
 #include "publish.h"
 #include "registry.h"
@@ -46,9 +48,17 @@ static const char *const usage_text =
         "                              mirror the fleet's bucket into this registry (a daemon)\n"
         "  mirror [--nats URL]... [--js-domain D] [--bucket NAME] [--replicas N]\n"
         "         --from-domain HUB    create a region's mirror of the hub's bucket\n"
+        "  (publish and follow: --tls-ca, --tls-cert, --tls-key, --nats-user,\n"
+        "   --nats-password-file, --nats-token-file, --creds, --nkey; NATS_URL)\n"
         "\n"
         "--db DIR (or --db=DIR) defaults to /var/lib/internald; it and --no-sync may also\n"
         "follow the command. 'internalctl COMMAND --help' for one command.\n";
+
+#define NATS_HELP                                                                                  \
+	"NATS: --nats URL (nats:// or tls://; default: $NATS_URL, a comma list, else\n"            \
+	"nats://127.0.0.1:4222), --tls-ca FILE, --tls-cert FILE --tls-key FILE, and one of\n"      \
+	"--nats-user NAME --nats-password-file FILE, --nats-token-file FILE, --creds FILE,\n"      \
+	"--nkey FILE (secrets only from files).\n"
 
 static const char *const help_text[][2] = {
         {"import", "usage: internalctl import [--replace] FILE...\n"
@@ -81,16 +91,20 @@ static const char *const help_text[][2] = {
          "--nats defaults to nats://127.0.0.1:4222, --bucket to internal (1 to 63 letters,\n"
          "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"
          "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
-         "acknowledgements.\n"},
+         "acknowledgements.\n" NATS_HELP},
         {"follow", "usage: internalctl follow [--nats URL]... [--bucket NAME] [--batch N]\n"
                    "                         [--js-domain D] [--sync-spread SECONDS]\n"
+                   "                         [--metrics ADDR] [--stale-after SECONDS]\n"
                    "Mirrors the bucket into the registry until SIGTERM or SIGINT: a full sync\n"
                    "when needed, then batches of at most N changes (default 100000), each one\n"
                    "transaction that also stores the stream position.\n"
                    "--js-domain D: the bucket of JetStream domain D (a region's mirror) rather\n"
                    "than the connected server's. --sync-spread S: a full sync starts after a\n"
                    "random delay of up to S seconds (0: none; default 1 s per 20000 messages,\n"
-                   "at most 30), so that followers syncing at once spread their reads.\n"},
+                   "at most 30), so that followers syncing at once spread their reads.\n"
+                   "--metrics: serve /metrics, /health (503 past --stale-after, default 10 s,\n"
+                   "without NATS or progress) and /ready (503 before the first full sync) on "
+                   "ADDR.\n" NATS_HELP},
         {"mirror",
          "usage: internalctl mirror [--nats URL]... [--js-domain D] [--bucket NAME]\n"
          "                          [--replicas N] --from-domain HUB\n"
@@ -98,7 +112,7 @@ static const char *const help_text[][2] = {
          "connected to (or D) as a mirror of the bucket of the same name in domain HUB,\n"
          "which the server fills over its leaf node connection, keeping the hub's stream\n"
          "sequences. Exit 0 also when that mirror exists; 1 when the bucket exists and\n"
-         "is not that mirror. --replicas (1 to 5, default 1) within the domain.\n"},
+         "is not that mirror. --replicas (1 to 5, default 1) within the domain.\n" NATS_HELP},
 };
 
 typedef struct {
@@ -874,7 +888,24 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		out("follows        bucket %s (stream %s)\n", f.bucket,
 		    f.stream[0] ? f.stream : "-");
+		if (!f.synced) {
+			out("synced         no: waiting for the first full sync\n");
+			return 0;
+		}
 		out("last applied   seq %llu at %s\n", (unsigned long long)f.seq, when);
+		out("bucket head    seq %llu (lag %llu changes)\n", (unsigned long long)f.head,
+		    (unsigned long long)(f.head > f.seq ? f.head - f.seq : 0));
+		char contact[64] = "never";
+		t = (time_t)(f.contact_ns / 1000000000ULL);
+		if (f.contact_ns && gmtime_r(&t, &tm))
+			strftime(contact, sizeof(contact), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		double ago = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)f.contact_ns / 1e9;
+		if (f.contact_ns)
+			out("last contact   %s (%.1f s ago)\n", contact, ago);
+		else
+			out("last contact   never\n");
 	}
 	return 0;
 }
@@ -885,14 +916,60 @@ static int do_stats(const cli_t *c, reg_txn_t *txn)
 
 typedef struct {
 	const char *urls[FLEET_URLS_MAX];
-	size_t nurls;
+	kv_opts_t nats;
 	const char *bucket, *file;
 	int replicas;
-	long batch, ack_wait;
-	bool replace;
+	long batch, ack_wait, stale_after;
+	bool replace, has_metrics;
+	cfg_addr_t metrics;
 	const char *js_domain;
 	long spread; /* --sync-spread, -1 when not given */
 } fleet_args_t;
+
+/* The options naming a file or value of how to reach NATS, and where each goes. */
+static const char **nats_option(fleet_args_t *a, const char *arg)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} opts[] = {
+	        {"--tls-ca", offsetof(kv_opts_t, tls_ca)},
+	        {"--tls-cert", offsetof(kv_opts_t, tls_cert)},
+	        {"--tls-key", offsetof(kv_opts_t, tls_key)},
+	        {"--nats-user", offsetof(kv_opts_t, user)},
+	        {"--nats-password-file", offsetof(kv_opts_t, password_file)},
+	        {"--nats-token-file", offsetof(kv_opts_t, token_file)},
+	        {"--creds", offsetof(kv_opts_t, creds)},
+	        {"--nkey", offsetof(kv_opts_t, nkey)},
+	};
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strcmp(arg, opts[i].name) == 0)
+			return (const char **)((char *)&a->nats + opts[i].off);
+	return NULL;
+}
+
+/* A URL's password, if it has one, copied out and starred in place: the argument list
+ * (ps, /proc/PID/cmdline) shows "nats://user:***@host" from here on. NULL: no memory. */
+static const char *hide_password(char *url)
+{
+	char *p = strstr(url, "://"), *at, *colon;
+	if (!p || !(at = strchr(p + 3, '@')) || !(colon = memchr(p + 3, ':', (size_t)(at - p - 3))))
+		return url;
+	char *copy = strdup(url);
+	if (copy)
+		memset(colon + 1, '*', (size_t)(at - colon - 1));
+	return copy;
+}
+
+/* NATS_URL's comma-separated servers into a->urls (the default when no --nats). */
+static void urls_from_env(fleet_args_t *a)
+{
+	const char *env = getenv("NATS_URL");
+	char *list = env && *env ? strdup(env) : NULL, *save = NULL;
+	for (char *u = list ? strtok_r(list, ", ", &save) : NULL;
+	     u && a->nats.nurls < FLEET_URLS_MAX; u = strtok_r(NULL, ", ", &save))
+		a->urls[a->nats.nurls++] = u; /* list lives as long as the process */
+}
 
 /* A JetStream KV bucket name: letters, digits, '-' and '_' (NATS refuses any other, and
  * follow would retry it for ever), at most what the registry stores of the followed
@@ -935,6 +1012,7 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 {
 	const char *cmd = c->argv[0];
 	*a = (fleet_args_t){.bucket = "internal", .replicas = 1, .spread = -1};
+	a->nats.urls = a->urls;
 	for (int i = 1; i < c->argc; i++) {
 		const char *arg = c->argv[i], *val = NULL;
 		bool nats = strcmp(arg, "--nats") == 0, bucket = strcmp(arg, "--bucket") == 0;
@@ -943,16 +1021,37 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 		bool ack_wait = file && strcmp(arg, "--ack-wait") == 0;
 		bool domain = !file && strcmp(arg, "--js-domain") == 0;
 		bool spread = !file && strcmp(arg, "--sync-spread") == 0;
+		bool metrics = !file && strcmp(arg, "--metrics") == 0;
+		bool stale = !file && strcmp(arg, "--stale-after") == 0;
+		const char **conn = nats_option(a, arg);
 		long n;
-		if (nats || bucket || replicas || batch || ack_wait || domain || spread) {
+		if (nats || bucket || replicas || batch || ack_wait || domain || spread || conn ||
+		    metrics || stale) {
 			if (i + 1 == c->argc)
 				return cmd_usage(cmd, "%s needs a value", arg);
 			val = c->argv[++i];
 		}
 		if (nats) {
-			if (a->nurls == FLEET_URLS_MAX)
+			if (a->nats.nurls == FLEET_URLS_MAX)
 				return cmd_usage(cmd, "at most %d --nats URLs", FLEET_URLS_MAX);
-			a->urls[a->nurls++] = val;
+			if (!(val = hide_password(c->argv[i])))
+				return EXIT_REFUSED;
+			a->urls[a->nats.nurls++] = val;
+		} else if (conn) {
+			*conn = val;
+		} else if (metrics) {
+			if (config_parse_addr(val, 9154, &a->metrics))
+				return cmd_usage(
+				        cmd,
+				        "--metrics '%s': not an address (HOST:PORT, [V6]:PORT)",
+				        val);
+			a->has_metrics = true;
+		} else if (stale) {
+			if (!parse_range(val, 1, 86400, &n))
+				return cmd_usage(cmd,
+				                 "--stale-after takes 1 to 86400 seconds, not '%s'",
+				                 val);
+			a->stale_after = n;
 		} else if (bucket) {
 			if (!bucket_valid(val))
 				return cmd_usage(
@@ -995,8 +1094,18 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 	}
 	if (file && !a->file)
 		return cmd_usage(cmd, "needs a file (or - for standard input)");
-	if (a->nurls == 0)
-		a->urls[a->nurls++] = "nats://127.0.0.1:4222";
+	const kv_opts_t *k = &a->nats;
+	if (!k->user != !k->password_file)
+		return cmd_usage(cmd, "--nats-user and --nats-password-file go together");
+	if (!k->tls_cert != !k->tls_key)
+		return cmd_usage(cmd, "--tls-cert and --tls-key go together");
+	if (!!k->password_file + !!k->token_file + !!k->creds + !!k->nkey > 1)
+		return cmd_usage(cmd, "give one of --nats-password-file, --nats-token-file, "
+		                      "--creds, --nkey");
+	if (a->nats.nurls == 0)
+		urls_from_env(a);
+	if (a->nats.nurls == 0)
+		a->urls[a->nats.nurls++] = "nats://127.0.0.1:4222";
 	return 0;
 }
 
@@ -1007,8 +1116,7 @@ static int cmd_publish(const cli_t *c)
 	if (rc)
 		return rc;
 	log_set_level(LOG_WARN); /* the scratch mirror's progress is not the user's news */
-	publish_opts_t o = {.urls = a.urls,
-	                    .nurls = a.nurls,
+	publish_opts_t o = {.nats = &a.nats,
 	                    .bucket = a.bucket,
 	                    .replicas = a.replicas,
 	                    .ack_wait_ms = a.ack_wait * 1000,
@@ -1043,8 +1151,23 @@ static int cmd_follow(const cli_t *c)
 		return rc;
 	/* --sync-spread 0 is none (-1 here); without it, the default (0 here) */
 	double spread = a.spread < 0 ? 0 : a.spread == 0 ? -1 : (double)a.spread;
-	follow_opts_t o = {a.urls,       a.nurls,     a.bucket, (size_t)a.batch,
-	                   &follow_stop, a.js_domain, spread};
+	char pending[4096];
+	snprintf(pending, sizeof(pending), "%s/follow-pending", c->db);
+	follow_opts_t o = {.nats = &a.nats,
+	                   .bucket = a.bucket,
+	                   .batch_max = (size_t)a.batch,
+	                   .stop = &follow_stop,
+	                   .js_domain = a.js_domain,
+	                   .sync_spread_s = spread,
+	                   .pending_path = pending,
+	                   .stale_after = (double)a.stale_after};
+
+	char err[CFG_ERR_MAX];
+	if (a.has_metrics && met_http_start(&o.http, &a.metrics, INTERNALD_VERSION, err)) {
+		fprintf(stderr, "internalctl: follow: %s\n", err);
+		reg_close(reg);
+		return EXIT_REFUSED;
+	}
 	rc = follow_run(reg, &o, NULL);
 	reg_close(reg);
 	return rc ? EXIT_REFUSED : 0;

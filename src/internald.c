@@ -161,6 +161,20 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
+/* The metrics endpoint's view of the server (metrics.h's met_source_t). */
+static int http_ready(void *arg, char *msg, size_t cap)
+{
+	return srv_ready(arg, msg, cap);
+}
+static int http_health(void *arg, char *msg, size_t cap)
+{
+	return srv_health(arg, msg, cap);
+}
+static int http_snapshot(void *arg, met_snapshot_t *out)
+{
+	return srv_metrics(arg, out);
+}
+
 int main(int argc, char **argv)
 {
 	char err[CFG_ERR_MAX] = "";
@@ -225,7 +239,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	srv_on_reload(srv, reload, NULL);
-	met_http_attach(http, srv);
+	const met_source_t src = {
+	        .arg = srv, .ready = http_ready, .health = http_health, .snapshot = http_snapshot};
+	met_http_attach(http, &src);
 	rc = srv_run(srv);
 	met_http_stop(http); /* before the server goes: a scrape reads its workers */
 	srv_free(srv);

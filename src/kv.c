@@ -24,7 +24,9 @@ struct kv_conn {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool closing, closed;
-	char domain[64]; /* kv_set_domain: the JetStream domain buckets are opened in */
+	char domain[64];     /* kv_set_domain: the JetStream domain buckets are opened in */
+	char denied[256];    /* the server's last permissions violation ("" none) */
+	uint64_t reconnects; /* atomic: connections re-established */
 };
 
 struct kv_bucket {
@@ -59,12 +61,33 @@ struct kv_sub {
  * which kv_flush copies here. */
 static __thread char last_error[256];
 
+/* Cuts the userinfo out of every URL in s ("tls://u:p@h" -> "tls://h"), in place: no
+ * text this module logs or returns may hold a password. */
+static void cut_userinfo(char *s)
+{
+	for (char *p = strstr(s, "://"); p; p = strstr(p, "://")) {
+		p += 3;
+		size_t host = strcspn(p, "/ ,\"'@");
+		if (p[host] != '@')
+			continue;
+		memmove(p, p + host + 1, strlen(p + host + 1) + 1);
+	}
+}
+
+const char *kv_url_public(const char *url, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", url);
+	cut_userinfo(buf);
+	return buf;
+}
+
 /* Maps a NATS status to our codes, keeping its text for kv_strerror. */
 static int fail(natsStatus s, const char *what)
 {
 	const char *detail = nats_GetLastError(NULL);
 	snprintf(last_error, sizeof(last_error), "%s: %s%s%s", what, natsStatus_GetText(s),
 	         detail && *detail ? ": " : "", detail ? detail : "");
+	cut_userinfo(last_error);
 	switch (s) {
 	case NATS_OK:
 		return 0;
@@ -74,6 +97,8 @@ static int fail(natsStatus s, const char *what)
 		return -ENOENT;
 	case NATS_NO_MEMORY:
 		return -ENOMEM;
+	case NATS_NOT_PERMITTED:
+		return -EACCES;
 	case NATS_NOT_YET_CONNECTED:
 	case NATS_CONNECTION_CLOSED:
 	case NATS_CONNECTION_DISCONNECTED:
@@ -87,7 +112,7 @@ static int fail(natsStatus s, const char *what)
 
 const char *kv_strerror(int err)
 {
-	if ((err == -EIO || err == -EREMOTEIO) && last_error[0])
+	if ((err == -EIO || err == -EREMOTEIO || err == -EACCES || err == -EINVAL) && last_error[0])
 		return last_error;
 	if (err == -ENOTCONN)
 		return "NATS is unreachable";
@@ -100,6 +125,7 @@ static void log_state(natsConnection *nc, const char *state)
 {
 	char url[256] = "";
 	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+	cut_userinfo(url);
 	log_info("kv: nats=%s url=%s", state, url[0] ? url : "-");
 }
 
@@ -128,7 +154,8 @@ static void on_closed(natsConnection *nc, void *arg)
 }
 static void on_reconnected(natsConnection *nc, void *arg)
 {
-	(void)arg;
+	kv_conn_t *c = arg;
+	__atomic_add_fetch(&c->reconnects, 1, __ATOMIC_RELAXED);
 	log_state(nc, "reconnected");
 }
 
@@ -143,16 +170,183 @@ static int64_t reconnect_delay(natsConnection *nc, int attempts, void *arg)
 	return ms < 5000 ? ms : 5000;
 }
 
-int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
+/* The server's asynchronous errors (a permissions violation: a subscribe or publish
+ * this user may not make), on NATS's thread: kept for kv_denied and kv_flush, and each
+ * new text logged once (a follower retrying would repeat it every few seconds). */
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *arg)
+{
+	(void)sub;
+	kv_conn_t *c = arg;
+	const char *text = NULL;
+	natsConnection_GetLastError(nc, &text);
+	char msg[256];
+	snprintf(msg, sizeof(msg), "%s", text && *text ? text : natsStatus_GetText(err));
+	cut_userinfo(msg);
+	pthread_mutex_lock(&c->mu);
+	bool news = err == NATS_NOT_PERMITTED && strcmp(c->denied, msg) != 0;
+	if (news)
+		snprintf(c->denied, sizeof(c->denied), "%s", msg);
+	pthread_mutex_unlock(&c->mu);
+	if (news)
+		log_warn("kv: nats=denied error=\"%s\"", msg);
+	else if (err != NATS_NOT_PERMITTED)
+		log_debug("kv: nats error=\"%s\"", msg);
+}
+
+bool kv_denied(kv_conn_t *c, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&c->mu);
+	bool denied = c->denied[0] != '\0';
+	if (denied && buf)
+		snprintf(buf, cap, "%s", c->denied);
+	pthread_mutex_unlock(&c->mu);
+	return denied;
+}
+
+/* A secret's one line from path into buf[cap] (trailing white space cut). -EINVAL with
+ * last_error naming the file (never its content). */
+static int read_secret(const char *what, const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+	int e = 0;
+	if (!f) {
+		e = errno;
+	} else {
+		n = fread(buf, 1, cap, f);
+		if (ferror(f))
+			e = errno ? errno : EIO;
+		fclose(f);
+	}
+	if (!e && n == cap)
+		snprintf(last_error, sizeof(last_error), "%s file %s: longer than %zu bytes", what,
+		         path, cap - 1);
+	else if (e)
+		snprintf(last_error, sizeof(last_error), "%s file %s: %s", what, path, strerror(e));
+	if (e || n == cap) {
+		explicit_bzero(buf, cap);
+		return -EINVAL;
+	}
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	             buf[n - 1] == '\t'))
+		n--;
+	buf[n] = '\0';
+	if (n == 0 || memchr(buf, '\n', n)) {
+		snprintf(last_error, sizeof(last_error), "%s file %s: %s", what, path,
+		         n ? "more than one line" : "empty");
+		explicit_bzero(buf, cap);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The public key that goes with an nkey seed file: a line of it that is a user's public
+ * key ("U" and 55 more of A-Z2-7, as nk -gen user -pubout prints after the seed). */
+static int nkey_public(const char *path, char *pub, size_t cap)
+{
+	char buf[1024], *save = NULL;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(last_error, sizeof(last_error), "nkey file %s: %s", path, strerror(errno));
+		return -EINVAL;
+	}
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	int rc = -EINVAL;
+	for (char *l = strtok_r(buf, " \t\r\n", &save); l; l = strtok_r(NULL, " \t\r\n", &save))
+		if (l[0] == 'U' && strlen(l) == 56 &&
+		    strspn(l, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == 56 && strlen(l) < cap) {
+			snprintf(pub, cap, "%s", l);
+			rc = 0;
+		}
+	explicit_bzero(buf, sizeof(buf));
+	if (rc)
+		snprintf(last_error, sizeof(last_error),
+		         "nkey file %s: no user public key (U...) beside the seed: add the line "
+		         "'nk -inkey %s -pubout' prints",
+		         path, path);
+	return rc;
+}
+
+/* Whether any of the URLs asks for TLS. */
+static bool wants_tls(const kv_opts_t *o)
+{
+	for (size_t i = 0; i < o->nurls; i++)
+		if (strncmp(o->urls[i], "tls://", 6) == 0)
+			return true;
+	return o->tls_ca || o->tls_cert;
+}
+
+/* Who we are, and TLS, into opts. -EINVAL (last_error says why) or a NATS failure. */
+static int set_identity(natsOptions *opts, const kv_opts_t *o)
+{
+	int rc = 0;
+	natsStatus s = NATS_OK;
+	int ways = !!o->password_file + !!o->token_file + !!o->creds + !!o->nkey;
+	if (ways > 1 || !o->user != !o->password_file || !o->tls_cert != !o->tls_key) {
+		snprintf(last_error, sizeof(last_error), "%s",
+		         ways > 1 ? "give one of a password, a token, a creds file, an nkey"
+		         : !o->tls_cert != !o->tls_key
+		                 ? "a client certificate and its key go together"
+		                 : "a user and a password file go together");
+		return -EINVAL;
+	}
+	if (wants_tls(o)) {
+		s = natsOptions_SetSecure(opts, true);
+		if (s == NATS_OK && o->tls_ca)
+			s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
+		if (s == NATS_OK && o->tls_cert)
+			s = natsOptions_LoadCertificatesChain(opts, o->tls_cert, o->tls_key);
+		if (s != NATS_OK)
+			return fail(s, "TLS");
+	}
+	if (o->password_file) {
+		char pw[1024];
+		if (!(rc = read_secret("password", o->password_file, pw, sizeof(pw))))
+			s = natsOptions_SetUserInfo(opts, o->user, pw);
+		explicit_bzero(pw, sizeof(pw));
+	} else if (o->token_file) {
+		char tok[1024];
+		if (!(rc = read_secret("token", o->token_file, tok, sizeof(tok))))
+			s = natsOptions_SetToken(opts, tok);
+		explicit_bzero(tok, sizeof(tok));
+	} else if (o->creds) {
+		FILE *f = fopen(o->creds, "r"); /* libnats reads it at each connection: fail now */
+		if (!f) {
+			snprintf(last_error, sizeof(last_error), "creds file %s: %s", o->creds,
+			         strerror(errno));
+			return -EINVAL;
+		}
+		fclose(f);
+		s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds, NULL);
+	} else if (o->nkey) {
+		char pub[64];
+		if (!(rc = nkey_public(o->nkey, pub, sizeof(pub))))
+			s = natsOptions_SetNKeyFromSeed(opts, pub, o->nkey);
+	}
+	if (rc)
+		return rc;
+	return s == NATS_OK ? 0 : fail(s, "credentials");
+}
+
+int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 {
 	kv_conn_t *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
+	int rc = 0;
 	natsStatus s = natsOptions_Create(&c->opts);
 	if (s == NATS_OK)
-		s = natsOptions_SetServers(c->opts, (const char **)urls, (int)n);
+		s = natsOptions_SetServers(c->opts, (const char **)o->urls, (int)o->nurls);
+	if (s == NATS_OK && (rc = set_identity(c->opts, o)))
+		goto refused;
+	/* publish tries the servers in the order given (after a node is lost, the next
+	 * one); followers spread over them as the library picks */
+	if (s == NATS_OK && !forever)
+		s = natsOptions_SetNoRandomize(c->opts, true);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(c->opts, 2000);
 	if (s == NATS_OK)
@@ -168,24 +362,40 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 	if (s == NATS_OK)
 		s = natsOptions_SetDisconnectedCB(c->opts, on_disconnected, c);
 	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, NULL);
+		s = natsOptions_SetReconnectedCB(c->opts, on_reconnected, c);
 	if (s == NATS_OK)
 		s = natsOptions_SetClosedCB(c->opts, on_closed, c);
 	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(c->opts, on_error, c);
+	if (s == NATS_OK)
 		s = natsConnection_Connect(&c->nc, c->opts);
 	if (s == NATS_NOT_YET_CONNECTED && forever) {
-		log_info("kv: nats=connecting url=%s", urls[0]);
+		char url[256];
+		log_info("kv: nats=connecting url=%s", kv_url_public(o->urls[0], url, sizeof(url)));
 		s = NATS_OK;
 	} else if (s == NATS_OK) {
 		log_state(c->nc, "connected");
 	}
-	if (s != NATS_OK) {
-		int rc = fail(s, "connect");
-		kv_close(c);
-		return rc;
+	if (s != NATS_OK)
+		rc = fail(s, "connect");
+	if (!rc) {
+		*out = c;
+		return 0;
 	}
-	*out = c;
-	return 0;
+refused:
+	kv_close(c);
+	return rc;
+}
+
+int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
+{
+	kv_opts_t o = {.urls = urls, .nurls = n};
+	return kv_connect_opts(out, &o, forever);
+}
+
+uint64_t kv_reconnects(kv_conn_t *c)
+{
+	return __atomic_load_n(&c->reconnects, __ATOMIC_RELAXED);
 }
 
 bool kv_connected(kv_conn_t *c)
@@ -541,7 +751,17 @@ int kv_flush(kv_bucket_t *b)
 	pthread_mutex_unlock(&b->mutex);
 	if (failed) /* the server's answer says more than a timeout waiting for the rest */
 		return refused ? -EREMOTEIO : -EIO;
-	return s == NATS_OK ? 0 : fail(s, "waiting for acknowledgements");
+	if (s == NATS_OK)
+		return 0;
+	/* a publish NATS denies this user is dropped without an answer: say so rather than
+	 * that the server is slow */
+	char denied[256];
+	if (kv_denied(b->c, denied, sizeof(denied))) {
+		snprintf(last_error, sizeof(last_error), "NATS denies this user the write: %.200s",
+		         denied);
+		return -EACCES;
+	}
+	return fail(s, "waiting for acknowledgements");
 }
 
 void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes)

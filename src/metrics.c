@@ -71,8 +71,10 @@ void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_
 		return;
 	MET_INC(m->rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
 	                                                   : (unsigned)a->last_rcode)]);
+	/* an NXDOMAIN is of no form, whatever the name looked like (internald(8)) */
 	if (a->last_form > NAME_OUTSIDE && (size_t)a->last_form < sizeof(form_index))
-		MET_INC(m->form[form_index[a->last_form]]);
+		MET_INC(m->form[a->last_rcode == WIRE_NXDOMAIN ? MET_FORM_OTHER
+		                                               : form_index[a->last_form]]);
 	if (!tcp && (out[2] & 0x02))
 		MET_INC(m->truncated);
 	if (a->last_refused >= 0 && (size_t)a->last_refused < sizeof(refused_index))
@@ -341,6 +343,18 @@ static void render_registry(met_buf_t *b, const met_snapshot_t *s)
 	      (double)r->written_ns / 1e9);
 	if (!r->follows)
 		return;
+	gauge(b, "internald_registry_follow_synced",
+	      "1 once the follower's first full sync has committed; 0: internald is not ready "
+	      "and answers its zones SERVFAIL.",
+	      r->follow_synced ? 1 : 0);
+	gauge(b, "internald_registry_follow_head_sequence",
+	      "The bucket's last stream sequence as the follower last heard of it; lag in "
+	      "changes is this minus internald_registry_follow_sequence.",
+	      (double)r->follow_head);
+	gauge(b, "internald_registry_follow_last_contact_timestamp_seconds",
+	      "The follower's last contact with NATS (Unix time; written at least once a second "
+	      "while connected; 0: never).",
+	      (double)r->follow_contact_ns / 1e9);
 	gauge(b, "internald_registry_follow_sequence",
 	      "The last stream sequence the follower applied to this host's registry.",
 	      (double)r->follow_seq);
@@ -391,6 +405,11 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	gauge(b, "internald_scrape_duration_seconds",
 	      "How long the previous scrape took inside internald (summing, rendering).",
 	      s->scrape_seconds);
+	met_put_process(b, p);
+}
+
+void met_put_process(met_buf_t *b, const met_process_t *p)
+{
 	if (!p->present)
 		return;
 	family(b, "process_cpu_seconds_total", "counter",
@@ -404,6 +423,16 @@ static void render_process(met_buf_t *b, const met_snapshot_t *s)
 	gauge(b, "process_max_fds", "Maximum number of open file descriptors.", (double)p->max_fds);
 	gauge(b, "process_start_time_seconds",
 	      "Start time of the process since unix epoch in seconds.", p->start_time_seconds);
+}
+
+void met_put_counter(met_buf_t *b, const char *name, const char *help, uint64_t v)
+{
+	counter(b, name, help, v);
+}
+
+void met_put_gauge(met_buf_t *b, const char *name, const char *help, double v)
+{
+	gauge(b, name, help, v);
 }
 
 int met_render(met_buf_t *b, const met_snapshot_t *s)

@@ -1,8 +1,9 @@
 /*
  * metrics_http.c — /metrics, /health and /ready over HTTP, with libmicrohttpd on its
  * own thread. The only file that includes microhttpd.h. It never touches a worker:
- * everything it serves comes from server.h's srv_metrics/srv_health/srv_ready, which
- * read the workers' counters with relaxed loads.
+ * everything it serves comes from the attached met_source_t (internald's: server.h's
+ * srv_metrics/srv_health/srv_ready, which read the workers' counters with relaxed loads;
+ * internalctl follow's: its own state under a mutex).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -24,8 +25,8 @@ struct met_http {
 	struct MHD_Daemon *d;
 	int fd;
 	const char *version;
-	srv_t *srv;            /* atomic: NULL while starting */
-	double scrape_seconds; /* the previous scrape's (MHD's one thread only) */
+	const met_source_t *src; /* atomic: NULL while starting */
+	double scrape_seconds;   /* the previous scrape's (MHD's one thread only) */
 };
 
 int met_process_read(met_process_t *p)
@@ -107,16 +108,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version, (void)data, (void)data_len, (void)state;
 	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
 		return plain(c, MHD_HTTP_METHOD_NOT_ALLOWED, "GET only\n");
-	srv_t *s = __atomic_load_n(&h->srv, __ATOMIC_ACQUIRE);
+	const met_source_t *s = __atomic_load_n(&h->src, __ATOMIC_ACQUIRE);
 	char msg[1024];
-	if (strcmp(url, "/ready") == 0) {
-		int code = srv_ready(s, msg, sizeof(msg));
-		return plain(c, (unsigned)code, msg);
-	}
-	if (strcmp(url, "/health") == 0) {
+	if (strcmp(url, "/ready") == 0 || strcmp(url, "/health") == 0) {
 		if (!s)
 			return plain(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
-		int code = srv_health(s, msg, sizeof(msg));
+		int code = url[1] == 'r' ? s->ready(s->arg, msg, sizeof(msg))
+		                         : s->health(s->arg, msg, sizeof(msg));
 		return plain(c, (unsigned)code, msg);
 	}
 	if (strcmp(url, "/metrics") == 0) {
@@ -124,14 +122,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		met_buf_t b = {0};
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if (s)
-			srv_metrics(s, &snap);
-		else
-			memset(&snap, 0, sizeof(snap));
+		memset(&snap, 0, sizeof(snap));
+		if (s && s->snapshot)
+			s->snapshot(s->arg, &snap);
 		snap.version = h->version;
 		snap.scrape_seconds = h->scrape_seconds;
 		met_process_read(&snap.proc);
-		if (met_render(&b, &snap)) {
+		int rc = 0;
+		if (s && !s->snapshot) {
+			if (s->render(s->arg, &b) == 0)
+				met_put_process(&b, &snap.proc);
+			rc = b.failed ? -ENOMEM : 0;
+		} else {
+			rc = met_render(&b, &snap);
+		}
+		if (rc) {
 			met_buf_free(&b);
 			return plain(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 		}
@@ -201,10 +206,10 @@ fail:
 	return -e;
 }
 
-void met_http_attach(met_http_t *h, srv_t *s)
+void met_http_attach(met_http_t *h, const met_source_t *src)
 {
 	if (h)
-		__atomic_store_n(&h->srv, s, __ATOMIC_RELEASE);
+		__atomic_store_n(&h->src, src, __ATOMIC_RELEASE);
 }
 
 void met_http_stop(met_http_t *h)

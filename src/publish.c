@@ -8,10 +8,12 @@
 #include "publish.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "follow.h"
@@ -36,7 +38,8 @@ typedef struct {
 	char *err;
 } check_t;
 
-#define CHECKED 1 /* check_fn's "valid, now throw the transaction away" */
+#define CHECKED          1
+#define PUBLISH_ATTEMPTS 5 /* check_fn's "valid, now throw the transaction away" */
 
 static int check_fn(reg_txn_t *txn, void *arg)
 {
@@ -84,45 +87,119 @@ static size_t sort_unique(char **keys, size_t n)
 	return m;
 }
 
-/* Every key the bucket holds a value under (not deleted ones), sorted; for --replace.
- * Read whole, in order: with history 1 the stream holds one message per key. */
-static int bucket_keys(kv_bucket_t *b, char ***out, size_t *n)
+/*
+ * What the bucket holds, as the mirror read it: each key with a digest of its latest
+ * value (128 bits: two hashes), or marked deleted. An open-addressing table that owns
+ * its keys. Lets publish put only what differs, delete only what is there, and list the
+ * keys --replace deletes, without reading the stream a second time.
+ */
+typedef struct {
+	char *key;
+	uint64_t h1, h2;
+	bool held; /* a value, not a delete marker */
+} held_t;
+
+typedef struct {
+	held_t *slot;
+	size_t cap, n;
+	int rc; /* -ENOMEM once an insert failed: then every record is put, as before */
+} bucket_map_t;
+
+static uint64_t hash_of(const char *s, size_t len, uint64_t h, uint64_t mul)
 {
-	kv_info_t info;
-	kv_sub_t *sub;
-	kv_msg_t m;
-	size_t cap = 0;
-	char **keys = NULL;
-	int rc = kv_info(b, &info);
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * mul;
+	return h ^ (h >> 29);
+}
+static void digest(const char *v, size_t len, uint64_t *h1, uint64_t *h2)
+{
+	*h1 = hash_of(v, len, 1469598103934665603ULL, 1099511628211ULL);
+	*h2 = hash_of(v, len, 0x9e3779b97f4a7c15ULL, 0xff51afd7ed558ccdULL) + len;
+}
+
+static held_t *map_find(const bucket_map_t *m, const char *key)
+{
+	if (!m->cap)
+		return NULL;
+	size_t i = (size_t)hash_of(key, strlen(key), 1469598103934665603ULL, 1099511628211ULL) &
+	           (m->cap - 1);
+	while (m->slot[i].key && strcmp(m->slot[i].key, key) != 0)
+		i = (i + 1) & (m->cap - 1);
+	return &m->slot[i];
+}
+
+static int map_grow(bucket_map_t *m)
+{
+	bucket_map_t g = {.cap = m->cap ? 2 * m->cap : 1024};
+	if (!(g.slot = calloc(g.cap, sizeof(*g.slot))))
+		return -ENOMEM;
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slot[i].key)
+			*map_find(&g, m->slot[i].key) = m->slot[i];
+	g.n = m->n;
+	free(m->slot);
+	*m = g;
+	return 0;
+}
+
+/* follow_mirror's look at each message: the latest one of a key wins. */
+static void map_seen(void *arg, const kv_msg_t *msg)
+{
+	bucket_map_t *m = arg;
+	if (m->rc || (2 * (m->n + 1) > m->cap && (m->rc = map_grow(m))))
+		return;
+	held_t *h = map_find(m, msg->key);
+	if (!h->key) {
+		if (!(h->key = strdup(msg->key))) {
+			m->rc = -ENOMEM;
+			return;
+		}
+		m->n++;
+	}
+	h->held = msg->op == KV_PUT;
+	digest(msg->value, msg->len, &h->h1, &h->h2);
+}
+
+static void map_free(bucket_map_t *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->slot[i].key);
+	free(m->slot);
+}
+
+/* Whether the bucket holds exactly this value under key (false when unsure). */
+static bool unchanged(const bucket_map_t *m, const char *key, const char *v, size_t len)
+{
+	const held_t *h = m->rc ? NULL : map_find(m, key);
+	uint64_t h1, h2;
+	if (!h || !h->key || !h->held)
+		return false;
+	digest(v, len, &h1, &h2);
+	return h1 == h->h1 && h2 == h->h2;
+}
+
+/* Whether the bucket holds a value under key (true when unsure). */
+static bool held(const bucket_map_t *m, const char *key)
+{
+	const held_t *h = m->rc ? NULL : map_find(m, key);
+	return !h || (h->key && h->held);
+}
+
+/* Every key the bucket holds a value under, sorted (pointers into m); for --replace. */
+static int bucket_keys(const bucket_map_t *m, char ***out, size_t *n)
+{
+	char **keys = malloc((m->n + 1) * sizeof(*keys));
 	*n = 0;
-	if (rc || info.msgs == 0)
-		return rc;
-	if ((rc = kv_sub_open_pull(b, 1, &sub)))
-		return rc;
-	do {
-		if ((rc = kv_sub_next(sub, 10000, &m)))
-			break;
-		if (m.op != KV_PUT)
-			continue;
-		if (*n == cap) {
-			cap = cap ? 2 * cap : 1024;
-			char **k = realloc(keys, cap * sizeof(*k));
-			if (!k) {
-				rc = -ENOMEM;
-				break;
-			}
-			keys = k;
-		}
-		if (!(keys[*n] = strdup(m.key))) {
-			rc = -ENOMEM;
-			break;
-		}
-		(*n)++;
-	} while (m.pending > 0);
-	kv_sub_close(sub);
+	if (m->rc || !keys) {
+		free(keys);
+		return m->rc ? m->rc : -ENOMEM;
+	}
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slot[i].key && m->slot[i].held)
+			keys[(*n)++] = m->slot[i].key;
 	qsort(keys, *n, sizeof(*keys), cmp_str);
 	*out = keys;
-	return rc;
+	return 0;
 }
 
 static void remove_scratch(char *dir)
@@ -285,13 +362,18 @@ out:
 	return rc;
 }
 
-int publish_run(const publish_opts_t *o)
+/* One attempt: connect, mirror and validate, write what differs. *state: what the
+ * failure was (ATTEMPT_*), for publish_run to decide whether to try again. */
+enum { ATTEMPT_DONE, ATTEMPT_REFUSED, ATTEMPT_NATS };
+
+static int publish_once(const publish_opts_t *o, char *buf, size_t len, const char *name,
+                        int *state)
 {
-	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
-	char *buf = NULL, **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
+	char **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t len = 0, nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
-	uint64_t nputs = 0, ndels = 0;
+	size_t nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
+	uint64_t nputs = 0, ndels = 0, nsame = 0;
+	bucket_map_t held_map = {0};
 	line_t *lines = NULL;
 	kv_conn_t *conn = NULL;
 	kv_bucket_t *b = NULL;
@@ -300,22 +382,13 @@ int publish_run(const publish_opts_t *o)
 	bool have_scratch = false;
 	int rc;
 
-	FILE *f = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
-	if (!f) {
-		fprintf(stderr, "internalctl: %s: %s\n", o->file, strerror(errno));
-		return -errno;
-	}
-	rc = read_all(f, &buf, &len);
-	if (f != stdin)
-		fclose(f);
-	if (rc) {
-		fprintf(stderr, "internalctl: %s: %s\n", name, strerror(-rc));
-		return rc;
-	}
-	if ((rc = kv_connect(&conn, o->urls, o->nurls, false)) ||
+	*state = ATTEMPT_NATS;
+	if ((rc = kv_connect_opts(&conn, o->nats, false)) ||
 	    (rc = kv_bucket_open(conn, o->bucket, o->replicas, o->ack_wait_ms, &b))) {
-		fprintf(stderr, "internalctl: publish: NATS at %s, bucket %s: %s\n", o->urls[0],
-		        o->bucket, kv_strerror(rc));
+		char url[256];
+		fprintf(stderr, "internalctl: publish: NATS at %s, bucket %s: %s\n",
+		        kv_url_public(o->nats->urls[0], url, sizeof(url)), o->bucket,
+		        kv_strerror(rc));
 		goto out;
 	}
 	/* the bucket's content, validated as a follower validates it */
@@ -327,7 +400,7 @@ int publish_run(const publish_opts_t *o)
 	have_scratch = true;
 	follow_stats_t st;
 	if ((rc = reg_open(&scratch, scratch_dir, REG_NOSYNC | REG_WRITEMAP, 0)) ||
-	    (rc = follow_mirror(scratch, b, o->bucket, &st))) {
+	    (rc = follow_mirror(scratch, b, o->bucket, map_seen, &held_map, &st))) {
 		fprintf(stderr, "internalctl: publish: reading bucket %s: %s\n", o->bucket,
 		        rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO ? kv_strerror(rc)
 		                                                          : reg_strerror(rc));
@@ -362,12 +435,13 @@ int publish_run(const publish_opts_t *o)
 		fprintf(stderr, "internalctl: nothing was published; bucket %s is unchanged\n",
 		        o->bucket);
 		rc = -EINVAL;
+		*state = ATTEMPT_REFUSED;
 		goto out;
 	}
 	/* the keys to delete, each once: the file's deletes, the old keys of the Machines it
 	 * moves to another org and, with --replace, the bucket's keys the file puts nothing
 	 * under (a key the file deletes itself, or a moved Machine's old key, is both) */
-	if (o->replace && (rc = bucket_keys(b, &bkeys, &nbkeys)))
+	if (o->replace && (rc = bucket_keys(&held_map, &bkeys, &nbkeys)))
 		goto write_failed;
 	fkeys = calloc(nlines + 1, sizeof(*fkeys));
 	dels = calloc(2 * nlines + nbkeys + 1, sizeof(*dels));
@@ -387,6 +461,11 @@ int publish_run(const publish_opts_t *o)
 		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
 			dels[ndel++] = bkeys[i];
 	ndel = sort_unique(dels, ndel);
+	size_t nheld = 0; /* a delete of what the bucket does not hold writes nothing */
+	for (size_t i = 0; i < ndel; i++)
+		if (held(&held_map, dels[i]))
+			dels[nheld++] = dels[i];
+	ndel = nheld;
 	if (!(puts = malloc((nlines + 1) * sizeof(*puts)))) {
 		rc = -ENOMEM;
 		goto write_failed;
@@ -402,12 +481,16 @@ int publish_run(const publish_opts_t *o)
 			if (!ln->key || ln->del ||
 			    (ln->kind != KVKEY_ORG && ln->kind != KVKEY_REGION))
 				continue;
-			if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
+			if (unchanged(&held_map, ln->key, buf + ln->off, ln->len))
+				nsame++;
+			else if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
 				goto write_failed;
 		}
 		for (size_t k = 0; pass == 2 && k < nput; k++) {
 			line_t *ln = &lines[puts[k]];
-			if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
+			if (unchanged(&held_map, ln->key, buf + ln->off, ln->len))
+				nsame++;
+			else if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
 				goto write_failed;
 		}
 		for (size_t i = 0; (pass == 1 || pass == 3) && i < ndel; i++) {
@@ -422,8 +505,12 @@ int publish_run(const publish_opts_t *o)
 	if ((rc = kv_flush(b)))
 		goto write_failed;
 	kv_acked(b, &nputs, &ndels);
-	fprintf(stderr, "internalctl: published %llu records and %llu deletes to bucket %s\n",
-	        (unsigned long long)nputs, (unsigned long long)ndels, o->bucket);
+	*state = ATTEMPT_DONE;
+	fprintf(stderr,
+	        "internalctl: published %llu records and %llu deletes to bucket %s; %llu records "
+	        "unchanged\n",
+	        (unsigned long long)nputs, (unsigned long long)ndels, o->bucket,
+	        (unsigned long long)nsame);
 	goto out;
 write_failed:
 	/* what the server has stored, not what was sent: a refused write is not counted, nor
@@ -436,6 +523,9 @@ write_failed:
 	        rc == -EREMOTEIO
 	                ? "the server refuses that write, and will refuse it again: fix the record "
 	                  "or the bucket's limits, then publish the file again"
+	        : rc == -EACCES
+	                ? "this NATS user may not write the bucket: publish as the publisher (see "
+	                  "internalctl(8), FLEET)"
 	                : "publish the file again: puts and deletes are idempotent");
 out:
 	jsonl_free(j);
@@ -444,9 +534,8 @@ out:
 		free(lines[i].oldkey);
 	}
 	free(lines);
-	for (size_t i = 0; i < nbkeys; i++)
-		free(bkeys[i]);
-	free(bkeys);
+	free(bkeys); /* its keys are the map's */
+	map_free(&held_map);
 	free(fkeys);
 	free(dels);
 	free(puts);
@@ -456,6 +545,64 @@ out:
 		remove_scratch(scratch_dir);
 	kv_bucket_close(b);
 	kv_close(conn);
+	if (rc == -EREMOTEIO || rc == -EACCES || rc == -ENOMEM)
+		*state = ATTEMPT_REFUSED; /* the same again would fail the same way */
+	return rc;
+}
+
+/* Whether a failure is NATS's for now (a node lost, a leader being elected). */
+static bool transient(int rc)
+{
+	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int publish_run(const publish_opts_t *o)
+{
+	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
+	if (!f) {
+		fprintf(stderr, "internalctl: %s: %s\n", o->file, strerror(errno));
+		return -errno;
+	}
+	int rc = read_all(f, &buf, &len), state = ATTEMPT_NATS;
+	if (f != stdin)
+		fclose(f);
+	if (rc) {
+		fprintf(stderr, "internalctl: %s: %s\n", name, strerror(-rc));
+		return rc;
+	}
+	/* NATS failing for now (a node of the cluster lost mid-publish, its streams electing
+	 * new leaders) is tried again, through the next live server, for up to twice
+	 * --ack-wait after the first failure: each attempt mirrors the bucket again, so what
+	 * an earlier one stored is not written twice, and what it lost is */
+	double t0 = 0, budget = 2.0 * (o->ack_wait_ms > 0 ? o->ack_wait_ms : KV_ACK_WAIT_MS) / 1000;
+	for (int attempt = 1;; attempt++) {
+		rc = publish_once(o, buf, len, name, &state);
+		if (!rc && attempt > 1)
+			fprintf(stderr,
+			        "internalctl: publish: done at attempt %d (records an earlier "
+			        "attempt "
+			        "stored count as unchanged)\n",
+			        attempt);
+		if (!rc || state != ATTEMPT_NATS || !transient(rc) || attempt == PUBLISH_ATTEMPTS)
+			break;
+		if (attempt == 1)
+			t0 = mono_now();
+		else if (mono_now() - t0 >= budget)
+			break;
+		fprintf(stderr, "internalctl: publish: trying again (attempt %d of at most %d)\n",
+		        attempt + 1, PUBLISH_ATTEMPTS);
+		nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+	}
 	free(buf);
 	return rc;
 }

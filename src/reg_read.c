@@ -551,13 +551,18 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 		return rc;
 	const uint8_t *b = v.mv_data;
 	if (v.mv_size < 18 || b[16] >= sizeof out->bucket || b[17] >= sizeof out->stream ||
-	    v.mv_size != 18u + b[16] + b[17])
+	    (v.mv_size != 18u + b[16] + b[17] && v.mv_size != 35u + b[16] + b[17]))
 		return -EINVAL;
 	memset(out, 0, sizeof *out);
 	out->seq = get_u64(b);
 	out->applied_ns = get_u64(b + 8);
 	memcpy(out->bucket, b + 18, b[16]);
 	memcpy(out->stream, b + 18 + b[16], b[17]);
+	const uint8_t *x = b + 18 + b[16] + b[17];
+	bool more = v.mv_size == 35u + b[16] + b[17]; /* else written by an older follower */
+	out->head = more ? get_u64(x) : out->seq;
+	out->contact_ns = more ? get_u64(x + 8) : 0;
+	out->synced = more ? x[16] != 0 : true;
 	return 0;
 }
 

@@ -390,14 +390,19 @@ int reg_put_follow(reg_txn_t *t, const reg_follow_t *f)
 	size_t bl = strnlen(f->bucket, sizeof f->bucket), sl = strnlen(f->stream, sizeof f->stream);
 	if (bl == sizeof f->bucket || sl == sizeof f->stream)
 		return -ENAMETOOLONG;
-	uint8_t b[18 + sizeof f->bucket + sizeof f->stream];
+	/* seq, applied_ns, the two lengths, the two strings, then (since the follower
+	 * records its lag) head, contact_ns and the synced flag */
+	uint8_t b[18 + sizeof f->bucket + sizeof f->stream + 17];
 	put_u64(b, f->seq);
 	put_u64(b + 8, f->applied_ns);
 	b[16] = (uint8_t)bl;
 	b[17] = (uint8_t)sl;
 	memcpy(b + 18, f->bucket, bl);
 	memcpy(b + 18 + bl, f->stream, sl);
-	MDB_val k = {6, "follow"}, v = {18 + bl + sl, b};
+	put_u64(b + 18 + bl + sl, f->head);
+	put_u64(b + 26 + bl + sl, f->contact_ns);
+	b[34 + bl + sl] = f->synced;
+	MDB_val k = {6, "follow"}, v = {35 + bl + sl, b};
 	return map_err(mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0));
 }
 

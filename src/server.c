@@ -484,6 +484,9 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 			out->reg.follows = true;
 			out->reg.follow_seq = fo.seq;
 			out->reg.follow_applied_ns = fo.applied_ns;
+			out->reg.follow_head = fo.head > fo.seq ? fo.head : fo.seq;
+			out->reg.follow_contact_ns = fo.contact_ns;
+			out->reg.follow_synced = fo.synced;
 		}
 		reg_txn_abort(t);
 	}
@@ -519,6 +522,19 @@ int srv_health(const srv_t *s, char *msg, size_t cap)
 int srv_ready(const srv_t *s, char *msg, size_t cap)
 {
 	int st = s ? __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) : SRV_STARTING;
+	reg_txn_t *t;
+	if (st == SRV_READY && reg_txn_begin(s->reg, false, &t) == 0) {
+		/* a follower writes this registry: not ready before its first full sync */
+		reg_follow_t fo;
+		bool waiting = reg_get_follow(t, &fo) == 0 && !fo.synced;
+		reg_txn_abort(t);
+		if (waiting) {
+			snprintf(msg, cap,
+			         "waiting for the first sync of the registry from bucket %s\n",
+			         fo.bucket);
+			return 503;
+		}
+	}
 	snprintf(msg, cap, "%s\n",
 	         st == SRV_READY      ? "ready"
 	         : st == SRV_STOPPING ? "stopping"

@@ -134,6 +134,7 @@ struct worker {
 	const fwd_stats_t *fwds; /* the forwarder's counters, or fwd_last once it closed */
 	fwd_stats_t fwd_last;
 	bool reg_failed; /* the last renew failed: logged once */
+	bool waiting;    /* the registry is not ready (worker 0 logs the changes) */
 	dt_worker_t *dt; /* NULL: no dnstap */
 };
 

@@ -81,6 +81,20 @@ bool srv_batch_begin(worker_t *w)
 		return true; /* nothing was committed since the last batch */
 	w->txn_id = txn_id;
 	uint64_t gen = reg_generation(w->txn);
+	/* never written, or a follower's that has not had its first full sync: answering from
+	 * it would be REFUSED or NXDOMAIN for names that exist */
+	reg_follow_t fo;
+	bool follows = reg_get_follow(w->txn, &fo) == 0;
+	w->ans.not_ready = gen == 0 || (follows && !fo.synced);
+	if (w->ans.not_ready != w->waiting && w->idx == 0) {
+		if (w->ans.not_ready)
+			log_warn("event=registry-waiting reason=\"%s\" answer=SERVFAIL",
+			         gen == 0 ? "the registry was never written"
+			                  : "the follower has not finished its first sync");
+		else
+			log_info("event=registry-ready generation=%llu", (unsigned long long)gen);
+	}
+	w->waiting = w->ans.not_ready;
 	if (gen != w->gen || gen == 0) {
 		const char *slug = w->cfg_snap->cfg.default_org;
 		w->gen = gen;

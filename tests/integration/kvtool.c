@@ -5,8 +5,11 @@
  *   kvtool URL BUCKET del KEY
  *   kvtool URL BUCKET rm              delete the bucket
  *   kvtool URL BUCKET seq             the stream's last sequence
+ * The environment's KVTOOL_TLS_CA (a CA file: TLS), KVTOOL_USER and KVTOOL_PASSWORD_FILE
+ * say how to reach a secured server.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kv.h"
@@ -22,7 +25,12 @@ int main(int argc, char **argv)
 	kv_conn_t *c = NULL;
 	kv_bucket_t *b = NULL;
 	log_set_level(LOG_WARN);
-	int rc = kv_connect(&c, &url, 1, false);
+	kv_opts_t o = {.urls = &url,
+	               .nurls = 1,
+	               .tls_ca = getenv("KVTOOL_TLS_CA"),
+	               .user = getenv("KVTOOL_USER"),
+	               .password_file = getenv("KVTOOL_PASSWORD_FILE")};
+	int rc = kv_connect_opts(&c, &o, false);
 	if (!rc && strcmp(cmd, "rm") == 0)
 		rc = kv_bucket_delete(c, bucket);
 	else if (!rc)

@@ -240,10 +240,14 @@ static void test_an_answer_counts_its_rcode_and_form_and_tc_over_udp_only(void *
 	a = decided(WIRE_NXDOMAIN, NAME_NX, -1);
 	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
 	assert_int_equal(m.form[MET_FORM_OTHER], 1);
+	a = decided(WIRE_NXDOMAIN, NAME_APP, -1); /* an app name of no app: "other", not "app" */
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	assert_int_equal(m.form[MET_FORM_OTHER], 2);
+	assert_int_equal(m.form[MET_FORM_APP], 0);
 	a = decided(WIRE_FORMERR, -1, -1); /* no form: none counted */
 	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
 	assert_int_equal(m.rcode[WIRE_FORMERR], 1);
-	assert_int_equal(m.form[MET_FORM_VMS] + m.form[MET_FORM_OTHER], 3);
+	assert_int_equal(m.form[MET_FORM_VMS] + m.form[MET_FORM_OTHER], 4);
 }
 
 static void test_drops_say_why_and_forwards_and_empty_answers_count_nothing(void **st)

@@ -687,6 +687,28 @@ static void test_follow_position_commits_with_the_data_and_survives_clear(void *
 	reg_txn_abort(t);
 }
 
+static void test_follow_head_contact_and_synced_round_trip(void **state)
+{
+	fx_t *fx = *state;
+	reg_txn_t *t;
+	reg_follow_t got, pos = {.bucket = "internal", .seq = 42, .head = 50, .contact_ns = 9};
+	/* the mark a follower writes at its start: not synced yet */
+	assert_int_equal(reg_write(fx->reg, put_pos, &pos), 0);
+	t = rd(fx);
+	assert_int_equal(reg_get_follow(t, &got), 0);
+	assert_false(got.synced);
+	assert_int_equal(got.head, 50);
+	assert_int_equal(got.contact_ns, 9);
+	reg_txn_abort(t);
+	pos.synced = true;
+	assert_int_equal(reg_write(fx->reg, put_pos, &pos), 0);
+	t = rd(fx);
+	assert_int_equal(reg_get_follow(t, &got), 0);
+	assert_true(got.synced);
+	assert_int_equal(got.seq, 42);
+	reg_txn_abort(t);
+}
+
 static bool every_peer(const reg_hit_t *h)
 {
 	return h->kind == REG_HIT_PEER;
@@ -763,6 +785,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(
 	                test_follow_position_commits_with_the_data_and_survives_clear, setup,
 	                teardown),
+	        cmocka_unit_test_setup_teardown(test_follow_head_contact_and_synced_round_trip,
+	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_addr_prefix_is_one_org_and_any_nibble_count,
 	                                        setup, teardown),
 	};
