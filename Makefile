@@ -3,8 +3,11 @@
 #   make            build build/internald and build/internalctl
 #   make run        install missing packages, build, import zones/regions.jsonl and
 #                   zones/demo.jsonl, serve [::1]:5353
-#   make test       unit + integration + netns (root) suites, then unit + integration again
-#                   under AddressSanitizer/UndefinedBehaviorSanitizer, then format-check
+#   make test       every suite as its own target, side by side (make -j$(TEST_JOBS)): unit,
+#                   integration, netns (root), fuzz replay, unit + integration again under
+#                   AddressSanitizer/UndefinedBehaviorSanitizer (build/san), format-check;
+#                   each suite's output in build/test-logs/SUITE.log, a summary at the end.
+#                   One suite alone: make test-unit, test-int-cache, test-san-int-sync, ...
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
 #   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
@@ -31,7 +34,8 @@ DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread
+# -MMD -MP: each object's header dependencies in a .d file beside it (included at the end)
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread -MMD -MP
 VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
 CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -43,7 +47,9 @@ CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-# Pure modules and the registry's read side: shared by both programs and by every unit test.
+# Pure modules and the registry's read side: shared by both programs, every unit test and
+# the fuzz targets. The object lists below all come from these names: a module split in
+# two files is one edit here.
 CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics \
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
@@ -53,12 +59,13 @@ CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
 UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
 	fuzz-replay install clean
 all: $(O)/internald $(O)/internalctl
 
-$(O)/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(O)
+$(O)/%.o: src/%.c | $(O)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(O):
 	mkdir -p $(O)/tests
@@ -78,7 +85,7 @@ FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
 $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: tests/unit/%.c $(CORE_O) $(WRITE_O) $(O)/zone.o tests/unit/testreg.h | $(O)
+$(O)/tests/%: tests/unit/%.c $(CORE_O) $(WRITE_O) $(O)/zone.o | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(WRITE_O) $(CORE_O) $(O)/zone.o $(LDFLAGS) $(LDLIBS) \
 		-lcmocka
@@ -124,44 +131,78 @@ run: deps-run
 	$(O)/internald --db run/db --listen '[::1]:5353' --default-org demo \
 		--region ord --workers 2 --metrics '[::1]:9153'
 
-unit: $(UNITS:%=$(O)/tests/%)
-	@set -e; for t in $^; do echo "== $$t"; CMOCKA_MESSAGE_OUTPUT=stdout ./$$t; done
-
-integration: all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
-	O=$(O) tests/integration/run
-	O=$(O) tests/integration/forward
-	O=$(O) tests/integration/cache
-	O=$(O) tests/integration/robust
-	O=$(O) tests/integration/dnstap
-	O=$(O) tests/integration/diff
-	O=$(O) tests/integration/ops
-	O=$(O) tests/integration/examples
-	O=$(O) tests/integration/sync
-	O=$(O) tests/integration/fleet
-
-netns: all
-	O=$(O) tests/netns/run
-	O=$(O) tests/netns/user
-
-sanitize:
-	$(MAKE) O=build/san SAN=1 CC=clang unit integration
+# ---- make test ----------------------------------------------------------------------
+# Each suite is a target test-SUITE run by tests/suite, which keeps its output in
+# $(TEST_LOGS)/SUITE.log and prints it (on failure its FAIL lines and last lines) when the
+# suite ends; make test runs them all with -j$(TEST_JOBS) and -k, then tests/summary
+# prints one line per suite and the total. Suites are independent (a private temporary
+# directory each, ports from free_port or port 0, their own network namespaces); the
+# netns suites hold /tmp/netns.lock shared, so that another checkout's netns run waits.
+# The sanitizer build (build/san, clang) is built by one make of its own beside the
+# plain build, and its suites run from it with O=build/san; it heads the longest chain
+# (it, then the sanitizer sync suite), so it is asked for first.
+# (the longest first: make starts the first of those ready when a job slot frees)
+INT_SUITES   := sync ops run robust diff fleet cache examples dnstap forward
+NETNS_SUITES := run user
+TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
+		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check
+# two suites per core: most of a suite waits on servers and clocks, but more than that
+# slows every suite's timed checks on a small machine (and the sanitizer build compiles
+# with its own -j, not waiting for a slot among running suites)
+NPROC        := $(shell nproc 2>/dev/null || echo 2)
+TEST_JOBS    ?= $(shell echo $$(($(NPROC) * 2)))
+TEST_LOGS    ?= build/test-logs
+SAN_O        := build/san
+SAN_ENV      := O=$(SAN_O) SAN=1 CC=clang
+SUITE         = TEST_LOGS=$(TEST_LOGS) tests/suite
+TEST_TOOLS   := all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
+UNIT_BINS    := $(UNITS:%=$(O)/tests/%)
+.PHONY: $(TEST_SUITES:%=test-%) test-san-build test-build
 
 test: deps-test
-	$(MAKE) all $(BENCH_TOOLS)
-	$(MAKE) unit
-	$(MAKE) integration
-	$(MAKE) netns
-	$(MAKE) fuzz-replay
-	$(MAKE) sanitize
-	$(MAKE) format-check
-	@echo "make test: every suite passed"
+	@rm -rf $(TEST_LOGS) && mkdir -p $(TEST_LOGS) && date +%s%N >$(TEST_LOGS)/.start
+	@$(MAKE) -k -j$(TEST_JOBS) test-san-build $(TEST_SUITES:%=test-%) $(BENCH_TOOLS); rc=$$?; \
+	 tests/summary $(TEST_LOGS) $(TEST_SUITES) && exit $$rc
+
+# what the integration suites run: both programs and the test clients
+test-build: $(TEST_TOOLS) $(UNIT_BINS)
+
+# a unit binary per module (cmocka); every one runs even when one fails
+RUN_UNITS = rc=0; for t in $(UNITS); do echo "== $$t"; \
+	    CMOCKA_MESSAGE_OUTPUT=stdout ./$(1)/tests/$$t || rc=1; done; exit $$rc
+test-unit: $(UNIT_BINS)
+	@$(SUITE) unit sh -c '$(call RUN_UNITS,$(O))'
+unit: test-unit
+
+$(INT_SUITES:%=test-int-%): test-int-%: $(TEST_TOOLS)
+	@$(SUITE) int-$* env O=$(O) tests/integration/$*
+integration: $(INT_SUITES:%=test-int-%)
+
+$(NETNS_SUITES:%=test-netns-%): test-netns-%: all
+	@$(SUITE) netns-$* env O=$(O) flock -s /tmp/netns.lock tests/netns/$*
+netns: $(NETNS_SUITES:%=test-netns-%)
+
+test-fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
+	@$(SUITE) fuzz-replay sh -c '$(FUZZ_REPLAY)'
+
+test-san-build:
+	$(MAKE) -j$(NPROC) O=$(SAN_O) SAN=1 CC=clang test-build
+test-san-unit: test-san-build
+	@$(SUITE) san-unit sh -c '$(call RUN_UNITS,$(SAN_O))'
+$(INT_SUITES:%=test-san-int-%): test-san-int-%: test-san-build
+	@$(SUITE) san-int-$* env $(SAN_ENV) tests/integration/$*
+sanitize: test-san-unit $(INT_SUITES:%=test-san-int-%)
+
+test-format-check:
+	@$(SUITE) format-check $(FORMAT_CHECK)
 
 SOURCES := $(wildcard src/*.c src/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c \
 	     tests/fuzz/*.c tests/fuzz/*.h bench/*.c)
 format:
 	clang-format -i $(SOURCES)
+FORMAT_CHECK = clang-format --dry-run -Werror $(SOURCES)
 format-check:
-	clang-format --dry-run -Werror $(SOURCES)
+	$(FORMAT_CHECK)
 
 $(O)/startstop: bench/startstop.c $(WRITE_O) $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(WRITE_O) $(CORE_O) $(LDFLAGS) $(LDLIBS)
@@ -183,16 +224,26 @@ bench: deps-bench all $(BENCH_TOOLS)
 	bench/run
 
 # libFuzzer targets; fuzz-replay runs each seed corpus once (fast, part of make test).
-FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fsanitize=fuzzer,address,undefined \
+# The core is compiled once for the fuzzers (instrumented, $(O)/fuzz/obj) and linked into
+# every target.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -MMD -MP \
 	       $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-FUZZ_SRC := $(CORE:%=src/%.c) $(WRITE:%=src/%.c)
-$(O)/fuzz/%: tests/fuzz/fuzz_%.c tests/fuzz/fuzzreg.h $(FUZZ_SRC) $(wildcard include/*.h) src/reg_impl.h
-	mkdir -p $(O)/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LDLIBS)
+FUZZ_SAN    := address,undefined
+FUZZ_CORE_O := $(CORE:%=$(O)/fuzz/obj/%.o) $(WRITE:%=$(O)/fuzz/obj/%.o)
+$(O)/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c -o $@ $<
+$(O)/fuzz/obj/fuzz_%.o: tests/fuzz/fuzz_%.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -c -o $@ $<
+# (kept: make would remove them as intermediate files of the chain src -> obj -> target)
+.SECONDARY: $(FUZZ_CORE_O) $(FUZZ_TARGETS:%=$(O)/fuzz/obj/fuzz_%.o)
+$(O)/fuzz/%: $(O)/fuzz/obj/fuzz_%.o $(FUZZ_CORE_O)
+	clang -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $^ $(LDLIBS)
+FUZZ_REPLAY = set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus $$t"; \
+	      $(O)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t; done
 fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
-	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus $$t"; \
-	  $(O)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t; done
+	@$(FUZZ_REPLAY)
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p $(O)/fuzz/corpus-$$t; \
 	  $(O)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(O)/fuzz/corpus-$$t \
@@ -215,3 +266,6 @@ install: all
 
 clean:
 	rm -rf build run
+
+# the header dependencies -MMD wrote (none before the first build)
+-include $(wildcard $(O)/*.d $(O)/tests/*.d $(O)/fuzz/obj/*.d)

@@ -82,11 +82,15 @@ summary() {
 	[ "$FAIL" -eq 0 ]
 }
 
-# free_port: a loopback port no UDP or TCP socket holds now
+# free_port: a loopback port no UDP or TCP socket holds now, below the kernel's range of
+# ephemeral ports (ip_local_port_range), so that no client socket and no daemon bound to
+# port 0, of this suite or of one running beside it, takes it before its daemon binds it
 free_port() {
-	local p
+	local p lo=32768
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	[ "$lo" -gt 12000 ] || lo=60000
 	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000)))
 		if ! ss -Hlnu "sport = :$p" | grep -q . && ! ss -Hlnt "sport = :$p" | grep -q .; then
 			echo "$p"; return 0
 		fi
@@ -119,6 +123,38 @@ start_knot() {
 	cat "$log"
 	return 1
 }
+
+# now_ms: the wall clock in milliseconds
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# sleep_until MS: sleeps until now_ms reaches MS (returns at once when it has): a wait
+# measured from the event it waits on, not from wherever the script happens to be
+sleep_until() {
+	local d=$(($1 - $(now_ms)))
+	[ "$d" -gt 0 ] && sleep "$(awk -v d="$d" 'BEGIN { printf "%.3f", d / 1000 }')"
+	return 0
+}
+
+# wait_for TRIES CMD...: runs CMD every 50 ms until it succeeds, at most TRIES times (a
+# condition polled with a bound instead of a fixed sleep); 1 when it never did
+wait_for() {
+	local n=$1
+	shift
+	for _ in $(seq "$n"); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# listening PROTO PORT: a socket (udp or tcp) is bound to PORT
+listening() {
+	if [ "$1" = udp ]; then ss -Hlnu "sport = :$2" | grep -q .; else ss -Hlnt "sport = :$2" | grep -q .; fi
+}
+
+# qtime CMD...: the query time dig's CMD printed (";; Query time: N msec"): the round trip
+# alone, not dig's own start, which takes hundreds of milliseconds on a busy machine
+qtime() { "$@" | sed -n 's/;; Query time: \([0-9]*\) msec/\1/p'; }
 
 # ms CMD...: runs CMD, prints how long it took in milliseconds
 ms() {

@@ -44,6 +44,11 @@
  *   dnsq zeroport ADDR PORT NAME TYPE
  *       one UDP query over IPv4 from source port 0, through a raw socket (root): a
  *       client the server's reply cannot go to
+ *   dnsq every ADDR PORT NAME TYPE INTERVAL_MS FOR_MS
+ *       asks NAME TYPE over UDP every INTERVAL_MS for FOR_MS, from one process (no
+ *       program start between two queries, which takes a busy machine hundreds of
+ *       milliseconds); prints a line per answer: "MS TTL RDATA" of its first answer
+ *       record (MS: since the first query was sent; "MS - -" for an answer without one)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -860,6 +865,52 @@ static int cmd_zeroport(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_every(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (argc != 6 || addr_of(argv[0], argv[1], &ss, &sl))
+		return 2;
+	ldns_rr_type type = ldns_get_rr_type_by_name(argv[3]);
+	long interval = atol(argv[4]), end = now_ms() + atol(argv[5]), t0 = now_ms();
+	int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sl) || interval < 1) {
+		perror("dnsq: every");
+		return 2;
+	}
+	for (uint16_t id = 1; now_ms() < end; id++) {
+		uint8_t q[512], b[1500];
+		size_t len = query_wire(argv[2], type, id, q, sizeof(q));
+		long next = now_ms() + interval;
+		if (!len || send(fd, q, len, 0) < 0)
+			return 2;
+		for (long left; (left = next - now_ms()) > 0;) {
+			struct pollfd p = {fd, POLLIN, 0};
+			if (poll(&p, 1, (int)left) != 1)
+				continue;
+			ssize_t n = recv(fd, b, sizeof(b), 0);
+			ldns_pkt *a = NULL;
+			if (n < 12 || b[0] != id >> 8 || b[1] != (id & 0xff) ||
+			    ldns_wire2pkt(&a, b, (size_t)n) != LDNS_STATUS_OK)
+				continue;
+			ldns_rr_list *an = ldns_pkt_answer(a);
+			if (ldns_rr_list_rr_count(an) == 0) {
+				printf("%ld - -\n", now_ms() - t0);
+			} else {
+				ldns_rr *rr = ldns_rr_list_rr(an, 0);
+				char *rd = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+				printf("%ld %u %s\n", now_ms() - t0, (unsigned)ldns_rr_ttl(rr),
+				       rd ? rd : "?");
+				free(rd);
+			}
+			fflush(stdout);
+			ldns_pkt_free(a);
+		}
+	}
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -872,14 +923,14 @@ int main(int argc, char **argv)
 	        {"blackhole", cmd_blackhole}, {"liar", cmd_liar},
 	        {"counter", cmd_counter},     {"same", cmd_same},
 	        {"tcpstall", cmd_tcpstall},   {"pipeline", cmd_pipeline},
-	        {"zeroport", cmd_zeroport},
+	        {"zeroport", cmd_zeroport},   {"every", cmd_every},
 	};
 	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (strcmp(argv[1], modes[i].name) == 0)
 			return modes[i].fn(argc - 2, argv + 2);
 	fprintf(stderr, "usage: dnsq "
 	                "query|raw|storm|idle|partial|noread|blackhole|liar|counter|same|tcpstall|"
-	                "pipeline|zeroport ... "
+	                "pipeline|zeroport|every ... "
 	                "(see the source)\n");
 	return 2;
 }
