@@ -37,7 +37,6 @@ typedef enum {
 	NAME_ALL_VMS,     /* all.vms.<app>.internal (TXT, every state) */
 	NAME_ALL_REGIONS, /* all.regions.<app>.internal (TXT, every state) */
 	NAME_ALL_INSTANCES, /* all._instances.internal (TXT, every state) */
-	NAME_ALL_ENT,       /* all.<app>.internal: exists while the app has a Machine */
 	NAME_META_ENT,      /* _metadata.<app>, kv._metadata.<app>: exist while a pair does */
 	NAME_META_KEY,      /* <key>.kv._metadata.<app>.internal */
 } names_form_t;

@@ -607,10 +607,6 @@ static int answer_zone(req_t *rq)
 		int has = reg_has_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len);
 		return has < 0 ? WIRE_SERVFAIL : negative(rq, has ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	}
-	case NAME_ALL_ENT: {
-		int any = app_any(rq);
-		return any < 0 ? WIRE_SERVFAIL : negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
-	}
 	case NAME_ALL_VMS:
 	case NAME_ALL_REGIONS:
 		return answer_txt(rq, true);

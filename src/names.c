@@ -87,7 +87,7 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		else if (is(y, "_metadata"))
 			o->form = NAME_META_ENT;
 		else if (is(y, "all"))
-			o->form = NAME_ALL_ENT;
+			return; /* all.vms.<app> is below vms.<app>, not all.<app>: nothing is */
 		else
 			o->form = NAME_REGION, o->sub = *y;
 		return;
