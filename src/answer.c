@@ -638,6 +638,15 @@ static int answer_zone(req_t *rq)
 	}
 }
 
+/* Why a source is refused everything (only on that path: the ACL walked again). */
+static const char *refusal_text(const org_acl_t *acl, const uint8_t src[16])
+{
+	for (size_t i = 0; i < acl->nallow; i++)
+		if (org_prefix_contains(&acl->allow[i], src))
+			return "another org's resolver";
+	return "source not allowed";
+}
+
 ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *pkt, size_t len,
                          uint8_t *out, size_t cap, size_t *outlen)
 {
@@ -665,8 +674,12 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		ctx->last_refused =
 		        v == ORG_REFUSED ? ANS_REFUSED_NOT_ALLOWED : ANS_REFUSED_OTHER_ORG;
 		rcode = WIRE_REFUSED;
+		wire_resp_ede(&r, WIRE_EDE_PROHIBITED, refusal_text(&conf->acl, cl->src));
 		goto done;
 	}
+	if (rcode == WIRE_NOTIMP)
+		wire_resp_ede(&r, WIRE_EDE_NOT_SUPPORTED,
+		              q->opcode ? "opcode not supported" : "QTYPE not supported");
 	if (rcode != WIRE_OK)
 		goto done;
 	if (q->qclass != WIRE_CLASS_IN || q->qtype == WIRE_AXFR || q->qtype == WIRE_IXFR) {
@@ -685,8 +698,8 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	}
 	/* before the org check: a registry never synced knows no org, not even the default */
 	if (ctx->not_ready) {
-		/* TODO(health-ede): wire_resp_ede(&r, WIRE_EDE_NOT_READY, ...) once on main */
 		rcode = WIRE_SERVFAIL;
+		wire_resp_ede(&r, WIRE_EDE_NOT_READY, "registry not synced yet");
 		goto done;
 	}
 	if (v == ORG_NONE) {

@@ -679,6 +679,64 @@ static void test_qtype_zero_is_notimp_also_outside_our_zones(void **state)
 	                "internal.");
 }
 
+/* RFC 8914: a refusal and a NOTIMP say why, in the OPT of a client that sent one; a
+ * normal answer, a FORMERR and a client without EDNS get no EDE. */
+static void expect_ede(fx_t *fx, const char *name, ldns_rr_type type, how_t h, ldns_pkt_rcode rcode,
+                       int ede, const char *text)
+{
+	char got[80] = "";
+	h.edns = 1232;
+	ldns_pkt *p = ask_how(fx, name, type, h);
+	assert_non_null(p);
+	assert_int_equal(ldns_pkt_get_rcode(p), rcode);
+	assert_int_equal(ldns_ede(p, got, sizeof(got)), ede);
+	if (text)
+		assert_string_equal(got, text);
+	ldns_pkt_free(p);
+	h.edns = 0; /* the same question without EDNS: no OPT, so no EDE */
+	p = ask_how(fx, name, type, h);
+	assert_int_equal(ldns_pkt_get_rcode(p), rcode);
+	assert_false(ldns_pkt_edns(p));
+	ldns_pkt_free(p);
+}
+
+static void test_extended_errors_say_why(void **state)
+{
+	fx_t *fx = *state;
+	how_t outside = {.src = "2001:db8::1"},
+	      other = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa:0:18::3"};
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, outside, LDNS_RCODE_REFUSED, 18,
+	           "source not allowed");
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, other, LDNS_RCODE_REFUSED, 18,
+	           "another org's resolver");
+	expect_ede(fx, "web.internal.", (ldns_rr_type)200, (how_t){0}, LDNS_RCODE_NOTIMPL, 21,
+	           "QTYPE not supported");
+	/* no EDE on an answer, NXDOMAIN or a refusal that is no policy of the source's */
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_NOERROR, -1,
+	           NULL);
+	expect_ede(fx, "nope.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_NXDOMAIN, -1,
+	           NULL);
+	/* a registry that never synced: Not Ready, for every name of our zones */
+	fx->ctx.not_ready = true;
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_SERVFAIL, 14,
+	           "registry not synced yet");
+	expect_ede(fx, "internal.", LDNS_RR_TYPE_SOA, (how_t){0}, LDNS_RCODE_SERVFAIL, 14, NULL);
+	fx->ctx.not_ready = false;
+	/* an opcode other than QUERY, with an OPT: 21 too */
+	ldns_pkt *q = NULL;
+	ldns_pkt_query_new_frm_str(&q, "web.internal.", LDNS_RR_TYPE_AAAA, LDNS_RR_CLASS_IN, 0);
+	ldns_pkt_set_opcode(q, LDNS_PACKET_NOTIFY);
+	ldns_pkt_set_edns_udp_size(q, 1232);
+	uint8_t buf[512];
+	size_t len = pkt_wire(q, buf);
+	ldns_pkt *p = ask_raw(fx, buf, len);
+	char got[80];
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+	assert_int_equal(ldns_ede(p, got, sizeof(got)), 21);
+	assert_string_equal(got, "opcode not supported");
+	ldns_pkt_free(p);
+}
+
 static void test_apex_ns_target_resolves_to_the_address_asked(void **state)
 {
 	fx_t *fx = *state;
@@ -903,6 +961,7 @@ int main(void)
 	        T(test_metadata_of_any_text_and_the_key_only_form),
 	        T(test_soa_serial_is_per_org),
 	        T(test_nearest_from_a_stopped_querier_uses_its_region),
+	        T(test_extended_errors_say_why),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }
