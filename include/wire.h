@@ -217,8 +217,9 @@ size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q);
 /*
  * Cuts the options out of the OPT record of the message msg (len bytes), in place, and
  * returns its new length: an answer kept or shared for other clients must not carry
- * the first asker's cookie (RFC 7873), client subnet or padding. An OPT that other
- * records follow (their names may point past it) keeps its length, its options
+ * the first asker's cookie (RFC 7873), client subnet or padding. Extended DNS Errors
+ * (RFC 8914) stay: they say why the answer is what it is, to anyone. An OPT that other
+ * records follow (their names may point past it) keeps its length, the options cut
  * overwritten by one all-zero Padding option (RFC 7830). A message without options, or
  * one that cannot be walked, is left as it is (its length returned).
  */

@@ -549,6 +549,25 @@ size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q)
 	return n;
 }
 
+/* The OPT's options (rdlen bytes at p) with only the EDEs kept, moved to the front:
+ * their length. An Extended DNS Error says why an answer is what it is, for whoever gets
+ * it; options that do not walk are all dropped. */
+static size_t keep_ede(uint8_t *p, size_t rdlen)
+{
+	size_t r = 0, w = 0;
+	while (r + 4 <= rdlen) {
+		size_t olen = rd16(p + r + 2);
+		if (r + 4 + olen > rdlen)
+			return 0;
+		if (rd16(p + r) == WIRE_OPT_EDE) {
+			memmove(p + w, p + r, 4 + olen);
+			w += 4 + olen;
+		}
+		r += 4 + olen;
+	}
+	return r == rdlen ? w : 0;
+}
+
 size_t wire_strip_options(uint8_t *msg, size_t len)
 {
 	size_t off = WIRE_HDR;
@@ -563,16 +582,21 @@ size_t wire_strip_options(uint8_t *msg, size_t len)
 		off += 10;
 		if (off + rdlen > len)
 			return len;
-		if (type == WIRE_OPT && rdlen > 0 && off + rdlen == len) {
-			wr16(msg + off - 2, 0); /* the last record: its options cut off */
-			return off;
-		}
-		if (type == WIRE_OPT && rdlen >= 4) {
-			/* records follow, and their names may point past the OPT (compression):
-			 * nothing moves, the options become one Padding option (RFC 7830) */
-			wr16(msg + off, 12);
-			wr16(msg + off + 2, (uint16_t)(rdlen - 4));
-			memset(msg + off + 4, 0, rdlen - 4u);
+		if (type == WIRE_OPT && rdlen > 0) {
+			size_t keep = keep_ede(msg + off, rdlen);
+			if (off + rdlen == len) {
+				wr16(msg + off - 2,
+				     (uint16_t)keep); /* the last record: cut short */
+				return off + keep;
+			}
+			if (rdlen - keep >= 4) {
+				/* records follow, and their names may point past the OPT
+				 * (compression): nothing after it moves, the rest becomes one
+				 * Padding option (RFC 7830) */
+				wr16(msg + off + keep, 12);
+				wr16(msg + off + keep + 2, (uint16_t)(rdlen - keep - 4));
+				memset(msg + off + keep + 4, 0, rdlen - keep - 4u);
+			}
 		}
 		off += rdlen;
 	}

@@ -605,6 +605,36 @@ static void test_strip_options_keeps_the_rest(void **s)
 	assert_int_equal(wire_strip_options(r, len), len);
 }
 
+/* An upstream's EDE stays in an answer kept for other clients; its cookie goes. */
+static void test_strip_options_keeps_an_upstream_ede(void **s)
+{
+	(void)s;
+	uint8_t r[2048];
+	char text[80];
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&p, "www.example.com.", LDNS_RR_TYPE_A,
+	                                            LDNS_RR_CLASS_IN, 0),
+	                 LDNS_STATUS_OK);
+	ldns_pkt_set_qr(p, true);
+	ldns_pkt_set_rcode(p, LDNS_RCODE_SERVFAIL);
+	ldns_pkt_set_edns_udp_size(p, 1232);
+	/* COOKIE (10) with 8 bytes, EDE (15): 6 DNSSEC Bogus "badns", PADDING (12) with 2 */
+	ldns_pkt_set_edns_data(p, ldns_rdf_new_frm_str(LDNS_RDF_TYPE_HEX, "000a00080102030405060708"
+	                                                                  "000f0007"
+	                                                                  "00066261646e73"
+	                                                                  "000c00020000"));
+	size_t len = pkt_wire(p, r); /* frees p */
+	size_t cut = wire_strip_options(r, len);
+	assert_int_equal(cut, len - 12 - 6);
+	ldns_pkt *q = NULL;
+	assert_int_equal(ldns_wire2pkt(&q, r, cut), LDNS_STATUS_OK);
+	assert_int_equal(ldns_ede(q, text, sizeof(text)), 6);
+	assert_string_equal(text, "badns");
+	assert_int_equal(ldns_edns_option_list_get_count(ldns_pkt_edns_get_option_list(q)), 1);
+	ldns_pkt_free(q);
+	assert_int_equal(wire_strip_options(r, cut), cut);
+}
+
 /* Records after the OPT whose names point past it (compression): the options become
  * padding of the same length, so every name still reads. */
 static void test_strip_options_before_compressed_names_moves_nothing(void **s)
@@ -692,6 +722,7 @@ int main(void)
 	        cmocka_unit_test(test_upstream_answer_must_match_id_and_question),
 	        cmocka_unit_test(test_relay_restores_the_client_view),
 	        cmocka_unit_test(test_strip_options_keeps_the_rest),
+	        cmocka_unit_test(test_strip_options_keeps_an_upstream_ede),
 	        cmocka_unit_test(test_strip_options_before_compressed_names_moves_nothing),
 	        cmocka_unit_test(test_notimp_keeps_the_opt),
 	        cmocka_unit_test(test_udp_size_is_the_edns_payload_clamped),
