@@ -164,13 +164,15 @@ void wire_resp_ede(wire_resp_t *r, uint16_t code, const char *text);
 int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len);
 
 /*
- * Adds an EDE option (code, text as in wire_resp_ede) to the OPT record of the finished
- * message msg (len bytes, room for cap), in place: the OPT must be its last record (as
- * every message we write or relay has it). A message without an OPT (its client sent no
- * EDNS), or without room, is left as it is. Options already there (an upstream's own
- * EDE) stay. Returns the new length.
+ * Adds an EDE option (code, text as in wire_resp_ede) to the finished message msg (len
+ * bytes, room for cap) for the client whose query was q, in place: into its OPT when that
+ * is its last record (options already there, an upstream's own EDE, stay), else, when
+ * it has no OPT at all (an upstream that sent none), into an OPT of ours appended with
+ * q's DO bit. Nothing for a client that sent no EDNS, a message without room, or one that
+ * does not walk. Returns the new length.
  */
-size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, uint16_t code, const char *text);
+size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, const wire_query_t *q, uint16_t code,
+                    const char *text);
 
 /* The EDE code of the first EDE option in msg's OPT record, or -1 when it has none. */
 int wire_find_ede(const uint8_t *msg, size_t len);

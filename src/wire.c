@@ -603,7 +603,8 @@ size_t wire_strip_options(uint8_t *msg, size_t len)
 	return len;
 }
 
-/* The offset of the last record's RDATA length when that record is the OPT, else 0. */
+/* The offset of the last record's RDATA length when that record is the OPT; 1 when the
+ * message walks whole and has no OPT; 0 when it does not walk or its OPT is not last. */
 static size_t last_opt(const uint8_t *msg, size_t len)
 {
 	size_t off = WIRE_HDR;
@@ -617,17 +618,27 @@ static size_t last_opt(const uint8_t *msg, size_t len)
 		uint16_t type = rd16(msg + off), rdlen = rd16(msg + off + 8);
 		if (off + 10 + rdlen > len)
 			return 0;
-		if (i == records - 1 && type == WIRE_OPT && off + 10 + rdlen == len)
-			return off + 8;
+		if (type == WIRE_OPT)
+			return i == records - 1 && off + 10 + rdlen == len ? off + 8 : 0;
 		off += 10 + (size_t)rdlen;
 	}
-	return 0;
+	return off == len ? 1 : 0;
 }
 
-size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, uint16_t code, const char *text)
+size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, const wire_query_t *q, uint16_t code,
+                    const char *text)
 {
 	size_t at = last_opt(msg, len), n = ede_text_len(text);
-	if (!at || len + 6 + n > cap || rd16(msg + at) + 6 + n > 65535)
+	if (!q->edns || !at)
+		return len;
+	if (at == 1) { /* no OPT: ours, with the client's DO bit */
+		if (len + 11 + 6 + n > cap || rd16(msg + 10) == 0xffff)
+			return len;
+		put_opt(msg + len, msg[3] & 0x0f, q->edns_do, (uint16_t)(6 + n));
+		wr16(msg + 10, (uint16_t)(rd16(msg + 10) + 1));
+		return len + 11 + put_ede(msg + len + 11, code, text, n);
+	}
+	if (len + 6 + n > cap || rd16(msg + at) + 6 + n > 65535)
 		return len;
 	wr16(msg + at, (uint16_t)(rd16(msg + at) + 6 + n));
 	return len + put_ede(msg + len, code, text, n);
@@ -636,7 +647,7 @@ size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, uint16_t code, const c
 int wire_find_ede(const uint8_t *msg, size_t len)
 {
 	size_t at = last_opt(msg, len);
-	if (!at)
+	if (at <= 1)
 		return -1;
 	size_t o = at + 2, end = o + rd16(msg + at);
 	while (o + 4 <= end) {

@@ -31,6 +31,7 @@
  *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
  *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
  *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
+ *       "ede...": with EDNS in the query, an OPT carrying its own EDE 17 "by upstream".
  *   dnsq same ADDR PORT NAME TYPE COUNT [WAIT_MS]
  *       COUNT identical queries at once, each from its own socket (port); prints
  *       "answered=N" after every answer came or WAIT_MS (5000) passed
@@ -641,6 +642,16 @@ static int cmd_counter(int argc, char **argv)
 					                      (uint8_t)seen};
 					memcpy(a + len, rr, sizeof(rr));
 					len += sizeof(rr);
+				}
+				if (edns && strncmp(name, "ede", 3) == 0) {
+					/* its own Extended DNS Error: 17 Filtered, "by upstream" */
+					const uint8_t opt[] = {0,   0,   41,  4,   208, 0,   0,
+					                       0,   0,   0,   17,  0,   15,  0,
+					                       13,  0,   17,  'b', 'y', ' ', 'u',
+					                       'p', 's', 't', 'r', 'e', 'a', 'm'};
+					a[11] = 1;
+					memcpy(a + len, opt, sizeof(opt));
+					len += sizeof(opt);
 				}
 				pend[npend].len = len;
 				pend[npend].from = from, pend[npend].fl = fl;

@@ -462,30 +462,6 @@ static void test_ede_never_costs_a_record(void **s)
 	ldns_pkt_free(p);
 }
 
-/* An EDE added to a finished answer (a stale one from the cache) keeps what is there:
- * the upstream's own EDE and the records. */
-static void test_ede_added_to_a_finished_answer(void **s)
-{
-	(void)s;
-	uint8_t pkt[512], out[600];
-	char text[80];
-	size_t n = ldns_query("example.com.", LDNS_RR_TYPE_A, 1232, false, pkt);
-	size_t len = wire_error_response_ede(pkt, n, WIRE_NOERROR, 0, "upstream's", out, 512);
-	len = wire_add_ede(out, len, sizeof(out), WIRE_EDE_STALE, "stale answer");
-	ldns_pkt *p = NULL;
-	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
-	ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
-	assert_int_equal(ldns_edns_option_list_get_count(l), 2);
-	assert_int_equal(ldns_ede(p, text, sizeof(text)), 0); /* the first one stays first */
-	assert_string_equal(text, "upstream's");
-	ldns_pkt_free(p);
-	/* no room: unchanged; no OPT: unchanged */
-	assert_int_equal(wire_add_ede(out, len, len + 3, WIRE_EDE_STALE, "stale"), len);
-	n = ldns_query("example.com.", LDNS_RR_TYPE_A, 0, false, pkt);
-	len = wire_error_response(pkt, n, WIRE_NOERROR, out, 512);
-	assert_int_equal(wire_add_ede(out, len, sizeof(out), WIRE_EDE_STALE, "stale"), len);
-}
-
 /* An upstream's answer to pkt under id, for name (its case), with n A records. */
 static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out)
 {
@@ -502,6 +478,44 @@ static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out
 		ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
 	}
 	return pkt_wire(p, out);
+}
+
+/* An EDE added to a finished answer (a stale one from the cache) keeps what is there:
+ * the upstream's own EDE and the records. */
+static void test_ede_added_to_a_finished_answer(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], out[600];
+	char text[80];
+	wire_query_t q;
+	size_t n = ldns_query("example.com.", LDNS_RR_TYPE_A, 1232, true, pkt);
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	size_t len = wire_error_response_ede(pkt, n, WIRE_NOERROR, 0, "upstream's", out, 512);
+	len = wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale answer");
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
+	assert_int_equal(ldns_edns_option_list_get_count(l), 2);
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 0); /* the first one stays first */
+	assert_string_equal(text, "upstream's");
+	ldns_pkt_free(p);
+	/* no room: unchanged */
+	assert_int_equal(wire_add_ede(out, len, len + 3, &q, WIRE_EDE_STALE, "stale"), len);
+	/* an upstream's answer without an OPT to an EDNS client: an OPT of ours, its DO */
+	len = upstream_answer(0x1234, "example.com.", 2, out);
+	len = wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale answer");
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(p)), 2);
+	assert_true(ldns_pkt_edns(p));
+	assert_true(ldns_pkt_edns_do(p));
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 3);
+	assert_string_equal(text, "stale answer");
+	ldns_pkt_free(p);
+	/* a client without EDNS gets none */
+	n = ldns_query("example.com.", LDNS_RR_TYPE_A, 0, false, pkt);
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	len = upstream_answer(0x1234, "example.com.", 2, out);
+	assert_int_equal(wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale"), len);
 }
 
 static void test_upstream_answer_must_match_id_and_question(void **s)
