@@ -687,15 +687,6 @@ static int answer_zone(req_t *rq)
 	}
 }
 
-/* Why a source is refused everything (only on that path: the ACL walked again). */
-static const char *refusal_text(const org_acl_t *acl, const uint8_t src[16])
-{
-	for (size_t i = 0; i < acl->nallow; i++)
-		if (org_prefix_contains(&acl->allow[i], src))
-			return "another org's resolver";
-	return "source not allowed";
-}
-
 ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *pkt, size_t len,
                          uint8_t *out, size_t cap, size_t *outlen)
 {
@@ -723,7 +714,8 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		ctx->last_refused =
 		        v == ORG_REFUSED ? ANS_REFUSED_NOT_ALLOWED : ANS_REFUSED_OTHER_ORG;
 		rcode = WIRE_REFUSED;
-		wire_resp_ede(&r, WIRE_EDE_PROHIBITED, refusal_text(&conf->acl, cl->src));
+		wire_resp_ede(&r, WIRE_EDE_PROHIBITED,
+		              v == ORG_REFUSED ? "source not allowed" : "another org's resolver");
 		goto done;
 	}
 	if (rcode == WIRE_NOTIMP)
