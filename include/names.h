@@ -37,7 +37,6 @@ typedef enum {
 	NAME_ALL_VMS,     /* all.vms.<app>.internal (TXT, every state) */
 	NAME_ALL_REGIONS, /* all.regions.<app>.internal (TXT, every state) */
 	NAME_ALL_INSTANCES, /* all._instances.internal (TXT, every state) */
-	NAME_ALL_ENT,       /* all.<app>.internal: exists while the app has a Machine */
 	NAME_META_ENT,      /* _metadata.<app>, kv._metadata.<app>: exist while a pair does */
 	NAME_META_KEY,      /* <key>.kv._metadata.<app>.internal */
 } names_form_t;
@@ -58,6 +57,7 @@ typedef struct {
 	names_label_t val; /* metadata value */
 	uint32_t top;      /* N of topN */
 	bool global;       /* NAME_APP as global.<app>: nothing below it, never a non-terminal */
+	bool healthy;      /* healthy.<an AAAA form>: less the Machines with a critical check */
 	uint8_t addr[16];  /* NAME_PTR; NAME_PTR_ENT: its first nibbles, the rest 0 */
 	unsigned nibbles;  /* NAME_PTR_ENT: nibbles of addr the name gives, fdaa included */
 } names_t;
@@ -77,8 +77,12 @@ bool names_label_valid(const char *s, size_t len);
 bool names_machine_id(const char *s, size_t len);
 
 /* A word of the name forms (global, vms, regions, process, vm, nearest, of, kv, all,
- * _metadata, _apps, _peer, _instances): never a region code or a process group. */
+ * healthy, _metadata, _apps, _peer, _instances): never a region code or a process group
+ * (and healthy never an app: names_app_reserved). */
 bool names_reserved(const char *s, size_t len);
+
+/* An app name that would read as a word of the names: healthy. */
+bool names_app_reserved(const char *s, size_t len);
 
 /* A metadata key or value that names can ask for: 1-63 of [a-z0-9_-] in either case.
  * Other metadata is stored and exported but has no name. */

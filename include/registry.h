@@ -27,6 +27,7 @@
 #define REG_REGION_NAME_MAX 127          /* a region's city name */
 #define REG_STATE_MAX       31           /* a Machine state such as "started" */
 #define REG_META_MAX        32           /* metadata pairs per Machine */
+#define REG_CHECKS_MAX      16           /* health checks per Machine */
 #define REG_MAPSIZE_DEFAULT (1ULL << 30) /* writer's initial map; grows on MDB_MAP_FULL */
 
 typedef struct reg reg_t;
@@ -91,6 +92,14 @@ typedef struct {
 	const char *key, *value;
 } reg_meta_t;
 
+/* A health check as the Machines API reports it: its name (1..REG_LABEL_MAX printable
+ * bytes) and status. A Machine with a critical one is left out of the healthy. names. */
+enum reg_check_status { REG_CHECK_PASSING, REG_CHECK_WARNING, REG_CHECK_CRITICAL };
+typedef struct {
+	const char *name;
+	uint8_t status; /* enum reg_check_status */
+} reg_check_t;
+
 /* Metadata keys are 1..REG_LABEL_MAX bytes, values 0..REG_META_VALUE_MAX, any text
  * without NUL, stored as given. A pair whose key and value are both names_meta_label()s
  * is queryable (indexed lower-cased); others are only stored. */
@@ -100,7 +109,9 @@ typedef struct {
 	uint8_t ip[16];
 	const reg_meta_t *meta;
 	size_t nmeta;
-	bool skip_dns; /* "dns":{"skip_registration":true}: in no name at all, kept */
+	bool skip_dns;             /* "dns":{"skip_registration":true}: in no name at all, kept */
+	const reg_check_t *checks; /* by name; a change of a status is a write like a stop */
+	size_t nchecks;
 } reg_machine_t;
 
 /* A machine decoded from the store, with room for its strings. */
@@ -110,6 +121,8 @@ typedef struct {
 	char group[REG_LABEL_MAX + 1], state[REG_STATE_MAX + 1];
 	reg_meta_t meta[REG_META_MAX];
 	char metabuf[REG_META_MAX][2][REG_META_VALUE_MAX + 1];
+	reg_check_t checks[REG_CHECKS_MAX];
+	char checkbuf[REG_CHECKS_MAX][REG_LABEL_MAX + 1];
 } reg_machine_buf_t;
 
 /* ---- write API (txn from reg_write or reg_txn_begin(write)) ------------------------ */
@@ -235,6 +248,16 @@ typedef int (*reg_ips_fn)(const uint8_t *ips, size_t n, void *arg);
 int reg_ips(reg_txn_t *txn, uint32_t net, int kind, const char *app, size_t app_len,
             const char *sub, size_t sub_len, const char *val, size_t val_len, reg_ips_fn fn,
             void *arg);
+
+/*
+ * The healthy. names: how many of the app's started Machines have a critical check
+ * (*count; 0 leaves every set whole), and whether the one at ip does (1), or not (0).
+ * One seek each, allocation-free; < 0 on error.
+ */
+int reg_count_critical(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+                       uint32_t *count);
+int reg_critical(reg_txn_t *txn, uint32_t net, const char *app, size_t app_len,
+                 const uint8_t ip[16]);
 
 /* Names walks: apps of the org with a started Machine; regions of an app with one.
  * fn gets (name, len, count of started Machines, arg). */

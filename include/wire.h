@@ -42,6 +42,18 @@ enum wire_type {
 };
 #define WIRE_CLASS_IN 1
 
+/* Extended DNS Errors (RFC 8914): the option and the INFO-CODEs we say. */
+#define WIRE_OPT_EDE 15
+enum wire_ede {
+	WIRE_EDE_STALE = 3,          /* Stale Answer (RFC 8767), with the answer */
+	WIRE_EDE_CACHED_ERROR = 13,  /* a SERVFAIL answered from the cache */
+	WIRE_EDE_NOT_READY = 14,     /* the registry has never been synced */
+	WIRE_EDE_PROHIBITED = 18,    /* REFUSED: source not allowed, another org's resolver */
+	WIRE_EDE_NOT_SUPPORTED = 21, /* NOTIMP: an opcode or meta-QTYPE we do not serve */
+	WIRE_EDE_NO_REACHABLE = 22,  /* No Reachable Authority: no upstream answered */
+};
+#define WIRE_EDE_TEXT_MAX 64 /* our EXTRA-TEXTs are short ASCII, never the client's bytes */
+
 typedef struct {
 	uint16_t id;
 	uint8_t opcode;
@@ -91,6 +103,8 @@ typedef struct {
 	size_t reserve; /* room kept for the OPT record */
 	int rcode;
 	size_t txt_start, txt_rdata, txt_cs; /* open TXT record (wire_txt_*) */
+	const char *ede_text;                /* non-NULL: an EDE for the OPT (wire_resp_ede) */
+	uint16_t ede_code;
 } wire_resp_t;
 
 enum { WIRE_AN, WIRE_NS_SEC, WIRE_AR };
@@ -136,9 +150,32 @@ int wire_txt_end(wire_resp_t *r);
 /* Throws the open TXT record away. */
 void wire_txt_abort(wire_resp_t *r);
 
+/*
+ * Says why (RFC 8914): the OPT that wire_add_opt writes next carries an EDE option with
+ * code and text (a string the caller keeps until then, at most WIRE_EDE_TEXT_MAX bytes
+ * of it are written). Nothing is written without an OPT (a client that sent no EDNS
+ * gets none); an EDE that does not fit beside the records is left out, it never costs
+ * a record. Writes nothing now, allocates nothing.
+ */
+void wire_resp_ede(wire_resp_t *r, uint16_t code, const char *text);
+
 /* The OPT record (uses the reserved room): our payload size, extended rcode bits, DO,
- * NSID when nsid_len > 0. */
+ * NSID when nsid_len > 0, and the EDE of wire_resp_ede when it fits. */
 int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len);
+
+/*
+ * Adds an EDE option (code, text as in wire_resp_ede) to the finished message msg (len
+ * bytes, room for cap) for the client whose query was q, in place: into its OPT when that
+ * is its last record (options already there, an upstream's own EDE, stay), else, when
+ * it has no OPT at all (an upstream that sent none), into an OPT of ours appended with
+ * q's DO bit. Nothing for a client that sent no EDNS, a message without room, or one that
+ * does not walk. Returns the new length.
+ */
+size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, const wire_query_t *q, uint16_t code,
+                    const char *text);
+
+/* The EDE code of the first EDE option in msg's OPT record, or -1 when it has none. */
+int wire_find_ede(const uint8_t *msg, size_t len);
 
 /* Fixes the counts and flags in the header; returns the message length. */
 size_t wire_resp_end(wire_resp_t *r);
@@ -147,6 +184,9 @@ size_t wire_resp_end(wire_resp_t *r);
  * fails, ...), with an OPT record when the query had one. Returns its length, or 0 when
  * the query deserves no answer. */
 size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *out, size_t cap);
+/* The same with an EDE (wire_resp_ede: in the OPT only, so only when the query had one). */
+size_t wire_error_response_ede(const uint8_t *pkt, size_t len, int rcode, uint16_t ede,
+                               const char *text, uint8_t *out, size_t cap);
 
 /* Does resp answer the query q under the ID we sent it with (up_id): QR set, one
  * question, the same name (compared case-insensitively), type and class? */
@@ -179,8 +219,9 @@ size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q);
 /*
  * Cuts the options out of the OPT record of the message msg (len bytes), in place, and
  * returns its new length: an answer kept or shared for other clients must not carry
- * the first asker's cookie (RFC 7873), client subnet or padding. An OPT that other
- * records follow (their names may point past it) keeps its length, its options
+ * the first asker's cookie (RFC 7873), client subnet or padding. Extended DNS Errors
+ * (RFC 8914) stay: they say why the answer is what it is, to anyone. An OPT that other
+ * records follow (their names may point past it) keeps its length, the options cut
  * overwritten by one all-zero Padding option (RFC 7830). A message without options, or
  * one that cannot be walked, is left as it is (its length returned).
  */

@@ -60,6 +60,8 @@ typedef struct {
 	size_t first;
 	unsigned n;
 	bool full;
+	bool healthy; /* leave out the Machines with a critical check (healthy., some exist) */
+	int err;      /* a registry error met inside a walk */
 } aaaa_t;
 
 static int put_aaaa(const reg_hit_t *h, void *arg)
@@ -107,6 +109,24 @@ static int stop_at_first(const reg_hit_t *h, void *arg)
 	return 1;
 }
 
+/* healthy.: does the app have Machines with a critical check at all? Only then is each
+ * address looked up (one point read); the bare forms never ask. */
+static int healthy_filter(req_t *rq, bool *on)
+{
+	uint32_t n = 0;
+	*on = false;
+	if (!rq->n->healthy)
+		return 0;
+	int rc = reg_count_critical(rq->ctx->txn, rq->net, rq->n->app.p, rq->n->app.len, &n);
+	*on = n > 0;
+	return rc;
+}
+
+static int critical(req_t *rq, const uint8_t ip[16])
+{
+	return reg_critical(rq->ctx->txn, rq->net, rq->n->app.p, rq->n->app.len, ip);
+}
+
 static int answer_walk(req_t *rq, walk_t walk)
 {
 	if (!type_is(rq->q, WIRE_AAAA)) {
@@ -120,6 +140,8 @@ static int answer_walk(req_t *rq, walk_t walk)
 		return WIRE_SERVFAIL;
 	if (n == 0)
 		return negative(rq, WIRE_NXDOMAIN);
+	if (a.n == 0 && !a.full)
+		return negative(rq, WIRE_NOERROR); /* healthy.<id>.vm. of a critical one */
 	aaaa_end(&a, true);
 	return WIRE_NOERROR;
 }
@@ -130,6 +152,15 @@ static int put_ips(const uint8_t *ips, size_t n, void *arg)
 {
 	aaaa_t *a = arg;
 	for (size_t i = 0; i < n; i++) {
+		if (a->healthy) {
+			int c = critical(a->rq, ips + 16 * i);
+			if (c < 0) {
+				a->err = c;
+				return 1;
+			}
+			if (c)
+				continue;
+		}
 		if (wire_add_aaaa(a->rq->r, a->rq->owner, a->rq->ctx->conf->ttl, ips + 16 * i)) {
 			a->full = true;
 			return 1;
@@ -146,9 +177,11 @@ static int answer_set(req_t *rq, int kind)
 	bool aaaa = type_is(rq->q, WIRE_AAAA);
 	aaaa_t a;
 	aaaa_begin(rq, &a);
+	if (aaaa && healthy_filter(rq, &a.healthy))
+		return WIRE_SERVFAIL;
 	int count = reg_ips(rq->ctx->txn, rq->net, kind, n->app.p, n->app.len, n->sub.p, n->sub.len,
 	                    n->val.p, n->val.len, aaaa ? put_ips : NULL, &a);
-	if (count < 0)
+	if (count < 0 || a.err)
 		return WIRE_SERVFAIL;
 	if (count == 0 && kind == REG_SET_APP && !n->global) {
 		/* <app> with only stopped Machines: an empty non-terminal (all.vms.<app>);
@@ -159,7 +192,7 @@ static int answer_set(req_t *rq, int kind)
 			return WIRE_SERVFAIL;
 		return negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	}
-	if (count == 0 || !aaaa)
+	if (count == 0 || !aaaa || (a.n == 0 && !a.full)) /* healthy.: none healthy, NODATA */
 		return negative(rq, count ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	aaaa_end(&a, true);
 	return WIRE_NOERROR;
@@ -179,7 +212,9 @@ static int walk_vm(req_t *rq, reg_walk_fn fn, void *arg)
 	int rc = reg_find_vm(rq->ctx->txn, rq->net, n->app.p, n->app.len, n->sub.p, n->sub.len, &h);
 	if (rc == -ENOENT)
 		return 0;
-	return rc ? rc : (fn(&h, arg), 1);
+	if (rc == 0 && n->healthy && fn != stop_at_first && (rc = critical(rq, h.ip)) == 1)
+		return 1; /* the name exists, its Machine is left out */
+	return rc < 0 ? rc : (fn(&h, arg), 1);
 }
 
 static int walk_peer(req_t *rq, reg_walk_fn fn, void *arg)
@@ -244,6 +279,8 @@ typedef struct {
 	ans_cand_t *cand;
 	size_t n, max;
 	uint32_t dist;
+	req_t *healthy; /* healthy.topN: the N nearest without a critical check */
+	int err;
 } near_fill_t;
 
 static int add_cand(const reg_hit_t *h, void *arg)
@@ -251,6 +288,11 @@ static int add_cand(const reg_hit_t *h, void *arg)
 	near_fill_t *f = arg;
 	if (f->n == f->max)
 		return 1;
+	if (f->healthy) {
+		int c = critical(f->healthy, h->ip);
+		if (c)
+			return c < 0 ? (f->err = c, 1) : 0;
+	}
 	ans_cand_t *c = &f->cand[f->n++];
 	c->dist = f->dist;
 	memcpy(c->ip, h->ip, 16);
@@ -299,7 +341,11 @@ static int answer_nearest(req_t *rq)
 	qsort(regs, nr.n, sizeof(regs[0]), cmp_region);
 
 	size_t want = n->top < ANS_NEAREST_MAX ? n->top : ANS_NEAREST_MAX;
-	near_fill_t f = {rq->ctx->cand, 0, want, 0};
+	near_fill_t f = {rq->ctx->cand, 0, want, 0, NULL, 0};
+	bool filter;
+	if (healthy_filter(rq, &filter))
+		return WIRE_SERVFAIL;
+	f.healthy = filter ? rq : NULL;
 	for (size_t i = 0; i < nr.n && f.n < want;) {
 		/* regions at the same distance are one group: their Machines merge by id */
 		size_t start = f.n, j = i;
@@ -309,7 +355,8 @@ static int answer_nearest(req_t *rq)
 			size_t cap = f.n + (want - start);
 			f.max = cap < ANS_NEAREST_MAX ? cap : ANS_NEAREST_MAX;
 			if (reg_walk_app_region(rq->ctx->txn, rq->net, n->app.p, n->app.len,
-			                        regs[j].name, regs[j].len, add_cand, &f) < 0)
+			                        regs[j].name, regs[j].len, add_cand, &f) < 0 ||
+			    f.err)
 				return WIRE_SERVFAIL;
 		}
 		qsort(f.cand + start, f.n - start, sizeof(*f.cand), cmp_cand);
@@ -317,6 +364,8 @@ static int answer_nearest(req_t *rq)
 			f.n = want;
 		i = j;
 	}
+	if (f.n == 0)
+		return negative(rq, WIRE_NOERROR); /* healthy.: none healthy */
 	aaaa_t a;
 	aaaa_begin(rq, &a);
 	for (size_t i = 0; i < f.n; i++) {
@@ -607,10 +656,6 @@ static int answer_zone(req_t *rq)
 		int has = reg_has_meta(rq->ctx->txn, rq->net, n->app.p, n->app.len);
 		return has < 0 ? WIRE_SERVFAIL : negative(rq, has ? WIRE_NOERROR : WIRE_NXDOMAIN);
 	}
-	case NAME_ALL_ENT: {
-		int any = app_any(rq);
-		return any < 0 ? WIRE_SERVFAIL : negative(rq, any ? WIRE_NOERROR : WIRE_NXDOMAIN);
-	}
 	case NAME_ALL_VMS:
 	case NAME_ALL_REGIONS:
 		return answer_txt(rq, true);
@@ -669,8 +714,13 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 		ctx->last_refused =
 		        v == ORG_REFUSED ? ANS_REFUSED_NOT_ALLOWED : ANS_REFUSED_OTHER_ORG;
 		rcode = WIRE_REFUSED;
+		wire_resp_ede(&r, WIRE_EDE_PROHIBITED,
+		              v == ORG_REFUSED ? "source not allowed" : "another org's resolver");
 		goto done;
 	}
+	if (rcode == WIRE_NOTIMP)
+		wire_resp_ede(&r, WIRE_EDE_NOT_SUPPORTED,
+		              q->opcode ? "opcode not supported" : "QTYPE not supported");
 	if (rcode != WIRE_OK)
 		goto done;
 	if (q->qclass != WIRE_CLASS_IN || q->qtype == WIRE_AXFR || q->qtype == WIRE_IXFR) {
@@ -689,8 +739,8 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	}
 	/* before the org check: a registry never synced knows no org, not even the default */
 	if (ctx->not_ready) {
-		/* TODO(health-ede): wire_resp_ede(&r, WIRE_EDE_NOT_READY, ...) once on main */
 		rcode = WIRE_SERVFAIL;
+		wire_resp_ede(&r, WIRE_EDE_NOT_READY, "registry not synced yet");
 		goto done;
 	}
 	if (v == ORG_NONE) {

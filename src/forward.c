@@ -298,6 +298,19 @@ static void flight_end(fq_t *q, const uint8_t *raw, size_t len)
 	result_put(r);
 }
 
+/* RFC 8914 on an answer the cache wrote into out (len bytes, at most max for its client;
+ * r: cache_lookup's verdict): 3 Stale Answer (RFC 8767), 13 Cached Error on a SERVFAIL
+ * kept from a failed forward, none on a fresh answer (an upstream's own EDE is in it
+ * already). Only when its client sent EDNS and it fits. */
+static size_t cached_ede(uint8_t *out, size_t len, size_t max, const wire_query_t *q, int r)
+{
+	if ((out[3] & 0x0f) == WIRE_SERVFAIL)
+		return wire_add_ede(out, len, max, q, WIRE_EDE_CACHED_ERROR, "cached SERVFAIL");
+	if (r == CACHE_STALE)
+		return wire_add_ede(out, len, max, q, WIRE_EDE_STALE, "stale answer");
+	return len;
+}
+
 static void finish(fq_t *q, const uint8_t *resp, size_t len)
 {
 	fwd_t *f = q->f;
@@ -316,13 +329,20 @@ static void finish(fq_t *q, const uint8_t *resp, size_t len)
 		q->done(q->arg, resp, len);
 	} else {
 		size_t n = 0;
+		int r = CACHE_MISS;
+		/* a SERVFAIL there is the one this failure just stored: no answer */
 		if (f->conf->cache &&
-		    cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
-		                 f->obuf, sizeof(f->obuf), &n) != CACHE_MISS) {
+		    (r = cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
+		                      f->obuf, sizeof(f->obuf), &n)) != CACHE_MISS &&
+		    (f->obuf[3] & 0x0f) != WIRE_SERVFAIL) {
+			n = cached_ede(f->obuf, n, q->max, &q->wq, r);
 			MET_INC(f->stats.stale);
 		} else {
-			n = wire_error_response(q->msg, q->len, WIRE_SERVFAIL, f->obuf,
-			                        sizeof(f->obuf));
+			/* 22, not 23 Network Error: a timeout, a refused connection and an
+			 * upstream's SERVFAIL all end here, and which one is the log's to say */
+			n = wire_error_response_ede(q->msg, q->len, WIRE_SERVFAIL,
+			                            WIRE_EDE_NO_REACHABLE, "no upstream answered",
+			                            f->obuf, sizeof(f->obuf));
 			MET_INC(f->stats.servfail);
 		}
 		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
@@ -719,11 +739,13 @@ static void on_client_timer(uv_timer_t *t)
 	fq_t *q = t->data;
 	fwd_t *f = q->f;
 	size_t n = 0;
+	int r;
 	if (!q->active || q->client_done ||
-	    cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true, f->obuf,
-	                 sizeof(f->obuf), &n) == CACHE_MISS)
+	    (r = cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
+	                      f->obuf, sizeof(f->obuf), &n)) == CACHE_MISS)
 		return;
 	f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
+	n = cached_ede(f->obuf, n, q->max, &q->wq, r);
 	MET_INC(f->stats.stale);
 	q->client_done = true;
 	q->done(q->arg, f->obuf, n);
@@ -850,7 +872,7 @@ static size_t cache_answer(fwd_t *f, const uint8_t *pkt, size_t len, const wire_
 	int r = cache_lookup(c, pkt, wq, max, uv_now(f->loop), false, out, cap, &n);
 	if (r == CACHE_HIT_PREFETCH && prefetch(f, pkt, len, wq) == -ENOSPC)
 		cache_prefetch_again(c, wq, uv_now(f->loop));
-	return r == CACHE_MISS ? 0 : n;
+	return r == CACHE_MISS ? 0 : cached_ede(out, n, max, wq, r);
 }
 
 fwd_result_t fwd_resolve(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *q,

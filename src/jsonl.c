@@ -23,12 +23,12 @@
 
 enum kind { K_ORG, K_MACHINE, K_PEER, K_FLYCAST, K_REGION, K_N };
 static const char *const kind_names[] = {"org", "machine", "peer", "flycast", "region"};
-#define FIELDS_MAX 11
+#define FIELDS_MAX 12
 /* Fields each kind accepts; the first ones listed are required for an upsert. */
 static const char *const kind_fields[][FIELDS_MAX] = {
         [K_ORG] = {"kind", "slug", "network", "op", NULL},
         [K_MACHINE] = {"kind", "id", "org", "app", "region", "private_ip", "state", "process_group",
-                       "metadata", "dns", "op"},
+                       "metadata", "dns", "checks", "op"},
         [K_PEER] = {"kind", "org", "name", "ip", "region", "op", NULL},
         [K_FLYCAST] = {"kind", "org", "app", "ip", "op", NULL},
         [K_REGION] = {"kind", "code", "name", "lat", "lon", "op", NULL},
@@ -38,7 +38,7 @@ typedef struct {
 	uint8_t kind;
 	bool del;
 	bool skip_dns;
-	uint8_t nmeta;
+	uint8_t nmeta, nchecks;
 	unsigned line;
 	const char *org; /* the slug of an org record; the owning org otherwise */
 	const char *id;  /* Machine id, or the peer's name */
@@ -46,6 +46,7 @@ typedef struct {
 	uint8_t ip[16];
 	uint32_t net; /* org records */
 	reg_meta_t *meta;
+	reg_check_t *checks;
 	double lat, lon; /* region records (id is the code, app the city name) */
 } rec_t;
 
@@ -302,13 +303,80 @@ static int get_dns(ctx_t *c, json_t *obj, rec_t *r)
 	return 0;
 }
 
-/* A region code or process group must not be a word of the name forms. */
+/*
+ * "checks" as the Machines API reports them: [{"name":"http","status":"passing"}, ...],
+ * status passing, warning or critical. Name and status are kept; the API's other fields
+ * (output, updated_at, ...) are ignored and not exported.
+ */
+static int get_checks(ctx_t *c, json_t *obj, rec_t *r)
+{
+	static const char *const statuses[] = {[REG_CHECK_PASSING] = "passing",
+	                                       [REG_CHECK_WARNING] = "warning",
+	                                       [REG_CHECK_CRITICAL] = "critical"};
+	json_t *a = json_object_get(obj, "checks"), *v;
+	size_t i;
+	if (!a)
+		return 0;
+	if (!json_is_array(a))
+		return fail(
+		        c, "checks",
+		        "must be an array such as [{\"name\":\"http\",\"status\":\"passing\"}]");
+	if (json_array_size(a) > REG_CHECKS_MAX)
+		return fail(c, "checks", "%zu checks; at most %d", json_array_size(a),
+		            REG_CHECKS_MAX);
+	r->checks = arena_alloc(c->j, json_array_size(a) * sizeof(*r->checks) + 1);
+	if (!r->checks)
+		return -ENOMEM;
+	json_array_foreach(a, i, v)
+	{
+		char field[48];
+		json_t *name = json_object_get(v, "name"), *st = json_object_get(v, "status");
+		snprintf(field, sizeof(field), "checks[%zu]", i);
+		if (!json_is_object(v))
+			return fail(c, field, "must be an object with a name and a status");
+		snprintf(field, sizeof(field), "checks[%zu].name", i);
+		if (!name)
+			return fail(c, field, "missing");
+		const char *n = json_is_string(name) ? json_string_value(name) : NULL;
+		size_t nl = n ? json_string_length(name) : 0;
+		if (!n || nl == 0 || nl > REG_LABEL_MAX || strlen(n) != nl || !printable(n, nl))
+			return fail(c, field, "a check's name is 1-%d printable characters",
+			            REG_LABEL_MAX);
+		for (size_t k = 0; k < r->nchecks; k++)
+			if (strcmp(r->checks[k].name, n) == 0)
+				return fail(c, field, "the check '%s' is given twice", n);
+		snprintf(field, sizeof(field), "checks[%zu].status", i);
+		if (!st)
+			return fail(c, field, "missing");
+		int status = -1;
+		for (int k = 0; json_is_string(st) && k < 3; k++)
+			if (strcmp(json_string_value(st), statuses[k]) == 0)
+				status = k;
+		if (status < 0)
+			return fail(c, field, "must be \"passing\", \"warning\" or \"critical\"");
+		const char *n2 = arena_strdup(c->j, n);
+		if (!n2)
+			return -ENOMEM;
+		r->checks[r->nchecks++] = (reg_check_t){n2, (uint8_t)status};
+	}
+	return 0;
+}
+
+/* An app must not be a word of the names either (healthy.<app>). */
+static int app_not_reserved(ctx_t *c, const char *app)
+{
+	if (app && names_app_reserved(app, strlen(app)))
+		return fail(c, "app", "'%s' is a reserved word of the names (healthy.<app>)", app);
+	return 0;
+}
+
+/* A region code or process group must not be a word of the names. */
 static int not_reserved(ctx_t *c, const char *field, const char *s)
 {
 	if (s && names_reserved(s, strlen(s)))
 		return fail(c, field,
 		            "'%s' is a reserved word of the names (global, vms, regions, "
-		            "process, vm, nearest, of, kv, all, ...)",
+		            "process, vm, nearest, of, kv, all, healthy, ...)",
 		            s);
 	return 0;
 }
@@ -360,7 +428,8 @@ static int parse_machine(ctx_t *c, json_t *o, rec_t *r)
 	    (rc = get_label(c, o, "process_group", false, &r->group)) ||
 	    (rc = get_string(c, o, "state", false, &r->state)) ||
 	    (rc = get_ip(c, o, "private_ip", r->ip)) || (rc = get_metadata(c, o, r)) ||
-	    (rc = get_dns(c, o, r)) || (rc = not_reserved(c, "process_group", r->group)))
+	    (rc = get_dns(c, o, r)) || (rc = get_checks(c, o, r)) ||
+	    (rc = app_not_reserved(c, r->app)) || (rc = not_reserved(c, "process_group", r->group)))
 		return rc;
 	if (!r->group)
 		r->group = "app";
@@ -655,6 +724,8 @@ static int apply_one(reg_txn_t *txn, ctx_t *c, const rec_t *r, bool defer)
 		        .meta = r->meta,
 		        .nmeta = r->nmeta,
 		        .skip_dns = r->skip_dns,
+		        .checks = r->checks,
+		        .nchecks = r->nchecks,
 		};
 		memcpy(m.ip, r->ip, 16);
 		rc = reg_put_machine(txn, &m);
@@ -943,6 +1014,15 @@ static int export_machine(const reg_machine_t *m, void *arg)
 	}
 	if (o && m->skip_dns)
 		json_object_set_new(o, "dns", json_pack("{s:b}", "skip_registration", 1));
+	if (o && m->nchecks) {
+		static const char *const statuses[] = {"passing", "warning", "critical"};
+		json_t *cs = json_array();
+		for (size_t i = 0; cs && i < m->nchecks; i++)
+			json_array_append_new(cs, json_pack("{s:s,s:s}", "name", m->checks[i].name,
+			                                    "status",
+			                                    statuses[m->checks[i].status % 3]));
+		json_object_set_new(o, "checks", cs);
+	}
 	return emit(e, o);
 }
 

@@ -68,6 +68,25 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 			o->form = NAME_PEER, o->sub = lab[0];
 		return;
 	}
+	if (k >= 2 && is(&lab[0], "healthy")) {
+		/* healthy.<form>: every AAAA form of an app, less its critical Machines; the
+		 * word beats a metadata value of the same spelling */
+		classify_internal(lab + 1, k - 1, o);
+		switch (o->healthy ? NAME_NX : o->form) { /* once only */
+		case NAME_APP:
+		case NAME_REGION:
+		case NAME_GROUP:
+		case NAME_VM:
+		case NAME_NEAREST:
+		case NAME_META:
+		case NAME_META_KEY:
+			o->healthy = true;
+			return;
+		default:
+			o->form = NAME_NX;
+			return;
+		}
+	}
 	o->app = *top;
 	size_t r = k - 1; /* labels left of the app */
 	const names_label_t *y = r >= 1 ? &lab[k - 2] : NULL, *z = r >= 2 ? &lab[k - 3] : NULL;
@@ -87,7 +106,7 @@ static void classify_internal(const names_label_t *lab, size_t k, names_t *o)
 		else if (is(y, "_metadata"))
 			o->form = NAME_META_ENT;
 		else if (is(y, "all"))
-			o->form = NAME_ALL_ENT;
+			return; /* all.vms.<app> is below vms.<app>, not all.<app>: nothing is */
 		else
 			o->form = NAME_REGION, o->sub = *y;
 		return;
@@ -192,9 +211,9 @@ bool names_label_valid(const char *s, size_t len)
 	return true;
 }
 
-static const char *const reserved[] = {"global",  "vms",   "regions",   "process",   "vm",
-                                       "nearest", "of",    "kv",        "_metadata", "all",
-                                       "_apps",   "_peer", "_instances"};
+static const char *const reserved[] = {"global",  "vms",   "regions",    "process",   "vm",
+                                       "nearest", "of",    "kv",         "_metadata", "all",
+                                       "_apps",   "_peer", "_instances", "healthy"};
 
 bool names_reserved(const char *s, size_t len)
 {
@@ -202,6 +221,11 @@ bool names_reserved(const char *s, size_t len)
 		if (strlen(reserved[i]) == len && memcmp(reserved[i], s, len) == 0)
 			return true;
 	return false;
+}
+
+bool names_app_reserved(const char *s, size_t len)
+{
+	return len == 7 && memcmp(s, "healthy", 7) == 0;
 }
 
 bool names_meta_label(const char *s, size_t len)

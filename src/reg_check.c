@@ -66,7 +66,9 @@ static int check_machine(const reg_machine_t *m, void *arg)
 		MDB_cursor *sets;
 		if (cursor(c->t, DB_SETS, &sets) || mdb_cursor_get(sets, &key, &ip, MDB_GET_BOTH))
 			bad(c, "machine %s: %s address set misses it", m->id,
-			    i < 3 ? what[i] : "metadata");
+			    i < 3    ? what[i]
+			    : i == 3 ? "critical"
+			             : "metadata");
 	}
 	addr_key(&k, m->net, m->ip);
 	uint8_t av[3 * (REG_LABEL_MAX + 1)];

@@ -34,7 +34,8 @@ static bool get_str(const uint8_t *buf, size_t size, size_t *n, char *out, size_
 }
 
 /* v2 | net4 | ip16 | u8 flags | str app | str region | str group | str state | u8 nmeta |
- * (str k, str v)*. Version 1 (schema 3) had no flags byte; dec_machine reads both. */
+ * (str k, str v)* [| u8 nchecks | (str name, u8 status)* with FLAG_CHECKS]. Version 1
+ * (schema 3) had no flags byte; dec_machine reads both. */
 int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
 {
 	if (m->nmeta > REG_META_MAX)
@@ -45,7 +46,7 @@ int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
 	n += 4;
 	memcpy(buf + n, m->ip, 16);
 	n += 16;
-	buf[n++] = m->skip_dns ? FLAG_SKIP_DNS : 0;
+	buf[n++] = (uint8_t)((m->skip_dns ? FLAG_SKIP_DNS : 0) | (m->nchecks ? FLAG_CHECKS : 0));
 	if (!put_str(buf, cap, &n, m->app, REG_LABEL_MAX) ||
 	    !put_str(buf, cap, &n, m->region, REG_LABEL_MAX) ||
 	    !put_str(buf, cap, &n, m->group, REG_LABEL_MAX) ||
@@ -56,6 +57,18 @@ int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
 		if (!put_str(buf, cap, &n, m->meta[i].key, REG_LABEL_MAX) ||
 		    !put_str(buf, cap, &n, m->meta[i].value, REG_META_VALUE_MAX))
 			return -ENAMETOOLONG;
+	if (m->nchecks) {
+		if (n + 1 > cap)
+			return -ENAMETOOLONG;
+		buf[n++] = (uint8_t)m->nchecks;
+	}
+	for (size_t i = 0; i < m->nchecks; i++) {
+		if (m->checks[i].status > REG_CHECK_CRITICAL)
+			return -EINVAL;
+		if (!put_str(buf, cap, &n, m->checks[i].name, REG_LABEL_MAX) || n + 1 > cap)
+			return -ENAMETOOLONG;
+		buf[n++] = m->checks[i].status;
+	}
 	*len = n;
 	return 0;
 }
@@ -71,9 +84,10 @@ int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t *o)
 	o->m.id = o->id;
 	o->m.net = get_u32(b + 1);
 	memcpy(o->m.ip, b + 5, 16);
-	o->m.skip_dns = false;
-	if (b[0] == REC_V2)
-		o->m.skip_dns = b[n++] & FLAG_SKIP_DNS;
+	o->m.checks = o->checks;
+	o->m.nchecks = 0;
+	uint8_t flags = b[0] == REC_V2 ? b[n++] : 0;
+	o->m.skip_dns = flags & FLAG_SKIP_DNS;
 	if (!get_str(b, size, &n, o->app, sizeof(o->app)) ||
 	    !get_str(b, size, &n, o->region, sizeof(o->region)) ||
 	    !get_str(b, size, &n, o->group, sizeof(o->group)) ||
@@ -94,6 +108,17 @@ int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t *o)
 		o->meta[i].value = o->metabuf[i][1];
 	}
 	o->m.meta = o->meta;
+	if (!(flags & FLAG_CHECKS))
+		return 0;
+	if (n >= size || b[n] > REG_CHECKS_MAX)
+		return -EIO;
+	o->m.nchecks = b[n++];
+	for (size_t i = 0; i < o->m.nchecks; i++) {
+		if (!get_str(b, size, &n, o->checkbuf[i], REG_LABEL_MAX + 1) || n >= size ||
+		    b[n] > REG_CHECK_CRITICAL)
+			return -EIO;
+		o->checks[i] = (reg_check_t){o->checkbuf[i], b[n++]};
+	}
 	return 0;
 }
 
@@ -111,11 +136,11 @@ size_t idx_value(const reg_machine_t *m, uint8_t *v)
 	return IDX_VAL_HDR + rl;
 }
 
-/* The address entry of a Machine: 'm' app \0 id \0 region. */
+/* The address entry of a Machine: 'm' app \0 id \0 region ('M': critical). */
 size_t addr_value_machine(const reg_machine_t *m, uint8_t *v)
 {
 	size_t n = 0, al = strlen(m->app), il = strlen(m->id), rl = strlen(m->region);
-	v[n++] = 'm';
+	v[n++] = is_critical(m) ? 'M' : 'm';
 	memcpy(v + n, m->app, al), n += al, v[n++] = 0;
 	memcpy(v + n, m->id, il), n += il, v[n++] = 0;
 	memcpy(v + n, m->region, rl), n += rl;
@@ -171,14 +196,14 @@ static void key_lower(rkey_t *k, const char *s, bool sep)
 			k->b[i] = (uint8_t)(k->b[i] - 'A' + 'a');
 }
 
-/* Set i of a Machine's AAAA sets: 0..2 'A', 'R', 'G'; then per metadata pair its 'M' set
- * and its 'K' set. false: pair i is not queryable, no set. */
+/* Set i of a Machine's sets: 0..2 'A', 'R', 'G'; 3 'C' (critical ones only); then per
+ * metadata pair its 'M' set and its 'K' set. false: no such set for this Machine. */
 bool set_key(rkey_t *k, const reg_machine_t *m, size_t i)
 {
-	static const int tags[] = {'A', 'R', 'G'};
-	int tag = i < 3 ? tags[i] : (i - 3) % 2 ? 'K' : 'M';
-	const reg_meta_t *p = i < 3 ? NULL : &m->meta[(i - 3) / 2];
-	if (p && !meta_queryable(p))
+	static const int tags[] = {'A', 'R', 'G', 'C'};
+	int tag = i < 4 ? tags[i] : (i - 4) % 2 ? 'K' : 'M';
+	const reg_meta_t *p = i < 4 ? NULL : &m->meta[(i - 4) / 2];
+	if ((p && !meta_queryable(p)) || (tag == 'C' && !is_critical(m)))
 		return false;
 	app_key(k, m->net, m->app, strlen(m->app), tag);
 	if (tag == 'R')
@@ -295,7 +320,7 @@ int hit_from_addr(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 		return -EIO;
 	*h = (reg_hit_t){.net = get_u32(k->mv_data), .ip = (const uint8_t *)k->mv_data + 4};
 	const uint8_t *p = vb + 1, *s;
-	if (vb[0] == 'm') {
+	if (vb[0] == 'm' || vb[0] == 'M') {
 		h->kind = REG_HIT_MACHINE;
 		if (!(s = memchr(p, 0, (size_t)(end - p))))
 			return -EIO;

@@ -42,7 +42,9 @@
  *               net app \0 'A' | net app \0 'R' region | net app \0 'G' group
  *               net app \0 'M' key \0 value
  *               net app \0 'K' key   (queryable metadata pairs only, lower-cased)
- *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines)
+ *               net app \0 'C'       (those with a critical check: healthy. counts it)
+ *   addr      net | ip16 -> 'm' app \0 id \0 region  (started Machines; 'M': one with a
+ *                                                    critical check, for healthy.)
  *                        -> 'p' name \0 region         (peers)
  *   all       Machines in every state (the all. names, the querier of nearest):
  *               net 'a' app \0 id -> as idx 'A'   (all.vms, all._instances)
@@ -267,14 +269,25 @@ static inline bool is_started(const reg_machine_t *m)
 	return strcmp(m->state, "started") == 0;
 }
 
+/* One critical check leaves the Machine out of the healthy. names. */
+static inline bool is_critical(const reg_machine_t *m)
+{
+	for (size_t i = 0; i < m->nchecks; i++)
+		if (m->checks[i].status == REG_CHECK_CRITICAL)
+			return true;
+	return false;
+}
+
 /* A Machine's record (enc_machine): its largest encoding, its version, its flags. */
 #define MACHINE_ENC_MAX                                                                            \
-	(32 + 4 * (REG_LABEL_MAX + 1) + REG_META_MAX * (REG_LABEL_MAX + REG_META_VALUE_MAX + 2))
+	(32 + 4 * (REG_LABEL_MAX + 1) + REG_META_MAX * (REG_LABEL_MAX + REG_META_VALUE_MAX + 2) +  \
+	 1 + REG_CHECKS_MAX * (REG_LABEL_MAX + 2))
 #define REC_V2        2
 #define FLAG_SKIP_DNS 0x01
+#define FLAG_CHECKS   0x02 /* health checks follow the metadata (older readers stop before) */
 
-/* The AAAA sets of a Machine, counted as set_key numbers them. */
-#define MACHINE_SETS(m) (3 + 2 * (m)->nmeta)
+/* The sets of a Machine, counted as set_key numbers them ('C' included). */
+#define MACHINE_SETS(m) (4 + 2 * (m)->nmeta)
 
 /* Turns a table entry into a hit (reg_codec.c hit_from_*); walk_prefix calls one. */
 typedef int (*decode_fn)(const MDB_val *k, const MDB_val *v, reg_hit_t *h);

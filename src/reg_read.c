@@ -390,6 +390,26 @@ static int get_counter(reg_txn_t *t, const rkey_t *k, uint32_t *count)
 	return 0;
 }
 
+int reg_count_critical(reg_txn_t *t, uint32_t net, const char *app, size_t al, uint32_t *count)
+{
+	int n = reg_ips(t, net, 'C', app, al, "", 0, "", 0, NULL, NULL);
+	*count = n > 0 ? (uint32_t)n : 0;
+	return n < 0 ? n : 0;
+}
+
+/* A point read in addr (no cursor): safe inside a walk of the sets. */
+int reg_critical(reg_txn_t *t, uint32_t net, const char *app, size_t al, const uint8_t ip[16])
+{
+	rkey_t k;
+	MDB_val v;
+	addr_key(&k, net, ip);
+	int rc = raw_get(t, DB_ADDR, k.b, k.n, &v);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	const uint8_t *b = v.mv_data;
+	return v.mv_size > al + 1 && b[0] == 'M' && memcmp(b + 1, app, al) == 0 && b[al + 1] == 0;
+}
+
 int reg_count_app(reg_txn_t *t, uint32_t net, const char *app, size_t al, uint32_t *count)
 {
 	rkey_t k;

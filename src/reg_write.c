@@ -124,7 +124,8 @@ static bool same_any(const reg_machine_t *a, const reg_machine_t *b)
 /* ... and the same entries in idx, sets and addr while started. */
 static bool same_started(const reg_machine_t *a, const reg_machine_t *b)
 {
-	if (!same_any(a, b) || strcmp(a->group, b->group) != 0 || a->nmeta != b->nmeta)
+	if (!same_any(a, b) || strcmp(a->group, b->group) != 0 || a->nmeta != b->nmeta ||
+	    is_critical(a) != is_critical(b))
 		return false;
 	for (size_t i = 0; i < a->nmeta; i++)
 		if (strcmp(a->meta[i].key, b->meta[i].key) != 0 ||

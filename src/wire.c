@@ -421,14 +421,41 @@ static void put_opt(uint8_t *p, int rcode, bool dnssec_ok, uint16_t rdlen)
 	wr16(p + 9, rdlen);
 }
 
+void wire_resp_ede(wire_resp_t *r, uint16_t code, const char *text)
+{
+	r->ede_code = code;
+	r->ede_text = text;
+}
+
+static size_t ede_text_len(const char *text)
+{
+	return strnlen(text, WIRE_EDE_TEXT_MAX);
+}
+
+/* INFO-CODE and EXTRA-TEXT (RFC 8914 section 2) at p: 4 + 2 + n bytes. */
+static size_t put_ede(uint8_t *p, uint16_t code, const char *text, size_t n)
+{
+	wr16(p, WIRE_OPT_EDE);
+	wr16(p + 2, (uint16_t)(2 + n));
+	wr16(p + 4, code);
+	memcpy(p + 6, text, n);
+	return 6 + n;
+}
+
 int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_len)
 {
 	r->limit += r->reserve;
 	r->reserve = 0;
 	if (r->len + wire_opt_size(nsid_len) > r->limit)
 		return -ENOSPC;
+	size_t rdlen = nsid_len ? 4 + nsid_len : 0, ede = 0;
+	if (r->ede_text) {
+		ede = 6 + ede_text_len(r->ede_text);
+		if (r->len + wire_opt_size(nsid_len) + ede > r->limit)
+			ede = 0; /* why is worth less than what */
+	}
 	uint8_t *p = r->buf + r->len;
-	put_opt(p, r->rcode, dnssec_ok, (uint16_t)(nsid_len ? 4 + nsid_len : 0));
+	put_opt(p, r->rcode, dnssec_ok, (uint16_t)(rdlen + ede));
 	r->len += 11;
 	if (nsid_len) {
 		wr16(p + 11, 3);
@@ -436,6 +463,8 @@ int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_l
 		memcpy(p + 15, nsid, nsid_len);
 		r->len += 4 + nsid_len;
 	}
+	if (ede)
+		r->len += put_ede(r->buf + r->len, r->ede_code, r->ede_text, ede - 6);
 	r->count[WIRE_AR]++;
 	return 0;
 }
@@ -452,11 +481,19 @@ size_t wire_resp_end(wire_resp_t *r)
 
 size_t wire_error_response(const uint8_t *pkt, size_t len, int rcode, uint8_t *out, size_t cap)
 {
+	return wire_error_response_ede(pkt, len, rcode, 0, NULL, out, cap);
+}
+
+size_t wire_error_response_ede(const uint8_t *pkt, size_t len, int rcode, uint16_t ede,
+                               const char *text, uint8_t *out, size_t cap)
+{
 	wire_query_t q;
 	wire_resp_t r;
 	if (wire_parse_query(pkt, len, &q) == WIRE_DROP ||
 	    wire_resp_begin(&r, out, cap, cap, q.edns ? wire_opt_size(0) : 0, pkt, &q))
 		return 0;
+	if (text)
+		wire_resp_ede(&r, ede, text);
 	wire_resp_rcode(&r, rcode);
 	wire_resp_flags(&r, false, q.opcode == 0); /* RA only on QUERY */
 	if (q.edns)
@@ -512,6 +549,25 @@ size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q)
 	return n;
 }
 
+/* The OPT's options (rdlen bytes at p) with only the EDEs kept, moved to the front:
+ * their length. An Extended DNS Error says why an answer is what it is, for whoever gets
+ * it; options that do not walk are all dropped. */
+static size_t keep_ede(uint8_t *p, size_t rdlen)
+{
+	size_t r = 0, w = 0;
+	while (r + 4 <= rdlen) {
+		size_t olen = rd16(p + r + 2);
+		if (r + 4 + olen > rdlen)
+			return 0;
+		if (rd16(p + r) == WIRE_OPT_EDE) {
+			memmove(p + w, p + r, 4 + olen);
+			w += 4 + olen;
+		}
+		r += 4 + olen;
+	}
+	return r == rdlen ? w : 0;
+}
+
 size_t wire_strip_options(uint8_t *msg, size_t len)
 {
 	size_t off = WIRE_HDR;
@@ -526,18 +582,81 @@ size_t wire_strip_options(uint8_t *msg, size_t len)
 		off += 10;
 		if (off + rdlen > len)
 			return len;
-		if (type == WIRE_OPT && rdlen > 0 && off + rdlen == len) {
-			wr16(msg + off - 2, 0); /* the last record: its options cut off */
-			return off;
-		}
-		if (type == WIRE_OPT && rdlen >= 4) {
-			/* records follow, and their names may point past the OPT (compression):
-			 * nothing moves, the options become one Padding option (RFC 7830) */
-			wr16(msg + off, 12);
-			wr16(msg + off + 2, (uint16_t)(rdlen - 4));
-			memset(msg + off + 4, 0, rdlen - 4u);
+		if (type == WIRE_OPT && rdlen > 0) {
+			size_t keep = keep_ede(msg + off, rdlen);
+			if (off + rdlen == len) {
+				wr16(msg + off - 2,
+				     (uint16_t)keep); /* the last record: cut short */
+				return off + keep;
+			}
+			if (rdlen - keep >= 4) {
+				/* records follow, and their names may point past the OPT
+				 * (compression): nothing after it moves, the rest becomes one
+				 * Padding option (RFC 7830) */
+				wr16(msg + off + keep, 12);
+				wr16(msg + off + keep + 2, (uint16_t)(rdlen - keep - 4));
+				memset(msg + off + keep + 4, 0, rdlen - keep - 4u);
+			}
 		}
 		off += rdlen;
 	}
 	return len;
+}
+
+/* The offset of the last record's RDATA length when that record is the OPT; 1 when the
+ * message walks whole and has no OPT; 0 when it does not walk or its OPT is not last. */
+static size_t last_opt(const uint8_t *msg, size_t len)
+{
+	size_t off = WIRE_HDR;
+	if (len < WIRE_HDR || rd16(msg + 4) != 1 || wire_skip_name(msg, len, &off) || off + 4 > len)
+		return 0;
+	off += 4;
+	unsigned records = (unsigned)rd16(msg + 6) + rd16(msg + 8) + rd16(msg + 10);
+	for (unsigned i = 0; i < records; i++) {
+		if (wire_skip_name(msg, len, &off) || off + 10 > len)
+			return 0;
+		uint16_t type = rd16(msg + off), rdlen = rd16(msg + off + 8);
+		if (off + 10 + rdlen > len)
+			return 0;
+		if (type == WIRE_OPT)
+			return i == records - 1 && off + 10 + rdlen == len ? off + 8 : 0;
+		off += 10 + (size_t)rdlen;
+	}
+	return off == len ? 1 : 0;
+}
+
+size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, const wire_query_t *q, uint16_t code,
+                    const char *text)
+{
+	size_t at = last_opt(msg, len), n = ede_text_len(text);
+	if (!q->edns || !at)
+		return len;
+	if (at == 1) { /* no OPT: ours, with the client's DO bit */
+		if (len + 11 + 6 + n > cap || rd16(msg + 10) == 0xffff)
+			return len;
+		put_opt(msg + len, msg[3] & 0x0f, q->edns_do, (uint16_t)(6 + n));
+		wr16(msg + 10, (uint16_t)(rd16(msg + 10) + 1));
+		return len + 11 + put_ede(msg + len + 11, code, text, n);
+	}
+	if (len + 6 + n > cap || rd16(msg + at) + 6 + n > 65535)
+		return len;
+	wr16(msg + at, (uint16_t)(rd16(msg + at) + 6 + n));
+	return len + put_ede(msg + len, code, text, n);
+}
+
+int wire_find_ede(const uint8_t *msg, size_t len)
+{
+	size_t at = last_opt(msg, len);
+	if (at <= 1)
+		return -1;
+	size_t o = at + 2, end = o + rd16(msg + at);
+	while (o + 4 <= end) {
+		uint16_t code = rd16(msg + o), olen = rd16(msg + o + 2);
+		if (o + 4 + olen > end)
+			return -1;
+		if (code == WIRE_OPT_EDE && olen >= 2)
+			return rd16(msg + o + 4);
+		o += 4 + (size_t)olen;
+	}
+	return -1;
 }

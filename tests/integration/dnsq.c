@@ -3,7 +3,8 @@
  * codec). Every mode is bounded in packets and time and talks to one address.
  *
  *   dnsq query [--tcp] [--edns N] [--nsid] ADDR PORT NAME TYPE
- *       one query; prints "rcode=X flags=... an=N ns=N" then the answer records
+ *       one query; prints "rcode=X flags=... an=N ns=N" (with an OPT: edns=, nsid=,
+ *       and ede=CODE:TEXT for each Extended DNS Error) then the answer records
  *   dnsq raw [--tcp] ADDR PORT HEX
  *       sends the bytes as they are; prints "rcode=X an=N qd=N" or "silence"
  *   dnsq storm ADDR PORT COUNT SEED
@@ -30,6 +31,7 @@
  *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
  *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
  *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
+ *       "ede...": with EDNS in the query, an OPT carrying its own EDE 17 "by upstream".
  *   dnsq same ADDR PORT NAME TYPE COUNT [WAIT_MS]
  *       COUNT identical queries at once, each from its own socket (port); prints
  *       "answered=N" after every answer came or WAIT_MS (5000) passed
@@ -154,6 +156,15 @@ static void print_answer(const uint8_t *ans, size_t len, bool records)
 		ldns_rdf *d = ldns_pkt_edns_data(p);
 		if (d && ldns_rdf_size(d) >= 4 && ldns_rdf_data(d)[1] == 3)
 			printf(" nsid=%.*s", (int)ldns_rdf_size(d) - 4, ldns_rdf_data(d) + 4);
+		/* every Extended DNS Error (RFC 8914) as ldns decodes it: ede=CODE:TEXT */
+		ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
+		for (size_t i = 0; l && i < ldns_edns_option_list_get_count(l); i++) {
+			ldns_edns_option *o = ldns_edns_option_list_get_option(l, i);
+			const uint8_t *e = ldns_edns_get_data(o);
+			if (ldns_edns_get_code(o) == LDNS_EDNS_EDE && ldns_edns_get_size(o) >= 2)
+				printf(" ede=%u:%.*s", e[0] << 8 | e[1],
+				       (int)ldns_edns_get_size(o) - 2, e + 2);
+		}
 	}
 	printf("\n");
 	if (records) {
@@ -636,6 +647,16 @@ static int cmd_counter(int argc, char **argv)
 					                      (uint8_t)seen};
 					memcpy(a + len, rr, sizeof(rr));
 					len += sizeof(rr);
+				}
+				if (edns && strncmp(name, "ede", 3) == 0) {
+					/* its own Extended DNS Error: 17 Filtered, "by upstream" */
+					const uint8_t opt[] = {0,   0,   41,  4,   208, 0,   0,
+					                       0,   0,   0,   17,  0,   15,  0,
+					                       13,  0,   17,  'b', 'y', ' ', 'u',
+					                       'p', 's', 't', 'r', 'e', 'a', 'm'};
+					a[11] = 1;
+					memcpy(a + len, opt, sizeof(opt));
+					len += sizeof(opt);
 				}
 				pend[npend].len = len;
 				pend[npend].from = from, pend[npend].fl = fl;

@@ -43,6 +43,26 @@ static char *data(void)
 	            "\"01HZRELEASE\",\"version\":\"v1.2.3\"}"));
 	ADD(MACHINE("aa000000000006", "alpha", "geo", "iad", "fdaa:0:18:3:1:0:6:2", "started",
 	            "app", ",\"metadata\":{\"fly_process_group\":\"worker\"}"));
+	/* hc: health checks of every kind (1, 2, 4 healthy; 3, 5, 6 critical) */
+	static const char *const hc[][4] = {
+	        {"ord", "app", ",\"metadata\":{\"tier\":\"gold\"}",
+	         "[{\"name\":\"http\",\"status\":\"passing\",\"output\":\"200 OK\"}]"},
+	        {"ord", "app", ",\"metadata\":{\"tier\":\"gold\"}",
+	         "[{\"name\":\"http\",\"status\":\"passing\"},{\"name\":\"disk\","
+	         "\"status\":\"warning\"}]"},
+	        {"ord", "app", ",\"metadata\":{\"tier\":\"gold\"}",
+	         "[{\"name\":\"http\",\"status\":\"passing\"},{\"name\":\"tcp\","
+	         "\"status\":\"critical\"}]"},
+	        {"iad", "worker", "", NULL},
+	        {"iad", "worker", "", "[{\"name\":\"http\",\"status\":\"critical\"}]"},
+	        {"ams", "app", "", "[{\"name\":\"http\",\"status\":\"critical\"}]"},
+	};
+	for (int i = 0; i < 6; i++)
+		ADD("{\"kind\":\"machine\",\"id\":\"d000000000000%d\",\"org\":\"alpha\","
+		    "\"app\":\"hc\",\"region\":\"%s\",\"private_ip\":\"fdaa:0:18:1:5:0:%d:2\","
+		    "\"process_group\":\"%s\"%s%s%s}\n",
+		    i + 1, hc[i][0], i + 1, hc[i][1], hc[i][2], hc[i][3] ? ",\"checks\":" : "",
+		    hc[i][3] ? hc[i][3] : "");
 	ADD(MACHINE("cc000000000001", "alpha", "web", "ord", "fdaa:0:18:1:1:0:c1:2", "started",
 	            "app", ",\"dns\":{\"skip_registration\":true}"));
 	ADD(MACHINE("cc000000000002", "alpha", "hidden", "ord", "fdaa:0:18:1:1:0:c2:2", "stopped",
@@ -249,7 +269,7 @@ static void test_txt_forms(void **state)
 {
 	expect_txt(*state, "vms.web.internal.", "00000000000001 ord,00000000000002 iad");
 	expect_txt(*state, "regions.geo.internal.", "ams,iad,ord,syd");
-	expect_txt(*state, "_apps.internal.", "big,geo,web");
+	expect_txt(*state, "_apps.internal.", "big,geo,hc,web");
 	expect_txt(*state, "_peer.internal.", "laptop");
 }
 
@@ -610,6 +630,73 @@ static void test_a_write_is_answered_after_renew(void **state)
 	                LDNS_RCODE_NXDOMAIN, "internal.");
 }
 
+#define HC(n) "fdaa:0:18:1:5:0:" #n ":2"
+
+/* healthy.<form>: the form less the Machines with a critical check; passing, warning and
+ * no checks count as healthy; none healthy is NODATA, never the whole set. */
+static void test_healthy_forms_leave_out_critical_machines(void **state)
+{
+	fx_t *fx = *state;
+	expect_addrs(fx, "hc.internal.", HC(1) "," HC(2) "," HC(3) "," HC(4) "," HC(5) "," HC(6));
+	expect_addrs(fx, "healthy.hc.internal.", HC(1) "," HC(2) "," HC(4));
+	expect_addrs(fx, "Healthy.global.hc.internal.", HC(1) "," HC(2) "," HC(4));
+	expect_addrs(fx, "healthy.ord.hc.internal.", HC(1) "," HC(2));
+	expect_addrs(fx, "healthy.iad.hc.internal.", HC(4));
+	expect_addrs(fx, "healthy.worker.process.hc.internal.", HC(4));
+	expect_addrs(fx, "healthy.app.process.hc.internal.", HC(1) "," HC(2));
+	expect_addrs(fx, "healthy.gold.tier.kv._metadata.hc.internal.", HC(1) "," HC(2));
+	expect_addrs(fx, "healthy.tier.kv._metadata.hc.internal.", HC(1) "," HC(2));
+	expect_addrs(fx, "healthy.d0000000000001.vm.hc.internal.", HC(1));
+	/* no region known: every region as near, so by id; d..3 is skipped, not cut */
+	expect_addrs(fx, "healthy.top3.nearest.of.hc.internal.", HC(1) "," HC(2) "," HC(4));
+	expect_addrs(fx, "top3.nearest.of.hc.internal.", HC(1) "," HC(2) "," HC(3));
+	/* none healthy: NODATA (the bare name is the fail-open one) */
+	assert_negative(ask(fx, "healthy.ams.hc.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+	                "internal.");
+	expect_addrs(fx, "ams.hc.internal.", HC(6));
+	assert_negative(ask(fx, "healthy.d0000000000003.vm.hc.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NOERROR, "internal.");
+	/* existence is the bare form's; other types NODATA */
+	assert_negative(ask(fx, "healthy.nope.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	assert_negative(ask(fx, "healthy.syd.hc.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	assert_negative(ask(fx, "healthy.hc.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NOERROR,
+	                "internal.");
+	assert_negative(ask(fx, "healthy.vms.hc.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	/* an app without checks: healthy. is the whole set */
+	expect_addrs(fx, "healthy.web.internal.", "fdaa:0:18:1:1:0:1:2,fdaa:0:18:1:1:0:2:2");
+	/* TXT lists stay as they are */
+	expect_txt(fx, "vms.hc.internal.",
+	           "d0000000000001 ord,d0000000000002 ord,d0000000000003 ord,d0000000000004 iad,"
+	           "d0000000000005 iad,d0000000000006 ams");
+}
+
+static void test_a_check_flip_is_answered_after_renew(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	const char *flip =
+	        "{\"kind\":\"machine\",\"id\":\"d0000000000003\",\"org\":\"alpha\","
+	        "\"app\":\"hc\",\"region\":\"ord\",\"private_ip\":\"fdaa:0:18:1:5:0:3:2\","
+	        "\"metadata\":{\"tier\":\"gold\"},\"checks\":[{\"name\":\"tcp\","
+	        "\"status\":\"passing\"}]}\n"
+	        "{\"kind\":\"machine\",\"id\":\"d0000000000001\",\"org\":\"alpha\","
+	        "\"app\":\"hc\",\"region\":\"ord\",\"private_ip\":\"fdaa:0:18:1:5:0:1:2\","
+	        "\"metadata\":{\"tier\":\"gold\"},\"checks\":[{\"name\":\"http\","
+	        "\"status\":\"critical\"}]}\n";
+	assert_int_equal(import_str(fx->reg, flip, false, err), 0);
+	expect_addrs(fx, "healthy.ord.hc.internal.", HC(1) "," HC(2)); /* the old snapshot */
+	reg_txn_reset(fx->txn);
+	assert_int_equal(reg_txn_renew(fx->txn), 0);
+	expect_addrs(fx, "healthy.ord.hc.internal.", HC(2) "," HC(3));
+	expect_addrs(fx, "healthy.gold.tier.kv._metadata.hc.internal.", HC(2) "," HC(3));
+	assert_negative(ask(fx, "healthy.d0000000000001.vm.hc.internal.", LDNS_RR_TYPE_AAAA),
+	                LDNS_RCODE_NOERROR, "internal.");
+	expect_addrs(fx, "ord.hc.internal.", HC(1) "," HC(2) "," HC(3));
+}
+
 /* Raw bytes through ans_process (forwarding on, so RA is set on QUERY answers). */
 static ldns_pkt *ask_raw(fx_t *fx, const uint8_t *q, size_t len)
 {
@@ -679,6 +766,64 @@ static void test_qtype_zero_is_notimp_also_outside_our_zones(void **state)
 	                "internal.");
 }
 
+/* RFC 8914: a refusal and a NOTIMP say why, in the OPT of a client that sent one; a
+ * normal answer, a FORMERR and a client without EDNS get no EDE. */
+static void expect_ede(fx_t *fx, const char *name, ldns_rr_type type, how_t h, ldns_pkt_rcode rcode,
+                       int ede, const char *text)
+{
+	char got[80] = "";
+	h.edns = 1232;
+	ldns_pkt *p = ask_how(fx, name, type, h);
+	assert_non_null(p);
+	assert_int_equal(ldns_pkt_get_rcode(p), rcode);
+	assert_int_equal(ldns_ede(p, got, sizeof(got)), ede);
+	if (text)
+		assert_string_equal(got, text);
+	ldns_pkt_free(p);
+	h.edns = 0; /* the same question without EDNS: no OPT, so no EDE */
+	p = ask_how(fx, name, type, h);
+	assert_int_equal(ldns_pkt_get_rcode(p), rcode);
+	assert_false(ldns_pkt_edns(p));
+	ldns_pkt_free(p);
+}
+
+static void test_extended_errors_say_why(void **state)
+{
+	fx_t *fx = *state;
+	how_t outside = {.src = "2001:db8::1"},
+	      other = {.src = "fdaa:0:19:1:1:0:b:2", .dst = "fdaa:0:18::3"};
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, outside, LDNS_RCODE_REFUSED, 18,
+	           "source not allowed");
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, other, LDNS_RCODE_REFUSED, 18,
+	           "another org's resolver");
+	expect_ede(fx, "web.internal.", (ldns_rr_type)200, (how_t){0}, LDNS_RCODE_NOTIMPL, 21,
+	           "QTYPE not supported");
+	/* no EDE on an answer, NXDOMAIN or a refusal that is no policy of the source's */
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_NOERROR, -1,
+	           NULL);
+	expect_ede(fx, "nope.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_NXDOMAIN, -1,
+	           NULL);
+	/* a registry that never synced: Not Ready, for every name of our zones */
+	fx->ctx.not_ready = true;
+	expect_ede(fx, "web.internal.", LDNS_RR_TYPE_AAAA, (how_t){0}, LDNS_RCODE_SERVFAIL, 14,
+	           "registry not synced yet");
+	expect_ede(fx, "internal.", LDNS_RR_TYPE_SOA, (how_t){0}, LDNS_RCODE_SERVFAIL, 14, NULL);
+	fx->ctx.not_ready = false;
+	/* an opcode other than QUERY, with an OPT: 21 too */
+	ldns_pkt *q = NULL;
+	ldns_pkt_query_new_frm_str(&q, "web.internal.", LDNS_RR_TYPE_AAAA, LDNS_RR_CLASS_IN, 0);
+	ldns_pkt_set_opcode(q, LDNS_PACKET_NOTIFY);
+	ldns_pkt_set_edns_udp_size(q, 1232);
+	uint8_t buf[512];
+	size_t len = pkt_wire(q, buf);
+	ldns_pkt *p = ask_raw(fx, buf, len);
+	char got[80];
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOTIMPL);
+	assert_int_equal(ldns_ede(p, got, sizeof(got)), 21);
+	assert_string_equal(got, "opcode not supported");
+	ldns_pkt_free(p);
+}
+
 static void test_apex_ns_target_resolves_to_the_address_asked(void **state)
 {
 	fx_t *fx = *state;
@@ -743,7 +888,10 @@ static void test_all_names_list_every_state(void **state)
 	                "internal."); /* the empty non-terminal above all.vms.gone */
 	assert_negative(ask(*state, "global.gone.internal.", LDNS_RR_TYPE_AAAA),
 	                LDNS_RCODE_NXDOMAIN, "internal."); /* nothing below it */
-	assert_negative(ask(*state, "all.gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NOERROR,
+	/* all.vms.gone lies below vms.gone: all.gone is no ancestor of anything */
+	assert_negative(ask(*state, "all.gone.internal.", LDNS_RR_TYPE_AAAA), LDNS_RCODE_NXDOMAIN,
+	                "internal.");
+	assert_negative(ask(*state, "all.web.internal.", LDNS_RR_TYPE_TXT), LDNS_RCODE_NXDOMAIN,
 	                "internal.");
 	assert_negative(ask(*state, "all.vms.nope.internal.", LDNS_RR_TYPE_TXT),
 	                LDNS_RCODE_NXDOMAIN, "internal.");
@@ -900,6 +1048,9 @@ int main(void)
 	        T(test_metadata_of_any_text_and_the_key_only_form),
 	        T(test_soa_serial_is_per_org),
 	        T(test_nearest_from_a_stopped_querier_uses_its_region),
+	        T(test_extended_errors_say_why),
+	        T(test_healthy_forms_leave_out_critical_machines),
+	        T(test_a_check_flip_is_answered_after_renew),
 	};
 	return cmocka_run_group_tests_name("answer", tests, NULL, NULL);
 }

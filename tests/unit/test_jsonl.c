@@ -213,6 +213,97 @@ static void test_dns_field_unknown_key(void **s)
 	        "field 'dns': unknown field 'skip'");
 }
 
+#define REGION_LINE "{\"kind\":\"region\",\"code\":\"zzz\",\"name\":\"Z\",\"lat\":1,\"lon\":2}\n"
+#define CHECKED(checks)                                                                            \
+	MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started", "app",  \
+	        ",\"checks\":" checks)
+
+/* checks in the Machines API's shape: each bad one named by its index and field */
+static void test_bad_checks_name_the_line_and_field(void **s)
+{
+	static const char *const cases[][2] = {
+	        {"{\"name\":\"http\"}", "test.jsonl:2: field 'checks': must be an array"},
+	        {"[{\"name\":\"http\",\"status\":\"passing\"},\"x\"]",
+	         "test.jsonl:2: field 'checks[1]': must be an object"},
+	        {"[{\"status\":\"passing\"}]", "test.jsonl:2: field 'checks[0].name': missing"},
+	        {"[{\"name\":7,\"status\":\"passing\"}]",
+	         "field 'checks[0].name': a check's name is 1-63 printable characters"},
+	        {"[{\"name\":\"\",\"status\":\"passing\"}]",
+	         "field 'checks[0].name': a check's name is 1-63"},
+	        {"[{\"name\":\"http\"}]", "field 'checks[0].status': missing"},
+	        {"[{\"name\":\"http\",\"status\":\"failing\"}]",
+	         "field 'checks[0].status': must be \"passing\", \"warning\" or \"critical\""},
+	        {"[{\"name\":\"http\",\"status\":\"Passing\"}]",
+	         "field 'checks[0].status': must be"},
+	        {"[{\"name\":\"http\",\"status\":\"passing\"},{\"name\":\"http\","
+	         "\"status\":\"critical\"}]",
+	         "field 'checks[1].name': the check 'http' is given twice"},
+	};
+	char text[1024];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "%s" CHECKED("%s"), REGION_LINE, cases[i][0]);
+		refused(s, text, cases[i][1]);
+	}
+	char many[2048] = "[";
+	for (int i = 0; i < REG_CHECKS_MAX + 1; i++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many),
+		         "%s{\"name\":\"c%d\",\"status\":\"passing\"}", i ? "," : "", i);
+	strcat(many, "]");
+	char big[4096];
+	snprintf(big, sizeof(big), CHECKED("%s"), many);
+	refused(s, big, "field 'checks': 17 checks; at most 16");
+}
+
+/* healthy.<app> and healthy.<region>.<app> read as the healthy names: never a name */
+static void test_healthy_is_reserved(void **s)
+{
+	refused(s,
+	        "{\"kind\":\"region\",\"code\":\"healthy\",\"name\":\"X\",\"lat\":1,\"lon\":2}\n",
+	        "field 'code': 'healthy' is a reserved word");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "healthy", "ord", "fdaa:0:18:1:1:0:9:2",
+	                "started", "app", ""),
+	        "field 'app': 'healthy' is a reserved word of the names (healthy.<app>)");
+	refused(s,
+	        MACHINE("00000000000009", "alpha", "web", "ord", "fdaa:0:18:1:1:0:9:2", "started",
+	                "healthy", ""),
+	        "field 'process_group': 'healthy' is a reserved word");
+}
+
+/* export carries name and status; the API's other fields are not kept */
+static void test_checks_round_trip_through_export(void **state)
+{
+	fx_t *fx = *state;
+	char err[JSONL_ERR_MAX];
+	const char *text = CHECKED("[{\"name\":\"http\",\"status\":\"passing\",\"output\":"
+	                           "\"200 OK\",\"updated_at\":\"2026-12-07T18:00:00Z\"},"
+	                           "{\"name\":\"disk\",\"status\":\"critical\"}]");
+	if (import_str(fx->reg, text, false, err))
+		fail_msg("%s", err);
+	char *first = export_str(fx->reg);
+	if (!strstr(first, "\"checks\":[{\"name\":\"http\",\"status\":\"passing\"},"
+	                   "{\"name\":\"disk\",\"status\":\"critical\"}]"))
+		fail_msg("export: %s", first);
+	assert_null(strstr(first, "200 OK"));
+	assert_int_equal(import_str(fx->reg, first, true, err), 0);
+	char *second = export_str(fx->reg);
+	assert_string_equal(first, second);
+	/* a status change is one write of the record; no checks at all is an empty list */
+	if (import_str(fx->reg,
+	               CHECKED("[{\"name\":\"http\",\"status\":\"passing\"},{\"name\":\"disk\","
+	                       "\"status\":\"warning\"}]"),
+	               false, err))
+		fail_msg("%s", err);
+	free(second);
+	second = export_str(fx->reg);
+	assert_non_null(strstr(second, "{\"name\":\"disk\",\"status\":\"warning\"}"));
+	free(first), free(second);
+	reg_txn_t *t;
+	assert_int_equal(reg_txn_begin(fx->reg, false, &t), 0);
+	assert_int_equal(reg_check(t, NULL, NULL), 0);
+	reg_txn_abort(t);
+}
+
 /* A region defined in the same file as the Machine that names it is known. */
 static void test_region_records_round_trip(void **state)
 {
@@ -629,6 +720,9 @@ int main(void)
 	        T(test_reserved_process_group),
 	        T(test_region_latitude_out_of_range),
 	        T(test_dns_field_unknown_key),
+	        T(test_bad_checks_name_the_line_and_field),
+	        T(test_healthy_is_reserved),
+	        T(test_checks_round_trip_through_export),
 	        T(test_region_records_round_trip),
 	        T(test_bad_state),
 	        T(test_bad_op),

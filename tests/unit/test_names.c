@@ -128,7 +128,50 @@ static void test_empty_non_terminals(void **s)
 	/* these exist only while a queryable pair / a Machine does: their own forms */
 	assert_int_equal(classify("_metadata.web.internal").form, NAME_META_ENT);
 	assert_int_equal(classify("kv._metadata.web.internal").form, NAME_META_ENT);
-	assert_int_equal(classify("all.web.internal").form, NAME_ALL_ENT);
+	/* all.vms.<app> is a child of vms.<app>: all.<app> only looks like an ancestor */
+	assert_int_equal(classify("all.web.internal").form, NAME_NX);
+}
+
+static void test_healthy_before_every_aaaa_form(void **s)
+{
+	(void)s;
+	static const struct {
+		const char *name;
+		names_form_t form;
+	} cases[] = {
+	        {"healthy.web.internal", NAME_APP},
+	        {"healthy.global.web.internal", NAME_APP},
+	        {"healthy.ord.web.internal", NAME_REGION},
+	        {"healthy.worker.process.web.internal", NAME_GROUP},
+	        {"healthy.5683d33be74948.vm.web.internal", NAME_VM},
+	        {"healthy.top2.nearest.of.web.internal", NAME_NEAREST},
+	        {"healthy.gold.tier.kv._metadata.web.internal", NAME_META},
+	        {"healthy.tier.kv._metadata.web.internal", NAME_META_KEY},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		names_t n = classify(cases[i].name);
+		assert_int_equal(n.form, cases[i].form);
+		assert_true(n.healthy);
+		assert_label(n.app, "web");
+		n = classify(cases[i].name + 8); /* the form without it */
+		assert_int_equal(n.form, cases[i].form);
+		assert_false(n.healthy);
+	}
+	assert_label(classify("healthy.ord.web.internal").sub, "ord");
+	assert_label(classify("healthy.gold.tier.kv._metadata.web.internal").val, "gold");
+	/* no healthy. before a TXT form, a non-terminal or itself; an app may not be one */
+	const char *nx[] = {"healthy.vms.web.internal",
+	                    "healthy.regions.web.internal",
+	                    "healthy.vm.web.internal",
+	                    "healthy.all.vms.web.internal",
+	                    "healthy.healthy.web.internal",
+	                    "healthy._apps.internal",
+	                    "healthy.x.5683d33be74948.vm.web.internal"};
+	for (size_t i = 0; i < sizeof(nx) / sizeof(nx[0]); i++)
+		assert_int_equal(classify(nx[i]).form, NAME_NX);
+	names_t n = classify("healthy.internal"); /* the last label is always the app */
+	assert_int_equal(n.form, NAME_APP);
+	assert_false(n.healthy);
 }
 
 static void test_all_forms_and_the_metadata_key(void **s)
@@ -151,12 +194,14 @@ static void test_all_forms_and_the_metadata_key(void **s)
 static void test_reserved_and_meta_labels(void **s)
 {
 	(void)s;
-	const char *words[] = {"global",  "vms", "regions", "process",   "vm",
-	                       "nearest", "of",  "kv",      "_metadata", "all"};
+	const char *words[] = {"global", "vms", "regions",   "process", "vm",     "nearest",
+	                       "of",     "kv",  "_metadata", "all",     "healthy"};
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		assert_true(names_reserved(words[i], strlen(words[i])));
 	assert_false(names_reserved("ord", 3));
 	assert_false(names_reserved("alls", 4));
+	assert_true(names_app_reserved("healthy", 7));
+	assert_false(names_app_reserved("web", 3));
 	assert_true(names_meta_label("fly_process_group", 17));
 	assert_true(names_meta_label("01HZ", 4));
 	assert_false(names_meta_label("v1.2.3", 6));
@@ -286,6 +331,7 @@ int main(void)
 	        cmocka_unit_test(test_label_rules),
 	        cmocka_unit_test(test_all_forms_and_the_metadata_key),
 	        cmocka_unit_test(test_reserved_and_meta_labels),
+	        cmocka_unit_test(test_healthy_before_every_aaaa_form),
 	};
 	return cmocka_run_group_tests_name("names", tests, NULL, NULL);
 }

@@ -391,6 +391,77 @@ static void test_error_response_keeps_question_and_edns(void **s)
 	assert_int_equal(wire_error_response(pkt, 5, WIRE_SERVFAIL, out, sizeof(out)), 0);
 }
 
+static void test_ede_only_in_an_opt(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], out[512];
+	char text[80];
+	size_t n = ldns_query("example.com.", LDNS_RR_TYPE_A, 1232, true, pkt);
+	size_t len = wire_error_response_ede(pkt, n, WIRE_SERVFAIL, WIRE_EDE_NO_REACHABLE,
+	                                     "no upstream answered", out, sizeof(out));
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_SERVFAIL);
+	assert_true(ldns_pkt_edns_do(p));
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 22);
+	assert_string_equal(text, "no upstream answered");
+	assert_int_equal(wire_find_ede(out, len), 22);
+	ldns_pkt_free(p);
+	/* without EDNS: no OPT, so no EDE */
+	n = ldns_query("example.com.", LDNS_RR_TYPE_A, 0, false, pkt);
+	len = wire_error_response_ede(pkt, n, WIRE_SERVFAIL, WIRE_EDE_NO_REACHABLE, "x", out,
+	                              sizeof(out));
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	assert_false(ldns_pkt_edns(p));
+	assert_int_equal(len, n);
+	assert_int_equal(wire_find_ede(out, len), -1);
+	ldns_pkt_free(p);
+}
+
+static void fill_one_with_nsid_and_ede(wire_resp_t *r)
+{
+	static const uint8_t ip[16] = {0xfd, 0xaa, [15] = 1};
+	wire_resp_ede(r, WIRE_EDE_NOT_READY, "registry not synced yet");
+	wire_add_aaaa(r, WIRE_HDR, 5, ip); /* respond() adds the OPT, NSID "host" */
+}
+
+static void test_ede_beside_nsid_and_records(void **s)
+{
+	(void)s;
+	uint8_t out[512];
+	size_t len;
+	char text[80];
+	ldns_pkt *p = respond(fill_one_with_nsid_and_ede, 512, out, &len);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(p)), 1);
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 14);
+	assert_string_equal(text, "registry not synced yet");
+	/* the NSID beside it */
+	assert_int_equal(ldns_edns_option_list_get_count(ldns_pkt_edns_get_option_list(p)), 2);
+	ldns_pkt_free(p);
+}
+
+/* Records up to the limit, then an EDE that no longer fits: left out, records kept. */
+static void fill_full_then_ede(wire_resp_t *r)
+{
+	static const uint8_t ip[16] = {0xfd, 0xaa};
+	while (wire_add_aaaa(r, WIRE_HDR, 5, ip) == 0)
+		;
+	wire_resp_ede(r, WIRE_EDE_PROHIBITED, "a text longer than the room the OPT has left");
+}
+
+static void test_ede_never_costs_a_record(void **s)
+{
+	(void)s;
+	uint8_t out[512];
+	size_t len;
+	ldns_pkt *p = respond(fill_full_then_ede, 512, out, &len);
+	assert_true(ldns_rr_list_rr_count(ldns_pkt_answer(p)) > 10);
+	assert_true(ldns_pkt_edns(p));
+	assert_int_equal(ldns_ede(p, NULL, 0), -1);
+	assert_true(len <= 512);
+	ldns_pkt_free(p);
+}
+
 /* An upstream's answer to pkt under id, for name (its case), with n A records. */
 static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out)
 {
@@ -407,6 +478,44 @@ static size_t upstream_answer(uint16_t id, const char *name, int n, uint8_t *out
 		ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
 	}
 	return pkt_wire(p, out);
+}
+
+/* An EDE added to a finished answer (a stale one from the cache) keeps what is there:
+ * the upstream's own EDE and the records. */
+static void test_ede_added_to_a_finished_answer(void **s)
+{
+	(void)s;
+	uint8_t pkt[512], out[600];
+	char text[80];
+	wire_query_t q;
+	size_t n = ldns_query("example.com.", LDNS_RR_TYPE_A, 1232, true, pkt);
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	size_t len = wire_error_response_ede(pkt, n, WIRE_NOERROR, 0, "upstream's", out, 512);
+	len = wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale answer");
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
+	assert_int_equal(ldns_edns_option_list_get_count(l), 2);
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 0); /* the first one stays first */
+	assert_string_equal(text, "upstream's");
+	ldns_pkt_free(p);
+	/* no room: unchanged */
+	assert_int_equal(wire_add_ede(out, len, len + 3, &q, WIRE_EDE_STALE, "stale"), len);
+	/* an upstream's answer without an OPT to an EDNS client: an OPT of ours, its DO */
+	len = upstream_answer(0x1234, "example.com.", 2, out);
+	len = wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale answer");
+	assert_int_equal(ldns_wire2pkt(&p, out, len), LDNS_STATUS_OK);
+	assert_int_equal(ldns_rr_list_rr_count(ldns_pkt_answer(p)), 2);
+	assert_true(ldns_pkt_edns(p));
+	assert_true(ldns_pkt_edns_do(p));
+	assert_int_equal(ldns_ede(p, text, sizeof(text)), 3);
+	assert_string_equal(text, "stale answer");
+	ldns_pkt_free(p);
+	/* a client without EDNS gets none */
+	n = ldns_query("example.com.", LDNS_RR_TYPE_A, 0, false, pkt);
+	assert_int_equal(wire_parse_query(pkt, n, &q), WIRE_OK);
+	len = upstream_answer(0x1234, "example.com.", 2, out);
+	assert_int_equal(wire_add_ede(out, len, sizeof(out), &q, WIRE_EDE_STALE, "stale"), len);
 }
 
 static void test_upstream_answer_must_match_id_and_question(void **s)
@@ -510,6 +619,36 @@ static void test_strip_options_keeps_the_rest(void **s)
 	assert_int_equal(wire_strip_options(r, len), len);
 }
 
+/* An upstream's EDE stays in an answer kept for other clients; its cookie goes. */
+static void test_strip_options_keeps_an_upstream_ede(void **s)
+{
+	(void)s;
+	uint8_t r[2048];
+	char text[80];
+	ldns_pkt *p = NULL;
+	assert_int_equal(ldns_pkt_query_new_frm_str(&p, "www.example.com.", LDNS_RR_TYPE_A,
+	                                            LDNS_RR_CLASS_IN, 0),
+	                 LDNS_STATUS_OK);
+	ldns_pkt_set_qr(p, true);
+	ldns_pkt_set_rcode(p, LDNS_RCODE_SERVFAIL);
+	ldns_pkt_set_edns_udp_size(p, 1232);
+	/* COOKIE (10) with 8 bytes, EDE (15): 6 DNSSEC Bogus "badns", PADDING (12) with 2 */
+	ldns_pkt_set_edns_data(p, ldns_rdf_new_frm_str(LDNS_RDF_TYPE_HEX, "000a00080102030405060708"
+	                                                                  "000f0007"
+	                                                                  "00066261646e73"
+	                                                                  "000c00020000"));
+	size_t len = pkt_wire(p, r); /* frees p */
+	size_t cut = wire_strip_options(r, len);
+	assert_int_equal(cut, len - 12 - 6);
+	ldns_pkt *q = NULL;
+	assert_int_equal(ldns_wire2pkt(&q, r, cut), LDNS_STATUS_OK);
+	assert_int_equal(ldns_ede(q, text, sizeof(text)), 6);
+	assert_string_equal(text, "badns");
+	assert_int_equal(ldns_edns_option_list_get_count(ldns_pkt_edns_get_option_list(q)), 1);
+	ldns_pkt_free(q);
+	assert_int_equal(wire_strip_options(r, cut), cut);
+}
+
 /* Records after the OPT whose names point past it (compression): the options become
  * padding of the same length, so every name still reads. */
 static void test_strip_options_before_compressed_names_moves_nothing(void **s)
@@ -590,9 +729,14 @@ int main(void)
 	        cmocka_unit_test(test_txt_splits_at_255_bytes),
 	        cmocka_unit_test(test_records_stop_whole_at_the_limit),
 	        cmocka_unit_test(test_error_response_keeps_question_and_edns),
+	        cmocka_unit_test(test_ede_only_in_an_opt),
+	        cmocka_unit_test(test_ede_beside_nsid_and_records),
+	        cmocka_unit_test(test_ede_never_costs_a_record),
+	        cmocka_unit_test(test_ede_added_to_a_finished_answer),
 	        cmocka_unit_test(test_upstream_answer_must_match_id_and_question),
 	        cmocka_unit_test(test_relay_restores_the_client_view),
 	        cmocka_unit_test(test_strip_options_keeps_the_rest),
+	        cmocka_unit_test(test_strip_options_keeps_an_upstream_ede),
 	        cmocka_unit_test(test_strip_options_before_compressed_names_moves_nothing),
 	        cmocka_unit_test(test_notimp_keeps_the_opt),
 	        cmocka_unit_test(test_udp_size_is_the_edns_payload_clamped),

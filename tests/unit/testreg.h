@@ -22,6 +22,27 @@
 #include "jsonl.h"
 #include "registry.h"
 
+/* The EDE (RFC 8914) ldns decodes from p's OPT: its INFO-CODE (text: EXTRA-TEXT, cap
+ * bytes with the NUL), or -1 when p has none. */
+static inline int ldns_ede(ldns_pkt *p, char *text, size_t cap)
+{
+	ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
+	for (size_t i = 0; l && i < ldns_edns_option_list_get_count(l); i++) {
+		ldns_edns_option *o = ldns_edns_option_list_get_option(l, i);
+		if (ldns_edns_get_code(o) != LDNS_EDNS_EDE || ldns_edns_get_size(o) < 2)
+			continue;
+		const uint8_t *d = ldns_edns_get_data(o);
+		size_t n = ldns_edns_get_size(o) - 2;
+		if (text) {
+			n = n < cap - 1 ? n : cap - 1;
+			memcpy(text, d + 2, n);
+			text[n] = 0;
+		}
+		return d[0] << 8 | d[1];
+	}
+	return -1;
+}
+
 /* A new empty directory under $TMPDIR; caller frees and removes it (tmp_free). */
 static inline char *tmp_new(void)
 {
