@@ -36,8 +36,11 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CFLAGS   ?= -O2 -g
 # -MMD -MP: each object's header dependencies in a .d file beside it (included at the end)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread -MMD -MP
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+# The one version number (semver): a release changes it here and nowhere else. REVISION is
+# git's description of the tree built from a checkout, empty from a tarball.
+VERSION  := 1.0.0
+REVISION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\" -DINTERNALD_REVISION=\"$(REVISION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 # each program records only the libraries it calls: internald never links libnats
@@ -142,7 +145,7 @@ run: deps-run
 # plain build, and its suites run from it with O=build/san; it heads the longest chain
 # (it, then the sanitizer sync suite), so it is asked for first.
 # (the longest first: make starts the first of those ready when a job slot frees)
-INT_SUITES   := sync ops run robust diff fleet cache examples dnstap forward
+INT_SUITES   := sync ops run robust diff fleet cache examples dnstap forward deploy
 NETNS_SUITES := run user
 TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
 		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check

@@ -22,6 +22,7 @@
 #include "org.h"
 #include "publish.h"
 #include "registry.h"
+#include "version.h"
 #include "zone.h"
 
 #define EXIT_REFUSED 1
@@ -29,6 +30,7 @@
 
 static const char *const usage_text =
         "usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
+        "       internalctl --version\n"
         "\n"
         "commands:\n"
         "  import [--replace] FILE...  upsert every record of JSON Lines files (- is stdin;\n"
@@ -1163,7 +1165,8 @@ static int cmd_follow(const cli_t *c)
 	                   .stale_after = (double)a.stale_after};
 
 	char err[CFG_ERR_MAX];
-	if (a.has_metrics && met_http_start(&o.http, &a.metrics, INTERNALD_VERSION, err)) {
+	if (a.has_metrics &&
+	    met_http_start(&o.http, &a.metrics, INTERNALD_VERSION, INTERNALD_REVISION, err)) {
 		fprintf(stderr, "internalctl: follow: %s\n", err);
 		reg_close(reg);
 		return EXIT_REFUSED;
@@ -1264,6 +1267,8 @@ static int run(int argc, char **argv)
 		} else if (n == 0 && a[0] == '-') {
 			if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
 				return out("%s", usage_text), 0;
+			if (strcmp(a, "--version") == 0)
+				return VERSION_PRINT("internalctl") < 0;
 			fprintf(stderr, "internalctl: unknown option '%s'\n", a);
 			return usage(NULL);
 		} else {

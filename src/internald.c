@@ -20,10 +20,7 @@
 #include "metrics_http.h"
 #include "registry.h"
 #include "server.h"
-
-#ifndef INTERNALD_VERSION
-#define INTERNALD_VERSION "unknown"
-#endif
+#include "version.h"
 
 static config_t cfg;
 static ans_conf_t conf;
@@ -180,6 +177,9 @@ int main(int argc, char **argv)
 	char err[CFG_ERR_MAX] = "";
 	g_argc = argc, g_argv = argv;
 	signal(SIGHUP, SIG_IGN); /* a reload asked for before the loop runs is not fatal */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--version") == 0)
+			return VERSION_PRINT("internald") < 0;
 	config_defaults(&cfg);
 	int rc = config_parse_args(&cfg, argc, argv, err);
 	if (rc == 1)
@@ -189,7 +189,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level((log_level_t)cfg.log_level);
-	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
+	log_info("event=start version=%s revision=%s pid=%d", INTERNALD_VERSION,
+	         INTERNALD_REVISION[0] ? INTERNALD_REVISION : "-", (int)getpid());
 
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
@@ -205,7 +206,8 @@ int main(int argc, char **argv)
 		         ".internal get REFUSED\"");
 
 	met_http_t *http = NULL;
-	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
+	if (cfg.has_metrics &&
+	    met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, INTERNALD_REVISION, err)) {
 		log_error("event=error reason=\"%s\"", err);
 		return 1;
 	}

@@ -24,7 +24,7 @@
 struct met_http {
 	struct MHD_Daemon *d;
 	int fd;
-	const char *version;
+	const char *version, *revision;
 	const met_source_t *src; /* atomic: NULL while starting */
 	double scrape_seconds;   /* the previous scrape's (MHD's one thread only) */
 };
@@ -126,6 +126,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (s && s->snapshot)
 			s->snapshot(s->arg, &snap);
 		snap.version = h->version;
+		snap.revision = h->revision;
 		snap.scrape_seconds = h->scrape_seconds;
 		met_process_read(&snap.proc);
 		int rc = 0;
@@ -151,13 +152,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	return plain(c, MHD_HTTP_NOT_FOUND, "not found: try /metrics, /health or /ready\n");
 }
 
-int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err)
+int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version,
+                   const char *revision, char *err)
 {
 	met_http_t *h = calloc(1, sizeof(*h));
 	int one = 1, e;
 	if (!h)
 		return -ENOMEM;
 	h->version = version;
+	h->revision = revision;
 	h->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (h->fd < 0 || setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    (addr->ss.ss_family == AF_INET6 &&
