@@ -46,6 +46,23 @@ static bool same_addr(const cfg_addr_t *a, const cfg_addr_t *b)
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+/* Each problem of p as a line of its own, its text quoted: prefix reason="...". */
+static void log_problems(const cfg_problems_t *p, const char *prefix)
+{
+	for (unsigned i = 0; i < p->n && i < CFG_PROBLEMS_MAX; i++) {
+		char q[2 * CFG_ERR_MAX], *o = q;
+		for (const char *m = p->msg[i]; *m; m++) {
+			if (*m == '"' || *m == '\\')
+				*o++ = '\\';
+			*o++ = *m;
+		}
+		*o = '\0';
+		log_error("%s reason=\"%s\"", prefix, q);
+	}
+	if (p->n > CFG_PROBLEMS_MAX)
+		log_error("%s problems=%u shown=%d", prefix, p->n, CFG_PROBLEMS_MAX);
+}
+
 /* SIGHUP: the config file and the command line again (the command line still wins). What
  * needs a rebind or a restart keeps its running value and is logged as such. */
 static int reload(srv_t *s, void *arg)
@@ -54,14 +71,22 @@ static int reload(srv_t *s, void *arg)
 	const config_t *cur = srv_config(s);
 	char err[CFG_ERR_MAX] = "";
 	config_t *n = malloc(sizeof(*n));
+	cfg_problems_t *p = malloc(sizeof(*p));
 	ans_conf_t a;
-	if (!n) {
+	if (!n || !p) {
+		free(n), free(p);
 		log_error("event=reload status=failed reason=\"out of memory\"");
 		return -ENOMEM;
 	}
 	config_defaults(n);
-	int rc = config_parse_args(n, g_argc, g_argv, err);
-	if (rc == 0 && n->nupstream == 0)
+	int rc = config_parse_args(n, g_argc, g_argv, p);
+	if (rc) {
+		log_problems(p, "event=reload status=failed");
+		free(p), free(n);
+		return -EINVAL;
+	}
+	free(p);
+	if (n->nupstream == 0)
 		config_upstreams_from_resolv(n, "/etc/resolv.conf");
 	if (rc == 0 && build_conf(n, &a))
 		rc = -EINVAL;
@@ -172,21 +197,66 @@ static int http_snapshot(void *arg, met_snapshot_t *out)
 	return srv_metrics(arg, out);
 }
 
+/* --check-config: past the file and every value (config_parse_args), the user exists and
+ * is not root, and the registry opens read-only as it would to serve. */
+static int check_config(const config_t *c, cfg_problems_t *p)
+{
+	const char *what = c->file[0] ? c->file : "the command line";
+	if (c->user[0]) {
+		errno = 0;
+		struct passwd *pw = getpwnam(c->user);
+		if (!pw)
+			config_problem(p, "%s: user = %s: %s; want a user of this host", what,
+			               c->user, errno ? strerror(errno) : "no such user");
+		else if (pw->pw_uid == 0 || pw->pw_gid == 0)
+			config_problem(p,
+			               "%s: user = %s: uid %u gid %u; want a user that is not root",
+			               what, c->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	}
+	reg_t *reg;
+	int rc = reg_open(&reg, c->db, REG_RDONLY, 0);
+	if (rc)
+		config_problem(p, "%s: db = %s: cannot open the registry: %s%s", what, c->db,
+		               reg_strerror(rc),
+		               rc == -ENOENT
+		                       ? "; want a registry (internalctl --db DIR import FILE, "
+		                         "or internalctl follow)"
+		                       : "");
+	else
+		reg_close(reg);
+	for (unsigned i = 0; i < p->n && i < CFG_PROBLEMS_MAX; i++)
+		fprintf(stderr, "%s\n", p->msg[i]);
+	if (p->n) {
+		fprintf(stderr, "internald: %s: %u problem%s\n", what, p->n, p->n == 1 ? "" : "s");
+		return 1;
+	}
+	printf("internald: %s: ok\n", what);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char err[CFG_ERR_MAX] = "";
+	static cfg_problems_t probs;
 	g_argc = argc, g_argv = argv;
 	signal(SIGHUP, SIG_IGN); /* a reload asked for before the loop runs is not fatal */
-	for (int i = 1; i < argc; i++)
-		if (strcmp(argv[i], "--version") == 0)
-			return VERSION_PRINT("internald") < 0;
 	config_defaults(&cfg);
-	int rc = config_parse_args(&cfg, argc, argv, err);
-	if (rc == 1)
-		return 0;
-	if (rc) {
-		fprintf(stderr, "internald: %s\n%s", err, config_usage);
+	int rc = config_parse_args(&cfg, argc, argv, &probs);
+	if (rc == CONFIG_HELP)
+		return fputs(config_usage, stdout) < 0;
+	if (rc == CONFIG_VERSION)
+		return VERSION_PRINT("internald") < 0;
+	if (probs.usage) { /* only a usage error earns the usage */
+		for (unsigned i = 0; i < probs.n && i < CFG_PROBLEMS_MAX; i++)
+			fprintf(stderr, "internald: %s\n", probs.msg[i]);
+		fputs(config_usage, stderr);
 		return 2;
+	}
+	if (cfg.check_only)
+		return check_config(&cfg, &probs);
+	if (rc) {
+		log_problems(&probs, "event=config status=failed");
+		return 1;
 	}
 	log_set_level((log_level_t)cfg.log_level);
 	log_info("event=start version=%s revision=%s pid=%d", INTERNALD_VERSION,
