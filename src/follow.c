@@ -134,7 +134,7 @@ static void set_state(follow_t *fl, const char *state, const char *detail)
 	if (strcmp(fl->state, state) == 0)
 		return;
 	snprintf(fl->state, sizeof(fl->state), "%s", state);
-	log_info("follow: state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
+	log_info("event=follow state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
 	         detail ? detail : "");
 }
 
@@ -346,8 +346,8 @@ static void report(follow_t *fl, batch_t *b)
 		fl->st.skipped++;
 		bool kept = e->retry && !e->superseded &&
 		            pend_add(fl, key_of(b, e), e->op, b->str + e->val, e->len, e->seq) == 0;
-		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"%s", key_of(b, e),
-		         e->seq, e->why ? b->str + e->why - 1 : "out of memory",
+		log_warn("event=follow status=skipped key=%s seq=%" PRIu64 " error=\"%s\"%s",
+		         key_of(b, e), e->seq, e->why ? b->str + e->why - 1 : "out of memory",
 		         kept ? " kept=yes" : "");
 	}
 }
@@ -516,7 +516,7 @@ static int refuse_named(batch_t *b, int rc)
 {
 	entry_t *e = entry_of_error(b);
 	if (!e) {
-		log_error("follow: %s", b->err);
+		log_error("event=follow status=failed reason=\"%s\"", b->err);
 		return rc;
 	}
 	refuse(b, e, reason(b->err));
@@ -771,7 +771,7 @@ static int full_sync(follow_t *fl)
 	fl->st.full_syncs++;
 	fl->synced = true;
 	show(fl);
-	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
+	log_info("event=follow full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
 	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
 	         fl->npend, mono() - t0);
@@ -876,8 +876,8 @@ static int live_batch(follow_t *fl, batch_t *b)
 	fl->nskip = 0;
 	fl->st.batches++;
 	fl->st.applied += jsonl_count(b->j);
-	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu", b->last, b->n,
-	          jsonl_count(b->j), fl->npend);
+	log_debug("event=follow batch=applied seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu",
+	          b->last, b->n, jsonl_count(b->j), fl->npend);
 	if (fl->npend && jsonl_count(b->j))
 		rc = pend_retry(fl);
 	show(fl);
@@ -1314,7 +1314,9 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	}
 	rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
-		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
+		log_error(
+		        "event=follow status=failed reason=\"cannot start a NATS connection: %s\"",
+		        kv_strerror(rc));
 		return rc;
 	}
 	if (o->js_domain && (rc = kv_set_domain(fl.conn, o->js_domain))) {
@@ -1360,7 +1362,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 				continue;
 			}
 			if (rc) {
-				log_error("follow: full sync failed: %s", reg_strerror(rc));
+				log_error("event=follow full-sync=failed reason=\"%s\"",
+				          reg_strerror(rc));
 				break;
 			}
 			seq = fl.seq;
@@ -1370,7 +1373,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		if (how == LIVE_STOP) {
 			rc = err;
 			if (rc)
-				log_error("follow: cannot write the registry: %s",
+				log_error("event=follow status=failed reason=\"cannot write the "
+				          "registry: %s\"",
 				          reg_strerror(rc));
 			break;
 		}
@@ -1386,7 +1390,7 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		}
 	}
 	if (!rc)
-		log_info("follow: state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
+		log_info("event=follow state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
 		         " batches=%" PRIu64,
 		         o->bucket, fl.st.applied, fl.st.skipped, fl.st.batches);
 	if (stats)

@@ -137,7 +137,7 @@ static uint16_t random_id(fwd_t *f)
 {
 	if (f->rnd_used + 2 > sizeof(f->rnd)) {
 		if (getrandom(f->rnd, sizeof(f->rnd), 0) != (ssize_t)sizeof(f->rnd))
-			log_warn("getrandom failed: query IDs are weaker");
+			log_warn("event=getrandom status=failed reason=\"query IDs are weaker\"");
 		f->rnd_used = 0;
 	}
 	uint16_t v = (uint16_t)(f->rnd[f->rnd_used] << 8 | f->rnd[f->rnd_used + 1]);

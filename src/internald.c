@@ -112,9 +112,8 @@ static int reload(srv_t *s, void *arg)
 	if (rc == 0) {
 		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
 			if (restart[i].changed)
-				log_warn("event=reload key=%s status=needs-restart (the running "
-				         "value "
-				         "stays until internald restarts)",
+				log_warn("event=reload key=%s status=needs-restart "
+				         "kept=running-value",
 				         restart[i].key);
 		memcpy(n->listen, cur->listen, sizeof(n->listen));
 		n->nlisten = cur->nlisten;
@@ -128,9 +127,8 @@ static int reload(srv_t *s, void *arg)
 		rc = srv_reload(s, n, &a, err);
 	}
 	if (rc) {
-		log_error(
-		        "event=reload status=failed reason=\"%s\" (kept the running configuration)",
-		        err);
+		log_error("event=reload status=failed reason=\"%s\" kept=running-configuration",
+		          err);
 		free(n);
 		return rc;
 	}
@@ -168,7 +166,7 @@ static int drop_privileges(const char *user)
 	if (step) {
 		log_error("event=privileges status=failed user=%s step=%s reason=\"%s\"%s", user,
 		          step, strerror(errno),
-		          errno == EPERM ? " (start internald as root to use --user)" : "");
+		          errno == EPERM ? " hint=\"start internald as root to use --user\"" : "");
 		return -1;
 	}
 	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0 ||
@@ -286,10 +284,11 @@ int main(int argc, char **argv)
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		log_error("event=error reason=\"cannot open the registry at %s: %s\"%s", cfg.db,
 		          reg_strerror(rc),
-		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
-		                        : "");
+		          rc == -ENOENT
+		                  ? " hint=\"create it with 'internalctl --db DIR import FILE'\""
+		                  : "");
 		met_http_stop(http);
 		return 1;
 	}

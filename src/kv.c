@@ -121,12 +121,14 @@ const char *kv_strerror(int err)
 
 /* ---- connection ---------------------------------------------------------------------- */
 
+/* A lost connection is a warning (journalctl -p warning shows it); the rest is news. */
 static void log_state(natsConnection *nc, const char *state)
 {
 	char url[256] = "";
 	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
 	cut_userinfo(url);
-	log_info("kv: nats=%s url=%s", state, url[0] ? url : "-");
+	log_msg(strcmp(state, "disconnected") == 0 ? LOG_WARN : LOG_INFO,
+	        "event=nats nats=%s url=%s", state, url[0] ? url : "-");
 }
 
 static void on_connected(natsConnection *nc, void *arg)
@@ -371,7 +373,8 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		s = natsConnection_Connect(&c->nc, c->opts);
 	if (s == NATS_NOT_YET_CONNECTED && forever) {
 		char url[256];
-		log_info("kv: nats=connecting url=%s", kv_url_public(o->urls[0], url, sizeof(url)));
+		log_info("event=nats nats=connecting url=%s",
+		         kv_url_public(o->urls[0], url, sizeof(url)));
 		s = NATS_OK;
 	} else if (s == NATS_OK) {
 		log_state(c->nc, "connected");
@@ -502,7 +505,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_m
 		cfg.StorageType = js_FileStorage;
 		s = js_CreateKeyValue(&kv, b->js, &cfg);
 		if (s == NATS_OK)
-			log_info("kv: bucket=created name=%s replicas=%d", name, replicas);
+			log_info("event=bucket status=created name=%s replicas=%d", name, replicas);
 	}
 	kvStore_Destroy(kv);
 	if (s != NATS_OK) {
