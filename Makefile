@@ -19,13 +19,14 @@ PREFIX   ?= /usr/local
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats libsystemd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
-	     libnats-dev libmicrohttpd-dev libfstrm-dev libprotobuf-c-dev protobuf-c-compiler
+	     libnats-dev libmicrohttpd-dev libfstrm-dev libprotobuf-c-dev protobuf-c-compiler \
+	     libsystemd-dev
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
@@ -57,7 +58,7 @@ CORE     := wire names org regions answer reg_core reg_codec reg_read config log
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl
-SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http
+SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http notify
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
@@ -84,7 +85,7 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o $(O)/notify.o
 $(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

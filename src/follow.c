@@ -31,6 +31,7 @@
 #include "kvkey.h"
 #include "log.h"
 #include "metrics_http.h"
+#include "notify.h"
 
 #define FULL_CHUNK 20000 /* records parsed at once during a full sync (or --batch) */
 /* changes per live transaction: a follower behind catches up in few commits, and each
@@ -128,7 +129,8 @@ static uint64_t wall_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* Logs a state once per change, as key=value. */
+/* Logs a state once per change, as key=value, and tells systemd: READY=1 once live (the
+ * first full sync done, or resumed from the stored position), STATUS= always. */
 static void set_state(follow_t *fl, const char *state, const char *detail)
 {
 	if (strcmp(fl->state, state) == 0)
@@ -136,6 +138,13 @@ static void set_state(follow_t *fl, const char *state, const char *detail)
 	snprintf(fl->state, sizeof(fl->state), "%s", state);
 	log_info("event=follow state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
 	         detail ? detail : "");
+	char status[160];
+	snprintf(status, sizeof(status), "%s bucket=%s%s%s", state, fl->o->bucket,
+	         detail ? " " : "", detail ? detail : "");
+	if (strcmp(state, "live") == 0)
+		notify_ready(status);
+	else
+		notify_status(status);
 }
 
 /* Sleeps up to s seconds, returning early when asked to stop. */
@@ -1389,6 +1398,7 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 			backoff = 0.1;
 		}
 	}
+	notify_stopping();
 	if (!rc)
 		log_info("event=follow state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
 		         " batches=%" PRIu64,

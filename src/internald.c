@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "notify.h"
 #include "registry.h"
 #include "server.h"
 #include "version.h"
@@ -65,9 +66,19 @@ static void log_problems(const cfg_problems_t *p, const char *prefix)
 
 /* SIGHUP: the config file and the command line again (the command line still wins). What
  * needs a rebind or a restart keeps its running value and is logged as such. */
+static int reload_config(srv_t *s);
 static int reload(srv_t *s, void *arg)
 {
 	(void)arg;
+	notify_reloading(); /* systemd: RELOADING=1 until the READY=1 below */
+	int rc = reload_config(s);
+	notify_ready(rc ? "serving: the reload failed, the running configuration is kept"
+	                : "serving: reloaded");
+	return rc;
+}
+
+static int reload_config(srv_t *s)
+{
 	const config_t *cur = srv_config(s);
 	char err[CFG_ERR_MAX] = "";
 	config_t *n = malloc(sizeof(*n));
@@ -181,7 +192,8 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
-/* The metrics endpoint's view of the server (metrics.h's met_source_t). */
+/* The metrics endpoint's view of the server (metrics.h's met_source_t); systemd is told
+ * what the same probes say (notify.h's watcher). */
 static int http_ready(void *arg, char *msg, size_t cap)
 {
 	return srv_ready(arg, msg, cap);
@@ -313,7 +325,10 @@ int main(int argc, char **argv)
 	const met_source_t src = {
 	        .arg = srv, .ready = http_ready, .health = http_health, .snapshot = http_snapshot};
 	met_http_attach(http, &src);
+	if ((rc = notify_watch_start(http_ready, http_health, srv)))
+		log_warn("event=notify status=failed reason=\"%s\"", strerror(-rc));
 	rc = srv_run(srv);
+	notify_watch_stop();
 	met_http_stop(http); /* before the server goes: a scrape reads its workers */
 	srv_free(srv);
 	reg_close(reg);
