@@ -212,26 +212,28 @@ static int http_snapshot(void *arg, met_snapshot_t *out)
 static int check_config(const config_t *c, cfg_problems_t *p)
 {
 	const char *what = c->file[0] ? c->file : "the command line";
+	char in[PATH_MAX + 2] = ""; /* "FILE: " before a key of the file's */
+	if (c->file[0])
+		snprintf(in, sizeof(in), "%s: ", c->file);
 	if (c->user[0]) {
 		errno = 0;
 		struct passwd *pw = getpwnam(c->user);
 		if (!pw)
-			config_problem(p, "%s: user = %s: %s; want a user of this host", what,
-			               c->user, errno ? strerror(errno) : "no such user");
+			config_problem(p, "%suser = %s: %s; want a user of this host", in, c->user,
+			               errno ? strerror(errno) : "no such user");
 		else if (pw->pw_uid == 0 || pw->pw_gid == 0)
 			config_problem(p,
-			               "%s: user = %s: uid %u gid %u; want a user that is not root",
-			               what, c->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+			               "%suser = %s: uid %u gid %u; want a user that is not root",
+			               in, c->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
 	}
 	reg_t *reg;
 	int rc = reg_open(&reg, c->db, REG_RDONLY, 0);
 	if (rc)
-		config_problem(p, "%s: db = %s: cannot open the registry: %s%s", what, c->db,
-		               reg_strerror(rc),
-		               rc == -ENOENT
-		                       ? "; want a registry (internalctl --db DIR import FILE, "
-		                         "or internalctl follow)"
-		                       : "");
+		config_problem(
+		        p, "%sdb = %s: cannot open the registry: %s%s", in, c->db, reg_strerror(rc),
+		        rc == -ENOENT ? "; want a registry (internalctl --db DIR import FILE, "
+		                        "or internalctl follow)"
+		                      : "");
 	else
 		reg_close(reg);
 	for (unsigned i = 0; i < p->n && i < CFG_PROBLEMS_MAX; i++)
