@@ -468,6 +468,9 @@ int config_parse_args(config_t *c, int argc, char **argv, cfg_problems_t *p)
 			c->check_only = true;
 		else if (ch == OPT_CONFIG && strlen(optarg) < sizeof(c->file))
 			strcpy(c->file, optarg);
+		else if (ch == OPT_CONFIG)
+			config_problem(p, "-c %.64s...: want a path of at most %zu bytes", optarg,
+			               sizeof(c->file) - 1);
 		else if (ch == '?' || ch == ':') {
 			const char *arg = argv[optind - 1];
 			p->usage = true;
