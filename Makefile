@@ -295,9 +295,10 @@ uninstall:
 	-rmdir $(DESTDIR)$(PREFIX)/share/internald 2>/dev/null
 
 # The Debian package, built with dpkg-deb from the templates of man/deb/: the programs
-# built again under $(O)/deb with Debian's hardening flags (dpkg-buildflags), installed
-# by make install into a staging root, stripped, man pages compressed, the control file's
-# Depends from dpkg-shlibdeps (run in a scratch directory: there is no debian/ folder).
+# built again under $(O)/deb with Debian's hardening flags (dpkg-buildflags; never the
+# sanitizers, even from make sanitize), installed by make install into a staging root,
+# stripped, man pages compressed, the control file's Depends from dpkg-shlibdeps (run in
+# a scratch directory: there is no debian/ folder).
 DEB_ARCH       = $(shell dpkg --print-architecture)
 DEB_MAINTAINER ?= internald developers <internald@example.org>
 DEB_STAGE      := $(O)/deb
@@ -308,7 +309,7 @@ deb:
 	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_ROOT)/DEBIAN
 	CFLAGS="$$($(DEB_BUILDFLAGS) dpkg-buildflags --get CFLAGS) $$($(DEB_BUILDFLAGS) dpkg-buildflags --get CPPFLAGS)" \
 	LDFLAGS="$$($(DEB_BUILDFLAGS) dpkg-buildflags --get LDFLAGS)" \
-	  $(MAKE) O=$(DEB_STAGE)/obj PREFIX=/usr SYSTEMD_UNITDIR=/lib/systemd/system \
+	  $(MAKE) SAN=0 O=$(DEB_STAGE)/obj PREFIX=/usr SYSTEMD_UNITDIR=/lib/systemd/system \
 	    DESTDIR=$(abspath $(DEB_ROOT)) install
 	strip --strip-unneeded --remove-section=.comment --remove-section=.note \
 		$(DEB_ROOT)/usr/sbin/internald $(DEB_ROOT)/usr/sbin/internalctl
