@@ -1260,7 +1260,7 @@ static bool spread_wait(follow_t *fl)
 		return true;
 	unsigned seed = (unsigned)(wall_ns() ^ ((uint64_t)getpid() * 2654435761u));
 	double delay = window * ((double)rand_r(&seed) / ((double)RAND_MAX + 1));
-	log_info("follow: full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
+	log_info("event=follow full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
 	         delay, window);
 	nap(fl, delay);
 	return !*fl->o->stop;
@@ -1329,7 +1329,10 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		return rc;
 	}
 	if (o->js_domain && (rc = kv_set_domain(fl.conn, o->js_domain))) {
-		log_error("follow: --js-domain '%s': not a JetStream domain name", o->js_domain);
+		log_error("event=follow status=failed reason=\"--js-domain '%s': not a JetStream "
+		          "domain "
+		          "name\"",
+		          o->js_domain);
 		kv_close(fl.conn);
 		return rc;
 	}

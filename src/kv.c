@@ -619,7 +619,7 @@ static void mirror_origin(kv_bucket_t *b, const jsStreamInfo *si)
 		s = js_GetStreamInfo(&osi, js, m->Name, NULL, &jerr);
 	if (s == NATS_OK)
 		snprintf(b->origin, sizeof(b->origin), "%" PRId64, osi->Created);
-	log_info("kv: mirror=%s of=%s api=%s origin=%s", b->stream, m->Name,
+	log_info("event=mirror mirror=%s of=%s api=%s origin=%s", b->stream, m->Name,
 	         o.Prefix ? o.Prefix : "-", b->origin[0] ? b->origin : "unreachable");
 	jsStreamInfo_Destroy(osi);
 	jsCtx_Destroy(js);
@@ -658,7 +658,8 @@ int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int repli
 		s = js_AddStream(&si, js, &cfg, NULL, &jerr);
 	int rc = 0;
 	if (s == NATS_OK) {
-		log_info("kv: mirror=created name=%s from=%s replicas=%d", name, from, replicas);
+		log_info("event=mirror status=created name=%s from=%s replicas=%d", name, from,
+		         replicas);
 	} else if (jerr == JSStreamNameExistErr &&
 	           js_GetStreamInfo(&si, js, stream, NULL, NULL) == NATS_OK) {
 		const jsStreamSource *m = si->Config ? si->Config->Mirror : NULL;
