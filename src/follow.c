@@ -335,7 +335,9 @@ static bool pend_load(follow_t *fl, const reg_follow_t *f)
 	fclose(in);
 	fl->pend_saved = true;
 	if (!ok) {
-		log_warn("follow: %s is not of the registry's last commit: syncing in full", path);
+		log_warn("event=follow full-sync=needed reason=\"%s is not of the registry's last "
+		         "commit\"",
+		         path);
 		pend_clear(fl);
 	}
 	return ok;
@@ -851,7 +853,8 @@ static int pend_retry(follow_t *fl)
 		fl->st.applied += jsonl_count(b.j);
 		for (size_t i = 0; i < b.n; i++)
 			if (!b.e[i].bad && !b.e[i].superseded)
-				log_info("follow: applied key=%s seq=%" PRIu64 " kept=%zu",
+				log_info("event=follow status=applied key=%s seq=%" PRIu64
+				         " kept=%zu",
 				         key_of(&b, &b.e[i]), b.e[i].seq, fl->npend);
 	}
 	batch_free(&b);
@@ -1308,7 +1311,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	follow_t fl = {.reg = reg, .o = o, .start_ns = wall_ns()};
 	int rc = reg_write(reg, mark_fn, &fl);
 	if (rc) {
-		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
+		log_error("event=follow status=failed reason=\"cannot write the registry: %s\"",
+		          reg_strerror(rc));
 		return rc;
 	}
 	reg_txn_t *txn;

@@ -190,9 +190,9 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 		snprintf(c->denied, sizeof(c->denied), "%s", msg);
 	pthread_mutex_unlock(&c->mu);
 	if (news)
-		log_warn("kv: nats=denied error=\"%s\"", msg);
+		log_warn("event=nats nats=denied error=\"%s\"", msg);
 	else if (err != NATS_NOT_PERMITTED)
-		log_debug("kv: nats error=\"%s\"", msg);
+		log_debug("event=nats nats=error error=\"%s\"", msg);
 }
 
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap)
