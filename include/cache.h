@@ -42,9 +42,10 @@ typedef struct {
 } cache_conf_t;
 
 typedef struct {
-	uint64_t hits;       /* answered fresh (SERVFAIL entries included) */
+	uint64_t hits;       /* answered fresh (SERVFAIL entries not included) */
+	uint64_t servfail;   /* answered from a SERVFAIL entry (cache_insert_servfail) */
 	uint64_t misses;     /* fresh lookups that found nothing usable */
-	uint64_t stale;      /* answered from an expired entry, TTL 30 */
+	uint64_t stale;      /* answered from an expired entry, TTL 30 (every path) */
 	uint64_t prefetches; /* hits that asked the caller to refresh the entry */
 	uint64_t inserts;    /* answers stored */
 	uint64_t evictions;  /* entries dropped to stay within max_bytes */

@@ -47,7 +47,7 @@ typedef struct entry {
  * a writer of the same shard just wrote. */
 typedef struct {
 	_Alignas(64) pthread_mutex_t lock;
-	uint64_t hits, misses, stale, prefetches;
+	uint64_t hits, servfail, misses, stale, prefetches;
 	_Alignas(64) entry_t **buckets;
 	size_t mask, max_mask; /* the table grows to max_mask + 1 buckets */
 	entry_t *head, *tail;  /* newest / oldest inserted: the CLOCK's ring, hand at tail */
@@ -336,7 +336,6 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 	bool prefetch = false;
 	if (now_ms < e->expire_ms) {
 		rc = CACHE_HIT;
-		s->hits++;
 		/* the last 10% of its TTL: one background refresh, asked for by a client's
 		 * lookup (a stale-mode one has no client of its own and starts none) */
 		prefetch = !stale_ok && now_ms >= e->prefetch_ms &&
@@ -348,7 +347,6 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		goto out;
 	} else if (stale_ok || now_ms < e->recheck_ms) {
 		rc = CACHE_STALE;
-		s->stale++;
 	} else {
 		s->misses++;
 		goto out;
@@ -358,6 +356,13 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		rc = CACHE_MISS;
 		goto out;
 	}
+	/* counted once written: what a client was sent; a stored SERVFAIL is no hit */
+	if (rc == CACHE_STALE)
+		s->stale++;
+	else if (is_servfail(e))
+		s->servfail++;
+	else
+		s->hits++;
 	if (prefetch) {
 		e->prefetch_ms = NEVER;
 		rc = CACHE_HIT_PREFETCH;
@@ -556,6 +561,7 @@ void cache_stats(cache_t *c, cache_stats_t *out)
 		shard_t *s = &c->shards[i];
 		pthread_mutex_lock(&s->lock);
 		out->hits += s->hits, out->misses += s->misses, out->stale += s->stale;
+		out->servfail += s->servfail;
 		out->prefetches += s->prefetches, out->inserts += s->inserts;
 		out->evictions += s->evictions, out->entries += s->entries;
 		out->bytes += s->bytes;

@@ -282,6 +282,22 @@ static void on_sigusr2(uv_signal_t *h, int sig)
 	uv_async_send(&s->workers[0].stall);
 }
 
+/* The exit log's totals: the same snapshot /metrics renders, so the two never differ. */
+static void srv_log_totals(srv_t *s)
+{
+	met_snapshot_t m;
+	srv_metrics(s, &m);
+	const met_cache_t *c = &m.cache;
+	if (c->present)
+		log_info(
+		        "cache: hits %llu, SERVFAIL answers %llu, misses %llu, stale answers %llu, "
+		        "prefetches %llu, entries %llu, bytes %llu, evictions %llu",
+		        (unsigned long long)c->hits, (unsigned long long)c->servfail,
+		        (unsigned long long)c->misses, (unsigned long long)c->stale,
+		        (unsigned long long)c->prefetches, (unsigned long long)c->entries,
+		        (unsigned long long)c->bytes, (unsigned long long)c->evictions);
+}
+
 int srv_run(srv_t *s)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -308,16 +324,7 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
 	uv_loop_close(&s->main);
-	if (s->cache) {
-		cache_stats_t st;
-		cache_stats(s->cache, &st);
-		log_info("cache: hits %llu, misses %llu, stale answers %llu, prefetches %llu, "
-		         "entries %llu, bytes %llu, evictions %llu",
-		         (unsigned long long)st.hits, (unsigned long long)st.misses,
-		         (unsigned long long)st.stale, (unsigned long long)st.prefetches,
-		         (unsigned long long)st.entries, (unsigned long long)st.bytes,
-		         (unsigned long long)st.evictions);
-	}
+	srv_log_totals(s);
 	return 0;
 }
 
@@ -464,9 +471,9 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 	if (s->cache) {
 		cache_stats_t cs;
 		cache_stats(s->cache, &cs);
-		out->cache =
-		        (met_cache_t){true,       cs.hits,      cs.misses,  cs.stale, cs.prefetches,
-		                      cs.inserts, cs.evictions, cs.entries, cs.bytes};
+		out->cache = (met_cache_t){true,       cs.hits,       cs.servfail, cs.misses,
+		                           cs.stale,   cs.prefetches, cs.inserts,  cs.evictions,
+		                           cs.entries, cs.bytes};
 	}
 	if (s->dt) {
 		dt_stats_t ds;

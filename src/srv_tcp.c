@@ -231,6 +231,7 @@ static void conn_process(conn_t *c)
 		srv_conn_close(c);
 		return;
 	}
+	uint64_t t0 = srv_mono_ns(), sent = c->w->m.responses; /* the batch's time */
 	size_t off = 0;
 	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
 	       c->len - off >= 2) {
@@ -244,6 +245,7 @@ static void conn_process(conn_t *c)
 		conn_query(c, c->buf + off + 2, mlen);
 		off += 2 + mlen;
 	}
+	met_count_batch(&c->w->m, MET_TCP, c->w->m.responses - sent, srv_mono_ns() - t0);
 	srv_batch_end(c->w);
 	if (off) {
 		memmove(c->buf, c->buf + off, c->len - off);

@@ -391,6 +391,10 @@ static void test_servfail_from_every_upstream(void **st)
 	assert_true(ldns_pkt_edns(p) != 0);
 	ldns_pkt_free(p);
 	assert_int_equal(look(c, &a, T0 + CACHE_SERVFAIL_TTL * S, false, &p), CACHE_MISS);
+	cache_stats_t cs; /* a stored SERVFAIL answered: counted apart, not a hit */
+	cache_stats(c, &cs);
+	assert_int_equal(cs.servfail, 1);
+	assert_int_equal(cs.hits, 0);
 	/* an expired entry: stale even to fresh lookups for those seconds */
 	query_t b = ask_a("www.example.test.");
 	const char *const an[] = {"www.example.test. 60 IN A 192.0.2.1", NULL};
