@@ -67,6 +67,10 @@ typedef struct {
 	uint16_t edns_udp; /* the client's advertised payload size */
 	uint8_t edns_version;
 	bool edns_do, edns_nsid;
+	/* Not from the wire: whose query this is, for state shared between clients (the
+	 * cache keys on it: the org's network, 0 for none). wire_parse_query sets 0; the
+	 * caller that knows the client sets it after. */
+	uint32_t scope;
 } wire_query_t;
 
 /* Parse results besides an rcode. */
