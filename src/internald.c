@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -49,6 +51,62 @@ static bool same_addr(const cfg_addr_t *a, const cfg_addr_t *b)
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+/* The file descriptors internald may open: the hard limit, raised to at start. */
+static rlim_t fd_limit;
+
+/* RLIMIT_NOFILE up to its hard limit (a default system gives 1024 of 4096 or more):
+ * logged either way, since every limit below is sized from it. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl)) {
+		log_warn("event=fd-limit status=unknown reason=\"getrlimit: %s\"", strerror(errno));
+		fd_limit = 1024;
+		return;
+	}
+	rlim_t was = rl.rlim_cur;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			rl.rlim_cur = was;
+	}
+	fd_limit = rl.rlim_cur == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_cur;
+	log_info("event=fd-limit soft=%llu hard=%llu was=%llu", (unsigned long long)rl.rlim_cur,
+	         rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max,
+	         (unsigned long long)was);
+}
+
+/*
+ * Sizes the TCP connections (all workers) and the forwarding table (per worker: one UDP
+ * socket per query in flight) so that both full still leave a reserve: the listeners,
+ * each worker's loop, the registry, the metrics listener (64), dnstap, and room to
+ * accept and answer .internal over TCP. Over the limit, both shrink in proportion; quiet
+ * says whether to log it (a reload sizes the same way again, silently).
+ */
+static void fit_fd_budget(config_t *c, bool quiet)
+{
+	unsigned workers = c->workers ? c->workers : (unsigned)get_nprocs();
+	unsigned long long reserve =
+	        64 + 80 + (unsigned long long)workers * (16 + 2 * c->nlisten + CFG_UPSTREAM_MAX);
+	unsigned long long want = c->tcp_max_conns + (unsigned long long)workers * c->max_inflight;
+	unsigned long long have = fd_limit > reserve + 32 ? fd_limit - reserve : 32;
+	if (want <= have)
+		return;
+	unsigned tcp = (unsigned)(c->tcp_max_conns * have / want);
+	unsigned inflight = (unsigned)(c->max_inflight * have / want);
+	tcp = tcp < 16 ? 16 : tcp;
+	inflight = inflight < 16 ? 16 : inflight;
+	if (!quiet)
+		log_warn("event=fd-limit status=sized limit=%llu reserve=%llu "
+		         "tcp_max_connections=%u->%u max_inflight=%u->%u (per worker of %u) "
+		         "reason=\"the open files limit cannot hold both full: raise its hard "
+		         "limit (LimitNOFILE=, ulimit -Hn)\"",
+		         (unsigned long long)fd_limit, reserve, c->tcp_max_conns, tcp,
+		         c->max_inflight, inflight, workers);
+	c->tcp_max_conns = tcp;
+	c->max_inflight = inflight;
+}
+
 /* SIGHUP: the config file and the command line again (the command line still wins). What
  * needs a rebind or a restart keeps its running value and is logged as such. */
 static int reload(srv_t *s, void *arg)
@@ -66,6 +124,8 @@ static int reload(srv_t *s, void *arg)
 	int rc = config_parse_args(n, g_argc, g_argv, err);
 	if (rc == 0 && n->nupstream == 0)
 		config_upstreams_from_resolv(n, "/etc/resolv.conf");
+	if (rc == 0)
+		fit_fd_budget(n, true);
 	if (rc == 0 && build_conf(n, &a))
 		rc = -EINVAL;
 	bool listen_same = n->nlisten == cur->nlisten;
@@ -190,6 +250,8 @@ int main(int argc, char **argv)
 	}
 	log_set_level((log_level_t)cfg.log_level);
 	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
+	raise_fd_limit();
+	fit_fd_budget(&cfg, false);
 
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");

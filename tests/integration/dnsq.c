@@ -16,6 +16,10 @@
  *       opens COUNT TCP connections (from the address SRC), each sending the next byte
  *       of HEX every INTERVAL_MS (never more than HEX), holds them SECONDS; prints
  *       "refused=N closed=N open=N" (refused: not connected, or closed within 3 s)
+ *   dnsq flood [--from SRC] ADDR PORT COUNT NAME_FMT WAIT_MS
+ *       UDP from one socket: COUNT A queries for NAME_FMT (%d: the query's number), as
+ *       fast as they go, then reads answers for WAIT_MS; prints "sent=N answered=N
+ *       servfail=N"
  *   dnsq partial ADDR PORT HEX SECONDS
  *       TCP: sends the raw bytes (a frame never completed), prints "closed after N ms"
  *       when the server closes, or "open" after SECONDS
@@ -833,6 +837,52 @@ static size_t query_wire(const char *name, ldns_rr_type type, uint16_t id, uint8
 	return len;
 }
 
+static int cmd_flood(int argc, char **argv)
+{
+	struct sockaddr_storage ss, from;
+	socklen_t sl, fl = 0;
+	if (argc >= 2 && strcmp(argv[0], "--from") == 0) {
+		if (addr_of(argv[1], "0", &from, &fl))
+			return 2;
+		argc -= 2, argv += 2;
+	}
+	if (target(argc, argv, 5, &ss, &sl))
+		return 2;
+	int count = atoi(argv[2]), sent = 0, answered = 0, servfail = 0;
+	int fd = socket(ss.ss_family, SOCK_DGRAM, 0), big = 4 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	if (fd < 0 || (fl && bind(fd, (struct sockaddr *)&from, fl)) ||
+	    connect(fd, (struct sockaddr *)&ss, sl)) {
+		perror("dnsq: flood");
+		return 2;
+	}
+	uint8_t q[512], a[4096];
+	for (int i = 0; i < count; i++) {
+		char name[256];
+		snprintf(name, sizeof(name), argv[3], i);
+		size_t len = query_wire(name, LDNS_RR_TYPE_A, (uint16_t)i, q, sizeof(q));
+		if (len && send(fd, q, len, 0) == (ssize_t)len)
+			sent++;
+		if (i % 64 == 63) { /* what came back so far, so the socket does not overflow */
+			ssize_t n;
+			while ((n = recv(fd, a, sizeof(a), MSG_DONTWAIT)) >= 12)
+				answered++, servfail += (a[3] & 0xf) == 2;
+		}
+	}
+	long end = now_ms() + atol(argv[4]);
+	struct pollfd p = {fd, POLLIN, 0};
+	while (now_ms() < end) {
+		if (poll(&p, 1, 50) != 1)
+			continue;
+		ssize_t n = recv(fd, a, sizeof(a), 0);
+		if (n >= 12)
+			answered++, servfail += (a[3] & 0xf) == 2;
+	}
+	printf("sent=%d answered=%d servfail=%d\n", sent, answered, servfail);
+	close(fd);
+	return 0;
+}
+
 static int cmd_tcpstall(int argc, char **argv)
 {
 	struct sockaddr_storage ss;
@@ -1029,14 +1079,14 @@ int main(int argc, char **argv)
 	        {"counter", cmd_counter},     {"same", cmd_same},
 	        {"tcpstall", cmd_tcpstall},   {"pipeline", cmd_pipeline},
 	        {"zeroport", cmd_zeroport},   {"every", cmd_every},
-	        {"trickle", cmd_trickle},
+	        {"trickle", cmd_trickle},     {"flood", cmd_flood},
 	};
 	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (strcmp(argv[1], modes[i].name) == 0)
 			return modes[i].fn(argc - 2, argv + 2);
 	fprintf(stderr, "usage: dnsq "
 	                "query|raw|storm|idle|partial|noread|blackhole|liar|counter|same|tcpstall|"
-	                "pipeline|zeroport|every|trickle ... "
+	                "pipeline|zeroport|every|trickle|flood ... "
 	                "(see the source)\n");
 	return 2;
 }
