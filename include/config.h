@@ -45,6 +45,7 @@ typedef struct {
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	unsigned upstream_edns_size;  /* the EDNS payload size asked of upstreams */
 	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
 	bool has_metrics;             /* off unless set */
 	char user[64];                /* --user: drop to it after binding, "" for none */

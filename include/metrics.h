@@ -119,6 +119,7 @@ typedef struct {
 	met_upstream_t up[CFG_UPSTREAM_MAX];
 	size_t nup;
 	uint64_t forward_inflight, forward_over_cap;
+	uint64_t forward_refused_norecurse;
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;

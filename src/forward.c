@@ -37,6 +37,7 @@
 #define QUERY_MAX   4096  /* a client query larger than this is not forwarded */
 #define BACKOFF_MS  5000  /* how long a timed-out upstream is skipped */
 #define TCP_IDLE_MS 10000 /* an upstream connection with nothing in flight closes */
+#define EDNS_SIZE   1232  /* toward upstreams, unless the conf says otherwise */
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
@@ -796,6 +797,41 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
  * a prefetch, no client. Returns 0 (done will be called), or -ENOSPC when the in-flight
  * cap is reached / -EINVAL (nothing is asked).
  */
+/*
+ * The query as it goes upstream: the client's header and question as asked (letter case
+ * kept: the answer's is checked against it), no other record: with EDNS an OPT of our
+ * own, payload edns_size, the client's DO bit, version 0 and no option (a cookie,
+ * padding, a client subnet are per hop). Returns its length (out: QUERY_MAX bytes).
+ */
+static size_t upstream_query(const uint8_t *pkt, const wire_query_t *wq, unsigned edns_size,
+                             uint8_t *out)
+{
+	size_t n = wq->question_end;
+	memcpy(out, pkt, n);
+	out[4] = 0, out[5] = 1;   /* QDCOUNT */
+	memset(out + 6, 0, 6);    /* AN, NS, AR */
+	out[3] &= 0x30;           /* AD, CD kept; Z and RCODE 0 */
+	out[2] &= (uint8_t)~0x06; /* no AA, TC in a query */
+	if (wq->edns) {
+		uint16_t size = (uint16_t)(edns_size ? edns_size : EDNS_SIZE);
+		const uint8_t opt[11] = {0,
+		                         0,
+		                         WIRE_OPT,
+		                         (uint8_t)(size >> 8),
+		                         (uint8_t)size,
+		                         0,
+		                         0,
+		                         wq->edns_do ? 0x80 : 0,
+		                         0,
+		                         0,
+		                         0};
+		memcpy(out + n, opt, sizeof(opt));
+		n += sizeof(opt);
+		out[11] = 1;
+	}
+	return n;
+}
+
 static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq, size_t max,
                        bool tcp, fwd_done_fn done, void *arg)
 {
@@ -815,8 +851,7 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
 	q->done = done, q->arg = arg;
 	q->client_tcp = tcp;
 	q->max = max;
-	memcpy(q->msg, pkt, len);
-	q->len = len;
+	q->len = upstream_query(pkt, wq, f->conf->edns_size, q->msg);
 	q->tries = 0;
 	q->next_up = (int)(f->next_up++ % f->conf->n);
 	q->deadline = uv_now(f->loop) + f->conf->budget_ms;
@@ -856,6 +891,8 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
  * only when no identical one is in flight. 0, or as query_start (nothing is asked). */
 static int prefetch(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq)
 {
+	if (!wq->rd) /* nothing goes upstream for a question without RD, a refresh neither */
+		return -EINVAL;
 	int rc = query_start(f, pkt, len, wq, WIRE_TCP_MAX, false, NULL, NULL);
 	if (rc == 0)
 		MET_INC(f->stats.prefetches);
@@ -881,6 +918,11 @@ fwd_result_t fwd_resolve(fwd_t *f, const uint8_t *pkt, size_t len, const wire_qu
 {
 	if (f->conf->cache && (*outlen = cache_answer(f, pkt, len, q, max, out, cap)))
 		return FWD_CACHED;
+	if (!q->rd) { /* asks what is cached: it is not, and nothing goes upstream for it */
+		MET_INC(f->stats.refused_norecurse);
+		*outlen = wire_error_response(pkt, len, WIRE_REFUSED, out, cap);
+		return FWD_REFUSED;
+	}
 	if (done && query_start(f, pkt, len, q, max, tcp, done, arg) == 0)
 		return FWD_PENDING;
 	*outlen = wire_error_response(pkt, len, WIRE_SERVFAIL, out, cap);

@@ -190,9 +190,9 @@ static cfg_snap_t *cfg_snap_new(const config_t *cfg, const ans_conf_t *conf, cac
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
 	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
 	sn->fwd = (fwd_conf_t){
-	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
-	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
-	        sn->cfg.client_timer_ms};
+	        sn->cfg.upstream,           sn->cfg.nupstream,         sn->cfg.upstream_timeout_ms,
+	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight,      cache,
+	        sn->cfg.client_timer_ms,    sn->cfg.upstream_edns_size};
 	return sn;
 }
 
@@ -445,6 +445,7 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 			continue;
 		out->forward_inflight += MET_LOAD(f->inflight);
 		out->forward_over_cap += MET_LOAD(f->overload);
+		out->forward_refused_norecurse += MET_LOAD(f->refused_norecurse);
 		for (size_t u = 0; u < out->nup; u++) {
 			const fwd_up_stats_t *fu = &f->up[u];
 			met_upstream_t *mu = &out->up[u];

@@ -680,7 +680,7 @@ static int cmd_counter(int argc, char **argv)
 				if (q[11] >= 1 && (size_t)n >= o + 4 + 11 && q[o + 4 + 1] == 0 &&
 				    q[o + 4 + 2] == 41) {
 					const uint8_t *opt = q + o + 4;
-					edns = true, dnssec = opt[5] & 0x80;
+					edns = true, dnssec = (opt[7] & 0x80) != 0;
 					size = (unsigned)(opt[3] << 8 | opt[4]);
 					size_t rdlen = (size_t)(opt[9] << 8 | opt[10]), at = 11;
 					while (at + 4 <= 11 + rdlen &&
