@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "portcheck.h"
 #include "registry.h"
 #include "server.h"
 
@@ -273,6 +274,14 @@ int main(int argc, char **argv)
 	}
 	if (getenv("INTERNALD_TEST_HOOKS"))
 		usleep(1500 * 1000); /* test hook: a slow start, so /ready can be seen 503 */
+
+	for (size_t i = 0; i < cfg.nlisten; i++) {
+		if (portcheck_free(&cfg.listen[i], err)) {
+			log_error("event=error reason=\"%s\"", err);
+			met_http_stop(http);
+			return 1;
+		}
+	}
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
