@@ -8,9 +8,11 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -106,6 +108,30 @@ static void fit_fd_budget(config_t *c, bool quiet)
 		         c->max_inflight, inflight, workers);
 	c->tcp_max_conns = tcp;
 	c->max_inflight = inflight;
+}
+
+/* The registry's files as internalctl makes them: data.mdb 0640 (every org's Machines are
+ * no other local user's to read), lock.mdb 0660. A looser mode is warned about, not
+ * refused: the registry is the writer's to fix. */
+static void check_registry_modes(const char *db)
+{
+	static const struct {
+		const char *file;
+		mode_t loose;
+		const char *why;
+	} files[] = {
+	        {"data.mdb", S_IROTH | S_IWOTH, "every local user can read every org's Machines"},
+	        {"lock.mdb", S_IWOTH, "every local user can write the reader table"},
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[PATH_MAX + 16];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", db, files[i].file);
+		if (stat(path, &st) == 0 && (st.st_mode & files[i].loose))
+			log_warn("event=registry-mode file=%s mode=%04o reason=\"%s: chmod o-rw "
+			         "(internalctl's next write sets 0640 and 0660)\"",
+			         path, (unsigned)(st.st_mode & 07777), files[i].why);
+	}
 }
 
 /* SIGHUP: the config file and the command line again (the command line still wins). What
@@ -292,6 +318,7 @@ int main(int argc, char **argv)
 		met_http_stop(http);
 		return 1;
 	}
+	check_registry_modes(cfg.db);
 	int stale = reg_reader_check(reg);
 	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
 	         stale > 0 ? stale : 0);
