@@ -50,7 +50,7 @@ endif
 # Pure modules and the registry's read side: shared by both programs, every unit test and
 # the fuzz targets. The object lists below all come from these names: a module split in
 # two files is one edit here.
-CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics \
+CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics srcshare \
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl
