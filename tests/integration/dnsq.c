@@ -33,12 +33,14 @@
  *       an upstream that answers each UDP query first with a wrong ID, then from
  *       another port, then for another name, and only then rightly (A 192.0.2.99)
  *   dnsq counter ADDR PORT SECONDS DELAY_MS LOG
- *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C" to LOG for each
- *       query it sees and answers it DELAY_MS later: names whose first label starts
+ *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C size=S opts=N"
+ *       (S, N: the OPT's payload size and number of options) to LOG for each query it
+ *       sees and answers it DELAY_MS later: names whose first label starts
  *       with "nx": NXDOMAIN with an SOA of TTL 300 and MINIMUM 2; "t<N>-...": an A
  *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
- *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
- *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
+ *       such a name is asked, SERVFAIL after; "drop": never answered; otherwise TTL 60.
+ *       The A record is 10.0.X.Y for its Nth query (X.Y = N), so a cached answer is
+ *       told apart from a fresh one.
  *       "ede...": with EDNS in the query, an OPT carrying its own EDE 17 "by upstream".
  *   dnsq same ADDR PORT NAME TYPE COUNT [WAIT_MS]
  *       COUNT identical queries at once, each from its own socket (port); prints
@@ -693,6 +695,8 @@ static int cmd_counter(int argc, char **argv)
 				        type, edns, dnssec, (q[3] & 0x10) != 0, size, opts);
 				fflush(log);
 				seen++;
+				if (strncmp(name, "drop", 4) == 0)
+					continue; /* a name the upstream never answers */
 				uint8_t *a = pend[npend].a;
 				memcpy(a, q, o + 4);
 				a[2] = (uint8_t)(0x84 | (q[2] & 0x01)); /* QR AA, RD copied */
