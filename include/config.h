@@ -42,6 +42,8 @@ typedef struct {
 	org_acl_t acl; /* empty: the default list */
 	unsigned tcp_idle_ms;
 	unsigned tcp_max_conns;
+	unsigned tcp_max_per_source;  /* TCP connections one source may hold (process-wide) */
+	unsigned tcp_io_ms;           /* a frame begun must be whole within this */
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */

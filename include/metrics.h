@@ -75,6 +75,9 @@ typedef struct {
 	uint64_t refused[MET_REFUSED_REASONS];
 	uint64_t dropped[MET_DROP_REASONS];
 	uint64_t tcp_accepted, tcp_closed_idle, tcp_closed_cap, tcp_open;
+	uint64_t tcp_closed_slow;    /* a frame not whole within --tcp-io-timeout */
+	uint64_t tcp_closed_source;  /* its source held --tcp-max-per-source already */
+	uint64_t tcp_closed_evicted; /* the longest-quiet, closed for a new client (full) */
 	uint64_t wakeups, recv_calls, datagrams;
 	uint64_t forward_over_cap; /* refused before the forwarder: no context left */
 	uint64_t heartbeat_ns;     /* CLOCK_MONOTONIC of the loop's last turn (the watchdog) */

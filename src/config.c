@@ -18,6 +18,7 @@ const char config_usage[] =
         "                 [--region CODE] [--upstream ADDR]... [--workers N]\n"
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
+        "                 [--tcp-max-per-source N] [--tcp-io-timeout MS]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
         "                 [--upstream-edns-size N]\n"
         "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
@@ -34,6 +35,8 @@ void config_defaults(config_t *c)
 	c->log_level = LOG_INFO;
 	c->tcp_idle_ms = 10000;
 	c->tcp_max_conns = 1024;
+	c->tcp_max_per_source = 64;
+	c->tcp_io_ms = 2000;
 	c->upstream_timeout_ms = 1000;
 	c->upstream_budget_ms = 3000;
 	c->max_inflight = 1024;
@@ -215,6 +218,8 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 	        {"ttl", &c->ttl, 0, 86400},
 	        {"tcp-idle-timeout", &c->tcp_idle_ms, 100, 3600000},
 	        {"tcp-max-connections", &c->tcp_max_conns, 1, 1000000},
+	        {"tcp-max-per-source", &c->tcp_max_per_source, 1, 1000000},
+	        {"tcp-io-timeout", &c->tcp_io_ms, 100, 3600000},
 	        {"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
 	        {"upstream-budget", &c->upstream_budget_ms, 10, 600000},
 	        {"max-inflight", &c->max_inflight, 1, 1000000},

@@ -241,6 +241,12 @@ static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 	    (unsigned long long)w->tcp_closed_idle);
 	put(b, "internald_tcp_closed_total{reason=\"cap\"} %llu\n",
 	    (unsigned long long)w->tcp_closed_cap);
+	put(b, "internald_tcp_closed_total{reason=\"slow\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_slow);
+	put(b, "internald_tcp_closed_total{reason=\"source\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_source);
+	put(b, "internald_tcp_closed_total{reason=\"evicted\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_evicted);
 }
 
 static void render_workers(met_buf_t *b, const met_snapshot_t *s)

@@ -208,7 +208,7 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][3] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
-	if (!s->workers || !fds)
+	if (!s->workers || !fds || srcshare_create(&s->tcp_src))
 		goto fail;
 	if (conf->forward && cfg->cache_size) {
 		cache_conf_t cc = {cfg->cache_size, cfg->cache_max_ttl, cfg->cache_neg_max_ttl,
@@ -341,6 +341,7 @@ void srv_free(srv_t *s)
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
 	cache_free(s->cache);
+	srcshare_free(s->tcp_src);
 	free(s);
 }
 
