@@ -123,6 +123,7 @@ typedef struct {
 	size_t nup;
 	uint64_t forward_inflight, forward_over_cap;
 	uint64_t forward_refused_norecurse;
+	uint64_t forward_over_share;
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;

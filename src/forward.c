@@ -32,12 +32,16 @@
 #include <sys/random.h>
 
 #include "log.h"
+#include "srcshare.h"
 #include "wire.h"
 
 #define QUERY_MAX   4096  /* a client query larger than this is not forwarded */
 #define BACKOFF_MS  5000  /* how long a timed-out upstream is skipped */
 #define TCP_IDLE_MS 10000 /* an upstream connection with nothing in flight closes */
 #define EDNS_SIZE   1232  /* toward upstreams, unless the conf says otherwise */
+#define SHARE_DIV   8     /* one source holds at most 1/8 of the pool (at least SHARE_MIN) */
+#define SHARE_MIN   4
+#define NO_SOURCE   UINT32_MAX
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
@@ -62,7 +66,10 @@ struct fq {
 	fwd_done_fn done;
 	void *arg;
 	bool active, retry_now, use_tcp, client_tcp;
-	bool cut_short; /* this try waits only what is left of the budget */
+	bool slotted; /* counts against its source's share (slot) */
+	uint32_t slot;
+	uint64_t sent_ms; /* the loop's time the try went */
+	bool cut_short;   /* this try waits only what is left of the budget */
 	size_t max;
 	uint8_t msg[QUERY_MAX]; /* the client's query; our ID in bytes 0-1 during a try */
 	size_t len;
@@ -109,6 +116,10 @@ struct fwd {
 	uv_loop_t *loop;
 	const fwd_conf_t *conf;
 	fq_t *pool, *free;
+	srcshare_t *share; /* queries in flight per source */
+	unsigned share_max;
+	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
+	uint32_t timeout_src[CFG_UPSTREAM_MAX]; /* the source of a try timed out since then */
 	int handles; /* pool timers + UDP handles + connections still open */
 	bool closing;
 	uint64_t down_until[CFG_UPSTREAM_MAX];
@@ -128,6 +139,26 @@ struct fwd {
 
 static void start_try(fq_t *q);
 static void tcp_send(fq_t *q);
+/*
+ * Whether a try that timed out says its upstream is down. Not while the upstream answers
+ * other questions (an answer came since this try went): one source's names that never
+ * come back say nothing about it. Not on one source's word either: down once tries of
+ * two sources (a background refresh counts as one of its own) timed out with no answer
+ * in between, so one source cannot take forwarding away from the others.
+ */
+static bool timeout_is_evidence(fq_t *q)
+{
+	fwd_t *f = q->f;
+	uint32_t src = q->slotted ? q->slot : SRCSHARE_SLOTS;
+	if (f->answered_ms[q->up] >= q->sent_ms)
+		return false;
+	if (f->timeout_src[q->up] == NO_SOURCE || f->timeout_src[q->up] == src) {
+		f->timeout_src[q->up] = src;
+		return false;
+	}
+	return true;
+}
+
 static void on_q_timer(uv_timer_t *t);
 static void on_tconn_idle(uv_timer_t *t);
 static void mark_down(fwd_t *f, int up, const char *why);
@@ -150,6 +181,7 @@ static void maybe_free(fwd_t *f)
 {
 	if (f->closing && f->handles == 0) {
 		pthread_mutex_destroy(&f->mlock);
+		srcshare_free(f->share);
 		free(f->pool);
 		free(f);
 	}
@@ -167,6 +199,9 @@ static void release(fq_t *q)
 	fwd_t *f = q->f;
 	if (q->active)
 		return;
+	if (q->slotted)
+		srcshare_give(f->share, q->slot);
+	q->slotted = false;
 	q->next_free = f->free;
 	f->free = q;
 	MET_ADD(f->stats.inflight, (uint64_t)-1);
@@ -366,6 +401,8 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	MET_INC(u->lat_bucket[met_lat_bucket(ns)]);
 	MET_INC(u->lat_count);
 	MET_ADD(u->lat_sum_ns, ns);
+	f->answered_ms[q->up] = uv_now(f->loop);
+	f->timeout_src[q->up] = NO_SOURCE;
 	f->down_until[q->up] = 0;
 	if (f->down_logged[q->up]) {
 		f->down_logged[q->up] = false;
@@ -651,7 +688,8 @@ static void on_q_timer(uv_timer_t *t)
 		transport_stop(q);
 	} else { /* the try timed out */
 		MET_INC(q->f->stats.up[q->up].timeouts);
-		mark_down(q->f, q->up, "timeout");
+		if (timeout_is_evidence(q))
+			mark_down(q->f, q->up, "timeout");
 		tconn_t *tc = q->tc;
 		transport_stop(q);
 		/* a connection a try timed out on may be dead (a silent upstream, a NAT that
@@ -686,6 +724,7 @@ static void start_try(fq_t *q)
 	q->up_id = random_id(f);
 	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
 	q->sent_ns = uv_hrtime();
+	q->sent_ms = now;
 	MET_INC(f->stats.up[pick].queries);
 	uint64_t wait = f->conf->timeout_ms;
 	q->cut_short = now + wait > q->deadline;
@@ -767,10 +806,16 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	if (!f)
 		return -ENOMEM;
 	f->pool = calloc(conf->max_inflight, sizeof(*f->pool));
-	if (!f->pool) {
+	if (!f->pool || srcshare_create(&f->share)) {
+		free(f->pool);
 		free(f);
 		return -ENOMEM;
 	}
+	for (int i = 0; i < CFG_UPSTREAM_MAX; i++)
+		f->timeout_src[i] = NO_SOURCE;
+	f->share_max = conf->max_inflight / SHARE_DIV;
+	if (f->share_max < SHARE_MIN)
+		f->share_max = SHARE_MIN;
 	f->loop = loop, f->conf = conf;
 	f->rnd_used = sizeof(f->rnd);
 	pthread_mutex_init(&f->mlock, NULL);
@@ -842,6 +887,14 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
 		MET_INC(f->stats.overload); /* a scrape reads it */
 		return -ENOSPC;
 	}
+	/* a client's question counts against its source's share; a prefetch (no client)
+	 * against none */
+	uint32_t slot = done ? srcshare_slot(f->share, wq->source) : 0;
+	if (done && !srcshare_take(f->share, slot, f->share_max)) {
+		MET_INC(f->stats.over_share);
+		return -EDQUOT;
+	}
+	q->slotted = done != NULL, q->slot = slot;
 	q->wq = *wq;
 	f->free = q->next_free;
 	MET_INC(f->stats.inflight);

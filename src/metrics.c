@@ -276,6 +276,10 @@ static void render_forward(met_buf_t *b, const met_snapshot_t *s)
 	counter(b, "internald_forward_over_cap_total",
 	        "Queries answered SERVFAIL at once: the in-flight cap was reached.",
 	        s->forward_over_cap);
+	counter(b, "internald_forward_over_share_total",
+	        "Queries answered SERVFAIL at once: their source held its share of the pool.",
+	        s->forward_over_share);
+
 	counter(b, "internald_forward_refused_norecurse_total",
 	        "Questions without RD not in the cache: REFUSED, never sent upstream.",
 	        s->forward_refused_norecurse);
