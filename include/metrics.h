@@ -78,6 +78,7 @@ typedef struct {
 	uint64_t tcp_closed_slow;    /* a frame not whole within --tcp-io-timeout */
 	uint64_t tcp_closed_source;  /* its source held --tcp-max-per-source already */
 	uint64_t tcp_closed_evicted; /* the longest-quiet, closed for a new client (full) */
+	uint64_t fd_exhausted;       /* accept failed with EMFILE/ENFILE */
 	uint64_t wakeups, recv_calls, datagrams;
 	uint64_t forward_over_cap; /* refused before the forwarder: no context left */
 	uint64_t heartbeat_ns;     /* CLOCK_MONOTONIC of the loop's last turn (the watchdog) */
@@ -124,6 +125,7 @@ typedef struct {
 	uint64_t forward_inflight, forward_over_cap;
 	uint64_t forward_refused_norecurse;
 	uint64_t forward_over_share;
+	uint64_t forward_fd_exhausted; /* an upstream socket not opened: EMFILE/ENFILE */
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;

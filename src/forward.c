@@ -120,7 +120,8 @@ struct fwd {
 	unsigned share_max;
 	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
 	uint32_t timeout_src[CFG_UPSTREAM_MAX]; /* the source of a try timed out since then */
-	int handles; /* pool timers + UDP handles + connections still open */
+	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
+	int handles;           /* pool timers + UDP handles + connections still open */
 	bool closing;
 	uint64_t down_until[CFG_UPSTREAM_MAX];
 	tconn_t *tconn[CFG_UPSTREAM_MAX];
@@ -139,26 +140,6 @@ struct fwd {
 
 static void start_try(fq_t *q);
 static void tcp_send(fq_t *q);
-/*
- * Whether a try that timed out says its upstream is down. Not while the upstream answers
- * other questions (an answer came since this try went): one source's names that never
- * come back say nothing about it. Not on one source's word either: down once tries of
- * two sources (a background refresh counts as one of its own) timed out with no answer
- * in between, so one source cannot take forwarding away from the others.
- */
-static bool timeout_is_evidence(fq_t *q)
-{
-	fwd_t *f = q->f;
-	uint32_t src = q->slotted ? q->slot : SRCSHARE_SLOTS;
-	if (f->answered_ms[q->up] >= q->sent_ms)
-		return false;
-	if (f->timeout_src[q->up] == NO_SOURCE || f->timeout_src[q->up] == src) {
-		f->timeout_src[q->up] = src;
-		return false;
-	}
-	return true;
-}
-
 static void on_q_timer(uv_timer_t *t);
 static void on_tconn_idle(uv_timer_t *t);
 static void mark_down(fwd_t *f, int up, const char *why);
@@ -677,6 +658,26 @@ static void tcp_send(fq_t *q)
 /* ---- tries ------------------------------------------------------------------------------------
  */
 
+/*
+ * Whether a try that timed out says its upstream is down. Not while the upstream answers
+ * other questions (an answer came since this try went): one source's names that never
+ * come back say nothing about it. Not on one source's word either: down once tries of
+ * two sources (a background refresh counts as one of its own) timed out with no answer
+ * in between, so one source cannot take forwarding away from the others.
+ */
+static bool timeout_is_evidence(fq_t *q)
+{
+	fwd_t *f = q->f;
+	uint32_t src = q->slotted ? q->slot : SRCSHARE_SLOTS;
+	if (f->answered_ms[q->up] >= q->sent_ms)
+		return false;
+	if (f->timeout_src[q->up] == NO_SOURCE || f->timeout_src[q->up] == src) {
+		f->timeout_src[q->up] = src;
+		return false;
+	}
+	return true;
+}
+
 static void on_q_timer(uv_timer_t *t)
 {
 	fq_t *q = t->data;
@@ -703,6 +704,7 @@ static void on_q_timer(uv_timer_t *t)
 static void start_try(fq_t *q)
 {
 	fwd_t *f = q->f;
+	int rc;
 	uint64_t now = uv_now(f->loop);
 	int n = (int)f->conf->n;
 	if (now >= q->deadline || q->tries >= 2 * n) {
@@ -733,7 +735,17 @@ static void start_try(fq_t *q)
 	uv_timer_start(&q->timer, on_q_timer, wait, 0);
 	if (q->use_tcp) {
 		tcp_send(q);
-	} else if (udp_send(q)) {
+	} else if ((rc = udp_send(q))) {
+		if (rc == UV_EMFILE || rc == UV_ENFILE) {
+			MET_INC(f->stats.fd_exhausted);
+			if (!f->fd_logged_ms || now - f->fd_logged_ms >= 10000) { /* once in 10 s */
+				f->fd_logged_ms = now;
+				log_warn("event=fd-exhausted where=upstream-socket reason=\"%s\" "
+				         "(the "
+				         "open files limit: see internald(8) LIMITS)",
+				         uv_strerror(rc));
+			}
+		}
 		fail_try(q, false);
 	}
 }

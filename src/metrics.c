@@ -231,6 +231,9 @@ static void render_queries(met_buf_t *b, const met_snapshot_t *s)
 static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 {
 	const met_worker_t *w = &s->sum;
+	counter(b, "internald_fd_exhausted_total",
+	        "Accepts and upstream sockets that failed for want of a file descriptor.",
+	        w->fd_exhausted + s->forward_fd_exhausted);
 	gauge(b, "internald_tcp_connections", "TCP client connections open now.",
 	      (double)w->tcp_open);
 	counter(b, "internald_tcp_accepted_total", "TCP client connections accepted.",

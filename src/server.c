@@ -447,6 +447,7 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 		out->forward_inflight += MET_LOAD(f->inflight);
 		out->forward_over_cap += MET_LOAD(f->overload);
 		out->forward_over_share += MET_LOAD(f->over_share);
+		out->forward_fd_exhausted += MET_LOAD(f->fd_exhausted);
 		out->forward_refused_norecurse += MET_LOAD(f->refused_norecurse);
 		for (size_t u = 0; u < out->nup; u++) {
 			const fwd_up_stats_t *fu = &f->up[u];

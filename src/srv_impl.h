@@ -120,7 +120,8 @@ struct worker {
 	reg_txn_t *txn;
 	ans_ctx_t ans;
 	uint64_t gen;
-	uint64_t txn_id; /* the registry transaction the last batch read (reg_txn_id) */
+	uint64_t txn_id;       /* the registry transaction the last batch read (reg_txn_id) */
+	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	bool default_warned;
 	fwd_t *fwd;
 	fwd_udp_t *fwd_pool, *fwd_free;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
 
@@ -369,6 +370,16 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 {
 	tcp_listener_t *l = server->data;
 	worker_t *w = l->w;
+	if (status == UV_EMFILE || status == UV_ENFILE) { /* libuv closed the client for us */
+		uint64_t now = uv_now(&w->loop);
+		MET_INC(w->m.fd_exhausted);
+		if (!w->fd_logged_ms || now - w->fd_logged_ms >= 10000) { /* once in 10 s */
+			w->fd_logged_ms = now;
+			log_warn("event=fd-exhausted worker=%u where=tcp-accept reason=\"%s\" (the "
+			         "open files limit: see internald(8) LIMITS)",
+			         w->idx, uv_strerror(status));
+		}
+	}
 	if (status < 0)
 		return;
 	bool full = w->nconns >= w->max_conns;
