@@ -41,7 +41,6 @@
 #define EDNS_SIZE   1232  /* toward upstreams, unless the conf says otherwise */
 #define SHARE_DIV   8     /* one source holds at most 1/8 of the pool (at least SHARE_MIN) */
 #define SHARE_MIN   4
-#define NO_SOURCE   UINT32_MAX
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
@@ -119,7 +118,6 @@ struct fwd {
 	srcshare_t *share; /* queries in flight per source */
 	unsigned share_max;
 	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
-	uint32_t timeout_src[CFG_UPSTREAM_MAX]; /* the source of a try timed out since then */
 	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	int handles;           /* pool timers + UDP handles + connections still open */
 	bool closing;
@@ -383,7 +381,6 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	MET_INC(u->lat_count);
 	MET_ADD(u->lat_sum_ns, ns);
 	f->answered_ms[q->up] = uv_now(f->loop);
-	f->timeout_src[q->up] = NO_SOURCE;
 	f->down_until[q->up] = 0;
 	if (f->down_logged[q->up]) {
 		f->down_logged[q->up] = false;
@@ -659,23 +656,15 @@ static void tcp_send(fq_t *q)
  */
 
 /*
- * Whether a try that timed out says its upstream is down. Not while the upstream answers
- * other questions (an answer came since this try went): one source's names that never
- * come back say nothing about it. Not on one source's word either: down once tries of
- * two sources (a background refresh counts as one of its own) timed out with no answer
- * in between, so one source cannot take forwarding away from the others.
+ * Whether a try that timed out says its upstream is down: not while the upstream answers
+ * other questions (an answer came since this try went). One source's flood of names that
+ * never come back says nothing about an upstream that answers everyone else, so it
+ * cannot take forwarding away from them; an upstream that answers no one is down after
+ * one timeout, as before (and probed again when no other is up).
  */
-static bool timeout_is_evidence(fq_t *q)
+static bool timeout_is_evidence(const fq_t *q)
 {
-	fwd_t *f = q->f;
-	uint32_t src = q->slotted ? q->slot : SRCSHARE_SLOTS;
-	if (f->answered_ms[q->up] >= q->sent_ms)
-		return false;
-	if (f->timeout_src[q->up] == NO_SOURCE || f->timeout_src[q->up] == src) {
-		f->timeout_src[q->up] = src;
-		return false;
-	}
-	return true;
+	return q->f->answered_ms[q->up] < q->sent_ms;
 }
 
 static void on_q_timer(uv_timer_t *t)
@@ -823,8 +812,6 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 		free(f);
 		return -ENOMEM;
 	}
-	for (int i = 0; i < CFG_UPSTREAM_MAX; i++)
-		f->timeout_src[i] = NO_SOURCE;
 	f->share_max = conf->max_inflight / SHARE_DIV;
 	if (f->share_max < SHARE_MIN)
 		f->share_max = SHARE_MIN;

@@ -40,9 +40,6 @@ const char *reg_strerror(int err)
 		return "data.mdb is shorter than its own header says: the file was cut short (a "
 		       "copy or a disk that filled); restore it from a backup, or import the "
 		       "registry again into a new directory";
-	if (err == -ENOSPC)
-		return "no space left on device (the registry is unchanged; free space on its "
-		       "file system and write again)";
 	/* LMDB's own codes run from MDB_KEYEXIST (-30799) up to MDB_LAST_ERRCODE; its
 	 * message names the code (MDB_INVALID: File is not an LMDB file) */
 	if (err >= MDB_KEYEXIST && err <= MDB_LAST_ERRCODE)
