@@ -54,7 +54,7 @@ typedef struct {
 	uint64_t prefetches;        /* background refreshes started (fwd_resolve) */
 	uint64_t refused_norecurse; /* RD=0 questions not in the cache: REFUSED */
 	uint64_t fd_exhausted;      /* a try's UDP socket not opened: EMFILE/ENFILE */
-	uint64_t over_share;        /* SERVFAIL at once: the source held its share of the pool */
+	uint64_t over_share; /* SERVFAIL at once: its source or org held its share of the pool */
 	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
 	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;

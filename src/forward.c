@@ -32,6 +32,7 @@
 #include <sys/random.h>
 
 #include "log.h"
+#include "org.h"
 #include "srcshare.h"
 #include "wire.h"
 
@@ -41,6 +42,7 @@
 #define EDNS_SIZE   1232  /* toward upstreams, unless the conf says otherwise */
 #define SHARE_DIV   8     /* one source holds at most 1/8 of the pool (at least SHARE_MIN) */
 #define SHARE_MIN   4
+#define ORG_DIV     4 /* one org (all its sources) at most 1/4 (at least 2 * SHARE_MIN) */
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
@@ -67,6 +69,8 @@ struct fq {
 	bool active, retry_now, use_tcp, client_tcp;
 	bool slotted; /* counts against its source's share (slot) */
 	uint32_t slot;
+	bool org_slotted; /* and against its org's (org_slot) */
+	uint32_t org_slot;
 	uint64_t sent_ms; /* the loop's time the try went */
 	bool cut_short;   /* this try waits only what is left of the budget */
 	size_t max;
@@ -117,6 +121,8 @@ struct fwd {
 	fq_t *pool, *free;
 	srcshare_t *share; /* queries in flight per source */
 	unsigned share_max;
+	srcshare_t *org_share; /* queries in flight per org (wire_query_t.scope) */
+	unsigned org_share_max;
 	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
 	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	int handles;           /* pool timers + UDP handles + connections still open */
@@ -161,6 +167,7 @@ static void maybe_free(fwd_t *f)
 	if (f->closing && f->handles == 0) {
 		pthread_mutex_destroy(&f->mlock);
 		srcshare_free(f->share);
+		srcshare_free(f->org_share);
 		free(f->pool);
 		free(f);
 	}
@@ -180,7 +187,9 @@ static void release(fq_t *q)
 		return;
 	if (q->slotted)
 		srcshare_give(f->share, q->slot);
-	q->slotted = false;
+	if (q->org_slotted)
+		srcshare_give(f->org_share, q->org_slot);
+	q->slotted = q->org_slotted = false;
 	q->next_free = f->free;
 	f->free = q;
 	MET_ADD(f->stats.inflight, (uint64_t)-1);
@@ -807,11 +816,15 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	if (!f)
 		return -ENOMEM;
 	f->pool = calloc(conf->max_inflight, sizeof(*f->pool));
-	if (!f->pool || srcshare_create(&f->share)) {
+	if (!f->pool || srcshare_create(&f->share) || srcshare_create(&f->org_share)) {
+		srcshare_free(f->share);
 		free(f->pool);
 		free(f);
 		return -ENOMEM;
 	}
+	f->org_share_max = conf->max_inflight / ORG_DIV;
+	if (f->org_share_max < 2 * SHARE_MIN)
+		f->org_share_max = 2 * SHARE_MIN;
 	f->share_max = conf->max_inflight / SHARE_DIV;
 	if (f->share_max < SHARE_MIN)
 		f->share_max = SHARE_MIN;
@@ -888,12 +901,25 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
 	}
 	/* a client's question counts against its source's share; a prefetch (no client)
 	 * against none */
-	uint32_t slot = done ? srcshare_slot(f->share, wq->source) : 0;
+	uint32_t slot = done ? srcshare_slot(f->share, wq->source) : 0, org_slot = 0;
 	if (done && !srcshare_take(f->share, slot, f->share_max)) {
 		MET_INC(f->stats.over_share);
 		return -EDQUOT;
 	}
+	/* and against its org's, so that many sources of one org cannot fill it either */
+	bool in_org = done && wq->scope;
+	if (in_org) {
+		uint8_t prefix[16];
+		org_prefix_of(wq->scope, prefix);
+		org_slot = srcshare_slot(f->org_share, prefix);
+		if (!srcshare_take(f->org_share, org_slot, f->org_share_max)) {
+			srcshare_give(f->share, slot);
+			MET_INC(f->stats.over_share);
+			return -EDQUOT;
+		}
+	}
 	q->slotted = done != NULL, q->slot = slot;
+	q->org_slotted = in_org, q->org_slot = org_slot;
 	q->wq = *wq;
 	f->free = q->next_free;
 	MET_INC(f->stats.inflight);
