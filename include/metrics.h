@@ -90,6 +90,10 @@ typedef struct {
 	uint64_t refused[MET_REFUSED_REASONS];
 	uint64_t dropped[MET_DROP_REASONS];
 	uint64_t tcp_accepted, tcp_closed_idle, tcp_closed_cap, tcp_open;
+	uint64_t tcp_closed_slow;    /* a frame not whole within --tcp-io-timeout */
+	uint64_t tcp_closed_source;  /* its source held --tcp-max-per-source already */
+	uint64_t tcp_closed_evicted; /* the longest-quiet, closed for a new client (full) */
+	uint64_t fd_exhausted;       /* accept failed with EMFILE/ENFILE */
 	uint64_t wakeups, recv_calls, datagrams;
 	uint64_t forward_over_cap;  /* refused before the forwarder: no context left */
 	uint64_t qtype[MET_QTYPES]; /* queries whose question was read, by QTYPE */
@@ -139,6 +143,9 @@ typedef struct {
 	met_upstream_t up[CFG_UPSTREAM_MAX];
 	size_t nup;
 	uint64_t forward_inflight, forward_over_cap;
+	uint64_t forward_refused_norecurse;
+	uint64_t forward_over_share;
+	uint64_t forward_fd_exhausted; /* an upstream socket not opened: EMFILE/ENFILE */
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;

@@ -18,7 +18,9 @@ const char config_usage[] =
         "                 [--region CODE] [--upstream ADDR]... [--workers N]\n"
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
+        "                 [--tcp-max-per-source N] [--tcp-io-timeout MS]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--upstream-edns-size N]\n"
         "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
         "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
@@ -33,9 +35,12 @@ void config_defaults(config_t *c)
 	c->log_level = LOG_INFO;
 	c->tcp_idle_ms = 10000;
 	c->tcp_max_conns = 1024;
+	c->tcp_max_per_source = 64;
+	c->tcp_io_ms = 2000;
 	c->upstream_timeout_ms = 1000;
 	c->upstream_budget_ms = 3000;
 	c->max_inflight = 1024;
+	c->upstream_edns_size = 1232;
 	c->cache_size = 64u << 20;
 	c->cache_max_ttl = 86400;
 	c->cache_neg_max_ttl = 3600;
@@ -213,9 +218,12 @@ static int apply(config_t *c, apply_t *a, const char *key, const char *v, const 
 	        {"ttl", &c->ttl, 0, 86400},
 	        {"tcp-idle-timeout", &c->tcp_idle_ms, 100, 3600000},
 	        {"tcp-max-connections", &c->tcp_max_conns, 1, 1000000},
+	        {"tcp-max-per-source", &c->tcp_max_per_source, 1, 1000000},
+	        {"tcp-io-timeout", &c->tcp_io_ms, 100, 3600000},
 	        {"upstream-timeout", &c->upstream_timeout_ms, 10, 60000},
 	        {"upstream-budget", &c->upstream_budget_ms, 10, 600000},
 	        {"max-inflight", &c->max_inflight, 1, 1000000},
+	        {"upstream-edns-size", &c->upstream_edns_size, 512, 4096},
 	        {"cache-max-ttl", &c->cache_max_ttl, 1, 604800},
 	        {"cache-negative-max-ttl", &c->cache_neg_max_ttl, 1, 86400},
 	        {"serve-stale", &c->serve_stale, 0, 604800},

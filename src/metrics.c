@@ -310,6 +310,9 @@ static void render_queries(met_buf_t *b, const met_snapshot_t *s)
 static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 {
 	const met_worker_t *w = &s->sum;
+	counter(b, "internald_fd_exhausted_total",
+	        "Accepts and upstream sockets that failed for want of a file descriptor.",
+	        w->fd_exhausted + s->forward_fd_exhausted);
 	gauge(b, "internald_tcp_connections", "TCP client connections open now.",
 	      (double)w->tcp_open);
 	counter(b, "internald_tcp_accepted_total", "TCP client connections accepted.",
@@ -320,6 +323,12 @@ static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 	    (unsigned long long)w->tcp_closed_idle);
 	put(b, "internald_tcp_closed_total{reason=\"cap\"} %llu\n",
 	    (unsigned long long)w->tcp_closed_cap);
+	put(b, "internald_tcp_closed_total{reason=\"slow\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_slow);
+	put(b, "internald_tcp_closed_total{reason=\"source\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_source);
+	put(b, "internald_tcp_closed_total{reason=\"evicted\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_evicted);
 }
 
 static void render_workers(met_buf_t *b, const met_snapshot_t *s)
@@ -349,6 +358,13 @@ static void render_forward(met_buf_t *b, const met_snapshot_t *s)
 	counter(b, "internald_forward_over_cap_total",
 	        "Queries answered SERVFAIL at once: the in-flight cap was reached.",
 	        s->forward_over_cap);
+	counter(b, "internald_forward_over_share_total",
+	        "Queries answered SERVFAIL at once: their source held its share of the pool.",
+	        s->forward_over_share);
+
+	counter(b, "internald_forward_refused_norecurse_total",
+	        "Questions without RD not in the cache: REFUSED, never sent upstream.",
+	        s->forward_refused_norecurse);
 	if (!s->nup)
 		return;
 	family(b, "internald_upstream_queries_total", "counter",

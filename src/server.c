@@ -190,9 +190,9 @@ static cfg_snap_t *cfg_snap_new(const config_t *cfg, const ans_conf_t *conf, cac
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
 	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
 	sn->fwd = (fwd_conf_t){
-	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
-	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
-	        sn->cfg.client_timer_ms};
+	        sn->cfg.upstream,           sn->cfg.nupstream,         sn->cfg.upstream_timeout_ms,
+	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight,      cache,
+	        sn->cfg.client_timer_ms,    sn->cfg.upstream_edns_size};
 	return sn;
 }
 
@@ -208,7 +208,7 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][3] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
-	if (!s->workers || !fds)
+	if (!s->workers || !fds || srcshare_create(&s->tcp_src))
 		goto fail;
 	if (conf->forward && cfg->cache_size) {
 		cache_conf_t cc = {cfg->cache_size, cfg->cache_max_ttl, cfg->cache_neg_max_ttl,
@@ -348,6 +348,7 @@ void srv_free(srv_t *s)
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
 	cache_free(s->cache);
+	srcshare_free(s->tcp_src);
 	free(s);
 }
 
@@ -452,6 +453,9 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 			continue;
 		out->forward_inflight += MET_LOAD(f->inflight);
 		out->forward_over_cap += MET_LOAD(f->overload);
+		out->forward_over_share += MET_LOAD(f->over_share);
+		out->forward_fd_exhausted += MET_LOAD(f->fd_exhausted);
+		out->forward_refused_norecurse += MET_LOAD(f->refused_norecurse);
 		for (size_t u = 0; u < out->nup; u++) {
 			const fwd_up_stats_t *fu = &f->up[u];
 			met_upstream_t *mu = &out->up[u];
