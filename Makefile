@@ -53,7 +53,7 @@ endif
 CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics srcshare \
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
-WRITE    := reg_write reg_check reg_upgrade jsonl
+WRITE    := reg_write reg_check reg_upgrade jsonl jsonl_fields
 SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http portcheck
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
