@@ -59,11 +59,11 @@ endif
 # Pure modules and the registry's read side: shared by both programs, every unit test and
 # the fuzz targets. The object lists below all come from these names: a module split in
 # two files is one edit here.
-CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics \
+CORE     := wire names org regions answer reg_core reg_codec reg_read config log cache metrics srcshare \
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
-WRITE    := reg_write reg_check reg_upgrade jsonl
-SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http notify
+WRITE    := reg_write reg_check reg_upgrade jsonl jsonl_fields
+SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http portcheck notify
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
@@ -151,7 +151,7 @@ run: deps-run
 # plain build, and its suites run from it with O=build/san; it heads the longest chain
 # (it, then the sanitizer sync suite), so it is asked for first.
 # (the longest first: make starts the first of those ready when a job slot frees)
-INT_SUITES   := sync ops run robust diff fleet cache examples dnstap forward deploy
+INT_SUITES   := sync ops run robust diff fleet isolation cache examples dnstap forward deploy
 NETNS_SUITES := run user
 TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
 		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check

@@ -10,7 +10,12 @@
  * per lookup and the writer's inserts per second.
  *
  *   build/cachebench [SECONDS] [READERS]
+ *   build/cachebench zipf [QUERIES] [ORGS...]
+ *       the hit rate and bytes of the default 64 MiB cache for bench/forward's Zipf
+ *       stream (s = 1 over 1M names), each query from one of ORGS orgs at random: first
+ *       with one entry per name for every org, then with the org in the key
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
@@ -171,8 +176,58 @@ static void run(size_t bytes, double secs, int readers, bool own)
 	cache_free(c);
 }
 
+/* One pass of the Zipf stream; keyed: the org is part of the key. */
+static void zipf(unsigned long queries, unsigned orgs, bool keyed)
+{
+	cache_conf_t conf = {.max_bytes = (size_t)64 << 20, .max_ttl = 86400, .neg_max_ttl = 3600};
+	cache_t *c;
+	if (cache_create(&c, &conf))
+		abort();
+	unsigned long long x = 11;
+	item_t it;
+	uint8_t out[1232];
+	size_t len;
+	unsigned long hits = 0;
+	for (unsigned long i = 0; i < queries; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double u = (double)(x >> 11) / 9007199254740992.0;
+		unsigned rank = (unsigned)exp(u * log(1e6)); /* ~ 1/k, as bench/forward's awk */
+		make(&it, rank, "z");
+		it.q.scope = keyed ? (unsigned)(x % orgs) + 1 : 0;
+		uint64_t now = 1000 + i / 50; /* 50k q/s */
+		if (cache_lookup(c, it.pkt, &it.q, 1232, now, false, out, sizeof(out), &len) !=
+		    CACHE_MISS)
+			hits++;
+		else
+			cache_insert(c, &it.q, it.resp, it.rlen, now);
+	}
+	cache_stats_t st;
+	cache_stats(c, &st);
+	printf("zipf %lu queries, %4u orgs, %-13s: hit rate %5.2f%%, %8llu entries, %6.1f MiB, "
+	       "%llu evictions\n",
+	       queries, orgs, keyed ? "org in key" : "shared",
+	       100.0 * (double)hits / (double)queries, (unsigned long long)st.entries,
+	       (double)st.bytes / (1 << 20), (unsigned long long)st.evictions);
+	cache_free(c);
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "zipf") == 0) {
+		unsigned long queries = argc > 2 ? strtoul(argv[2], NULL, 10) : 2000000;
+		static const char *const dflt[] = {"1", "10", "100", "1000"};
+		const char *const *orgs = argc > 3 ? (const char *const *)argv + 3 : dflt;
+		int n = argc > 3 ? argc - 3 : 4;
+		for (int i = 0; i < n; i++) {
+			unsigned o = (unsigned)atoi(orgs[i]);
+			if (o < 1)
+				return 2;
+			if (i == 0)
+				zipf(queries, o, false);
+			zipf(queries, o, true);
+		}
+		return 0;
+	}
 	double secs = argc > 1 ? atof(argv[1]) : 2;
 	int readers = argc > 2 ? atoi(argv[2]) : 2;
 	if (readers < 1 || readers > 16 || secs <= 0)

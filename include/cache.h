@@ -8,11 +8,13 @@
  * behind its own mutex held only for a table walk and one copy; nothing on the lookup
  * path allocates.
  *
- * An entry is keyed by the lower-cased question name, type, class and three bits of the
+ * An entry is keyed by the lower-cased question name, type, class, three bits of the
  * query: EDNS present, DO, CD (a client without EDNS never gets an OPT record, a DO
- * answer carries signatures the other does not). It holds the upstream's message as
- * received and the offsets of its TTL fields, so an answer is one copy plus a rewrite
- * of the ID, RD/CD/RA, the question's letter case and each TTL, counted down.
+ * answer carries signatures the other does not), and the query's scope (its org,
+ * wire_query_t.scope): an org is answered only from what its own clients asked, so a
+ * TTL counting down never tells it that another org looked the name up. It holds the upstream's
+ * message as received and the offsets of its TTL fields, so an answer is one copy plus a rewrite of
+ * the ID, RD/CD/RA, the question's letter case and each TTL, counted down.
  *
  * Bounded in bytes: max_bytes covers every byte the cache allocates (the shard tables
  * and each entry as malloc rounds it), and each shard evicts past its share with a CLOCK
@@ -42,9 +44,10 @@ typedef struct {
 } cache_conf_t;
 
 typedef struct {
-	uint64_t hits;       /* answered fresh (SERVFAIL entries included) */
+	uint64_t hits;       /* answered fresh (SERVFAIL entries not included) */
+	uint64_t servfail;   /* answered from a SERVFAIL entry (cache_insert_servfail) */
 	uint64_t misses;     /* fresh lookups that found nothing usable */
-	uint64_t stale;      /* answered from an expired entry, TTL 30 */
+	uint64_t stale;      /* answered from an expired entry, TTL 30 (every path) */
 	uint64_t prefetches; /* hits that asked the caller to refresh the entry */
 	uint64_t inserts;    /* answers stored */
 	uint64_t evictions;  /* entries dropped to stay within max_bytes */
@@ -128,6 +131,7 @@ typedef struct cache_waiter {
 	uint64_t hash;
 	uint16_t qtype, qclass;
 	uint8_t bits, keylen;
+	uint32_t scope;
 	bool joined, owner;
 	uint8_t key[WIRE_NAME_MAX];
 	void *arg; /* the caller's, untouched */

@@ -47,9 +47,12 @@ typedef struct {
 	org_acl_t acl; /* empty: the default list */
 	unsigned tcp_idle_ms;
 	unsigned tcp_max_conns;
+	unsigned tcp_max_per_source;  /* TCP connections one source may hold (process-wide) */
+	unsigned tcp_io_ms;           /* a frame begun must be whole within this */
 	unsigned upstream_timeout_ms; /* per try */
 	unsigned upstream_budget_ms;  /* all tries of one query */
 	unsigned max_inflight;        /* forwarded queries in flight per worker */
+	unsigned upstream_edns_size;  /* the EDNS payload size asked of upstreams */
 	cfg_addr_t metrics;           /* --metrics: the HTTP listener (port default 9153) */
 	bool has_metrics;             /* off unless set */
 	char user[64];                /* --user: drop to it after binding, "" for none */

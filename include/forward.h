@@ -33,6 +33,10 @@ typedef struct {
 	 * client waiting client_timer_ms gets a stale answer from it (RFC 8767). */
 	cache_t *cache;
 	unsigned client_timer_ms;
+	/* The EDNS payload size toward upstreams (0: 1232, as the DNS flag day 2020 and
+	 * unbound): the query goes with an OPT of our own, the client's DO bit and no
+	 * options of the client's (a cookie, padding, a client subnet are per hop). */
+	unsigned edns_size;
 } fwd_conf_t;
 
 /* One upstream's counters (bumped with MET_INC: a scrape reads them from its thread). */
@@ -45,9 +49,12 @@ typedef struct {
 
 typedef struct {
 	uint64_t forwarded, answered, servfail, overload, mismatched, tcp_retries;
-	uint64_t joined;     /* waited for an identical question another query asked */
-	uint64_t stale;      /* answered stale: the client response timer ran out */
-	uint64_t prefetches; /* background refreshes started (fwd_resolve) */
+	uint64_t joined;            /* waited for an identical question another query asked */
+	uint64_t stale;             /* answered stale: the client response timer ran out */
+	uint64_t prefetches;        /* background refreshes started (fwd_resolve) */
+	uint64_t refused_norecurse; /* RD=0 questions not in the cache: REFUSED */
+	uint64_t fd_exhausted;      /* a try's UDP socket not opened: EMFILE/ENFILE */
+	uint64_t over_share; /* SERVFAIL at once: its source or org held its share of the pool */
 	fwd_up_stats_t up[CFG_UPSTREAM_MAX]; /* by index into the conf's upstreams */
 	uint64_t inflight;                   /* queries in flight now */
 } fwd_stats_t;
@@ -66,6 +73,8 @@ typedef enum {
 	FWD_CACHED,   /* answered from the cache: *outlen bytes in out */
 	FWD_PENDING,  /* asked upstream: done(arg, ...) will be called, never inside the call */
 	FWD_SERVFAIL, /* it cannot go (the in-flight cap, closing): a SERVFAIL in out */
+	FWD_REFUSED,  /* RD=0 and not in the cache (as unbound): a REFUSED in out, nothing
+	                 asked upstream */
 } fwd_result_t;
 /*
  * The one call for a query answer.c handed over (ANS_FORWARD): pkt (len bytes) and q,

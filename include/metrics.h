@@ -65,6 +65,21 @@ enum {
 };
 #define MET_LAT_BUCKETS 12 /* forwarding latency: 0.5 ms .. 2.5 s, then +Inf */
 extern const double met_lat_bounds[MET_LAT_BUCKETS]; /* seconds */
+#define MET_DUR_BUCKETS 14 /* internald's own answers: 10 us .. 250 ms, then +Inf */
+extern const uint64_t met_dur_bounds_ns[MET_DUR_BUCKETS];
+/* QTYPEs counted by name; every other type is "other". */
+enum {
+	MET_QTYPE_A,
+	MET_QTYPE_AAAA,
+	MET_QTYPE_TXT,
+	MET_QTYPE_PTR,
+	MET_QTYPE_SOA,
+	MET_QTYPE_NS,
+	MET_QTYPE_SRV,
+	MET_QTYPE_ANY,
+	MET_QTYPE_OTHER,
+	MET_QTYPES
+};
 
 /* One worker's counters: written only by that worker (MET_ADD), read by the scrape. */
 typedef struct {
@@ -75,9 +90,18 @@ typedef struct {
 	uint64_t refused[MET_REFUSED_REASONS];
 	uint64_t dropped[MET_DROP_REASONS];
 	uint64_t tcp_accepted, tcp_closed_idle, tcp_closed_cap, tcp_open;
+	uint64_t tcp_closed_slow;    /* a frame not whole within --tcp-io-timeout */
+	uint64_t tcp_closed_source;  /* its source held --tcp-max-per-source already */
+	uint64_t tcp_closed_evicted; /* the longest-quiet, closed for a new client (full) */
+	uint64_t fd_exhausted;       /* accept failed with EMFILE/ENFILE */
 	uint64_t wakeups, recv_calls, datagrams;
-	uint64_t forward_over_cap; /* refused before the forwarder: no context left */
-	uint64_t heartbeat_ns;     /* CLOCK_MONOTONIC of the loop's last turn (the watchdog) */
+	uint64_t forward_over_cap;  /* refused before the forwarder: no context left */
+	uint64_t qtype[MET_QTYPES]; /* queries whose question was read, by QTYPE */
+	uint64_t responses;         /* responses counted (the rcode's sum): a batch's difference */
+	/* receive to send of each answer sent in the batch it came in (not cumulative) */
+	uint64_t dur_bucket[MET_TRANSPORTS][MET_DUR_BUCKETS + 1];
+	uint64_t dur_sum_ns[MET_TRANSPORTS]; /* the count is the buckets' sum */
+	uint64_t heartbeat_ns; /* CLOCK_MONOTONIC of the loop's last turn (the watchdog) */
 } met_worker_t;
 
 /* One upstream's forwarding counters, summed over the workers. */
@@ -92,7 +116,7 @@ typedef struct {
 /* The cache's counters (include/cache.h fills them; all zero while there is no cache). */
 typedef struct {
 	bool present;
-	uint64_t hits, misses, stale, prefetches, inserts, evictions, entries, bytes;
+	uint64_t hits, servfail, misses, stale, prefetches, inserts, evictions, entries, bytes;
 } met_cache_t;
 
 typedef struct {
@@ -120,6 +144,9 @@ typedef struct {
 	met_upstream_t up[CFG_UPSTREAM_MAX];
 	size_t nup;
 	uint64_t forward_inflight, forward_over_cap;
+	uint64_t forward_refused_norecurse;
+	uint64_t forward_over_share;
+	uint64_t forward_fd_exhausted; /* an upstream socket not opened: EMFILE/ENFILE */
 	uint64_t reloads, reload_failures;
 	met_registry_t reg;
 	met_cache_t cache;
@@ -141,11 +168,22 @@ typedef struct {
 /*
  * Counts what ans_process decided for one query into m: act and a's last_* fields (the
  * rcode, the name form, the REFUSED reason), TC on a UDP answer (out, outlen bytes;
- * nothing is counted for an empty one), a drop's reason from the query (pkt, len bytes).
+ * nothing is counted for an empty one), a drop's reason from the query (pkt, len bytes),
+ * and the QTYPE of every query not dropped whose question was read (a->q), forwarded
+ * ones included.
  * Pure: it stores into m and reads nothing else.
  */
 void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_t act,
                       const uint8_t *pkt, size_t len, const uint8_t *out, size_t outlen);
+/*
+ * A batch's answers: n answers sent over transport t (MET_UDP, MET_TCP) each ns after
+ * the batch was received. One bucket search and a few stores for the whole batch.
+ */
+void met_count_batch(met_worker_t *m, int t, uint64_t n, uint64_t ns);
+/* The qtype index of a QTYPE (MET_QTYPE_OTHER for every type not named). */
+unsigned met_qtype_index(uint16_t qtype);
+/* The duration bucket of ns nanoseconds (MET_DUR_BUCKETS: +Inf). */
+unsigned met_dur_bucket(uint64_t ns);
 /* Adds w's counters to sum. */
 void met_worker_add(met_worker_t *sum, const met_worker_t *w);
 /* The rcode index of a response (header rcode, BADVERS when ext says so). */

@@ -67,6 +67,12 @@ typedef struct {
 	uint16_t edns_udp; /* the client's advertised payload size */
 	uint8_t edns_version;
 	bool edns_do, edns_nsid;
+	/* Not from the wire: whose query this is, for state shared between clients.
+	 * wire_parse_query sets both 0; the caller that knows the client sets them after.
+	 * scope: the org's network, 0 for none (the cache keys on it); source: the client's
+	 * address, IPv4 v4-mapped (the forwarder's share per source). */
+	uint32_t scope;
+	uint8_t source[16];
 } wire_query_t;
 
 /* Parse results besides an rcode. */

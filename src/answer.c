@@ -710,6 +710,8 @@ ans_action_t ans_process(ans_ctx_t *ctx, const ans_client_t *cl, const uint8_t *
 	/* a source refused is refused for everything: no FORMERR, NOTIMP or BADVERS either */
 	org_verdict_t v = org_classify(&conf->acl, cl->src, cl->dst, ctx->has_default,
 	                               ctx->default_net, &net);
+	q->scope = v == ORG_OK ? net : 0; /* a forwarded name is cached per org, */
+	memcpy(q->source, cl->src, 16);   /* and forwarded within its source's share */
 	if (v == ORG_REFUSED || v == ORG_OTHER_ORG) {
 		ctx->last_refused =
 		        v == ORG_REFUSED ? ANS_REFUSED_NOT_ALLOWED : ANS_REFUSED_OTHER_ORG;

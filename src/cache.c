@@ -37,6 +37,7 @@ typedef struct entry {
 	size_t charged;
 	uint16_t len, nttl, qtype, qclass;
 	uint8_t bits, keylen;
+	uint32_t scope;       /* the org's (wire_query_t.scope): in the padding, no cost */
 	uint64_t prefetch_ms; /* a hit may ask for a refresh from then on; NEVER once asked */
 	bool ref;             /* CLOCK: used since the hand last passed */
 	uint16_t ttl_off[];   /* [nttl], then key[keylen], then msg[len] */
@@ -47,7 +48,7 @@ typedef struct entry {
  * a writer of the same shard just wrote. */
 typedef struct {
 	_Alignas(64) pthread_mutex_t lock;
-	uint64_t hits, misses, stale, prefetches;
+	uint64_t hits, servfail, misses, stale, prefetches;
 	_Alignas(64) entry_t **buckets;
 	size_t mask, max_mask; /* the table grows to max_mask + 1 buckets */
 	entry_t *head, *tail;  /* newest / oldest inserted: the CLOCK's ring, hand at tail */
@@ -99,7 +100,7 @@ static uint64_t key_hash(const cache_t *c, const wire_query_t *q, uint8_t bits)
 	uint64_t h = c->seed ^ 0xcbf29ce484222325ULL;
 	for (size_t i = 0; i < q->qname_len; i++)
 		h = (h ^ q->qname[i]) * 0x100000001b3ULL;
-	h ^= (uint64_t)q->qtype << 24 | (uint64_t)q->qclass << 8 | bits;
+	h ^= (uint64_t)q->scope << 32 | (uint64_t)q->qtype << 24 | (uint64_t)q->qclass << 8 | bits;
 	h *= 0x9e3779b97f4a7c15ULL;
 	return h ^ (h >> 29);
 }
@@ -194,7 +195,7 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
 {
 	for (entry_t *e = s->buckets[h & s->mask]; e; e = e->hnext)
 		if (e->hash == h && e->qtype == q->qtype && e->qclass == q->qclass &&
-		    e->bits == bits && e->keylen == q->qname_len &&
+		    e->bits == bits && e->scope == q->scope && e->keylen == q->qname_len &&
 		    memcmp(key_of(e), q->qname, q->qname_len) == 0)
 			return e;
 	return NULL;
@@ -336,7 +337,6 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 	bool prefetch = false;
 	if (now_ms < e->expire_ms) {
 		rc = CACHE_HIT;
-		s->hits++;
 		/* the last 10% of its TTL: one background refresh, asked for by a client's
 		 * lookup (a stale-mode one has no client of its own and starts none) */
 		prefetch = !stale_ok && now_ms >= e->prefetch_ms &&
@@ -348,7 +348,6 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		goto out;
 	} else if (stale_ok || now_ms < e->recheck_ms) {
 		rc = CACHE_STALE;
-		s->stale++;
 	} else {
 		s->misses++;
 		goto out;
@@ -358,6 +357,13 @@ int cache_lookup(cache_t *c, const uint8_t *pkt, const wire_query_t *q, size_t m
 		rc = CACHE_MISS;
 		goto out;
 	}
+	/* counted once written: what a client was sent; a stored SERVFAIL is no hit */
+	if (rc == CACHE_STALE)
+		s->stale++;
+	else if (is_servfail(e))
+		s->servfail++;
+	else
+		s->hits++;
 	if (prefetch) {
 		e->prefetch_ms = NEVER;
 		rc = CACHE_HIT_PREFETCH;
@@ -447,6 +453,7 @@ static int store(cache_t *c, const wire_query_t *q, const uint8_t *msg, size_t l
 	e->len = (uint16_t)len, e->nttl = (uint16_t)n;
 	e->qtype = q->qtype, e->qclass = q->qclass;
 	e->bits = bits, e->keylen = (uint8_t)q->qname_len;
+	e->scope = q->scope;
 	if (n)
 		memcpy(ttl_offs(e), offs, n * sizeof(uint16_t));
 	memcpy(key_of(e), q->qname, q->qname_len);
@@ -556,6 +563,7 @@ void cache_stats(cache_t *c, cache_stats_t *out)
 		shard_t *s = &c->shards[i];
 		pthread_mutex_lock(&s->lock);
 		out->hits += s->hits, out->misses += s->misses, out->stale += s->stale;
+		out->servfail += s->servfail;
 		out->prefetches += s->prefetches, out->inserts += s->inserts;
 		out->evictions += s->evictions, out->entries += s->entries;
 		out->bytes += s->bytes;
@@ -568,7 +576,7 @@ void cache_stats(cache_t *c, cache_stats_t *out)
 static bool same_key(const cache_waiter_t *a, const cache_waiter_t *b)
 {
 	return a->hash == b->hash && a->qtype == b->qtype && a->qclass == b->qclass &&
-	       a->bits == b->bits && a->keylen == b->keylen &&
+	       a->bits == b->bits && a->scope == b->scope && a->keylen == b->keylen &&
 	       memcmp(a->key, b->key, a->keylen) == 0;
 }
 
@@ -577,6 +585,7 @@ bool cache_flight_join(cache_t *c, const wire_query_t *q, cache_waiter_t *w)
 	w->bits = query_bits(q);
 	w->hash = key_hash(c, q, w->bits);
 	w->qtype = q->qtype, w->qclass = q->qclass;
+	w->scope = q->scope;
 	w->keylen = (uint8_t)q->qname_len;
 	memcpy(w->key, q->qname, q->qname_len);
 	w->waiters = w->prev = w->next = NULL;

@@ -23,7 +23,9 @@ const char config_usage[] =
         "                 [--region CODE] [--upstream ADDR]... [--workers N]\n"
         "                 [--ttl SECONDS] [--nsid TEXT] [--allow PREFIX]...\n"
         "                 [--tcp-idle-timeout MS] [--tcp-max-connections N]\n"
+        "                 [--tcp-max-per-source N] [--tcp-io-timeout MS]\n"
         "                 [--upstream-timeout MS] [--upstream-budget MS] [--max-inflight N]\n"
+        "                 [--upstream-edns-size N]\n"
         "                 [--log-level error|warn|info|debug] [--dnstap unix:PATH]\n"
         "                 [--cache-size BYTES[K|M|G]] [--cache-max-ttl S]\n"
         "                 [--cache-negative-max-ttl S] [--serve-stale S] [--client-timer MS]\n"
@@ -38,9 +40,12 @@ void config_defaults(config_t *c)
 	c->log_level = LOG_INFO;
 	c->tcp_idle_ms = 10000;
 	c->tcp_max_conns = 1024;
+	c->tcp_max_per_source = 64;
+	c->tcp_io_ms = 2000;
 	c->upstream_timeout_ms = 1000;
 	c->upstream_budget_ms = 3000;
 	c->max_inflight = 1024;
+	c->upstream_edns_size = 1232;
 	c->cache_size = 64u << 20;
 	c->cache_max_ttl = 86400;
 	c->cache_neg_max_ttl = 3600;
@@ -284,9 +289,12 @@ static const cfg_opt_t opts[] = {
         {"allow", set_allow, 0, 0, 0, 0, true, "want an address/prefix"},
         {"tcp-idle-timeout", set_uint, FIELD(tcp_idle_ms), 100, 3600000, false, "ms"},
         {"tcp-max-connections", set_uint, FIELD(tcp_max_conns), 1, 1000000, false, ""},
+        {"tcp-max-per-source", set_uint, FIELD(tcp_max_per_source), 1, 1000000, false, ""},
+        {"tcp-io-timeout", set_uint, FIELD(tcp_io_ms), 100, 3600000, false, "ms"},
         {"upstream-timeout", set_uint, FIELD(upstream_timeout_ms), 10, 60000, false, "ms"},
         {"upstream-budget", set_uint, FIELD(upstream_budget_ms), 10, 600000, false, "ms"},
         {"max-inflight", set_uint, FIELD(max_inflight), 1, 1000000, false, ""},
+        {"upstream-edns-size", set_uint, FIELD(upstream_edns_size), 512, 4096, false, "bytes"},
         {"cache-size", set_cache_size, 0, 0, 0, 0, false,
          "want bytes (a K, M or G suffix), 0 (no cache) or at least 256K"},
         {"cache-max-ttl", set_uint, FIELD(cache_max_ttl), 1, 604800, false, "seconds"},

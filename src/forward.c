@@ -32,11 +32,17 @@
 #include <sys/random.h>
 
 #include "log.h"
+#include "org.h"
+#include "srcshare.h"
 #include "wire.h"
 
 #define QUERY_MAX   4096  /* a client query larger than this is not forwarded */
 #define BACKOFF_MS  5000  /* how long a timed-out upstream is skipped */
 #define TCP_IDLE_MS 10000 /* an upstream connection with nothing in flight closes */
+#define EDNS_SIZE   1232  /* toward upstreams, unless the conf says otherwise */
+#define SHARE_DIV   8     /* one source holds at most 1/8 of the pool (at least SHARE_MIN) */
+#define SHARE_MIN   4
+#define ORG_DIV     4 /* one org (all its sources) at most 1/4 (at least 2 * SHARE_MIN) */
 
 typedef struct tconn tconn_t;
 typedef struct fq fq_t;
@@ -61,7 +67,12 @@ struct fq {
 	fwd_done_fn done;
 	void *arg;
 	bool active, retry_now, use_tcp, client_tcp;
-	bool cut_short; /* this try waits only what is left of the budget */
+	bool slotted; /* counts against its source's share (slot) */
+	uint32_t slot;
+	bool org_slotted; /* and against its org's (org_slot) */
+	uint32_t org_slot;
+	uint64_t sent_ms; /* the loop's time the try went */
+	bool cut_short;   /* this try waits only what is left of the budget */
 	size_t max;
 	uint8_t msg[QUERY_MAX]; /* the client's query; our ID in bytes 0-1 during a try */
 	size_t len;
@@ -108,7 +119,13 @@ struct fwd {
 	uv_loop_t *loop;
 	const fwd_conf_t *conf;
 	fq_t *pool, *free;
-	int handles; /* pool timers + UDP handles + connections still open */
+	srcshare_t *share; /* queries in flight per source */
+	unsigned share_max;
+	srcshare_t *org_share; /* queries in flight per org (wire_query_t.scope) */
+	unsigned org_share_max;
+	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
+	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
+	int handles;           /* pool timers + UDP handles + connections still open */
 	bool closing;
 	uint64_t down_until[CFG_UPSTREAM_MAX];
 	tconn_t *tconn[CFG_UPSTREAM_MAX];
@@ -149,6 +166,8 @@ static void maybe_free(fwd_t *f)
 {
 	if (f->closing && f->handles == 0) {
 		pthread_mutex_destroy(&f->mlock);
+		srcshare_free(f->share);
+		srcshare_free(f->org_share);
 		free(f->pool);
 		free(f);
 	}
@@ -166,6 +185,11 @@ static void release(fq_t *q)
 	fwd_t *f = q->f;
 	if (q->active)
 		return;
+	if (q->slotted)
+		srcshare_give(f->share, q->slot);
+	if (q->org_slotted)
+		srcshare_give(f->org_share, q->org_slot);
+	q->slotted = q->org_slotted = false;
 	q->next_free = f->free;
 	f->free = q;
 	MET_ADD(f->stats.inflight, (uint64_t)-1);
@@ -365,6 +389,7 @@ static void deliver(fq_t *q, const uint8_t *r, size_t len)
 	MET_INC(u->lat_bucket[met_lat_bucket(ns)]);
 	MET_INC(u->lat_count);
 	MET_ADD(u->lat_sum_ns, ns);
+	f->answered_ms[q->up] = uv_now(f->loop);
 	f->down_until[q->up] = 0;
 	if (f->down_logged[q->up]) {
 		f->down_logged[q->up] = false;
@@ -639,6 +664,18 @@ static void tcp_send(fq_t *q)
 /* ---- tries ------------------------------------------------------------------------------------
  */
 
+/*
+ * Whether a try that timed out says its upstream is down: not while the upstream answers
+ * other questions (an answer came since this try went). One source's flood of names that
+ * never come back says nothing about an upstream that answers everyone else, so it
+ * cannot take forwarding away from them; an upstream that answers no one is down after
+ * one timeout, as before (and probed again when no other is up).
+ */
+static bool timeout_is_evidence(const fq_t *q)
+{
+	return q->f->answered_ms[q->up] < q->sent_ms;
+}
+
 static void on_q_timer(uv_timer_t *t)
 {
 	fq_t *q = t->data;
@@ -650,7 +687,8 @@ static void on_q_timer(uv_timer_t *t)
 		transport_stop(q);
 	} else { /* the try timed out */
 		MET_INC(q->f->stats.up[q->up].timeouts);
-		mark_down(q->f, q->up, "timeout");
+		if (timeout_is_evidence(q))
+			mark_down(q->f, q->up, "timeout");
 		tconn_t *tc = q->tc;
 		transport_stop(q);
 		/* a connection a try timed out on may be dead (a silent upstream, a NAT that
@@ -664,6 +702,7 @@ static void on_q_timer(uv_timer_t *t)
 static void start_try(fq_t *q)
 {
 	fwd_t *f = q->f;
+	int rc;
 	uint64_t now = uv_now(f->loop);
 	int n = (int)f->conf->n;
 	if (now >= q->deadline || q->tries >= 2 * n) {
@@ -685,6 +724,7 @@ static void start_try(fq_t *q)
 	q->up_id = random_id(f);
 	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
 	q->sent_ns = uv_hrtime();
+	q->sent_ms = now;
 	MET_INC(f->stats.up[pick].queries);
 	uint64_t wait = f->conf->timeout_ms;
 	q->cut_short = now + wait > q->deadline;
@@ -693,7 +733,16 @@ static void start_try(fq_t *q)
 	uv_timer_start(&q->timer, on_q_timer, wait, 0);
 	if (q->use_tcp) {
 		tcp_send(q);
-	} else if (udp_send(q)) {
+	} else if ((rc = udp_send(q))) {
+		if (rc == UV_EMFILE || rc == UV_ENFILE) {
+			MET_INC(f->stats.fd_exhausted);
+			if (!f->fd_logged_ms || now - f->fd_logged_ms >= 10000) { /* once in 10 s */
+				f->fd_logged_ms = now;
+				log_warn("event=fd-exhausted where=upstream-socket reason=\"%s\" "
+				         "hint=\"the open files limit: see internald(8) LIMITS\"",
+				         uv_strerror(rc));
+			}
+		}
 		fail_try(q, false);
 	}
 }
@@ -766,10 +815,18 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	if (!f)
 		return -ENOMEM;
 	f->pool = calloc(conf->max_inflight, sizeof(*f->pool));
-	if (!f->pool) {
+	if (!f->pool || srcshare_create(&f->share) || srcshare_create(&f->org_share)) {
+		srcshare_free(f->share);
+		free(f->pool);
 		free(f);
 		return -ENOMEM;
 	}
+	f->org_share_max = conf->max_inflight / ORG_DIV;
+	if (f->org_share_max < 2 * SHARE_MIN)
+		f->org_share_max = 2 * SHARE_MIN;
+	f->share_max = conf->max_inflight / SHARE_DIV;
+	if (f->share_max < SHARE_MIN)
+		f->share_max = SHARE_MIN;
 	f->loop = loop, f->conf = conf;
 	f->rnd_used = sizeof(f->rnd);
 	pthread_mutex_init(&f->mlock, NULL);
@@ -796,6 +853,41 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
  * a prefetch, no client. Returns 0 (done will be called), or -ENOSPC when the in-flight
  * cap is reached / -EINVAL (nothing is asked).
  */
+/*
+ * The query as it goes upstream: the client's header and question as asked (letter case
+ * kept: the answer's is checked against it), no other record: with EDNS an OPT of our
+ * own, payload edns_size, the client's DO bit, version 0 and no option (a cookie,
+ * padding, a client subnet are per hop). Returns its length (out: QUERY_MAX bytes).
+ */
+static size_t upstream_query(const uint8_t *pkt, const wire_query_t *wq, unsigned edns_size,
+                             uint8_t *out)
+{
+	size_t n = wq->question_end;
+	memcpy(out, pkt, n);
+	out[4] = 0, out[5] = 1;   /* QDCOUNT */
+	memset(out + 6, 0, 6);    /* AN, NS, AR */
+	out[3] &= 0x30;           /* AD, CD kept; Z and RCODE 0 */
+	out[2] &= (uint8_t)~0x06; /* no AA, TC in a query */
+	if (wq->edns) {
+		uint16_t size = (uint16_t)(edns_size ? edns_size : EDNS_SIZE);
+		const uint8_t opt[11] = {0,
+		                         0,
+		                         WIRE_OPT,
+		                         (uint8_t)(size >> 8),
+		                         (uint8_t)size,
+		                         0,
+		                         0,
+		                         wq->edns_do ? 0x80 : 0,
+		                         0,
+		                         0,
+		                         0};
+		memcpy(out + n, opt, sizeof(opt));
+		n += sizeof(opt);
+		out[11] = 1;
+	}
+	return n;
+}
+
 static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq, size_t max,
                        bool tcp, fwd_done_fn done, void *arg)
 {
@@ -806,6 +898,27 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
 		MET_INC(f->stats.overload); /* a scrape reads it */
 		return -ENOSPC;
 	}
+	/* a client's question counts against its source's share; a prefetch (no client)
+	 * against none */
+	uint32_t slot = done ? srcshare_slot(f->share, wq->source) : 0, org_slot = 0;
+	if (done && !srcshare_take(f->share, slot, f->share_max)) {
+		MET_INC(f->stats.over_share);
+		return -EDQUOT;
+	}
+	/* and against its org's, so that many sources of one org cannot fill it either */
+	bool in_org = done && wq->scope;
+	if (in_org) {
+		uint8_t prefix[16];
+		org_prefix_of(wq->scope, prefix);
+		org_slot = srcshare_slot(f->org_share, prefix);
+		if (!srcshare_take(f->org_share, org_slot, f->org_share_max)) {
+			srcshare_give(f->share, slot);
+			MET_INC(f->stats.over_share);
+			return -EDQUOT;
+		}
+	}
+	q->slotted = done != NULL, q->slot = slot;
+	q->org_slotted = in_org, q->org_slot = org_slot;
 	q->wq = *wq;
 	f->free = q->next_free;
 	MET_INC(f->stats.inflight);
@@ -815,8 +928,7 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
 	q->done = done, q->arg = arg;
 	q->client_tcp = tcp;
 	q->max = max;
-	memcpy(q->msg, pkt, len);
-	q->len = len;
+	q->len = upstream_query(pkt, wq, f->conf->edns_size, q->msg);
 	q->tries = 0;
 	q->next_up = (int)(f->next_up++ % f->conf->n);
 	q->deadline = uv_now(f->loop) + f->conf->budget_ms;
@@ -856,6 +968,8 @@ static int query_start(fwd_t *f, const uint8_t *pkt, size_t len, const wire_quer
  * only when no identical one is in flight. 0, or as query_start (nothing is asked). */
 static int prefetch(fwd_t *f, const uint8_t *pkt, size_t len, const wire_query_t *wq)
 {
+	if (!wq->rd) /* nothing goes upstream for a question without RD, a refresh neither */
+		return -EINVAL;
 	int rc = query_start(f, pkt, len, wq, WIRE_TCP_MAX, false, NULL, NULL);
 	if (rc == 0)
 		MET_INC(f->stats.prefetches);
@@ -881,6 +995,11 @@ fwd_result_t fwd_resolve(fwd_t *f, const uint8_t *pkt, size_t len, const wire_qu
 {
 	if (f->conf->cache && (*outlen = cache_answer(f, pkt, len, q, max, out, cap)))
 		return FWD_CACHED;
+	if (!q->rd) { /* asks what is cached: it is not, and nothing goes upstream for it */
+		MET_INC(f->stats.refused_norecurse);
+		*outlen = wire_error_response(pkt, len, WIRE_REFUSED, out, cap);
+		return FWD_REFUSED;
+	}
 	if (done && query_start(f, pkt, len, q, max, tcp, done, arg) == 0)
 		return FWD_PENDING;
 	*outlen = wire_error_response(pkt, len, WIRE_SERVFAIL, out, cap);

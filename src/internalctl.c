@@ -358,11 +358,14 @@ static int cmd_import(const cli_t *c)
 		}
 	}
 	free_files(&im);
+	if (rc && err[0])
+		fprintf(stderr, "internalctl: %s\n", err);
+	else if (rc) /* the registry's own failure (a full disk): say which registry */
+		fprintf(stderr, "internalctl: cannot write the registry at %s: %s%s\n", c->db,
+		        reg_strerror(rc),
+		        rc == -ENOSPC ? " (free space on its file system and import again)" : "");
 	if (rc)
-		fprintf(stderr,
-		        "internalctl: %s\ninternalctl: nothing was imported; the registry is "
-		        "unchanged\n",
-		        err[0] ? err : reg_strerror(rc));
+		fprintf(stderr, "internalctl: nothing was imported; the registry is unchanged\n");
 	reg_close(reg);
 	if (rc)
 		remove_created(c->db, cr);

@@ -8,8 +8,12 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -19,6 +23,7 @@
 #include "metrics.h"
 #include "metrics_http.h"
 #include "notify.h"
+#include "portcheck.h"
 #include "registry.h"
 #include "server.h"
 #include "version.h"
@@ -45,6 +50,87 @@ static int build_conf(const config_t *c, ans_conf_t *a)
 static bool same_addr(const cfg_addr_t *a, const cfg_addr_t *b)
 {
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* The file descriptors internald may open: the hard limit, raised to at start. */
+static rlim_t fd_limit;
+
+/* RLIMIT_NOFILE up to its hard limit (a default system gives 1024 of 4096 or more):
+ * logged either way, since every limit below is sized from it. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl)) {
+		log_warn("event=fd-limit status=unknown reason=\"getrlimit: %s\"", strerror(errno));
+		fd_limit = 1024;
+		return;
+	}
+	rlim_t was = rl.rlim_cur;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			rl.rlim_cur = was;
+	}
+	fd_limit = rl.rlim_cur == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_cur;
+	log_info("event=fd-limit soft=%llu hard=%llu was=%llu", (unsigned long long)rl.rlim_cur,
+	         rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max,
+	         (unsigned long long)was);
+}
+
+/*
+ * Sizes the TCP connections (all workers) and the forwarding table (per worker: one UDP
+ * socket per query in flight) so that both full still leave a reserve: the listeners,
+ * each worker's loop, the registry, the metrics listener (64), dnstap, and room to
+ * accept and answer .internal over TCP. Over the limit, both shrink in proportion; quiet
+ * says whether to log it (a reload sizes the same way again, silently).
+ */
+static void fit_fd_budget(config_t *c, bool quiet)
+{
+	unsigned workers = c->workers ? c->workers : (unsigned)get_nprocs();
+	unsigned long long reserve =
+	        64 + 80 + (unsigned long long)workers * (16 + 2 * c->nlisten + CFG_UPSTREAM_MAX);
+	unsigned long long want = c->tcp_max_conns + (unsigned long long)workers * c->max_inflight;
+	unsigned long long have = fd_limit > reserve + 32 ? fd_limit - reserve : 32;
+	if (want <= have)
+		return;
+	unsigned tcp = (unsigned)(c->tcp_max_conns * have / want);
+	unsigned inflight = (unsigned)(c->max_inflight * have / want);
+	tcp = tcp < 16 ? 16 : tcp;
+	inflight = inflight < 16 ? 16 : inflight;
+	if (!quiet)
+		log_warn("event=fd-limit status=sized limit=%llu reserve=%llu "
+		         "tcp_max_connections=%u->%u max_inflight=%u->%u workers=%u "
+		         "reason=\"the open files limit cannot hold both full: raise its hard "
+		         "limit (LimitNOFILE=, ulimit -Hn)\"",
+		         (unsigned long long)fd_limit, reserve, c->tcp_max_conns, tcp,
+		         c->max_inflight, inflight, workers);
+	c->tcp_max_conns = tcp;
+	c->max_inflight = inflight;
+}
+
+/* The registry's files as internalctl makes them: data.mdb 0640 (every org's Machines are
+ * no other local user's to read), lock.mdb 0660. A looser mode is warned about, not
+ * refused: the registry is the writer's to fix. */
+static void check_registry_modes(const char *db)
+{
+	static const struct {
+		const char *file;
+		mode_t loose;
+		const char *why;
+	} files[] = {
+	        {"data.mdb", S_IROTH | S_IWOTH, "every local user can read every org's Machines"},
+	        {"lock.mdb", S_IWOTH, "every local user can write the reader table"},
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[PATH_MAX + 16];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", db, files[i].file);
+		if (stat(path, &st) == 0 && (st.st_mode & files[i].loose))
+			log_warn(
+			        "event=registry-mode file=%s mode=%04o reason=\"%s\" "
+			        "hint=\"chmod o-rw (internalctl's next write sets 0640 and 0660)\"",
+			        path, (unsigned)(st.st_mode & 07777), files[i].why);
+	}
 }
 
 /* Each problem of p as a line of its own, its text quoted: prefix reason="...". */
@@ -99,6 +185,7 @@ static int reload_config(srv_t *s)
 	free(p);
 	if (n->nupstream == 0)
 		config_upstreams_from_resolv(n, "/etc/resolv.conf");
+	fit_fd_budget(n, true);
 	if (rc == 0 && build_conf(n, &a))
 		rc = -EINVAL;
 	bool listen_same = n->nlisten == cur->nlisten;
@@ -273,6 +360,8 @@ int main(int argc, char **argv)
 	log_set_level((log_level_t)cfg.log_level);
 	log_info("event=start version=%s revision=%s pid=%d", INTERNALD_VERSION,
 	         INTERNALD_REVISION[0] ? INTERNALD_REVISION : "-", (int)getpid());
+	raise_fd_limit();
+	fit_fd_budget(&cfg, false);
 
 	if (cfg.nupstream == 0) {
 		int n = config_upstreams_from_resolv(&cfg, "/etc/resolv.conf");
@@ -296,6 +385,14 @@ int main(int argc, char **argv)
 	if (getenv("INTERNALD_TEST_HOOKS"))
 		usleep(1500 * 1000); /* test hook: a slow start, so /ready can be seen 503 */
 
+	for (size_t i = 0; i < cfg.nlisten; i++) {
+		if (portcheck_free(&cfg.listen[i], err)) {
+			log_error("event=error reason=\"%s\"", err);
+			met_http_stop(http);
+			return 1;
+		}
+	}
+
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
 		log_error("event=error reason=\"cannot open the registry at %s: %s\"%s", cfg.db,
@@ -306,6 +403,7 @@ int main(int argc, char **argv)
 		met_http_stop(http);
 		return 1;
 	}
+	check_registry_modes(cfg.db);
 	int stale = reg_reader_check(reg);
 	log_info("event=registry-open db=%s stale_readers_cleared=%d", cfg.db,
 	         stale > 0 ? stale : 0);

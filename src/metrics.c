@@ -17,6 +17,13 @@
 const double met_lat_bounds[MET_LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                 0.05,   0.1,   0.25,   0.5,   1,    2.5};
 
+/* internald's own answers take microseconds; the upper buckets show a stalled loop */
+const uint64_t met_dur_bounds_ns[MET_DUR_BUCKETS] = {
+        10000,   25000,   50000,    100000,   250000,   500000,    1000000,
+        2500000, 5000000, 10000000, 25000000, 50000000, 100000000, 250000000};
+
+static const char *const qtypes[MET_QTYPES] = {"A",  "AAAA", "TXT", "PTR",  "SOA",
+                                               "NS", "SRV",  "ANY", "other"};
 static const char *const transports[MET_TRANSPORTS] = {"udp", "tcp"};
 static const char *const families[MET_FAMILIES] = {"ipv4", "ipv6"};
 static const char *const forms[MET_FORMS] = {
@@ -67,8 +74,11 @@ void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_
 		                                          : MET_DROP_UNPARSEABLE]);
 		return;
 	}
+	if (a->q.has_question)
+		MET_INC(m->qtype[met_qtype_index(a->q.qtype)]);
 	if (act != ANS_REPLY || !outlen)
 		return;
+	MET_INC(m->responses);
 	MET_INC(m->rcode[met_rcode_index(a->last_rcode < 0 ? MET_RCODES
 	                                                   : (unsigned)a->last_rcode)]);
 	/* an NXDOMAIN is of no form, whatever the name looked like (internald(8)) */
@@ -79,6 +89,46 @@ void met_count_answer(met_worker_t *m, const ans_ctx_t *a, bool tcp, ans_action_
 		MET_INC(m->truncated);
 	if (a->last_refused >= 0 && (size_t)a->last_refused < sizeof(refused_index))
 		MET_INC(m->refused[refused_index[a->last_refused]]);
+}
+
+unsigned met_qtype_index(uint16_t qtype)
+{
+	switch (qtype) {
+	case WIRE_A:
+		return MET_QTYPE_A;
+	case WIRE_AAAA:
+		return MET_QTYPE_AAAA;
+	case WIRE_TXT:
+		return MET_QTYPE_TXT;
+	case WIRE_PTR:
+		return MET_QTYPE_PTR;
+	case WIRE_SOA:
+		return MET_QTYPE_SOA;
+	case WIRE_NS:
+		return MET_QTYPE_NS;
+	case 33: /* SRV */
+		return MET_QTYPE_SRV;
+	case WIRE_ANY:
+		return MET_QTYPE_ANY;
+	default:
+		return MET_QTYPE_OTHER;
+	}
+}
+
+unsigned met_dur_bucket(uint64_t ns)
+{
+	unsigned i = 0;
+	while (i < MET_DUR_BUCKETS && ns > met_dur_bounds_ns[i])
+		i++;
+	return i;
+}
+
+void met_count_batch(met_worker_t *m, int t, uint64_t n, uint64_t ns)
+{
+	if (!n)
+		return;
+	MET_ADD(m->dur_bucket[t][met_dur_bucket(ns)], n);
+	MET_ADD(m->dur_sum_ns[t], n * ns);
 }
 
 void met_worker_add(met_worker_t *sum, const met_worker_t *w)
@@ -209,6 +259,35 @@ static void render_queries(met_buf_t *b, const met_snapshot_t *s)
 	family(b, "internald_responses_total", "counter",
 	       "Responses sent (answered here or relayed from upstream), by rcode.");
 	by_rcode(b, "internald_responses_total", "", w->rcode);
+	family(b, "internald_queries_by_type_total", "counter",
+	       "Queries whose question was read (answered here or forwarded), by QTYPE.");
+	for (int i = 0; i < MET_QTYPES; i++)
+		put(b, "internald_queries_by_type_total{type=\"%s\"} %llu\n", qtypes[i],
+		    (unsigned long long)w->qtype[i]);
+	family(b, "internald_request_duration_seconds", "histogram",
+	       "Time from the receipt of a batch of queries to the send of its answers, by "
+	       "transport; every answer of the batch counts the batch's time. A forwarded query "
+	       "answered later is not in it: its upstream's latency is.");
+	for (int t = 0; t < MET_TRANSPORTS; t++) {
+		uint64_t cum = 0;
+		for (int k = 0; k < MET_DUR_BUCKETS; k++) {
+			cum += w->dur_bucket[t][k];
+			put(b,
+			    "internald_request_duration_seconds_bucket{transport=\"%s\",le=\"%g\"} "
+			    "%llu\n",
+			    transports[t], (double)met_dur_bounds_ns[k] / 1e9,
+			    (unsigned long long)cum);
+		}
+		cum += w->dur_bucket[t][MET_DUR_BUCKETS];
+		put(b,
+		    "internald_request_duration_seconds_bucket{transport=\"%s\",le=\"+Inf\"} "
+		    "%llu\n",
+		    transports[t], (unsigned long long)cum);
+		put(b, "internald_request_duration_seconds_sum{transport=\"%s\"} %.9f\n",
+		    transports[t], (double)w->dur_sum_ns[t] / 1e9);
+		put(b, "internald_request_duration_seconds_count{transport=\"%s\"} %llu\n",
+		    transports[t], (unsigned long long)cum); /* +Inf is the count, always */
+	}
 	family(b, "internald_answers_total", "counter",
 	       "Queries answered from the registry, by the name form asked for.");
 	for (int i = 0; i < MET_FORMS; i++)
@@ -231,6 +310,9 @@ static void render_queries(met_buf_t *b, const met_snapshot_t *s)
 static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 {
 	const met_worker_t *w = &s->sum;
+	counter(b, "internald_fd_exhausted_total",
+	        "Accepts and upstream sockets that failed for want of a file descriptor.",
+	        w->fd_exhausted + s->forward_fd_exhausted);
 	gauge(b, "internald_tcp_connections", "TCP client connections open now.",
 	      (double)w->tcp_open);
 	counter(b, "internald_tcp_accepted_total", "TCP client connections accepted.",
@@ -241,6 +323,12 @@ static void render_tcp(met_buf_t *b, const met_snapshot_t *s)
 	    (unsigned long long)w->tcp_closed_idle);
 	put(b, "internald_tcp_closed_total{reason=\"cap\"} %llu\n",
 	    (unsigned long long)w->tcp_closed_cap);
+	put(b, "internald_tcp_closed_total{reason=\"slow\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_slow);
+	put(b, "internald_tcp_closed_total{reason=\"source\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_source);
+	put(b, "internald_tcp_closed_total{reason=\"evicted\"} %llu\n",
+	    (unsigned long long)w->tcp_closed_evicted);
 }
 
 static void render_workers(met_buf_t *b, const met_snapshot_t *s)
@@ -270,6 +358,13 @@ static void render_forward(met_buf_t *b, const met_snapshot_t *s)
 	counter(b, "internald_forward_over_cap_total",
 	        "Queries answered SERVFAIL at once: the in-flight cap was reached.",
 	        s->forward_over_cap);
+	counter(b, "internald_forward_over_share_total",
+	        "Queries answered SERVFAIL at once: their source held its share of the pool.",
+	        s->forward_over_share);
+
+	counter(b, "internald_forward_refused_norecurse_total",
+	        "Questions without RD not in the cache: REFUSED, never sent upstream.",
+	        s->forward_refused_norecurse);
 	if (!s->nup)
 		return;
 	family(b, "internald_upstream_queries_total", "counter",
@@ -369,8 +464,14 @@ static void render_cache(met_buf_t *b, const met_snapshot_t *s)
 	const met_cache_t *c = &s->cache;
 	if (!c->present)
 		return;
-	counter(b, "internald_cache_hits_total", "Forwarded questions answered from the cache.",
+	counter(b, "internald_cache_hits_total",
+	        "Forwarded questions answered fresh from the cache (a stored SERVFAIL is not a "
+	        "hit: internald_cache_servfail_total).",
 	        c->hits);
+	counter(b, "internald_cache_servfail_total",
+	        "SERVFAIL answers from the cache: every upstream failed for the question in the "
+	        "last 5 s.",
+	        c->servfail);
 	counter(b, "internald_cache_misses_total", "Forwarded questions not in the cache.",
 	        c->misses);
 	counter(b, "internald_cache_stale_total",

@@ -4,11 +4,20 @@
  * everything it serves comes from the attached met_source_t (internald's: server.h's
  * srv_metrics/srv_health/srv_ready, which read the workers' counters with relaxed loads;
  * internalctl follow's: its own state under a mutex).
+ *
+ * One source must never keep /health from the orchestrator: each source address holds
+ * at most MET_HTTP_PER_SOURCE of the MET_HTTP_CONNECTIONS connections (libmicrohttpd
+ * refuses the rest at accept), a connection idle MET_HTTP_IDLE_S is closed by
+ * libmicrohttpd, and one that trickles bytes is shut down by the reaper thread once it
+ * has been open MET_HTTP_DEADLINE_S, whatever it sends (libmicrohttpd's own timeout is
+ * re-armed by every byte).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +30,89 @@
 #include "log.h"
 #include "metrics_http.h"
 
+#define MET_HTTP_CONNECTIONS 64u /* in all */
+#define MET_HTTP_PER_SOURCE  8u  /* from one address */
+#define MET_HTTP_IDLE_S      5u  /* silent this long: closed */
+#define MET_HTTP_DEADLINE_S  5   /* open this long: shut down, request done or not */
+
+/* An open connection the reaper watches (its socket, from libmicrohttpd). */
+typedef struct {
+	int fd;      /* -1: a free slot */
+	time_t born; /* CLOCK_MONOTONIC seconds */
+	bool cut;    /* shut down once */
+} conn_slot_t;
+
 struct met_http {
 	struct MHD_Daemon *d;
 	int fd;
 	const char *version, *revision;
 	const met_source_t *src; /* atomic: NULL while starting */
 	double scrape_seconds;   /* the previous scrape's (MHD's one thread only) */
+	/* The reaper: slots are added and removed by MHD's thread (notify_connection,
+	 * before MHD closes a socket), read by the reaper, both under lock, so the reaper
+	 * never shuts down a descriptor MHD has closed and the kernel has given again. */
+	pthread_t reaper;
+	pthread_mutex_t lock;
+	pthread_cond_t stop_cv;
+	bool stopping, reaper_started;
+	conn_slot_t conns[MET_HTTP_CONNECTIONS + 1];
 };
+
+static time_t mono_seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	met_http_t *h = cls;
+	(void)socket_context;
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!ci)
+		return;
+	int fd = ci->connect_fd;
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < sizeof(h->conns) / sizeof(h->conns[0]); i++) {
+		conn_slot_t *s = &h->conns[i];
+		if (code == MHD_CONNECTION_NOTIFY_STARTED && s->fd < 0) {
+			*s = (conn_slot_t){fd, mono_seconds(), false};
+			break;
+		}
+		if (code == MHD_CONNECTION_NOTIFY_CLOSED && s->fd == fd) {
+			s->fd = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Once a second: a connection open longer than the deadline is shut down (MHD sees the
+ * end of its stream and closes it on its own thread). */
+static void *reap(void *arg)
+{
+	met_http_t *h = arg;
+	pthread_mutex_lock(&h->lock);
+	while (!h->stopping) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_cond_timedwait(&h->stop_cv, &h->lock, &until);
+		time_t now = mono_seconds();
+		for (size_t i = 0; i < sizeof(h->conns) / sizeof(h->conns[0]); i++) {
+			conn_slot_t *s = &h->conns[i];
+			if (s->fd >= 0 && !s->cut && now - s->born >= MET_HTTP_DEADLINE_S) {
+				shutdown(s->fd, SHUT_RDWR);
+				s->cut = true;
+			}
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
 
 int met_process_read(met_process_t *p)
 {
@@ -161,6 +246,10 @@ int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version
 		return -ENOMEM;
 	h->version = version;
 	h->revision = revision;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->stop_cv, NULL);
+	for (size_t i = 0; i < sizeof(h->conns) / sizeof(h->conns[0]); i++)
+		h->conns[i].fd = -1;
 	h->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (h->fd < 0 || setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    (addr->ss.ss_family == AF_INET6 &&
@@ -188,23 +277,36 @@ int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version
 	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	                                (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 	                        0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, h->fd,
-	                        MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
-	                        10u, MHD_OPTION_END);
+	                        MHD_OPTION_CONNECTION_LIMIT, MET_HTTP_CONNECTIONS,
+	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, MET_HTTP_PER_SOURCE,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, MET_HTTP_IDLE_S,
+	                        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
 	if (!h->d) {
 		e = EIO;
 		snprintf(err, CFG_ERR_MAX, "metrics: libmicrohttpd would not start on %s",
 		         addr->text);
 		goto fail;
 	}
+	if ((e = pthread_create(&h->reaper, NULL, reap, h))) {
+		MHD_stop_daemon(h->d);
+		h->fd = -1; /* MHD closed it */
+		snprintf(err, CFG_ERR_MAX, "metrics: cannot start a thread: %s", strerror(e));
+		goto fail;
+	}
+	h->reaper_started = true;
 	log_info(ss.ss_family == AF_INET6
-	                 ? "event=metrics-listen addr=[%s]:%u paths=/metrics,/health,/ready"
-	                 : "event=metrics-listen addr=%s:%u paths=/metrics,/health,/ready",
-	         host, port);
+	                 ? "event=metrics-listen addr=[%s]:%u paths=/metrics,/health,/ready "
+	                   "max_connections=%u per_source=%u deadline_s=%d"
+	                 : "event=metrics-listen addr=%s:%u paths=/metrics,/health,/ready "
+	                   "max_connections=%u per_source=%u deadline_s=%d",
+	         host, port, MET_HTTP_CONNECTIONS, MET_HTTP_PER_SOURCE, MET_HTTP_DEADLINE_S);
 	*out = h;
 	return 0;
 fail:
 	if (h->fd >= 0)
 		close(h->fd);
+	pthread_cond_destroy(&h->stop_cv);
+	pthread_mutex_destroy(&h->lock);
 	free(h);
 	return -e;
 }
@@ -219,6 +321,14 @@ void met_http_stop(met_http_t *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&h->lock);
+	h->stopping = true;
+	pthread_cond_signal(&h->stop_cv);
+	pthread_mutex_unlock(&h->lock);
+	if (h->reaper_started)
+		pthread_join(h->reaper, NULL);
 	MHD_stop_daemon(h->d); /* it closes the listening socket it was given */
+	pthread_cond_destroy(&h->stop_cv);
+	pthread_mutex_destroy(&h->lock);
 	free(h);
 }

@@ -7,7 +7,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <time.h>
 
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
@@ -33,7 +36,13 @@ const char *reg_strerror(int err)
 		       "the export together with zones/regions.jsonl";
 	if (err == -EPROTONOSUPPORT)
 		return "the registry was written by a newer release or is not a registry";
-	if (err <= MDB_KEYEXIST && err >= MDB_LAST_ERRCODE)
+	if (err == -EBADMSG)
+		return "data.mdb is shorter than its own header says: the file was cut short (a "
+		       "copy or a disk that filled); restore it from a backup, or import the "
+		       "registry again into a new directory";
+	/* LMDB's own codes run from MDB_KEYEXIST (-30799) up to MDB_LAST_ERRCODE; its
+	 * message names the code (MDB_INVALID: File is not an LMDB file) */
+	if (err >= MDB_KEYEXIST && err <= MDB_LAST_ERRCODE)
 		return mdb_strerror(err);
 	return strerror(err < 0 ? -err : err);
 }
@@ -79,10 +88,55 @@ fail:
 	return rc == MDB_NOTFOUND ? -ENOENT : map_err(rc);
 }
 
+/*
+ * LMDB reads data.mdb through its map: a page past the end of a file cut short raises
+ * SIGBUS, in internald and in internalctl alike. So before mdb_env_open the two meta
+ * pages are read with pread (LMDB's layout, 64-bit: page header 16 bytes, then magic,
+ * version, address, mapsize, two 48-byte MDB_db of which the first's md_pad is the page
+ * size, last page number, txnid) and the newest one's last page must lie inside the
+ * file. Returns 0 (also when there is no file, or no LMDB header: mdb_env_open says
+ * what is wrong), or -EBADMSG.
+ */
+static int check_file_size(const char *dir)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	uint8_t m[160];
+	uint64_t need = 0, best = 0;
+	uint32_t psize = 0;
+	if (fstat(fd, &st) == 0 && pread(fd, m, sizeof(m), 0) == (ssize_t)sizeof(m)) {
+		memcpy(&psize, m + 40, 4);
+		if (psize < 512 || psize > 65536 || (psize & (psize - 1)))
+			psize = 0;
+	}
+	for (int i = 0; psize && i < 2; i++) {
+		uint32_t magic;
+		uint64_t last, txnid;
+		if (pread(fd, m, sizeof(m), (off_t)i * psize) != (ssize_t)sizeof(m)) {
+			need = need ? need : 2 * (uint64_t)psize; /* the second meta page is cut */
+			break;
+		}
+		memcpy(&magic, m + 16, 4);
+		memcpy(&last, m + 136, 8);
+		memcpy(&txnid, m + 144, 8);
+		if (magic == 0xBEEFC0DE && (i == 0 || txnid >= best))
+			best = txnid, need = (last + 1) * psize;
+	}
+	close(fd);
+	return psize && need && (uint64_t)st.st_size < need ? -EBADMSG : 0;
+}
+
 static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 {
 	bool rdonly = reg->flags & REG_RDONLY;
-	int rc = mdb_env_create(&reg->env);
+	int rc = check_file_size(dir);
+	if (rc)
+		return rc;
+	rc = mdb_env_create(&reg->env);
 	if (rc)
 		return rc;
 	if ((rc = mdb_env_set_maxdbs(reg->env, DB_N)) ||
@@ -92,14 +146,18 @@ static int env_open(reg_t *reg, const char *dir, size_t mapsize)
 	unsigned eflags = MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) |
 	                  (reg->flags & REG_NOSYNC ? MDB_NOSYNC : 0) |
 	                  (!rdonly && reg->flags & REG_WRITEMAP ? MDB_WRITEMAP : 0);
-	if ((rc = mdb_env_open(reg->env, dir, eflags, 0644)))
+	if ((rc = mdb_env_open(reg->env, dir, eflags, 0640)))
 		goto fail;
 	if (!rdonly) { /* internald reads as a user of the registry's group (internald(8),
-		        * --user): it writes the reader table (lock.mdb), never data.mdb */
-		char lock[4096];
-		snprintf(lock, sizeof(lock), "%s/lock.mdb", dir);
-		if (chmod(lock, 0664) != 0)
+		        * --user): it writes the reader table (lock.mdb), never data.mdb; every
+		        * org's Machines are no other local user's to read */
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/data.mdb", dir);
+		if (chmod(path, 0640) != 0)
 			errno = 0; /* not its owner: the mode stays as the owner made it */
+		snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+		if (chmod(path, 0660) != 0)
+			errno = 0;
 	}
 	MDB_envinfo info;
 	MDB_stat st;
@@ -326,6 +384,36 @@ void reg_txn_abort(reg_txn_t *t)
 	free(t);
 }
 
+/*
+ * A commit that failed with EIO or ENOSPC. LMDB reports a short write (the file system
+ * filled in the middle of its pwrite) as EIO: with next to no space left it is ENOSPC.
+ * The pages the failed commit wrote past the last committed one are cut off again
+ * (under the writer's lock, so no other writer is in the middle of growing it); with
+ * MDB_WRITEMAP the file is as large as the map from the start and is left so.
+ */
+static int write_failed(reg_t *reg, int rc)
+{
+	int fd;
+	struct statvfs vfs;
+	MDB_stat ms;
+	if (mdb_env_get_fd(reg->env, &fd) || mdb_env_stat(reg->env, &ms))
+		return rc;
+	if (rc == -EIO && fstatvfs(fd, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < 64 * (uint64_t)ms.ms_psize)
+		rc = -ENOSPC;
+	MDB_txn *txn;
+	MDB_envinfo info;
+	struct stat st;
+	if (!(reg->flags & REG_WRITEMAP) && mdb_txn_begin(reg->env, NULL, 0, &txn) == 0) {
+		mdb_env_info(reg->env, &info);
+		off_t need = (off_t)(info.me_last_pgno + 1) * ms.ms_psize;
+		if (fstat(fd, &st) == 0 && st.st_size > need && ftruncate(fd, need))
+			errno = 0; /* the file stays grown; the registry is still the old one */
+		mdb_txn_abort(txn);
+	}
+	return rc;
+}
+
 int reg_write(reg_t *reg, reg_write_fn fn, void *arg)
 {
 	for (;;) {
@@ -340,10 +428,13 @@ int reg_write(reg_t *reg, reg_write_fn fn, void *arg)
 		if (rc)
 			return rc;
 		rc = fn(t, arg);
-		if (!rc)
+		if (!rc) {
 			rc = reg_txn_commit(t);
-		else
+			if (rc == -EIO || rc == -ENOSPC)
+				return write_failed(reg, rc);
+		} else {
 			reg_txn_abort(t);
+		}
 		if (rc != MDB_MAP_FULL)
 			return rc;
 		reg->mapsize *= 2;

@@ -189,9 +189,9 @@ static cfg_snap_t *cfg_snap_new(const config_t *cfg, const ans_conf_t *conf, cac
 	sn->conf.nsid_len = conf->nsid ? strlen(sn->cfg.nsid) : 0;
 	sn->conf.region = sn->cfg.region; /* the server's region code, also into the copy */
 	sn->fwd = (fwd_conf_t){
-	        sn->cfg.upstream,           sn->cfg.nupstream,    sn->cfg.upstream_timeout_ms,
-	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight, cache,
-	        sn->cfg.client_timer_ms};
+	        sn->cfg.upstream,           sn->cfg.nupstream,         sn->cfg.upstream_timeout_ms,
+	        sn->cfg.upstream_budget_ms, sn->cfg.max_inflight,      cache,
+	        sn->cfg.client_timer_ms,    sn->cfg.upstream_edns_size};
 	return sn;
 }
 
@@ -207,7 +207,7 @@ int srv_create(srv_t **out, const config_t *cfg, const ans_conf_t *conf, reg_t *
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	int(*fds)[CFG_LISTEN_MAX][3] = calloc(s->nworkers, sizeof(*fds));
 	int rc = -ENOMEM;
-	if (!s->workers || !fds)
+	if (!s->workers || !fds || srcshare_create(&s->tcp_src))
 		goto fail;
 	if (conf->forward && cfg->cache_size) {
 		cache_conf_t cc = {cfg->cache_size, cfg->cache_max_ttl, cfg->cache_neg_max_ttl,
@@ -281,6 +281,22 @@ static void on_sigusr2(uv_signal_t *h, int sig)
 	uv_async_send(&s->workers[0].stall);
 }
 
+/* The exit log's totals: the same snapshot /metrics renders, so the two never differ. */
+static void srv_log_totals(srv_t *s)
+{
+	met_snapshot_t m;
+	srv_metrics(s, &m);
+	const met_cache_t *c = &m.cache;
+	if (c->present)
+		log_info("event=cache hits=%llu servfail=%llu misses=%llu stale=%llu "
+		         "prefetches=%llu "
+		         "entries=%llu bytes=%llu evictions=%llu",
+		         (unsigned long long)c->hits, (unsigned long long)c->servfail,
+		         (unsigned long long)c->misses, (unsigned long long)c->stale,
+		         (unsigned long long)c->prefetches, (unsigned long long)c->entries,
+		         (unsigned long long)c->bytes, (unsigned long long)c->evictions);
+}
+
 int srv_run(srv_t *s)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -306,17 +322,7 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
 	uv_loop_close(&s->main);
-	if (s->cache) {
-		cache_stats_t st;
-		cache_stats(s->cache, &st);
-		log_info(
-		        "event=cache hits=%llu misses=%llu stale=%llu prefetches=%llu entries=%llu "
-		        "bytes=%llu evictions=%llu",
-		        (unsigned long long)st.hits, (unsigned long long)st.misses,
-		        (unsigned long long)st.stale, (unsigned long long)st.prefetches,
-		        (unsigned long long)st.entries, (unsigned long long)st.bytes,
-		        (unsigned long long)st.evictions);
-	}
+	srv_log_totals(s);
 	return 0;
 }
 
@@ -340,6 +346,7 @@ void srv_free(srv_t *s)
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
 	cache_free(s->cache);
+	srcshare_free(s->tcp_src);
 	free(s);
 }
 
@@ -445,6 +452,9 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 			continue;
 		out->forward_inflight += MET_LOAD(f->inflight);
 		out->forward_over_cap += MET_LOAD(f->overload);
+		out->forward_over_share += MET_LOAD(f->over_share);
+		out->forward_fd_exhausted += MET_LOAD(f->fd_exhausted);
+		out->forward_refused_norecurse += MET_LOAD(f->refused_norecurse);
 		for (size_t u = 0; u < out->nup; u++) {
 			const fwd_up_stats_t *fu = &f->up[u];
 			met_upstream_t *mu = &out->up[u];
@@ -464,9 +474,9 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 	if (s->cache) {
 		cache_stats_t cs;
 		cache_stats(s->cache, &cs);
-		out->cache =
-		        (met_cache_t){true,       cs.hits,      cs.misses,  cs.stale, cs.prefetches,
-		                      cs.inserts, cs.evictions, cs.entries, cs.bytes};
+		out->cache = (met_cache_t){true,       cs.hits,       cs.servfail, cs.misses,
+		                           cs.stale,   cs.prefetches, cs.inserts,  cs.evictions,
+		                           cs.entries, cs.bytes};
 	}
 	if (s->dt) {
 		dt_stats_t ds;

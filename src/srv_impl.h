@@ -21,6 +21,7 @@
 #include "dnstap.h"
 #include "forward.h"
 #include "server.h"
+#include "srcshare.h"
 #include "wire.h"
 
 #define BATCH          32
@@ -85,7 +86,13 @@ struct conn {
 	bool eof; /* the client closed its side: answer what it sent, then close */
 	uint8_t src[16], dst[16];
 	struct conn *prev, *next;
-	bool idled;                /* closed by the idle timer (metrics) */
+	bool idled;   /* closed by the idle timer (metrics) */
+	uint8_t why;  /* CONN_SLOW, ...: why the server closed it (metrics) */
+	bool slotted; /* counted in the srv's tcp_src under slot */
+	uint32_t slot;
+	uint64_t quiet_ms;         /* the loop's time of its last whole frame (or its accept) */
+	uint64_t frame_ms;         /* when the frame being read began; 0: none begun */
+	uint64_t frames;           /* whole frames read */
 	uint16_t sport, dport;     /* for dnstap */
 	tcp_fwd_t fq[TCP_FWD_MAX]; /* its forwarded queries in flight (fwds of them used) */
 };
@@ -113,7 +120,8 @@ struct worker {
 	reg_txn_t *txn;
 	ans_ctx_t ans;
 	uint64_t gen;
-	uint64_t txn_id; /* the registry transaction the last batch read (reg_txn_id) */
+	uint64_t txn_id;       /* the registry transaction the last batch read (reg_txn_id) */
+	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	bool default_warned;
 	fwd_t *fwd;
 	fwd_udp_t *fwd_pool, *fwd_free;
@@ -153,9 +161,10 @@ struct srv {
 	int (*reload)(srv_t *s, void *arg);
 	void *reload_arg;
 	uint64_t reloads, reload_failures;
-	uv_mutex_t scrape; /* a scrape against a worker closing its forwarder */
-	dt_t *dt;          /* NULL: no dnstap */
-	cache_t *cache;    /* forwarded answers, shared by the workers; NULL: none */
+	uv_mutex_t scrape;   /* a scrape against a worker closing its forwarder */
+	dt_t *dt;            /* NULL: no dnstap */
+	cache_t *cache;      /* forwarded answers, shared by the workers; NULL: none */
+	srcshare_t *tcp_src; /* TCP connections per source, all workers */
 };
 
 enum { SRV_STARTING, SRV_READY, SRV_STOPPING };

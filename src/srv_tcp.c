@@ -3,13 +3,28 @@
  * read frames, answer them in order, write with back-pressure (a client that does not
  * read stops being read), forward at most TCP_FWD_MAX queries per connection, close on
  * idle. A connection's buffer grows to one frame at most.
+ *
+ * One source cannot hold TCP for everyone: each source (srcshare.h: an address, a /64)
+ * holds at most tcp_max_per_source connections of the process; a frame begun must be
+ * whole within tcp_io_ms (a trickle of bytes no longer re-arms the idle timer); and when
+ * the worker's table is full the connection quiet the longest (its last whole frame, or
+ * its accept, the oldest) with nothing in flight is closed for the new client.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
+
+enum { CONN_OPEN, CONN_SLOW, CONN_SOURCE, CONN_EVICTED, CONN_CAP };
+
+/* A whole frame waits in the buffer. */
+static bool frame_whole(const conn_t *c)
+{
+	return c->len >= 2 && c->len - 2 >= ((size_t)c->buf[0] << 8 | c->buf[1]);
+}
 
 static void conn_release(conn_t *c)
 {
@@ -24,7 +39,17 @@ static void conn_release(conn_t *c)
 		c->next->prev = c->prev;
 	w->nconns--;
 	MET_ADD(w->m.tcp_open, (uint64_t)-1);
-	if (c->idled)
+	if (c->slotted)
+		srcshare_give(w->srv->tcp_src, c->slot);
+	if (c->why == CONN_SLOW)
+		MET_INC(w->m.tcp_closed_slow);
+	else if (c->why == CONN_SOURCE)
+		MET_INC(w->m.tcp_closed_source);
+	else if (c->why == CONN_EVICTED)
+		MET_INC(w->m.tcp_closed_evicted);
+	else if (c->why == CONN_CAP)
+		MET_INC(w->m.tcp_closed_cap);
+	else if (c->idled)
 		MET_INC(w->m.tcp_closed_idle);
 	free(c->buf);
 	free(c);
@@ -47,8 +72,30 @@ void srv_conn_close(conn_t *c)
 static void on_idle(uv_timer_t *t)
 {
 	conn_t *c = t->data;
+	if (!c->closing && c->len && c->reading && !frame_whole(c))
+		c->why = CONN_SLOW; /* a frame begun and not whole in time */
 	c->idled = !c->closing;
 	srv_conn_close(c);
+}
+
+/* After a read: quiet (nothing buffered), the idle timer from now; a frame begun (the
+ * first bytes of one), the I/O deadline from now; a frame going on, no change: the bytes
+ * of a trickle do not buy it time. */
+static void conn_arm(conn_t *c, uint64_t frames_before)
+{
+	const config_t *cfg = &c->w->cfg_snap->cfg;
+	uint64_t now = uv_now(&c->w->loop);
+	if (c->frames != frames_before)
+		c->quiet_ms = now;
+	if (c->len == 0 || frame_whole(c)) {
+		c->frame_ms = 0;
+		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_ms, 0);
+	} else if (c->frame_ms == 0 || c->frames != frames_before) {
+		c->frame_ms = now;
+		uv_timer_start(
+		        &c->idle, on_idle,
+		        cfg->tcp_io_ms < cfg->tcp_idle_ms ? cfg->tcp_io_ms : cfg->tcp_idle_ms, 0);
+	}
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -231,6 +278,7 @@ static void conn_process(conn_t *c)
 		srv_conn_close(c);
 		return;
 	}
+	uint64_t t0 = srv_mono_ns(), sent = c->w->m.responses; /* the batch's time */
 	size_t off = 0;
 	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
 	       c->len - off >= 2) {
@@ -243,7 +291,9 @@ static void conn_process(conn_t *c)
 			break;
 		conn_query(c, c->buf + off + 2, mlen);
 		off += 2 + mlen;
+		c->frames++;
 	}
+	met_count_batch(&c->w->m, MET_TCP, c->w->m.responses - sent, srv_mono_ns() - t0);
 	srv_batch_end(c->w);
 	if (off) {
 		memmove(c->buf, c->buf + off, c->len - off);
@@ -272,8 +322,10 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 	if (n == 0)
 		return;
 	c->len += (size_t)n;
-	uv_timer_again(&c->idle);
+	uint64_t frames = c->frames;
 	conn_process(c);
+	if (!c->closing)
+		conn_arm(c, frames);
 }
 
 static void conn_read_start(conn_t *c)
@@ -299,17 +351,40 @@ static void conn_reject(uv_stream_t *server, worker_t *w)
 	}
 }
 
+/* The table is full: the connection quiet the longest with nothing in flight (an idle
+ * client, or one trickling a frame) is closed for a new one. Walks the table: only when
+ * it is full. */
+static bool conn_evict(worker_t *w, const conn_t *fresh)
+{
+	conn_t *victim = NULL;
+	for (conn_t *c = w->conns; c; c = c->next)
+		if (c != fresh && !c->closing && !c->fwds && !c->pending &&
+		    (!victim || c->quiet_ms < victim->quiet_ms))
+			victim = c;
+	if (!victim)
+		return false;
+	victim->why = CONN_EVICTED;
+	srv_conn_close(victim);
+	return true;
+}
+
 void srv_tcp_accept(uv_stream_t *server, int status)
 {
 	tcp_listener_t *l = server->data;
 	worker_t *w = l->w;
+	if (status == UV_EMFILE || status == UV_ENFILE) { /* libuv closed the client for us */
+		uint64_t now = uv_now(&w->loop);
+		MET_INC(w->m.fd_exhausted);
+		if (!w->fd_logged_ms || now - w->fd_logged_ms >= 10000) { /* once in 10 s */
+			w->fd_logged_ms = now;
+			log_warn("event=fd-exhausted worker=%u where=tcp-accept reason=\"%s\" "
+			         "hint=\"the open files limit: see internald(8) LIMITS\"",
+			         w->idx, uv_strerror(status));
+		}
+	}
 	if (status < 0)
 		return;
-	if (w->nconns >= w->max_conns) {
-		MET_INC(w->m.tcp_closed_cap);
-		conn_reject(server, w);
-		return;
-	}
+	bool full = w->nconns >= w->max_conns;
 	conn_t *c = calloc(1, sizeof(*c));
 	if (!c || !(c->buf = malloc(1024)) || uv_tcp_init(&w->loop, &c->h)) {
 		if (c)
@@ -337,10 +412,24 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 	}
 	srv_addr16(&ss, c->src);
 	c->sport = srv_port_of(&ss);
+	c->quiet_ms = uv_now(&w->loop);
+	c->slot = srcshare_slot(w->srv->tcp_src, c->src);
+	if (!(c->slotted = srcshare_take(w->srv->tcp_src, c->slot,
+	                                 w->cfg_snap->cfg.tcp_max_per_source))) {
+		c->why = CONN_SOURCE;
+		srv_conn_close(c);
+		return;
+	}
+	/* full: room is made only for a source under its cap, or one source at its cap
+	 * could close the others' connections one by one */
+	if (full && !conn_evict(w, c)) {
+		c->why = CONN_CAP;
+		srv_conn_close(c);
+		return;
+	}
 	len = sizeof(ss);
 	if (uv_tcp_getsockname(&c->h, (struct sockaddr *)&ss, &len) == 0)
 		srv_addr16(&ss, c->dst), c->dport = srv_port_of(&ss);
-	uv_timer_start(&c->idle, on_idle, w->cfg_snap->cfg.tcp_idle_ms,
-	               w->cfg_snap->cfg.tcp_idle_ms);
+	uv_timer_start(&c->idle, on_idle, w->cfg_snap->cfg.tcp_idle_ms, 0);
 	conn_read_start(c);
 }

@@ -256,6 +256,8 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 	if (status < 0 || !srv_batch_begin(w))
 		return;
 	MET_INC(w->m.wakeups);
+	/* one clock read per batch: a round ends where the next one's receive begins */
+	uint64_t t0 = srv_mono_ns();
 	for (int round = 0; round < ROUNDS; round++) {
 		int n = udp_recv(s);
 		if (n <= 0)
@@ -268,6 +270,9 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 			if (udp_handle(s, i, m, &now))
 				m++;
 		udp_send(s, m);
+		uint64_t t1 = srv_mono_ns();
+		met_count_batch(&w->m, MET_UDP, m, t1 - t0);
+		t0 = t1;
 		in_rearm(w, (unsigned)n);
 		if (n < BATCH)
 			break;

@@ -133,6 +133,7 @@ void srv_count_relayed(worker_t *w, bool tcp, const uint8_t *resp, size_t len)
 {
 	if (len < WIRE_HDR)
 		return;
+	MET_INC(w->m.responses);
 	MET_INC(w->m.rcode[met_rcode_index(resp[3] & 0x0f)]);
 	if (!tcp && (resp[2] & 0x02))
 		MET_INC(w->m.truncated);
@@ -187,13 +188,13 @@ static void on_stop(uv_async_t *a)
 			log_info(
 			        "event=worker worker=%u forwarded=%llu answered=%llu servfail=%llu "
 			        "over_cap=%llu mismatched=%llu tcp_retries=%llu joined=%llu "
-			        "stale=%llu prefetches=%llu",
+			        "prefetches=%llu",
 			        w->idx, (unsigned long long)st->forwarded,
 			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
 			        (unsigned long long)(st->overload + w->m.forward_over_cap),
 			        (unsigned long long)st->mismatched,
 			        (unsigned long long)st->tcp_retries, (unsigned long long)st->joined,
-			        (unsigned long long)st->stale, (unsigned long long)st->prefetches);
+			        (unsigned long long)st->prefetches);
 	}
 	srv_worker_close_all(w);
 }

@@ -142,6 +142,8 @@ static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	q->qname_len = q->question_end = 0;
 	q->qtype = q->qclass = q->edns_udp = 0;
 	q->edns_version = 0;
+	q->scope = 0;
+	memset(q->source, 0, sizeof(q->source));
 	if (len < WIRE_HDR || (p[2] & 0x80))
 		return WIRE_DROP;
 	q->id = rd16(p);

@@ -12,6 +12,14 @@
  *   dnsq idle ADDR PORT COUNT SECONDS
  *       opens COUNT TCP connections, holds them SECONDS, prints how many the server
  *       closed ("closed=N")
+ *   dnsq trickle [--from SRC] ADDR PORT COUNT SECONDS INTERVAL_MS HEX
+ *       opens COUNT TCP connections (from the address SRC), each sending the next byte
+ *       of HEX every INTERVAL_MS (never more than HEX), holds them SECONDS; prints
+ *       "refused=N closed=N open=N" (refused: not connected, or closed within 3 s)
+ *   dnsq flood [--from SRC] ADDR PORT COUNT NAME_FMT WAIT_MS
+ *       UDP from one socket: COUNT A queries for NAME_FMT (%d: the query's number), as
+ *       fast as they go, then reads answers for WAIT_MS; prints "sent=N answered=N
+ *       servfail=N"
  *   dnsq partial ADDR PORT HEX SECONDS
  *       TCP: sends the raw bytes (a frame never completed), prints "closed after N ms"
  *       when the server closes, or "open" after SECONDS
@@ -25,12 +33,14 @@
  *       an upstream that answers each UDP query first with a wrong ID, then from
  *       another port, then for another name, and only then rightly (A 192.0.2.99)
  *   dnsq counter ADDR PORT SECONDS DELAY_MS LOG
- *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C" to LOG for each
- *       query it sees and answers it DELAY_MS later: names whose first label starts
+ *       a counting upstream (UDP): appends "NAME TYPE edns=E do=D cd=C size=S opts=N"
+ *       (S, N: the OPT's payload size and number of options) to LOG for each query it
+ *       sees and answers it DELAY_MS later: names whose first label starts
  *       with "nx": NXDOMAIN with an SOA of TTL 300 and MINIMUM 2; "t<N>-...": an A
  *       record of TTL N; "sf": SERVFAIL; "flip": an A record of TTL 1 the first time
- *       such a name is asked, SERVFAIL after; otherwise TTL 60. The A record is 10.0.X.Y
- *       for its Nth query (X.Y = N), so a cached answer is told apart from a fresh one.
+ *       such a name is asked, SERVFAIL after; "drop": never answered; otherwise TTL 60.
+ *       The A record is 10.0.X.Y for its Nth query (X.Y = N), so a cached answer is
+ *       told apart from a fresh one.
  *       "ede...": with EDNS in the query, an OPT carrying its own EDE 17 "by upstream".
  *   dnsq same ADDR PORT NAME TYPE COUNT [WAIT_MS]
  *       COUNT identical queries at once, each from its own socket (port); prints
@@ -349,6 +359,76 @@ static long now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int cmd_trickle(int argc, char **argv)
+{
+	struct sockaddr_storage ss, from;
+	socklen_t sl, fl = 0;
+	if (argc >= 2 && strcmp(argv[0], "--from") == 0) {
+		if (addr_of(argv[1], "0", &from, &fl))
+			return 2;
+		argc -= 2, argv += 2;
+	}
+	if (target(argc, argv, 6, &ss, &sl))
+		return 2;
+	int count = atoi(argv[2]), refused = 0, closed = 0, open_now = 0;
+	long end = now_ms() + atol(argv[3]) * 1000, every = atol(argv[4]);
+	uint8_t msg[512];
+	size_t len = strlen(argv[5]) / 2;
+	for (size_t k = 0; k < len && k < sizeof(msg); k++)
+		sscanf(argv[5] + 2 * k, "%2hhx", &msg[k]);
+	struct pollfd *p = calloc((size_t)count, sizeof(*p));
+	long *born = calloc((size_t)count, sizeof(*born));
+	size_t *sent = calloc((size_t)count, sizeof(*sent));
+	for (int i = 0; i < count; i++) {
+		p[i].fd = socket(ss.ss_family, SOCK_STREAM, 0);
+		p[i].events = POLLIN;
+		born[i] = now_ms();
+		if (p[i].fd < 0 || (fl && bind(p[i].fd, (struct sockaddr *)&from, fl)) ||
+		    connect(p[i].fd, (struct sockaddr *)&ss, sl)) {
+			if (p[i].fd >= 0)
+				close(p[i].fd);
+			p[i].fd = -1, refused++;
+		}
+	}
+	long next = now_ms();
+	while (now_ms() < end) {
+		if (now_ms() >= next) {
+			for (int i = 0; i < count; i++)
+				if (p[i].fd >= 0 && sent[i] < len &&
+				    send(p[i].fd, msg + sent[i], 1, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+				            1)
+					sent[i]++;
+			next += every;
+		}
+		long wait = next - now_ms();
+		if (poll(p, (nfds_t)count, (int)(wait < 0 ? 0 : wait > 100 ? 100 : wait)) <= 0)
+			continue;
+		for (int i = 0; i < count; i++) {
+			char b[512];
+			if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+			    recv(p[i].fd, b, sizeof(b), MSG_DONTWAIT) <= 0) {
+				close(p[i].fd);
+				p[i].fd = -1;
+				if (getenv("DNSQ_DEBUG"))
+					fprintf(stderr, "%d closed at %ld ms\n", i,
+					        now_ms() - born[i]);
+				if (now_ms() - born[i] < 3000)
+					refused++;
+				else
+					closed++;
+			}
+		}
+	}
+	for (int i = 0; i < count; i++)
+		if (p[i].fd >= 0)
+			close(p[i].fd), open_now++;
+	printf("refused=%d closed=%d open=%d\n", refused, closed, open_now);
+	free(p);
+	free(born);
+	free(sent);
+	return 0;
+}
+
 static int cmd_partial(int argc, char **argv)
 {
 	if (argc != 4)
@@ -598,13 +678,25 @@ static int cmd_counter(int argc, char **argv)
 					continue;
 				unsigned type = (unsigned)(q[o] << 8 | q[o + 1]);
 				bool edns = false, dnssec = false; /* DO: in the OPT's TTL */
+				unsigned size = 0, opts = 0;
 				if (q[11] >= 1 && (size_t)n >= o + 4 + 11 && q[o + 4 + 1] == 0 &&
-				    q[o + 4 + 2] == 41)
-					edns = true, dnssec = q[o + 4 + 7] & 0x80;
-				fprintf(log, "%s %u edns=%d do=%d cd=%d\n", name, type, edns,
-				        dnssec, (q[3] & 0x10) != 0);
+				    q[o + 4 + 2] == 41) {
+					const uint8_t *opt = q + o + 4;
+					edns = true, dnssec = (opt[7] & 0x80) != 0;
+					size = (unsigned)(opt[3] << 8 | opt[4]);
+					size_t rdlen = (size_t)(opt[9] << 8 | opt[10]), at = 11;
+					while (at + 4 <= 11 + rdlen &&
+					       o + 4 + at + 4 <= (size_t)n) {
+						at += 4 + (size_t)(opt[at + 2] << 8 | opt[at + 3]);
+						opts++;
+					}
+				}
+				fprintf(log, "%s %u edns=%d do=%d cd=%d size=%u opts=%u\n", name,
+				        type, edns, dnssec, (q[3] & 0x10) != 0, size, opts);
 				fflush(log);
 				seen++;
+				if (strncmp(name, "drop", 4) == 0)
+					continue; /* a name the upstream never answers */
 				uint8_t *a = pend[npend].a;
 				memcpy(a, q, o + 4);
 				a[2] = (uint8_t)(0x84 | (q[2] & 0x01)); /* QR AA, RD copied */
@@ -747,6 +839,54 @@ static size_t query_wire(const char *name, ldns_rr_type type, uint16_t id, uint8
 	free(w);
 	ldns_pkt_free(q);
 	return len;
+}
+
+static int cmd_flood(int argc, char **argv)
+{
+	struct sockaddr_storage ss, from;
+	socklen_t sl, fl = 0;
+	if (argc >= 2 && strcmp(argv[0], "--from") == 0) {
+		if (addr_of(argv[1], "0", &from, &fl))
+			return 2;
+		argc -= 2, argv += 2;
+	}
+	if (target(argc, argv, 5, &ss, &sl))
+		return 2;
+	int count = atoi(argv[2]), sent = 0, answered = 0, servfail = 0;
+	int fd = socket(ss.ss_family, SOCK_DGRAM, 0), big = 4 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	if (fd < 0 || (fl && bind(fd, (struct sockaddr *)&from, fl)) ||
+	    connect(fd, (struct sockaddr *)&ss, sl)) {
+		perror("dnsq: flood");
+		return 2;
+	}
+	uint8_t q[512], a[4096];
+	for (int i = 0; i < count; i++) {
+		char name[256];
+		snprintf(name, sizeof(name), argv[3], i);
+		size_t len = query_wire(name, LDNS_RR_TYPE_A, (uint16_t)i, q, sizeof(q));
+		if (len && send(fd, q, len, 0) == (ssize_t)len)
+			sent++;
+		if (i % 16 == 15) { /* what came back so far, so no socket overflows */
+			ssize_t n;
+			while ((n = recv(fd, a, sizeof(a), MSG_DONTWAIT)) >= 12)
+				answered++, servfail += (a[3] & 0xf) == 2;
+			struct timespec ts = {0, 1000000}; /* 1 ms: ~16k queries a second */
+			nanosleep(&ts, NULL);
+		}
+	}
+	long end = now_ms() + atol(argv[4]);
+	struct pollfd p = {fd, POLLIN, 0};
+	while (now_ms() < end) {
+		if (poll(&p, 1, 50) != 1)
+			continue;
+		ssize_t n = recv(fd, a, sizeof(a), 0);
+		if (n >= 12)
+			answered++, servfail += (a[3] & 0xf) == 2;
+	}
+	printf("sent=%d answered=%d servfail=%d\n", sent, answered, servfail);
+	close(fd);
+	return 0;
 }
 
 static int cmd_tcpstall(int argc, char **argv)
@@ -945,13 +1085,14 @@ int main(int argc, char **argv)
 	        {"counter", cmd_counter},     {"same", cmd_same},
 	        {"tcpstall", cmd_tcpstall},   {"pipeline", cmd_pipeline},
 	        {"zeroport", cmd_zeroport},   {"every", cmd_every},
+	        {"trickle", cmd_trickle},     {"flood", cmd_flood},
 	};
 	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (strcmp(argv[1], modes[i].name) == 0)
 			return modes[i].fn(argc - 2, argv + 2);
 	fprintf(stderr, "usage: dnsq "
 	                "query|raw|storm|idle|partial|noread|blackhole|liar|counter|same|tcpstall|"
-	                "pipeline|zeroport|every ... "
+	                "pipeline|zeroport|every|trickle|flood ... "
 	                "(see the source)\n");
 	return 2;
 }

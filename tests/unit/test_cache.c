@@ -391,6 +391,10 @@ static void test_servfail_from_every_upstream(void **st)
 	assert_true(ldns_pkt_edns(p) != 0);
 	ldns_pkt_free(p);
 	assert_int_equal(look(c, &a, T0 + CACHE_SERVFAIL_TTL * S, false, &p), CACHE_MISS);
+	cache_stats_t cs; /* a stored SERVFAIL answered: counted apart, not a hit */
+	cache_stats(c, &cs);
+	assert_int_equal(cs.servfail, 1);
+	assert_int_equal(cs.hits, 0);
 	/* an expired entry: stale even to fresh lookups for those seconds */
 	query_t b = ask_a("www.example.test.");
 	const char *const an[] = {"www.example.test. 60 IN A 192.0.2.1", NULL};
@@ -663,6 +667,31 @@ static void test_every_entry_is_found_as_the_tables_grow(void **st)
 	cache_free(c);
 }
 
+static void test_orgs_never_share_an_answer_nor_a_flight(void **st)
+{
+	(void)st;
+	cache_t *c = mk(1 << 20);
+	query_t a = ask_a("www.example.test."), b = a;
+	a.q.scope = 0x18, b.q.scope = 0x19;
+	const char *const an[] = {"www.example.test. 60 IN A 192.0.2.1", NULL};
+	msg_t m = reply(&a, LDNS_RCODE_NOERROR, an, NULL, false);
+	assert_int_equal(cache_insert(c, &a.q, m.wire, m.len, T0), 0);
+	free(m.wire);
+	ldns_pkt *p;
+	/* org 0x19 asks 3 s after org 0x18: a TTL of 57 would tell it who asked, and when */
+	assert_int_equal(look(c, &b, T0 + 3 * S, false, &p), CACHE_MISS);
+	assert_int_equal(look(c, &a, T0 + 3 * S, false, &p), CACHE_HIT);
+	assert_int_equal(ttl_of(p, LDNS_SECTION_ANSWER, 0), 57);
+	ldns_pkt_free(p);
+	cache_waiter_t w[2];
+	memset(w, 0, sizeof(w));
+	assert_true(cache_flight_join(c, &a.q, &w[0]));
+	assert_true(cache_flight_join(c, &b.q, &w[1])); /* its own question upstream */
+	cache_flight_done(c, &w[0], NULL, NULL);
+	cache_flight_done(c, &w[1], NULL, NULL);
+	cache_free(c);
+}
+
 static int woken;
 static cache_waiter_t *woke[8];
 
@@ -721,6 +750,7 @@ int main(void)
 	        cmocka_unit_test(test_negative_after_a_cname),
 	        cmocka_unit_test(test_askers_options_and_ad_are_not_shared),
 	        cmocka_unit_test(test_identical_questions_in_flight_have_one_owner),
+	        cmocka_unit_test(test_orgs_never_share_an_answer_nor_a_flight),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
 }

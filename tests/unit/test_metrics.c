@@ -24,7 +24,9 @@ static met_snapshot_t full(void)
 	s.up[0].lat_count = 4, s.up[0].lat_sum_ns = 3000000000u;
 	s.reg.present = true, s.reg.generation = 42, s.reg.written_ns = 1500000000000000000u;
 	s.reg.follows = true, s.reg.follow_seq = 99;
-	s.cache.present = true, s.cache.hits = 3;
+	s.cache.present = true, s.cache.hits = 3, s.cache.servfail = 6;
+	s.sum.qtype[MET_QTYPE_AAAA] = 4;
+	s.sum.dur_bucket[MET_TCP][0] = 1;
 	s.dnstap.present = true, s.dnstap.dropped = 8;
 	s.proc.present = true, s.proc.cpu_seconds = 1.5, s.proc.open_fds = 12;
 	return s;
@@ -274,6 +276,85 @@ static void test_drops_say_why_and_forwards_and_empty_answers_count_nothing(void
 	assert_int_equal(m.dropped[MET_DROP_OVERSIZE], 0);
 }
 
+static void test_a_cached_servfail_is_not_a_hit(void **st)
+{
+	(void)st;
+	met_snapshot_t s = full();
+	char *text = render(&s);
+	assert_non_null(strstr(text, "\ninternald_cache_hits_total 3\n"));
+	assert_non_null(strstr(text, "\n# TYPE internald_cache_servfail_total counter\n"
+	                             "internald_cache_servfail_total 6\n"));
+	free(text);
+}
+
+static void test_queries_count_by_type_forwarded_too_and_others_as_other(void **st)
+{
+	(void)st;
+	met_worker_t m;
+	memset(&m, 0, sizeof(m));
+	uint8_t q[12] = {0}, out[12];
+	header(out, false);
+	const uint16_t types[] = {1, 28, 16, 12, 6, 2, 33, 255, 15, 65};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		ans_ctx_t a = decided(WIRE_NOERROR, NAME_VMS, -1);
+		a.q.has_question = true, a.q.qtype = types[i];
+		met_count_answer(&m, &a, false, i % 2 ? ANS_FORWARD : ANS_REPLY, q, sizeof(q), out,
+		                 sizeof(out));
+	}
+	ans_ctx_t a = decided(WIRE_FORMERR, -1, -1); /* no question read: no type */
+	met_count_answer(&m, &a, false, ANS_REPLY, q, sizeof(q), out, sizeof(out));
+	for (int k = 0; k < MET_QTYPE_OTHER; k++)
+		assert_int_equal(m.qtype[k], 1);
+	assert_int_equal(m.qtype[MET_QTYPE_OTHER], 2);
+	met_snapshot_t s;
+	memset(&s, 0, sizeof(s));
+	s.sum = m;
+	char *text = render(&s);
+	const char *const want[] = {"A", "AAAA", "TXT", "PTR", "SOA", "NS", "SRV", "ANY"};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		char line[96];
+		snprintf(line, sizeof(line), "\ninternald_queries_by_type_total{type=\"%s\"} 1\n",
+		         want[i]);
+		assert_non_null(strstr(text, line));
+	}
+	assert_non_null(strstr(text, "\ninternald_queries_by_type_total{type=\"other\"} 2\n"));
+	free(text);
+}
+
+static void test_a_batch_counts_each_answer_with_the_batch_time_by_transport(void **st)
+{
+	(void)st;
+	met_worker_t m;
+	memset(&m, 0, sizeof(m));
+	met_count_batch(&m, MET_UDP, 3, 40000);     /* 40 us: le 0.00005 */
+	met_count_batch(&m, MET_UDP, 0, 5000000);   /* no answer sent: nothing */
+	met_count_batch(&m, MET_UDP, 1, 999999999); /* past every bound: +Inf only */
+	met_count_batch(&m, MET_TCP, 2, 10000);     /* on the first bound: le 1e-05 */
+	assert_int_equal(met_dur_bucket(10000), 0);
+	assert_int_equal(met_dur_bucket(10001), 1);
+	assert_int_equal(met_dur_bucket(300000000), MET_DUR_BUCKETS);
+	met_snapshot_t s;
+	memset(&s, 0, sizeof(s));
+	s.sum = m;
+	char *text = render(&s);
+	const char *const want[] = {
+	        "internald_request_duration_seconds_bucket{transport=\"udp\",le=\"2.5e-05\"} 0\n",
+	        "internald_request_duration_seconds_bucket{transport=\"udp\",le=\"5e-05\"} 3\n",
+	        "internald_request_duration_seconds_bucket{transport=\"udp\",le=\"0.25\"} 3\n",
+	        "internald_request_duration_seconds_bucket{transport=\"udp\",le=\"+Inf\"} 4\n",
+	        "internald_request_duration_seconds_sum{transport=\"udp\"} 1.000119999\n",
+	        "internald_request_duration_seconds_count{transport=\"udp\"} 4\n",
+	        "internald_request_duration_seconds_bucket{transport=\"tcp\",le=\"1e-05\"} 2\n",
+	        "internald_request_duration_seconds_bucket{transport=\"tcp\",le=\"+Inf\"} 2\n",
+	        "internald_request_duration_seconds_sum{transport=\"tcp\"} 0.000020000\n",
+	        "internald_request_duration_seconds_count{transport=\"tcp\"} 2\n",
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (!strstr(text, want[i]))
+			fail_msg("missing: %s", want[i]);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -286,6 +367,9 @@ int main(void)
 	        cmocka_unit_test(test_each_refused_reason_of_answer_has_its_label),
 	        cmocka_unit_test(test_an_answer_counts_its_rcode_and_form_and_tc_over_udp_only),
 	        cmocka_unit_test(test_drops_say_why_and_forwards_and_empty_answers_count_nothing),
+	        cmocka_unit_test(test_a_cached_servfail_is_not_a_hit),
+	        cmocka_unit_test(test_queries_count_by_type_forwarded_too_and_others_as_other),
+	        cmocka_unit_test(test_a_batch_counts_each_answer_with_the_batch_time_by_transport),
 	};
 	return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
