@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "follow.h"
 #include "jsonl.h"
 #include "kv.h"
@@ -556,13 +557,6 @@ static bool transient(int rc)
 	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
 }
 
-static double mono_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int publish_run(const publish_opts_t *o)
 {
 	const char *name = strcmp(o->file, "-") == 0 ? "<stdin>" : o->file;
@@ -596,8 +590,8 @@ int publish_run(const publish_opts_t *o)
 		if (!rc || state != ATTEMPT_NATS || !transient(rc) || attempt == PUBLISH_ATTEMPTS)
 			break;
 		if (attempt == 1)
-			t0 = mono_now();
-		else if (mono_now() - t0 >= budget)
+			t0 = clock_mono_s();
+		else if (clock_mono_s() - t0 >= budget)
 			break;
 		fprintf(stderr, "internalctl: publish: trying again (attempt %d of at most %d)\n",
 		        attempt + 1, PUBLISH_ATTEMPTS);
