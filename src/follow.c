@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "jsonl.h"
 #include "kv.h"
 #include "kvkey.h"
@@ -113,20 +114,6 @@ typedef struct {
 } follow_t;
 
 static void show(follow_t *fl);
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static uint64_t wall_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* Logs a state once per change, as key=value. */
 static void set_state(follow_t *fl, const char *state, const char *detail)
@@ -709,7 +696,7 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	for (bool done = false; !rc && !done;) {
 		bool past = *last >= fl->info.last;
 		if (past && tail == 0)
-			tail = mono() + TAIL_S;
+			tail = clock_mono_s() + TAIL_S;
 		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : 30000, &m);
 		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
 			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
@@ -721,7 +708,7 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 			fl->seen(fl->seen_arg, &m);
 		if (m.seq > *last)
 			*last = m.seq;
-		done = m.pending == 0 || (past && mono() > tail);
+		done = m.pending == 0 || (past && clock_mono_s() > tail);
 		if (done || fl->batch.n == full_chunk(fl))
 			rc = apply_chunk(fl, txn, spill);
 	}
@@ -744,7 +731,7 @@ static int full_fn(reg_txn_t *txn, void *arg)
 		return rc;
 	fl->seq = last > fl->info.last ? last : fl->info.last;
 	fl->head = fl->seq;
-	fl->contact_ns = wall_ns();
+	fl->contact_ns = clock_wall_ns();
 	if ((rc = put_position(fl, txn)))
 		return rc;
 	return pend_save(fl);
@@ -752,7 +739,7 @@ static int full_fn(reg_txn_t *txn, void *arg)
 
 static int full_sync(follow_t *fl)
 {
-	double t0 = mono();
+	double t0 = clock_mono_s();
 	int rc;
 	char detail[96];
 	snprintf(detail, sizeof(detail), "stream=%s last_seq=%" PRIu64, fl->info.id, fl->info.last);
@@ -760,7 +747,7 @@ static int full_sync(follow_t *fl)
 	fl->applied_base = fl->st.applied;
 	pend_clear(fl); /* what was kept is in the bucket's content, or superseded */
 	fl->pend_saved = fl->o->pending_path != NULL; /* an old file goes after the commit */
-	fl->tag_ns = wall_ns();
+	fl->tag_ns = clock_wall_ns();
 	do
 		rc = reg_write(fl->reg, full_fn, fl);
 	while (rc == -EAGAIN);
@@ -774,7 +761,7 @@ static int full_sync(follow_t *fl)
 	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
 	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
-	         fl->npend, mono() - t0);
+	         fl->npend, clock_mono_s() - t0);
 	return 0;
 }
 
@@ -834,7 +821,7 @@ static int pend_retry(follow_t *fl)
 		batch_dedupe(&b);
 		rc = batch_parse(&b);
 	}
-	fl->tag_ns = wall_ns();
+	fl->tag_ns = clock_wall_ns();
 	while (!rc && jsonl_count(b.j) > 0 && (rc = reg_write(fl->reg, retry_fn, &arg)) == -EAGAIN)
 		rc = batch_parse(&b);
 	if (!rc && jsonl_count(b.j) > 0) {
@@ -856,18 +843,18 @@ static int live_batch(follow_t *fl, batch_t *b)
 	live_arg_t arg = {fl, b};
 	int rc;
 	fl->seq = b->last;
-	fl->tag_ns = wall_ns();
+	fl->tag_ns = clock_wall_ns();
 	if (b->head > fl->head)
 		fl->head = b->head;
 	fl->contact_ns = b->contact_ns;
-	uint64_t t0 = wall_ns();
+	uint64_t t0 = clock_wall_ns();
 	for (;;) {
 		report(fl, b);
 		rc = reg_write(fl->reg, live_fn, &arg);
 		if (rc != -EAGAIN || (rc = batch_parse(b)))
 			break;
 	}
-	fl->apply_ns += wall_ns() - t0;
+	fl->apply_ns += clock_wall_ns() - t0;
 	fl->changes += b->n;
 	report(fl, b);
 	if (rc)
@@ -919,9 +906,9 @@ static void gather(ahead_t *a, batch_t *b)
 	 * what arrives meanwhile: a burst that NATS's thread is still handing over (changes
 	 * written together, an org and its Machines) is one batch, not cut after its first
 	 * change because this thread woke before the rest was queued */
-	double first = mono();
+	double first = clock_mono_s();
 	while (!rc && b->n < a->cap && !*a->stop &&
-	       (kv_sub_queued(a->sub) > 0 || mono() - first < GATHER_LINGER_S) &&
+	       (kv_sub_queued(a->sub) > 0 || clock_mono_s() - first < GATHER_LINGER_S) &&
 	       kv_sub_next(a->sub, 1, &m) == 0) {
 		if (m.seq <= a->seq)
 			continue;
@@ -929,7 +916,7 @@ static void gather(ahead_t *a, batch_t *b)
 		b->head = m.seq + m.pending;
 		rc = batch_add(b, &m);
 	}
-	b->contact_ns = wall_ns();
+	b->contact_ns = clock_wall_ns();
 	if (!rc) {
 		batch_dedupe(b);
 		rc = batch_parse(b);
@@ -1034,7 +1021,7 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 	/* NATS answered: the registry says so (and what the head is), so that a quiet bucket
 	 * and a follower cut off or stuck look different to whoever reads it */
 	fl->head = now.last;
-	fl->contact_ns = wall_ns();
+	fl->contact_ns = clock_wall_ns();
 	if ((rc = reg_write(fl->reg, beat_fn, fl))) {
 		*err = rc;
 		return LIVE_STOP;
@@ -1053,7 +1040,7 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 	kv_sub_t *sub = NULL;
 	ahead_t a;
 	size_t cap = fl->o->batch_max ? fl->o->batch_max : FOLLOW_BATCH_DEFAULT;
-	double checked = mono();
+	double checked = clock_mono_s();
 	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0, how = LIVE_STOP;
 	*err = 0;
 	if (rc) {
@@ -1071,9 +1058,9 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 	while (!*fl->o->stop) {
 		batch_t *b = ahead_take(&a);
 		if (b->rc == -ETIMEDOUT) {
-			if (mono() - checked < IDLE_CHECK_S)
+			if (clock_mono_s() - checked < IDLE_CHECK_S)
 				continue;
-			checked = mono();
+			checked = clock_mono_s();
 			if ((how = idle_check(fl, seq, &lagging, err)) >= 0)
 				break;
 			how = LIVE_STOP;
@@ -1138,7 +1125,7 @@ static int src_health(void *arg, char *msg, size_t cap)
 	uint64_t contact = fl->shown.contact_ns, applied = fl->shown.applied_ns;
 	uint64_t seq = fl->shown.seq, head = fl->shown.head;
 	pthread_mutex_unlock(&fl->mu);
-	double now = (double)wall_ns() / 1e9;
+	double now = (double)clock_wall_ns() / 1e9;
 	double stale = fl->o->stale_after > 0 ? fl->o->stale_after : 10;
 	double since = now - (double)(contact ? contact : fl->start_ns) / 1e9;
 	if (since > stale) {
@@ -1249,7 +1236,7 @@ static bool spread_wait(follow_t *fl)
 	}
 	if (window < 0.1) /* a small stream: not worth a wait */
 		return true;
-	unsigned seed = (unsigned)(wall_ns() ^ ((uint64_t)getpid() * 2654435761u));
+	unsigned seed = (unsigned)(clock_wall_ns() ^ ((uint64_t)getpid() * 2654435761u));
 	double delay = window * ((double)rand_r(&seed) / ((double)RAND_MAX + 1));
 	log_info("follow: full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
 	         delay, window);
@@ -1296,7 +1283,7 @@ static int mark_fn(reg_txn_t *txn, void *arg)
 
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
-	follow_t fl = {.reg = reg, .o = o, .start_ns = wall_ns()};
+	follow_t fl = {.reg = reg, .o = o, .start_ns = clock_wall_ns()};
 	int rc = reg_write(reg, mark_fn, &fl);
 	if (rc) {
 		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
