@@ -81,7 +81,8 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/follow_batch.o $(O)/follow_pending.o $(O)/follow_sync.o \
+            $(O)/follow_metrics.o $(O)/publish.o
 $(O)/internalctl: $(O)/internalctl.o $(O)/ctl_registry.o $(O)/ctl_fleet.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
