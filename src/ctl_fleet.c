@@ -30,8 +30,17 @@ typedef struct {
 	bool replace, has_metrics;
 	cfg_addr_t metrics;
 	const char *js_domain;
-	long spread; /* --sync-spread, -1 when not given */
+	long spread;                     /* --sync-spread, -1 when not given */
+	char *owned[FLEET_URLS_MAX + 1]; /* the URL copies above point into; fleet_args_free */
+	int nowned;
 } fleet_args_t;
+
+static void fleet_args_free(fleet_args_t *a)
+{
+	for (int i = 0; i < a->nowned; i++)
+		free(a->owned[i]);
+	a->nowned = 0;
+}
 
 /* The options naming a file or value of how to reach NATS, and where each goes. */
 static const char **nats_option(fleet_args_t *a, const char *arg)
@@ -57,14 +66,16 @@ static const char **nats_option(fleet_args_t *a, const char *arg)
 
 /* A URL's password, if it has one, copied out and starred in place: the argument list
  * (ps, /proc/PID/cmdline) shows "nats://user:***@host" from here on. NULL: no memory. */
-static const char *hide_password(char *url)
+static const char *hide_password(fleet_args_t *a, char *url)
 {
 	char *p = strstr(url, "://"), *at, *colon;
 	if (!p || !(at = strchr(p + 3, '@')) || !(colon = memchr(p + 3, ':', (size_t)(at - p - 3))))
 		return url;
 	char *copy = strdup(url);
-	if (copy)
+	if (copy) {
 		memset(colon + 1, '*', (size_t)(at - colon - 1));
+		a->owned[a->nowned++] = copy;
+	}
 	return copy;
 }
 
@@ -73,9 +84,11 @@ static void urls_from_env(fleet_args_t *a)
 {
 	const char *env = getenv("NATS_URL");
 	char *list = env && *env ? strdup(env) : NULL, *save = NULL;
+	if (list)
+		a->owned[a->nowned++] = list;
 	for (char *u = list ? strtok_r(list, ", ", &save) : NULL;
 	     u && a->nats.nurls < FLEET_URLS_MAX; u = strtok_r(NULL, ", ", &save))
-		a->urls[a->nats.nurls++] = u; /* list lives as long as the process */
+		a->urls[a->nats.nurls++] = u;
 }
 
 /* A JetStream KV bucket name: letters, digits, '-' and '_' (NATS refuses any other, and
@@ -115,7 +128,7 @@ static bool domain_valid(const char *s)
 }
 
 /* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
-static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
+static int fleet_args_parse(const cli_t *c, bool file, fleet_args_t *a)
 {
 	const char *cmd = c->argv[0];
 	*a = (fleet_args_t){.bucket = "internal", .replicas = 1, .spread = -1};
@@ -141,7 +154,7 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 		if (nats) {
 			if (a->nats.nurls == FLEET_URLS_MAX)
 				return ctl_cmd_usage(cmd, "at most %d --nats URLs", FLEET_URLS_MAX);
-			if (!(val = hide_password(c->argv[i])))
+			if (!(val = hide_password(a, c->argv[i])))
 				return EXIT_REFUSED;
 			a->urls[a->nats.nurls++] = val;
 		} else if (conn) {
@@ -217,6 +230,15 @@ static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
 	return 0;
 }
 
+/* fleet_args_parse; on success the caller owns a's copies (fleet_args_free). */
+static int fleet_args(const cli_t *c, bool file, fleet_args_t *a)
+{
+	int rc = fleet_args_parse(c, file, a);
+	if (rc)
+		fleet_args_free(a);
+	return rc;
+}
+
 int ctl_publish(cli_t *c)
 {
 	fleet_args_t a;
@@ -230,7 +252,9 @@ int ctl_publish(cli_t *c)
 	                    .ack_wait_ms = a.ack_wait * 1000,
 	                    .replace = a.replace,
 	                    .file = a.file};
-	return publish_run(&o) ? EXIT_REFUSED : 0;
+	rc = publish_run(&o) ? EXIT_REFUSED : 0;
+	fleet_args_free(&a);
+	return rc;
 }
 
 static volatile sig_atomic_t follow_stop;
@@ -241,13 +265,24 @@ static void on_stop(int sig)
 	follow_stop = 1;
 }
 
+static int follow_with(cli_t *c, fleet_args_t *a);
+
 int ctl_follow(cli_t *c)
 {
 	fleet_args_t a;
-	reg_t *reg;
 	int rc = fleet_args(c, false, &a);
 	if (rc)
 		return rc;
+	rc = follow_with(c, &a);
+	fleet_args_free(&a);
+	return rc;
+}
+
+/* follow with its parsed options (a keeps owning its copies) */
+static int follow_with(cli_t *c, fleet_args_t *a)
+{
+	reg_t *reg;
+	int rc;
 	struct sigaction sa = {.sa_handler = on_stop};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -258,20 +293,20 @@ int ctl_follow(cli_t *c)
 	if ((rc = ctl_open_reg(&wc, true, &reg)))
 		return rc;
 	/* --sync-spread 0 is none (-1 here); without it, the default (0 here) */
-	double spread = a.spread < 0 ? 0 : a.spread == 0 ? -1 : (double)a.spread;
+	double spread = a->spread < 0 ? 0 : a->spread == 0 ? -1 : (double)a->spread;
 	char pending[4096];
 	snprintf(pending, sizeof(pending), "%s/follow-pending", c->db);
-	follow_opts_t o = {.nats = &a.nats,
-	                   .bucket = a.bucket,
-	                   .batch_max = (size_t)a.batch,
+	follow_opts_t o = {.nats = &a->nats,
+	                   .bucket = a->bucket,
+	                   .batch_max = (size_t)a->batch,
 	                   .stop = &follow_stop,
-	                   .js_domain = a.js_domain,
+	                   .js_domain = a->js_domain,
 	                   .sync_spread_s = spread,
 	                   .pending_path = pending,
-	                   .stale_after = (double)a.stale_after};
+	                   .stale_after = (double)a->stale_after};
 
 	char err[CFG_ERR_MAX];
-	if (a.has_metrics && met_http_start(&o.http, &a.metrics, INTERNALD_VERSION, err)) {
+	if (a->has_metrics && met_http_start(&o.http, &a->metrics, INTERNALD_VERSION, err)) {
 		fprintf(stderr, "internalctl: follow: %s\n", err);
 		reg_close(reg);
 		return EXIT_REFUSED;
