@@ -54,7 +54,7 @@ CORE     := wire names org regions answer reg_core reg_codec reg_read config log
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl jsonl_fields
-SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http portcheck
+SERVER   := server srv_worker srv_udp srv_tcp forward fwd_upstream dnstap metrics_http portcheck
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
