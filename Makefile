@@ -63,7 +63,8 @@ CORE     := wire names org regions answer reg_core reg_codec reg_read config log
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl jsonl_fields
-SERVER   := server srv_worker srv_udp srv_tcp forward dnstap metrics_http portcheck notify
+SERVER   := server srv_worker srv_udp srv_tcp forward fwd_upstream dnstap metrics_http portcheck \
+	    notify
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
@@ -90,8 +91,9 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/publish.o $(O)/notify.o
-$(O)/internalctl: $(O)/internalctl.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
+FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/follow_batch.o $(O)/follow_pending.o $(O)/follow_sync.o \
+            $(O)/follow_metrics.o $(O)/publish.o $(O)/notify.o
+$(O)/internalctl: $(O)/internalctl.o $(O)/ctl_registry.o $(O)/ctl_fleet.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(CORE_O) $(WRITE_O) $(O)/zone.o | $(O)

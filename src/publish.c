@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "follow.h"
 #include "jsonl.h"
 #include "kv.h"
@@ -362,6 +363,128 @@ out:
 	return rc;
 }
 
+/* A put of one line, unless the bucket holds that value already (counted in *nsame). */
+static int put_line(kv_bucket_t *b, const bucket_map_t *m, const char *buf, const line_t *ln,
+                    uint64_t *nsame)
+{
+	if (unchanged(m, ln->key, buf + ln->off, ln->len)) {
+		(*nsame)++;
+		return 0;
+	}
+	return kv_put(b, ln->key, buf + ln->off, ln->len);
+}
+
+static bool org_or_region(int kind)
+{
+	return kind == KVKEY_ORG || kind == KVKEY_REGION;
+}
+
+/* Write step 1: the file's orgs and regions, in file order, before anything under them. */
+static int put_orgs_regions(kv_bucket_t *b, const bucket_map_t *m, const char *buf,
+                            const line_t *lines, size_t n, uint64_t *nsame)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++)
+		if (lines[i].key && !lines[i].del && org_or_region(lines[i].kind))
+			rc = put_line(b, m, buf, &lines[i], nsame);
+	return rc;
+}
+
+/* Write steps 2 and 4: the deletes of everything but orgs and regions (!orgs), then,
+ * after every put, those of orgs and regions (orgs): no org goes before its records. */
+static int delete_keys(kv_bucket_t *b, char **dels, size_t n, bool orgs)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++)
+		if (org_or_region(kvkey_kind(dels[i])) == orgs)
+			rc = kv_delete(b, dels[i]);
+	return rc;
+}
+
+/* Write step 3: the other records, in order_puts' order. */
+static int put_rest(kv_bucket_t *b, const bucket_map_t *m, const char *buf, const line_t *lines,
+                    const size_t *order, size_t n, uint64_t *nsame)
+{
+	int rc = 0;
+	for (size_t k = 0; k < n && !rc; k++)
+		rc = put_line(b, m, buf, &lines[order[k]], nsame);
+	return rc;
+}
+
+/*
+ * The keys to delete, each once, into *out (allocated; its strings are the lines' and
+ * the map's): the file's deletes, the old keys of the Machines it moves to another org
+ * and, with replace, the bucket's keys the file puts nothing under (a key the file
+ * deletes itself, or a moved Machine's old key, is both). A delete of what the bucket
+ * does not hold writes nothing, so it is left out.
+ */
+static int plan_deletes(const bucket_map_t *m, bool replace, const line_t *lines, size_t nlines,
+                        char ***out, size_t *nout)
+{
+	char **bkeys = NULL, **fkeys = NULL, **dels = NULL;
+	size_t nbkeys = 0, nf = 0, ndel = 0, nheld = 0;
+	int rc = replace ? bucket_keys(m, &bkeys, &nbkeys) : 0;
+	if (rc)
+		return rc;
+	fkeys = calloc(nlines + 1, sizeof(*fkeys));
+	dels = calloc(2 * nlines + nbkeys + 1, sizeof(*dels));
+	if (!fkeys || !dels) {
+		free(bkeys);
+		free(fkeys);
+		free(dels);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nlines; i++) {
+		if (lines[i].key)
+			*(lines[i].del ? &dels[ndel++] : &fkeys[nf++]) = lines[i].key;
+		if (lines[i].oldkey)
+			dels[ndel++] = lines[i].oldkey;
+	}
+	qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
+	for (size_t i = 0; i < nbkeys; i++)
+		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
+			dels[ndel++] = bkeys[i];
+	ndel = sort_unique(dels, ndel);
+	for (size_t i = 0; i < ndel; i++)
+		if (held(m, dels[i]))
+			dels[nheld++] = dels[i];
+	free(bkeys); /* its keys are the map's */
+	free(fkeys);
+	*out = dels, *nout = nheld;
+	return 0;
+}
+
+/*
+ * The file, validated against the bucket's content in scratch as import validates it:
+ * jsonl_parse, the key of every line, then jsonl_apply in a transaction thrown away.
+ * 0, or -EINVAL after saying why and that nothing was published. *j and *lines are
+ * the caller's to free, also on failure.
+ */
+static int validate_file(reg_t *scratch, const publish_opts_t *o, char *buf, size_t len,
+                         const char *name, jsonl_t **j, line_t **lines, size_t *nlines)
+{
+	char err[JSONL_ERR_MAX] = "";
+	FILE *mf = len ? fmemopen(buf, len, "r") : fopen("/dev/null", "r");
+	int rc = mf ? jsonl_parse(mf, name, j, err) : -errno;
+	if (mf)
+		fclose(mf);
+	if (!rc)
+		rc = line_keys(scratch, name, buf, len, lines, nlines);
+	if (!rc) {
+		check_t c = {*j, o->replace, err};
+		rc = reg_write(scratch, check_fn, &c);
+		rc = rc == CHECKED ? 0 : rc;
+	}
+	if (!rc)
+		return 0;
+	if (err[0])
+		fprintf(stderr, "internalctl: %s\n", err);
+	else if (rc != -EINVAL)
+		fprintf(stderr, "internalctl: publish: %s\n", reg_strerror(rc));
+	fprintf(stderr, "internalctl: nothing was published; bucket %s is unchanged\n", o->bucket);
+	return -EINVAL;
+}
+
 /* One attempt: connect, mirror and validate, write what differs. *state: what the
  * failure was (ATTEMPT_*), for publish_run to decide whether to try again. */
 enum { ATTEMPT_DONE, ATTEMPT_REFUSED, ATTEMPT_NATS };
@@ -369,9 +492,9 @@ enum { ATTEMPT_DONE, ATTEMPT_REFUSED, ATTEMPT_NATS };
 static int publish_once(const publish_opts_t *o, char *buf, size_t len, const char *name,
                         int *state)
 {
-	char **bkeys = NULL, **fkeys = NULL, **dels = NULL, err[JSONL_ERR_MAX] = "";
+	char **dels = NULL;
 	char scratch_dir[] = "/tmp/internalctl-publish.XXXXXX";
-	size_t nlines = 0, nbkeys = 0, ndel = 0, nput = 0, *puts = NULL;
+	size_t nlines = 0, ndel = 0, nput = 0, *puts = NULL;
 	uint64_t nputs = 0, ndels = 0, nsame = 0;
 	bucket_map_t held_map = {0};
 	line_t *lines = NULL;
@@ -411,61 +534,12 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 		        "internalctl: publish: the bucket holds %llu values that do not validate "
 		        "(ignored; see the warnings above)\n",
 		        (unsigned long long)st.skipped);
-	/* the file, validated against it: jsonl_parse, then jsonl_apply in a transaction
-	 * thrown away */
-	FILE *mf = len ? fmemopen(buf, len, "r") : fopen("/dev/null", "r");
-	if (!mf) {
-		rc = -errno;
-		goto out;
-	}
-	rc = jsonl_parse(mf, name, &j, err);
-	fclose(mf);
-	if (!rc)
-		rc = line_keys(scratch, name, buf, len, &lines, &nlines);
-	if (!rc) {
-		check_t c = {j, o->replace, err};
-		rc = reg_write(scratch, check_fn, &c);
-		rc = rc == CHECKED ? 0 : rc;
-	}
-	if (rc) {
-		if (err[0])
-			fprintf(stderr, "internalctl: %s\n", err);
-		else if (rc != -EINVAL)
-			fprintf(stderr, "internalctl: publish: %s\n", reg_strerror(rc));
-		fprintf(stderr, "internalctl: nothing was published; bucket %s is unchanged\n",
-		        o->bucket);
-		rc = -EINVAL;
+	if ((rc = validate_file(scratch, o, buf, len, name, &j, &lines, &nlines))) {
 		*state = ATTEMPT_REFUSED;
 		goto out;
 	}
-	/* the keys to delete, each once: the file's deletes, the old keys of the Machines it
-	 * moves to another org and, with --replace, the bucket's keys the file puts nothing
-	 * under (a key the file deletes itself, or a moved Machine's old key, is both) */
-	if (o->replace && (rc = bucket_keys(&held_map, &bkeys, &nbkeys)))
+	if ((rc = plan_deletes(&held_map, o->replace, lines, nlines, &dels, &ndel)))
 		goto write_failed;
-	fkeys = calloc(nlines + 1, sizeof(*fkeys));
-	dels = calloc(2 * nlines + nbkeys + 1, sizeof(*dels));
-	if (!fkeys || !dels) {
-		rc = -ENOMEM;
-		goto write_failed;
-	}
-	size_t nf = 0;
-	for (size_t i = 0; i < nlines; i++) {
-		if (lines[i].key)
-			*(lines[i].del ? &dels[ndel++] : &fkeys[nf++]) = lines[i].key;
-		if (lines[i].oldkey)
-			dels[ndel++] = lines[i].oldkey;
-	}
-	qsort(fkeys, nf, sizeof(*fkeys), cmp_str);
-	for (size_t i = 0; i < nbkeys; i++)
-		if (!bsearch(&bkeys[i], fkeys, nf, sizeof(*fkeys), cmp_str))
-			dels[ndel++] = bkeys[i];
-	ndel = sort_unique(dels, ndel);
-	size_t nheld = 0; /* a delete of what the bucket does not hold writes nothing */
-	for (size_t i = 0; i < ndel; i++)
-		if (held(&held_map, dels[i]))
-			dels[nheld++] = dels[i];
-	ndel = nheld;
 	if (!(puts = malloc((nlines + 1) * sizeof(*puts)))) {
 		rc = -ENOMEM;
 		goto write_failed;
@@ -475,33 +549,11 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 	/* orgs and regions, deletes, the other records, then deletes of orgs and regions:
 	 * a follower that gets them in separate batches never sees a record before its org,
 	 * nor an org deleted before its records */
-	for (int pass = 0; pass < 4; pass++) {
-		for (size_t i = 0; pass == 0 && i < nlines; i++) {
-			line_t *ln = &lines[i];
-			if (!ln->key || ln->del ||
-			    (ln->kind != KVKEY_ORG && ln->kind != KVKEY_REGION))
-				continue;
-			if (unchanged(&held_map, ln->key, buf + ln->off, ln->len))
-				nsame++;
-			else if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
-				goto write_failed;
-		}
-		for (size_t k = 0; pass == 2 && k < nput; k++) {
-			line_t *ln = &lines[puts[k]];
-			if (unchanged(&held_map, ln->key, buf + ln->off, ln->len))
-				nsame++;
-			else if ((rc = kv_put(b, ln->key, buf + ln->off, ln->len)))
-				goto write_failed;
-		}
-		for (size_t i = 0; (pass == 1 || pass == 3) && i < ndel; i++) {
-			int kind = kvkey_kind(dels[i]);
-			bool first = kind == KVKEY_ORG || kind == KVKEY_REGION;
-			if ((pass == 3) != first)
-				continue;
-			if ((rc = kv_delete(b, dels[i])))
-				goto write_failed;
-		}
-	}
+	if ((rc = put_orgs_regions(b, &held_map, buf, lines, nlines, &nsame)) ||
+	    (rc = delete_keys(b, dels, ndel, false)) ||
+	    (rc = put_rest(b, &held_map, buf, lines, puts, nput, &nsame)) ||
+	    (rc = delete_keys(b, dels, ndel, true)))
+		goto write_failed;
 	if ((rc = kv_flush(b)))
 		goto write_failed;
 	kv_acked(b, &nputs, &ndels);
@@ -534,9 +586,7 @@ out:
 		free(lines[i].oldkey);
 	}
 	free(lines);
-	free(bkeys); /* its keys are the map's */
 	map_free(&held_map);
-	free(fkeys);
 	free(dels);
 	free(puts);
 	if (scratch)
@@ -554,13 +604,6 @@ out:
 static bool transient(int rc)
 {
 	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
-}
-
-static double mono_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 int publish_run(const publish_opts_t *o)
@@ -596,8 +639,8 @@ int publish_run(const publish_opts_t *o)
 		if (!rc || state != ATTEMPT_NATS || !transient(rc) || attempt == PUBLISH_ATTEMPTS)
 			break;
 		if (attempt == 1)
-			t0 = mono_now();
-		else if (mono_now() - t0 >= budget)
+			t0 = clock_mono_s();
+		else if (clock_mono_s() - t0 >= budget)
 			break;
 		fprintf(stderr, "internalctl: publish: trying again (attempt %d of at most %d)\n",
 		        attempt + 1, PUBLISH_ATTEMPTS);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "clock.h"
+
 /* A read-only map is virtual address space only: the larger, the rarer a remap after
  * the writer grows the file. Smaller windows are tried where address space is limited
  * (ulimit -v, valgrind); 0 means the size the writer last set. */
@@ -339,19 +341,12 @@ uint64_t reg_txn_id(reg_txn_t *t)
 	return mdb_txn_id(t->txn);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Every commit: the generation counts on, and the time of the write is kept beside it. */
 static int bump_generation(reg_txn_t *t)
 {
 	uint8_t b[8], w[8];
 	put_u64(b, reg_generation(t) + 1);
-	put_u64(w, now_ns());
+	put_u64(w, clock_wall_ns());
 	MDB_val k = {10, "generation"}, v = {8, b};
 	MDB_val wk = {7, "written"}, wv = {8, w};
 	int rc = mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0);

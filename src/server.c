@@ -22,6 +22,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
@@ -505,7 +506,7 @@ int srv_metrics(srv_t *s, met_snapshot_t *out)
 
 int srv_health(const srv_t *s, char *msg, size_t cap)
 {
-	uint64_t now = srv_mono_ns();
+	uint64_t now = clock_mono_ns();
 	size_t o = 0;
 	int stalled = 0;
 	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == SRV_STOPPING) {

@@ -171,7 +171,6 @@ enum { SRV_STARTING, SRV_READY, SRV_STOPPING };
 
 /* ---- srv_worker.c ------------------------------------------------------------------------ */
 
-uint64_t srv_mono_ns(void);
 /* Any socket address as 16 bytes of IPv6 (IPv4 as v4-mapped). */
 void srv_addr16(const struct sockaddr_storage *ss, uint8_t out[16]);
 uint16_t srv_port_of(const struct sockaddr_storage *ss);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
@@ -278,7 +279,7 @@ static void conn_process(conn_t *c)
 		srv_conn_close(c);
 		return;
 	}
-	uint64_t t0 = srv_mono_ns(), sent = c->w->m.responses; /* the batch's time */
+	uint64_t t0 = clock_mono_ns(), sent = c->w->m.responses; /* the batch's time */
 	size_t off = 0;
 	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
 	       c->len - off >= 2) {
@@ -293,7 +294,7 @@ static void conn_process(conn_t *c)
 		off += 2 + mlen;
 		c->frames++;
 	}
-	met_count_batch(&c->w->m, MET_TCP, c->w->m.responses - sent, srv_mono_ns() - t0);
+	met_count_batch(&c->w->m, MET_TCP, c->w->m.responses - sent, clock_mono_ns() - t0);
 	srv_batch_end(c->w);
 	if (off) {
 		memmove(c->buf, c->buf + off, c->len - off);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
@@ -257,7 +258,7 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 		return;
 	MET_INC(w->m.wakeups);
 	/* one clock read per batch: a round ends where the next one's receive begins */
-	uint64_t t0 = srv_mono_ns();
+	uint64_t t0 = clock_mono_ns();
 	for (int round = 0; round < ROUNDS; round++) {
 		int n = udp_recv(s);
 		if (n <= 0)
@@ -270,7 +271,7 @@ void srv_udp_readable(uv_poll_t *h, int status, int events)
 			if (udp_handle(s, i, m, &now))
 				m++;
 		udp_send(s, m);
-		uint64_t t1 = srv_mono_ns();
+		uint64_t t1 = clock_mono_ns();
 		met_count_batch(&w->m, MET_UDP, m, t1 - t0);
 		t0 = t1;
 		in_rearm(w, (unsigned)n);

@@ -10,18 +10,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
 
 static void worker_adopt(worker_t *w, const cfg_snap_t *sn);
-
-uint64_t srv_mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- addresses ------------------------------------------------------------------------ */
 
@@ -202,7 +196,7 @@ static void on_stop(uv_async_t *a)
 static void on_beat(uv_timer_t *t)
 {
 	worker_t *w = t->data;
-	__atomic_store_n(&w->m.heartbeat_ns, srv_mono_ns(), __ATOMIC_RELAXED);
+	__atomic_store_n(&w->m.heartbeat_ns, clock_mono_ns(), __ATOMIC_RELAXED);
 	adopt_newest(w); /* an idle worker lets the previous configuration go too */
 }
 
@@ -247,7 +241,7 @@ int srv_worker_init(srv_t *s, worker_t *w, int (*fds)[3], char *err)
 	w->max_conns = cfg->tcp_max_conns / s->nworkers ? cfg->tcp_max_conns / s->nworkers : 1;
 	uv_async_init(&w->loop, &w->stop, on_stop);
 	w->stop.data = w;
-	w->m.heartbeat_ns = srv_mono_ns();
+	w->m.heartbeat_ns = clock_mono_ns();
 	uv_timer_init(&w->loop, &w->beat);
 	w->beat.data = w;
 	uv_timer_start(&w->beat, on_beat, BEAT_MS, BEAT_MS);
