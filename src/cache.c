@@ -11,6 +11,7 @@
  * It must never touch a socket, a loop or a clock, and never allocate in cache_lookup.
  */
 #include "cache.h"
+#include "list.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -205,24 +206,14 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
  * entry out of it, ring_push puts one at the head (stored, or given its second chance). */
 static void ring_take(shard_t *s, entry_t *e)
 {
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		s->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
+	if (s->tail == e)
 		s->tail = e->prev;
-	e->prev = e->next = NULL;
+	LIST_UNLINK(&s->head, e, prev, next);
 }
 
 static void ring_push(shard_t *s, entry_t *e)
 {
-	e->next = s->head;
-	e->prev = NULL;
-	if (s->head)
-		s->head->prev = e;
-	s->head = e;
+	LIST_PUSH(&s->head, e, prev, next);
 	if (!s->tail)
 		s->tail = e;
 }

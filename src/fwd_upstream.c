@@ -5,6 +5,7 @@
  * timer, and each upstream's up/down state and back-off.
  */
 #include "fwd_impl.h"
+#include "list.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -80,13 +81,8 @@ static void tconn_detach(fq_t *q)
 	tconn_t *tc = q->tc;
 	if (!tc)
 		return;
-	if (q->tprev)
-		q->tprev->tnext = q->tnext;
-	else
-		tc->inflight = q->tnext;
-	if (q->tnext)
-		q->tnext->tprev = q->tprev;
-	q->tc = NULL, q->tnext = q->tprev = NULL;
+	LIST_UNLINK(&tc->inflight, q, tprev, tnext);
+	q->tc = NULL;
 	if (!tc->inflight && !tc->closing)
 		uv_timer_start(&tc->idle, on_tconn_idle, TCP_IDLE_MS, 0);
 }
@@ -385,10 +381,7 @@ static void tcp_send(fq_t *q)
 		o = tc->inflight; /* from the first again */
 	}
 	q->tc = tc;
-	q->tnext = tc->inflight;
-	if (tc->inflight)
-		tc->inflight->tprev = q;
-	tc->inflight = q;
+	LIST_PUSH(&tc->inflight, q, tprev, tnext);
 	if (tc->connected)
 		tcp_write(q);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
@@ -32,12 +33,7 @@ static void conn_release(conn_t *c)
 	if (--c->refs > 0)
 		return;
 	worker_t *w = c->w;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_UNLINK(&w->conns, c, prev, next);
 	w->nconns--;
 	MET_ADD(w->m.tcp_open, (uint64_t)-1);
 	if (c->slotted)
@@ -397,10 +393,7 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 	c->w = w, c->cap = 1024, c->refs = 2;
 	c->h.data = c, c->idle.data = c;
 	uv_timer_init(&w->loop, &c->idle);
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
+	LIST_PUSH(&w->conns, c, prev, next);
 	w->nconns++;
 	MET_INC(w->m.tcp_accepted);
 	MET_INC(w->m.tcp_open);
