@@ -11,6 +11,8 @@
  * It must never touch a socket, a loop or a clock, and never allocate in cache_lookup.
  */
 #include "cache.h"
+#include "bytes.h"
+#include "list.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -71,22 +73,6 @@ static size_t charge(size_t n)
 {
 	size_t c = (n + 8 + 15) & ~(size_t)15;
 	return c < 32 ? 32 : c;
-}
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
 }
 
 static uint8_t query_bits(const wire_query_t *q)
@@ -205,24 +191,14 @@ static entry_t *find(shard_t *s, uint64_t h, const wire_query_t *q, uint8_t bits
  * entry out of it, ring_push puts one at the head (stored, or given its second chance). */
 static void ring_take(shard_t *s, entry_t *e)
 {
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		s->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
+	if (s->tail == e)
 		s->tail = e->prev;
-	e->prev = e->next = NULL;
+	LIST_UNLINK(&s->head, e, prev, next);
 }
 
 static void ring_push(shard_t *s, entry_t *e)
 {
-	e->next = s->head;
-	e->prev = NULL;
-	if (s->head)
-		s->head->prev = e;
-	s->head = e;
+	LIST_PUSH(&s->head, e, prev, next);
 	if (!s->tail)
 		s->tail = e;
 }
@@ -302,11 +278,11 @@ static size_t write_answer(entry_t *e, const uint8_t *pkt, const wire_query_t *q
 	uint32_t elapsed = now_ms > e->stored_ms ? (uint32_t)((now_ms - e->stored_ms) / 1000) : 0;
 	const uint16_t *off = ttl_offs(e);
 	for (unsigned i = 0; i < e->nttl; i++) {
-		uint32_t t = rd32(m + off[i]);
+		uint32_t t = get_be32(m + off[i]);
 		if (t > e->cap_ttl)
 			t = e->cap_ttl;
 		t = stale ? CACHE_STALE_TTL : t > elapsed ? t - elapsed : 0;
-		wr32(out + off[i], t);
+		put_be32(out + off[i], t);
 	}
 	return n;
 }
@@ -391,20 +367,20 @@ typedef struct {
 /* Walks every record; the TTL offsets of all but OPT. */
 static int scan(const uint8_t *m, size_t len, uint16_t qtype, scan_t *sc)
 {
-	if (len < WIRE_HDR || rd16(m + 4) != 1)
+	if (len < WIRE_HDR || get_be16(m + 4) != 1)
 		return -EINVAL;
 	size_t off = WIRE_HDR;
 	if (wire_skip_name(m, len, &off) || off + 4 > len)
 		return -EINVAL;
 	off += 4;
-	unsigned count[3] = {rd16(m + 6), rd16(m + 8), rd16(m + 10)};
+	unsigned count[3] = {get_be16(m + 6), get_be16(m + 8), get_be16(m + 10)};
 	sc->n = 0, sc->min_ttl = UINT32_MAX, sc->soa = sc->has_qtype = false;
 	for (int sec = 0; sec < 3; sec++)
 		for (unsigned i = 0; i < count[sec]; i++) {
 			if (wire_skip_name(m, len, &off) || off + 10 > len)
 				return -EINVAL;
-			uint16_t type = rd16(m + off), rdlen = rd16(m + off + 8);
-			uint32_t ttl = rd32(m + off + 4);
+			uint16_t type = get_be16(m + off), rdlen = get_be16(m + off + 8);
+			uint32_t ttl = get_be32(m + off + 4);
 			size_t toff = off + 4;
 			off += 10;
 			if (off + rdlen > len)
@@ -423,7 +399,7 @@ static int scan(const uint8_t *m, size_t len, uint16_t qtype, scan_t *sc)
 					sc->has_qtype = true;
 				if (sec == 1 && type == WIRE_SOA && rdlen >= 22 && !sc->soa) {
 					sc->soa = true;
-					sc->soa_min = rd32(m + off + rdlen - 4);
+					sc->soa_min = get_be32(m + off + rdlen - 4);
 				}
 			}
 			off += rdlen;
@@ -496,7 +472,7 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
 {
 	static _Thread_local scan_t sc;
 	static _Thread_local uint8_t msg[WIRE_TCP_MAX];
-	if (len < WIRE_HDR || len > sizeof(msg) || !wire_answers(q, rd16(resp), resp, len))
+	if (len < WIRE_HDR || len > sizeof(msg) || !wire_answers(q, get_be16(resp), resp, len))
 		return -EINVAL;
 	if (resp[2] & 0x02) /* TC: the TCP retry's answer is the one to keep */
 		return -EINVAL;
@@ -505,7 +481,7 @@ int cache_insert(cache_t *c, const wire_query_t *q, const uint8_t *resp, size_t 
 	if (scan(msg, len, q->qtype, &sc))
 		return -EINVAL;
 	int rcode = msg[3] & 0x0f;
-	unsigned an = rd16(msg + 6);
+	unsigned an = get_be16(msg + 6);
 	uint32_t ttl = sc.min_ttl, cap;
 	if (rcode == WIRE_NOERROR && an > 0 && (sc.has_qtype || !sc.soa)) {
 		cap = c->conf.max_ttl; /* a CNAME chain without its end and no SOA too */

@@ -26,6 +26,7 @@
  * the two files share is src/fwd_impl.h.
  */
 #include "fwd_impl.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -176,7 +177,7 @@ void fwd_finish(fq_t *q, const uint8_t *resp, size_t len)
 			                            f->obuf, sizeof(f->obuf));
 			MET_INC(f->stats.servfail);
 		}
-		f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
+		put_be16(f->obuf, q->wq.id);
 		q->done(q->arg, f->obuf, n);
 	}
 	release(q);
@@ -228,7 +229,7 @@ static void on_client_timer(uv_timer_t *t)
 	    (r = cache_lookup(f->conf->cache, q->msg, &q->wq, q->max, uv_now(f->loop), true,
 	                      f->obuf, sizeof(f->obuf), &n)) == CACHE_MISS)
 		return;
-	f->obuf[0] = (uint8_t)(q->wq.id >> 8), f->obuf[1] = (uint8_t)q->wq.id;
+	put_be16(f->obuf, q->wq.id);
 	n = cached_ede(f->obuf, n, q->max, &q->wq, r);
 	MET_INC(f->stats.stale);
 	q->client_done = true;

@@ -5,6 +5,8 @@
  * timer, and each upstream's up/down state and back-off.
  */
 #include "fwd_impl.h"
+#include "bytes.h"
+#include "list.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +30,7 @@ static uint16_t random_id(fwd_t *f)
 			log_warn("event=getrandom status=failed reason=\"query IDs are weaker\"");
 		f->rnd_used = 0;
 	}
-	uint16_t v = (uint16_t)(f->rnd[f->rnd_used] << 8 | f->rnd[f->rnd_used + 1]);
+	uint16_t v = get_be16(f->rnd + f->rnd_used);
 	f->rnd_used += 2;
 	return v;
 }
@@ -80,13 +82,8 @@ static void tconn_detach(fq_t *q)
 	tconn_t *tc = q->tc;
 	if (!tc)
 		return;
-	if (q->tprev)
-		q->tprev->tnext = q->tnext;
-	else
-		tc->inflight = q->tnext;
-	if (q->tnext)
-		q->tnext->tprev = q->tprev;
-	q->tc = NULL, q->tnext = q->tprev = NULL;
+	LIST_UNLINK(&tc->inflight, q, tprev, tnext);
+	q->tc = NULL;
 	if (!tc->inflight && !tc->closing)
 		uv_timer_start(&tc->idle, on_tconn_idle, TCP_IDLE_MS, 0);
 }
@@ -271,7 +268,7 @@ static void tcp_write(fq_t *q)
 		return;
 	}
 	w->tc = tc;
-	w->data[0] = (uint8_t)(q->len >> 8), w->data[1] = (uint8_t)q->len;
+	put_be16(w->data, (uint16_t)q->len);
 	memcpy(w->data + 2, q->msg, q->len);
 	uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(q->len + 2));
 	if (uv_write(&w->req, (uv_stream_t *)&tc->h, &b, 1, on_written)) {
@@ -306,7 +303,7 @@ static void on_tconn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	tc->len += (size_t)n;
 	size_t off = 0;
 	while (tc->len - off >= 2) {
-		size_t mlen = (size_t)tc->buf[off] << 8 | tc->buf[off + 1];
+		size_t mlen = get_be16(tc->buf + off);
 		if (tc->len - off - 2 < mlen)
 			break;
 		const uint8_t *m = tc->buf + off + 2;
@@ -381,14 +378,11 @@ static void tcp_send(fq_t *q)
 			continue;
 		}
 		q->up_id = random_id(q->f);
-		q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
+		put_be16(q->msg, q->up_id);
 		o = tc->inflight; /* from the first again */
 	}
 	q->tc = tc;
-	q->tnext = tc->inflight;
-	if (tc->inflight)
-		tc->inflight->tprev = q;
-	tc->inflight = q;
+	LIST_PUSH(&tc->inflight, q, tprev, tnext);
 	if (tc->connected)
 		tcp_write(q);
 }
@@ -454,7 +448,7 @@ void fwd_start_try(fq_t *q)
 	q->tries++;
 	q->use_tcp = q->client_tcp;
 	q->up_id = random_id(f);
-	q->msg[0] = (uint8_t)(q->up_id >> 8), q->msg[1] = (uint8_t)q->up_id;
+	put_be16(q->msg, q->up_id);
 	q->sent_ns = uv_hrtime();
 	q->sent_ms = now;
 	MET_INC(f->stats.up[pick].queries);

@@ -6,6 +6,7 @@
  * network refuses the query outright.
  */
 #include "org.h"
+#include "bytes.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,7 +16,7 @@
 
 uint32_t org_net_of(const uint8_t a[16])
 {
-	return (uint32_t)a[2] << 24 | (uint32_t)a[3] << 16 | (uint32_t)a[4] << 8 | a[5];
+	return get_be32(a + 2);
 }
 
 bool org_is_6pn(const uint8_t a[16])
@@ -27,8 +28,7 @@ void org_prefix_of(uint32_t net, uint8_t out[16])
 {
 	memset(out, 0, 16);
 	out[0] = 0xfd, out[1] = 0xaa;
-	out[2] = (uint8_t)(net >> 24), out[3] = (uint8_t)(net >> 16);
-	out[4] = (uint8_t)(net >> 8), out[5] = (uint8_t)net;
+	put_be32(out + 2, net);
 }
 
 /* <prefix>::3 of an org network (not fdaa::3 itself). */

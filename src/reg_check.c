@@ -106,7 +106,7 @@ static int check_counters(check_t *c)
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		const uint8_t *kb = k.mv_data;
-		int sal = k.mv_size >= 4 ? idx_app(&k, get_u32(kb)) : -1;
+		int sal = k.mv_size >= 4 ? idx_app(&k, get_be32(kb)) : -1;
 		if (sal < 0) {
 			bad(c, "index: malformed key");
 			continue;
@@ -117,7 +117,7 @@ static int check_counters(check_t *c)
 			entries++;
 			continue;
 		}
-		uint32_t net = get_u32(kb), want = v.mv_size == 4 ? get_u32(v.mv_data) : 0;
+		uint32_t net = get_be32(kb), want = v.mv_size == 4 ? get_be32(v.mv_data) : 0;
 		const char *app = (const char *)kb + 4, *region = app + al + 2;
 		size_t rl = k.mv_size - 6 - al;
 		int got = tag == 'S'
@@ -181,8 +181,8 @@ static int check_all(check_t *c)
 		size_t al = strnlen(app, k.mv_size - 5);
 		region_count_t want = {app + al + 1, k.mv_size - 6 - al, 0};
 		if (al + 6 > k.mv_size || v.mv_size != 4 ||
-		    reg_walk_all_app(c->t, get_u32(kb), app, al, count_region, &want) < 0 ||
-		    want.n != get_u32(v.mv_data)) {
+		    reg_walk_all_app(c->t, get_be32(kb), app, al, count_region, &want) < 0 ||
+		    want.n != get_be32(v.mv_data)) {
 			char name[2 * REG_LABEL_MAX + 2];
 			snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size - 5), app);
 			bad(c, "all-states counter for %s does not match its Machines", name);

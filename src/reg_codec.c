@@ -42,7 +42,7 @@ int enc_machine(const reg_machine_t *m, uint8_t *buf, size_t cap, size_t *len)
 		return -E2BIG;
 	size_t n = 0;
 	buf[n++] = REC_V2;
-	put_u32(buf + n, m->net);
+	put_be32(buf + n, m->net);
 	n += 4;
 	memcpy(buf + n, m->ip, 16);
 	n += 16;
@@ -82,7 +82,7 @@ int dec_machine(const MDB_val *key, const MDB_val *val, reg_machine_buf_t *o)
 	memcpy(o->id, key->mv_data, key->mv_size);
 	o->id[key->mv_size] = '\0';
 	o->m.id = o->id;
-	o->m.net = get_u32(b + 1);
+	o->m.net = get_be32(b + 1);
 	memcpy(o->m.ip, b + 5, 16);
 	o->m.checks = o->checks;
 	o->m.nchecks = 0;
@@ -238,8 +238,8 @@ int region_from(const MDB_val *k, const MDB_val *v, reg_region_t *r)
 	        .code_len = (uint8_t)k->mv_size,
 	        .name = (const char *)b + 16,
 	        .name_len = (uint8_t)(v->mv_size - 16),
-	        .lat = bitsd(get_u64(b)),
-	        .lon = bitsd(get_u64(b + 8)),
+	        .lat = bitsd(get_be64(b)),
+	        .lon = bitsd(get_be64(b + 8)),
 	};
 	return 0;
 }
@@ -255,7 +255,7 @@ static int hit_at(const MDB_val *k, const MDB_val *v, reg_hit_t *h, size_t app_a
 	    k->mv_size < 6u + vb[16] + vb[17])
 		return -EIO;
 	h->kind = REG_HIT_MACHINE;
-	h->net = get_u32(kb);
+	h->net = get_be32(kb);
 	h->ip = vb;
 	h->app = (const char *)kb + app_at;
 	h->app_len = vb[16];
@@ -283,7 +283,7 @@ int hit_from_peer(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 		return -EIO;
 	*h = (reg_hit_t){
 	        .kind = REG_HIT_PEER,
-	        .net = get_u32(k->mv_data),
+	        .net = get_be32(k->mv_data),
 	        .ip = v->mv_data,
 	        .id = (const char *)k->mv_data + 4,
 	        .id_len = (uint8_t)(k->mv_size - 4),
@@ -302,7 +302,7 @@ int hit_from_flycast(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 		return -EIO;
 	*h = (reg_hit_t){
 	        .kind = REG_HIT_MACHINE,
-	        .net = get_u32(kb),
+	        .net = get_be32(kb),
 	        .ip = kb + k->mv_size - 16,
 	        .app = (const char *)kb + 4,
 	        .app_len = (uint8_t)(k->mv_size - 4 - 17),
@@ -318,7 +318,7 @@ int hit_from_addr(const MDB_val *k, const MDB_val *v, reg_hit_t *h)
 	const uint8_t *vb = v->mv_data, *end = vb + v->mv_size;
 	if (k->mv_size != 20 || v->mv_size < 2)
 		return -EIO;
-	*h = (reg_hit_t){.net = get_u32(k->mv_data), .ip = (const uint8_t *)k->mv_data + 4};
+	*h = (reg_hit_t){.net = get_be32(k->mv_data), .ip = (const uint8_t *)k->mv_data + 4};
 	const uint8_t *p = vb + 1, *s;
 	if (vb[0] == 'm' || vb[0] == 'M') {
 		h->kind = REG_HIT_MACHINE;

@@ -65,15 +65,15 @@ static int open_dbis(reg_t *reg, bool create, bool upgrade)
 	MDB_val k = {6, "schema"}, v;
 	rc = mdb_get(txn, reg->dbi[DB_META], &k, &v);
 	if (rc == MDB_NOTFOUND && create) {
-		put_u32(buf, SCHEMA_VERSION);
+		put_be32(buf, SCHEMA_VERSION);
 		v = (MDB_val){4, buf};
 		if ((rc = mdb_put(txn, reg->dbi[DB_META], &k, &v, 0)))
 			goto fail;
 	} else if (rc) {
 		goto fail;
-	} else if (v.mv_size != 4 || (get_u32(v.mv_data) != SCHEMA_VERSION &&
-	                              !(upgrade && older(get_u32(v.mv_data))))) {
-		bool prev = v.mv_size == 4 && older(get_u32(v.mv_data));
+	} else if (v.mv_size != 4 || (get_be32(v.mv_data) != SCHEMA_VERSION &&
+	                              !(upgrade && older(get_be32(v.mv_data))))) {
+		bool prev = v.mv_size == 4 && older(get_be32(v.mv_data));
 		mdb_txn_abort(txn);
 		return prev ? -EPROTO : -EPROTONOSUPPORT;
 	}
@@ -345,8 +345,8 @@ uint64_t reg_txn_id(reg_txn_t *t)
 static int bump_generation(reg_txn_t *t)
 {
 	uint8_t b[8], w[8];
-	put_u64(b, reg_generation(t) + 1);
-	put_u64(w, clock_wall_ns());
+	put_be64(b, reg_generation(t) + 1);
+	put_be64(w, clock_wall_ns());
 	MDB_val k = {10, "generation"}, v = {8, b};
 	MDB_val wk = {7, "written"}, wv = {8, w};
 	int rc = mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0);
@@ -443,7 +443,7 @@ uint64_t reg_generation(reg_txn_t *t)
 	MDB_val v;
 	if (raw_get(t, DB_META, "generation", 10, &v) || v.mv_size != 8)
 		return 0;
-	return get_u64(v.mv_data);
+	return get_be64(v.mv_data);
 }
 
 uint64_t reg_written_ns(reg_txn_t *t)
@@ -451,5 +451,5 @@ uint64_t reg_written_ns(reg_txn_t *t)
 	MDB_val v;
 	if (raw_get(t, DB_META, "written", 7, &v) || v.mv_size != 8)
 		return 0;
-	return get_u64(v.mv_data);
+	return get_be64(v.mv_data);
 }

@@ -60,6 +60,7 @@
 #ifndef REG_IMPL_H
 #define REG_IMPL_H
 
+#include "bytes.h"
 #include "registry.h"
 
 #include <errno.h>
@@ -155,33 +156,6 @@ static inline void app_key(rkey_t *k, uint32_t net, const char *app, size_t len,
 	key_init(k, net, 0);
 	key_str(k, app, len, true);
 	key_put(k, (uint8_t[]){(uint8_t)tag}, 1);
-}
-
-static inline uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline void put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static inline void put_u64(uint8_t *b, uint64_t x)
-{
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(x >> (56 - 8 * i));
-}
-
-static inline uint64_t get_u64(const uint8_t *b)
-{
-	uint64_t x = 0;
-	for (int i = 0; i < 8; i++)
-		x = x << 8 | b[i];
-	return x;
 }
 
 static inline void addr_key(rkey_t *k, uint32_t net, const uint8_t ip[16])

@@ -53,10 +53,10 @@ uint32_t reg_org_serial(reg_txn_t *t, uint32_t net)
 {
 	uint8_t nb[4];
 	MDB_val v;
-	put_u32(nb, net);
+	put_be32(nb, net);
 	if (raw_get(t, DB_SERIALS, nb, 4, &v) || v.mv_size != 8)
 		return 0;
-	return (uint32_t)get_u64(v.mv_data);
+	return (uint32_t)get_be64(v.mv_data);
 }
 
 int reg_org_net(reg_txn_t *t, const char *slug, size_t len, uint32_t *net)
@@ -69,7 +69,7 @@ int reg_org_net(reg_txn_t *t, const char *slug, size_t len, uint32_t *net)
 		return rc;
 	if (v.mv_size != 4)
 		return -EIO;
-	*net = get_u32(v.mv_data);
+	*net = get_be32(v.mv_data);
 	return 0;
 }
 
@@ -77,7 +77,7 @@ int reg_org_slug(reg_txn_t *t, uint32_t net, char *buf, size_t cap)
 {
 	uint8_t nb[4];
 	MDB_val v;
-	put_u32(nb, net);
+	put_be32(nb, net);
 	int rc = raw_get(t, DB_ORGNETS, nb, 4, &v);
 	if (rc)
 		return rc;
@@ -188,7 +188,7 @@ int reg_ips(reg_txn_t *t, uint32_t net, int kind, const char *app, size_t al, co
 int idx_app(const MDB_val *k, uint32_t net)
 {
 	const uint8_t *kb = k->mv_data;
-	if (k->mv_size < 7 || get_u32(kb) != net)
+	if (k->mv_size < 7 || get_be32(kb) != net)
 		return -1;
 	const uint8_t *nul = memchr(kb + 4, 0, k->mv_size - 5);
 	return nul && nul > kb + 4 ? (int)(nul - kb - 4) : -1;
@@ -299,7 +299,7 @@ static int walk_names(reg_txn_t *t, int db, const rkey_t *prefix, reg_name_fn fn
 			return -EIO;
 		n++;
 		if (fn && fn((const char *)k.mv_data + prefix->n, k.mv_size - prefix->n,
-		             get_u32(v.mv_data), arg))
+		             get_be32(v.mv_data), arg))
 			return n;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
@@ -328,7 +328,7 @@ static int apps_app(const char *app, size_t al, MDB_cursor *c, MDB_val *k, MDB_v
 		return 0; /* keys without a counter: reg_check reports them */
 	if (rc || cv.mv_size != 4)
 		return rc ? rc : -EIO;
-	count = get_u32(cv.mv_data);
+	count = get_be32(cv.mv_data);
 	(*n)++;
 	return w->fn && w->fn(app, al, count, w->arg) ? 1 : 0;
 }
@@ -386,7 +386,7 @@ static int get_counter(reg_txn_t *t, const rkey_t *k, uint32_t *count)
 		return rc;
 	if (v.mv_size != 4)
 		return -EIO;
-	*count = get_u32(v.mv_data);
+	*count = get_be32(v.mv_data);
 	return 0;
 }
 
@@ -441,7 +441,7 @@ int reg_find_vm(reg_txn_t *t, uint32_t net, const char *app, size_t al, const ch
 
 static uint32_t net_of(const uint8_t ip[16])
 {
-	return get_u32(ip + 2);
+	return get_be32(ip + 2);
 }
 
 int reg_find_addr(reg_txn_t *t, const uint8_t ip[16], bool exact, reg_hit_t *hit)
@@ -492,7 +492,7 @@ int reg_find_any_addr(reg_txn_t *t, const uint8_t ip[16], reg_hit_t *hit)
 		const uint8_t *kb = key.mv_data;
 		*hit = (reg_hit_t){
 		        .kind = REG_HIT_MACHINE,
-		        .net = get_u32(kb),
+		        .net = get_be32(kb),
 		        .ip = kb + 5,
 		        .id = (const char *)kb + 21,
 		        .id_len = (uint8_t)(key.mv_size - 21),
@@ -519,7 +519,7 @@ int reg_walk_orgs(reg_txn_t *t, reg_org_fn fn, void *arg)
 		if (v.mv_size != 4)
 			return -EIO;
 		n++;
-		if (fn(k.mv_data, k.mv_size, get_u32(v.mv_data), arg))
+		if (fn(k.mv_data, k.mv_size, get_be32(v.mv_data), arg))
 			return n;
 	}
 	return rc == MDB_NOTFOUND ? n : map_err(rc);
@@ -574,14 +574,14 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 	    (v.mv_size != 18u + b[16] + b[17] && v.mv_size != 35u + b[16] + b[17]))
 		return -EINVAL;
 	memset(out, 0, sizeof *out);
-	out->seq = get_u64(b);
-	out->applied_ns = get_u64(b + 8);
+	out->seq = get_be64(b);
+	out->applied_ns = get_be64(b + 8);
 	memcpy(out->bucket, b + 18, b[16]);
 	memcpy(out->stream, b + 18 + b[16], b[17]);
 	const uint8_t *x = b + 18 + b[16] + b[17];
 	bool more = v.mv_size == 35u + b[16] + b[17]; /* else written by an older follower */
-	out->head = more ? get_u64(x) : out->seq;
-	out->contact_ns = more ? get_u64(x + 8) : 0;
+	out->head = more ? get_be64(x) : out->seq;
+	out->contact_ns = more ? get_be64(x + 8) : 0;
 	out->synced = more ? x[16] != 0 : true;
 	return 0;
 }
@@ -590,7 +590,7 @@ int reg_get_follow(reg_txn_t *t, reg_follow_t *out)
 
 static bool has_prefix(const MDB_val *key, uint32_t net, const uint8_t start[16], unsigned nibbles)
 {
-	if (key->mv_size != 20 || get_u32(key->mv_data) != net)
+	if (key->mv_size != 20 || get_be32(key->mv_data) != net)
 		return false;
 	const uint8_t *got = (const uint8_t *)key->mv_data + 4;
 	if (memcmp(got, start, nibbles / 2) != 0)

@@ -34,7 +34,7 @@ static int schema_of(reg_txn_t *t)
 	int rc = raw_get(t, DB_META, "schema", 6, &v);
 	if (rc)
 		return rc;
-	return v.mv_size == 4 ? (int)get_u32(v.mv_data) : -EIO;
+	return v.mv_size == 4 ? (int)get_be32(v.mv_data) : -EIO;
 }
 
 /* A peer's address entry, rebuilt from its record (net | name -> ip16 | region). */
@@ -42,7 +42,7 @@ static int peer_addr(reg_txn_t *t, const MDB_val *k, const MDB_val *v)
 {
 	if (k->mv_size < 5 || v->mv_size < 17 || k->mv_size > 4 + REG_LABEL_MAX)
 		return -EIO;
-	uint32_t net = get_u32(k->mv_data);
+	uint32_t net = get_be32(k->mv_data);
 	size_t nl = k->mv_size - 4, rl = v->mv_size - 16, n = 0;
 	uint8_t av[2 * REG_LABEL_MAX + 4];
 	if (rl > REG_LABEL_MAX)
@@ -113,12 +113,12 @@ int reg_upgrade(reg_txn_t *t)
 		goto done;
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-		if ((rc = k.mv_size != 4 ? -EIO : touch_org(t, get_u32(k.mv_data))))
+		if ((rc = k.mv_size != 4 ? -EIO : touch_org(t, get_be32(k.mv_data))))
 			goto done;
 	if (rc != MDB_NOTFOUND)
 		goto done;
 	uint8_t sb[4];
-	put_u32(sb, SCHEMA_VERSION);
+	put_be32(sb, SCHEMA_VERSION);
 	if ((rc = raw_put(t, DB_META, "schema", 6, sb, 4)))
 		goto done;
 	rc = 1;

@@ -16,7 +16,7 @@ static int counter_add(reg_txn_t *t, int db, const rkey_t *k, int delta)
 	int rc = raw_get(t, db, k->b, k->n, &v);
 	uint32_t n = 0;
 	if (rc == 0 && v.mv_size == 4)
-		n = get_u32(v.mv_data);
+		n = get_be32(v.mv_data);
 	else if (rc && rc != -ENOENT)
 		return rc;
 	if (delta < 0 && n == 0)
@@ -25,7 +25,7 @@ static int counter_add(reg_txn_t *t, int db, const rkey_t *k, int delta)
 	if (n == 0)
 		return kdel(t, db, k);
 	uint8_t b[4];
-	put_u32(b, n);
+	put_be32(b, n);
 	return kput(t, db, k, b, 4);
 }
 
@@ -35,8 +35,8 @@ int touch_org(reg_txn_t *t, uint32_t net)
 	if (t->touched_any && t->touched == net)
 		return 0;
 	uint8_t nb[4], gb[8];
-	put_u32(nb, net);
-	put_u64(gb, reg_generation(t) + 1);
+	put_be32(nb, net);
+	put_be64(gb, reg_generation(t) + 1);
 	int rc = raw_put(t, DB_SERIALS, nb, 4, gb, 8);
 	if (!rc)
 		t->touched_any = true, t->touched = net;
@@ -186,11 +186,11 @@ int reg_put_org(reg_txn_t *t, const char *slug, uint32_t net)
 	if (!label_ok(slug))
 		return -ENAMETOOLONG;
 	uint8_t nb[4];
-	put_u32(nb, net);
+	put_be32(nb, net);
 	MDB_val v;
 	int rc = raw_get(t, DB_ORGS, slug, len, &v);
 	if (rc == 0)
-		return v.mv_size == 4 && get_u32(v.mv_data) == net ? 0 : -EEXIST;
+		return v.mv_size == 4 && get_be32(v.mv_data) == net ? 0 : -EEXIST;
 	if (rc != -ENOENT)
 		return rc;
 	rc = raw_get(t, DB_ORGNETS, nb, 4, &v);
@@ -369,8 +369,8 @@ int reg_put_region(reg_txn_t *t, const char *code, const char *name, double lat,
 	if (!(lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180))
 		return -EINVAL;
 	uint8_t v[16 + REG_REGION_NAME_MAX];
-	put_u64(v, dbits(lat));
-	put_u64(v + 8, dbits(lon));
+	put_be64(v, dbits(lat));
+	put_be64(v + 8, dbits(lon));
 	memcpy(v + 16, name, nl);
 	return raw_put(t, DB_REGIONS, code, strlen(code), v, 16 + nl);
 }
@@ -394,14 +394,14 @@ int reg_put_follow(reg_txn_t *t, const reg_follow_t *f)
 	/* seq, applied_ns, the two lengths, the two strings, then (since the follower
 	 * records its lag) head, contact_ns and the synced flag */
 	uint8_t b[18 + sizeof f->bucket + sizeof f->stream + 17];
-	put_u64(b, f->seq);
-	put_u64(b + 8, f->applied_ns);
+	put_be64(b, f->seq);
+	put_be64(b + 8, f->applied_ns);
 	b[16] = (uint8_t)bl;
 	b[17] = (uint8_t)sl;
 	memcpy(b + 18, f->bucket, bl);
 	memcpy(b + 18 + bl, f->stream, sl);
-	put_u64(b + 18 + bl + sl, f->head);
-	put_u64(b + 26 + bl + sl, f->contact_ns);
+	put_be64(b + 18 + bl + sl, f->head);
+	put_be64(b + 26 + bl + sl, f->contact_ns);
 	b[34 + bl + sl] = f->synced;
 	MDB_val k = {6, "follow"}, v = {35 + bl + sl, b};
 	return map_err(mdb_put(t->txn, t->reg->dbi[DB_META], &k, &v, 0));
@@ -444,7 +444,7 @@ int reg_delete_org(reg_txn_t *t, const char *slug)
 		return rc;
 	if (f.found)
 		return -ENOTEMPTY;
-	put_u32(nb, f.net);
+	put_be32(nb, f.net);
 	if ((rc = raw_del(t, DB_ORGS, slug, strlen(slug))))
 		return rc;
 	/* its serial goes too: a network with no org answers serial 0, as one never written */

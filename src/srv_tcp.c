@@ -15,16 +15,18 @@
 #include <string.h>
 
 #include "clock.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "srv_impl.h"
+#include "bytes.h"
 
 enum { CONN_OPEN, CONN_SLOW, CONN_SOURCE, CONN_EVICTED, CONN_CAP };
 
 /* A whole frame waits in the buffer. */
 static bool frame_whole(const conn_t *c)
 {
-	return c->len >= 2 && c->len - 2 >= ((size_t)c->buf[0] << 8 | c->buf[1]);
+	return c->len >= 2 && c->len - 2 >= get_be16(c->buf);
 }
 
 static void conn_release(conn_t *c)
@@ -32,12 +34,7 @@ static void conn_release(conn_t *c)
 	if (--c->refs > 0)
 		return;
 	worker_t *w = c->w;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_UNLINK(&w->conns, c, prev, next);
 	w->nconns--;
 	MET_ADD(w->m.tcp_open, (uint64_t)-1);
 	if (c->slotted)
@@ -139,7 +136,7 @@ static void conn_finish_if_done(conn_t *c)
 {
 	if (!c->eof || c->closing || c->fwds || c->pending)
 		return;
-	if (c->len >= 2 && c->len - 2 >= ((size_t)c->buf[0] << 8 | c->buf[1]))
+	if (c->len >= 2 && c->len - 2 >= get_be16(c->buf))
 		return; /* a frame still to answer (conn_resume will) */
 	srv_conn_close(c);
 }
@@ -162,8 +159,7 @@ static void conn_send(conn_t *c, uint8_t *framed, size_t len)
 {
 	if (c->closing)
 		return;
-	framed[0] = (uint8_t)(len >> 8);
-	framed[1] = (uint8_t)len;
+	put_be16(framed, (uint16_t)len);
 	size_t total = len + 2, done = 0;
 	if (c->pending == 0) {
 		uv_buf_t b = uv_buf_init((char *)framed, (unsigned)total);
@@ -283,7 +279,7 @@ static void conn_process(conn_t *c)
 	size_t off = 0;
 	while (!c->closing && c->pending <= TCP_WRITE_HIGH && c->fwds < TCP_FWD_MAX &&
 	       c->len - off >= 2) {
-		size_t mlen = (size_t)c->buf[off] << 8 | c->buf[off + 1];
+		size_t mlen = get_be16(c->buf + off);
 		if (mlen < WIRE_HDR) {
 			srv_conn_close(c); /* zero or header-less frames: not DNS */
 			break;
@@ -397,10 +393,7 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 	c->w = w, c->cap = 1024, c->refs = 2;
 	c->h.data = c, c->idle.data = c;
 	uv_timer_init(&w->loop, &c->idle);
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
+	LIST_PUSH(&w->conns, c, prev, next);
 	w->nconns++;
 	MET_INC(w->m.tcp_accepted);
 	MET_INC(w->m.tcp_open);

@@ -6,26 +6,10 @@
  * compression (nothing precedes them to point at). It must never allocate or block.
  */
 #include "wire.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <string.h>
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	wr16(p, (uint16_t)(v >> 16));
-	wr16(p + 2, (uint16_t)v);
-}
 
 int wire_skip_name(const uint8_t *p, size_t len, size_t *off)
 {
@@ -83,8 +67,8 @@ static int read_question(const uint8_t *p, size_t len, size_t *off, wire_query_t
 {
 	if (read_qname(p, len, off, q) || *off + 4 > len)
 		return -1;
-	q->qtype = rd16(p + *off);
-	q->qclass = rd16(p + *off + 2);
+	q->qtype = get_be16(p + *off);
+	q->qclass = get_be16(p + *off + 2);
 	*off += 4;
 	q->question_end = *off;
 	q->has_question = true;
@@ -97,7 +81,7 @@ static int read_opt(const uint8_t *p, size_t end, size_t o, wire_query_t *q)
 	while (o < end) {
 		if (o + 4 > end)
 			return -1;
-		uint16_t code = rd16(p + o), olen = rd16(p + o + 2);
+		uint16_t code = get_be16(p + o), olen = get_be16(p + o + 2);
 		o += 4;
 		if (o + olen > end)
 			return -1;
@@ -116,7 +100,7 @@ static int read_records(const uint8_t *p, size_t len, size_t off, unsigned an, u
 		size_t owner = off;
 		if (wire_skip_name(p, len, &off) || off + 10 > len)
 			return WIRE_FORMERR;
-		uint16_t type = rd16(p + off), rdlen = rd16(p + off + 8);
+		uint16_t type = get_be16(p + off), rdlen = get_be16(p + off + 8);
 		size_t rdata = off + 10;
 		if (rdata + rdlen > len)
 			return WIRE_FORMERR;
@@ -125,7 +109,7 @@ static int read_records(const uint8_t *p, size_t len, size_t off, unsigned an, u
 			if (i < an + ns || q->edns || p[owner] != 0 || owner + 1 != off)
 				return WIRE_FORMERR;
 			q->edns = true;
-			q->edns_udp = rd16(p + off + 2);
+			q->edns_udp = get_be16(p + off + 2);
 			q->edns_version = p[off + 5];
 			q->edns_do = p[off + 6] & 0x80;
 			if (read_opt(p, rdata + rdlen, rdata, q))
@@ -146,11 +130,12 @@ static int parse_query(const uint8_t *p, size_t len, wire_query_t *q)
 	memset(q->source, 0, sizeof(q->source));
 	if (len < WIRE_HDR || (p[2] & 0x80))
 		return WIRE_DROP;
-	q->id = rd16(p);
+	q->id = get_be16(p);
 	q->opcode = (p[2] >> 3) & 0xf;
 	q->rd = p[2] & 1;
 	q->cd = p[3] & 0x10;
-	uint16_t qd = rd16(p + 4), an = rd16(p + 6), ns = rd16(p + 8), ar = rd16(p + 10);
+	uint16_t qd = get_be16(p + 4), an = get_be16(p + 6), ns = get_be16(p + 8),
+	         ar = get_be16(p + 10);
 	size_t off = WIRE_HDR;
 
 	if (q->opcode != 0) {
@@ -219,11 +204,11 @@ int wire_resp_begin(wire_resp_t *r, uint8_t *buf, size_t cap, size_t size, size_
 	r->reserve = reserve;
 	r->limit = limit - reserve;
 	memset(buf, 0, WIRE_HDR);
-	wr16(buf, q->id);
+	put_be16(buf, q->id);
 	buf[2] = (uint8_t)(0x80 | q->opcode << 3 | (q->rd ? 1 : 0));
 	buf[3] = q->cd ? 0x10 : 0;
 	if (q->has_question) {
-		wr16(buf + 4, 1);
+		put_be16(buf + 4, 1);
 		memcpy(buf + WIRE_HDR, pkt + WIRE_HDR, qlen);
 	}
 	r->len = WIRE_HDR + qlen;
@@ -246,17 +231,17 @@ void wire_resp_flags(wire_resp_t *r, bool aa, bool ra)
 static size_t rr_head(wire_resp_t *r, uint16_t owner, uint16_t type, uint32_t ttl)
 {
 	uint8_t *p = r->buf + r->len;
-	wr16(p, (uint16_t)(0xc000 | owner));
-	wr16(p + 2, type);
-	wr16(p + 4, WIRE_CLASS_IN);
-	wr32(p + 6, ttl);
+	put_be16(p, (uint16_t)(0xc000 | owner));
+	put_be16(p + 2, type);
+	put_be16(p + 4, WIRE_CLASS_IN);
+	put_be32(p + 6, ttl);
 	r->len += 12;
 	return r->len; /* rdata starts here */
 }
 
 static void rr_done(wire_resp_t *r, size_t rdata, int section)
 {
-	wr16(r->buf + rdata - 2, (uint16_t)(r->len - rdata));
+	put_be16(r->buf + rdata - 2, (uint16_t)(r->len - rdata));
 	r->count[section]++;
 }
 
@@ -304,7 +289,7 @@ static void put_under_internal(wire_resp_t *r, const char *label, uint16_t *inte
 	memcpy(p + 1, label, l);
 	r->len += 1 + l;
 	if (*internal_off) {
-		wr16(r->buf + r->len, (uint16_t)(0xc000 | *internal_off));
+		put_be16(r->buf + r->len, (uint16_t)(0xc000 | *internal_off));
 		r->len += 2;
 	} else {
 		*internal_off = (uint16_t)r->len;
@@ -323,11 +308,11 @@ int wire_add_soa(wire_resp_t *r, int section, uint16_t owner, uint32_t ttl, uint
 	put_under_internal(r, WIRE_NS_LABEL, &internal_off);
 	put_under_internal(r, "hostmaster", &internal_off);
 	uint8_t *p = r->buf + r->len;
-	wr32(p, serial);
-	wr32(p + 4, 3600);   /* refresh */
-	wr32(p + 8, 600);    /* retry */
-	wr32(p + 12, 86400); /* expire */
-	wr32(p + 16, minimum);
+	put_be32(p, serial);
+	put_be32(p + 4, 3600);   /* refresh */
+	put_be32(p + 8, 600);    /* retry */
+	put_be32(p + 12, 86400); /* expire */
+	put_be32(p + 16, minimum);
 	r->len += 20;
 	rr_done(r, rd, section);
 	return 0;
@@ -414,13 +399,13 @@ void wire_txt_abort(wire_resp_t *r)
 static void put_opt(uint8_t *p, int rcode, bool dnssec_ok, uint16_t rdlen)
 {
 	p[0] = 0; /* root */
-	wr16(p + 1, WIRE_OPT);
-	wr16(p + 3, WIRE_EDNS_SIZE);
+	put_be16(p + 1, WIRE_OPT);
+	put_be16(p + 3, WIRE_EDNS_SIZE);
 	p[5] = (uint8_t)(rcode >> 4); /* extended rcode */
 	p[6] = 0;                     /* version */
 	p[7] = dnssec_ok ? 0x80 : 0;
 	p[8] = 0;
-	wr16(p + 9, rdlen);
+	put_be16(p + 9, rdlen);
 }
 
 void wire_resp_ede(wire_resp_t *r, uint16_t code, const char *text)
@@ -437,9 +422,9 @@ static size_t ede_text_len(const char *text)
 /* INFO-CODE and EXTRA-TEXT (RFC 8914 section 2) at p: 4 + 2 + n bytes. */
 static size_t put_ede(uint8_t *p, uint16_t code, const char *text, size_t n)
 {
-	wr16(p, WIRE_OPT_EDE);
-	wr16(p + 2, (uint16_t)(2 + n));
-	wr16(p + 4, code);
+	put_be16(p, WIRE_OPT_EDE);
+	put_be16(p + 2, (uint16_t)(2 + n));
+	put_be16(p + 4, code);
 	memcpy(p + 6, text, n);
 	return 6 + n;
 }
@@ -460,8 +445,8 @@ int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_l
 	put_opt(p, r->rcode, dnssec_ok, (uint16_t)(rdlen + ede));
 	r->len += 11;
 	if (nsid_len) {
-		wr16(p + 11, 3);
-		wr16(p + 13, (uint16_t)nsid_len);
+		put_be16(p + 11, 3);
+		put_be16(p + 13, (uint16_t)nsid_len);
 		memcpy(p + 15, nsid, nsid_len);
 		r->len += 4 + nsid_len;
 	}
@@ -473,9 +458,9 @@ int wire_add_opt(wire_resp_t *r, bool dnssec_ok, const char *nsid, size_t nsid_l
 
 size_t wire_resp_end(wire_resp_t *r)
 {
-	wr16(r->buf + 6, r->count[WIRE_AN]);
-	wr16(r->buf + 8, r->count[WIRE_NS_SEC]);
-	wr16(r->buf + 10, r->count[WIRE_AR]);
+	put_be16(r->buf + 6, r->count[WIRE_AN]);
+	put_be16(r->buf + 8, r->count[WIRE_NS_SEC]);
+	put_be16(r->buf + 10, r->count[WIRE_AR]);
 	if (r->tc)
 		r->buf[2] |= 0x02;
 	return r->len;
@@ -505,8 +490,8 @@ size_t wire_error_response_ede(const uint8_t *pkt, size_t len, int rcode, uint16
 
 bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *r, size_t len)
 {
-	if (!q->has_question || len < q->question_end || !(r[2] & 0x80) || rd16(r) != up_id ||
-	    rd16(r + 4) != 1)
+	if (!q->has_question || len < q->question_end || !(r[2] & 0x80) || get_be16(r) != up_id ||
+	    get_be16(r + 4) != 1)
 		return false;
 	for (size_t i = 0; i < q->qname_len; i++) {
 		uint8_t c = r[WIRE_HDR + i];
@@ -516,12 +501,12 @@ bool wire_answers(const wire_query_t *q, uint16_t up_id, const uint8_t *r, size_
 			return false;
 	}
 	const uint8_t *t = r + WIRE_HDR + q->qname_len;
-	return rd16(t) == q->qtype && rd16(t + 2) == q->qclass;
+	return get_be16(t) == q->qtype && get_be16(t + 2) == q->qclass;
 }
 
 void wire_answer_for(uint8_t *out, const uint8_t *pkt, const wire_query_t *q)
 {
-	wr16(out, q->id);
+	put_be16(out, q->id);
 	out[2] = (uint8_t)((out[2] & ~0x01) | (pkt[2] & 0x01)); /* RD */
 	out[3] = (uint8_t)((out[3] & ~0x10) | (pkt[3] & 0x10)); /* CD */
 	out[3] |= 0x80;                                         /* RA: we recurse for it */
@@ -545,7 +530,7 @@ size_t wire_truncate(uint8_t *out, size_t cap, const wire_query_t *q)
 	memset(out + 6, 0, 6);
 	if (q->edns && n + wire_opt_size(0) <= cap) {
 		put_opt(out + n, 0, q->edns_do, 0);
-		wr16(out + 10, 1);
+		put_be16(out + 10, 1);
 		n += wire_opt_size(0);
 	}
 	return n;
@@ -558,10 +543,10 @@ static size_t keep_ede(uint8_t *p, size_t rdlen)
 {
 	size_t r = 0, w = 0;
 	while (r + 4 <= rdlen) {
-		size_t olen = rd16(p + r + 2);
+		size_t olen = get_be16(p + r + 2);
 		if (r + 4 + olen > rdlen)
 			return 0;
-		if (rd16(p + r) == WIRE_OPT_EDE) {
+		if (get_be16(p + r) == WIRE_OPT_EDE) {
 			memmove(p + w, p + r, 4 + olen);
 			w += 4 + olen;
 		}
@@ -573,30 +558,31 @@ static size_t keep_ede(uint8_t *p, size_t rdlen)
 size_t wire_strip_options(uint8_t *msg, size_t len)
 {
 	size_t off = WIRE_HDR;
-	if (len < WIRE_HDR || rd16(msg + 4) != 1 || wire_skip_name(msg, len, &off) || off + 4 > len)
+	if (len < WIRE_HDR || get_be16(msg + 4) != 1 || wire_skip_name(msg, len, &off) ||
+	    off + 4 > len)
 		return len;
 	off += 4;
-	unsigned records = (unsigned)rd16(msg + 6) + rd16(msg + 8) + rd16(msg + 10);
+	unsigned records = (unsigned)get_be16(msg + 6) + get_be16(msg + 8) + get_be16(msg + 10);
 	for (unsigned i = 0; i < records; i++) {
 		if (wire_skip_name(msg, len, &off) || off + 10 > len)
 			return len;
-		uint16_t type = rd16(msg + off), rdlen = rd16(msg + off + 8);
+		uint16_t type = get_be16(msg + off), rdlen = get_be16(msg + off + 8);
 		off += 10;
 		if (off + rdlen > len)
 			return len;
 		if (type == WIRE_OPT && rdlen > 0) {
 			size_t keep = keep_ede(msg + off, rdlen);
 			if (off + rdlen == len) {
-				wr16(msg + off - 2,
-				     (uint16_t)keep); /* the last record: cut short */
+				put_be16(msg + off - 2,
+				         (uint16_t)keep); /* the last record: cut short */
 				return off + keep;
 			}
 			if (rdlen - keep >= 4) {
 				/* records follow, and their names may point past the OPT
 				 * (compression): nothing after it moves, the rest becomes one
 				 * Padding option (RFC 7830) */
-				wr16(msg + off + keep, 12);
-				wr16(msg + off + keep + 2, (uint16_t)(rdlen - keep - 4));
+				put_be16(msg + off + keep, 12);
+				put_be16(msg + off + keep + 2, (uint16_t)(rdlen - keep - 4));
 				memset(msg + off + keep + 4, 0, rdlen - keep - 4u);
 			}
 		}
@@ -610,14 +596,15 @@ size_t wire_strip_options(uint8_t *msg, size_t len)
 static size_t last_opt(const uint8_t *msg, size_t len)
 {
 	size_t off = WIRE_HDR;
-	if (len < WIRE_HDR || rd16(msg + 4) != 1 || wire_skip_name(msg, len, &off) || off + 4 > len)
+	if (len < WIRE_HDR || get_be16(msg + 4) != 1 || wire_skip_name(msg, len, &off) ||
+	    off + 4 > len)
 		return 0;
 	off += 4;
-	unsigned records = (unsigned)rd16(msg + 6) + rd16(msg + 8) + rd16(msg + 10);
+	unsigned records = (unsigned)get_be16(msg + 6) + get_be16(msg + 8) + get_be16(msg + 10);
 	for (unsigned i = 0; i < records; i++) {
 		if (wire_skip_name(msg, len, &off) || off + 10 > len)
 			return 0;
-		uint16_t type = rd16(msg + off), rdlen = rd16(msg + off + 8);
+		uint16_t type = get_be16(msg + off), rdlen = get_be16(msg + off + 8);
 		if (off + 10 + rdlen > len)
 			return 0;
 		if (type == WIRE_OPT)
@@ -634,15 +621,15 @@ size_t wire_add_ede(uint8_t *msg, size_t len, size_t cap, const wire_query_t *q,
 	if (!q->edns || !at)
 		return len;
 	if (at == 1) { /* no OPT: ours, with the client's DO bit */
-		if (len + 11 + 6 + n > cap || rd16(msg + 10) == 0xffff)
+		if (len + 11 + 6 + n > cap || get_be16(msg + 10) == 0xffff)
 			return len;
 		put_opt(msg + len, msg[3] & 0x0f, q->edns_do, (uint16_t)(6 + n));
-		wr16(msg + 10, (uint16_t)(rd16(msg + 10) + 1));
+		put_be16(msg + 10, (uint16_t)(get_be16(msg + 10) + 1));
 		return len + 11 + put_ede(msg + len + 11, code, text, n);
 	}
-	if (len + 6 + n > cap || rd16(msg + at) + 6 + n > 65535)
+	if (len + 6 + n > cap || get_be16(msg + at) + 6 + n > 65535)
 		return len;
-	wr16(msg + at, (uint16_t)(rd16(msg + at) + 6 + n));
+	put_be16(msg + at, (uint16_t)(get_be16(msg + at) + 6 + n));
 	return len + put_ede(msg + len, code, text, n);
 }
 
@@ -651,13 +638,13 @@ int wire_find_ede(const uint8_t *msg, size_t len)
 	size_t at = last_opt(msg, len);
 	if (at <= 1)
 		return -1;
-	size_t o = at + 2, end = o + rd16(msg + at);
+	size_t o = at + 2, end = o + get_be16(msg + at);
 	while (o + 4 <= end) {
-		uint16_t code = rd16(msg + o), olen = rd16(msg + o + 2);
+		uint16_t code = get_be16(msg + o), olen = get_be16(msg + o + 2);
 		if (o + 4 + olen > end)
 			return -1;
 		if (code == WIRE_OPT_EDE && olen >= 2)
-			return rd16(msg + o + 4);
+			return get_be16(msg + o + 4);
 		o += 4 + (size_t)olen;
 	}
 	return -1;
