@@ -10,34 +10,43 @@
 #                   One suite alone: make test-unit, test-int-cache, test-san-int-sync, ...
 #   make bench      bench/run (dnsperf against Knot DNS and NSD)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (clang)
-#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service)
+#   make install PREFIX=/usr/local DESTDIR=   (also the systemd units of man/*.service, the
+#                   default config where none is, regions.jsonl); make uninstall
+#   make deb        build/internald_<version>_<arch>.deb with dpkg-deb (no debian/ folder:
+#                   control files from the templates of man/deb/)
 #
 # Build output lives under $(O) (build/ by default, build/san/ for the sanitizer build).
 
 O        ?= build
 PREFIX   ?= /usr/local
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+# /etc for PREFIX=/usr (the package), $(PREFIX)/etc otherwise
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 DESTDIR  ?=
 CC       ?= cc
-PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats
+PKGS     := libuv ldns lmdb jansson libfstrm libprotobuf-c libmicrohttpd libnats libsystemd
 SAN      ?= 0
 FUZZ_SECONDS ?= 60
 
 # Debian packages: to build and run (make run), to test (make test), to benchmark.
 DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libjansson-dev \
-	     libnats-dev libmicrohttpd-dev libfstrm-dev libprotobuf-c-dev protobuf-c-compiler
+	     libnats-dev libmicrohttpd-dev libfstrm-dev libprotobuf-c-dev protobuf-c-compiler \
+	     libsystemd-dev
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base curl
+	     dnstap-ldns unbound dnsmasq-base curl python3 lintian systemd man-db adduser
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 # -MMD -MP: each object's header dependencies in a .d file beside it (included at the end)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -pthread -MMD -MP
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\"
+# The one version number (semver): a release changes it here and nowhere else. REVISION is
+# git's description of the tree built from a checkout, empty from a tarball.
+VERSION  := 1.0.0
+REVISION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+CFLAGS   += -DINTERNALD_VERSION=\"$(VERSION)\" -DINTERNALD_REVISION=\"$(REVISION)\"
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 # each program records only the libraries it calls: internald never links libnats
@@ -54,7 +63,8 @@ CORE     := wire names org regions answer reg_core reg_codec reg_read config log
 	    kvkey
 # The registry's write side and JSON Lines: internalctl and the tests, never internald.
 WRITE    := reg_write reg_check reg_upgrade jsonl jsonl_fields
-SERVER   := server srv_worker srv_udp srv_tcp forward fwd_upstream dnstap metrics_http portcheck
+SERVER   := server srv_worker srv_udp srv_tcp forward fwd_upstream dnstap metrics_http portcheck \
+	    notify
 CORE_O   := $(CORE:%=$(O)/%.o)
 WRITE_O  := $(WRITE:%=$(O)/%.o)
 SERVER_O := $(SERVER:%=$(O)/%.o) $(O)/dnstap.pb-c.o
@@ -62,7 +72,7 @@ UNITS    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit integration netns sanitize format format-check bench fuzz \
-	fuzz-replay install clean
+	fuzz-replay install uninstall deb clean
 all: $(O)/internald $(O)/internalctl
 
 $(O)/%.o: src/%.c | $(O)
@@ -82,7 +92,7 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/follow_batch.o $(O)/follow_pending.o $(O)/follow_sync.o \
-            $(O)/follow_metrics.o $(O)/publish.o
+            $(O)/follow_metrics.o $(O)/publish.o $(O)/notify.o
 $(O)/internalctl: $(O)/internalctl.o $(O)/ctl_registry.o $(O)/ctl_fleet.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -143,7 +153,7 @@ run: deps-run
 # plain build, and its suites run from it with O=build/san; it heads the longest chain
 # (it, then the sanitizer sync suite), so it is asked for first.
 # (the longest first: make starts the first of those ready when a job slot frees)
-INT_SUITES   := sync ops run robust diff fleet isolation cache examples dnstap forward
+INT_SUITES   := sync ops run robust diff fleet isolation cache examples dnstap forward deploy
 NETNS_SUITES := run user
 TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
 		$(NETNS_SUITES:%=netns-%) fuzz-replay format-check
@@ -250,20 +260,82 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	  $(O)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(O)/fuzz/corpus-$$t \
 	    tests/fuzz/corpus/$$t; done
 
+# What make install and the package install: the programs, the man pages, both units (the
+# paths in them made this installation's), the default config and the follower's
+# environment file (only where there is none: they are the operator's), regions.jsonl.
+UNIT_SED := -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|/etc/internald/|$(SYSCONFDIR)/internald/|g' \
+	    -e 's|/etc/default/|$(SYSCONFDIR)/default/|g'
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
-		$(DESTDIR)$(PREFIX)/share/man/man7
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 \
+		$(DESTDIR)$(PREFIX)/share/internald \
+		$(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSCONFDIR)/internald $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 755 $(O)/internald $(O)/internalctl $(DESTDIR)$(PREFIX)/sbin/
 	install -m 644 man/internald.8 man/internalctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 man/internald.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/internald.7 $(DESTDIR)$(PREFIX)/share/man/man7/
-	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
-	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service
-	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' man/internald-follow.service \
-		>$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
-	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
+	install -m 644 zones/regions.jsonl $(DESTDIR)$(PREFIX)/share/internald/
+	for u in internald internald-follow; do \
+	  sed $(UNIT_SED) man/$$u.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/$$u.service && \
+	  chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/$$u.service || exit 1; done
+	[ -e $(DESTDIR)$(SYSCONFDIR)/internald/internald.conf ] || \
+	  install -m 644 man/internald.conf $(DESTDIR)$(SYSCONFDIR)/internald/internald.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/internald-follow ] || \
+	  install -m 644 man/internald-follow.default $(DESTDIR)$(SYSCONFDIR)/default/internald-follow
+
+# Removes what make install put there, but the config and environment files (the
+# operator's) and the registry.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/internald $(DESTDIR)$(PREFIX)/sbin/internalctl \
+		$(DESTDIR)$(PREFIX)/share/man/man8/internald.8 \
+		$(DESTDIR)$(PREFIX)/share/man/man8/internalctl.8 \
+		$(DESTDIR)$(PREFIX)/share/man/man5/internald.conf.5 \
+		$(DESTDIR)$(PREFIX)/share/man/man7/internald.7 \
+		$(DESTDIR)$(PREFIX)/share/internald/regions.jsonl \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald.service \
 		$(DESTDIR)$(SYSTEMD_UNITDIR)/internald-follow.service
+	-rmdir $(DESTDIR)$(PREFIX)/share/internald 2>/dev/null
+
+# The Debian package, built with dpkg-deb from the templates of man/deb/: the programs
+# built again under $(O)/deb with Debian's hardening flags (dpkg-buildflags; never the
+# sanitizers, even from make sanitize), installed by make install into a staging root,
+# stripped, man pages compressed, the control file's Depends from dpkg-shlibdeps (run in
+# a scratch directory: there is no debian/ folder).
+DEB_ARCH       = $(shell dpkg --print-architecture)
+DEB_MAINTAINER ?= internald developers <internald@example.org>
+DEB_STAGE      := $(O)/deb
+DEB_ROOT       := $(DEB_STAGE)/root
+DEB_FILE        = $(O)/internald_$(VERSION)_$(DEB_ARCH).deb
+DEB_BUILDFLAGS := DEB_BUILD_MAINT_OPTIONS=hardening=+all
+deb:
+	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_ROOT)/DEBIAN
+	CFLAGS="$$($(DEB_BUILDFLAGS) dpkg-buildflags --get CFLAGS) $$($(DEB_BUILDFLAGS) dpkg-buildflags --get CPPFLAGS)" \
+	LDFLAGS="$$($(DEB_BUILDFLAGS) dpkg-buildflags --get LDFLAGS)" \
+	  $(MAKE) SAN=0 O=$(DEB_STAGE)/obj PREFIX=/usr SYSTEMD_UNITDIR=/lib/systemd/system \
+	    DESTDIR=$(abspath $(DEB_ROOT)) install
+	strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+		$(DEB_ROOT)/usr/sbin/internald $(DEB_ROOT)/usr/sbin/internalctl
+	gzip -9n $(DEB_ROOT)/usr/share/man/man8/*.8 $(DEB_ROOT)/usr/share/man/man5/*.5 \
+		$(DEB_ROOT)/usr/share/man/man7/*.7
+	install -d $(DEB_ROOT)/usr/share/doc/internald $(DEB_ROOT)/usr/share/lintian/overrides
+	install -m 644 man/deb/copyright $(DEB_ROOT)/usr/share/doc/internald/copyright
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@REVISION@|$(or $(REVISION),a source tree)|g' \
+	    -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|g' -e "s|@DATE@|$$(date -R)|g" man/deb/changelog.in \
+	  | gzip -9n >$(DEB_ROOT)/usr/share/doc/internald/changelog.gz
+	install -m 644 man/deb/lintian-overrides $(DEB_ROOT)/usr/share/lintian/overrides/internald
+	install -m 755 man/deb/postinst man/deb/prerm man/deb/postrm $(DEB_ROOT)/DEBIAN/
+	install -m 644 man/deb/conffiles $(DEB_ROOT)/DEBIAN/
+	mkdir -p $(DEB_STAGE)/shlibs/debian && echo "Source: internald" >$(DEB_STAGE)/shlibs/debian/control
+	cd $(DEB_STAGE)/shlibs && dpkg-shlibdeps -O $(abspath $(DEB_ROOT))/usr/sbin/internald \
+	  $(abspath $(DEB_ROOT))/usr/sbin/internalctl 2>/dev/null | sed 's/^shlibs:Depends=//' >../depends
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|' \
+	    -e "s|@DEPENDS@|$$(cat $(DEB_STAGE)/depends)|" \
+	    -e "s|@SIZE@|$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)|" \
+	    man/deb/control.in >$(DEB_ROOT)/DEBIAN/control
+	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print \
+	  | sed 's|^\./||' | sort | xargs md5sum >DEBIAN/md5sums
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB_FILE)
+	@echo "make deb: $(DEB_FILE)"
 
 clean:
 	rm -rf build run

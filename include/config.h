@@ -2,7 +2,11 @@
  * config — internald's settings from its command line and its config file
  * (internald.conf(5)): the file takes the long options' names as keys ("listen =
  * [::1]:5353"); the command line wins, and a repeatable option given there replaces
- * the file's list. Pure: it parses text, it opens nothing but the config file.
+ * the file's list. One table in config.c holds every key (name, what it takes, its
+ * range, its handler) for both. Pure: it parses text, it opens nothing but the config
+ * file, and it never stops at the first problem: every one is reported, each naming the
+ * file, the line, the key, the value and what is allowed
+ * ("internald.conf:2: ttl = 999999: want 0..86400").
  */
 #ifndef INTERNALD_CONFIG_H
 #define INTERNALD_CONFIG_H
@@ -19,6 +23,7 @@
 #define CFG_LISTEN_MAX   16
 #define CFG_UPSTREAM_MAX 8
 #define CFG_ERR_MAX      512
+#define CFG_PROBLEMS_MAX 32
 #define CFG_ADDR_TEXT    (INET6_ADDRSTRLEN + 10) /* an address as written, "[...]:port" */
 
 typedef struct {
@@ -57,17 +62,34 @@ typedef struct {
 	unsigned cache_neg_max_ttl;   /* seconds an NXDOMAIN/NODATA is kept at most */
 	unsigned serve_stale;         /* seconds past expiry an answer may serve stale */
 	unsigned client_timer_ms;     /* a client waiting this long gets a stale answer */
+	char file[PATH_MAX];          /* -c FILE, "" for none */
+	bool check_only;              /* --check-config: check, report, exit */
 } config_t;
+
+/* Every problem config_parse_args found, in the order met. */
+typedef struct {
+	unsigned n; /* problems found; only the first CFG_PROBLEMS_MAX are kept */
+	bool usage; /* one of them is a usage error (unknown option, a missing value) */
+	char msg[CFG_PROBLEMS_MAX][CFG_ERR_MAX];
+} cfg_problems_t;
+
+/* What config_parse_args asks its caller to do instead of serving. */
+#define CONFIG_HELP    1 /* --help: print config_usage on stdout, exit 0 */
+#define CONFIG_VERSION 2 /* --version: print the version, exit 0 */
 
 /* Compile-time defaults (db /var/lib/internald, listen [fdaa::3]:53, ttl 5, ...). */
 void config_defaults(config_t *c);
 
 /*
- * Reads -c FILE (if any), then the rest of argv over it. Returns 0, 1 when --help or
- * --version was printed (exit 0), or -EINVAL with err naming the option or the file
- * and line.
+ * Reads -c FILE (if any), then the rest of argv over it (getopt_long: "--key value" and
+ * "--key=value" alike). Returns 0, CONFIG_HELP, CONFIG_VERSION, or -EINVAL with every
+ * problem in *p (p->usage when the command line itself is wrong). With --check-config,
+ * c->check_only is set whatever the outcome. Not thread-safe (getopt's globals).
  */
-int config_parse_args(config_t *c, int argc, char **argv, char *err);
+int config_parse_args(config_t *c, int argc, char **argv, cfg_problems_t *p);
+
+/* Adds one problem to p (printf-like); counts it even when p is full. */
+void config_problem(cfg_problems_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* "[v6]:port", "v4:port", or a bare address (port default_port). 0 or -EINVAL. */
 int config_parse_addr(const char *s, uint16_t default_port, cfg_addr_t *out);

@@ -1,5 +1,9 @@
 /*
- * log — leveled messages to stderr, one line each, safe from any thread.
+ * log — leveled messages to stderr, one line each, safe from any thread. Every line is
+ * key=value only: "level=info prog=internald event=... ..." (prog: the program's own
+ * name, internald or internalctl). When stderr is the journal (JOURNAL_STREAM names its
+ * device:inode, as systemd sets it) each line starts with its syslog priority, "<3>" for
+ * an error, "<4>" a warning, "<6>" info, "<7>" debug, so journalctl -p works.
  */
 #ifndef INTERNALD_LOG_H
 #define INTERNALD_LOG_H
@@ -10,6 +14,7 @@ void log_set_level(log_level_t level);
 /* "error", "warn", "info", "debug" -> level; -1 if none. */
 int log_parse_level(const char *s);
 int log_enabled(log_level_t level);
+/* fmt gives the line's own key=value pairs, "event=NAME ..." first. */
 void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)

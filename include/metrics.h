@@ -137,7 +137,8 @@ typedef struct {
 
 /* Everything one scrape shows. */
 typedef struct {
-	const char *version;
+	const char *version;  /* the release, "1.0.0" */
+	const char *revision; /* git's description of the build's tree; "" or NULL: none */
 	unsigned workers;
 	met_worker_t sum; /* the workers' counters added up (heartbeat_ns unused) */
 	met_upstream_t up[CFG_UPSTREAM_MAX];

@@ -28,7 +28,8 @@ typedef struct {
  * on a thread of its own. Until met_http_attach, /ready and /health say "starting".
  * Allocates *out (met_http_stop). Returns 0 or < 0 with err naming the address.
  */
-int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err);
+int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version,
+                   const char *revision, char *err);
 /* Serves src from now on (NULL: starting again, before what it reads is freed). src is
  * the caller's and must outlive the attachment. */
 void met_http_attach(met_http_t *h, const met_source_t *src);

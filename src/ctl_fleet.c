@@ -16,6 +16,7 @@
 #include "metrics_http.h"
 #include "publish.h"
 #include "registry.h"
+#include "version.h"
 
 /* ---- publish / follow (the fleet, internald(7) FLEET) ------------------------------------ */
 
@@ -306,7 +307,8 @@ static int follow_with(cli_t *c, fleet_args_t *a)
 	                   .stale_after = (double)a->stale_after};
 
 	char err[CFG_ERR_MAX];
-	if (a->has_metrics && met_http_start(&o.http, &a->metrics, INTERNALD_VERSION, err)) {
+	if (a->has_metrics &&
+	    met_http_start(&o.http, &a->metrics, INTERNALD_VERSION, INTERNALD_REVISION, err)) {
 		fprintf(stderr, "internalctl: follow: %s\n", err);
 		reg_close(reg);
 		return EXIT_REFUSED;

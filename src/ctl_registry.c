@@ -17,6 +17,7 @@
 #include "jsonl.h"
 #include "org.h"
 #include "registry.h"
+#include "version.h"
 #include "zone.h"
 
 int ctl_open_reg(const cli_t *c, bool write, reg_t **reg)

@@ -412,7 +412,8 @@ void dt_free(dt_t *d)
 		} else if (pthread_timedjoin_np(t, NULL, &until) != 0) {
 			pthread_detach(t);
 			left_behind = d; /* still in use by that thread: not a leak */
-			log_warn("dnstap: the collector is not reading; stopping without flushing");
+			log_warn("event=dnstap status=unflushed reason=\"the collector is not "
+			         "reading\"");
 			return;
 		}
 	}

@@ -28,15 +28,24 @@
 
 #include "clock.h"
 #include "log.h"
+#include "notify.h"
 
-/* Logs a state once per change, as key=value. */
+/* Logs a state once per change, as key=value, and tells systemd: READY=1 once live (the
+ * first full sync done, or resumed from the stored position), STATUS= always. */
 void fl_set_state(follow_t *fl, const char *state, const char *detail)
 {
 	if (strcmp(fl->state, state) == 0)
 		return;
 	snprintf(fl->state, sizeof(fl->state), "%s", state);
-	log_info("follow: state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
+	log_info("event=follow state=%s bucket=%s%s%s", state, fl->o->bucket, detail ? " " : "",
 	         detail ? detail : "");
+	char status[160];
+	snprintf(status, sizeof(status), "%s bucket=%s%s%s", state, fl->o->bucket,
+	         detail ? " " : "", detail ? detail : "");
+	if (strcmp(state, "live") == 0)
+		notify_ready(status);
+	else
+		notify_status(status);
 }
 
 /* Sleeps up to s seconds, returning early when asked to stop. */
@@ -108,8 +117,8 @@ static int live_batch(follow_t *fl, batch_t *b)
 	fl->nskip = 0;
 	fl->st.batches++;
 	fl->st.applied += jsonl_count(b->j);
-	log_debug("follow: batch seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu", b->last, b->n,
-	          jsonl_count(b->j), fl->npend);
+	log_debug("event=follow batch=applied seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu",
+	          b->last, b->n, jsonl_count(b->j), fl->npend);
 	if (fl->npend && jsonl_count(b->j))
 		rc = pend_retry(fl);
 	fl_show(fl);
@@ -384,7 +393,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	follow_t fl = {.reg = reg, .o = o, .start_ns = clock_wall_ns()};
 	int rc = reg_write(reg, mark_fn, &fl);
 	if (rc) {
-		log_error("follow: cannot write the registry: %s", reg_strerror(rc));
+		log_error("event=follow status=failed reason=\"cannot write the registry: %s\"",
+		          reg_strerror(rc));
 		return rc;
 	}
 	reg_txn_t *txn;
@@ -399,11 +409,16 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	}
 	rc = kv_connect_opts(&fl.conn, o->nats, true);
 	if (rc) {
-		log_error("follow: cannot start a NATS connection: %s", kv_strerror(rc));
+		log_error(
+		        "event=follow status=failed reason=\"cannot start a NATS connection: %s\"",
+		        kv_strerror(rc));
 		return rc;
 	}
 	if (o->js_domain && (rc = kv_set_domain(fl.conn, o->js_domain))) {
-		log_error("follow: --js-domain '%s': not a JetStream domain name", o->js_domain);
+		log_error("event=follow status=failed reason=\"--js-domain '%s': not a JetStream "
+		          "domain "
+		          "name\"",
+		          o->js_domain);
 		kv_close(fl.conn);
 		return rc;
 	}
@@ -447,7 +462,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 				continue;
 			}
 			if (rc) {
-				log_error("follow: full sync failed: %s", reg_strerror(rc));
+				log_error("event=follow full-sync=failed reason=\"%s\"",
+				          reg_strerror(rc));
 				break;
 			}
 			seq = fl.seq;
@@ -457,7 +473,8 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 		if (how == LIVE_STOP) {
 			rc = err;
 			if (rc)
-				log_error("follow: cannot write the registry: %s",
+				log_error("event=follow status=failed reason=\"cannot write the "
+				          "registry: %s\"",
 				          reg_strerror(rc));
 			break;
 		}
@@ -472,8 +489,9 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 			backoff = 0.1;
 		}
 	}
+	notify_stopping();
 	if (!rc)
-		log_info("follow: state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
+		log_info("event=follow state=stopped bucket=%s applied=%" PRIu64 " skipped=%" PRIu64
 		         " batches=%" PRIu64,
 		         o->bucket, fl.st.applied, fl.st.skipped, fl.st.batches);
 	if (stats)

@@ -79,8 +79,8 @@ void fl_report(follow_t *fl, batch_t *b)
 		fl->st.skipped++;
 		bool kept = e->retry && !e->superseded &&
 		            pend_add(fl, key_of(b, e), e->op, b->str + e->val, e->len, e->seq) == 0;
-		log_warn("follow: skipped key=%s seq=%" PRIu64 " error=\"%s\"%s", key_of(b, e),
-		         e->seq, e->why ? b->str + e->why - 1 : "out of memory",
+		log_warn("event=follow status=skipped key=%s seq=%" PRIu64 " error=\"%s\"%s",
+		         key_of(b, e), e->seq, e->why ? b->str + e->why - 1 : "out of memory",
 		         kept ? " kept=yes" : "");
 	}
 }
@@ -235,7 +235,7 @@ static int refuse_named(batch_t *b, int rc)
 {
 	entry_t *e = entry_of_error(b);
 	if (!e) {
-		log_error("follow: %s", b->err);
+		log_error("event=follow status=failed reason=\"%s\"", b->err);
 		return rc;
 	}
 	refuse(b, e, reason(b->err));

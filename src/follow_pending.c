@@ -135,7 +135,9 @@ bool pend_load(follow_t *fl, const reg_follow_t *f)
 	fclose(in);
 	fl->pend_saved = true;
 	if (!ok) {
-		log_warn("follow: %s is not of the registry's last commit: syncing in full", path);
+		log_warn("event=follow full-sync=needed reason=\"%s is not of the registry's last "
+		         "commit\"",
+		         path);
 		pend_clear(fl);
 	}
 	return ok;
@@ -185,7 +187,8 @@ int pend_retry(follow_t *fl)
 		fl->st.applied += jsonl_count(b.j);
 		for (size_t i = 0; i < b.n; i++)
 			if (!b.e[i].bad && !b.e[i].superseded)
-				log_info("follow: applied key=%s seq=%" PRIu64 " kept=%zu",
+				log_info("event=follow status=applied key=%s seq=%" PRIu64
+				         " kept=%zu",
 				         key_of(&b, &b.e[i]), b.e[i].seq, fl->npend);
 	}
 	batch_free(&b);

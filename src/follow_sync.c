@@ -230,7 +230,7 @@ int full_sync(follow_t *fl)
 	fl->st.full_syncs++;
 	fl->synced = true;
 	fl_show(fl);
-	log_info("follow: full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
+	log_info("event=follow full-sync=done bucket=%s seq=%" PRIu64 " records=%" PRIu64
 	         " skipped=%" PRIu64 " kept=%zu seconds=%.2f",
 	         fl->o->bucket, fl->seq, fl->st.applied - fl->applied_base, fl->st.skipped,
 	         fl->npend, clock_mono_s() - t0);
@@ -251,7 +251,7 @@ bool spread_wait(follow_t *fl)
 		return true;
 	unsigned seed = (unsigned)(clock_wall_ns() ^ ((uint64_t)getpid() * 2654435761u));
 	double delay = window * ((double)rand_r(&seed) / ((double)RAND_MAX + 1));
-	log_info("follow: full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
+	log_info("event=follow full-sync=delayed bucket=%s seconds=%.2f window=%.2f", fl->o->bucket,
 	         delay, window);
 	fl_nap(fl, delay);
 	return !*fl->o->stop;

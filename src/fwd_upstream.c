@@ -27,7 +27,7 @@ static uint16_t random_id(fwd_t *f)
 {
 	if (f->rnd_used + 2 > sizeof(f->rnd)) {
 		if (getrandom(f->rnd, sizeof(f->rnd), 0) != (ssize_t)sizeof(f->rnd))
-			log_warn("getrandom failed: query IDs are weaker");
+			log_warn("event=getrandom status=failed reason=\"query IDs are weaker\"");
 		f->rnd_used = 0;
 	}
 	uint16_t v = get_be16(f->rnd + f->rnd_used);
@@ -465,8 +465,7 @@ void fwd_start_try(fq_t *q)
 			if (!f->fd_logged_ms || now - f->fd_logged_ms >= 10000) { /* once in 10 s */
 				f->fd_logged_ms = now;
 				log_warn("event=fd-exhausted where=upstream-socket reason=\"%s\" "
-				         "(the "
-				         "open files limit: see internald(8) LIMITS)",
+				         "hint=\"the open files limit: see internald(8) LIMITS\"",
 				         uv_strerror(rc));
 			}
 		}

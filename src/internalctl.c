@@ -13,6 +13,7 @@
 
 #include "ctl_impl.h"
 #include "registry.h"
+#include "version.h"
 
 #define NATS_HELP                                                                                  \
 	"NATS: --nats URL (nats:// or tls://; default: $NATS_URL, a comma list, else\n"            \
@@ -110,6 +111,7 @@ static const ctl_cmd_t cmd_table[] = {
 #define CMD_COUNT (sizeof(cmd_table) / sizeof(cmd_table[0]))
 
 static const char usage_head[] = "usage: internalctl [--db DIR] [--no-sync] COMMAND [ARGS]\n"
+                                 "       internalctl --version\n"
                                  "\n"
                                  "commands:\n";
 static const char usage_tail[] =
@@ -247,6 +249,8 @@ static int run(int argc, char **argv)
 		} else if (n == 0 && a[0] == '-') {
 			if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
 				return ctl_out("%s", usage_text), 0;
+			if (strcmp(a, "--version") == 0)
+				return VERSION_PRINT("internalctl") < 0;
 			fprintf(stderr, "internalctl: unknown option '%s'\n", a);
 			return usage(NULL);
 		} else {

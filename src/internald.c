@@ -22,13 +22,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "notify.h"
 #include "portcheck.h"
 #include "registry.h"
 #include "server.h"
-
-#ifndef INTERNALD_VERSION
-#define INTERNALD_VERSION "unknown"
-#endif
+#include "version.h"
 
 static config_t cfg;
 static ans_conf_t conf;
@@ -101,7 +99,7 @@ static void fit_fd_budget(config_t *c, bool quiet)
 	inflight = inflight < 16 ? 16 : inflight;
 	if (!quiet)
 		log_warn("event=fd-limit status=sized limit=%llu reserve=%llu "
-		         "tcp_max_connections=%u->%u max_inflight=%u->%u (per worker of %u) "
+		         "tcp_max_connections=%u->%u max_inflight=%u->%u workers=%u "
 		         "reason=\"the open files limit cannot hold both full: raise its hard "
 		         "limit (LimitNOFILE=, ulimit -Hn)\"",
 		         (unsigned long long)fd_limit, reserve, c->tcp_max_conns, tcp,
@@ -128,31 +126,66 @@ static void check_registry_modes(const char *db)
 		struct stat st;
 		snprintf(path, sizeof(path), "%s/%s", db, files[i].file);
 		if (stat(path, &st) == 0 && (st.st_mode & files[i].loose))
-			log_warn("event=registry-mode file=%s mode=%04o reason=\"%s: chmod o-rw "
-			         "(internalctl's next write sets 0640 and 0660)\"",
-			         path, (unsigned)(st.st_mode & 07777), files[i].why);
+			log_warn(
+			        "event=registry-mode file=%s mode=%04o reason=\"%s\" "
+			        "hint=\"chmod o-rw (internalctl's next write sets 0640 and 0660)\"",
+			        path, (unsigned)(st.st_mode & 07777), files[i].why);
 	}
+}
+
+/* Each problem of p as a line of its own, its text quoted: prefix reason="...". */
+static void log_problems(const cfg_problems_t *p, const char *prefix)
+{
+	for (unsigned i = 0; i < p->n && i < CFG_PROBLEMS_MAX; i++) {
+		char q[2 * CFG_ERR_MAX], *o = q;
+		for (const char *m = p->msg[i]; *m; m++) {
+			if (*m == '"' || *m == '\\')
+				*o++ = '\\';
+			*o++ = *m;
+		}
+		*o = '\0';
+		log_error("%s reason=\"%s\"", prefix, q);
+	}
+	if (p->n > CFG_PROBLEMS_MAX)
+		log_error("%s problems=%u shown=%d", prefix, p->n, CFG_PROBLEMS_MAX);
 }
 
 /* SIGHUP: the config file and the command line again (the command line still wins). What
  * needs a rebind or a restart keeps its running value and is logged as such. */
+static int reload_config(srv_t *s);
 static int reload(srv_t *s, void *arg)
 {
 	(void)arg;
+	notify_reloading(); /* systemd: RELOADING=1 until the READY=1 below */
+	int rc = reload_config(s);
+	notify_ready(rc ? "serving: the reload failed, the running configuration is kept"
+	                : "serving: reloaded");
+	return rc;
+}
+
+static int reload_config(srv_t *s)
+{
 	const config_t *cur = srv_config(s);
 	char err[CFG_ERR_MAX] = "";
 	config_t *n = malloc(sizeof(*n));
+	cfg_problems_t *p = malloc(sizeof(*p));
 	ans_conf_t a;
-	if (!n) {
+	if (!n || !p) {
+		free(n), free(p);
 		log_error("event=reload status=failed reason=\"out of memory\"");
 		return -ENOMEM;
 	}
 	config_defaults(n);
-	int rc = config_parse_args(n, g_argc, g_argv, err);
-	if (rc == 0 && n->nupstream == 0)
+	int rc = config_parse_args(n, g_argc, g_argv, p);
+	if (rc) {
+		log_problems(p, "event=reload status=failed");
+		free(p), free(n);
+		return -EINVAL;
+	}
+	free(p);
+	if (n->nupstream == 0)
 		config_upstreams_from_resolv(n, "/etc/resolv.conf");
-	if (rc == 0)
-		fit_fd_budget(n, true);
+	fit_fd_budget(n, true);
 	if (rc == 0 && build_conf(n, &a))
 		rc = -EINVAL;
 	bool listen_same = n->nlisten == cur->nlisten;
@@ -177,9 +210,8 @@ static int reload(srv_t *s, void *arg)
 	if (rc == 0) {
 		for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
 			if (restart[i].changed)
-				log_warn("event=reload key=%s status=needs-restart (the running "
-				         "value "
-				         "stays until internald restarts)",
+				log_warn("event=reload key=%s status=needs-restart "
+				         "kept=running-value",
 				         restart[i].key);
 		memcpy(n->listen, cur->listen, sizeof(n->listen));
 		n->nlisten = cur->nlisten;
@@ -193,9 +225,8 @@ static int reload(srv_t *s, void *arg)
 		rc = srv_reload(s, n, &a, err);
 	}
 	if (rc) {
-		log_error(
-		        "event=reload status=failed reason=\"%s\" (kept the running configuration)",
-		        err);
+		log_error("event=reload status=failed reason=\"%s\" kept=running-configuration",
+		          err);
 		free(n);
 		return rc;
 	}
@@ -233,7 +264,7 @@ static int drop_privileges(const char *user)
 	if (step) {
 		log_error("event=privileges status=failed user=%s step=%s reason=\"%s\"%s", user,
 		          step, strerror(errno),
-		          errno == EPERM ? " (start internald as root to use --user)" : "");
+		          errno == EPERM ? " hint=\"start internald as root to use --user\"" : "");
 		return -1;
 	}
 	if (getuid() == 0 || geteuid() == 0 || getgid() == 0 || getegid() == 0 ||
@@ -248,7 +279,8 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
-/* The metrics endpoint's view of the server (metrics.h's met_source_t). */
+/* The metrics endpoint's view of the server (metrics.h's met_source_t); systemd is told
+ * what the same probes say (notify.h's watcher). */
 static int http_ready(void *arg, char *msg, size_t cap)
 {
 	return srv_ready(arg, msg, cap);
@@ -262,21 +294,72 @@ static int http_snapshot(void *arg, met_snapshot_t *out)
 	return srv_metrics(arg, out);
 }
 
+/* --check-config: past the file and every value (config_parse_args), the user exists and
+ * is not root, and the registry opens read-only as it would to serve. */
+static int check_config(const config_t *c, cfg_problems_t *p)
+{
+	const char *what = c->file[0] ? c->file : "the command line";
+	char in[PATH_MAX + 2] = ""; /* "FILE: " before a key of the file's */
+	if (c->file[0])
+		snprintf(in, sizeof(in), "%s: ", c->file);
+	if (c->user[0]) {
+		errno = 0;
+		struct passwd *pw = getpwnam(c->user);
+		if (!pw)
+			config_problem(p, "%suser = %s: %s; want a user of this host", in, c->user,
+			               errno ? strerror(errno) : "no such user");
+		else if (pw->pw_uid == 0 || pw->pw_gid == 0)
+			config_problem(p,
+			               "%suser = %s: uid %u gid %u; want a user that is not root",
+			               in, c->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	}
+	reg_t *reg;
+	int rc = reg_open(&reg, c->db, REG_RDONLY, 0);
+	if (rc)
+		config_problem(
+		        p, "%sdb = %s: cannot open the registry: %s%s", in, c->db, reg_strerror(rc),
+		        rc == -ENOENT ? "; want a registry (internalctl --db DIR import FILE, "
+		                        "or internalctl follow)"
+		                      : "");
+	else
+		reg_close(reg);
+	for (unsigned i = 0; i < p->n && i < CFG_PROBLEMS_MAX; i++)
+		fprintf(stderr, "%s\n", p->msg[i]);
+	if (p->n) {
+		fprintf(stderr, "internald: %s: %u problem%s\n", what, p->n, p->n == 1 ? "" : "s");
+		return 1;
+	}
+	printf("internald: %s: ok\n", what);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char err[CFG_ERR_MAX] = "";
+	static cfg_problems_t probs;
 	g_argc = argc, g_argv = argv;
 	signal(SIGHUP, SIG_IGN); /* a reload asked for before the loop runs is not fatal */
 	config_defaults(&cfg);
-	int rc = config_parse_args(&cfg, argc, argv, err);
-	if (rc == 1)
-		return 0;
-	if (rc) {
-		fprintf(stderr, "internald: %s\n%s", err, config_usage);
+	int rc = config_parse_args(&cfg, argc, argv, &probs);
+	if (rc == CONFIG_HELP)
+		return fputs(config_usage, stdout) < 0;
+	if (rc == CONFIG_VERSION)
+		return VERSION_PRINT("internald") < 0;
+	if (probs.usage) { /* only a usage error earns the usage */
+		for (unsigned i = 0; i < probs.n && i < CFG_PROBLEMS_MAX; i++)
+			fprintf(stderr, "internald: %s\n", probs.msg[i]);
+		fputs(config_usage, stderr);
 		return 2;
 	}
+	if (cfg.check_only)
+		return check_config(&cfg, &probs);
+	if (rc) {
+		log_problems(&probs, "event=config status=failed");
+		return 1;
+	}
 	log_set_level((log_level_t)cfg.log_level);
-	log_info("event=start version=%s pid=%d", INTERNALD_VERSION, (int)getpid());
+	log_info("event=start version=%s revision=%s pid=%d", INTERNALD_VERSION,
+	         INTERNALD_REVISION[0] ? INTERNALD_REVISION : "-", (int)getpid());
 	raise_fd_limit();
 	fit_fd_budget(&cfg, false);
 
@@ -294,7 +377,8 @@ int main(int argc, char **argv)
 		         ".internal get REFUSED\"");
 
 	met_http_t *http = NULL;
-	if (cfg.has_metrics && met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, err)) {
+	if (cfg.has_metrics &&
+	    met_http_start(&http, &cfg.metrics, INTERNALD_VERSION, INTERNALD_REVISION, err)) {
 		log_error("event=error reason=\"%s\"", err);
 		return 1;
 	}
@@ -311,10 +395,11 @@ int main(int argc, char **argv)
 
 	reg_t *reg;
 	if ((rc = reg_open(&reg, cfg.db, REG_RDONLY, 0))) {
-		log_error("event=error reason=\"cannot open the registry at %s: %s%s\"", cfg.db,
+		log_error("event=error reason=\"cannot open the registry at %s: %s\"%s", cfg.db,
 		          reg_strerror(rc),
-		          rc == -ENOENT ? " (create it with 'internalctl --db DIR import FILE')"
-		                        : "");
+		          rc == -ENOENT
+		                  ? " hint=\"create it with 'internalctl --db DIR import FILE'\""
+		                  : "");
 		met_http_stop(http);
 		return 1;
 	}
@@ -340,7 +425,10 @@ int main(int argc, char **argv)
 	const met_source_t src = {
 	        .arg = srv, .ready = http_ready, .health = http_health, .snapshot = http_snapshot};
 	met_http_attach(http, &src);
+	if ((rc = notify_watch_start(http_ready, http_health, srv)))
+		log_warn("event=notify status=failed reason=\"%s\"", strerror(-rc));
 	rc = srv_run(srv);
+	notify_watch_stop();
 	met_http_stop(http); /* before the server goes: a scrape reads its workers */
 	srv_free(srv);
 	reg_close(reg);

@@ -121,12 +121,14 @@ const char *kv_strerror(int err)
 
 /* ---- connection ---------------------------------------------------------------------- */
 
+/* A lost connection is a warning (journalctl -p warning shows it); the rest is news. */
 static void log_state(natsConnection *nc, const char *state)
 {
 	char url[256] = "";
 	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
 	cut_userinfo(url);
-	log_info("kv: nats=%s url=%s", state, url[0] ? url : "-");
+	log_msg(strcmp(state, "disconnected") == 0 ? LOG_WARN : LOG_INFO,
+	        "event=nats nats=%s url=%s", state, url[0] ? url : "-");
 }
 
 static void on_connected(natsConnection *nc, void *arg)
@@ -188,9 +190,9 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 		snprintf(c->denied, sizeof(c->denied), "%s", msg);
 	pthread_mutex_unlock(&c->mu);
 	if (news)
-		log_warn("kv: nats=denied error=\"%s\"", msg);
+		log_warn("event=nats nats=denied error=\"%s\"", msg);
 	else if (err != NATS_NOT_PERMITTED)
-		log_debug("kv: nats error=\"%s\"", msg);
+		log_debug("event=nats nats=error error=\"%s\"", msg);
 }
 
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap)
@@ -371,7 +373,8 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		s = natsConnection_Connect(&c->nc, c->opts);
 	if (s == NATS_NOT_YET_CONNECTED && forever) {
 		char url[256];
-		log_info("kv: nats=connecting url=%s", kv_url_public(o->urls[0], url, sizeof(url)));
+		log_info("event=nats nats=connecting url=%s",
+		         kv_url_public(o->urls[0], url, sizeof(url)));
 		s = NATS_OK;
 	} else if (s == NATS_OK) {
 		log_state(c->nc, "connected");
@@ -502,7 +505,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_m
 		cfg.StorageType = js_FileStorage;
 		s = js_CreateKeyValue(&kv, b->js, &cfg);
 		if (s == NATS_OK)
-			log_info("kv: bucket=created name=%s replicas=%d", name, replicas);
+			log_info("event=bucket status=created name=%s replicas=%d", name, replicas);
 	}
 	kvStore_Destroy(kv);
 	if (s != NATS_OK) {
@@ -616,7 +619,7 @@ static void mirror_origin(kv_bucket_t *b, const jsStreamInfo *si)
 		s = js_GetStreamInfo(&osi, js, m->Name, NULL, &jerr);
 	if (s == NATS_OK)
 		snprintf(b->origin, sizeof(b->origin), "%" PRId64, osi->Created);
-	log_info("kv: mirror=%s of=%s api=%s origin=%s", b->stream, m->Name,
+	log_info("event=mirror mirror=%s of=%s api=%s origin=%s", b->stream, m->Name,
 	         o.Prefix ? o.Prefix : "-", b->origin[0] ? b->origin : "unreachable");
 	jsStreamInfo_Destroy(osi);
 	jsCtx_Destroy(js);
@@ -655,7 +658,8 @@ int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int repli
 		s = js_AddStream(&si, js, &cfg, NULL, &jerr);
 	int rc = 0;
 	if (s == NATS_OK) {
-		log_info("kv: mirror=created name=%s from=%s replicas=%d", name, from, replicas);
+		log_info("event=mirror status=created name=%s from=%s replicas=%d", name, from,
+		         replicas);
 	} else if (jerr == JSStreamNameExistErr &&
 	           js_GetStreamInfo(&si, js, stream, NULL, NULL) == NATS_OK) {
 		const jsStreamSource *m = si->Config ? si->Config->Mirror : NULL;

@@ -499,10 +499,11 @@ static void render_dnstap(met_buf_t *b, const met_snapshot_t *s)
 static void render_process(met_buf_t *b, const met_snapshot_t *s)
 {
 	const met_process_t *p = &s->proc;
-	char v[64];
+	char v[64], r[64];
 	family(b, "internald_build_info", "gauge", "Always 1; the labels say what is running.");
-	put(b, "internald_build_info{version=\"%s\"} 1\n",
-	    label_escape(s->version ? s->version : "unknown", v, sizeof(v)));
+	put(b, "internald_build_info{version=\"%s\",revision=\"%s\"} 1\n",
+	    label_escape(s->version ? s->version : "unknown", v, sizeof(v)),
+	    label_escape(s->revision ? s->revision : "", r, sizeof(r)));
 	gauge(b, "internald_scrape_duration_seconds",
 	      "How long the previous scrape took inside internald (summing, rendering).",
 	      s->scrape_seconds);

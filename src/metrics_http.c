@@ -45,7 +45,7 @@ typedef struct {
 struct met_http {
 	struct MHD_Daemon *d;
 	int fd;
-	const char *version;
+	const char *version, *revision;
 	const met_source_t *src; /* atomic: NULL while starting */
 	double scrape_seconds;   /* the previous scrape's (MHD's one thread only) */
 	/* The reaper: slots are added and removed by MHD's thread (notify_connection,
@@ -211,6 +211,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (s && s->snapshot)
 			s->snapshot(s->arg, &snap);
 		snap.version = h->version;
+		snap.revision = h->revision;
 		snap.scrape_seconds = h->scrape_seconds;
 		met_process_read(&snap.proc);
 		int rc = 0;
@@ -236,13 +237,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	return plain(c, MHD_HTTP_NOT_FOUND, "not found: try /metrics, /health or /ready\n");
 }
 
-int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version, char *err)
+int met_http_start(met_http_t **out, const cfg_addr_t *addr, const char *version,
+                   const char *revision, char *err)
 {
 	met_http_t *h = calloc(1, sizeof(*h));
 	int one = 1, e;
 	if (!h)
 		return -ENOMEM;
 	h->version = version;
+	h->revision = revision;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->stop_cv, NULL);
 	for (size_t i = 0; i < sizeof(h->conns) / sizeof(h->conns[0]); i++)

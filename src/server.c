@@ -123,8 +123,7 @@ static int reply_socket(const cfg_addr_t *a, uint16_t *port, int *fd, char *err)
 	set_port(&ss, *port);
 	if (connect(*fd, (struct sockaddr *)&ss, a->len)) {
 		char text[80];
-		log_info("replies on %s leave by the listening socket event=reply-socket "
-		         "connect=\"%s\"",
+		log_info("event=reply-socket addr=%s via=listening-socket reason=\"connect: %s\"",
 		         addr_text(&ss, text, sizeof(text)), strerror(errno));
 		close(*fd);
 		*fd = -1;
@@ -167,7 +166,7 @@ static int bind_address(srv_t *s, const cfg_addr_t *a, int (*fds)[CFG_LISTEN_MAX
 			struct sockaddr_storage ss = a->ss;
 			set_port(&ss, port);
 			/* the text before "(" is what every test suite parses: keep it */
-			log_info("listening on %s (udp, tcp) event=bind sockets=%u",
+			log_info("event=bind addr=%s proto=udp,tcp sockets=%u",
 			         addr_text(&ss, text, sizeof(text)), s->nworkers);
 			return 0;
 		}
@@ -290,13 +289,13 @@ static void srv_log_totals(srv_t *s)
 	srv_metrics(s, &m);
 	const met_cache_t *c = &m.cache;
 	if (c->present)
-		log_info(
-		        "cache: hits %llu, SERVFAIL answers %llu, misses %llu, stale answers %llu, "
-		        "prefetches %llu, entries %llu, bytes %llu, evictions %llu",
-		        (unsigned long long)c->hits, (unsigned long long)c->servfail,
-		        (unsigned long long)c->misses, (unsigned long long)c->stale,
-		        (unsigned long long)c->prefetches, (unsigned long long)c->entries,
-		        (unsigned long long)c->bytes, (unsigned long long)c->evictions);
+		log_info("event=cache hits=%llu servfail=%llu misses=%llu stale=%llu "
+		         "prefetches=%llu "
+		         "entries=%llu bytes=%llu evictions=%llu",
+		         (unsigned long long)c->hits, (unsigned long long)c->servfail,
+		         (unsigned long long)c->misses, (unsigned long long)c->stale,
+		         (unsigned long long)c->prefetches, (unsigned long long)c->entries,
+		         (unsigned long long)c->bytes, (unsigned long long)c->evictions);
 }
 
 int srv_run(srv_t *s)
@@ -319,8 +318,7 @@ int srv_run(srv_t *s)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_create(&s->workers[i].thread, srv_worker_main, &s->workers[i]);
 	__atomic_store_n(&s->state, SRV_READY, __ATOMIC_RELEASE);
-	log_info("serving with %u worker%s event=serving listen=%zu", s->nworkers,
-	         s->nworkers == 1 ? "" : "s", s->cfg->nlisten);
+	log_info("event=serving workers=%u listen=%zu", s->nworkers, s->cfg->nlisten);
 	uv_run(&s->main, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		uv_thread_join(&s->workers[i].thread);
@@ -344,7 +342,7 @@ void srv_free(srv_t *s)
 	if (s->dt) {
 		dt_stats_t st;
 		dt_stats(s->dt, &st);
-		log_info("dnstap: %llu frames queued, %llu dropped", (unsigned long long)st.sent,
+		log_info("event=dnstap frames=%llu dropped=%llu", (unsigned long long)st.sent,
 		         (unsigned long long)st.dropped);
 	}
 	dt_free(s->dt); /* after the workers: they log until they stop */
@@ -363,7 +361,8 @@ static int srv_dnstap_start(srv_t *s, char *err)
 	int rc = dt_create(&s->dt, s->cfg->dnstap, s->nworkers, identity,
 	                   "internald " INTERNALD_VERSION, err, CFG_ERR_MAX);
 	if (rc == 0)
-		log_info("dnstap to %s (identity %s)", s->cfg->dnstap, identity);
+		log_info("event=dnstap status=started target=%s identity=%s", s->cfg->dnstap,
+		         identity);
 	return rc;
 }
 

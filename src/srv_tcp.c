@@ -374,8 +374,8 @@ void srv_tcp_accept(uv_stream_t *server, int status)
 		MET_INC(w->m.fd_exhausted);
 		if (!w->fd_logged_ms || now - w->fd_logged_ms >= 10000) { /* once in 10 s */
 			w->fd_logged_ms = now;
-			log_warn("event=fd-exhausted worker=%u where=tcp-accept reason=\"%s\" (the "
-			         "open files limit: see internald(8) LIMITS)",
+			log_warn("event=fd-exhausted worker=%u where=tcp-accept reason=\"%s\" "
+			         "hint=\"the open files limit: see internald(8) LIMITS\"",
 			         w->idx, uv_strerror(status));
 		}
 	}

@@ -76,7 +76,7 @@ static void udp_send_one(udp_sock_t *s, const struct sockaddr_storage *peer, soc
 	else
 		mh.msg_control = NULL;
 	if (sendmsg(s->sfd, &mh, MSG_DONTWAIT) < 0)
-		log_debug("udp send: %s", strerror(errno));
+		log_debug("event=udp-send status=failed reason=\"%s\"", strerror(errno));
 }
 
 static void fwd_udp_done(void *arg, const uint8_t *resp, size_t len)
@@ -242,7 +242,7 @@ static void udp_send(udp_sock_t *s, unsigned m)
 			sent += (unsigned)k;
 			continue;
 		}
-		log_debug("udp send: %s", strerror(errno));
+		log_debug("event=udp-send status=failed reason=\"%s\"", strerror(errno));
 		if (k == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
 			break; /* the socket buffer is full: UDP may drop */
 		sent++;        /* this one reply cannot go (to port 0, say): the rest can */

@@ -172,17 +172,17 @@ static void on_stop(uv_async_t *a)
 {
 	worker_t *w = a->data;
 	if (w->m.wakeups)
-		log_info("worker %u: %llu datagrams, %.2f per recvmmsg, %.2f per wake-up", w->idx,
-		         (unsigned long long)w->m.datagrams,
+		log_info("event=worker worker=%u datagrams=%llu per_recvmmsg=%.2f per_wakeup=%.2f",
+		         w->idx, (unsigned long long)w->m.datagrams,
 		         (double)w->m.datagrams / (double)w->m.recv_calls,
 		         (double)w->m.datagrams / (double)w->m.wakeups);
 	if (w->fwd) {
 		const fwd_stats_t *st = fwd_stats(w->fwd);
 		if (st->forwarded || w->m.forward_over_cap)
 			log_info(
-			        "worker %u: forwarded %llu, answered %llu, SERVFAIL %llu, over the "
-			        "in-flight cap %llu, mismatched answers dropped %llu, TCP retries "
-			        "%llu, joined an identical query %llu, prefetches %llu",
+			        "event=worker worker=%u forwarded=%llu answered=%llu servfail=%llu "
+			        "over_cap=%llu mismatched=%llu tcp_retries=%llu joined=%llu "
+			        "prefetches=%llu",
 			        w->idx, (unsigned long long)st->forwarded,
 			        (unsigned long long)st->answered, (unsigned long long)st->servfail,
 			        (unsigned long long)(st->overload + w->m.forward_over_cap),

@@ -38,7 +38,7 @@ lacks() {
 # sorted CMD...: its output lines sorted (answers are shuffled)
 sorted() { "$@" | sort; }
 
-# start_server LOG ARGS...: starts internald, waits for its listening lines, sets SPID
+# start_server LOG ARGS...: starts internald, waits for its event=serving line, sets SPID
 # and PORT (the first listen address's port)
 start_server() {
 	local log=$1
@@ -48,14 +48,14 @@ start_server() {
 	SPID=$!
 	CLEANUP+=("kill $SPID 2>/dev/null")
 	for _ in $(seq 100); do
-		grep -q "serving with" "$log" 2>/dev/null && break
+		grep -q "event=serving" "$log" 2>/dev/null && break
 		kill -0 "$SPID" 2>/dev/null || break
 		sleep 0.05
 	done
-	if ! grep -q "serving with" "$log"; then
+	if ! grep -q "event=serving" "$log"; then
 		echo "internald did not start:"; cat "$log"; return 1
 	fi
-	PORT=$(grep -m1 -o 'listening on [^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
+	PORT=$(grep -m1 -o 'event=bind addr=[^ ]*' "$log" | sed 's/.*:\([0-9]*\)$/\1/')
 }
 
 # stop_server: SIGTERM, the exit status, and no sanitizer report in the server's log

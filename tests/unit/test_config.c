@@ -43,13 +43,38 @@ static void test_addresses(void **s)
 	assert_int_equal(config_parse_addr("host:53", 53, &a), -EINVAL);
 }
 
+static cfg_problems_t probs; /* the last parse's */
+
+/* Parses argv over the defaults; err (CFG_ERR_MAX) receives every problem, a line each. */
 static int parse(config_t *c, char **argv, char *err)
 {
 	int argc = 0;
 	while (argv[argc])
 		argc++;
 	config_defaults(c);
-	return config_parse_args(c, argc, argv, err);
+	int rc = config_parse_args(c, argc, argv, &probs);
+	size_t n = 0;
+	err[0] = '\0';
+	for (unsigned i = 0; i < probs.n && i < CFG_PROBLEMS_MAX && n < CFG_ERR_MAX; i++)
+		n += (size_t)snprintf(err + n, CFG_ERR_MAX - n, "%s\n", probs.msg[i]);
+	return rc;
+}
+
+/* Parses a file of text alone (-c FILE); the problems are in probs. */
+static int parse_text(config_t *c, const char *text)
+{
+	char *dir = tmp_new(), path[512], err[CFG_ERR_MAX];
+	write_file(dir, "internald.conf", text, path, sizeof(path));
+	char *argv[] = {"internald", "-c", path, NULL};
+	int rc = parse(c, argv, err);
+	/* messages name the file as given: keep only its base name for the tests */
+	for (unsigned i = 0; i < probs.n && i < CFG_PROBLEMS_MAX; i++) {
+		char *at = strstr(probs.msg[i], "internald.conf");
+		if (at)
+			memmove(probs.msg[i], at, strlen(at) + 1);
+	}
+	tmp_free(dir);
+	return rc;
 }
 
 static void test_defaults(void **s)
@@ -96,14 +121,16 @@ static void test_errors_name_the_option_or_line(void **s)
 	assert_non_null(strstr(err, "--workers 0"));
 	char *a2[] = {"internald", "--colour", "red", NULL};
 	assert_int_equal(parse(&c, a2, err), -EINVAL);
-	assert_non_null(strstr(err, "unknown option"));
+	assert_non_null(strstr(err, "unknown option '--colour'"));
+	assert_true(probs.usage);
 	char *a3[] = {"internald", "--listen", "nowhere", NULL};
 	assert_int_equal(parse(&c, a3, err), -EINVAL);
 	char *dir = tmp_new(), path[512];
 	write_file(dir, "bad.conf", "ttl = 5\nthis is not a setting\n", path, sizeof(path));
 	char *a4[] = {"internald", "-c", path, NULL};
 	assert_int_equal(parse(&c, a4, err), -EINVAL);
-	assert_non_null(strstr(err, "bad.conf:2"));
+	assert_non_null(strstr(err, "bad.conf:2: this is not a setting: want key = value"));
+	assert_false(probs.usage); /* a bad value is no usage error: no usage printed */
 	tmp_free(dir);
 }
 
@@ -217,6 +244,127 @@ static void test_cache_options(void **s)
 	}
 }
 
+/* Ten bad lines, ten problems: each names the file, the line, the key, the value and
+ * what is allowed; parsing goes on after the first. */
+static void test_every_problem_is_reported_with_key_value_and_range(void **s)
+{
+	(void)s;
+	config_t c;
+	assert_int_equal(parse_text(&c, "ttl = 999999\n"
+	                                "workers = 0\n"
+	                                "colour = red\n"
+	                                "db =\n"
+	                                "listen = ::1:5353\n"
+	                                "log-level = loud\n"
+	                                "ttl = 30\n"
+	                                "ttl = 40\n"
+	                                "cache-size = 1MB\n"
+	                                "dnstap = file.sock\n"
+	                                "upstream = [::1]:99999\n"),
+	                 -EINVAL);
+	const char *want[] = {
+	        "internald.conf:1: ttl = 999999: want 0..86400",
+	        "internald.conf:2: workers = 0: want 1..256",
+	        "internald.conf:3: colour = red: unknown key; want one of internald.conf(5)",
+	        "internald.conf:4: db = \"\": empty; want a directory",
+	        "internald.conf:5: listen = ::1:5353: want [v6]:port: write [::1]:5353 for a port, "
+	        "[::1:5353] for the address",
+	        "internald.conf:6: log-level = loud: want error, warn, info or debug",
+	        "internald.conf:8: ttl = 40: ttl is set on line 7 already; want it once",
+	        "internald.conf:9: cache-size = 1MB: want bytes (a K, M or G suffix), 0 (no cache) "
+	        "or at least 256K",
+	        "internald.conf:10: dnstap = file.sock: want unix:PATH (the collector's socket)",
+	        "internald.conf:11: upstream = [::1]:99999: want [v6]:port, v4:port or an address "
+	        "(port 53)",
+	};
+	assert_int_equal(probs.n, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		assert_string_equal(probs.msg[i], want[i]);
+	assert_false(probs.usage);
+}
+
+/* internald.conf(5): '#' outside quotes starts a comment; a quoted value keeps it, and
+ * the quotes are not part of the value. */
+static void test_quotes_keep_a_hash_and_are_not_the_value(void **s)
+{
+	(void)s;
+	config_t c;
+	assert_int_equal(parse_text(&c, "nsid = \"host #1\"   # the first\n"
+	                                "  region = ord# a comment right after\n"
+	                                "default-org = \"de\\\"mo\\\\\"\n"),
+	                 0);
+	assert_string_equal(c.nsid, "host #1");
+	assert_string_equal(c.region, "ord");
+	assert_string_equal(c.default_org, "de\"mo\\");
+	assert_int_equal(parse_text(&c, "nsid = \"open\n"), -EINVAL);
+	assert_non_null(strstr(probs.msg[0], "internald.conf:1: nsid = \"open: the quote is not"));
+	assert_int_equal(parse_text(&c, "nsid = \"a\" b\n"), -EINVAL);
+	assert_non_null(strstr(probs.msg[0], "'b' after the closing quote"));
+	assert_int_equal(parse_text(&c, "nsid = \"\"\n"), -EINVAL); /* empty, quoted or not */
+	assert_non_null(strstr(probs.msg[0], "nsid = \"\": empty"));
+}
+
+/* "::1:5353" could be port 5353 of ::1 or the address ::0.1.83.83: brackets say which. */
+static void test_a_port_on_a_bare_v6_address_is_refused(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *a1[] = {"internald", "--listen", "::1:5353", NULL};
+	assert_int_equal(parse(&c, a1, err), -EINVAL);
+	assert_non_null(strstr(err, "--listen ::1:5353: want [v6]:port: write [::1]:5353"));
+	char *a2[] = {"internald",
+	              "--listen",
+	              "fdaa::3",
+	              "--listen",
+	              "[::1:5353]",
+	              "--upstream",
+	              "2001:db8:0:0:0:0:1:53",
+	              "--metrics",
+	              "[::1]:9",
+	              NULL};
+	assert_int_equal(parse(&c, a2, err), 0);
+	assert_int_equal(port_of(&c.listen[0]), 53);
+	assert_int_equal(port_of(&c.listen[1]), 53);
+	char *a3[] = {"internald", "--metrics", "fe80::1:9153", NULL};
+	assert_int_equal(parse(&c, a3, err), -EINVAL);
+}
+
+/* getopt_long: --key=value and --key value alike; only a usage error is one. */
+static void test_long_options_take_both_forms(void **s)
+{
+	(void)s;
+	config_t c;
+	char err[CFG_ERR_MAX];
+	char *a1[] = {"internald", "--ttl=7", "--nsid", "n-1", "--workers=2", NULL};
+	assert_int_equal(parse(&c, a1, err), 0);
+	assert_int_equal(c.ttl, 7);
+	assert_string_equal(c.nsid, "n-1");
+	assert_int_equal(c.workers, 2);
+	char *a2[] = {"internald", "--ttl", NULL};
+	assert_int_equal(parse(&c, a2, err), -EINVAL);
+	assert_true(probs.usage);
+	assert_non_null(strstr(err, "--ttl needs a value"));
+	char *a3[] = {"internald", "--ttl=999999", NULL};
+	assert_int_equal(parse(&c, a3, err), -EINVAL);
+	assert_false(probs.usage);
+	assert_string_equal(err, "--ttl 999999: want 0..86400\n");
+	char *a4[] = {"internald", "--ttl", "5", "stray", NULL};
+	assert_int_equal(parse(&c, a4, err), -EINVAL);
+	assert_true(probs.usage);
+	assert_non_null(strstr(err, "unexpected argument 'stray'"));
+	char *a5[] = {"internald", "--ttl", "1", "--help", NULL};
+	assert_int_equal(parse(&c, a5, err), CONFIG_HELP);
+	char *a6[] = {"internald", "--version", NULL};
+	assert_int_equal(parse(&c, a6, err), CONFIG_VERSION);
+	char *a7[] = {"internald", "--check-config", "--ttl", "x", NULL};
+	assert_int_equal(parse(&c, a7, err), -EINVAL);
+	assert_true(c.check_only);
+	char *a8[] = {"internald", "--db", "", NULL};
+	assert_int_equal(parse(&c, a8, err), -EINVAL);
+	assert_non_null(strstr(err, "--db \"\": empty"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -230,6 +378,10 @@ int main(void)
 	        cmocka_unit_test(test_cache_options),
 	        cmocka_unit_test(test_a_long_line_is_one_line),
 	        cmocka_unit_test(test_an_upstream_given_twice_is_refused),
+	        cmocka_unit_test(test_every_problem_is_reported_with_key_value_and_range),
+	        cmocka_unit_test(test_quotes_keep_a_hash_and_are_not_the_value),
+	        cmocka_unit_test(test_a_port_on_a_bare_v6_address_is_refused),
+	        cmocka_unit_test(test_long_options_take_both_forms),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

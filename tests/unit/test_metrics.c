@@ -10,6 +10,7 @@ static met_snapshot_t full(void)
 	met_snapshot_t s;
 	memset(&s, 0, sizeof(s));
 	s.version = "1.2.3";
+	s.revision = "v1.2.3-4-gabcdef0";
 	s.workers = 4;
 	s.sum.queries[MET_UDP][MET_IPV6] = 7;
 	s.sum.rcode[3] = 2;
@@ -108,7 +109,8 @@ static void test_values_and_labels(void **st)
 	assert_non_null(strstr(t, "internald_registry_follow_sequence 99\n"));
 	assert_non_null(strstr(t, "internald_cache_hits_total 3\n"));
 	assert_non_null(strstr(t, "internald_dnstap_dropped_total 8\n"));
-	assert_non_null(strstr(t, "internald_build_info{version=\"1.2.3\"} 1\n"));
+	assert_non_null(strstr(
+	        t, "internald_build_info{version=\"1.2.3\",revision=\"v1.2.3-4-gabcdef0\"} 1\n"));
 	assert_non_null(strstr(t, "process_cpu_seconds_total 1.50\n"));
 	assert_non_null(strstr(t, "process_open_fds 12\n"));
 	free(t);
@@ -159,7 +161,7 @@ static void test_absent_parts_leave_their_families_out(void **st)
 	assert_null(strstr(t, "internald_dnstap_"));
 	assert_null(strstr(t, "internald_upstream_"));
 	assert_null(strstr(t, "process_"));
-	assert_non_null(strstr(t, "internald_build_info{version=\"unknown\"} 1\n"));
+	assert_non_null(strstr(t, "internald_build_info{version=\"unknown\",revision=\"\"} 1\n"));
 	free(t);
 }
 
