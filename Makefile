@@ -35,7 +35,7 @@ DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libja
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base curl python3 lintian systemd man-db adduser
+	     dnstap-ldns unbound dnsmasq-base curl python3 lintian systemd man-db adduser openssl
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
