@@ -70,6 +70,10 @@ bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
 bool kv_connected(kv_conn_t *c);
 uint64_t kv_reconnects(kv_conn_t *c); /* connections lost and re-established */
 void kv_close(kv_conn_t *c);
+/* True if s is a JetStream bucket or domain name NATS takes as one subject token: 1 to
+ * max letters, digits, '-' and '_'. */
+bool kv_name_valid(const char *s, size_t max);
+
 /* The JetStream domain every bucket opened on c after this call is looked up in
  * (NULL or "": the domain of the server connected to). A fleet's region runs a leaf
  * node with a JetStream domain of its own holding a mirror of the hub's bucket; a

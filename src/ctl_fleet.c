@@ -12,6 +12,7 @@
 
 #include "ctl_impl.h"
 #include "follow.h"
+#include "kv.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "publish.h"
@@ -99,14 +100,15 @@ static void urls_from_env(fleet_args_t *a)
 
 static bool bucket_valid(const char *s)
 {
-	size_t n = strlen(s);
-	if (n == 0 || n > BUCKET_MAX)
-		return false;
-	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
-			return false;
-	return true;
+	return kv_name_valid(s, BUCKET_MAX);
+}
+
+/* The usage error for a --bucket value bucket_valid refuses. */
+static int bucket_usage(const char *cmd, const char *val)
+{
+	return ctl_cmd_usage(
+	        cmd, "--bucket '%s': a bucket name is 1 to %zu letters, digits, '-' and '_' only",
+	        val, BUCKET_MAX);
 }
 
 /* A number of min..max; false if v is anything else. */
@@ -125,7 +127,7 @@ static bool parse_range(const char *v, long min, long max, long *res)
 #define DOMAIN_RULE "a JetStream domain is 1 to 63 letters, digits, '-' and '_'"
 static bool domain_valid(const char *s)
 {
-	return strlen(s) < 64 && bucket_valid(s);
+	return kv_name_valid(s, 63);
 }
 
 /* Parses the options publish (file) and follow (!file) share. 0, or an exit code. */
@@ -175,11 +177,7 @@ static int fleet_args_parse(const cli_t *c, bool file, fleet_args_t *a)
 			a->stale_after = n;
 		} else if (bucket) {
 			if (!bucket_valid(val))
-				return ctl_cmd_usage(
-				        cmd,
-				        "--bucket '%s': a bucket name is 1 to %zu letters, "
-				        "digits, '-' and '_' only",
-				        val, BUCKET_MAX);
+				return bucket_usage(cmd, val);
 			a->bucket = val;
 		} else if (replicas) {
 			if (!parse_range(val, 1, 5, &n))
@@ -340,11 +338,7 @@ int ctl_mirror(cli_t *c)
 			urls[nurls++] = val;
 		} else if (strcmp(arg, "--bucket") == 0) {
 			if (!bucket_valid(val))
-				return ctl_cmd_usage(
-				        cmd,
-				        "--bucket '%s': a bucket name is 1 to %zu letters, "
-				        "digits, '-' and '_' only",
-				        val, BUCKET_MAX);
+				return bucket_usage(cmd, val);
 			bucket = val;
 		} else if (strcmp(arg, "--replicas") == 0) {
 			if (!parse_range(val, 1, 5, &replicas))

@@ -569,8 +569,7 @@ static int stream_info(kv_bucket_t *b, jsStreamInfo **si)
 
 /* ---- regional mirrors -------------------------------------------------------------------- */
 
-/* A JetStream domain or bucket name: what NATS takes as one subject token. */
-static bool plain_name(const char *s, size_t max)
+bool kv_name_valid(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 	if (n == 0 || n > max)
@@ -588,7 +587,7 @@ int kv_set_domain(kv_conn_t *c, const char *domain)
 		c->domain[0] = '\0';
 		return 0;
 	}
-	if (!plain_name(domain, sizeof(c->domain) - 1))
+	if (!kv_name_valid(domain, sizeof(c->domain) - 1))
 		return -EINVAL;
 	snprintf(c->domain, sizeof(c->domain), "%s", domain);
 	return 0;
@@ -627,7 +626,7 @@ static void mirror_origin(kv_bucket_t *b, const jsStreamInfo *si)
 
 int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int replicas)
 {
-	if (!plain_name(name, 63) || !plain_name(from, 63) || replicas < 1 || replicas > 5)
+	if (!kv_name_valid(name, 63) || !kv_name_valid(from, 63) || replicas < 1 || replicas > 5)
 		return -EINVAL;
 	char stream[72], api[96];
 	snprintf(stream, sizeof(stream), "KV_%s", name);
