@@ -269,6 +269,9 @@ int fwd_create(fwd_t **out, uv_loop_t *loop, const fwd_conf_t *conf)
 	uv_async_init(loop, &f->wake, on_wake);
 	f->wake.data = f;
 	f->handles++;
+	uv_check_init(loop, &f->judge);
+	f->judge.data = f;
+	f->handles++;
 	for (unsigned i = 0; i < conf->max_inflight; i++) {
 		fq_t *q = &f->pool[i];
 		q->f = f;
@@ -478,6 +481,7 @@ void fwd_close(fwd_t *f)
 		uv_close((uv_handle_t *)&q->ctimer, on_handle_closed);
 	}
 	uv_close((uv_handle_t *)&f->wake, on_handle_closed);
+	uv_close((uv_handle_t *)&f->judge, on_handle_closed);
 	for (int i = 0; i < CFG_UPSTREAM_MAX; i++)
 		if (f->tconn[i])
 			fwd_tconn_close(f->tconn[i], false);

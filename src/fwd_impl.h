@@ -101,6 +101,10 @@ struct fwd {
 	srcshare_t *org_share; /* queries in flight per org (wire_query_t.scope) */
 	unsigned org_share_max;
 	uint64_t answered_ms[CFG_UPSTREAM_MAX]; /* the loop's time of each one's last answer */
+	/* the latest send time of a try that timed out with no answer from its upstream
+	 * since; judged after the loop has read its sockets (0: none waiting) */
+	uint64_t suspect_ms[CFG_UPSTREAM_MAX];
+	uv_check_t judge; /* runs the judgement right after the loop's poll */
 	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	int handles;           /* pool timers + UDP handles + connections still open */
 	bool closing;
@@ -128,5 +132,6 @@ void fwd_finish(fq_t *q, const uint8_t *resp, size_t len);
 void fwd_start_try(fq_t *q);
 void fwd_transport_stop(fq_t *q);
 void fwd_tconn_close(tconn_t *tc, bool down);
+void fwd_judge(uv_check_t *h);
 
 #endif

@@ -396,10 +396,32 @@ static void tcp_send(fq_t *q)
  * never come back says nothing about an upstream that answers everyone else, so it
  * cannot take forwarding away from them; an upstream that answers no one is down after
  * one timeout, as before (and probed again when no other is up).
+ *
+ * The judgement waits for the loop's next poll: libuv runs due timers before it reads
+ * the sockets, so after a stall (the process descheduled, stopped, swapped) a try's
+ * timer fires while the upstream's answers to other questions sit unread. fwd_judge
+ * runs in the check phase, right after the poll has read them.
  */
-static bool timeout_is_evidence(const fq_t *q)
+static void suspect(fq_t *q)
 {
-	return q->f->answered_ms[q->up] < q->sent_ms;
+	fwd_t *f = q->f;
+	if (f->answered_ms[q->up] >= q->sent_ms)
+		return;
+	if (f->suspect_ms[q->up] < q->sent_ms)
+		f->suspect_ms[q->up] = q->sent_ms;
+	if (!f->closing)
+		uv_check_start(&f->judge, fwd_judge);
+}
+
+void fwd_judge(uv_check_t *h)
+{
+	fwd_t *f = h->data;
+	uv_check_stop(h);
+	for (unsigned up = 0; up < f->conf->n; up++) {
+		if (f->suspect_ms[up] && f->answered_ms[up] < f->suspect_ms[up])
+			mark_down(f, (int)up, "timeout");
+		f->suspect_ms[up] = 0;
+	}
 }
 
 static void on_q_timer(uv_timer_t *t)
@@ -413,8 +435,7 @@ static void on_q_timer(uv_timer_t *t)
 		fwd_transport_stop(q);
 	} else { /* the try timed out */
 		MET_INC(q->f->stats.up[q->up].timeouts);
-		if (timeout_is_evidence(q))
-			mark_down(q->f, q->up, "timeout");
+		suspect(q);
 		tconn_t *tc = q->tc;
 		fwd_transport_stop(q);
 		/* a connection a try timed out on may be dead (a silent upstream, a NAT that
