@@ -104,7 +104,7 @@ struct fwd {
 	/* the latest send time of a try that timed out with no answer from its upstream
 	 * since; judged after the loop has read its sockets (0: none waiting) */
 	uint64_t suspect_ms[CFG_UPSTREAM_MAX];
-	uv_check_t judge; /* runs the judgement right after the loop's poll */
+	uv_check_t judge;      /* runs the judgement right after the loop's poll */
 	uint64_t fd_logged_ms; /* the loop's time EMFILE/ENFILE was last logged (0: never) */
 	int handles;           /* pool timers + UDP handles + connections still open */
 	bool closing;
