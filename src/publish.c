@@ -497,8 +497,10 @@ static int validate_file(reg_t *scratch, const publish_opts_t *o, char *buf, siz
  * time, or following another stream or nothing yet (said why; the caller reads the whole
  * bucket as without --db); < 0: DIR is no registry, or follows another bucket (said
  * why: refused). DIR is opened without REG_WRITEMAP: publish never commits there, and
- * LMDB then keeps a thrown-away transaction's pages in this process's memory, so the
- * follower's data file is never written, resized nor cut by publish.
+ * LMDB then keeps a thrown-away transaction's pages in this process's memory (with the
+ * write map it would also ftruncate data.mdb to this process's map size at open, which
+ * could cut pages the follower's own transaction is writing), so the follower's
+ * committed pages are never touched and its file never cut.
  */
 static int db_at_head(const publish_opts_t *o, kv_bucket_t *b, reg_t **out)
 {
