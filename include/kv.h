@@ -137,6 +137,12 @@ typedef struct {
 	uint64_t pending; /* messages the server still has for this consumer after this one */
 } kv_msg_t;
 
+/* The latest message of key, one request (O(1) in the bucket's size): *op KV_PUT with a
+ * copy of its value in *value[0..*len) (NUL-terminated, the caller's to free), or
+ * KV_DELETE / KV_PURGE (a delete marker, *len 0). -ENOENT when the stream holds nothing
+ * under key; other errors as kv_info's. */
+int kv_get(kv_bucket_t *b, const char *key, int *op, char **value, size_t *len);
+
 /*
  * An ordered consumer of the bucket's keys matching filter (NULL: every key): from
  * stream sequence start_seq, or with start_seq 0 the latest message of every key, then

@@ -250,7 +250,8 @@ int ctl_publish(cli_t *c)
 	                    .replicas = a.replicas,
 	                    .ack_wait_ms = a.ack_wait * 1000,
 	                    .replace = a.replace,
-	                    .file = a.file};
+	                    .file = a.file,
+	                    .db = c->db_given ? c->db : NULL};
 	rc = publish_run(&o) ? EXIT_REFUSED : 0;
 	fleet_args_free(&a);
 	return rc;

@@ -19,6 +19,7 @@
 /* The command line after the global options are taken out: argv[0] is the command. */
 typedef struct {
 	const char *db;
+	bool db_given; /* --db was on the command line (publish uses it only then) */
 	unsigned flags;
 	int argc;
 	char **argv;

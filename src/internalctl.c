@@ -78,7 +78,11 @@ static const ctl_cmd_t cmd_table[] = {
          "--nats defaults to nats://127.0.0.1:4222, --bucket to internal (1 to 63 letters,\n"
          "digits, '-' and '_'); --replicas (default 1) applies when the bucket is created.\n"
          "--ack-wait (1 to 3600, default 30) bounds each wait for the server's\n"
-         "acknowledgements.\n" NATS_HELP},
+         "acknowledgements.\n"
+         "--db DIR given: DIR is a registry that 'internalctl follow' keeps at this bucket;\n"
+         "once it has applied the bucket's head (waited for up to --ack-wait), the file\n"
+         "is validated against it and the bucket read only under the file's keys, so a\n"
+         "publish costs what it publishes; behind the head, the whole bucket is read.\n" NATS_HELP},
         {"follow", ctl_follow,
          "follow [--nats URL]... [--bucket NAME] [--batch N] [--js-domain D]\n"
          "         [--sync-spread S]\n"
@@ -244,6 +248,7 @@ static int run(int argc, char **argv)
 			if (!v || !*v)
 				return usage("--db needs a directory (--db DIR or --db=DIR)");
 			c.db = v;
+			c.db_given = true;
 		} else if (strcmp(a, "--no-sync") == 0) {
 			c.flags |= REG_NOSYNC;
 		} else if (n == 0 && a[0] == '-') {

@@ -928,3 +928,31 @@ void kv_sub_close(kv_sub_t *s)
 	}
 	free(s);
 }
+
+/* ---- point reads (publish --db) ---------------------------------------------------------- */
+
+int kv_get(kv_bucket_t *b, const char *key, int *op, char **value, size_t *len)
+{
+	char subj[512];
+	int rc = subject(b, key, subj, sizeof(subj));
+	if (rc)
+		return rc;
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = js_GetLastMsg(&m, b->js, b->stream, subj, NULL, &jerr);
+	if (s != NATS_OK)
+		return s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr ? -ENOENT
+		                                                          : fail(s, "get");
+	const char *kop = NULL;
+	*op = natsMsgHeader_Get(m, "KV-Operation", &kop) == NATS_OK && kop
+	              ? (strcmp(kop, "PURGE") == 0 ? KV_PURGE : KV_DELETE)
+	              : KV_PUT;
+	*len = (size_t)natsMsg_GetDataLength(m);
+	*value = malloc(*len + 1);
+	if (*value) {
+		memcpy(*value, natsMsg_GetData(m), *len);
+		(*value)[*len] = '\0';
+	}
+	natsMsg_Destroy(m);
+	return *value ? 0 : -ENOMEM;
+}

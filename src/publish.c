@@ -2,8 +2,12 @@
  * publish.c — internalctl publish: validate a JSON Lines file against the bucket's
  * content, then write it into the bucket. Validation reuses import's own code: the
  * bucket is mirrored into a scratch registry (follow_mirror) and the file applied to it
- * in a transaction that is thrown away. Nothing is written to the bucket before the
- * whole file has passed. This file must never include a NATS header (kv.h only).
+ * in a transaction that is thrown away. With --db DIR (a registry a follower keeps at the
+ * bucket's head) the file is applied to DIR instead, in a write transaction that is
+ * thrown away too, and the bucket is read one key at a time (kv_get) for the keys the
+ * file touches: a publish costs what it publishes, not what the bucket holds. Nothing is
+ * written to the bucket before the whole file has passed. This file must never include
+ * a NATS header (kv.h only).
  */
 #include "publish.h"
 
@@ -485,6 +489,134 @@ static int validate_file(reg_t *scratch, const publish_opts_t *o, char *buf, siz
 	return -EINVAL;
 }
 
+/*
+ * --db DIR: the registry a follower of the bucket keeps (internalctl follow --db DIR),
+ * opened as a second writer once the follower has applied the bucket's head sequence,
+ * read now (a stream's last sequence: one request). Waits for it up to --ack-wait,
+ * looking every 20 ms. 0 with *out open: validate against it; 1: not at the head in
+ * time, or following another stream or nothing yet (said why; the caller reads the whole
+ * bucket as without --db); < 0: DIR is no registry, or follows another bucket (said
+ * why: refused). DIR is opened without REG_WRITEMAP: publish never commits there, and
+ * LMDB then keeps a thrown-away transaction's pages in this process's memory (with the
+ * write map it would also ftruncate data.mdb to this process's map size at open, which
+ * could cut pages the follower's own transaction is writing), so the follower's
+ * committed pages are never touched and its file never cut.
+ */
+static int db_at_head(const publish_opts_t *o, kv_bucket_t *b, reg_t **out)
+{
+	char path[4096];
+	kv_info_t info;
+	reg_follow_t f = {0};
+	reg_t *ro = NULL;
+	int rc;
+	snprintf(path, sizeof(path), "%s/data.mdb", o->db);
+	if (access(path, F_OK) != 0) {
+		fprintf(stderr, "internalctl: publish: --db %s: no registry there (%s)\n", o->db,
+		        strerror(errno));
+		return -ENOENT;
+	}
+	if ((rc = kv_info(b, &info))) {
+		fprintf(stderr, "internalctl: publish: bucket %s: %s\n", o->bucket,
+		        kv_strerror(rc));
+		return rc;
+	}
+	if ((rc = reg_open(&ro, o->db, REG_RDONLY, 0))) {
+		fprintf(stderr, "internalctl: publish: --db %s: %s\n", o->db, reg_strerror(rc));
+		return rc;
+	}
+	long wait_ms = o->ack_wait_ms > 0 ? o->ack_wait_ms : KV_ACK_WAIT_MS;
+	double until = clock_mono_s() + wait_ms / 1000.0;
+	bool at_head = false, same = false;
+	for (;;) {
+		reg_txn_t *txn;
+		rc = reg_txn_begin(ro, false, &txn);
+		if (!rc) {
+			rc = reg_get_follow(txn, &f);
+			reg_txn_abort(txn);
+		}
+		if (rc && rc != -ENOENT)
+			break;
+		if (!rc && strcmp(f.bucket, o->bucket) != 0) {
+			rc = -EINVAL;
+			break;
+		}
+		same = !rc && f.synced &&
+		       (strcmp(f.stream, info.id) == 0 ||
+		        (info.origin[0] && strcmp(f.stream, info.origin) == 0));
+		if ((at_head = same && f.seq >= info.last) || clock_mono_s() >= until)
+			break;
+		nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+	}
+	reg_close(ro);
+	if (rc == -EINVAL) {
+		fprintf(stderr,
+		        "internalctl: publish: --db %s follows bucket %s, not %s: nothing was "
+		        "published\n",
+		        o->db, f.bucket, o->bucket);
+		return rc;
+	}
+	if (rc && rc != -ENOENT) {
+		fprintf(stderr, "internalctl: publish: --db %s: %s\n", o->db, reg_strerror(rc));
+		return rc;
+	}
+	if (!at_head) {
+		if (rc == -ENOENT)
+			fprintf(stderr, "internalctl: publish: --db %s follows no bucket", o->db);
+		else if (!same)
+			fprintf(stderr,
+			        "internalctl: publish: --db %s has not synced bucket %s as it is "
+			        "now",
+			        o->db, o->bucket);
+		else
+			fprintf(stderr,
+			        "internalctl: publish: --db %s applied sequence %llu, the bucket's "
+			        "head is %llu (waited %ld s)",
+			        o->db, (unsigned long long)f.seq, (unsigned long long)info.last,
+			        wait_ms / 1000);
+		fprintf(stderr, "; reading the whole bucket instead\n");
+		return 1;
+	}
+	if ((rc = reg_open(out, o->db, 0, 0))) {
+		fprintf(stderr, "internalctl: publish: --db %s: %s\n", o->db, reg_strerror(rc));
+		return rc;
+	}
+	fprintf(stderr,
+	        "internalctl: publish: checking against --db %s, at the bucket's head (sequence "
+	        "%llu)\n",
+	        o->db, (unsigned long long)info.last);
+	return 0;
+}
+
+/* With --db: what the bucket holds under each key the file puts, deletes or moves from,
+ * one kv_get each, into m (as map_seen would have it from the whole bucket). */
+static int point_map(kv_bucket_t *b, const line_t *lines, size_t n, bucket_map_t *m)
+{
+	for (size_t i = 0; i < 2 * n; i++) {
+		const char *key = i % 2 ? lines[i / 2].oldkey : lines[i / 2].key;
+		const held_t *h = key ? map_find(m, key) : NULL;
+		char *v = NULL;
+		size_t len = 0;
+		int op, rc;
+		if (!key || (h && h->key))
+			continue;
+		if ((rc = kv_get(b, key, &op, &v, &len)) == -ENOENT)
+			continue; /* never written, or gone: neither held nor the same */
+		if (rc)
+			return rc;
+		map_seen(m, &(kv_msg_t){.key = key, .value = v, .len = len, .op = op});
+		free(v);
+		if (m->rc)
+			return m->rc;
+	}
+	return 0;
+}
+
+/* Whether a failure is NATS's for now (a node lost, a leader being elected). */
+static bool transient(int rc)
+{
+	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
+}
+
 /* One attempt: connect, mirror and validate, write what differs. *state: what the
  * failure was (ATTEMPT_*), for publish_run to decide whether to try again. */
 enum { ATTEMPT_DONE, ATTEMPT_REFUSED, ATTEMPT_NATS };
@@ -500,7 +632,7 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 	line_t *lines = NULL;
 	kv_conn_t *conn = NULL;
 	kv_bucket_t *b = NULL;
-	reg_t *scratch = NULL;
+	reg_t *scratch = NULL, *dbreg = NULL, *view = NULL;
 	jsonl_t *j = NULL;
 	bool have_scratch = false;
 	int rc;
@@ -513,6 +645,20 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 		        kv_url_public(o->nats->urls[0], url, sizeof(url)), o->bucket,
 		        kv_strerror(rc));
 		goto out;
+	}
+	if (o->db && o->replace)
+		fprintf(stderr,
+		        "internalctl: publish: --replace reads the whole bucket (--db %s "
+		        "is not used)\n",
+		        o->db);
+	else if (o->db && (rc = db_at_head(o, b, &dbreg)) < 0) {
+		if (!transient(rc))
+			*state = ATTEMPT_REFUSED;
+		goto out;
+	}
+	if (dbreg) {
+		view = dbreg;
+		goto validate;
 	}
 	/* the bucket's content, validated as a follower validates it */
 	if (!mkdtemp(scratch_dir)) {
@@ -534,8 +680,15 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 		        "internalctl: publish: the bucket holds %llu values that do not validate "
 		        "(ignored; see the warnings above)\n",
 		        (unsigned long long)st.skipped);
-	if ((rc = validate_file(scratch, o, buf, len, name, &j, &lines, &nlines))) {
+	view = scratch;
+validate:
+	if ((rc = validate_file(view, o, buf, len, name, &j, &lines, &nlines))) {
 		*state = ATTEMPT_REFUSED;
+		goto out;
+	}
+	if (dbreg && (rc = point_map(b, lines, nlines, &held_map))) {
+		fprintf(stderr, "internalctl: publish: reading bucket %s: %s\n", o->bucket,
+		        kv_strerror(rc));
 		goto out;
 	}
 	if ((rc = plan_deletes(&held_map, o->replace, lines, nlines, &dels, &ndel)))
@@ -544,7 +697,7 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 		rc = -ENOMEM;
 		goto write_failed;
 	}
-	if ((rc = order_puts(scratch, lines, nlines, puts, &nput)))
+	if ((rc = order_puts(view, lines, nlines, puts, &nput)))
 		goto write_failed;
 	/* orgs and regions, deletes, the other records, then deletes of orgs and regions:
 	 * a follower that gets them in separate batches never sees a record before its org,
@@ -591,6 +744,8 @@ out:
 	free(puts);
 	if (scratch)
 		reg_close(scratch);
+	if (dbreg)
+		reg_close(dbreg);
 	if (have_scratch)
 		remove_scratch(scratch_dir);
 	kv_bucket_close(b);
@@ -598,12 +753,6 @@ out:
 	if (rc == -EREMOTEIO || rc == -EACCES || rc == -ENOMEM)
 		*state = ATTEMPT_REFUSED; /* the same again would fail the same way */
 	return rc;
-}
-
-/* Whether a failure is NATS's for now (a node lost, a leader being elected). */
-static bool transient(int rc)
-{
-	return rc == -ETIMEDOUT || rc == -EIO || rc == -ENOTCONN;
 }
 
 int publish_run(const publish_opts_t *o)
