@@ -66,6 +66,10 @@ const char *kv_url_public(const char *url, char *buf, size_t cap);
 /* Whether NATS has refused this connection a publish or subscribe since it was made
  * (the server's "Permissions Violation"); its text into buf when so. */
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
+/* Whether the client library has closed this connection for good, not by kv_close: a
+ * server refused its credentials twice in a row ("Authorization Violation"), after which
+ * it never tries again; the reason into buf when so. A follower cannot go on with it. */
+bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap);
 /* Both safe from any thread. */
 bool kv_connected(kv_conn_t *c);
 uint64_t kv_reconnects(kv_conn_t *c); /* connections lost and re-established */

@@ -262,8 +262,12 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 {
 	/* no request while the connection is down: it would wait out its timeout (5 s) and
 	 * keep a SIGTERM waiting that long; the consumer resumes once NATS is back */
-	if (!kv_connected(fl->conn))
-		return -1;
+	if (!kv_connected(fl->conn)) {
+		if (!kv_gave_up(fl->conn, NULL, 0))
+			return -1;
+		*err = -ENOTCONN; /* follow_run's loop says why and stops */
+		return LIVE_RETRY;
+	}
 	kv_info_t now;
 	int rc = kv_info(fl->b, &now);
 	if (rc) {
@@ -434,6 +438,16 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	rc = 0;
 	while (!*o->stop) {
 		if (!kv_connected(fl.conn)) { /* as in idle_check: no request to wait out */
+			char why[256];
+			if (kv_gave_up(fl.conn, why, sizeof(why))) {
+				/* libnats never tries again: exit, and let the service manager
+				 * start us again (with the credentials' files read anew) */
+				log_error("event=follow status=failed reason=\"NATS gave up the "
+				          "connection: %s\"",
+				          why);
+				rc = -ECONNREFUSED;
+				break;
+			}
 			retry_later(&fl, -ENOTCONN, &backoff);
 			continue;
 		}

@@ -26,6 +26,7 @@ struct kv_conn {
 	bool closing, closed;
 	char domain[64];     /* kv_set_domain: the JetStream domain buckets are opened in */
 	char denied[256];    /* the server's last permissions violation ("" none) */
+	char gave_up[256];   /* why the library closed the connection for good ("" open) */
 	uint64_t reconnects; /* atomic: connections re-established */
 };
 
@@ -81,6 +82,24 @@ const char *kv_url_public(const char *url, char *buf, size_t cap)
 	return buf;
 }
 
+/* Cuts libnats' "(conn.c:1905): " places out of s, in place: a user reads the reason. */
+static void cut_source_places(char *s)
+{
+	for (char *p = strchr(s, '('); p; p = strchr(p, '(')) {
+		size_t name = strspn(p + 1, "abcdefghijklmnopqrstuvwxyz_.");
+		size_t line =
+		        name > 2 && strncmp(p + 1 + name - 2, ".c", 2) == 0 && p[1 + name] == ':'
+		                ? strspn(p + 2 + name, "0123456789")
+		                : 0;
+		const char *end = p + 2 + name + line;
+		if (!line || strncmp(end, "): ", 3) != 0) {
+			p++;
+			continue;
+		}
+		memmove(p, end + 3, strlen(end + 3) + 1);
+	}
+}
+
 /* Maps a NATS status to our codes, keeping its text for kv_strerror. */
 static int fail(natsStatus s, const char *what)
 {
@@ -88,6 +107,7 @@ static int fail(natsStatus s, const char *what)
 	snprintf(last_error, sizeof(last_error), "%s: %s%s%s", what, natsStatus_GetText(s),
 	         detail && *detail ? ": " : "", detail ? detail : "");
 	cut_userinfo(last_error);
+	cut_source_places(last_error);
 	switch (s) {
 	case NATS_OK:
 		return 0;
@@ -145,11 +165,26 @@ static void on_disconnected(natsConnection *nc, void *arg)
 	if (!closing)
 		log_state(nc, "disconnected");
 }
+/* Closed: by kv_close, or by the library giving up (a server that refused the
+ * credentials twice in a row: libnats then stops reconnecting, for good). */
 static void on_closed(natsConnection *nc, void *arg)
 {
-	(void)nc;
 	kv_conn_t *c = arg;
+	const char *text = NULL;
+	natsStatus s = natsConnection_GetLastError(nc, &text);
+	char why[256];
+	/* no server left: at the first connection libnats drops a server whose handshake
+	 * failed (its text gone by now); later ones end so on the same refusal twice */
+	snprintf(why, sizeof(why), "%s",
+	         s == NATS_NO_SERVER
+	                 ? "every server failed the handshake (credentials refused, TLS, a timeout)"
+	         : text && *text ? text
+	         : s != NATS_OK  ? natsStatus_GetText(s)
+	                         : "closed");
+	cut_userinfo(why);
 	pthread_mutex_lock(&c->mu);
+	if (!c->closing)
+		snprintf(c->gave_up, sizeof(c->gave_up), "%s", why);
 	c->closed = true;
 	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);
@@ -191,6 +226,8 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 	pthread_mutex_unlock(&c->mu);
 	if (news)
 		log_warn("event=nats nats=denied error=\"%s\"", msg);
+	else if (err == NATS_CONNECTION_AUTH_FAILED) /* a reconnection's credentials refused */
+		log_warn("event=nats nats=refused error=\"%s\"", msg);
 	else if (err != NATS_NOT_PERMITTED)
 		log_debug("event=nats nats=error error=\"%s\"", msg);
 }
@@ -399,6 +436,16 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 uint64_t kv_reconnects(kv_conn_t *c)
 {
 	return __atomic_load_n(&c->reconnects, __ATOMIC_RELAXED);
+}
+
+bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&c->mu);
+	bool gone = c->gave_up[0] != '\0';
+	if (gone && buf)
+		snprintf(buf, cap, "%s", c->gave_up);
+	pthread_mutex_unlock(&c->mu);
+	return gone;
 }
 
 bool kv_connected(kv_conn_t *c)
