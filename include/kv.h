@@ -55,7 +55,9 @@ typedef struct {
  * change of the connection's state is logged as one line "kv: nats=<state> url=<url>", the URL
  * without its userinfo; no text this module logs or returns holds a password or token. A server's
  * asynchronous error (a permissions violation) is logged once per distinct text. -EINVAL when a
- * file cannot be read or the options contradict (kv_strerror says which). Allocates *out
+ * file cannot be read or the options contradict (kv_strerror says which); forever: -EACCES when
+ * a server refuses the credentials (one attempt in the foreground first: kv_strerror gives the
+ * server's reason, which libnats' background attempts lose). Allocates *out
  * (kv_close).
  */
 int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever);

@@ -369,6 +369,61 @@ static int set_identity(natsOptions *opts, const kv_opts_t *o)
 	return s == NATS_OK ? 0 : fail(s, "credentials");
 }
 
+/* The options of a connection to o's servers as o's identity (TLS, credentials, time-outs;
+ * no callbacks) into *out (natsOptions_Destroy). 0, -EINVAL or a NATS failure. */
+static int base_opts(natsOptions **out, const kv_opts_t *o, bool forever)
+{
+	natsOptions *opts = NULL;
+	int rc = 0;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, (const char **)o->urls, (int)o->nurls);
+	if (s == NATS_OK && (rc = set_identity(opts, o))) {
+		natsOptions_Destroy(opts);
+		return rc;
+	}
+	/* publish tries the servers in the order given (after a node is lost, the next
+	 * one); followers spread over them as the library picks */
+	if (s == NATS_OK && !forever)
+		s = natsOptions_SetNoRandomize(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, forever ? -1 : 2);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomReconnectDelay(opts, reconnect_delay, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 5000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 3);
+	if (s != NATS_OK) {
+		natsOptions_Destroy(opts);
+		return fail(s, "options");
+	}
+	*out = opts;
+	return 0;
+}
+
+/* A follower's first connection, tried once in the foreground on options of its own:
+ * -EACCES (kv_strerror: the server's reason) when a server refuses the credentials, 0
+ * otherwise (connected, or not reachable now: the background attempts take it from
+ * there). libnats' own first attempt in the background, when a handshake fails, drops
+ * the server and closes the connection for good, its reason lost (kv_gave_up). */
+static int probe(const kv_opts_t *o)
+{
+	natsOptions *once = NULL;
+	natsConnection *nc = NULL;
+	int rc = base_opts(&once, o, true);
+	if (rc)
+		return rc;
+	natsStatus s = natsConnection_Connect(&nc, once);
+	if (s == NATS_CONNECTION_AUTH_FAILED)
+		rc = fail(s, "connect") ? -EACCES : 0;
+	natsConnection_Destroy(nc);
+	natsOptions_Destroy(once);
+	return rc;
+}
+
 int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 {
 	kv_conn_t *c = calloc(1, sizeof(*c));
@@ -376,26 +431,12 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		return -ENOMEM;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
-	int rc = 0;
-	natsStatus s = natsOptions_Create(&c->opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetServers(c->opts, (const char **)o->urls, (int)o->nurls);
-	if (s == NATS_OK && (rc = set_identity(c->opts, o)))
+	natsStatus s = NATS_OK;
+	int rc = base_opts(&c->opts, o, forever);
+	if (!rc && forever)
+		rc = probe(o);
+	if (rc)
 		goto refused;
-	/* publish tries the servers in the order given (after a node is lost, the next
-	 * one); followers spread over them as the library picks */
-	if (s == NATS_OK && !forever)
-		s = natsOptions_SetNoRandomize(c->opts, true);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(c->opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(c->opts, forever ? -1 : 2);
-	if (s == NATS_OK)
-		s = natsOptions_SetCustomReconnectDelay(c->opts, reconnect_delay, NULL);
-	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(c->opts, 5000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxPingsOut(c->opts, 3);
 	if (s == NATS_OK && forever)
 		s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, NULL);
 	if (s == NATS_OK)
