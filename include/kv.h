@@ -69,8 +69,9 @@ const char *kv_url_public(const char *url, char *buf, size_t cap);
  * (the server's "Permissions Violation"); its text into buf when so. */
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
 /* Whether the client library has closed this connection for good, not by kv_close: a
- * server refused its credentials twice in a row ("Authorization Violation"), after which
- * it never tries again; the reason into buf when so. A follower cannot go on with it. */
+ * server refused its credentials twice in a row ("Authorization Violation"), or, at the
+ * first connection, a handshake failed (libnats then drops the server); it never tries
+ * again. The reason into buf when so. A follower cannot go on with it. */
 bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap);
 /* Both safe from any thread. */
 bool kv_connected(kv_conn_t *c);
