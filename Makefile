@@ -35,7 +35,8 @@ DEB_BUILD := build-essential pkg-config libldns-dev libuv1-dev liblmdb-dev libja
 DEB_RUN   := $(DEB_BUILD) bind9-dnsutils
 DEB_TEST  := $(DEB_RUN) libcmocka-dev knot-dnsutils ldnsutils iproute2 clang-format lmdb-utils \
 	     libclang-rt-14-dev clang knot dnsperf time procps nats-server prometheus fstrm-bin \
-	     dnstap-ldns unbound dnsmasq-base curl python3 lintian systemd man-db adduser openssl
+	     dnstap-ldns unbound dnsmasq-base curl python3 lintian systemd man-db adduser openssl \
+	     libssl-dev
 DEB_BENCH := $(DEB_TEST) nsd gnuplot-nox
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -114,6 +115,11 @@ $(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/log.o | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
+# the sync suite's nkeys and NATS JWTs (ed25519 from libcrypto): --nkey and --creds
+$(O)/tests/nkeytool: tests/integration/nkeytool.c | $(O)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
+
 # Installs what is missing (as root) or prints the exact apt-get line and stops.
 # make deps-run: what make run needs; make deps (deps-test): what make test needs too.
 DEPS_FOR = $(if $(filter deps-run,$@),$(DEB_RUN),$(if $(filter deps-bench,$@),$(DEB_BENCH),$(DEB_TEST)))
@@ -167,7 +173,7 @@ TEST_LOGS    ?= build/test-logs
 SAN_O        := build/san
 SAN_ENV      := O=$(SAN_O) SAN=1 CC=clang
 SUITE         = TEST_LOGS=$(TEST_LOGS) tests/suite
-TEST_TOOLS   := all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool
+TEST_TOOLS   := all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool $(O)/tests/nkeytool
 UNIT_BINS    := $(UNITS:%=$(O)/tests/%)
 .PHONY: $(TEST_SUITES:%=test-%) test-san-build test-build
 

@@ -55,7 +55,9 @@ typedef struct {
  * change of the connection's state is logged as one line "kv: nats=<state> url=<url>", the URL
  * without its userinfo; no text this module logs or returns holds a password or token. A server's
  * asynchronous error (a permissions violation) is logged once per distinct text. -EINVAL when a
- * file cannot be read or the options contradict (kv_strerror says which). Allocates *out
+ * file cannot be read or the options contradict (kv_strerror says which); forever: -EACCES when
+ * a server refuses the credentials (one attempt in the foreground first: kv_strerror gives the
+ * server's reason, which libnats' background attempts lose). Allocates *out
  * (kv_close).
  */
 int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever);
@@ -66,6 +68,11 @@ const char *kv_url_public(const char *url, char *buf, size_t cap);
 /* Whether NATS has refused this connection a publish or subscribe since it was made
  * (the server's "Permissions Violation"); its text into buf when so. */
 bool kv_denied(kv_conn_t *c, char *buf, size_t cap);
+/* Whether the client library has closed this connection for good, not by kv_close: a
+ * server refused its credentials twice in a row ("Authorization Violation"), or, at the
+ * first connection, a handshake failed (libnats then drops the server); it never tries
+ * again. The reason into buf when so. A follower cannot go on with it. */
+bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap);
 /* Both safe from any thread. */
 bool kv_connected(kv_conn_t *c);
 uint64_t kv_reconnects(kv_conn_t *c); /* connections lost and re-established */

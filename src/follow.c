@@ -262,8 +262,12 @@ static int idle_check(follow_t *fl, uint64_t seq, int *lagging, int *err)
 {
 	/* no request while the connection is down: it would wait out its timeout (5 s) and
 	 * keep a SIGTERM waiting that long; the consumer resumes once NATS is back */
-	if (!kv_connected(fl->conn))
-		return -1;
+	if (!kv_connected(fl->conn)) {
+		if (!kv_gave_up(fl->conn, NULL, 0))
+			return -1;
+		*err = -ENOTCONN; /* follow_run's loop says why and stops */
+		return LIVE_RETRY;
+	}
 	kv_info_t now;
 	int rc = kv_info(fl->b, &now);
 	if (rc) {
@@ -366,14 +370,16 @@ static bool resumable(follow_t *fl, uint64_t *seq)
 }
 
 /* Says why NATS cannot be followed now (state waiting or bucket-missing), then waits the
- * back-off, doubled for the next time (up to 5 s). */
-static void retry_later(follow_t *fl, int rc, double *backoff)
+ * back-off, doubled for the next time (up to 5 s). Returns 0: an error waited out is none
+ * (a stop asked for meanwhile ends follow_run with 0, as a service manager expects). */
+static int retry_later(follow_t *fl, int rc, double *backoff)
 {
 	char detail[160];
 	snprintf(detail, sizeof(detail), "error=\"%s\"", kv_strerror(rc));
 	fl_set_state(fl, rc == -ENOENT ? "bucket-missing" : "waiting", detail);
 	fl_nap(fl, *backoff);
 	*backoff = *backoff < 2.5 ? *backoff * 2 : 5;
+	return 0;
 }
 
 /* A registry the follower starts on says so before anything is synced into it, so that
@@ -434,17 +440,27 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 	rc = 0;
 	while (!*o->stop) {
 		if (!kv_connected(fl.conn)) { /* as in idle_check: no request to wait out */
+			char why[256];
+			if (kv_gave_up(fl.conn, why, sizeof(why))) {
+				/* libnats never tries again: exit, and let the service manager
+				 * start us again (with the credentials' files read anew) */
+				log_error("event=follow status=failed reason=\"NATS gave up the "
+				          "connection: %s\"",
+				          why);
+				rc = -ECONNREFUSED;
+				break;
+			}
 			retry_later(&fl, -ENOTCONN, &backoff);
 			continue;
 		}
 		if (!fl.b && (rc = kv_bucket_open(fl.conn, o->bucket, 0, 0, &fl.b))) {
-			retry_later(&fl, rc, &backoff);
+			rc = retry_later(&fl, rc, &backoff);
 			continue;
 		}
 		if ((rc = kv_info(fl.b, &fl.info))) {
 			if (rc == -ENOENT)
 				kv_bucket_close(fl.b), fl.b = NULL;
-			retry_later(&fl, rc, &backoff);
+			rc = retry_later(&fl, rc, &backoff);
 			continue;
 		}
 		uint64_t seq = 0;
@@ -458,7 +474,7 @@ int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 			spread = false;
 			rc = full_sync(&fl);
 			if (rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO || rc == -ENOENT) {
-				retry_later(&fl, rc, &backoff);
+				rc = retry_later(&fl, rc, &backoff);
 				continue;
 			}
 			if (rc) {

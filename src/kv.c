@@ -26,6 +26,7 @@ struct kv_conn {
 	bool closing, closed;
 	char domain[64];     /* kv_set_domain: the JetStream domain buckets are opened in */
 	char denied[256];    /* the server's last permissions violation ("" none) */
+	char gave_up[256];   /* why the library closed the connection for good ("" open) */
 	uint64_t reconnects; /* atomic: connections re-established */
 };
 
@@ -81,6 +82,24 @@ const char *kv_url_public(const char *url, char *buf, size_t cap)
 	return buf;
 }
 
+/* Cuts libnats' "(conn.c:1905): " places out of s, in place: a user reads the reason. */
+static void cut_source_places(char *s)
+{
+	for (char *p = strchr(s, '('); p; p = strchr(p, '(')) {
+		size_t name = strspn(p + 1, "abcdefghijklmnopqrstuvwxyz_.");
+		size_t line =
+		        name > 2 && strncmp(p + 1 + name - 2, ".c", 2) == 0 && p[1 + name] == ':'
+		                ? strspn(p + 2 + name, "0123456789")
+		                : 0;
+		const char *end = p + 2 + name + line;
+		if (!line || strncmp(end, "): ", 3) != 0) {
+			p++;
+			continue;
+		}
+		memmove(p, end + 3, strlen(end + 3) + 1);
+	}
+}
+
 /* Maps a NATS status to our codes, keeping its text for kv_strerror. */
 static int fail(natsStatus s, const char *what)
 {
@@ -88,6 +107,7 @@ static int fail(natsStatus s, const char *what)
 	snprintf(last_error, sizeof(last_error), "%s: %s%s%s", what, natsStatus_GetText(s),
 	         detail && *detail ? ": " : "", detail ? detail : "");
 	cut_userinfo(last_error);
+	cut_source_places(last_error);
 	switch (s) {
 	case NATS_OK:
 		return 0;
@@ -145,11 +165,26 @@ static void on_disconnected(natsConnection *nc, void *arg)
 	if (!closing)
 		log_state(nc, "disconnected");
 }
+/* Closed: by kv_close, or by the library giving up (a server that refused the
+ * credentials twice in a row: libnats then stops reconnecting, for good). */
 static void on_closed(natsConnection *nc, void *arg)
 {
-	(void)nc;
 	kv_conn_t *c = arg;
+	const char *text = NULL;
+	natsStatus s = natsConnection_GetLastError(nc, &text);
+	char why[256];
+	/* no server left: at the first connection libnats drops a server whose handshake
+	 * failed (its text gone by now); later ones end so on the same refusal twice */
+	snprintf(why, sizeof(why), "%s",
+	         s == NATS_NO_SERVER
+	                 ? "every server failed the handshake (credentials refused, TLS, a timeout)"
+	         : text && *text ? text
+	         : s != NATS_OK  ? natsStatus_GetText(s)
+	                         : "closed");
+	cut_userinfo(why);
 	pthread_mutex_lock(&c->mu);
+	if (!c->closing)
+		snprintf(c->gave_up, sizeof(c->gave_up), "%s", why);
 	c->closed = true;
 	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);
@@ -191,6 +226,8 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 	pthread_mutex_unlock(&c->mu);
 	if (news)
 		log_warn("event=nats nats=denied error=\"%s\"", msg);
+	else if (err == NATS_CONNECTION_AUTH_FAILED) /* a reconnection's credentials refused */
+		log_warn("event=nats nats=refused error=\"%s\"", msg);
 	else if (err != NATS_NOT_PERMITTED)
 		log_debug("event=nats nats=error error=\"%s\"", msg);
 }
@@ -332,6 +369,61 @@ static int set_identity(natsOptions *opts, const kv_opts_t *o)
 	return s == NATS_OK ? 0 : fail(s, "credentials");
 }
 
+/* The options of a connection to o's servers as o's identity (TLS, credentials, time-outs;
+ * no callbacks) into *out (natsOptions_Destroy). 0, -EINVAL or a NATS failure. */
+static int base_opts(natsOptions **out, const kv_opts_t *o, bool forever)
+{
+	natsOptions *opts = NULL;
+	int rc = 0;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, (const char **)o->urls, (int)o->nurls);
+	if (s == NATS_OK && (rc = set_identity(opts, o))) {
+		natsOptions_Destroy(opts);
+		return rc;
+	}
+	/* publish tries the servers in the order given (after a node is lost, the next
+	 * one); followers spread over them as the library picks */
+	if (s == NATS_OK && !forever)
+		s = natsOptions_SetNoRandomize(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, forever ? -1 : 2);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomReconnectDelay(opts, reconnect_delay, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 5000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 3);
+	if (s != NATS_OK) {
+		natsOptions_Destroy(opts);
+		return fail(s, "options");
+	}
+	*out = opts;
+	return 0;
+}
+
+/* A follower's first connection, tried once in the foreground on options of its own:
+ * -EACCES (kv_strerror: the server's reason) when a server refuses the credentials, 0
+ * otherwise (connected, or not reachable now: the background attempts take it from
+ * there). libnats' own first attempt in the background, when a handshake fails, drops
+ * the server and closes the connection for good, its reason lost (kv_gave_up). */
+static int probe(const kv_opts_t *o)
+{
+	natsOptions *once = NULL;
+	natsConnection *nc = NULL;
+	int rc = base_opts(&once, o, true);
+	if (rc)
+		return rc;
+	natsStatus s = natsConnection_Connect(&nc, once);
+	if (s == NATS_CONNECTION_AUTH_FAILED)
+		rc = fail(s, "connect") ? -EACCES : 0;
+	natsConnection_Destroy(nc);
+	natsOptions_Destroy(once);
+	return rc;
+}
+
 int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 {
 	kv_conn_t *c = calloc(1, sizeof(*c));
@@ -339,26 +431,12 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		return -ENOMEM;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
-	int rc = 0;
-	natsStatus s = natsOptions_Create(&c->opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetServers(c->opts, (const char **)o->urls, (int)o->nurls);
-	if (s == NATS_OK && (rc = set_identity(c->opts, o)))
+	natsStatus s = NATS_OK;
+	int rc = base_opts(&c->opts, o, forever);
+	if (!rc && forever)
+		rc = probe(o);
+	if (rc)
 		goto refused;
-	/* publish tries the servers in the order given (after a node is lost, the next
-	 * one); followers spread over them as the library picks */
-	if (s == NATS_OK && !forever)
-		s = natsOptions_SetNoRandomize(c->opts, true);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(c->opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(c->opts, forever ? -1 : 2);
-	if (s == NATS_OK)
-		s = natsOptions_SetCustomReconnectDelay(c->opts, reconnect_delay, NULL);
-	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(c->opts, 5000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxPingsOut(c->opts, 3);
 	if (s == NATS_OK && forever)
 		s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, NULL);
 	if (s == NATS_OK)
@@ -399,6 +477,16 @@ int kv_connect(kv_conn_t **out, const char *const *urls, size_t n, bool forever)
 uint64_t kv_reconnects(kv_conn_t *c)
 {
 	return __atomic_load_n(&c->reconnects, __ATOMIC_RELAXED);
+}
+
+bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&c->mu);
+	bool gone = c->gave_up[0] != '\0';
+	if (gone && buf)
+		snprintf(buf, cap, "%s", c->gave_up);
+	pthread_mutex_unlock(&c->mu);
+	return gone;
 }
 
 bool kv_connected(kv_conn_t *c)

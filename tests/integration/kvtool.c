@@ -5,8 +5,8 @@
  *   kvtool URL BUCKET del KEY
  *   kvtool URL BUCKET rm              delete the bucket
  *   kvtool URL BUCKET seq             the stream's last sequence
- * The environment's KVTOOL_TLS_CA (a CA file: TLS), KVTOOL_USER and KVTOOL_PASSWORD_FILE
- * say how to reach a secured server.
+ * The environment's KVTOOL_TLS_CA (a CA file: TLS), KVTOOL_USER and KVTOOL_PASSWORD_FILE,
+ * KVTOOL_NKEY (a seed file) or KVTOOL_CREDS (a creds file) say how to reach a secured server.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,9 @@ int main(int argc, char **argv)
 	               .nurls = 1,
 	               .tls_ca = getenv("KVTOOL_TLS_CA"),
 	               .user = getenv("KVTOOL_USER"),
-	               .password_file = getenv("KVTOOL_PASSWORD_FILE")};
+	               .password_file = getenv("KVTOOL_PASSWORD_FILE"),
+	               .nkey = getenv("KVTOOL_NKEY"),
+	               .creds = getenv("KVTOOL_CREDS")};
 	int rc = kv_connect_opts(&c, &o, false);
 	if (!rc && strcmp(cmd, "rm") == 0)
 		rc = kv_bucket_delete(c, bucket);
