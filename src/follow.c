@@ -299,7 +299,13 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 	ahead_t a;
 	size_t cap = fl->o->batch_max ? fl->o->batch_max : FOLLOW_BATCH_DEFAULT;
 	double checked = clock_mono_s();
-	int rc = kv_sub_open(fl->b, NULL, seq + 1, &sub), lagging = 0, how = LIVE_STOP;
+	/* far behind (after an outage, an upgrade): fetched, a bounded batch at a time, so
+	 * that what NATS holds for us is one fetch and not the window its server pushes
+	 * ahead; then followed as usual from where that got to */
+	bool behind = fl->info.last > seq && fl->info.last - seq >= CATCHUP_MIN;
+	int rc = behind ? kv_sub_open_catchup(fl->b, seq + 1, &sub)
+	                : kv_sub_open(fl->b, NULL, seq + 1, &sub);
+	int lagging = 0, how = LIVE_STOP;
 	*err = 0;
 	if (rc) {
 		*err = rc;

@@ -32,6 +32,7 @@
  * commit writes most of the pages a large registry's start/stops touch however many
  * changes it holds */
 #define FOLLOW_BATCH_DEFAULT 100000
+#define CATCHUP_MIN          10000 /* changes behind the head from which live fetches */
 #define IDLE_CHECK_S         0.9   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
