@@ -80,21 +80,32 @@ int fl_put_position(follow_t *fl, reg_txn_t *txn)
 static int live_fn(reg_txn_t *txn, void *arg)
 {
 	live_arg_t *a = arg;
-	int rc = batch_apply(a->b, txn);
-	if (rc || (rc = fl_put_position(a->fl, txn)))
+	/* run again (the map grew at the commit) after its parse was freed: parsed again */
+	int rc = a->b->j ? 0 : batch_parse(a->b);
+	if (rc || (rc = batch_apply(a->b, txn)) || (rc = fl_put_position(a->fl, txn)))
 		return rc;
 	/* every change of the batch supersedes what was kept of its key before it (the
 	 * batch's own refusals were kept by report) */
 	for (size_t i = 0; i < a->b->n; i++)
 		pend_supersede(a->fl, key_of(a->b, &a->b->e[i]), a->b->e[i].seq);
-	return pend_save(a->fl);
+	if ((rc = pend_save(a->fl)))
+		return rc;
+	/* what is left is the commit, a wait for the disk: the parse goes now, and the
+	 * gatherer parses the next batch meanwhile, in its room (two batches' raw changes
+	 * and one parse at a time, not two parses) */
+	a->b->count = jsonl_count(a->b->j);
+	jsonl_free(a->b->j);
+	a->b->j = NULL;
+	if (a->applied)
+		a->applied(a->applied_arg);
+	return 0;
 }
 
 /* Writes the gathered and parsed batch b in one transaction with its position, then
  * tries the changes kept from earlier batches again. */
-static int live_batch(follow_t *fl, batch_t *b)
+static int live_batch(follow_t *fl, batch_t *b, void (*applied)(void *), void *applied_arg)
 {
-	live_arg_t arg = {fl, b};
+	live_arg_t arg = {fl, b, applied, applied_arg};
 	int rc;
 	fl->seq = b->last;
 	fl->tag_ns = clock_wall_ns();
@@ -116,10 +127,10 @@ static int live_batch(follow_t *fl, batch_t *b)
 	pend_forget(fl);
 	fl->nskip = 0;
 	fl->st.batches++;
-	fl->st.applied += jsonl_count(b->j);
+	fl->st.applied += b->count;
 	log_debug("event=follow batch=applied seq=%" PRIu64 " changes=%zu applied=%zu kept=%zu",
-	          b->last, b->n, jsonl_count(b->j), fl->npend);
-	if (fl->npend && jsonl_count(b->j))
+	          b->last, b->n, b->count, fl->npend);
+	if (fl->npend && b->count)
 		rc = pend_retry(fl);
 	fl_show(fl);
 	return rc;
@@ -138,6 +149,7 @@ typedef struct {
 	volatile sig_atomic_t *stop;
 	batch_t b[2];
 	int want, done; /* the batch to gather next, the one gathered (-1: none) */
+	bool applying;  /* the writer's batch: its parse is in use (applied, not committed) */
 	bool quit;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -171,6 +183,12 @@ static void gather(ahead_t *a, batch_t *b)
 		rc = batch_add(b, &m);
 	}
 	b->contact_ns = clock_wall_ns();
+	/* parsed once the writer's batch is applied (during its commit): one parse in memory
+	 * at a time (a 100,000-change batch parsed is about 32 MiB, its changes 27 MiB) */
+	pthread_mutex_lock(&a->mu);
+	while (a->applying && !a->quit)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
 	if (!rc) {
 		batch_dedupe(b);
 		rc = batch_parse(b);
@@ -228,9 +246,20 @@ static batch_t *ahead_take(ahead_t *a)
 	int i = a->done;
 	a->done = -1;
 	a->want = 1 - i;
+	a->applying = a->b[i].rc == 0 && a->b[i].prep_rc == 0;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 	return &a->b[i];
+}
+
+/* The writer's batch is applied (or given up): the gatherer may parse the next one. */
+static void ahead_applied(void *arg)
+{
+	ahead_t *a = arg;
+	pthread_mutex_lock(&a->mu);
+	a->applying = false;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
 }
 
 /* Stops the gatherer (after the message it waits for, at most half a second). */
@@ -337,7 +366,9 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 			break;
 		}
 		lagging = 0;
-		if ((rc = b->prep_rc) || (rc = live_batch(fl, b))) {
+		rc = b->prep_rc ? b->prep_rc : live_batch(fl, b, ahead_applied, &a);
+		ahead_applied(&a);
+		if (rc) {
 			*err = rc;
 			break;
 		}

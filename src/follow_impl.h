@@ -56,6 +56,7 @@ typedef struct {
 	size_t *line; /* line (from 0) -> entry */
 	size_t nlines, line_cap;
 	jsonl_t *j;          /* the batch parsed (batch_parse) */
+	size_t count;        /* records applied (the parse's count, kept once it is freed) */
 	uint64_t last;       /* the highest stream sequence in it */
 	uint64_t head;       /* the stream\'s last sequence, as its last message told */
 	uint64_t contact_ns; /* when that message came */
@@ -111,6 +112,8 @@ typedef struct {
 typedef struct {
 	follow_t *fl;
 	batch_t *b;
+	void (*applied)(void *arg); /* live: told once b is applied and only the commit is left */
+	void *applied_arg;
 } live_arg_t;
 
 static inline const char *key_of(const batch_t *b, const entry_t *e)

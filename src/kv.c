@@ -981,8 +981,9 @@ static natsStatus catchup_done(kv_sub_t *s)
 	s->pull = s->catchup = false;
 	jsErrCode jerr = 0;
 	natsStatus st = push_open(s, NULL, s->after, &jerr);
-	log_debug("event=follow catch-up=done seq=%" PRIu64 " status=\"%s\"", s->after - 1,
-	          natsStatus_GetText(st));
+	if (st == NATS_OK)
+		log_info("event=follow catch-up=done seq=%" PRIu64 " fetched=%" PRIu64,
+		         s->after - 1, s->cseq);
 	return st;
 }
 
