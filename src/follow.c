@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,9 +81,12 @@ int fl_put_position(follow_t *fl, reg_txn_t *txn)
 static int live_fn(reg_txn_t *txn, void *arg)
 {
 	live_arg_t *a = arg;
-	/* run again (the map grew at the commit) after its parse was freed: parsed again */
-	int rc = a->b->j ? 0 : batch_parse(a->b);
-	if (rc || (rc = batch_apply(a->b, txn)) || (rc = fl_put_position(a->fl, txn)))
+	/* run again (the map grew at the commit) after the batch was released: its changes
+	 * are read again from the stream (live starts over from the position) */
+	if (a->b->released)
+		return -ESTALE;
+	int rc = batch_apply(a->b, txn);
+	if (rc || (rc = fl_put_position(a->fl, txn)))
 		return rc;
 	/* every change of the batch supersedes what was kept of its key before it (the
 	 * batch's own refusals were kept by report) */
@@ -90,12 +94,11 @@ static int live_fn(reg_txn_t *txn, void *arg)
 		pend_supersede(a->fl, key_of(a->b, &a->b->e[i]), a->b->e[i].seq);
 	if ((rc = pend_save(a->fl)))
 		return rc;
-	/* what is left is the commit, a wait for the disk: the parse goes now, and the
-	 * gatherer parses the next batch meanwhile, in its room (two batches' raw changes
-	 * and one parse at a time, not two parses) */
+	/* what is left is the commit, a wait for the disk: the batch's changes and parse go
+	 * now (its refusals were told before this run), and the gatherer gathers the rest of
+	 * the next batch and parses it meanwhile, in their room */
 	a->b->count = jsonl_count(a->b->j);
-	jsonl_free(a->b->j);
-	a->b->j = NULL;
+	batch_release(a->b);
 	if (a->applied)
 		a->applied(a->applied_arg);
 	return 0;
@@ -149,13 +152,36 @@ typedef struct {
 	volatile sig_atomic_t *stop;
 	batch_t b[2];
 	int want, done; /* the batch to gather next, the one gathered (-1: none) */
-	bool applying;  /* the writer's batch: its parse is in use (applied, not committed) */
+	bool applying;  /* the writer's batch is being applied (its changes and parse in use) */
 	bool quit;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pthread_t th;
 } ahead_t;
 
+/* Waits until the writer's batch is applied (its commit may still be going on). */
+static void wait_applied(ahead_t *a)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->applying && !a->quit)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* True, once b may grow: past half a batch, once the writer's batch is applied. */
+static bool half_ahead(ahead_t *a, const batch_t *b)
+{
+	if (b->n >= a->cap / 2)
+		wait_applied(a);
+	return true;
+}
+
+/*
+ * Memory: while the writer applies batch i (its changes and their parse in memory, about
+ * 270 and 320 bytes a change), this gathers at most half of batch i + 1 (the changes
+ * only); the rest comes, and the parse is made, during batch i's commit, once batch i is
+ * released: at most about one batch and a half, not two batches and the parse of both.
+ */
 static void gather(ahead_t *a, batch_t *b)
 {
 	kv_msg_t m;
@@ -175,7 +201,7 @@ static void gather(ahead_t *a, batch_t *b)
 	double first = clock_mono_s();
 	while (!rc && b->n < a->cap && !*a->stop &&
 	       (kv_sub_queued(a->sub) > 0 || clock_mono_s() - first < GATHER_LINGER_S) &&
-	       kv_sub_next(a->sub, 1, &m) == 0) {
+	       half_ahead(a, b) && kv_sub_next(a->sub, 1, &m) == 0) {
 		if (m.seq <= a->seq)
 			continue;
 		a->seq = m.seq;
@@ -183,12 +209,7 @@ static void gather(ahead_t *a, batch_t *b)
 		rc = batch_add(b, &m);
 	}
 	b->contact_ns = clock_wall_ns();
-	/* parsed once the writer's batch is applied (during its commit): one parse in memory
-	 * at a time (a 100,000-change batch parsed is about 32 MiB, its changes 27 MiB) */
-	pthread_mutex_lock(&a->mu);
-	while (a->applying && !a->quit)
-		pthread_cond_wait(&a->cv, &a->mu);
-	pthread_mutex_unlock(&a->mu);
+	wait_applied(a);
 	if (!rc) {
 		batch_dedupe(b);
 		rc = batch_parse(b);
@@ -368,6 +389,10 @@ static int live(follow_t *fl, uint64_t seq, int *err)
 		lagging = 0;
 		rc = b->prep_rc ? b->prep_rc : live_batch(fl, b, ahead_applied, &a);
 		ahead_applied(&a);
+		if (rc == -ESTALE) { /* read the batch again from the position: nothing lost */
+			how = LIVE_RETRY;
+			break;
+		}
 		if (rc) {
 			*err = rc;
 			break;
@@ -434,6 +459,10 @@ static int mark_fn(reg_txn_t *txn, void *arg)
 int follow_run(reg_t *reg, const follow_opts_t *o, follow_stats_t *stats)
 {
 	follow_t fl = {.reg = reg, .o = o, .start_ns = clock_wall_ns()};
+	/* a batch's large buffers (its changes, their parse: tens of MiB) are mapped apart
+	 * and unmapped when freed: glibc would otherwise raise this threshold after the first
+	 * such free and keep later batches in its arenas, whose freed middle stays resident */
+	mallopt(M_MMAP_THRESHOLD, BATCH_MMAP_MIN);
 	int rc = reg_write(reg, mark_fn, &fl);
 	if (rc) {
 		log_error("event=follow status=failed reason=\"cannot write the registry: %s\"",

@@ -32,12 +32,16 @@
  * commit writes most of the pages a large registry's start/stops touch however many
  * changes it holds */
 #define FOLLOW_BATCH_DEFAULT 100000
-#define CATCHUP_MIN          10000 /* changes behind the head from which live fetches */
 #define IDLE_CHECK_S         0.9   /* how often an idle follower checks the stream */
 #define GATHER_LINGER_S      0.001 /* how long a batch waits for more after its first change */
 #define BATCH_NAME           "batch"
 #define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
 #define TAIL_S               2.0
+
+/* a follower this many changes behind the head or more fetches them (kv_sub_open_catchup) */
+#define CATCHUP_MIN 10000
+/* allocations from this size are mapped apart (a batch's buffers: unmapped when freed) */
+#define BATCH_MMAP_MIN (256 * 1024)
 
 typedef struct {
 	size_t key, val, len; /* offsets into the batch's strings */
@@ -57,6 +61,7 @@ typedef struct {
 	size_t nlines, line_cap;
 	jsonl_t *j;          /* the batch parsed (batch_parse) */
 	size_t count;        /* records applied (the parse's count, kept once it is freed) */
+	bool released;       /* live: applied, its changes and parse freed (batch_release) */
 	uint64_t last;       /* the highest stream sequence in it */
 	uint64_t head;       /* the stream\'s last sequence, as its last message told */
 	uint64_t contact_ns; /* when that message came */
@@ -130,6 +135,7 @@ int fl_put_position(follow_t *fl, reg_txn_t *txn);
 int fl_grow(void **p, size_t *cap, size_t need, size_t size);
 void batch_reset(batch_t *b);
 void batch_free(batch_t *b);
+void batch_release(batch_t *b);
 bool fl_skipped(const follow_t *fl, uint64_t seq);
 void fl_report(follow_t *fl, batch_t *b);
 int batch_add(batch_t *b, const kv_msg_t *m);
