@@ -168,12 +168,16 @@ static void wait_applied(ahead_t *a)
 	pthread_mutex_unlock(&a->mu);
 }
 
-/* True, once b may grow: past half a batch, once the writer's batch is applied. */
+/* Whether b may grow (false: the gatherer is being stopped); past half a batch, once
+ * the writer's batch is applied. */
 static bool half_ahead(ahead_t *a, const batch_t *b)
 {
-	if (b->n >= a->cap / 2)
-		wait_applied(a);
-	return true;
+	pthread_mutex_lock(&a->mu);
+	while (b->n >= a->cap / 2 && a->applying && !a->quit)
+		pthread_cond_wait(&a->cv, &a->mu);
+	bool go = !a->quit;
+	pthread_mutex_unlock(&a->mu);
+	return go;
 }
 
 /*
@@ -283,7 +287,8 @@ static void ahead_applied(void *arg)
 	pthread_mutex_unlock(&a->mu);
 }
 
-/* Stops the gatherer (after the message it waits for, at most half a second). */
+/* Stops the gatherer (after the message it waits for: at most half a second, two while
+ * it catches up and a fetch is under way). */
 static void ahead_stop(ahead_t *a)
 {
 	pthread_mutex_lock(&a->mu);
