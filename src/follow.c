@@ -168,13 +168,10 @@ static void wait_applied(ahead_t *a)
 	pthread_mutex_unlock(&a->mu);
 }
 
-/* Whether b may grow (false: the gatherer is being stopped); past half a batch, once
- * the writer's batch is applied. */
-static bool half_ahead(ahead_t *a, const batch_t *b)
+/* False once the gatherer is being stopped. */
+static bool gathering(ahead_t *a)
 {
 	pthread_mutex_lock(&a->mu);
-	while (b->n >= a->cap / 2 && a->applying && !a->quit)
-		pthread_cond_wait(&a->cv, &a->mu);
 	bool go = !a->quit;
 	pthread_mutex_unlock(&a->mu);
 	return go;
@@ -182,9 +179,11 @@ static bool half_ahead(ahead_t *a, const batch_t *b)
 
 /*
  * Memory: while the writer applies batch i (its changes and their parse in memory, about
- * 270 and 320 bytes a change), this gathers at most half of batch i + 1 (the changes
- * only); the rest comes, and the parse is made, during batch i's commit, once batch i is
- * released: at most about one batch and a half, not two batches and the parse of both.
+ * 270 and 320 bytes a change), this gathers batch i + 1 (the changes only), and parses
+ * it once batch i is applied and released, during batch i's commit (a wait for the
+ * disk): about two batches' changes and one parse, not two of each. Gathering at most
+ * half of batch i + 1 before that saved another 13 MiB at the default but left the
+ * rest of the gathering to the commit's window: 25% fewer changes a second.
  */
 static void gather(ahead_t *a, batch_t *b)
 {
@@ -205,7 +204,7 @@ static void gather(ahead_t *a, batch_t *b)
 	double first = clock_mono_s();
 	while (!rc && b->n < a->cap && !*a->stop &&
 	       (kv_sub_queued(a->sub) > 0 || clock_mono_s() - first < GATHER_LINGER_S) &&
-	       half_ahead(a, b) && kv_sub_next(a->sub, 1, &m) == 0) {
+	       gathering(a) && kv_sub_next(a->sub, 1, &m) == 0) {
 		if (m.seq <= a->seq)
 			continue;
 		a->seq = m.seq;
