@@ -95,8 +95,8 @@ static int live_fn(reg_txn_t *txn, void *arg)
 	if ((rc = pend_save(a->fl)))
 		return rc;
 	/* what is left is the commit, a wait for the disk: the batch's changes and parse go
-	 * now (its refusals were told before this run), and the gatherer gathers the rest of
-	 * the next batch and parses it meanwhile, in their room */
+	 * now (its refusals were told before this run), and the gatherer parses the next
+	 * batch meanwhile, in their room */
 	a->b->count = jsonl_count(a->b->j);
 	batch_release(a->b);
 	if (a->applied)
