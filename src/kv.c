@@ -58,8 +58,7 @@ struct kv_sub {
 	bool catchup;
 	uint64_t cseq;  /* the consumer sequence handed out last (a gap: a fetch's loss) */
 	uint64_t after; /* the stream sequence to go on from */
-	uint64_t
-	        left; /* the server's count of messages after the last one (UINT64_MAX: none yet) */
+	uint64_t left;  /* messages the server said follow the last one (UINT64_MAX: unknown) */
 };
 
 #define PULL_BATCH 2048
