@@ -161,10 +161,17 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
  * which fetches batches of messages when asked for one (memory bounded by a batch, never
  * by the stream: a full sync). kv_sub_next and kv_sub_close as for kv_sub_open. */
 int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out);
+/* A follower far behind: the messages from start_seq are fetched a bounded batch at a
+ * time (as kv_sub_open_pull's: the client holds at most one fetch, not what an ordered
+ * consumer's server pushes ahead, tens of MiB) until the server says none is left, then
+ * followed by an ordered consumer as kv_sub_open's, from the message after the last one
+ * handed out. A message lost in transit while fetching is an error (-EIO), never a gap;
+ * kv_sub_queued counts the messages the server said wait too. */
+int kv_sub_open_catchup(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out);
 /* The next message within timeout_ms (0: only one already received). m is valid until
  * the next call or kv_sub_close. -ETIMEDOUT when none came. */
 int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m);
-/* Messages already received and waiting in the client. */
+/* Messages already received and waiting in the client (see kv_sub_open_catchup). */
 uint64_t kv_sub_queued(kv_sub_t *s);
 void kv_sub_close(kv_sub_t *s);
 

@@ -32,6 +32,18 @@ void batch_reset(batch_t *b)
 	b->n = b->used = b->nlines = 0;
 	b->last = 0;
 	b->rc = b->prep_rc = 0;
+	b->released = false;
+}
+
+/* Frees what b holds (its changes, their parse), keeping its position and count: for a
+ * batch applied whose commit is all that is left. */
+void batch_release(batch_t *b)
+{
+	free(b->e), free(b->str), free(b->line);
+	jsonl_free(b->j);
+	b->e = NULL, b->str = NULL, b->line = NULL, b->j = NULL;
+	b->n = b->cap = b->used = b->str_cap = b->nlines = b->line_cap = 0;
+	b->released = true;
 }
 
 void batch_free(batch_t *b)

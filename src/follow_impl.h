@@ -38,6 +38,11 @@
 #define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
 #define TAIL_S               2.0
 
+/* a follower this many changes behind the head or more fetches them (kv_sub_open_catchup) */
+#define CATCHUP_MIN 10000
+/* allocations from this size are mapped apart (a batch's buffers: unmapped when freed) */
+#define BATCH_MMAP_MIN (256 * 1024)
+
 typedef struct {
 	size_t key, val, len; /* offsets into the batch's strings */
 	size_t why;           /* 1 + the offset of why it was refused; 0: not refused here */
@@ -55,6 +60,8 @@ typedef struct {
 	size_t *line; /* line (from 0) -> entry */
 	size_t nlines, line_cap;
 	jsonl_t *j;          /* the batch parsed (batch_parse) */
+	size_t count;        /* records applied (the parse's count, kept once it is freed) */
+	bool released;       /* live: applied, its changes and parse freed (batch_release) */
 	uint64_t last;       /* the highest stream sequence in it */
 	uint64_t head;       /* the stream\'s last sequence, as its last message told */
 	uint64_t contact_ns; /* when that message came */
@@ -110,6 +117,8 @@ typedef struct {
 typedef struct {
 	follow_t *fl;
 	batch_t *b;
+	void (*applied)(void *arg); /* live: told once b is applied and only the commit is left */
+	void *applied_arg;
 } live_arg_t;
 
 static inline const char *key_of(const batch_t *b, const entry_t *e)
@@ -126,6 +135,7 @@ int fl_put_position(follow_t *fl, reg_txn_t *txn);
 int fl_grow(void **p, size_t *cap, size_t need, size_t size);
 void batch_reset(batch_t *b);
 void batch_free(batch_t *b);
+void batch_release(batch_t *b);
 bool fl_skipped(const follow_t *fl, uint64_t seq);
 void fl_report(follow_t *fl, batch_t *b);
 int batch_add(batch_t *b, const kv_msg_t *m);

@@ -165,7 +165,7 @@ static int retry_fn(reg_txn_t *txn, void *arg)
 int pend_retry(follow_t *fl)
 {
 	batch_t b = {0};
-	live_arg_t arg = {fl, &b};
+	live_arg_t arg = {.fl = fl, .b = &b};
 	int rc = 0;
 	for (size_t i = 0; i < fl->npend && !rc; i++) {
 		const pend_t *p = &fl->pend[i];

@@ -54,9 +54,16 @@ struct kv_sub {
 	bool pull;        /* kv_sub_open_pull: messages come a fetched batch at a time */
 	natsMsgList list; /* the batch being handed out */
 	int next;
+	/* kv_sub_open_catchup: pulled while the server has more, then an ordered consumer */
+	bool catchup;
+	uint64_t cseq;  /* the consumer sequence handed out last (a gap: a fetch's loss) */
+	uint64_t after; /* the stream sequence to go on from */
+	uint64_t left;  /* messages the server said follow the last one (UINT64_MAX: unknown) */
 };
 
 #define PULL_BATCH 2048
+/* a catch-up's fetch: messages are known to wait, a whole fetch comes in one answer */
+#define CATCHUP_FETCH_MS 2000
 
 /* The caller's thread's: NATS's own threads (the ack handler) write into the bucket,
  * which kv_flush copies here. */
@@ -865,12 +872,10 @@ void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes)
 
 /* ---- ordered consumer --------------------------------------------------------------------- */
 
-int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out)
+/* s's ordered consumer (s->sub); *jerr: the server's error code. */
+static natsStatus push_open(kv_sub_t *s, const char *filter, uint64_t start_seq, jsErrCode *jerr)
 {
-	kv_sub_t *s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->b = b;
+	kv_bucket_t *b = s->b;
 	char subj[256];
 	snprintf(subj, sizeof(subj), "%s%s", b->prefix, filter ? filter : ">");
 	jsSubOptions so;
@@ -892,12 +897,24 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 	jsOptions o;
 	jsOptions_Init(&o);
 	o.Wait = start_seq ? 5000 : 120000;
-	jsErrCode jerr = 0;
-	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, &o, &so, &jerr);
+	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, &o, &so, jerr);
 	/* bounded client-side buffering; past it the library reports a slow consumer and the
-	 * caller starts again from its position */
+	 * caller starts again from its position (the server pushes a flow-control window
+	 * ahead: 16 MiB made the client drop messages; a follower far behind catches up with
+	 * kv_sub_open_catchup, which fetches) */
 	if (st == NATS_OK)
 		st = natsSubscription_SetPendingLimits(s->sub, 1 << 20, 64 << 20);
+	return st;
+}
+
+int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out)
+{
+	kv_sub_t *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->b = b;
+	jsErrCode jerr = 0;
+	natsStatus st = push_open(s, filter, start_seq, &jerr);
 	if (st != NATS_OK) {
 		int rc = fail(st, "subscribe");
 		if (jerr == JSStreamNotFoundErr)
@@ -938,6 +955,37 @@ int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
 	return 0;
 }
 
+int kv_sub_open_catchup(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
+{
+	int rc = kv_sub_open_pull(b, start_seq, out);
+	if (rc)
+		return rc;
+	(*out)->catchup = true;
+	(*out)->after = start_seq ? start_seq : 1;
+	(*out)->left = UINT64_MAX;
+	return 0;
+}
+
+/* A catch-up at the stream's end: the pull consumer goes, an ordered consumer follows on
+ * from the message after the last one handed out. */
+static natsStatus catchup_done(kv_sub_t *s)
+{
+	natsMsgList_Destroy(&s->list);
+	memset(&s->list, 0, sizeof(s->list));
+	s->next = 0;
+	if (kv_connected(s->b->c))
+		natsSubscription_Unsubscribe(s->sub);
+	natsSubscription_Destroy(s->sub);
+	s->sub = NULL;
+	s->pull = s->catchup = false;
+	jsErrCode jerr = 0;
+	natsStatus st = push_open(s, NULL, s->after, &jerr);
+	if (st == NATS_OK)
+		log_info("event=follow catch-up=done seq=%" PRIu64 " fetched=%" PRIu64,
+		         s->after - 1, s->cseq);
+	return st;
+}
+
 /* The next message of a pull subscription into s->msg, fetching a batch when needed. */
 static natsStatus pull_next(kv_sub_t *s, int timeout_ms)
 {
@@ -962,9 +1010,18 @@ int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
 {
 	natsMsg_Destroy(s->msg);
 	s->msg = NULL;
-	natsStatus st = s->pull ? pull_next(s, timeout_ms)
-	                        : natsSubscription_NextMsg(&s->msg, s->sub,
-	                                                   timeout_ms > 0 ? timeout_ms : 1);
+	natsStatus st = NATS_OK;
+	bool fetched = s->catchup && s->next >= s->list.Count;
+	if (fetched && s->left == 0 && (st = catchup_done(s)) != NATS_OK)
+		return fail(st, "subscribe");
+	if (s->catchup && fetched && s->left != UINT64_MAX && timeout_ms < CATCHUP_FETCH_MS)
+		timeout_ms = CATCHUP_FETCH_MS; /* the server said more messages wait */
+	if (s->pull)
+		st = pull_next(s, timeout_ms);
+	else
+		st = natsSubscription_NextMsg(&s->msg, s->sub, timeout_ms > 0 ? timeout_ms : 1);
+	if (st == NATS_TIMEOUT && s->catchup && s->left == UINT64_MAX)
+		s->left = 0; /* nothing to catch up: an ordered consumer from the next call */
 	if (st != NATS_OK)
 		return fail(st, "next message");
 	jsMsgMetaData *md = NULL;
@@ -973,7 +1030,22 @@ int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
 		return fail(st, "message metadata");
 	m->seq = md->Sequence.Stream;
 	m->pending = md->NumPending;
+	uint64_t cseq = md->Sequence.Consumer;
 	jsMsgMetaData_Destroy(md);
+	if (s->catchup) {
+		/* no acknowledgements: a fetch's answer lost in transit (a reconnection) is a
+		 * gap in the consumer's sequence, which the caller must not step over */
+		if (s->cseq && cseq != s->cseq + 1) {
+			snprintf(last_error, sizeof(last_error),
+			         "catching up: messages lost in transit before stream sequence "
+			         "%" PRIu64,
+			         m->seq);
+			return -EIO;
+		}
+		s->cseq = cseq;
+		s->after = m->seq + 1;
+		s->left = m->pending;
+	}
 	const char *subj = natsMsg_GetSubject(s->msg);
 	size_t plen = strlen(s->b->prefix);
 	m->key = strncmp(subj, s->b->prefix, plen) == 0 ? subj + plen : subj;
@@ -994,6 +1066,8 @@ int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
 
 uint64_t kv_sub_queued(kv_sub_t *s)
 {
+	if (s->catchup) /* those fetched, and those the server said wait after them */
+		return (uint64_t)(s->list.Count - s->next) + (s->left != UINT64_MAX ? s->left : 0);
 	uint64_t n = 0;
 	natsSubscription_QueuedMsgs(s->sub, &n);
 	return n;
