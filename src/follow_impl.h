@@ -37,6 +37,8 @@
 #define BATCH_NAME           "batch"
 #define TAIL_WAIT_MS         100 /* a full sync past the stream's last message as of its start */
 #define TAIL_S               2.0
+#define SYNC_FETCH_MS        30000 /* a full sync's fetch before the stream's end */
+#define SYNC_FETCH_TRIES     4     /* fetches in a row that bring nothing: the sync fails */
 
 /* a follower this many changes behind the head or more fetches them (kv_sub_open_catchup) */
 #define CATCHUP_MIN 10000

@@ -165,15 +165,28 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	 * that superseded a key's earlier value (otherwise the key would be missing until
 	 * the first live batch). */
 	double tail = 0;
+	int stalls = 0;
 	for (bool done = false; !rc && !done;) {
 		bool past = *last >= fl->info.last;
 		if (past && tail == 0)
 			tail = clock_mono_s() + TAIL_S;
-		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : 30000, &m);
+		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : SYNC_FETCH_MS, &m);
 		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
 			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
 			break;
 		}
+		/* a fetch that brought nothing before the stream's end: a server busy with
+		 * other full syncs. The consumer keeps its place; asking again costs nothing,
+		 * starting over costs the whole stream (and, a fleet at once, a stampede) */
+		if (rc == -ETIMEDOUT && !*fl->o->stop && ++stalls < SYNC_FETCH_TRIES) {
+			log_info("event=follow full-sync=slow bucket=%s seq=%" PRIu64
+			         " waited_s=%d try=%d",
+			         fl->o->bucket, *last, SYNC_FETCH_MS / 1000, stalls);
+			rc = 0;
+			continue;
+		}
+		if (!rc)
+			stalls = 0;
 		if (rc || (rc = sync_add(fl, &m)))
 			break;
 		if (fl->seen)

@@ -63,7 +63,8 @@ struct kv_sub {
 
 #define PULL_BATCH 2048
 /* a catch-up's fetch: messages are known to wait, a whole fetch comes in one answer */
-#define CATCHUP_FETCH_MS 2000
+#define CATCHUP_FETCH_MS    2000
+#define PULL_CREATE_WAIT_MS 120000 /* creating a pull consumer (kv_sub_open_pull) */
 
 /* The caller's thread's: NATS's own threads (the ack handler) write into the bucket,
  * which kv_flush copies here. */
@@ -942,8 +943,15 @@ int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
 	so.Config.DeliverPolicy = js_DeliverByStartSequence;
 	so.Config.OptStartSeq = start_seq ? start_seq : 1;
 	so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000; /* if we die, it goes */
+	/* the server creates the consumer however long it takes (a stream busy with a fleet
+	 * of full syncs took seconds, a minute at worst, with 100 at once on 2 cores): a
+	 * follower that gave up at 5 s asked again, and every abandoned consumer added to
+	 * the load until its inactivity threshold, so wait for the answer instead */
+	jsOptions o;
+	jsOptions_Init(&o);
+	o.Wait = PULL_CREATE_WAIT_MS;
 	jsErrCode jerr = 0;
-	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, NULL, &so, &jerr);
+	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, &o, &so, &jerr);
 	if (st != NATS_OK) {
 		int rc = fail(st, "pull subscribe");
 		if (jerr == JSStreamNotFoundErr)
@@ -1032,17 +1040,19 @@ int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
 	m->pending = md->NumPending;
 	uint64_t cseq = md->Sequence.Consumer;
 	jsMsgMetaData_Destroy(md);
-	if (s->catchup) {
-		/* no acknowledgements: a fetch's answer lost in transit (a reconnection) is a
-		 * gap in the consumer's sequence, which the caller must not step over */
+	if (s->pull) {
+		/* no acknowledgements: a fetch's answer lost in transit (a reconnection, a
+		 * fetch that expired as its messages came) is a gap in the consumer's
+		 * sequence, which the caller must not step over */
 		if (s->cseq && cseq != s->cseq + 1) {
 			snprintf(last_error, sizeof(last_error),
-			         "catching up: messages lost in transit before stream sequence "
-			         "%" PRIu64,
-			         m->seq);
+			         "%s: messages lost in transit before stream sequence %" PRIu64,
+			         s->catchup ? "catching up" : "reading the stream", m->seq);
 			return -EIO;
 		}
 		s->cseq = cseq;
+	}
+	if (s->catchup) {
 		s->after = m->seq + 1;
 		s->left = m->pending;
 	}
