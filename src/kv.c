@@ -240,14 +240,21 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 		log_debug("event=nats nats=error error=\"%s\"", msg);
 }
 
-bool kv_denied(kv_conn_t *c, char *buf, size_t cap)
+/* Whether the connection's message field (c->denied, c->gave_up) is set; its copy into
+ * buf[cap] when buf is not NULL. */
+static bool said(kv_conn_t *c, const char *field, char *buf, size_t cap)
 {
 	pthread_mutex_lock(&c->mu);
-	bool denied = c->denied[0] != '\0';
-	if (denied && buf)
-		snprintf(buf, cap, "%s", c->denied);
+	bool set = field[0] != '\0';
+	if (set && buf)
+		snprintf(buf, cap, "%s", field);
 	pthread_mutex_unlock(&c->mu);
-	return denied;
+	return set;
+}
+
+bool kv_denied(kv_conn_t *c, char *buf, size_t cap)
+{
+	return said(c, c->denied, buf, cap);
 }
 
 /* A secret's one line from path into buf[cap] (trailing white space cut). -EINVAL with
@@ -489,12 +496,7 @@ uint64_t kv_reconnects(kv_conn_t *c)
 
 bool kv_gave_up(kv_conn_t *c, char *buf, size_t cap)
 {
-	pthread_mutex_lock(&c->mu);
-	bool gone = c->gave_up[0] != '\0';
-	if (gone && buf)
-		snprintf(buf, cap, "%s", c->gave_up);
-	pthread_mutex_unlock(&c->mu);
-	return gone;
+	return said(c, c->gave_up, buf, cap);
 }
 
 bool kv_connected(kv_conn_t *c)
