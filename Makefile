@@ -92,7 +92,7 @@ $(O)/dnstap.o: $(O)/dnstap.pb-c.h
 
 $(O)/internald: $(O)/internald.o $(SERVER_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-FLEET_O  := $(O)/kv.o $(O)/follow.o $(O)/follow_batch.o $(O)/follow_pending.o $(O)/follow_sync.o \
+FLEET_O  := $(O)/kv.o $(O)/kv_read.o $(O)/follow.o $(O)/follow_batch.o $(O)/follow_pending.o $(O)/follow_sync.o \
             $(O)/follow_metrics.o $(O)/publish.o $(O)/notify.o
 $(O)/internalctl: $(O)/internalctl.o $(O)/ctl_registry.o $(O)/ctl_fleet.o $(O)/zone.o $(FLEET_O) $(O)/metrics_http.o $(WRITE_O) $(CORE_O)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -111,9 +111,9 @@ $(O)/tests/dnsdiff: tests/integration/dnsdiff.c | $(O)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-$(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/log.o | $(O)
+$(O)/tests/kvtool: tests/integration/kvtool.c $(O)/kv.o $(O)/kv_read.o $(O)/log.o | $(O)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/kv_read.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
 # the sync suite's nkeys and NATS JWTs (ed25519 from libcrypto): --nkey and --creds
 $(O)/tests/nkeytool: tests/integration/nkeytool.c | $(O)
@@ -228,11 +228,11 @@ $(O)/startstop: bench/startstop.c $(WRITE_O) $(CORE_O)
 $(O)/burst: bench/burst.c | $(O)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-$(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/log.o | $(O)
-	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
+$(O)/syncprobe: bench/syncprobe.c $(O)/kv.o $(O)/kv_read.o $(O)/log.o | $(O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/kv_read.o $(O)/log.o $(LDFLAGS) $(LDLIBS)
 
-$(O)/fleetprobe: bench/fleetprobe.c $(O)/kv.o $(CORE_O)
-	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(CORE_O) $(LDFLAGS) $(LDLIBS)
+$(O)/fleetprobe: bench/fleetprobe.c $(O)/kv.o $(O)/kv_read.o $(CORE_O)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/kv.o $(O)/kv_read.o $(CORE_O) $(LDFLAGS) $(LDLIBS)
 
 $(O)/cachebench: bench/cachebench.c $(CORE_O)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_O) $(LDFLAGS) $(LDLIBS)

@@ -1,10 +1,10 @@
 /*
  * kv — the fleet's NATS JetStream key-value bucket, as publish and follow need it.
  *
- * The only file that includes <nats/nats.h> is src/kv.c. A bucket NAME is the JetStream
- * stream KV_NAME whose subjects are $KV.NAME.<key>; a put is a message with the value as
- * its data, a delete or purge a message with the header KV-Operation: DEL or PURGE. The
- * stream sequence of a message is the position a follower stores.
+ * The only files that include <nats/nats.h> are src/kv.c, src/kv_read.c and src/kv_impl.h. A bucket
+ * NAME is the JetStream stream KV_NAME whose subjects are $KV.NAME.<key>; a put is a message with
+ * the value as its data, a delete or purge a message with the header KV-Operation: DEL or PURGE.
+ * The stream sequence of a message is the position a follower stores.
  *
  * Errors: 0 or a negative code: -ENOENT (no such bucket), -ENOTCONN (NATS unreachable
  * now), -ETIMEDOUT, -EIO (any other NATS failure; kv_strerror says which), -EREMOTEIO

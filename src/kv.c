@@ -1,9 +1,11 @@
 /*
- * kv.c — the NATS C client (libnats) behind include/kv.h. The only file that includes
- * <nats/nats.h>: publish and follow see buckets, keys, values and stream sequences,
- * never a NATS type. It must never touch the registry.
+ * kv.c — the NATS C client (libnats) behind include/kv.h: the connection, buckets,
+ * regional mirrors and writes (kv_read.c: the consumers and point reads). With kv_read.c
+ * and kv_impl.h the only files that include <nats/nats.h>: publish and follow see
+ * buckets, keys, values and stream sequences, never a NATS type. It must never touch
+ * the registry.
  */
-#include "kv.h"
+#include "kv_impl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -15,56 +17,6 @@
 #include <time.h>
 
 #include "log.h"
-
-struct kv_conn {
-	natsConnection *nc;
-	natsOptions *opts;
-	/* kv_close: the disconnection it causes is not news, and c is freed only once the
-	 * library has called its last callback (closed), which may run on its own thread */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool closing, closed;
-	char domain[64];     /* kv_set_domain: the JetStream domain buckets are opened in */
-	char denied[256];    /* the server's last permissions violation ("" none) */
-	char gave_up[256];   /* why the library closed the connection for good ("" open) */
-	uint64_t reconnects; /* atomic: connections re-established */
-};
-
-struct kv_bucket {
-	kv_conn_t *c;
-	jsCtx *js;
-	char name[64];
-	char stream[72];        /* KV_<name> */
-	char prefix[80];        /* $KV.<name>. */
-	pthread_mutex_t mutex;  /* guards the rest (the ack handler runs on NATS's thread) */
-	int failed;             /* asynchronous writes refused since the last kv_flush */
-	bool refused;           /* the first of them was the server's answer, not a lost ack */
-	char error[256];        /* the first of them, for the caller's kv_strerror */
-	uint64_t puts, deletes; /* acknowledged since kv_bucket_open */
-	long ack_wait_ms;
-	struct kv_bucket *left_next; /* on the list of buckets left to late answers */
-	char origin[32];             /* a mirror's origin's identity (kv_info_t), once asked */
-	bool origin_asked;
-};
-
-struct kv_sub {
-	kv_bucket_t *b;
-	natsSubscription *sub;
-	natsMsg *msg;     /* the message handed out last */
-	bool pull;        /* kv_sub_open_pull: messages come a fetched batch at a time */
-	natsMsgList list; /* the batch being handed out */
-	int next;
-	/* kv_sub_open_catchup: pulled while the server has more, then an ordered consumer */
-	bool catchup;
-	uint64_t cseq;  /* the consumer sequence handed out last (a gap: a fetch's loss) */
-	uint64_t after; /* the stream sequence to go on from */
-	uint64_t left;  /* messages the server said follow the last one (UINT64_MAX: unknown) */
-};
-
-#define PULL_BATCH 2048
-/* a catch-up's fetch: messages are known to wait, a whole fetch comes in one answer */
-#define CATCHUP_FETCH_MS    2000
-#define PULL_CREATE_WAIT_MS 120000 /* creating a pull consumer (kv_sub_open_pull) */
 
 /* The caller's thread's: NATS's own threads (the ack handler) write into the bucket,
  * which kv_flush copies here. */
@@ -109,7 +61,7 @@ static void cut_source_places(char *s)
 }
 
 /* Maps a NATS status to our codes, keeping its text for kv_strerror. */
-static int fail(natsStatus s, const char *what)
+int kv_fail(natsStatus s, const char *what)
 {
 	const char *detail = nats_GetLastError(NULL);
 	snprintf(last_error, sizeof(last_error), "%s: %s%s%s", what, natsStatus_GetText(s),
@@ -136,6 +88,11 @@ static int fail(natsStatus s, const char *what)
 	default:
 		return -EIO;
 	}
+}
+
+void kv_set_error(const char *text)
+{
+	snprintf(last_error, sizeof(last_error), "%s", text);
 }
 
 const char *kv_strerror(int err)
@@ -353,7 +310,7 @@ static int set_identity(natsOptions *opts, const kv_opts_t *o)
 		if (s == NATS_OK && o->tls_cert)
 			s = natsOptions_LoadCertificatesChain(opts, o->tls_cert, o->tls_key);
 		if (s != NATS_OK)
-			return fail(s, "TLS");
+			return kv_fail(s, "TLS");
 	}
 	if (o->password_file) {
 		char pw[1024];
@@ -381,7 +338,7 @@ static int set_identity(natsOptions *opts, const kv_opts_t *o)
 	}
 	if (rc)
 		return rc;
-	return s == NATS_OK ? 0 : fail(s, "credentials");
+	return s == NATS_OK ? 0 : kv_fail(s, "credentials");
 }
 
 /* The options of a connection to o's servers as o's identity (TLS, credentials, time-outs;
@@ -413,7 +370,7 @@ static int base_opts(natsOptions **out, const kv_opts_t *o, bool forever)
 		s = natsOptions_SetMaxPingsOut(opts, 3);
 	if (s != NATS_OK) {
 		natsOptions_Destroy(opts);
-		return fail(s, "options");
+		return kv_fail(s, "options");
 	}
 	*out = opts;
 	return 0;
@@ -433,7 +390,7 @@ static int probe(const kv_opts_t *o)
 		return rc;
 	natsStatus s = natsConnection_Connect(&nc, once);
 	if (s == NATS_CONNECTION_AUTH_FAILED)
-		rc = fail(s, "connect") ? -EACCES : 0;
+		rc = kv_fail(s, "connect") ? -EACCES : 0;
 	natsConnection_Destroy(nc);
 	natsOptions_Destroy(once);
 	return rc;
@@ -473,7 +430,7 @@ int kv_connect_opts(kv_conn_t **out, const kv_opts_t *o, bool forever)
 		log_state(c->nc, "connected");
 	}
 	if (s != NATS_OK)
-		rc = fail(s, "connect");
+		rc = kv_fail(s, "connect");
 	if (!rc) {
 		*out = c;
 		return 0;
@@ -607,7 +564,7 @@ int kv_bucket_open(kv_conn_t *c, const char *name, int replicas, long ack_wait_m
 	}
 	kvStore_Destroy(kv);
 	if (s != NATS_OK) {
-		int rc = fail(s, "bucket");
+		int rc = kv_fail(s, "bucket");
 		kv_bucket_close(b);
 		return rc;
 	}
@@ -651,7 +608,7 @@ int kv_bucket_delete(kv_conn_t *c, const char *name)
 	if (s == NATS_OK)
 		s = js_DeleteKeyValue(js, name);
 	jsCtx_Destroy(js);
-	return s == NATS_OK ? 0 : fail(s, "delete bucket");
+	return s == NATS_OK ? 0 : kv_fail(s, "delete bucket");
 }
 
 static int stream_info(kv_bucket_t *b, jsStreamInfo **si)
@@ -661,8 +618,8 @@ static int stream_info(kv_bucket_t *b, jsStreamInfo **si)
 	if (s == NATS_OK)
 		return 0;
 	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
-		return fail(NATS_NOT_FOUND, "stream info");
-	return fail(s, "stream info");
+		return kv_fail(NATS_NOT_FOUND, "stream info");
+	return kv_fail(s, "stream info");
 }
 
 /* ---- regional mirrors -------------------------------------------------------------------- */
@@ -776,7 +733,7 @@ int kv_mirror_create(kv_conn_t *c, const char *name, const char *from, int repli
 			rc = -EIO;
 		} /* else the mirror is there, only configured otherwise (replicas): keep it */
 	} else {
-		rc = fail(s, "create mirror");
+		rc = kv_fail(s, "create mirror");
 	}
 	jsStreamInfo_Destroy(si);
 	jsCtx_Destroy(js);
@@ -801,7 +758,7 @@ int kv_info(kv_bucket_t *b, kv_info_t *out)
 
 /* ---- writes ------------------------------------------------------------------------------ */
 
-static int subject(kv_bucket_t *b, const char *key, char *buf, size_t cap)
+int kv_subject(kv_bucket_t *b, const char *key, char *buf, size_t cap)
 {
 	int n = snprintf(buf, cap, "%s%s", b->prefix, key);
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
@@ -810,18 +767,18 @@ static int subject(kv_bucket_t *b, const char *key, char *buf, size_t cap)
 int kv_put(kv_bucket_t *b, const char *key, const char *value, size_t len)
 {
 	char subj[512];
-	int rc = subject(b, key, subj, sizeof(subj));
+	int rc = kv_subject(b, key, subj, sizeof(subj));
 	if (rc)
 		return rc;
 	natsStatus s = js_PublishAsync(b->js, subj, value, (int)len, NULL);
-	return s == NATS_OK ? 0 : fail(s, "put");
+	return s == NATS_OK ? 0 : kv_fail(s, "put");
 }
 
 int kv_delete(kv_bucket_t *b, const char *key)
 {
 	char subj[512];
 	natsMsg *m = NULL;
-	int rc = subject(b, key, subj, sizeof(subj));
+	int rc = kv_subject(b, key, subj, sizeof(subj));
 	if (rc)
 		return rc;
 	natsStatus s = natsMsg_Create(&m, subj, NULL, NULL, 0);
@@ -830,7 +787,7 @@ int kv_delete(kv_bucket_t *b, const char *key)
 	if (s == NATS_OK)
 		s = js_PublishMsgAsync(b->js, &m, NULL);
 	natsMsg_Destroy(m);
-	return s == NATS_OK ? 0 : fail(s, "delete");
+	return s == NATS_OK ? 0 : kv_fail(s, "delete");
 }
 
 int kv_flush(kv_bucket_t *b)
@@ -862,7 +819,7 @@ int kv_flush(kv_bucket_t *b)
 		         denied);
 		return -EACCES;
 	}
-	return fail(s, "waiting for acknowledgements");
+	return kv_fail(s, "waiting for acknowledgements");
 }
 
 void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes)
@@ -871,262 +828,4 @@ void kv_acked(kv_bucket_t *b, uint64_t *puts, uint64_t *deletes)
 	*puts = b->puts;
 	*deletes = b->deletes;
 	pthread_mutex_unlock(&b->mutex);
-}
-
-/* ---- ordered consumer --------------------------------------------------------------------- */
-
-/* s's ordered consumer (s->sub); *jerr: the server's error code. */
-static natsStatus push_open(kv_sub_t *s, const char *filter, uint64_t start_seq, jsErrCode *jerr)
-{
-	kv_bucket_t *b = s->b;
-	char subj[256];
-	snprintf(subj, sizeof(subj), "%s%s", b->prefix, filter ? filter : ">");
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = b->stream;
-	so.Ordered = true;
-	so.Config.Heartbeat = 2000LL * 1000 * 1000; /* a dead server shows within ~6 s */
-	if (start_seq) {
-		so.Config.DeliverPolicy = js_DeliverByStartSequence;
-		so.Config.OptStartSeq = start_seq;
-	} else {
-		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-	}
-	/* creating a consumer of every key's latest value makes the server index the whole
-	 * stream (seconds at a million keys): wait longer than for other requests. One from a
-	 * sequence is answered at once, or not at all by a cluster that is electing a new
-	 * stream leader: then the caller's back-off asks again, seconds later, not minutes
-	 * (a follower waited out 120 s here after a node of an R3 cluster died) */
-	jsOptions o;
-	jsOptions_Init(&o);
-	o.Wait = start_seq ? 5000 : 120000;
-	natsStatus st = js_SubscribeSync(&s->sub, b->js, subj, &o, &so, jerr);
-	/* bounded client-side buffering; past it the library reports a slow consumer and the
-	 * caller starts again from its position (the server pushes a flow-control window
-	 * ahead: 16 MiB made the client drop messages; a follower far behind catches up with
-	 * kv_sub_open_catchup, which fetches) */
-	if (st == NATS_OK)
-		st = natsSubscription_SetPendingLimits(s->sub, 1 << 20, 64 << 20);
-	return st;
-}
-
-int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out)
-{
-	kv_sub_t *s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->b = b;
-	jsErrCode jerr = 0;
-	natsStatus st = push_open(s, filter, start_seq, &jerr);
-	if (st != NATS_OK) {
-		int rc = fail(st, "subscribe");
-		if (jerr == JSStreamNotFoundErr)
-			rc = -ENOENT;
-		kv_sub_close(s);
-		return rc;
-	}
-	*out = s;
-	return 0;
-}
-
-int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
-{
-	kv_sub_t *s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->b = b;
-	s->pull = true;
-	char subj[256];
-	snprintf(subj, sizeof(subj), "%s>", b->prefix);
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = b->stream;
-	so.Config.AckPolicy = js_AckNone;
-	so.Config.DeliverPolicy = js_DeliverByStartSequence;
-	so.Config.OptStartSeq = start_seq ? start_seq : 1;
-	so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000; /* if we die, it goes */
-	/* the server creates the consumer however long it takes (a stream busy with a fleet
-	 * of full syncs took seconds, a minute at worst, with 100 at once on 2 cores): a
-	 * follower that gave up at 5 s asked again, and every abandoned consumer added to
-	 * the load until its inactivity threshold, so wait for the answer instead */
-	jsOptions o;
-	jsOptions_Init(&o);
-	o.Wait = PULL_CREATE_WAIT_MS;
-	jsErrCode jerr = 0;
-	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, &o, &so, &jerr);
-	if (st != NATS_OK) {
-		int rc = fail(st, "pull subscribe");
-		if (jerr == JSStreamNotFoundErr)
-			rc = -ENOENT;
-		kv_sub_close(s);
-		return rc;
-	}
-	*out = s;
-	return 0;
-}
-
-int kv_sub_open_catchup(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
-{
-	int rc = kv_sub_open_pull(b, start_seq, out);
-	if (rc)
-		return rc;
-	(*out)->catchup = true;
-	(*out)->after = start_seq ? start_seq : 1;
-	(*out)->left = UINT64_MAX;
-	return 0;
-}
-
-/* A catch-up at the stream's end: the pull consumer goes, an ordered consumer follows on
- * from the message after the last one handed out. */
-static natsStatus catchup_done(kv_sub_t *s)
-{
-	natsMsgList_Destroy(&s->list);
-	memset(&s->list, 0, sizeof(s->list));
-	s->next = 0;
-	if (kv_connected(s->b->c))
-		natsSubscription_Unsubscribe(s->sub);
-	natsSubscription_Destroy(s->sub);
-	s->sub = NULL;
-	s->pull = s->catchup = false;
-	jsErrCode jerr = 0;
-	natsStatus st = push_open(s, NULL, s->after, &jerr);
-	if (st == NATS_OK)
-		log_info("event=follow catch-up=done seq=%" PRIu64 " fetched=%" PRIu64,
-		         s->after - 1, s->cseq);
-	return st;
-}
-
-/* The next message of a pull subscription into s->msg, fetching a batch when needed. */
-static natsStatus pull_next(kv_sub_t *s, int timeout_ms)
-{
-	if (s->next >= s->list.Count) {
-		natsMsgList_Destroy(&s->list);
-		memset(&s->list, 0, sizeof(s->list));
-		s->next = 0;
-		jsErrCode jerr = 0;
-		natsStatus st = natsSubscription_Fetch(&s->list, s->sub, PULL_BATCH,
-		                                       timeout_ms > 0 ? timeout_ms : 1, &jerr);
-		if (st != NATS_OK)
-			return st;
-		if (s->list.Count == 0)
-			return NATS_TIMEOUT;
-	}
-	s->msg = s->list.Msgs[s->next];
-	s->list.Msgs[s->next++] = NULL; /* ours now: destroyed by the next call */
-	return NATS_OK;
-}
-
-int kv_sub_next(kv_sub_t *s, int timeout_ms, kv_msg_t *m)
-{
-	natsMsg_Destroy(s->msg);
-	s->msg = NULL;
-	natsStatus st = NATS_OK;
-	bool fetched = s->catchup && s->next >= s->list.Count;
-	if (fetched && s->left == 0 && (st = catchup_done(s)) != NATS_OK)
-		return fail(st, "subscribe");
-	if (s->catchup && fetched && s->left != UINT64_MAX && timeout_ms < CATCHUP_FETCH_MS)
-		timeout_ms = CATCHUP_FETCH_MS; /* the server said more messages wait */
-	if (s->pull)
-		st = pull_next(s, timeout_ms);
-	else
-		st = natsSubscription_NextMsg(&s->msg, s->sub, timeout_ms > 0 ? timeout_ms : 1);
-	if (st == NATS_TIMEOUT && s->catchup && s->left == UINT64_MAX)
-		s->left = 0; /* nothing to catch up: an ordered consumer from the next call */
-	if (st != NATS_OK)
-		return fail(st, "next message");
-	jsMsgMetaData *md = NULL;
-	st = natsMsg_GetMetaData(&md, s->msg);
-	if (st != NATS_OK)
-		return fail(st, "message metadata");
-	m->seq = md->Sequence.Stream;
-	m->pending = md->NumPending;
-	uint64_t cseq = md->Sequence.Consumer;
-	jsMsgMetaData_Destroy(md);
-	if (s->pull) {
-		/* no acknowledgements: a fetch's answer lost in transit (a reconnection, a
-		 * fetch that expired as its messages came) is a gap in the consumer's
-		 * sequence, which the caller must not step over */
-		if (s->cseq && cseq != s->cseq + 1) {
-			snprintf(last_error, sizeof(last_error),
-			         "%s: messages lost in transit before stream sequence %" PRIu64,
-			         s->catchup ? "catching up" : "reading the stream", m->seq);
-			return -EIO;
-		}
-		s->cseq = cseq;
-	}
-	if (s->catchup) {
-		s->after = m->seq + 1;
-		s->left = m->pending;
-	}
-	const char *subj = natsMsg_GetSubject(s->msg);
-	size_t plen = strlen(s->b->prefix);
-	m->key = strncmp(subj, s->b->prefix, plen) == 0 ? subj + plen : subj;
-	m->value = natsMsg_GetData(s->msg);
-	m->len = (size_t)natsMsg_GetDataLength(s->msg);
-	m->op = KV_PUT;
-	const char *op = NULL;
-	if (natsMsgHeader_Get(s->msg, "KV-Operation", &op) == NATS_OK && op) {
-		if (strcmp(op, "DEL") == 0)
-			m->op = KV_DELETE;
-		else if (strcmp(op, "PURGE") == 0)
-			m->op = KV_PURGE;
-	}
-	if (m->op != KV_PUT)
-		m->len = 0;
-	return 0;
-}
-
-uint64_t kv_sub_queued(kv_sub_t *s)
-{
-	if (s->catchup) /* those fetched, and those the server said wait after them */
-		return (uint64_t)(s->list.Count - s->next) + (s->left != UINT64_MAX ? s->left : 0);
-	uint64_t n = 0;
-	natsSubscription_QueuedMsgs(s->sub, &n);
-	return n;
-}
-
-void kv_sub_close(kv_sub_t *s)
-{
-	if (!s)
-		return;
-	natsMsg_Destroy(s->msg);
-	natsMsgList_Destroy(&s->list);
-	if (s->sub) {
-		/* Unsubscribe also deletes the consumer: a request that, with NATS down, waits
-		 * out its 5 s (a SIGTERM with it). Destroy alone drops our interest (libnats
-		 * 3.4 and later), and the server removes an ephemeral consumer itself once it
-		 * has been inactive for its threshold. */
-		if (kv_connected(s->b->c))
-			natsSubscription_Unsubscribe(s->sub);
-		natsSubscription_Destroy(s->sub);
-	}
-	free(s);
-}
-
-/* ---- point reads (publish --db) ---------------------------------------------------------- */
-
-int kv_get(kv_bucket_t *b, const char *key, int *op, char **value, size_t *len)
-{
-	char subj[512];
-	int rc = subject(b, key, subj, sizeof(subj));
-	if (rc)
-		return rc;
-	natsMsg *m = NULL;
-	jsErrCode jerr = 0;
-	natsStatus s = js_GetLastMsg(&m, b->js, b->stream, subj, NULL, &jerr);
-	if (s != NATS_OK)
-		return s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr ? -ENOENT
-		                                                          : fail(s, "get");
-	const char *kop = NULL;
-	*op = natsMsgHeader_Get(m, "KV-Operation", &kop) == NATS_OK && kop
-	              ? (strcmp(kop, "PURGE") == 0 ? KV_PURGE : KV_DELETE)
-	              : KV_PUT;
-	*len = (size_t)natsMsg_GetDataLength(m);
-	*value = malloc(*len + 1);
-	if (*value) {
-		memcpy(*value, natsMsg_GetData(m), *len);
-		(*value)[*len] = '\0';
-	}
-	natsMsg_Destroy(m);
-	return *value ? 0 : -ENOMEM;
 }
