@@ -1,7 +1,7 @@
-# tests/integration/natslib.sh — sourced by the sync and auth suites (after tests/lib.sh,
-# with CTL, KVT and WORK set): nats-servers on free loopback ports with their stores in
-# $WORK, followers into $WORK/NAME.db, and the comparison of a follower's whole export
-# with the bucket's whole content.
+# tests/integration/natslib.sh — sourced by the NATS suites (sync, auth, cluster, fleet),
+# after tests/lib.sh, with CTL, KVT and WORK set: nats-servers on free loopback ports with
+# their stores in $WORK, followers into $WORK/NAME.db, and the comparison of a follower's
+# whole export with the bucket's whole content.
 # start_nats NAME PORT [ARGS...]: a JetStream server, store in $WORK/NAME; waits for it
 start_nats() {
 	local name=$1 port=$2
@@ -10,11 +10,17 @@ start_nats() {
 		>>"$WORK/$name.log" 2>&1 &
 	eval "NATS_$name=$!"
 	CLEANUP+=("kill -9 $! 2>/dev/null")
-	for _ in $(seq 100); do
-		grep -q "Server is ready" "$WORK/$name.log" && return 0
+	nats_ready "$WORK/$name.log"
+}
+# nats_ready LOG: waits (60 s at most: a loaded 2-core CI machine can take tens of
+# seconds) until the nats-server logging to LOG is ready; 1, with its log's end, if never
+nats_ready() {
+	local i
+	for i in $(seq 1200); do
+		grep -q "Server is ready" "$1" && return 0
 		sleep 0.05
 	done
-	echo "nats-server $name did not start:"; tail -5 "$WORK/$name.log"; return 1
+	echo "nats-server did not start:"; tail -5 "$1"; return 1
 }
 stop_nats() { local p="NATS_$1"; kill "${!p}" 2>/dev/null; wait "${!p}" 2>/dev/null; }
 
@@ -31,15 +37,17 @@ start_follower() {
 }
 fpid() { local p="FPID_$1"; echo "${!p}"; }
 
-# applied_seq DB: the stream sequence the registry has applied (0 if none)
-applied_seq() { $CTL --db "$1" stats 2>/dev/null | awk '/^last applied/ {print $4}' | grep . || echo 0; }
+# applied_seq DB: the stream sequence the registry has applied (0 if none), as the plain
+# build's internalctl stats reads it (lib.sh, TO)
+applied_seq() { $TO/internalctl --db "$1" stats 2>/dev/null | awk '/^last applied/ {print $4}' | grep . || echo 0; }
 
 # caught_up NAME URL [SECONDS]: waits until follower NAME has applied the bucket's last
-# sequence
+# sequence, 60 s at most (a bound for a stuck follower, not a speed: it returns as soon as
+# the follower is there, and a loaded 2-core CI machine has taken tens of seconds)
 caught_up() {
 	local want i
 	want=$($KVT "$2" internal seq 2>/dev/null) || return 1
-	for i in $(seq $((${3:-10} * 20))); do
+	for i in $(seq $((${3:-60} * 20))); do
 		[ "$(applied_seq "$WORK/$1.db")" = "$want" ] && return 0
 		sleep 0.05
 	done
