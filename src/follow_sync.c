@@ -28,9 +28,12 @@ static size_t full_chunk(const follow_t *fl)
 static int sync_add(follow_t *fl, const kv_msg_t *m)
 {
 	int rc = batch_add(&fl->batch, m);
-	/* the registry was cleared: a delete changes nothing, and its record would collide
-	 * with the put of the same Machine id under its new key (a Machine that moved org) */
-	if (!rc && m->op != KV_PUT)
+	/* the registry was cleared: a delete the stream held when the sync began changes
+	 * nothing (the stream keeps one message a key: no put of its key comes before it),
+	 * and it is skipped. One written since may undo a put this sync has read already:
+	 * it is applied (deleting what is not there is done; a Machine's delete is
+	 * org-checked and gives way to a put of its id in the same chunk, batch_dedupe). */
+	if (!rc && m->op != KV_PUT && m->seq <= fl->info.last)
 		fl->batch.e[fl->batch.n - 1].superseded = true;
 	if (!rc && fl_skipped(fl, m->seq))
 		fl->batch.e[fl->batch.n - 1].bad = fl->batch.e[fl->batch.n - 1].told = true;
@@ -62,7 +65,8 @@ static bool chunk_puts(const batch_t *b, const char *key)
 /* Full sync: a record whose org or region is neither in the registry yet nor in its own
  * chunk (that org's or region's latest value comes later in the stream) goes to the
  * spill file, read again once every org and region is in. Bounded memory however the
- * stream is ordered. */
+ * stream is ordered. A delete that sync_add keeps goes there too (as "SEQ KEY", and is
+ * applied now as well): its key's put may be in the file, and must not come back. */
 static int spill_early(follow_t *fl, reg_txn_t *txn, FILE *spill)
 {
 	batch_t *b = &fl->batch;
@@ -71,6 +75,9 @@ static int spill_early(follow_t *fl, reg_txn_t *txn, FILE *spill)
 		char org[64], region[64], key[80];
 		uint32_t net;
 		reg_region_t r;
+		if (!e->bad && !e->superseded && e->op != KV_PUT &&
+		    fprintf(spill, "%" PRIu64 " %s\n", e->seq, key_of(b, e)) < 0)
+			return -EIO;
 		if (e->bad || e->superseded || e->op != KV_PUT || !org_of_key(key_of(b, e), org))
 			continue;
 		bool early = false;
@@ -119,14 +126,18 @@ static int apply_spill(follow_t *fl, reg_txn_t *txn, FILE *spill)
 	rewind(spill);
 	batch_reset(&fl->batch);
 	while (!rc && (len = getline(&line, &cap, spill)) > 0) {
+		if (line[len - 1] == '\n')
+			line[--len] = '\0';
 		char *key = strchr(line, ' '), *val = key ? strchr(key + 1, ' ') : NULL;
-		if (!val)
+		if (!key)
 			continue;
-		*key++ = '\0', *val++ = '\0';
+		*key++ = '\0';
+		if (val)
+			*val++ = '\0';
 		kv_msg_t m = {.key = key,
-		              .value = val,
-		              .len = (size_t)(line + len - val - 1),
-		              .op = KV_PUT,
+		              .value = val ? val : "",
+		              .len = val ? (size_t)(line + len - val) : 0,
+		              .op = val ? KV_PUT : KV_DELETE,
 		              .seq = strtoull(line, NULL, 10)};
 		rc = sync_add(fl, &m);
 		if (!rc && fl->batch.n == full_chunk(fl))
