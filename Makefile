@@ -175,7 +175,7 @@ NPROC        := $(shell nproc 2>/dev/null || echo 2)
 TEST_JOBS    ?= $(shell echo $$(($(NPROC) * 2)))
 TEST_LOGS    ?= build/test-logs
 SAN_O        := build/san
-SAN_ENV      := O=$(SAN_O) TO=$(O) SAN=1 CC=clang
+SAN_ENV      := O=$(SAN_O) TOOL_O=$(O) SAN=1 CC=clang
 SUITE         = TEST_LOGS=$(TEST_LOGS) tests/suite
 TEST_TOOLS   := all $(O)/tests/dnsq $(O)/tests/dnsdiff $(O)/tests/kvtool $(O)/tests/nkeytool
 UNIT_BINS    := $(UNITS:%=$(O)/tests/%)
@@ -209,7 +209,7 @@ netns: $(NETNS_SUITES:%=test-netns-%)
 test-fuzz-replay: $(FUZZ_TARGETS:%=$(O)/fuzz/%)
 	@$(SUITE) fuzz-replay sh -c '$(FUZZ_REPLAY)'
 
-# the product and its unit tests; the test clients come from the plain build (lib.sh, TO)
+# the product and its unit tests; the test clients come from the plain build (lib.sh, TOOL_O)
 test-san-build:
 	$(MAKE) -j$(NPROC) O=$(SAN_O) SAN=1 CC=clang all unit-bins
 unit-bins: $(UNIT_BINS)

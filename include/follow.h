@@ -34,6 +34,10 @@ typedef struct {
 	 * the whole stream; 0: the stream's messages / FOLLOW_SPREAD_RATE, at most
 	 * FOLLOW_SPREAD_MAX_S; < 0: none */
 	double sync_spread_s;
+	/* a full sync's wait for its consumer and for each fetch before the stream's end,
+	 * one try (0: a follower's patience with a server busy with a fleet's full syncs:
+	 * KV_PULL_CREATE_WAIT_MS, and SYNC_FETCH_TRIES fetches of SYNC_FETCH_MS) */
+	long wait_ms;
 	const char *pending_path; /* where changes kept for later outlive a restart (NULL:
 	                             in memory only) */
 	struct met_http *http;    /* serve /metrics, /health, /ready there (NULL: none);
@@ -62,8 +66,9 @@ typedef void (*follow_seen_fn)(void *arg, const kv_msg_t *m);
 
 /* One full sync of bucket b (named bucket) into reg, then returns (internalctl publish
  * mirrors the bucket into a scratch registry to validate against it, and sees the raw
- * values through seen, which may be NULL). */
-int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn seen,
+ * values through seen, which may be NULL). wait_ms as follow_opts_t's: publish waits its
+ * --ack-wait, and tries again through the next server, not minutes for a node that died. */
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, long wait_ms, follow_seen_fn seen,
                   void *seen_arg, follow_stats_t *stats);
 
 #endif

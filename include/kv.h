@@ -159,8 +159,11 @@ int kv_get(kv_bucket_t *b, const char *key, int *op, char **value, size_t *len);
 int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out);
 /* A reader of the whole stream from start_seq (0 or 1: from the first message held),
  * which fetches batches of messages when asked for one (memory bounded by a batch, never
- * by the stream: a full sync). kv_sub_next and kv_sub_close as for kv_sub_open. */
-int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out);
+ * by the stream: a full sync). wait_ms bounds the wait for the server to create its
+ * consumer (0: KV_PULL_CREATE_WAIT_MS, a follower's patience with a server busy with a
+ * fleet's full syncs). kv_sub_next and kv_sub_close as for kv_sub_open. */
+#define KV_PULL_CREATE_WAIT_MS 120000
+int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, long wait_ms, kv_sub_t **out);
 /* A follower far behind: the messages from start_seq are fetched a bounded batch at a
  * time (as kv_sub_open_pull's: the client holds at most one fetch, not what an ordered
  * consumer's server pushes ahead, tens of MiB) until the server says none is left, then

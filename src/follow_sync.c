@@ -163,7 +163,8 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	 * value or delete marker (a consumer of "the latest per key" would make the server
 	 * index every key first: 25 s before the first message at a million keys), pulled a
 	 * batch at a time so that memory does not depend on how fast we apply */
-	int rc = kv_sub_open_pull(fl->b, 1, &sub);
+	long wait_ms = fl->o->wait_ms;
+	int rc = kv_sub_open_pull(fl->b, 1, wait_ms, &sub);
 	batch_reset(&fl->batch);
 	/* The end: the server's count of messages pending reads 0, or, once past the
 	 * stream's last message as of the start (or a later one: it may have been
@@ -181,7 +182,11 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		bool past = *last >= fl->info.last;
 		if (past && tail == 0)
 			tail = clock_mono_s() + TAIL_S;
-		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : SYNC_FETCH_MS, &m);
+		rc = kv_sub_next(sub,
+		                 past      ? TAIL_WAIT_MS
+		                 : wait_ms ? (int)wait_ms
+		                           : SYNC_FETCH_MS,
+		                 &m);
 		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
 			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
 			break;
@@ -189,7 +194,7 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		/* a fetch that brought nothing before the stream's end: a server busy with
 		 * other full syncs. The consumer keeps its place; asking again costs nothing,
 		 * starting over costs the whole stream (and, a fleet at once, a stampede) */
-		if (rc == -ETIMEDOUT && !*fl->o->stop && ++stalls < SYNC_FETCH_TRIES) {
+		if (rc == -ETIMEDOUT && !*fl->o->stop && !wait_ms && ++stalls < SYNC_FETCH_TRIES) {
 			log_info("event=follow full-sync=slow bucket=%s seq=%" PRIu64
 			         " waited_s=%d try=%d",
 			         fl->o->bucket, *last, SYNC_FETCH_MS / 1000, stalls);
@@ -281,11 +286,11 @@ bool spread_wait(follow_t *fl)
 	return !*fl->o->stop;
 }
 
-int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, follow_seen_fn seen,
+int follow_mirror(reg_t *reg, kv_bucket_t *b, const char *bucket, long wait_ms, follow_seen_fn seen,
                   void *seen_arg, follow_stats_t *stats)
 {
 	static volatile sig_atomic_t never;
-	follow_opts_t o = {.bucket = bucket, .stop = &never};
+	follow_opts_t o = {.bucket = bucket, .stop = &never, .wait_ms = wait_ms};
 	follow_t fl = {.reg = reg,
 	               .o = &o,
 	               .b = b,

@@ -29,8 +29,12 @@ struct kv_sub {
 
 #define PULL_BATCH 2048
 /* a catch-up's fetch: messages are known to wait, a whole fetch comes in one answer */
-#define CATCHUP_FETCH_MS    2000
-#define PULL_CREATE_WAIT_MS 120000 /* creating a pull consumer (kv_sub_open_pull) */
+#define CATCHUP_FETCH_MS 2000
+/* a catch-up's consumer, from a sequence: a cluster electing a new stream leader may lose
+ * the request (no answer ever comes), so the follower's back-off asks again after this,
+ * not after a full sync's KV_PULL_CREATE_WAIT_MS (a follower behind an R3 cluster that
+ * lost a node waited out 120 s) */
+#define CATCHUP_CREATE_WAIT_MS 30000
 
 /* ---- ordered consumer --------------------------------------------------------------------- */
 
@@ -88,7 +92,7 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 	return 0;
 }
 
-int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
+int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, long wait_ms, kv_sub_t **out)
 {
 	kv_sub_t *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -110,7 +114,7 @@ int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
 	 * the load until its inactivity threshold, so wait for the answer instead */
 	jsOptions o;
 	jsOptions_Init(&o);
-	o.Wait = PULL_CREATE_WAIT_MS;
+	o.Wait = wait_ms > 0 ? wait_ms : KV_PULL_CREATE_WAIT_MS;
 	jsErrCode jerr = 0;
 	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, &o, &so, &jerr);
 	if (st != NATS_OK) {
@@ -126,7 +130,7 @@ int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
 
 int kv_sub_open_catchup(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)
 {
-	int rc = kv_sub_open_pull(b, start_seq, out);
+	int rc = kv_sub_open_pull(b, start_seq, CATCHUP_CREATE_WAIT_MS, out);
 	if (rc)
 		return rc;
 	(*out)->catchup = true;

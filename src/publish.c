@@ -43,8 +43,9 @@ typedef struct {
 	char *err;
 } check_t;
 
-#define CHECKED          1
-#define PUBLISH_ATTEMPTS 5 /* check_fn's "valid, now throw the transaction away" */
+#define CHECKED             1
+#define PUBLISH_ATTEMPTS    5    /* check_fn's "valid, now throw the transaction away" */
+#define PUBLISH_RETRY_MIN_S 30.0 /* the least time attempts go on after the first failure */
 
 static int check_fn(reg_txn_t *txn, void *arg)
 {
@@ -669,7 +670,9 @@ static int publish_once(const publish_opts_t *o, char *buf, size_t len, const ch
 	have_scratch = true;
 	follow_stats_t st;
 	if ((rc = reg_open(&scratch, scratch_dir, REG_NOSYNC | REG_WRITEMAP, 0)) ||
-	    (rc = follow_mirror(scratch, b, o->bucket, map_seen, &held_map, &st))) {
+	    (rc = follow_mirror(scratch, b, o->bucket,
+	                        o->ack_wait_ms > 0 ? o->ack_wait_ms : KV_ACK_WAIT_MS, map_seen,
+	                        &held_map, &st))) {
 		fprintf(stderr, "internalctl: publish: reading bucket %s: %s\n", o->bucket,
 		        rc == -ENOTCONN || rc == -ETIMEDOUT || rc == -EIO ? kv_strerror(rc)
 		                                                          : reg_strerror(rc));
@@ -774,9 +777,14 @@ int publish_run(const publish_opts_t *o)
 	}
 	/* NATS failing for now (a node of the cluster lost mid-publish, its streams electing
 	 * new leaders) is tried again, through the next live server, for up to twice
-	 * --ack-wait after the first failure: each attempt mirrors the bucket again, so what
-	 * an earlier one stored is not written twice, and what it lost is */
+	 * --ack-wait after the first failure, and at least PUBLISH_RETRY_MIN_S (an R3
+	 * stream's new leader took over 10 s to be elected after a node stopped: with
+	 * --ack-wait 5 the second attempt failed too and publish gave up): each attempt
+	 * mirrors the bucket again, so what an earlier one stored is not written twice, and
+	 * what it lost is */
 	double t0 = 0, budget = 2.0 * (o->ack_wait_ms > 0 ? o->ack_wait_ms : KV_ACK_WAIT_MS) / 1000;
+	if (budget < PUBLISH_RETRY_MIN_S)
+		budget = PUBLISH_RETRY_MIN_S;
 	for (int attempt = 1;; attempt++) {
 		rc = publish_once(o, buf, len, name, &state);
 		if (!rc && attempt > 1)

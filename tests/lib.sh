@@ -2,11 +2,12 @@
 # and a real internald started on a free port. Source it; set O (build dir) first.
 set -u
 O=${O:-build}
-# TO: the build of the test clients (dnsq, dnsdiff, kvtool, nkeytool) and of the commands
-# that only poll a follower's progress: the plain one, in the sanitizer pass too (they are
-# the test's eyes, not the product under test, and a sanitized process takes 80 ms to start
-# against 20: polled every 50 ms, it took most of a core from the suites beside it)
-TO=${TO:-$O}
+# TOOL_O: the build of the test clients (dnsq, dnsdiff, kvtool, nkeytool) and of the
+# commands that only poll a follower's progress: the plain one, in the sanitizer pass too
+# (they are the test's eyes, not the product under test, and a sanitized process takes
+# 80 ms to start against 20: polled every 50 ms, it took most of a core from the suites
+# beside it)
+TOOL_O=${TOOL_O:-$O}
 PASS=0
 FAIL=0
 SKIP=0

@@ -53,7 +53,8 @@ int main(int argc, char **argv)
 		kv_info_t info;
 		kv_sub_t *s;
 		kv_msg_t m;
-		if (!(rc = kv_info(b, &info)) && info.msgs && !(rc = kv_sub_open_pull(b, 1, &s))) {
+		if (!(rc = kv_info(b, &info)) && info.msgs &&
+		    !(rc = kv_sub_open_pull(b, 1, 5000, &s))) {
 			do {
 				if ((rc = kv_sub_next(s, 10000, &m)))
 					break;

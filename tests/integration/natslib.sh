@@ -38,8 +38,8 @@ start_follower() {
 fpid() { local p="FPID_$1"; echo "${!p}"; }
 
 # applied_seq DB: the stream sequence the registry has applied (0 if none), as the plain
-# build's internalctl stats reads it (lib.sh, TO)
-applied_seq() { $TO/internalctl --db "$1" stats 2>/dev/null | awk '/^last applied/ {print $4}' | grep . || echo 0; }
+# build's internalctl stats reads it (lib.sh, TOOL_O)
+applied_seq() { $TOOL_O/internalctl --db "$1" stats 2>/dev/null | awk '/^last applied/ {print $4}' | grep . || echo 0; }
 
 # caught_up NAME URL [SECONDS]: waits until follower NAME has applied the bucket's last
 # sequence, 60 s at most (a bound for a stuck follower, not a speed: it returns as soon as
