@@ -73,6 +73,21 @@ static natsStatus push_open(kv_sub_t *s, const char *filter, uint64_t start_seq,
 	return st;
 }
 
+/* A subscription's opening: *out = s on success, else s closed and the error (-ENOENT:
+ * no such stream). */
+static int sub_opened(kv_sub_t *s, natsStatus st, jsErrCode jerr, const char *what, kv_sub_t **out)
+{
+	if (st == NATS_OK) {
+		*out = s;
+		return 0;
+	}
+	int rc = kv_fail(st, what); /* its text, whatever the code */
+	if (jerr == JSStreamNotFoundErr)
+		rc = -ENOENT;
+	kv_sub_close(s);
+	return rc;
+}
+
 int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t **out)
 {
 	kv_sub_t *s = calloc(1, sizeof(*s));
@@ -81,15 +96,7 @@ int kv_sub_open(kv_bucket_t *b, const char *filter, uint64_t start_seq, kv_sub_t
 	s->b = b;
 	jsErrCode jerr = 0;
 	natsStatus st = push_open(s, filter, start_seq, &jerr);
-	if (st != NATS_OK) {
-		int rc = kv_fail(st, "subscribe");
-		if (jerr == JSStreamNotFoundErr)
-			rc = -ENOENT;
-		kv_sub_close(s);
-		return rc;
-	}
-	*out = s;
-	return 0;
+	return sub_opened(s, st, jerr, "subscribe", out);
 }
 
 int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, long wait_ms, kv_sub_t **out)
@@ -117,15 +124,7 @@ int kv_sub_open_pull(kv_bucket_t *b, uint64_t start_seq, long wait_ms, kv_sub_t 
 	o.Wait = wait_ms > 0 ? wait_ms : KV_PULL_CREATE_WAIT_MS;
 	jsErrCode jerr = 0;
 	natsStatus st = js_PullSubscribe(&s->sub, b->js, subj, NULL, &o, &so, &jerr);
-	if (st != NATS_OK) {
-		int rc = kv_fail(st, "pull subscribe");
-		if (jerr == JSStreamNotFoundErr)
-			rc = -ENOENT;
-		kv_sub_close(s);
-		return rc;
-	}
-	*out = s;
-	return 0;
+	return sub_opened(s, st, jerr, "pull subscribe", out);
 }
 
 int kv_sub_open_catchup(kv_bucket_t *b, uint64_t start_seq, kv_sub_t **out)

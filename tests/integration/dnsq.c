@@ -359,15 +359,24 @@ static long now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* An optional leading "--from SRC": the address to send from into from/fl (fl stays 0
+ * without it), taken off argc/argv. Nonzero when SRC is not an address. */
+static int from_opt(int *argc, char ***argv, struct sockaddr_storage *from, socklen_t *fl)
+{
+	if (*argc < 2 || strcmp((*argv)[0], "--from") != 0)
+		return 0;
+	if (addr_of((*argv)[1], "0", from, fl))
+		return 1;
+	*argc -= 2, *argv += 2;
+	return 0;
+}
+
 static int cmd_trickle(int argc, char **argv)
 {
 	struct sockaddr_storage ss, from;
 	socklen_t sl, fl = 0;
-	if (argc >= 2 && strcmp(argv[0], "--from") == 0) {
-		if (addr_of(argv[1], "0", &from, &fl))
-			return 2;
-		argc -= 2, argv += 2;
-	}
+	if (from_opt(&argc, &argv, &from, &fl))
+		return 2;
 	if (target(argc, argv, 6, &ss, &sl))
 		return 2;
 	int count = atoi(argv[2]), refused = 0, closed = 0, open_now = 0;
@@ -845,11 +854,8 @@ static int cmd_flood(int argc, char **argv)
 {
 	struct sockaddr_storage ss, from;
 	socklen_t sl, fl = 0;
-	if (argc >= 2 && strcmp(argv[0], "--from") == 0) {
-		if (addr_of(argv[1], "0", &from, &fl))
-			return 2;
-		argc -= 2, argv += 2;
-	}
+	if (from_opt(&argc, &argv, &from, &fl))
+		return 2;
 	if (target(argc, argv, 5, &ss, &sl))
 		return 2;
 	int count = atoi(argv[2]), sent = 0, answered = 0, servfail = 0;
