@@ -159,7 +159,7 @@ run: deps-run
 # plain build, and its suites run from it with O=build/san; it heads the longest chain
 # (it, then the sanitizer sync suite), so it is asked for first.
 # (the longest first: make starts the first of those ready when a job slot frees)
-INT_SUITES   := sync auth ops run robust diff fleet isolation cache examples dnstap forward deploy \
+INT_SUITES   := sync apply auth ops run robust diff fleet isolation cache examples dnstap forward deploy \
                 publish cluster
 NETNS_SUITES := run user
 TEST_SUITES  := $(INT_SUITES:%=san-int-%) $(INT_SUITES:%=int-%) san-unit unit \
