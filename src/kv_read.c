@@ -163,7 +163,7 @@ static natsStatus catchup_done(kv_sub_t *s)
  * earlier fetch's batch that came after it gave up: a slow server), then asks the server
  * for the batch less those, and reads until it holds exactly that many: with more than
  * half the batch waiting it never does, and writes past its array of batch pointers (at
- * K = 300, 23 followers aborted with "double free or corruption"; their cores: a list of
+ * K = 300, 23 followers aborted with "double free or corruption"; a core held a list of
  * 2,585 in an array of 2,048). Asked for twice what waits plus twice PULL_BATCH, it stops
  * at the batch less what waited (unless more than PULL_BATCH more arrive meanwhile). */
 static int pull_batch(kv_sub_t *s)
