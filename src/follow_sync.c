@@ -163,8 +163,10 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 	 * value or delete marker (a consumer of "the latest per key" would make the server
 	 * index every key first: 25 s before the first message at a million keys), pulled a
 	 * batch at a time so that memory does not depend on how fast we apply */
-	long wait_ms = fl->o->wait_ms;
-	int rc = kv_sub_open_pull(fl->b, 1, wait_ms, &sub);
+	/* a fetch's wait, and how many that bring nothing in a row fail the sync */
+	int fetch_ms = fl->o->wait_ms ? (int)fl->o->wait_ms : SYNC_FETCH_MS;
+	int tries = fl->o->wait_ms ? 1 : SYNC_FETCH_TRIES;
+	int rc = kv_sub_open_pull(fl->b, 1, fl->o->wait_ms, &sub);
 	batch_reset(&fl->batch);
 	/* The end: the server's count of messages pending reads 0, or, once past the
 	 * stream's last message as of the start (or a later one: it may have been
@@ -182,11 +184,7 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		bool past = *last >= fl->info.last;
 		if (past && tail == 0)
 			tail = clock_mono_s() + TAIL_S;
-		rc = kv_sub_next(sub,
-		                 past      ? TAIL_WAIT_MS
-		                 : wait_ms ? (int)wait_ms
-		                           : SYNC_FETCH_MS,
-		                 &m);
+		rc = kv_sub_next(sub, past ? TAIL_WAIT_MS : fetch_ms, &m);
 		if (rc == -ETIMEDOUT && past) { /* everything stored now is read */
 			rc = fl->batch.n ? apply_chunk(fl, txn, spill) : 0;
 			break;
@@ -194,10 +192,10 @@ static int sync_keys(follow_t *fl, reg_txn_t *txn, uint64_t *last)
 		/* a fetch that brought nothing before the stream's end: a server busy with
 		 * other full syncs. The consumer keeps its place; asking again costs nothing,
 		 * starting over costs the whole stream (and, a fleet at once, a stampede) */
-		if (rc == -ETIMEDOUT && !*fl->o->stop && !wait_ms && ++stalls < SYNC_FETCH_TRIES) {
+		if (rc == -ETIMEDOUT && !*fl->o->stop && ++stalls < tries) {
 			log_info("event=follow full-sync=slow bucket=%s seq=%" PRIu64
 			         " waited_s=%d try=%d",
-			         fl->o->bucket, *last, SYNC_FETCH_MS / 1000, stalls);
+			         fl->o->bucket, *last, fetch_ms / 1000, stalls);
 			rc = 0;
 			continue;
 		}
